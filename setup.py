@@ -1,0 +1,35 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="ddpm-hub",
+    version="0.1.0",
+    description="DDPM (Ho et al. 2020) as a Hugging Face diffusers extension: train, evaluate, publish, load.",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["ddpm_hub", "ddpm_hub.*"]),
+    install_requires=[
+        "torch>=2.1",
+        "diffusers>=0.42,<0.43",
+        "transformers>=4.40",
+        "accelerate>=1.0",
+        "datasets>=3.0",
+        "huggingface-hub>=1.0",
+        "safetensors>=0.4",
+        "numpy>=1.24",
+        "Pillow>=10",
+        "scikit-learn>=1.3",  # the built-in digits dataset (ships with the package, works offline)
+        "tensorboard>=2.14",  # the default training logger
+        "matplotlib>=3.7",  # the bits-per-timestep plot of `ddpm-hub eval --bpd`
+        "PyYAML>=6",  # training config files
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "ruff>=0.5"],
+        "wandb": ["wandb"],
+    },
+    entry_points={"console_scripts": ["ddpm-hub=ddpm_hub.cli:main"]},
+)
