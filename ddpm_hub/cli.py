@@ -33,12 +33,12 @@ def _sample(args: argparse.Namespace) -> int:
     """Sample a grid from a trained pipeline (folder or Hub repo id) or a fresh configuration."""
     from .pipeline_ddpm_hub import DDPMHubPipeline
 
-    weights = list(Path(args.model, "unet").glob("*.safetensors"))
-    if not weights and args.model in available_pipelines() or Path(args.model, "model_index.json").is_file():
-        pipeline = build_pipeline(args.model, seed=args.seed) if not weights else None
-    else:
-        pipeline = None
-    pipeline = pipeline or DDPMHubPipeline.from_pretrained(args.model)
+    trained = any(Path(args.model, "unet").glob("*.safetensors"))
+    configuration = Path(args.model).exists() or args.model in available_pipelines()
+    if trained or not configuration:  # a trained folder, or a Hub repo id
+        pipeline = DDPMHubPipeline.from_pretrained(args.model)
+    else:  # an untrained configuration: samples are noise, useful to check the plumbing
+        pipeline = build_pipeline(args.model, seed=args.seed)
     pipeline.to(args.device)
     generator = [torch.Generator(args.device).manual_seed(args.seed + i) for i in range(args.num_images)]
     images = pipeline(batch_size=args.num_images, num_inference_steps=args.steps, generator=generator).images

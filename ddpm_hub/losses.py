@@ -1,0 +1,140 @@
+"""The diffusion objectives: L_simple (DDPM Algorithm 1, eq. 14) and the variational bound terms (eqs. 5, 13).
+
+Shapes: images `[N x C x H x W]`, timesteps `[N]`; every loss here is returned per sample, `[N]`, so that callers can
+weight, average or sum as they need (training averages, the likelihood sums over timesteps).
+"""
+
+import math
+
+import torch
+
+from .scheduling_ddpm_hub import DDPMHubScheduler
+
+LN2 = math.log(2.0)
+
+
+def mean_flat(x: torch.Tensor) -> torch.Tensor:
+    """Mean over every dimension but the first: `[N x ...]` -> `[N]`."""
+    return x.mean(dim=tuple(range(1, x.ndim)))
+
+
+def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) elementwise, in nats."""
+    return 0.5 * (logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2) - 1.0)
+
+
+def standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def discretized_gaussian_log_likelihood(
+    x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, bin_width: float = 2.0 / 255.0
+) -> torch.Tensor:
+    """
+    log p(x_0 | x_1) of the discretized Gaussian decoder (DDPM eq. 13), elementwise, in nats.
+
+    `x` holds 8-bit images scaled to [-1, 1], so pixel values are bin centres spaced `bin_width` = 2/255 apart. The
+    probability of a pixel is the Gaussian mass in its bin; the edge bins are open-ended (-inf, -1 + w/2] and
+    [1 - w/2, inf). `log_scale` is the log standard deviation.
+    """
+    half = bin_width / 2
+    inv_std = torch.exp(-log_scale)
+    cdf_upper = standard_normal_cdf(inv_std * (x - mean + half))
+    cdf_lower = standard_normal_cdf(inv_std * (x - mean - half))
+    log_cdf_upper = torch.log(cdf_upper.clamp(min=1e-12))  # the lowest bin: P(X <= -1 + w/2)
+    log_one_minus_cdf_lower = torch.log((1.0 - cdf_lower).clamp(min=1e-12))  # the highest bin: P(X > 1 - w/2)
+    log_bin_mass = torch.log((cdf_upper - cdf_lower).clamp(min=1e-12))
+    edge = 1.0 - half / 2  # any x beyond this is in an edge bin (bin centres are at +-1)
+    return torch.where(x < -edge, log_cdf_upper, torch.where(x > edge, log_one_minus_cdf_lower, log_bin_mass))
+
+
+def prior_bits_per_dim(scheduler: DDPMHubScheduler, x_0: torch.Tensor) -> torch.Tensor:
+    """L_T = KL(q(x_T | x_0) || N(0, I)) (eq. 5), bits per dimension, `[N]`. Independent of the model."""
+    t_last = torch.full((x_0.shape[0],), scheduler.config.num_train_timesteps - 1, dtype=torch.long)
+    alpha_bar = scheduler.alphas_cumprod[t_last].to(x_0).reshape(-1, *([1] * (x_0.ndim - 1)))
+    mean, log_variance = alpha_bar.sqrt() * x_0, torch.log(1.0 - alpha_bar).expand_as(x_0)
+    return mean_flat(normal_kl(mean, log_variance, torch.zeros_like(x_0), torch.zeros_like(x_0))) / LN2
+
+
+def vb_terms_bits_per_dim(
+    scheduler: DDPMHubScheduler,
+    model_output: torch.Tensor,
+    x_0: torch.Tensor,
+    x_t: torch.Tensor,
+    timesteps: torch.Tensor,
+) -> torch.Tensor:
+    """
+    One term of the variational bound per sample, in bits per dimension, `[N]`, on the scheduler's current chain:
+
+    - L_{t-1} = KL(q(x_{t'} | x_t, x_0) || p(x_{t'} | x_t)) where t' is the previous kept timestep (eq. 5);
+    - L_0 = -log p(x_0 | x_t) with the discretized Gaussian decoder on the chain's last step (eq. 13).
+
+    Args:
+        model_output: the raw UNet output at (x_t, t), `[N x C x H x W]` or `[N x 2C x H x W]` for `learned_range`.
+        x_0: the data in [-1, 1] on the 8-bit grid; x_t: a sample of q(x_t | x_0); timesteps: `[N]` on the chain.
+    """
+    true_mean, _, true_log_variance = scheduler.q_posterior_mean_variance(x_0, x_t, timesteps)
+    model = scheduler.p_mean_variance(model_output, x_t, timesteps)
+    kl = mean_flat(normal_kl(true_mean, true_log_variance, model.mean, model.log_variance)) / LN2
+    decoder_nll = -mean_flat(discretized_gaussian_log_likelihood(x_0, model.mean, 0.5 * model.log_variance)) / LN2
+    is_last = scheduler.previous_timestep(timesteps).to(x_0.device) < 0
+    return torch.where(is_last, decoder_nll, kl)
+
+
+def training_target(
+    scheduler: DDPMHubScheduler, x_0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+) -> torch.Tensor:
+    """What the UNet learns to output: epsilon (Algorithm 1), x_0, or v = sqrt(ab) eps - sqrt(1 - ab) x_0."""
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        return noise
+    if prediction_type == "sample":
+        return x_0
+    return scheduler.get_velocity(x_0, noise, timesteps)
+
+
+def min_snr_weight(
+    scheduler: DDPMHubScheduler, timesteps: torch.Tensor, gamma: float = 5.0
+) -> torch.Tensor:
+    """
+    Min-SNR-gamma loss weights (Hang et al. 2023) for the configured target, `[N]`: min(SNR, gamma) / SNR for
+    epsilon, min(SNR, gamma) for x_0, min(SNR, gamma) / (SNR + 1) for v; SNR_t = ab_t / (1 - ab_t).
+    """
+    alpha_bar = scheduler.alphas_cumprod[timesteps.cpu()].to(timesteps.device)
+    snr = alpha_bar / (1 - alpha_bar)
+    clipped = snr.clamp(max=gamma)
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        return clipped / snr
+    if prediction_type == "sample":
+        return clipped
+    return clipped / (snr + 1)
+
+
+def diffusion_loss(
+    scheduler: DDPMHubScheduler,
+    model_output: torch.Tensor,
+    x_0: torch.Tensor,
+    x_t: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    snr_gamma: float | None = None,
+    vlb_weight: float = 0.001,
+) -> torch.Tensor:
+    """
+    The training loss per sample, `[N]`.
+
+    - L_simple (eq. 14): || target - prediction ||^2 averaged over dimensions, optionally min-SNR weighted;
+    - with `variance_type="learned_range"`, L_hybrid = L_simple + lambda L_vlb (Improved DDPM, lambda = 0.001), where
+      L_vlb ~ T * L_t for the sampled t and the mean is frozen (stop-gradient) so that L_vlb only trains the variance.
+    """
+    prediction, variance_values = scheduler.split_model_output(model_output, x_t)
+    target = training_target(scheduler, x_0, noise, timesteps)
+    loss = mean_flat((prediction.float() - target.float()) ** 2)
+    if snr_gamma is not None:
+        loss = loss * min_snr_weight(scheduler, timesteps, snr_gamma)
+    if variance_values is not None:
+        frozen = torch.cat([prediction.detach(), variance_values], dim=1).float()
+        vb = vb_terms_bits_per_dim(scheduler, frozen, x_0.float(), x_t.float(), timesteps)
+        loss = loss + vlb_weight * scheduler.config.num_train_timesteps * vb
+    return loss
