@@ -78,7 +78,7 @@ def zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
     """Lin et al. 2024, Algorithm 1: shift and scale sqrt(alpha-bar) so the last step has SNR 0, the first unchanged."""
     sqrt_alpha_bar = torch.cumprod(1.0 - betas, dim=0).sqrt()
     first, last = sqrt_alpha_bar[0].clone(), sqrt_alpha_bar[-1].clone()
-    sqrt_alpha_bar = (sqrt_alpha_bar - last) * first / (first - last)
+    sqrt_alpha_bar = (sqrt_alpha_bar - last) * (first / (first - last))
     alpha_bar = sqrt_alpha_bar**2
     alphas = torch.cat([alpha_bar[0:1], alpha_bar[1:] / alpha_bar[:-1]])
     return 1 - alphas
