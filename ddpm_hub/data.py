@@ -49,7 +49,6 @@ import torch
 import torch.nn.functional as F
 from PIL import ExifTags, Image, ImageFile, ImageOps
 
-
 logger = logging.getLogger(__name__)
 
 BUILTIN_DATASETS = ("builtin:digits",)
@@ -221,7 +220,7 @@ class UInt8ImageDataset(torch.utils.data.Dataset):
         return self.get_item(index)
 
     def get_item(self, index: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Item ``index`` as float32 [C x H x W] in [-1, 1]; the flip is drawn from ``generator`` (global RNG if None)."""
+        """Item ``index`` as float32 [C x H x W] in [-1, 1], the flip drawn from ``generator`` (None: global RNG)."""
         image = to_model_range(self.tensor[index])
         if self.random_flip and torch.rand(1, generator=generator).item() < 0.5:
             image = image.flip(-1)
@@ -260,14 +259,18 @@ def _check_arguments(
         if dataset_name == "":
             raise ValueError("dataset_name is empty; give a Hub dataset name or one of " + ", ".join(BUILTIN_DATASETS))
         if dataset_name.startswith("builtin:") and dataset_name not in BUILTIN_DATASETS:
-            raise ValueError(f"Unknown builtin dataset {dataset_name!r}; valid builtin names: {list(BUILTIN_DATASETS)}.")
+            raise ValueError(
+                f"Unknown builtin dataset {dataset_name!r}; valid builtin names: {list(BUILTIN_DATASETS)}."
+            )
     hub = dataset_name is not None and dataset_name not in BUILTIN_DATASETS
     if not hub:
         what = f"train_data_dir {train_data_dir!r}" if train_data_dir is not None else dataset_name
         if image_column is not None:
             raise ValueError(f"image_column applies only to Hub datasets, not to {what}; got {image_column!r}.")
         if split != "train":
-            raise ValueError(f"split applies only to Hub datasets; {what} has the single split 'train', got {split!r}.")
+            raise ValueError(
+                f"split applies only to Hub datasets; {what} has the single split 'train', got {split!r}."
+            )
     elif not isinstance(split, str) or not split:
         raise ValueError(f"split must be a split name such as 'train', got {split!r}.")
     if train_data_dir is not None:
@@ -329,7 +332,8 @@ def _list_folder(root: str) -> tuple[list[str], list[tuple[str, str]]]:
             extension = os.path.splitext(name)[1].lower()
             (image_paths if extension in IMAGE_EXTENSIONS else other_paths).append(relative_path)
     skipped = [
-        (path, f"not an image file extension (accepted: {', '.join(IMAGE_EXTENSIONS)})") for path in sorted(other_paths)
+        (path, f"not an image file extension (accepted: {', '.join(IMAGE_EXTENSIONS)})")
+        for path in sorted(other_paths)
     ]
     return sorted(image_paths), skipped
 
@@ -403,7 +407,7 @@ def _resolve_image_column(dataset, image_column: str | None, dataset_name: str) 
     if image_column is not None:
         if image_column not in columns:
             raise ValueError(
-                f"image_column {image_column!r} is not a column of dataset {dataset_name!r}; its columns are {columns}."
+                f"image_column {image_column!r} is not a column of dataset {dataset_name!r}; columns: {columns}."
             )
         return image_column
     for name, feature in dataset.features.items():

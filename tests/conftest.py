@@ -26,8 +26,18 @@ def _free_port() -> int:
 HUB_PORT = _free_port()
 HUB_URL = f"http://127.0.0.1:{HUB_PORT}"
 
-for _name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE",
-              "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_XET_CACHE", "HF_ASSETS_CACHE"):  # fmt: skip
+for _name in (
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "HF_TOKEN_PATH",
+    "HF_HUB_CACHE",
+    "HUGGINGFACE_HUB_CACHE",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "HF_XET_CACHE",
+    "HF_ASSETS_CACHE",
+):
     os.environ.pop(_name, None)
 os.environ.update(
     HF_ENDPOINT=HUB_URL,
@@ -43,7 +53,6 @@ os.environ.update(
 import huggingface_hub.constants  # noqa: E402 - must come after the environment above
 import pytest  # noqa: E402
 from hub_server import HubServer  # noqa: E402
-
 
 if huggingface_hub.constants.ENDPOINT != HUB_URL:
     raise RuntimeError(

@@ -110,7 +110,6 @@ class Repo:
     type: str
     id: str
     private: bool
-    created: datetime
     commits: dict[str, Commit] = field(default_factory=dict)
     branches: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
@@ -294,6 +293,9 @@ class HubServer:
             allowed = True
             if request.method in methods:
                 args = {key: unquote(value) for key, value in match.groupdict().items() if value is not None}
+                if "ns" in args:  # a repo route: handlers take `repo_type` and `repo_id`
+                    args["repo_type"] = REPO_TYPES[args.pop("type", None) or args.pop("prefix", "models")]
+                    args["repo_id"] = f"{args.pop('ns')}/{args.pop('name')}"
                 return getattr(self, f"_{name}")(request, **args)
         if allowed:
             raise HubError(405, f"Method {request.method} not allowed on {request.path}")
@@ -376,8 +378,8 @@ class HubServer:
             raise HubError(401, "Invalid user token")
         access_token = {"displayName": f"{token.user}-{token.role}", "role": token.role}
         orgs = [{"name": org, "type": "org"} for org in token.orgs]
-        return self._json({"type": "user", "name": token.user, "fullname": token.user, "orgs": orgs,
-                           "auth": {"type": "access_token", "accessToken": access_token}})  # fmt: skip
+        auth = {"type": "access_token", "accessToken": access_token}
+        return self._json({"type": "user", "name": token.user, "fullname": token.user, "orgs": orgs, "auth": auth})
 
     def _agent_harnesses(self, request: Request) -> Response:
         return self._json({"standardEnvVars": [], "harnesses": {}})
@@ -409,7 +411,7 @@ class HubServer:
         url = f"{self.url}/{URL_PREFIXES[repo_type]}{repo_id}"
         if (repo_type, repo_id) in self._repos:
             return self._json({"error": f"You already created this {repo_type} repo", "url": url}, status=409)
-        repo = Repo(repo_type, repo_id, visibility == "private", datetime.now(UTC))
+        repo = Repo(repo_type, repo_id, visibility == "private")
         files = {".gitattributes": self._regular_entry(INITIAL_GITATTRIBUTES)}
         repo.branches["main"] = self._new_commit(repo, None, files, "initial commit").oid
         self._repos[(repo_type, repo_id)] = repo
@@ -421,14 +423,13 @@ class HubServer:
         del self._repos[(repo.type, repo.id)]
         return Response(200)
 
-    def _repo_info(self, request: Request, type: str, ns: str, name: str, rev: str = "main") -> Response:
-        repo = self._readable_repo(request, REPO_TYPES[type], f"{ns}/{name}")
+    def _repo_info(self, request: Request, repo_type: str, repo_id: str, rev: str = "main") -> Response:
+        repo = self._readable_repo(request, repo_type, repo_id)
         commit = repo.resolve(rev)
         siblings = [self._sibling(path, entry, request.flag("blobs")) for path, entry in sorted(commit.files.items())]
-        return self._json({"id": repo.id, "_id": hashlib.sha1(repo.id.encode()).hexdigest()[:24],
-                           "author": repo.namespace, "sha": commit.oid, "private": repo.private, "gated": False,
-                           "disabled": False, "lastModified": hub_date(commit.date), "createdAt": hub_date(repo.created),
-                           "tags": [], "downloads": 0, "likes": 0, "siblings": siblings})  # fmt: skip
+        info = {"id": repo.id, "author": repo.namespace, "sha": commit.oid, "private": repo.private}
+        info.update(gated=False, disabled=False, lastModified=hub_date(commit.date), siblings=siblings)
+        return self._json(info)
 
     @staticmethod
     def _sibling(path: str, entry: Entry, blobs: bool) -> dict:
@@ -440,8 +441,8 @@ class HubServer:
                 sibling["lfs"] = {"size": entry.size, "sha256": entry.sha256, "pointerSize": pointer_size}
         return sibling
 
-    def _tree(self, request: Request, type: str, ns: str, name: str, rev: str, path: str = "") -> Response:
-        repo = self._readable_repo(request, REPO_TYPES[type], f"{ns}/{name}")
+    def _tree(self, request: Request, repo_type: str, repo_id: str, rev: str, path: str = "") -> Response:
+        repo = self._readable_repo(request, repo_type, repo_id)
         commit = repo.resolve(rev)
         base = path.strip("/")
         prefix = f"{base}/" if base else ""
@@ -475,8 +476,8 @@ class HubServer:
 
     # -- refs ----------------------------------------------------------------------------------------------------
 
-    def _refs(self, request: Request, type: str, ns: str, name: str) -> Response:
-        repo = self._readable_repo(request, REPO_TYPES[type], f"{ns}/{name}")
+    def _refs(self, request: Request, repo_type: str, repo_id: str) -> Response:
+        repo = self._readable_repo(request, repo_type, repo_id)
 
         def refs(names: dict[str, str], kind: str) -> list[dict]:
             return [{"name": n, "ref": f"refs/{kind}/{n}", "targetCommit": oid} for n, oid in sorted(names.items())]
@@ -484,8 +485,8 @@ class HubServer:
         branches, tags = refs(repo.branches, "heads"), refs(repo.tags, "tags")
         return self._json({"branches": branches, "tags": tags, "converts": [], "pullRequests": []})
 
-    def _branch(self, request: Request, type: str, ns: str, name: str, branch: str) -> Response:
-        repo = self._writable_repo(request, REPO_TYPES[type], f"{ns}/{name}")
+    def _branch(self, request: Request, repo_type: str, repo_id: str, branch: str) -> Response:
+        repo = self._writable_repo(request, repo_type, repo_id)
         if request.method == "DELETE":
             if branch == "main":
                 raise HubError(403, "The default branch 'main' cannot be deleted")
@@ -499,8 +500,8 @@ class HubServer:
         repo.branches[branch] = repo.resolve(request.json().get("startingPoint") or "main").oid
         return Response(200)
 
-    def _tag(self, request: Request, type: str, ns: str, name: str, rev: str) -> Response:
-        repo = self._writable_repo(request, REPO_TYPES[type], f"{ns}/{name}")
+    def _tag(self, request: Request, repo_type: str, repo_id: str, rev: str) -> Response:
+        repo = self._writable_repo(request, repo_type, repo_id)
         if request.method == "DELETE":  # here `rev` is the tag name
             if repo.tags.pop(rev, None) is None:
                 raise HubError(404, f"Tag not found: {rev!r}", "RevisionNotFound")
@@ -525,20 +526,23 @@ class HubServer:
             raise HubError(400, f"Invalid rev id: {rev!r} is not a branch; only branches can be committed to")
         return commit
 
-    def _preupload(self, request: Request, type: str, ns: str, name: str, rev: str) -> Response:
-        repo = self._writable_repo(request, REPO_TYPES[type], f"{ns}/{name}")
+    def _preupload(self, request: Request, repo_type: str, repo_id: str, rev: str) -> Response:
+        repo = self._writable_repo(request, repo_type, repo_id)
         head = self._branch_head(repo, request, rev)
         answers = []
         for item in request.json().get("files", []):
-            path, lfs = (check_path(item.get("path")), self._is_lfs_size(int(item.get("size", 0))))
+            path, size = check_path(item.get("path")), item.get("size")
+            if not isinstance(size, int) or size < 0:
+                raise HubError(400, f"Invalid size {size!r} for {path}")
+            lfs = self._is_lfs_size(size)
             answer = {"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False}
             if path in head.files:  # the client skips a file whose oid equals the local one
                 answer["oid"] = head.files[path].sha256 if lfs else head.files[path].content_sha1
             answers.append(answer)
         return self._json({"files": answers, "commitOid": head.oid})
 
-    def _lfs_batch(self, request: Request, ns: str, name: str, prefix: str = "") -> Response:
-        repo = self._writable_repo(request, REPO_TYPES[prefix or "models"], f"{ns}/{name}")
+    def _lfs_batch(self, request: Request, repo_type: str, repo_id: str) -> Response:
+        repo = self._writable_repo(request, repo_type, repo_id)
         body = request.json()
         if body.get("operation") != "upload":
             raise HubError(400, "Only the LFS 'upload' operation is supported by HubServer")
@@ -553,8 +557,10 @@ class HubServer:
                 self._uploads[ticket] = ((repo.type, repo.id), oid, size)
                 verify = f"{self.url}/{self._repo_url_path(repo)}.git/info/lfs/objects/verify"
                 answer["authenticated"] = True
-                answer["actions"] = {"upload": {"href": f"{self.url}/lfs-upload/{ticket}", "header": {}},
-                                     "verify": {"href": verify, "header": {}}}  # fmt: skip
+                answer["actions"] = {
+                    "upload": {"href": f"{self.url}/lfs-upload/{ticket}", "header": {}},
+                    "verify": {"href": verify, "header": {}},
+                }
             objects.append(answer)
         return self._json({"transfer": "basic", "objects": objects}, content_type="application/vnd.git-lfs+json")
 
@@ -572,16 +578,16 @@ class HubServer:
             self._repos[repo_key].lfs_oids.add(oid)
         return Response(200, headers={"ETag": f'"{hashlib.md5(request.body).hexdigest()}"'})
 
-    def _lfs_verify(self, request: Request, ns: str, name: str, prefix: str = "") -> Response:
-        repo = self._writable_repo(request, REPO_TYPES[prefix or "models"], f"{ns}/{name}")
+    def _lfs_verify(self, request: Request, repo_type: str, repo_id: str) -> Response:
+        repo = self._writable_repo(request, repo_type, repo_id)
         body = request.json()
         oid = body.get("oid")
         if oid not in repo.lfs_oids or self._blob_path(oid).stat().st_size != body.get("size"):
             raise HubError(404, f"LFS object {oid} of size {body.get('size')} was not uploaded to {repo.id}")
         return self._json({"success": True})
 
-    def _commit(self, request: Request, type: str, ns: str, name: str, rev: str) -> Response:
-        repo = self._writable_repo(request, REPO_TYPES[type], f"{ns}/{name}")
+    def _commit(self, request: Request, repo_type: str, repo_id: str, rev: str) -> Response:
+        repo = self._writable_repo(request, repo_type, repo_id)
         head = self._branch_head(repo, request, rev)
         try:
             lines = [json.loads(line) for line in request.body.splitlines() if line.strip()]
@@ -607,7 +613,10 @@ class HubServer:
         if key == "file":
             if value.get("encoding") != "base64":
                 raise HubError(400, f"Unsupported encoding {value.get('encoding')!r} for {path}: expected 'base64'")
-            data = base64.b64decode(value.get("content", ""), validate=True)
+            try:
+                data = base64.b64decode(value.get("content", ""), validate=True)
+            except ValueError:
+                raise HubError(400, f"Content of {path} is not valid base64") from None
             if self._is_lfs_size(len(data)):
                 raise HubError(400, f"{path} is {len(data)} bytes: files of {self.lfs_threshold}+ bytes must use LFS")
             files[path] = self._regular_entry(data)
@@ -633,25 +642,16 @@ class HubServer:
 
     # -- downloads -----------------------------------------------------------------------------------------------
 
-    def _resolve(self, request: Request, ns: str, name: str, rev: str, path: str, prefix: str = "") -> Response:
-        repo = self._readable_repo(request, REPO_TYPES[prefix or "models"], f"{ns}/{name}")
+    def _resolve(self, request: Request, repo_type: str, repo_id: str, rev: str, path: str) -> Response:
+        repo = self._readable_repo(request, repo_type, repo_id)
         commit = repo.resolve(rev)
         headers = {"X-Repo-Commit": commit.oid}
         entry = commit.files.get(path)
         if entry is None:
             raise HubError(404, f"Entry not found: {path} at {rev}", "EntryNotFound", headers)
         data = self._blob_path(entry.sha256).read_bytes()
-        headers.update({"ETag": f'"{entry.etag}"', "Content-Type": "application/octet-stream",
-                        "Accept-Ranges": "bytes", "Content-Disposition": f'inline; filename="{path.split("/")[-1]}"'})  # fmt: skip
-        byte_range = request.headers.get("range")
-        if byte_range is None:
-            return Response(200, data, headers)
-        match = re.fullmatch(r"bytes=(\d+)-(\d*)", byte_range.strip())
-        if match is None or int(match[1]) >= max(len(data), 1):
-            raise HubError(416, f"Unsatisfiable range {byte_range!r} for {len(data)} bytes")
-        start, end = int(match[1]), min(int(match[2] or len(data) - 1), len(data) - 1)
-        headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-        return Response(206, data[start : end + 1], headers)
+        headers.update({"ETag": f'"{entry.etag}"', "Content-Type": "application/octet-stream"})
+        return Response(200, data, headers)  # a Range header is ignored: the client then restarts from byte 0
 
 
 def check_path(path: object) -> str:

@@ -18,7 +18,6 @@ from ddpm_hub.data import (
     to_model_range,
 )
 
-
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 # ITU-R 601-2 luma as PIL computes it: L = (19595 R + 38470 G + 7471 B + 2**15) >> 16.
 LUMA = {RED: 76, GREEN: 150, BLUE: 29, WHITE: 255}
@@ -37,7 +36,7 @@ def _noise_png_bytes(size: int = 24) -> bytes:
 
 @pytest.fixture
 def image_folder(tmp_path):
-    """A folder of 4 usable images (sorted: a_red, b_rgba, c_palette, sub/d_gray) and 5 items to skip."""
+    """4 usable images (sorted: a_red, b_rgba, c_palette, sub/d_gray), 4 files to skip, 2 hidden ones to ignore."""
     root = tmp_path / "images"
     (root / "sub").mkdir(parents=True)
     (root / ".hidden").mkdir()
@@ -135,8 +134,7 @@ def test_folder_rgb_conversion_values(image_folder):
 
 
 def test_folder_center_crop_versus_squash(tmp_path):
-    # 40x20: left half red, right half blue. A centre crop to 10x10 sees 5 red and 5 blue columns;
-    # squashing the whole image also keeps both halves; a 40x20 -> 20x10 resize keeps the halves sharp.
+    # 40x20, left half red, right half blue: resized to 20x10 then centre-cropped, 5 red and 5 blue columns.
     image = Image.new("RGB", (40, 20), RED)
     image.paste(BLUE, (20, 0, 40, 20))
     image.save(tmp_path / "halves.png")
@@ -155,13 +153,13 @@ def test_folder_center_crop_versus_squash(tmp_path):
 
 
 def test_folder_modes_16bit_cmyk_la_bilevel(tmp_path):
-    Image.fromarray(np.full((16, 16), 65535, dtype=np.uint16)).save(tmp_path / "a_16bit.png")
+    Image.fromarray(np.full((16, 16), 128 * 257, dtype=np.uint16)).save(tmp_path / "a_16bit.png")  # 16-bit 128
     Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(tmp_path / "b_cmyk.tif")  # red in CMYK
     Image.new("LA", (16, 16), (0, 0)).save(tmp_path / "c_la.png")  # transparent black -> white
     Image.new("1", (16, 16), 1).save(tmp_path / "d_bilevel.bmp")
     images, report = load_image_tensor(None, str(tmp_path), resolution=16, channels=1)
     assert report.num_skipped == 0
-    assert [int(image.unique()) for image in images] == [255, LUMA[RED], 255, 255]
+    assert [int(image.unique()) for image in images] == [128, LUMA[RED], 255, 255]
 
 
 def test_folder_max_images_stops_early(image_folder):
@@ -225,7 +223,7 @@ def test_datasets_path_decodes_finds_image_column_and_skips(parquet_dataset):
 
 def test_datasets_path_missing_image_column(parquet_dataset):
     path, cache_dir = parquet_dataset
-    with pytest.raises(ValueError, match="image_column 'image' is not a column.*'label', 'picture'"):
+    with pytest.raises(ValueError, match="image_column 'image' is not a column.*columns: .'label', 'picture'"):
         load_image_tensor(path, image_column="image", cache_dir=cache_dir)
 
 

@@ -5,15 +5,19 @@ on: uploads (inline and LFS) round-trip byte for byte, errors map to the client'
 stay private, write permissions are enforced, revisions resolve, and injected transient failures are retried.
 """
 
+import base64
 import hashlib
 import json
 import os
+import socket
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
 
 import huggingface_hub.constants
 import pytest
+from hub_server import HubServer, git_blob_sha1
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, hf_hub_download, snapshot_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -21,8 +25,6 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from hub_server import HubServer, git_blob_sha1
-
 
 ALICE, ALICE_READ, BOB = "hf_alice_write", "hf_alice_read", "hf_bob_write"
 LFS_THRESHOLD = 2048  # lowered by the LFS tests so that a few-kB file takes the LFS path
@@ -66,11 +68,11 @@ def requests_for(server: HubServer, repo_id: str, since: int = 0) -> list[tuple[
     return [(m, p) for m, p in server.requests[since:] if repo_id in p or p.startswith("/lfs-upload/")]
 
 
-def raw_request(url: str, method: str = "GET", token: str | None = None) -> tuple[int, dict[str, str], bytes]:
-    """A request outside the client, to check headers the client does not expose."""
-    request = urllib.request.Request(url, method=method, headers={"Authorization": f"Bearer {token}"} if token else {})
+def raw_request(url: str, method: str = "GET", data: bytes | None = None, token: str | None = None) -> tuple:
+    """(status, headers, body) of a request made outside the client, to check what the client does not expose."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(request) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, data, headers, method=method)) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), error.read()
@@ -148,20 +150,22 @@ def test_lfs_upload_url_is_signed_and_content_checked(lfs: HubServer, repo_id: s
     status, _, body = raw_request(f"{lfs.url}/lfs-upload/guessed-signature", method="PUT")
     assert status == 403 and b"SignatureDoesNotMatch" in body
     HfApi(token=ALICE).create_repo(repo_id)
-    with pytest.raises(HfHubHTTPError) as error:  # an lfsFile line whose object was never uploaded
-        commit_lfs_pointer_without_upload(repo_id, BIG["weights.bin"])
-    assert error.value.response.status_code == 400
-
-
-def commit_lfs_pointer_without_upload(repo_id: str, data: bytes) -> None:
-    """Send an `lfsFile` commit line without uploading the object first (the client never does that)."""
-    from huggingface_hub._commit_api import _send_commit
-
-    operation = CommitOperationAdd("weights.bin", data)
-    operation._upload_mode = "lfs"
-    headers = {"authorization": f"Bearer {ALICE}"}
-    _send_commit(operations=[operation], files_to_copy={}, commit_message="no upload", commit_description="",
-                 repo_type="model", repo_id=repo_id, headers=headers, revision="main")  # fmt: skip
+    # A commit line pointing at an LFS object that was never uploaded (the client never sends one) is refused.
+    oid = hashlib.sha256(BIG["weights.bin"]).hexdigest()
+    lines = [
+        {"key": "header", "value": {"summary": "no upload", "description": ""}},
+        {"key": "lfsFile", "value": {"path": "weights.bin", "algo": "sha256", "oid": oid, "size": 5000}},
+    ]
+    ndjson = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    status, headers, _ = raw_request(f"{lfs.url}/api/models/{repo_id}/commit/main", "POST", ndjson, token=ALICE)
+    assert status == 400 and "was not uploaded" in headers["X-Error-Message"]
+    # Inline content at or above the LFS threshold is refused too: it must go through LFS.
+    content = base64.b64encode(BIG["weights.bin"]).decode()
+    lines[1] = {"key": "file", "value": {"path": "weights.bin", "content": content, "encoding": "base64"}}
+    ndjson = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    status, headers, _ = raw_request(f"{lfs.url}/api/models/{repo_id}/commit/main", "POST", ndjson, token=ALICE)
+    assert status == 400 and "must use LFS" in headers["X-Error-Message"]
+    assert HfApi().list_repo_files(repo_id) == [".gitattributes"]
 
 
 def test_reupload_sends_no_new_lfs_object(lfs: HubServer, repo_id: str, tmp_path: Path, hub_cache: Path) -> None:
@@ -329,16 +333,44 @@ def test_commit_is_not_retried_by_create_commit(hub_server: HubServer, repo_id: 
     assert "a.txt" in api.list_repo_files(repo_id)
 
 
-def test_resolve_headers(hub_server: HubServer, lfs: HubServer, repo_id: str, tmp_path: Path) -> None:
+def test_resolve_headers(lfs: HubServer, repo_id: str, tmp_path: Path) -> None:
     HfApi(token=ALICE).create_repo(repo_id)
     sha = upload(tmp_path, repo_id, {"config.json": b"{}", **BIG})
     expected = {"config.json": git_blob_sha1(b"{}"), "weights.bin": hashlib.sha256(BIG["weights.bin"]).hexdigest()}
     for path, etag in expected.items():
-        status, headers, body = raw_request(f"{hub_server.url}/{repo_id}/resolve/main/{path}")
+        status, headers, body = raw_request(f"{lfs.url}/{repo_id}/resolve/main/{path}")
         assert status == 200 and headers["X-Repo-Commit"] == sha and headers["ETag"] == f'"{etag}"'
         assert int(headers["Content-Length"]) == len(body) and "Content-Encoding" not in headers
         assert "X-Xet-Hash" not in headers
-    status, headers, _ = raw_request(f"{hub_server.url}/{repo_id}/resolve/main/missing", method="HEAD")
+    status, headers, _ = raw_request(f"{lfs.url}/{repo_id}/resolve/main/missing", method="HEAD")
     assert (status, headers["X-Error-Code"], headers["X-Repo-Commit"]) == (404, "EntryNotFound", sha)
-    tree = json.loads(raw_request(f"{hub_server.url}/api/models/{repo_id}/tree/main?recursive=true")[2])
+    tree = json.loads(raw_request(f"{lfs.url}/api/models/{repo_id}/tree/main?recursive=true")[2])
     assert all("xetHash" not in item for item in tree)
+
+
+def test_server_is_concurrent(hub_server: HubServer) -> None:
+    """An idle keep-alive connection must not block other clients (snapshot_download uses 8 threads)."""
+    with socket.create_connection(("127.0.0.1", int(hub_server.url.rsplit(":", 1)[1]))) as idle:
+        idle.sendall(b"GET /api/agent-harnesses HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+        request = urllib.request.Request(f"{hub_server.url}/api/agent-harnesses")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert json.loads(response.read()) == {"standardEnvVars": [], "harnesses": {}}
+
+
+def test_org_tokens_and_a_private_server_instance(tmp_path: Path, hub_cache: Path) -> None:
+    server = HubServer(tmp_path / "hub", port=0, lfs_threshold=100).start()
+    try:
+        server.add_token("hf_carol", "carol", orgs=("lab",))
+        api = HfApi(endpoint=server.url, token="hf_carol")
+        assert [org["name"] for org in api.whoami()["orgs"]] == ["lab"]
+        api.create_repo("lab/shared", private=True)
+        api.upload_file(path_or_fileobj=b"x" * 500, path_in_repo="big.bin", repo_id="lab/shared")
+        assert ("POST", "/lab/shared.git/info/lfs/objects/batch") in server.requests
+        path = hf_hub_download("lab/shared", "big.bin", endpoint=server.url, token="hf_carol", cache_dir=hub_cache)
+        assert Path(path).read_bytes() == b"x" * 500
+        with pytest.raises(HfHubHTTPError) as error:
+            api.create_repo("someone-else/repo")
+        assert error.value.response.status_code == 403
+    finally:
+        server.stop()
+    assert not server.errors

@@ -1,0 +1,216 @@
+"""DDPMHubPipeline: sampling against diffusers' DDPMPipeline, inputs, dtypes, and save/load round trips."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler
+
+from ddpm_hub import DDPMHubPipeline, DDPMHubScheduler
+from ddpm_hub.configs import build_pipeline
+
+
+def tiny(**scheduler_overrides) -> DDPMHubPipeline:
+    pipeline = build_pipeline("ddpm-tiny-8", seed=0, scheduler_overrides=scheduler_overrides)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def sample(pipeline, steps=4, seed=0, batch_size=2, **kwargs):
+    return pipeline(
+        batch_size=batch_size, num_inference_steps=steps, generator=torch.manual_seed(seed), output_type="np", **kwargs
+    ).images
+
+
+def test_samples_equal_diffusers_ddpm_pipeline_with_the_same_unet():
+    pipeline = tiny(variance_type="fixed_large")
+    config = {k: v for k, v in pipeline.scheduler.config.items() if not k.startswith("_")}
+    reference = DDPMPipeline(unet=pipeline.unet, scheduler=DDPMScheduler(**config))
+    reference.set_progress_bar_config(disable=True)
+    for steps in (50, 3):  # the full 1000-step chain is compared at the scheduler level
+        np.testing.assert_array_equal(sample(pipeline, steps), sample(reference, steps))
+
+
+def test_deterministic_output_slice():
+    """A regression pin (torch 2.13.0 CPU, the constraints file) on top of the reference comparison above."""
+    images = sample(tiny(), steps=3)
+    assert images.shape == (2, 8, 8, 3)
+    expected = np.array([0.0, 0.4301, 0.0, 0.2479, 1.0, 0.996, 0.0018, 0.0096, 0.0])
+    np.testing.assert_allclose(images[0, -3:, -1, :].flatten(), expected, atol=1e-3)
+
+
+def test_output_types_and_grayscale_pil():
+    pipeline = tiny()
+    pt = pipeline(num_inference_steps=2, generator=torch.manual_seed(0), output_type="pt").images
+    np_images = pipeline(num_inference_steps=2, generator=torch.manual_seed(0), output_type="np").images
+    assert isinstance(pt, torch.Tensor) and pt.shape == (1, 3, 8, 8)
+    np.testing.assert_allclose(pt.permute(0, 2, 3, 1).numpy(), np_images)
+    assert 0.0 <= np_images.min() and np_images.max() <= 1.0
+    (pil,) = pipeline(num_inference_steps=2, output_type="pil", return_dict=False)
+    assert pil[0].mode == "RGB" and pil[0].size == (8, 8)
+    digits = build_pipeline("ddpm-digits-16")
+    digits.set_progress_bar_config(disable=True)
+    image = digits(num_inference_steps=2, generator=torch.manual_seed(0)).images[0]
+    assert image.mode == "L" and image.size == (16, 16)
+
+
+def test_a_list_of_generators_makes_each_image_independent_of_the_batch():
+    pipeline = tiny()
+    pair = pipeline(batch_size=2, num_inference_steps=3, output_type="np",
+                    generator=[torch.Generator().manual_seed(10), torch.Generator().manual_seed(11)]).images
+    single = pipeline(batch_size=1, num_inference_steps=3, output_type="np", generator=[torch.Generator().manual_seed(11)]).images
+    np.testing.assert_allclose(pair[1], single[0], atol=1e-5)  # batched convolutions round differently
+    assert not np.allclose(pair[0], pair[1])
+
+
+def test_given_noise_is_used_as_x_T():
+    pipeline = tiny()
+    pipeline.scheduler = DDIMScheduler.from_config(pipeline.scheduler.config)  # deterministic with eta = 0
+    noise = torch.randn(2, 3, 8, 8, generator=torch.manual_seed(5))
+    from_noise = sample(pipeline, seed=99, noise=noise)
+    from_generator = sample(pipeline, seed=5)
+    np.testing.assert_allclose(from_noise, from_generator, atol=1e-6)
+
+
+def test_eta_reaches_ddim_and_is_refused_where_meaningless():
+    pipeline = tiny()
+    with pytest.raises(ValueError, match="eta=0.5 has no meaning for DDPMHubScheduler"):
+        sample(pipeline, eta=0.5)
+    pipeline.scheduler = DDIMScheduler.from_config(pipeline.scheduler.config)
+    assert not np.allclose(sample(pipeline, eta=0.0), sample(pipeline, eta=1.0))
+
+
+def test_explicit_timesteps_and_respaced_chain():
+    pipeline = tiny()
+    np.testing.assert_array_equal(sample(pipeline, timesteps=[750, 500, 250, 0]), sample(pipeline, steps=4))
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(output_type="jpg"), "valid choices are: pil, np, pt"),
+        (dict(batch_size=0), "positive integer"),
+        (dict(batch_size=2, generator=[torch.manual_seed(0)]), "1 generators for batch_size=2"),
+        (dict(noise=torch.zeros(1, 3, 4, 4)), r"noise must have shape \(1, 3, 8, 8\)"),
+        (dict(num_inference_steps=1001), "between 1 and num_train_timesteps=1000"),
+    ],
+)
+def test_bad_call_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny()(**kwargs)
+
+
+def test_learned_range_pipeline_samples_with_ours_and_with_diffusers_schedulers():
+    pipeline = build_pipeline(
+        "ddpm-tiny-8", unet_overrides={"out_channels": 6}, scheduler_overrides={"variance_type": "learned_range"}
+    )
+    pipeline.set_progress_bar_config(disable=True)
+    assert np.isfinite(sample(pipeline, steps=5)).all()
+    config = {k: v for k, v in pipeline.scheduler.config.items() if not k.startswith("_")}
+    reference = DDPMPipeline(unet=pipeline.unet, scheduler=DDPMScheduler(**config))
+    reference.set_progress_bar_config(disable=True)
+    np.testing.assert_array_equal(sample(pipeline, steps=5), sample(reference, steps=5))
+    for scheduler_class in (DDIMScheduler, DPMSolverMultistepScheduler):  # they get the first 3 channels
+        pipeline.scheduler = scheduler_class.from_config(config)
+        assert np.isfinite(sample(pipeline, steps=5)).all()
+
+
+def test_bfloat16_sampling_on_cpu():
+    pipeline = tiny()
+    reference = sample(pipeline, steps=3)
+    pipeline.to(torch_dtype=torch.bfloat16)
+    images = sample(pipeline, steps=3)
+    assert images.dtype == np.float32 and np.isfinite(images).all()
+    assert np.abs(images - reference).mean() < 0.1
+
+
+def test_save_and_load_round_trip(tmp_path):
+    pipeline = tiny(beta_schedule="cosine", variance_type="fixed_large")
+    pipeline.save_pretrained(tmp_path)
+    files = {os.path.relpath(os.path.join(d, f), tmp_path) for d, _, fs in os.walk(tmp_path) for f in fs}
+    assert {"model_index.json", "pipeline_ddpm_hub.py", "scheduler/scheduling_ddpm_hub.py",
+            "scheduler/scheduler_config.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors"} <= files
+    assert not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["_class_name"] == ["pipeline_ddpm_hub", "DDPMHubPipeline"]
+    assert index["scheduler"] == ["scheduling_ddpm_hub", "DDPMHubScheduler"]
+    loaded = DDPMHubPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert type(loaded.scheduler) is DDPMHubScheduler  # the installed class, no remote code
+    assert loaded.scheduler.config.beta_schedule == "squaredcos_cap_v2"
+    np.testing.assert_array_equal(sample(loaded), sample(pipeline))
+    half = DDPMHubPipeline.from_pretrained(tmp_path, torch_dtype=torch.bfloat16)
+    assert half.unet.dtype == torch.bfloat16
+
+
+def test_pickle_weights_are_not_written():
+    with pytest.raises(ValueError, match="safetensors weights only"):
+        tiny().save_pretrained("unused", safe_serialization=False)
+
+
+def test_diffusers_ddpm_pipeline_folder_loads(tmp_path):
+    pipeline = tiny(variance_type="fixed_large")
+    config = {k: v for k, v in pipeline.scheduler.config.items() if not k.startswith("_")}
+    reference = DDPMPipeline(unet=pipeline.unet, scheduler=DDPMScheduler(**config))
+    reference.set_progress_bar_config(disable=True)
+    reference.save_pretrained(tmp_path)
+    loaded = DDPMHubPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert type(loaded.scheduler) is DDPMHubScheduler  # upgraded: same chain, plus the likelihood helpers
+    np.testing.assert_array_equal(sample(loaded, steps=10), sample(reference, steps=10))
+
+
+def test_diffusers_only_variance_type_keeps_diffusers_scheduler(tmp_path):
+    pipeline = tiny()
+    reference = DDPMPipeline(unet=pipeline.unet, scheduler=DDPMScheduler(variance_type="fixed_small_log"))
+    reference.save_pretrained(tmp_path)
+    assert type(DDPMHubPipeline.from_pretrained(tmp_path).scheduler) is DDPMScheduler
+
+
+def test_folders_that_are_not_ddpm_pipelines_are_explained(tmp_path):
+    with pytest.raises(FileNotFoundError, match="has no model_index.json"):
+        DDPMHubPipeline.from_pretrained(tmp_path)
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "X", "vae": ["diffusers", "AutoencoderKL"]}))
+    with pytest.raises(ValueError, match="is not a DDPM pipeline"):
+        DDPMHubPipeline.from_pretrained(tmp_path)
+    with pytest.raises(TypeError, match="unexpected arguments: foo"):
+        DDPMHubPipeline.from_pretrained(tmp_path, foo=1)
+
+
+REMOTE_CODE_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.modules["ddpm_hub"] = None  # ddpm_hub cannot be imported in this process
+    import numpy as np, torch
+    from diffusers import DiffusionPipeline
+    folder, out = sys.argv[1], sys.argv[2]
+    try:
+        DiffusionPipeline.from_pretrained(folder)
+    except Exception as error:
+        print("REFUSED", type(error).__name__, error)
+    pipeline = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
+    pipeline.set_progress_bar_config(disable=True)
+    print("LOADED", type(pipeline).__name__, type(pipeline.scheduler).__name__)
+    images = pipeline(batch_size=2, num_inference_steps=4, generator=torch.manual_seed(0), output_type="np").images
+    np.save(out, images)
+    """
+)
+
+
+def test_plain_diffusers_loads_the_folder_with_trust_remote_code(tmp_path):
+    pipeline = tiny(variance_type="fixed_large")
+    folder = tmp_path / "pipeline"
+    pipeline.save_pretrained(folder)
+    result = subprocess.run(
+        [sys.executable, "-c", REMOTE_CODE_SCRIPT, str(folder), str(tmp_path / "images.npy")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "REFUSED" in result.stdout  # without the flag diffusers says no
+    assert "LOADED DDPMHubPipeline DDPMHubScheduler" in result.stdout
+    np.testing.assert_array_equal(np.load(tmp_path / "images.npy"), sample(pipeline))
