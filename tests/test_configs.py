@@ -1,0 +1,67 @@
+"""The pipeline configurations: parameter counts against the paper and against their own READMEs."""
+
+import json
+import re
+
+import pytest
+from diffusers import UNet2DModel
+
+from ddpm_hub import DDPMHubPipeline, DDPMHubScheduler
+from ddpm_hub.cli import main
+from ddpm_hub.configs import PIPELINES_DIR, available_pipelines, build_pipeline, count_parameters
+
+
+def test_the_shipped_configurations():
+    assert {"ddpm-cifar10-32", "ddpm-256", "ddpm-digits-16", "ddpm-tiny-8"} <= set(available_pipelines())
+
+
+@pytest.mark.parametrize(
+    "name,paper_millions,tolerance", [("ddpm-cifar10-32", 35.7, 0.1), ("ddpm-256", 114.0, 0.5)]
+)
+def test_paper_parameter_counts(name, paper_millions, tolerance):
+    unet = UNet2DModel.from_config(UNet2DModel.load_config(PIPELINES_DIR / name / "unet"))
+    assert count_parameters(unet) / 1e6 == pytest.approx(paper_millions, abs=tolerance)
+
+
+@pytest.mark.parametrize("name", ["ddpm-cifar10-32", "ddpm-256", "ddpm-digits-16", "ddpm-tiny-8"])
+def test_readme_states_the_real_parameter_count(name):
+    readme = (PIPELINES_DIR / name / "README.md").read_text()
+    stated = int(re.search(r"Parameters: ([\d,]+)", readme).group(1).replace(",", ""))
+    unet = UNet2DModel.from_config(UNet2DModel.load_config(PIPELINES_DIR / name / "unet"))
+    assert stated == count_parameters(unet)
+
+
+def test_cifar10_configuration_is_the_papers():
+    config = UNet2DModel.load_config(PIPELINES_DIR / "ddpm-cifar10-32" / "unet")
+    assert config["block_out_channels"] == [128, 256, 256, 256] and config["layers_per_block"] == 2
+    assert config["down_block_types"][1] == "AttnDownBlock2D"  # attention at 16x16
+    assert config["dropout"] == 0.1
+    scheduler = DDPMHubScheduler.from_pretrained(PIPELINES_DIR / "ddpm-cifar10-32" / "scheduler")
+    assert scheduler.config.variance_type == "fixed_large" and scheduler.config.beta_schedule == "linear"
+
+
+def test_build_pipeline_is_seeded_and_accepts_overrides():
+    a, b = build_pipeline("ddpm-tiny-8", seed=3), build_pipeline("ddpm-tiny-8", seed=3)
+    assert isinstance(a, DDPMHubPipeline) and isinstance(a.scheduler, DDPMHubScheduler)
+    for pa, pb in zip(a.unet.parameters(), b.unet.parameters()):
+        assert pa.equal(pb)
+    c = build_pipeline("ddpm-tiny-8", unet_overrides={"out_channels": 6}, scheduler_overrides={"variance_type": "learned_range"})
+    assert c.unet.config.out_channels == 6 and c.scheduler.config.variance_type == "learned_range"
+
+
+def test_unknown_configuration_lists_the_known_ones():
+    with pytest.raises(FileNotFoundError, match="ddpm-digits-16"):
+        build_pipeline("ddpm-nope")
+
+
+def test_cli_info_and_sample(tmp_path, capsys):
+    assert main(["info", "ddpm-tiny-8"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["parameters"] == 45259 and info["resolution"] == 8
+    grid = tmp_path / "grid.png"
+    assert main(["sample", "ddpm-tiny-8", "--num_images", "4", "--steps", "2", "--output", str(grid), "--scale", "2"]) == 0
+    from PIL import Image
+
+    assert Image.open(grid).size == (2 * (2 * (8 + 2) + 2),) * 2
+    assert main(["info", "ddpm-nope"]) == 2
+    assert "No pipeline configuration" in capsys.readouterr().err
