@@ -31,7 +31,7 @@ def resolve_pipeline_config(name_or_path: str | os.PathLike) -> Path:
             return candidate
     raise FileNotFoundError(
         f"No pipeline configuration at {str(name_or_path)!r}: expected a folder with {MODEL_INDEX}, unet/config.json "
-        f"and scheduler/scheduler_config.json, or one of the names {', '.join(available_pipelines()) or '(none found)'}."
+        f"and scheduler/scheduler_config.json, or one of the names {', '.join(available_pipelines()) or '(none)'}."
     )
 
 

@@ -93,9 +93,7 @@ def training_target(
     return scheduler.get_velocity(x_0, noise, timesteps)
 
 
-def min_snr_weight(
-    scheduler: DDPMHubScheduler, timesteps: torch.Tensor, gamma: float = 5.0
-) -> torch.Tensor:
+def min_snr_weight(scheduler: DDPMHubScheduler, timesteps: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
     """
     Min-SNR-gamma loss weights (Hang et al. 2023) for the configured target, `[N]`: min(SNR, gamma) / SNR for
     epsilon, min(SNR, gamma) for x_0, min(SNR, gamma) / (SNR + 1) for v; SNR_t = ab_t / (1 - ab_t).

@@ -13,7 +13,6 @@ import shutil
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
@@ -138,7 +137,9 @@ class DDPMHubPipeline(DiffusionPipeline):
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(f"Got a list of {len(generator)} generators for batch_size={batch_size}; pass one each.")
         if noise is not None and tuple(noise.shape) != shape:
-            raise ValueError(f"noise must have shape {shape} (batch, channels, height, width), got {tuple(noise.shape)}.")
+            raise ValueError(
+                f"noise must have shape {shape} (batch, channels, height, width), got {tuple(noise.shape)}."
+            )
         step_parameters = inspect.signature(self.scheduler.step).parameters
         step_kwargs = {"generator": generator} if "generator" in step_parameters else {}
         if "eta" in step_parameters:
@@ -156,7 +157,9 @@ class DDPMHubPipeline(DiffusionPipeline):
         if model_output.shape[1] == channels:
             return model_output
         learns_variance = getattr(self.scheduler.config, "variance_type", None) in ("learned", "learned_range")
-        if learns_variance and (hasattr(self.scheduler, "p_mean_variance") or isinstance(self.scheduler, DDPMScheduler)):
+        if learns_variance and (
+            hasattr(self.scheduler, "p_mean_variance") or isinstance(self.scheduler, DDPMScheduler)
+        ):
             return model_output
         return model_output[:, :channels]
 
@@ -225,7 +228,9 @@ class DDPMHubPipeline(DiffusionPipeline):
         scheduler = kwargs.pop("scheduler", None)
         torch_dtype = kwargs.pop("torch_dtype", None)
         allow_pickle = kwargs.pop("allow_pickle", False)
-        download_kwargs = {k: kwargs.pop(k) for k in ("revision", "token", "cache_dir", "local_files_only") if k in kwargs}
+        download_kwargs = {
+            k: kwargs.pop(k) for k in ("revision", "token", "cache_dir", "local_files_only") if k in kwargs
+        }
         if kwargs:
             raise TypeError(f"DDPMHubPipeline.from_pretrained got unexpected arguments: {', '.join(sorted(kwargs))}.")
 

@@ -75,7 +75,7 @@ def cosine_betas(num_train_timesteps: int, s: float = 0.008, max_beta: float = 0
 
 
 def zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
-    """Lin et al. 2024, Algorithm 1: shift and scale sqrt(alpha-bar) so the last step has SNR 0, the first unchanged."""
+    """Lin et al. 2024, Algorithm 1: shift and scale sqrt(alpha-bar) so the last SNR is 0 and the first unchanged."""
     sqrt_alpha_bar = torch.cumprod(1.0 - betas, dim=0).sqrt()
     first, last = sqrt_alpha_bar[0].clone(), sqrt_alpha_bar[-1].clone()
     sqrt_alpha_bar = (sqrt_alpha_bar - last) * (first / (first - last))
@@ -352,8 +352,8 @@ class DDPMHubScheduler(SchedulerMixin, ConfigMixin):
         if self.variance_type == "learned_range":
             if model_output.shape[1] != 2 * channels:
                 raise ValueError(
-                    f"variance_type='learned_range' needs a model with 2 x {channels} = {2 * channels} output channels "
-                    f"(prediction and variance), got {model_output.shape[1]}. Set the UNet's out_channels to "
+                    f"variance_type='learned_range' needs a model with 2 x {channels} = {2 * channels} output "
+                    f"channels (prediction and variance), got {model_output.shape[1]}. Set the UNet's out_channels to "
                     f"{2 * channels} or use variance_type 'fixed_small' / 'fixed_large'."
                 )
             return model_output[:, :channels], model_output[:, channels:]
@@ -426,7 +426,7 @@ class DDPMHubScheduler(SchedulerMixin, ConfigMixin):
         One ancestral step x_t -> x_{t'} (Algorithm 2, line 4, on the respaced chain).
 
         Args:
-            model_output (`torch.Tensor` `[N x C x H x W]`, or `[N x 2C x H x W]` for `learned_range`): the UNet output.
+            model_output (`torch.Tensor` `[N x C x H x W]`, `[N x 2C x H x W]` for `learned_range`): the UNet output.
             timestep (`int`): t, a member of `self.timesteps`.
             sample (`torch.Tensor` `[N x C x H x W]`): x_t.
             generator (`torch.Generator` or a list of N): the source of the step's noise z.

@@ -15,9 +15,7 @@ def test_the_shipped_configurations():
     assert {"ddpm-cifar10-32", "ddpm-256", "ddpm-digits-16", "ddpm-tiny-8"} <= set(available_pipelines())
 
 
-@pytest.mark.parametrize(
-    "name,paper_millions,tolerance", [("ddpm-cifar10-32", 35.7, 0.1), ("ddpm-256", 114.0, 0.5)]
-)
+@pytest.mark.parametrize("name,paper_millions,tolerance", [("ddpm-cifar10-32", 35.7, 0.1), ("ddpm-256", 114.0, 0.5)])
 def test_paper_parameter_counts(name, paper_millions, tolerance):
     unet = UNet2DModel.from_config(UNet2DModel.load_config(PIPELINES_DIR / name / "unet"))
     assert count_parameters(unet) / 1e6 == pytest.approx(paper_millions, abs=tolerance)
@@ -45,7 +43,9 @@ def test_build_pipeline_is_seeded_and_accepts_overrides():
     assert isinstance(a, DDPMHubPipeline) and isinstance(a.scheduler, DDPMHubScheduler)
     for pa, pb in zip(a.unet.parameters(), b.unet.parameters()):
         assert pa.equal(pb)
-    c = build_pipeline("ddpm-tiny-8", unet_overrides={"out_channels": 6}, scheduler_overrides={"variance_type": "learned_range"})
+    c = build_pipeline(
+        "ddpm-tiny-8", unet_overrides={"out_channels": 6}, scheduler_overrides={"variance_type": "learned_range"}
+    )
     assert c.unet.config.out_channels == 6 and c.scheduler.config.variance_type == "learned_range"
 
 
@@ -59,7 +59,10 @@ def test_cli_info_and_sample(tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["parameters"] == 45259 and info["resolution"] == 8
     grid = tmp_path / "grid.png"
-    assert main(["sample", "ddpm-tiny-8", "--num_images", "4", "--steps", "2", "--output", str(grid), "--scale", "2"]) == 0
+    assert (
+        main(["sample", "ddpm-tiny-8", "--num_images", "4", "--steps", "2", "--output", str(grid), "--scale", "2"])
+        == 0
+    )
     from PIL import Image
 
     assert Image.open(grid).size == (2 * (2 * (8 + 2) + 2),) * 2

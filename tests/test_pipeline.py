@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler
+from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, DPMSolverMultistepScheduler
 
 from ddpm_hub import DDPMHubPipeline, DDPMHubScheduler
 from ddpm_hub.configs import build_pipeline
@@ -61,9 +61,15 @@ def test_output_types_and_grayscale_pil():
 
 def test_a_list_of_generators_makes_each_image_independent_of_the_batch():
     pipeline = tiny()
-    pair = pipeline(batch_size=2, num_inference_steps=3, output_type="np",
-                    generator=[torch.Generator().manual_seed(10), torch.Generator().manual_seed(11)]).images
-    single = pipeline(batch_size=1, num_inference_steps=3, output_type="np", generator=[torch.Generator().manual_seed(11)]).images
+    pair = pipeline(
+        batch_size=2,
+        num_inference_steps=3,
+        output_type="np",
+        generator=[torch.Generator().manual_seed(10), torch.Generator().manual_seed(11)],
+    ).images
+    single = pipeline(
+        batch_size=1, num_inference_steps=3, output_type="np", generator=[torch.Generator().manual_seed(11)]
+    ).images
     np.testing.assert_allclose(pair[1], single[0], atol=1e-5)  # batched convolutions round differently
     assert not np.allclose(pair[0], pair[1])
 
@@ -133,8 +139,14 @@ def test_save_and_load_round_trip(tmp_path):
     pipeline = tiny(beta_schedule="cosine", variance_type="fixed_large")
     pipeline.save_pretrained(tmp_path)
     files = {os.path.relpath(os.path.join(d, f), tmp_path) for d, _, fs in os.walk(tmp_path) for f in fs}
-    assert {"model_index.json", "pipeline_ddpm_hub.py", "scheduler/scheduling_ddpm_hub.py",
-            "scheduler/scheduler_config.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors"} <= files
+    assert {
+        "model_index.json",
+        "pipeline_ddpm_hub.py",
+        "scheduler/scheduling_ddpm_hub.py",
+        "scheduler/scheduler_config.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+    } <= files
     assert not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
     index = json.loads((tmp_path / "model_index.json").read_text())
     assert index["_class_name"] == ["pipeline_ddpm_hub", "DDPMHubPipeline"]
@@ -208,7 +220,10 @@ def test_plain_diffusers_loads_the_folder_with_trust_remote_code(tmp_path):
     pipeline.save_pretrained(folder)
     result = subprocess.run(
         [sys.executable, "-c", REMOTE_CODE_SCRIPT, str(folder), str(tmp_path / "images.npy")],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "REFUSED" in result.stdout  # without the flag diffusers says no

@@ -67,7 +67,9 @@ def test_schedule_forward_process_and_one_step_match_diffusers(config):
         torch.testing.assert_close(a.pred_original_sample, b.pred_original_sample, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("config", [c for c in ALL_CONFIGS if c["beta_schedule"] in ("linear", "squaredcos_cap_v2")], ids=str)
+@pytest.mark.parametrize(
+    "config", [c for c in ALL_CONFIGS if c["beta_schedule"] in ("linear", "squaredcos_cap_v2")], ids=str
+)
 def test_posterior_and_model_variance_match_diffusers(config):
     ours, ref = pair(**config)
     for t in [1, 10, 500, 999]:
@@ -128,7 +130,9 @@ def test_linear_schedule_is_the_papers():
     assert scheduler.betas[0].item() == pytest.approx(1e-4)
     assert scheduler.betas[-1].item() == pytest.approx(0.02)
     # alpha-bar_T is ~4e-5: x_T is almost pure noise (DDPM section 4)
-    assert scheduler.alphas_cumprod[-1].item() == pytest.approx(math.prod(1 - b for b in scheduler.betas.tolist()), rel=1e-4)
+    assert scheduler.alphas_cumprod[-1].item() == pytest.approx(
+        math.prod(1 - b for b in scheduler.betas.tolist()), rel=1e-4
+    )
     assert scheduler.alphas_cumprod[-1].item() < 1e-4
 
 
@@ -168,7 +172,9 @@ def test_respaced_chain_recomputes_betas_from_alpha_bar():
     ab, ab_prev = scheduler.alphas_cumprod[t].double(), scheduler.alphas_cumprod[t_prev].double()
     beta = 1 - ab / ab_prev
     mean, variance, _ = scheduler.q_posterior_mean_variance(x_0.double(), x_t.double(), t)
-    expected_mean = ab_prev.sqrt() * beta / (1 - ab) * x_0.double() + (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab) * x_t
+    expected_mean = (
+        ab_prev.sqrt() * beta / (1 - ab) * x_0.double() + (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab) * x_t
+    )
     torch.testing.assert_close(mean, expected_mean)
     assert variance.item() == pytest.approx(((1 - ab_prev) / (1 - ab) * beta).item(), rel=1e-6)
     assert int(scheduler.previous_timestep(t)) == t_prev
@@ -186,8 +192,13 @@ def gaussian_data_oracle(scheduler, mu: float, sigma: float):
 
 @pytest.mark.parametrize(
     "scheduler_class,steps",
-    [(DDPMHubScheduler, 1000), (DDPMHubScheduler, 50), (DDIMScheduler, 50), (DPMSolverMultistepScheduler, 20),
-     (UniPCMultistepScheduler, 20)],
+    [
+        (DDPMHubScheduler, 1000),
+        (DDPMHubScheduler, 50),
+        (DDIMScheduler, 50),
+        (DPMSolverMultistepScheduler, 20),
+        (UniPCMultistepScheduler, 20),
+    ],
 )
 def test_samplers_with_the_exact_model_reproduce_the_data_distribution(scheduler_class, steps):
     """
