@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 
 from .configs import available_pipelines, build_pipeline, count_parameters, resolve_pipeline_config
+from .evaluation import add_eval_arguments, run_eval
+from .hub import add_push_arguments, run_push
 from .images import make_grid, upscale
 
 
@@ -66,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     sample.add_argument("--output", default="samples.png", help="PNG path (default: samples.png)")
     sample.set_defaults(func=_sample)
+
+    evaluate = commands.add_parser("eval", help="bits/dim (--bpd), FID/KID (--fid), the sampler sweep (--sweep)")
+    add_eval_arguments(evaluate)
+    evaluate.set_defaults(func=run_eval)
+
+    push = commands.add_parser("push", help="publish a trained output folder to the Hugging Face Hub")
+    add_push_arguments(push)
+    push.set_defaults(func=run_push)
     return parser
 
 

@@ -10,6 +10,7 @@ import inspect
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -177,7 +178,9 @@ class DDPMHubPipeline(DiffusionPipeline):
         """
         if not safe_serialization:
             raise ValueError("DDPMHubPipeline saves safetensors weights only; pickle checkpoints are not written.")
-        hub_kwargs = {k: kwargs.pop(k) for k in ("repo_id", "token", "private", "commit_message") if k in kwargs}
+        hub_kwargs = {
+            k: kwargs.pop(k) for k in ("repo_id", "token", "private", "commit_message", "revision") if k in kwargs
+        }
         super().save_pretrained(save_directory, safe_serialization=True, **kwargs)
         self._ship_code(Path(save_directory))
         if push_to_hub:
@@ -198,6 +201,40 @@ class DDPMHubPipeline(DiffusionPipeline):
             index[name] = [source.stem, entry[1]]
         index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        create_pr: bool = False,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        revision: str | None = None,
+    ) -> str:
+        """
+        Publish this pipeline exactly as `ddpm-hub push` does: save it to a temporary folder, then
+        `ddpm_hub.hub.publish` it (validation, model card, one commit, retries). Returns the commit URL.
+
+        The repo has the layout and card of a pushed training output, without the sample grid, training record and
+        metrics that only a training run's output folder has.
+        """
+        if create_pr or variant is not None or not safe_serialization:
+            raise ValueError(
+                "DDPMHubPipeline.push_to_hub commits safetensors weights to a branch; create_pr, variant and "
+                "safe_serialization=False are not supported."
+            )
+        with tempfile.TemporaryDirectory(prefix="ddpm_hub_push_") as folder:
+            self.save_pretrained(folder)
+            return self._upload(
+                folder,
+                repo_id=repo_id,
+                token=token,
+                private=private,
+                commit_message=commit_message,
+                revision=revision,
+            )
+
     @staticmethod
     def _upload(
         folder: str | os.PathLike,
@@ -205,12 +242,27 @@ class DDPMHubPipeline(DiffusionPipeline):
         token: str | None = None,
         private: bool | None = None,
         commit_message: str | None = None,
-    ) -> None:
-        from huggingface_hub import HfApi
+        revision: str | None = None,
+    ) -> str:
+        """`ddpm_hub.hub.publish(folder, ...)`; the repo name defaults to the folder's name."""
+        import importlib
 
-        api = HfApi(token=token)
-        repo_id = api.create_repo(repo_id or Path(folder).name, private=private, exist_ok=True).repo_id
-        api.upload_folder(folder_path=folder, repo_id=repo_id, commit_message=commit_message or "Upload pipeline")
+        try:  # by name: an import statement makes diffusers warn, when it loads this file, that ddpm_hub is missing
+            publish = importlib.import_module("ddpm_hub.hub").publish
+        except ImportError as error:  # this file was loaded as remote code, without the ddpm_hub package
+            raise ImportError(
+                "Publishing a DDPMHubPipeline needs the ddpm_hub package (pip install ddpm-hub): it renders the "
+                "model card and checks the token before uploading. Without it, save_pretrained(folder) and upload "
+                "the folder yourself."
+            ) from error
+        return publish(
+            folder,
+            repo_id=repo_id or Path(folder).resolve().name,
+            private=bool(private),
+            revision=revision,
+            commit_message=commit_message,
+            token=token,
+        )
 
     # ----------------------------------------------------------------------------------------------------------------
     # Loading: a local folder or a Hub repo in this layout or in diffusers' DDPMPipeline layout, using the installed
@@ -222,7 +274,13 @@ class DDPMHubPipeline(DiffusionPipeline):
         Load a pipeline folder or Hub repo saved by `DDPMHubPipeline.save_pretrained` or by diffusers' `DDPMPipeline`.
 
         Keyword arguments: `torch_dtype`, `revision`, `token`, `cache_dir`, `local_files_only`, `unet` / `scheduler`
-        (use these components instead of loading them), `allow_pickle` (default `False`: safetensors weights only).
+        (use these components instead of loading them), `allow_pickle` (default `False`: safetensors weights only;
+        pickle weights can run code when unpickled).
+
+        From the Hub only `model_index.json`, the configs and `unet/*.safetensors` are downloaded (no shipped code: the
+        installed classes are used); with `HF_HUB_OFFLINE=1` the cached snapshot is used. A missing repo, a private
+        repo without access, a missing revision, or an uncached repo offline raise huggingface_hub's exception types
+        with a message naming the repo, the cause and the fix.
         """
         unet = kwargs.pop("unet", None)
         scheduler = kwargs.pop("scheduler", None)
@@ -237,6 +295,7 @@ class DDPMHubPipeline(DiffusionPipeline):
         folder = _pipeline_folder(pretrained_model_name_or_path, allow_pickle, **download_kwargs)
         index = _read_model_index(folder, pretrained_model_name_or_path)
         if unet is None:
+            _check_unet_weights(folder, pretrained_model_name_or_path, allow_pickle, download_kwargs)
             unet = UNet2DModel.from_pretrained(
                 folder, subfolder="unet", torch_dtype=torch_dtype, use_safetensors=None if allow_pickle else True
             )
@@ -273,16 +332,149 @@ class DDPMHubPipeline(DiffusionPipeline):
             return scheduler
 
 
-def _pipeline_folder(name_or_path: str | os.PathLike, allow_pickle: bool, **download_kwargs) -> Path:
-    """A local folder as is; otherwise a snapshot of the Hub repo with only the files loading needs."""
-    if os.path.isdir(name_or_path):
-        return Path(name_or_path)
-    from huggingface_hub import snapshot_download
+# Only these files are downloaded for DDPMHubPipeline: no shipped code (the installed classes are used), no pickles.
+_LOAD_PATTERNS = [MODEL_INDEX, "scheduler/*.json", "unet/*.json", "unet/*.safetensors"]
+_PICKLE_PATTERNS = ["unet/*.bin"]
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
-    patterns = [MODEL_INDEX, "scheduler/*.json", "unet/*.json", "unet/*.safetensors"]
-    if allow_pickle:
-        patterns.append("unet/*.bin")
-    return Path(snapshot_download(str(name_or_path), allow_patterns=patterns, **download_kwargs))
+
+def _pipeline_folder(name_or_path: str | os.PathLike, allow_pickle: bool, **download_kwargs) -> Path:
+    """
+    A local folder as is; otherwise a snapshot of the Hub repo with only the files loading needs (from the cache when
+    offline). Hub failures are re-raised with their type kept and a message naming the repo, the cause and the fix.
+    """
+    if os.path.isdir(name_or_path):
+        folder = Path(name_or_path)
+    else:
+        from huggingface_hub import snapshot_download
+
+        repo_id = str(name_or_path)
+        patterns = _LOAD_PATTERNS + (_PICKLE_PATTERNS if allow_pickle else [])
+        try:
+            folder = Path(snapshot_download(repo_id, allow_patterns=patterns, **download_kwargs))
+        except Exception as error:
+            explained = _explain_hub_error(error, repo_id, download_kwargs)
+            if explained is None:
+                raise
+            raise explained from error
+    return folder
+
+
+def _check_unet_weights(folder: Path, source: str | os.PathLike, allow_pickle: bool, download_kwargs: dict) -> None:
+    """Safetensors UNet weights, or pickle weights the caller opted in to; otherwise say what exists and what to do."""
+    if any(folder.glob("unet/*.safetensors")):
+        return
+    if os.path.isdir(source):
+        files = [path.relative_to(folder).as_posix() for path in folder.glob("unet/*")]
+    else:
+        files = _remote_files(str(source), download_kwargs)
+    pickles = sorted(f for f in files if f.startswith("unet/") and f.endswith(_PICKLE_SUFFIXES))
+    if not pickles:
+        raise FileNotFoundError(
+            f"{source} has no UNet weights: expected unet/diffusion_pytorch_model.safetensors next to "
+            f"unet/config.json."
+        )
+    if not allow_pickle:
+        raise ValueError(
+            f"{source} has only pickle weights ({', '.join(pickles)}), no safetensors. Unpickling can run arbitrary "
+            "code, so they are not loaded by default. If you trust this source, pass allow_pickle=True to "
+            "from_pretrained (then save_pretrained writes safetensors)."
+        )
+    if not any(f.endswith(".bin") for f in pickles):  # allow_pickle: diffusers reads unet/*.bin only
+        raise FileNotFoundError(
+            f"{source} has UNet weights only as {', '.join(pickles)}; diffusers loads "
+            "unet/diffusion_pytorch_model.safetensors or unet/diffusion_pytorch_model.bin."
+        )
+
+
+def _remote_files(repo_id: str, download_kwargs: dict) -> list[str]:
+    """The repo's file list, or [] where it cannot be had (offline)."""
+    from huggingface_hub import HfApi
+
+    try:
+        return HfApi().list_repo_files(
+            repo_id, revision=download_kwargs.get("revision"), token=download_kwargs.get("token")
+        )
+    except Exception:  # noqa: BLE001 - only used to word an error that is raised anyway
+        return []
+
+
+def _explain_hub_error(error: Exception, repo_id: str, download_kwargs: dict) -> Exception | None:
+    """The same exception type with a message naming the repo, the cause and the fix; None if not a Hub error."""
+    from huggingface_hub import constants, errors
+
+    revision = download_kwargs.get("revision") or "main"
+    at = f"{constants.ENDPOINT}/{repo_id}"
+    if isinstance(error, errors.HFValidationError):
+        message = f"{repo_id!r} is neither a local folder nor a valid Hub repo id ('namespace/name'): {error}"
+    elif isinstance(error, errors.GatedRepoError):
+        message = (
+            f"{repo_id} is a gated repo: accept its conditions at {at} and pass a token of an account with access "
+            "(token=..., HF_TOKEN or `hf auth login`)."
+        )
+    elif isinstance(error, errors.RepositoryNotFoundError):
+        message = (
+            f"Repository {repo_id!r} not found at {constants.ENDPOINT}: it does not exist, or it is private and "
+            f"{_token_phrase(download_kwargs.get('token'))}. Check the repo id; for a private repo pass a token "
+            "that can read it (token=..., HF_TOKEN or `hf auth login`). There is no local folder of that name either."
+        )
+    elif isinstance(error, errors.RevisionNotFoundError):
+        message = (
+            f"{repo_id} has no revision {revision!r} (branch, tag or commit) at {constants.ENDPOINT}. "
+            f"List its branches and tags with huggingface_hub.HfApi().list_repo_refs({repo_id!r})."
+        )
+    elif isinstance(error, errors.LocalEntryNotFoundError):
+        offline = constants.HF_HUB_OFFLINE or download_kwargs.get("local_files_only")
+        cache = download_kwargs.get("cache_dir") or constants.HF_HUB_CACHE
+        if offline:
+            message = (
+                f"{repo_id} (revision {revision!r}) is not in the Hub cache {cache}, and downloads are disabled "
+                "(HF_HUB_OFFLINE=1 or local_files_only=True). Load it once with network access, or point "
+                "cache_dir/HF_HOME at the cache that has it."
+            )
+        else:
+            message = (
+                f"Could not download {repo_id} (revision {revision!r}) from {constants.ENDPOINT}, and it is not in "
+                f"the Hub cache {cache}: the Hub could not be reached or failed ({error}). Check the network and "
+                "HF_ENDPOINT, then try again."
+            )
+    elif isinstance(error, errors.HfHubHTTPError):
+        status = error.response.status_code if error.response is not None else None
+        causes = {
+            401: f"the token was rejected (401); {_token_phrase(download_kwargs.get('token'))}",
+            403: "the token may not read this repo (403)",
+        }
+        cause = causes.get(status, f"the Hub answered HTTP {status}: {error.server_message or error}")
+        message = f"Could not load {repo_id} (revision {revision!r}) from {constants.ENDPOINT}: {cause}."
+    else:
+        return None
+    return _same_type(error, message)
+
+
+def _token_phrase(token: str | bool | None) -> str:
+    if token is False:
+        return "no token was sent (token=False)"
+    if token is None:
+        from huggingface_hub import get_token
+
+        return (
+            "no token was sent (none given, HF_TOKEN unset, not logged in)"
+            if get_token() is None
+            else ("the token in use (HF_TOKEN or the login cache) has no access to it")
+        )
+    return "the token given has no access to it"
+
+
+def _same_type(error: Exception, message: str) -> Exception:
+    """`error`'s class with `message`, so that `except RepositoryNotFoundError` and the like keep working."""
+    from huggingface_hub import errors
+
+    try:
+        if isinstance(error, errors.HfHubHTTPError):
+            return type(error)(message, response=error.response, server_message=error.server_message)
+        return type(error)(message)
+    except Exception:  # noqa: BLE001 - an exception class with another signature: keep the message
+        return OSError(message)
 
 
 def _read_model_index(folder: Path, source: str | os.PathLike) -> dict:

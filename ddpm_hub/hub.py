@@ -1,0 +1,472 @@
+"""Publishing a trained pipeline folder to the Hugging Face Hub, and the `ddpm-hub push` command.
+
+    ddpm-hub push OUTPUT_DIR --repo-id NS/NAME [--private] [--revision BRANCH] [--commit-message MSG] [--token T]
+
+    from ddpm_hub.hub import publish
+    commit_url = publish("ddpm-digits-16-trained", repo_id="alice/ddpm-digits-16", private=True)
+
+What goes up, in one commit: the pipeline (`model_index.json`, the `unet/` and `scheduler/` configs, safetensors
+weights), the code files `model_index.json` names (they let plain diffusers load the repo with
+`trust_remote_code=True`), the model card `README.md` rendered from the top-level `model_card.md`, `samples.png`,
+`metrics.json`, `sweep.md`, `training_options.json` (token-like values removed) and `training_summary.json`. Nothing
+else: never `checkpoints/`, `logs/`, optimizer states or pickles. Unchanged files are not uploaded again, and a push
+with nothing changed makes no commit.
+
+The order makes failures harmless: the folder is checked, then the token (present, valid, allowed to write to the
+namespace), then the files and the card are staged in a temporary folder, and only then is the repo created and the
+commit made. Transient failures (HTTP 5xx, 408, 429, connection errors) are retried with backoff, a bounded number of
+times; the output folder is only ever read. The token comes from `token=` / `--token`, else `HF_TOKEN`, else the login
+cache (`hf auth login`); the endpoint from `HF_ENDPOINT`. In a multi-process run only the main process uploads.
+"""
+
+import argparse
+import fnmatch
+import importlib
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from huggingface_hub import HfApi, constants, get_token
+from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
+from huggingface_hub.utils import validate_repo_id
+
+from .model_card import (
+    DEFAULT_LICENSE,
+    METRICS_FILE,
+    OPTIONS_FILE,
+    SAMPLES_FILE,
+    SUMMARY_FILE,
+    SWEEP_FILE,
+    read_json,
+    render_model_card,
+)
+from .pipeline_ddpm_hub import MODEL_INDEX, _read_model_index
+
+logger = logging.getLogger(__name__)
+
+README = "README.md"
+# Files published from the output folder, besides the code files model_index.json names. A `*` stays in one folder.
+UPLOAD_PATTERNS = (
+    MODEL_INDEX,
+    "unet/*.json",
+    "unet/*.safetensors",
+    "scheduler/*.json",
+    SAMPLES_FILE,
+    METRICS_FILE,
+    SWEEP_FILE,
+    OPTIONS_FILE,
+    SUMMARY_FILE,
+)
+# Remote files a push owns: one of these that the new push does not have is deleted in the same commit, so that a
+# stale metrics.json or weights file never sits next to new weights. Other files in the repo are left alone.
+MANAGED_PATTERNS = [*UPLOAD_PATTERNS, README, "unet/*", "scheduler/*", "pipeline_*.py"]
+# Seconds to wait before each retry of a transient failure; the client retries some requests itself as well.
+RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)
+RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
+# Options whose names say they hold a secret, and strings shaped like a Hugging Face token.
+SECRET_KEY = re.compile(r"token|secret|password|passwd|api_?key|credential", re.IGNORECASE)
+TOKEN_LIKE = re.compile(r"^hf_[A-Za-z0-9]{20,}$")
+WRITE_ROLES = ("write", "admin", "fineGrained")  # fine-grained tokens: the Hub decides per repo
+
+T = TypeVar("T")
+
+
+class PublishError(RuntimeError):
+    """Publishing failed; the message says why, what (if anything) reached the Hub, and what to do."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The API
+
+
+def publish(
+    output_dir: str | os.PathLike,
+    repo_id: str,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    token: str | None = None,
+    license: str = DEFAULT_LICENSE,
+) -> str | None:
+    """
+    Publish a pipeline folder (a training run's `output_dir`, or any `DDPMHubPipeline.save_pretrained` folder).
+
+    Args:
+        output_dir: the folder; only read, never changed.
+        repo_id: `namespace/name`, or `name` for the token's own namespace.
+        private: create the repo private. An existing public repo is refused rather than published to.
+        revision: the branch to commit to (created from `main` if missing); default `main`.
+        commit_message: default: "Upload DDPM pipeline (N training steps)".
+        token: a write token; default `HF_TOKEN`, then the login cache.
+        license: the Hub license id of the weights, for the model card.
+
+    Returns:
+        The URL of the commit (of the unchanged head when nothing changed), or `None` on a process other than the
+        main one of a multi-process run, which publishes nothing.
+
+    Raises:
+        FileNotFoundError / ValueError: the folder is not a publishable pipeline, or the repo id is invalid.
+        PublishError: no token, a token that cannot write there, or a Hub failure that outlasted the retries.
+    """
+    if not is_main_process():
+        logger.info("Process %s is not the main process: publishing is left to rank 0.", os.environ.get("RANK"))
+        return None
+    folder = Path(output_dir)
+    files = files_to_upload(folder)
+    if "/" in repo_id:
+        validate_repo_id(repo_id)
+    api = HfApi(token=resolve_token(token))
+    repo_id = check_write_access(api, repo_id)
+    existing = _existing_repo(api, repo_id, private)
+
+    with tempfile.TemporaryDirectory(prefix="ddpm_hub_publish_") as staging:
+        stage(folder, files, Path(staging), repo_id, revision, private or bool(existing and existing.private), license)
+        check_no_token(Path(staging), api.token)
+        if existing is None:
+            _retrying("create the repo", repo_id, lambda: api.create_repo(repo_id, private=private, exist_ok=True))
+        if revision not in (None, "main"):
+            _retrying(
+                f"create the branch {revision!r}",
+                repo_id,
+                lambda: api.create_branch(repo_id, branch=revision, exist_ok=True),
+            )
+        commit = _retrying(
+            "upload",
+            repo_id,
+            lambda: api.upload_folder(
+                repo_id=repo_id,
+                folder_path=staging,
+                revision=revision,
+                commit_message=commit_message or _default_commit_message(folder),
+                delete_patterns=MANAGED_PATTERNS,
+            ),
+        )
+    logger.info("Published %s to %s: %s", folder, repo_id, commit.commit_url)
+    return commit.commit_url
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a torch.distributed / Accelerate run (global rank over all machines), or a single process."""
+    import torch.distributed
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checks before anything is sent
+
+
+def files_to_upload(folder: Path) -> list[str]:
+    """The relative paths to publish; checks the folder is a loadable pipeline with safetensors weights."""
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{folder} is not a folder; pass the output_dir of a training run (a pipeline folder)."
+        )
+    index = _read_model_index(folder, folder)
+    present = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    files = [path for path in present if any(_match(path, pattern) for pattern in UPLOAD_PATTERNS)]
+    if not any(_match(path, "unet/*.safetensors") for path in files):
+        pickles = [path for path in present if path.startswith("unet/")]
+        raise ValueError(
+            f"{folder} has no safetensors UNet weights (unet/*.safetensors; found {pickles or 'nothing'} in unet/). "
+            "Only safetensors are published: re-save with DDPMHubPipeline.from_pretrained(folder, "
+            "allow_pickle=True).save_pretrained(folder) if you trust the pickle."
+        )
+    for path in ("unet/config.json", "scheduler/scheduler_config.json"):
+        if path not in files:
+            raise FileNotFoundError(f"{folder} has no {path}: it is not a complete pipeline folder.")
+    shipped = _shipped_code(index)
+    missing = [path for path in shipped if not (folder / path).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{folder}/{MODEL_INDEX} names code files that are not there: {', '.join(missing)}. Without them the "
+            "repo cannot load with trust_remote_code=True; save the pipeline again with "
+            "DDPMHubPipeline.save_pretrained."
+        )
+    for name in (METRICS_FILE, OPTIONS_FILE, SUMMARY_FILE):
+        read_json(folder / name)  # invalid JSON fails here, before any upload
+    return files + shipped
+
+
+def _match(path: str, pattern: str) -> bool:
+    """fnmatch per path segment, so that `unet/*.json` never reaches into a subfolder and `*.py` stays at the root."""
+    parts, pattern_parts = path.split("/"), pattern.split("/")
+    return len(parts) == len(pattern_parts) and all(map(fnmatch.fnmatchcase, parts, pattern_parts))
+
+
+def _shipped_code(index: dict) -> list[str]:
+    """The code files model_index.json names: the pipeline module at the root, custom component modules."""
+    files = []
+    class_name = index.get("_class_name")
+    if isinstance(class_name, list) and class_name[0]:
+        files.append(f"{class_name[0]}.py")
+    for name, entry in index.items():
+        if name.startswith("_") or not isinstance(entry, list) or entry[0] in (None, "diffusers", "transformers"):
+            continue
+        files.append(f"{name}/{entry[0]}.py")
+    return files
+
+
+def resolve_token(token: str | None) -> str:
+    """`token`, else HF_TOKEN, else the login cache; a clear error if there is none."""
+    token = token or get_token()
+    if not token:
+        raise PublishError(
+            "No Hugging Face token: set HF_TOKEN, run `hf auth login`, or pass --token / token= with a write token "
+            "(https://huggingface.co/settings/tokens). Nothing was published."
+        )
+    return token
+
+
+def check_write_access(api: HfApi, repo_id: str) -> str:
+    """Ask the Hub who the token belongs to; refuse a read token or a foreign namespace. Returns `namespace/name`."""
+    try:
+        whoami = _retrying("check the token", repo_id, api.whoami)
+    except PublishError as error:
+        if isinstance(error.__cause__, HfHubHTTPError) and _status(error.__cause__) == 401:
+            raise PublishError(
+                f"The Hub at {api.endpoint} rejected the token (401: invalid or expired). Create a write token at "
+                "https://huggingface.co/settings/tokens and set HF_TOKEN, run `hf auth login`, or pass --token. "
+                f"Nothing was published to {repo_id}."
+            ) from error.__cause__
+        raise
+    user = whoami.get("name")
+    namespaces = [user, *(org.get("name") for org in whoami.get("orgs", []))]
+    role = whoami.get("auth", {}).get("accessToken", {}).get("role")
+    if "/" not in repo_id:
+        repo_id = f"{user}/{repo_id}"
+        validate_repo_id(repo_id)
+    if role is not None and role not in WRITE_ROLES:
+        raise PublishError(
+            f"The token of {user} is a {role} token: publishing {repo_id} needs a write token. Create one at "
+            "https://huggingface.co/settings/tokens and set HF_TOKEN, run `hf auth login`, or pass --token. "
+            "Nothing was published."
+        )
+    namespace = repo_id.split("/")[0]
+    if namespace not in namespaces:
+        raise PublishError(
+            f"The token of {user} cannot write to {repo_id}: it writes to {', '.join(namespaces)} only. Use a repo "
+            "id in one of those namespaces, or a token of an account in the organisation. Nothing was published."
+        )
+    return repo_id
+
+
+def _existing_repo(api: HfApi, repo_id: str, private: bool):
+    """The repo's info, or None if it does not exist yet; refuses to publish into a public repo asked to be private."""
+    try:
+        info = _retrying("look up the repo", repo_id, lambda: api.repo_info(repo_id))
+    except PublishError as error:
+        if isinstance(error.__cause__, RepositoryNotFoundError):
+            return None
+        raise
+    if private and not info.private:
+        raise PublishError(
+            f"{repo_id} already exists and is public, but a private repo was asked for. Make it private first "
+            f"(HfApi().update_repo_settings({repo_id!r}, private=True)) or publish without --private. Nothing was "
+            "published."
+        )
+    return info
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Staging: the exact tree of the commit
+
+
+def stage(
+    folder: Path,
+    files: list[str],
+    staging: Path,
+    repo_id: str,
+    revision: str | None = None,
+    private: bool = False,
+    license: str = DEFAULT_LICENSE,
+) -> None:
+    """Copy `files` from `folder` to `staging` (the options scrubbed of secrets) and render README.md there."""
+    for path in files:
+        target = staging / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if path == OPTIONS_FILE:
+            options = scrub_secrets(read_json(folder / path))
+            target.write_text(json.dumps(options, indent=2) + "\n", encoding="utf-8")
+        else:
+            shutil.copyfile(folder / path, target)
+    card = render_model_card(staging, repo_id, revision=revision, license=license, private=private)
+    card.save(staging / README)
+
+
+def scrub_secrets(value):
+    """Drop entries whose key names a secret (`hub_token`, `api_key`, ...) and strings shaped like HF tokens."""
+    if isinstance(value, dict):
+        return {
+            key: scrub_secrets(item)
+            for key, item in value.items()
+            if not SECRET_KEY.search(str(key)) and not _token_like(item)
+        }
+    if isinstance(value, list):
+        return [scrub_secrets(item) for item in value if not _token_like(item)]
+    return value
+
+
+def _token_like(value) -> bool:
+    return isinstance(value, str) and TOKEN_LIKE.match(value) is not None
+
+
+def check_no_token(staging: Path, token: str) -> None:
+    """The last guard: the token in use appears in no staged file."""
+    needle = token.encode()
+    for path in sorted(staging.rglob("*"), key=lambda p: p.name == README):  # a source file before the card
+        if path.is_file() and needle in path.read_bytes():
+            raise PublishError(
+                f"{path.relative_to(staging)} contains the Hub token in use; remove it from the output folder. "
+                "Nothing was published."
+            )
+
+
+def _default_commit_message(folder: Path) -> str:
+    steps = (read_json(folder / SUMMARY_FILE) or {}).get("steps")
+    return f"Upload DDPM pipeline ({steps:,} training steps)" if isinstance(steps, int) else "Upload DDPM pipeline"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Retries and error messages
+
+
+def _retrying(action: str, repo_id: str, call: Callable[[], T]) -> T:
+    """`call()`, retried after each of RETRY_DELAYS on a transient failure; a Hub failure becomes a PublishError."""
+    attempts = len(RETRY_DELAYS) + 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except Exception as error:
+            transient = _transient(error)
+            if transient and attempt < attempts:
+                delay = RETRY_DELAYS[attempt - 1]
+                logger.warning("Could not %s %s (%s); retrying in %g s.", action, repo_id, _brief(error), delay)
+                time.sleep(delay)
+                continue
+            if transient or any(isinstance(e, (HfHubHTTPError, OfflineModeIsEnabled)) for e in _chain(error)):
+                raise PublishError(_explain(action, repo_id, error, attempt)) from error
+            raise
+    raise AssertionError("unreachable")
+
+
+def _chain(error: BaseException):
+    """The error and its causes (huggingface_hub wraps LFS failures in a RuntimeError)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _explain(action: str, repo_id: str, error: Exception, attempts: int) -> str:
+    untouched = "The local output folder is untouched."
+    if isinstance(error, OfflineModeIsEnabled):
+        return f"Cannot {action} {repo_id}: HF_HUB_OFFLINE=1 disables the network. Unset it to publish. {untouched}"
+    hub_error = next((e for e in _chain(error) if isinstance(e, HfHubHTTPError)), error)
+    status = _status(hub_error)
+    if _transient(error):
+        return (
+            f"Could not {action} {repo_id}: the Hub at {constants.ENDPOINT} kept failing ({_brief(error)}) after "
+            f"{attempts} attempts. No commit was made by this push; {untouched} Run the same command again later: "
+            "files already uploaded are not sent twice."
+        )
+    if status == 401:
+        return (
+            f"Could not {action} {repo_id}: the Hub rejected the token (401). Create a write token at "
+            f"https://huggingface.co/settings/tokens, then set HF_TOKEN or run `hf auth login`. {untouched}"
+        )
+    if status == 403:
+        return (
+            f"Could not {action} {repo_id}: the token may not write there (403: {_brief(hub_error)}). Use a write "
+            f"token of the repo's owner or organisation. {untouched}"
+        )
+    return f"Could not {action} {repo_id}: {_brief(hub_error)}. {untouched}"
+
+
+def _status(error: BaseException) -> int | None:
+    response = getattr(error, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """Connection-level failures of the HTTP library huggingface_hub uses (httpx2 in 2.x, httpx in 1.x)."""
+    errors: list[type[Exception]] = [ConnectionError, TimeoutError]
+    for name in ("httpx2", "httpx"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        errors += [module.TimeoutException, module.NetworkError, module.RemoteProtocolError]
+    return tuple(errors)
+
+
+TRANSPORT_ERRORS = _transport_errors()
+
+
+def _transient(error: BaseException) -> bool:
+    """A 5xx/408/429 answer or a connection failure, anywhere in the exception chain."""
+    for cause in _chain(error):
+        if isinstance(cause, OfflineModeIsEnabled):
+            return False
+        if _status(cause) in RETRY_STATUSES or isinstance(cause, TRANSPORT_ERRORS):
+            return True
+    return False
+
+
+def _brief(error: BaseException) -> str:
+    """One line: the status and the server's message, or the exception's first line."""
+    status, server_message = _status(error), getattr(error, "server_message", None)
+    if status is not None:
+        return f"HTTP {status}" + (f": {server_message}" if server_message else "")
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# `ddpm-hub push`
+
+
+def add_push_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("output_dir", help="the pipeline folder to publish (a training run's --output_dir)")
+    parser.add_argument("--repo-id", "--repo_id", dest="repo_id", required=True, help="NS/NAME (or NAME: your own)")
+    parser.add_argument("--private", action="store_true", help="create the repo private")
+    parser.add_argument("--revision", default=None, help="branch to commit to, created if missing (default: main)")
+    parser.add_argument("--commit-message", "--commit_message", dest="commit_message", default=None, help="message")
+    parser.add_argument(
+        "--token", default=None, help="a write token (default: HF_TOKEN, then the `hf auth login` cache)"
+    )
+    parser.add_argument(
+        "--license", default=DEFAULT_LICENSE, help=f"license of the weights, for the card (default: {DEFAULT_LICENSE})"
+    )
+
+
+def run_push(args: argparse.Namespace) -> int:
+    """`ddpm-hub push`: publish, print the commit URL as JSON; a PublishError becomes a message and exit code 1."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        url = publish(
+            args.output_dir,
+            repo_id=args.repo_id,
+            private=args.private,
+            revision=args.revision,
+            commit_message=args.commit_message,
+            token=args.token,
+            license=args.license,
+        )
+    except PublishError as error:
+        print(f"ddpm-hub push: error: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps({"output_dir": args.output_dir, "repo_id": args.repo_id, "commit_url": url}))
+    return 0

@@ -1,0 +1,394 @@
+"""The model card of a published pipeline: the top-level `model_card.md` template filled in from the output folder.
+
+    card = render_model_card("ddpm-digits-16-trained", repo_id="alice/ddpm-digits-16")
+    card.save("README.md")
+
+Every value comes from a file of the run: the pipeline's configs and safetensors weights (architecture, parameter
+count), `training_summary.json` and `training_options.json` (written by training/train.py), `samples.png`,
+`metrics.json` and `sweep.md` (written by `ddpm-hub eval`). A file that is missing leaves its section out or says
+that nothing was measured; nothing is filled with a placeholder. The YAML metadata goes through huggingface_hub's
+`ModelCardData`, so the Hub reads it (library, tags, pipeline tag, dataset, license, `model-index` of the metrics).
+"""
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from . import __version__
+
+TEMPLATE_NAME = "model_card.md"
+# The template lives at the top of the checkout (the design card's layout); a packaged copy may sit in ddpm_hub/.
+TEMPLATE_CANDIDATES = (
+    Path(__file__).resolve().parent.parent / TEMPLATE_NAME,
+    Path(__file__).resolve().parent / TEMPLATE_NAME,
+)
+DEFAULT_LICENSE = "apache-2.0"
+TAGS = ["pytorch", "diffusers", "unconditional-image-generation", "ddpm", "ddpm_hub"]
+PIPELINE_TAG = "unconditional-image-generation"
+
+SAMPLES_FILE = "samples.png"
+METRICS_FILE = "metrics.json"
+SWEEP_FILE = "sweep.md"
+OPTIONS_FILE = "training_options.json"
+SUMMARY_FILE = "training_summary.json"
+
+BUILTIN_DATASETS = {
+    "builtin:digits": (
+        "scikit-learn's hand-written digits (`builtin:digits`: the UCI ML digits, 8×8 grayscale, shipped with "
+        "scikit-learn)"
+    ),
+}
+METRIC_NAMES = {
+    "bpd": "Bits/dim (variational bound on the negative log-likelihood)",
+    "fid": "FID",
+    "kid": "KID",
+    "is": "Inception score",
+}
+# Keys a metrics.json entry may use for its value and its standard error (ddpm-hub eval writes value / stderr).
+VALUE_KEYS = ("value", "bits_per_dim", "mean")
+STDERR_KEYS = ("stderr", "standard_error", "std")
+
+
+def find_template(template_path: str | os.PathLike | None = None) -> Path:
+    """The model card template: `template_path`, else `model_card.md` at the top of the ddpm_hub checkout."""
+    candidates = [Path(template_path)] if template_path is not None else list(TEMPLATE_CANDIDATES)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"No model card template at {', '.join(map(str, candidates))}. The template is the top-level {TEMPLATE_NAME} "
+        "of the ddpm_hub checkout: install ddpm_hub from it (pip install -e .) or pass template_path."
+    )
+
+
+def render_model_card(
+    output_dir: str | os.PathLike,
+    repo_id: str,
+    revision: str | None = None,
+    license: str = DEFAULT_LICENSE,
+    private: bool = False,
+    template_path: str | os.PathLike | None = None,
+) -> ModelCard:
+    """
+    The model card (`README.md`) of the pipeline in `output_dir`, to be published as `repo_id`.
+
+    Args:
+        output_dir: a pipeline folder (`save_pretrained` output), usually a training run's `--output_dir`.
+        repo_id: `namespace/name` on the Hub; the usage code loads it by this id.
+        revision: the branch it is published to, if not `main` (the usage code then passes it).
+        license: the license of the weights, a Hub license id.
+        private: the repo is private (the card then says how to authenticate).
+        template_path: another Jinja template (default: the top-level `model_card.md`).
+    """
+    folder = Path(output_dir)
+    facts = collect_facts(folder)
+    card_data = ModelCardData(
+        library_name="diffusers",
+        license=license,
+        tags=list(TAGS),
+        pipeline_tag=PIPELINE_TAG,
+        datasets=[facts["dataset"]["hub_id"]] if facts["dataset"] and facts["dataset"]["hub_id"] else None,
+        model_name=repo_id.split("/")[-1] if facts["metrics"] else None,
+        eval_results=_eval_results(facts) or None,
+    )
+    revision = None if revision in (None, "main") else revision
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(find_template(template_path)),
+        repo_id=repo_id,
+        model_name=repo_id.split("/")[-1],
+        revision=revision,
+        revision_argument=f", revision={revision!r}" if revision else "",
+        private=private,
+        ddpm_hub_version=__version__,
+        **facts,
+    )
+    return ModelCard(_tidy(str(card)))
+
+
+def _tidy(text: str) -> str:
+    """Jinja leaves blank lines where block tags stood: at most one blank line in a row, one newline at the end."""
+    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Facts read from the output folder
+
+
+def collect_facts(folder: Path) -> dict:
+    """Everything the template states, as plain values; a missing file gives `None` for its part."""
+    summary = read_json(folder / SUMMARY_FILE) or {}
+    options = read_json(folder / OPTIONS_FILE) or {}
+    model = _model_facts(folder)
+    return {
+        "model": model,
+        "samples": _samples_facts(folder, summary),
+        "training": _training_rows(summary, options) or None,
+        "objective": _objective(model, options),
+        "dataset": _dataset_facts(summary, options),
+        "metrics": _metric_rows(read_json(folder / METRICS_FILE) or {}),
+        "sweep": (folder / SWEEP_FILE).read_text(encoding="utf-8").strip()
+        if (folder / SWEEP_FILE).is_file()
+        else None,
+        "steps": summary.get("steps"),
+        "epochs": summary.get("epochs"),
+        "has_options": (folder / OPTIONS_FILE).is_file(),
+        "source_pipeline": options.get("pipeline") or summary.get("pipeline"),
+    }
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON object file, `None` if it does not exist; a clear error if it is not a JSON object."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); fix or remove it before publishing.") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}.")
+    return data
+
+
+def count_safetensors_parameters(folder: Path) -> int:
+    """Parameters of the UNet, read from the safetensors headers (no weights are loaded)."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in sorted(folder.glob("unet/*.safetensors")):
+        with safe_open(str(path), framework="pt") as weights:
+            total += sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
+    return total
+
+
+def _model_facts(folder: Path) -> dict:
+    unet = read_json(folder / "unet" / "config.json") or {}
+    scheduler = read_json(folder / "scheduler" / "scheduler_config.json") or {}
+    size = unet.get("sample_size")
+    height, width = (size, size) if isinstance(size, int) else tuple(size or (None, None))
+    channels = unet.get("in_channels")
+    attention = [
+        height // 2**i if height else None
+        for i, block in enumerate(unet.get("down_block_types", []))
+        if block.startswith("Attn")
+    ]
+    beta_schedule = scheduler.get("beta_schedule")
+    betas = f"{beta_schedule} betas"
+    if beta_schedule == "linear":
+        betas = f"linear betas {scheduler.get('beta_start')} → {scheduler.get('beta_end')}"
+    elif beta_schedule in ("cosine", "squaredcos_cap_v2"):
+        betas = "cosine schedule (Nichol & Dhariwal 2021)"
+    return {
+        "height": height,
+        "width": width,
+        "channels": channels,
+        "color": {1: "grayscale", 3: "RGB"}.get(channels, f"{channels}-channel"),
+        "parameters": f"{count_safetensors_parameters(folder):,}",
+        "block_out_channels": ", ".join(map(str, unet.get("block_out_channels", []))),
+        "layers_per_block": unet.get("layers_per_block"),
+        "attention": ", ".join(f"{r}×{r}" for r in attention) or "none",
+        "scheduler_class": scheduler.get("_class_name"),
+        "num_train_timesteps": scheduler.get("num_train_timesteps"),
+        "betas": betas,
+        "variance_type": scheduler.get("variance_type"),
+        "prediction_type": scheduler.get("prediction_type"),
+    }
+
+
+def _samples_facts(folder: Path, summary: dict) -> dict | None:
+    if not (folder / SAMPLES_FILE).is_file():
+        return None
+    samples = summary.get("samples") or {}
+    return {"file": SAMPLES_FILE, "num_images": samples.get("num_images"), "steps": samples.get("steps")}
+
+
+def _objective(model: dict, options: dict) -> str | None:
+    """The training loss, from the scheduler config and the options (None without a training record)."""
+    if not options:
+        return None
+    target = {"epsilon": "the noise ε", "sample": "x_0", "v_prediction": "v"}.get(model["prediction_type"])
+    if model["variance_type"] == "learned_range":
+        loss = "L_hybrid = L_simple + 0.001 · L_vlb (Nichol & Dhariwal 2021), learning the variance interpolation"
+    else:
+        loss = "L_simple (Algorithm 1, eq. 14)"
+    if options.get("snr_gamma"):
+        loss += f", min-SNR-γ weighting with γ = {options['snr_gamma']} (Hang et al. 2023)"
+    return f"{loss}; the UNet predicts {target or model['prediction_type']}"
+
+
+def _dataset_facts(summary: dict, options: dict) -> dict | None:
+    recorded = summary.get("dataset") or {}
+    source = options.get("dataset_name") or recorded.get("source")
+    folder = options.get("train_data_dir")
+    if folder:
+        description, hub_id, label = f"a local image folder (`{Path(folder).name}`)", None, "imagefolder"
+    elif source in BUILTIN_DATASETS:
+        description, hub_id, label = BUILTIN_DATASETS[source], None, source
+    elif source:
+        split = options.get("dataset_split")
+        description = f"the Hub dataset [`{source}`](https://huggingface.co/datasets/{source})"
+        description += f", split `{split}`" if split else ""
+        hub_id, label = source, source
+    else:
+        return None
+    return {
+        "description": description,
+        "hub_id": hub_id,
+        "label": label,
+        "num_images": recorded.get("num_images"),
+        "num_skipped": recorded.get("num_skipped"),
+        "resolution": options.get("resolution"),
+        "random_flip": options.get("random_flip"),
+        "center_crop": options.get("center_crop"),
+    }
+
+
+def _training_rows(summary: dict, options: dict) -> list[tuple[str, str]]:
+    """(label, value) rows of the training table; only the values the run recorded."""
+    rows = []
+
+    def add(label: str, value) -> None:
+        if value not in (None, "", []):
+            rows.append((label, str(value)))
+
+    steps = summary.get("steps")
+    if steps is not None:
+        stopped = summary.get("stopped_by")
+        add("optimizer steps", f"{steps:,}" + (f" (stopped by {stopped})" if stopped else ""))
+    if summary.get("resumed_from_step"):
+        add("resumed from", f"step {summary['resumed_from_step']:,}")
+    images_seen, epochs = summary.get("images_seen"), summary.get("epochs")
+    if images_seen is not None:
+        add("images seen", f"{images_seen:,}" + (f" ({epochs} epochs)" if epochs is not None else ""))
+    add("global batch", _batch(summary, options))
+    add("optimizer", _optimizer(options))
+    add("EMA", _ema(summary, options))
+    precision = summary.get("mixed_precision") or options.get("mixed_precision")
+    if precision is not None:
+        add("precision", "fp32 (no mixed precision)" if precision == "no" else f"{precision} mixed precision")
+    add("hardware", _hardware(summary))
+    if summary.get("wall_time_seconds") is not None:
+        add("training time", _duration(summary["wall_time_seconds"]))
+    if summary.get("images_per_second") is not None:
+        add("throughput", f"{summary['images_per_second']} images/s")
+    if summary.get("final_loss") is not None:
+        loss = f"{summary['final_loss']:.4f}"
+        if summary.get("mean_loss_last_100_steps") is not None:
+            loss += f" (mean of the last 100 steps: {summary['mean_loss_last_100_steps']:.4f})"
+        add("final loss", loss)
+    add("seed", options.get("seed"))
+    return rows
+
+
+def _batch(summary: dict, options: dict) -> str | None:
+    batch = summary.get("global_batch_size")
+    per_process, processes = options.get("train_batch_size"), summary.get("num_processes")
+    accumulation = options.get("gradient_accumulation_steps")
+    parts = [f"{per_process} per process"] if per_process else []
+    parts += [f"{processes} process{'es' if processes != 1 else ''}"] if processes else []
+    parts += [f"{accumulation} accumulation step{'s' if accumulation != 1 else ''}"] if accumulation else []
+    if batch is None:
+        return " × ".join(parts) or None
+    return f"{batch} images" + (f" ({' × '.join(parts)})" if parts else "")
+
+
+def _optimizer(options: dict) -> str | None:
+    if options.get("learning_rate") is None:
+        return None
+    text = f"AdamW, learning rate {options['learning_rate']:g}"
+    if options.get("lr_scheduler"):
+        text += f", {options['lr_scheduler']} schedule"
+    if options.get("lr_warmup_steps") is not None:
+        text += f" with {options['lr_warmup_steps']} warmup steps"
+    betas = (options.get("adam_beta1"), options.get("adam_beta2"))
+    if None not in betas:
+        text += f", betas ({betas[0]}, {betas[1]})"
+    if options.get("adam_weight_decay") is not None:
+        text += f", weight decay {options['adam_weight_decay']:g}"
+    if options.get("max_grad_norm"):
+        text += f", gradients clipped at norm {options['max_grad_norm']}"
+    return text
+
+
+def _ema(summary: dict, options: dict) -> str | None:
+    used = summary.get("ema", options.get("use_ema"))
+    if used is None:
+        return None
+    if not used:
+        return "no (the published weights are the last training weights)"
+    text = "yes: the published weights are the exponential moving average"
+    if options.get("ema_max_decay") is not None:
+        text += f" (max decay {options['ema_max_decay']}"
+        if options.get("ema_power") is not None:
+            text += f", warmup power {options['ema_power']}"
+        text += ")"
+    return text
+
+
+def _hardware(summary: dict) -> str | None:
+    device, processes = summary.get("device"), summary.get("num_processes")
+    if device is None:
+        return None
+    if processes and processes > 1:
+        return f"{processes} processes on {device}"
+    return f"1 process on {device}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:g} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _metric_rows(metrics: dict) -> list[dict] | None:
+    """One row per metric of metrics.json that has a number: name, value, ± stderr, images, how it was measured."""
+    rows = []
+    for key, entry in metrics.items():
+        entry = entry if isinstance(entry, dict) else {"value": entry}
+        value = next((entry[k] for k in (*VALUE_KEYS, key) if isinstance(entry.get(k), (int, float))), None)
+        if value is None or isinstance(value, bool) or not math.isfinite(value):
+            continue
+        stderr = next((entry[k] for k in STDERR_KEYS if isinstance(entry.get(k), (int, float))), None)
+        method = entry.get("method") or entry.get("bound")
+        rows.append(
+            {
+                "key": key,
+                "name": METRIC_NAMES.get(key, key),
+                "value": f"{value:.4g}",
+                "number": round(float(value), 6),
+                "stderr": f"{stderr:.2g}" if stderr is not None else None,
+                "num_images": f"{entry['num_images']:,}" if isinstance(entry.get("num_images"), int) else None,
+                "method": method,
+                "dataset": entry.get("dataset"),
+                "split": entry.get("split"),
+            }
+        )
+    return rows or None
+
+
+def _eval_results(facts: dict) -> list[EvalResult]:
+    """The `model-index` entries: the metrics with a dataset (their own, else the training data's)."""
+    results = []
+    for row in facts["metrics"] or []:
+        dataset = row["dataset"] or (facts["dataset"] or {}).get("label")
+        if dataset is None:
+            continue
+        results.append(
+            EvalResult(
+                task_type=PIPELINE_TAG,
+                task_name="Unconditional image generation",
+                dataset_type=dataset,
+                dataset_name=dataset,
+                dataset_split=row["split"],
+                metric_type=row["key"],
+                metric_name=row["name"],
+                metric_value=row["number"],
+            )
+        )
+    return results

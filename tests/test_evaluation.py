@@ -1,0 +1,259 @@
+"""FID / KID against reference formulas, the Inception plumbing offline, the sampler sweep and `ddpm-hub eval`."""
+
+import json
+import sys
+import types
+import urllib.error
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+from ddpm_hub import DDPMHubScheduler, cli, evaluation
+from ddpm_hub.configs import build_pipeline
+from ddpm_hub.evaluation import (
+    DEFAULT_SWEEP,
+    FeatureExtractorUnavailable,
+    Sampler,
+    extract_features,
+    frechet_distance,
+    frechet_distance_from_statistics,
+    generate_images,
+    inception_feature_extractor,
+    kernel_inception_distance,
+    parse_sampler,
+    polynomial_mmd2_unbiased,
+    sampler_sweep,
+    with_sampler,
+    write_sweep,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine the spinning threads make each
+    UNet call 10-50x slower; the previous setting is restored after this module."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def pixel_features(images: torch.Tensor) -> torch.Tensor:
+    """A stand-in for Inception: uint8 [N x 3 x H x W] -> [N x 22] (channel means and stds, a 4 x 4 pooled grey)."""
+    assert images.dtype == torch.uint8 and images.shape[1] == 3
+    x = images.float() / 255
+    pooled = torch.nn.functional.adaptive_avg_pool2d(x.mean(dim=1, keepdim=True), 4).flatten(1)
+    return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3)), pooled], dim=1)
+
+
+def tiny():
+    pipeline = build_pipeline("ddpm-tiny-8", seed=0)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def gaussian_features(n, dim, shift=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    mixing = rng.normal(size=(dim, dim)) / np.sqrt(dim)
+    return rng.normal(size=(n, dim)) @ mixing + shift
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# FID and KID
+
+
+def test_fid_matches_the_sqrtm_formula_and_closed_forms():
+    a, b = gaussian_features(200, 8, seed=0), gaussian_features(150, 8, shift=0.3, seed=1)
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    sigma_a, sigma_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = scipy.linalg.sqrtm(sigma_a @ sigma_b).real  # pytorch-fid / torch-fidelity's formula
+    reference = np.sum((mu_a - mu_b) ** 2) + np.trace(sigma_a + sigma_b - 2 * covmean)
+    assert frechet_distance(a, b) == pytest.approx(reference, rel=1e-9)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+    # diagonal Gaussians: ||mu_a - mu_b||^2 + sum (s_a - s_b)^2
+    s_a, s_b = np.array([1.0, 2.0, 0.5]), np.array([0.5, 2.0, 3.0])
+    mu_a, mu_b = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
+    expected = 1.0 + 4.0 + np.sum((s_a - s_b) ** 2)
+    assert frechet_distance_from_statistics(mu_a, np.diag(s_a**2), mu_b, np.diag(s_b**2)) == pytest.approx(expected)
+    # fewer samples than dimensions: singular covariances stay finite
+    assert np.isfinite(frechet_distance(gaussian_features(5, 16, seed=2), gaussian_features(6, 16, seed=3)))
+    with pytest.raises(ValueError, match="N >= 2"):
+        frechet_distance(a[:1], b)
+
+
+def test_kid_is_the_unbiased_polynomial_mmd():
+    a, b = gaussian_features(12, 5, seed=0), gaussian_features(10, 5, shift=0.5, seed=1)
+
+    def k(x, y):
+        return (x @ y / 5 + 1) ** 3
+
+    m, n = len(a), len(b)
+    xx = sum(k(a[i], a[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(k(b[i], b[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    xy = sum(k(a[i], b[j]) for i in range(m) for j in range(n)) / (m * n)
+    assert polynomial_mmd2_unbiased(a, b) == pytest.approx(xx + yy - 2 * xy, rel=1e-10)
+    # subsets of the whole (equal-size) sets are permutations: every subset gives the same MMD, std 0
+    mean, std = kernel_inception_distance(a[:10], b, num_subsets=5, subset_size=1000)
+    assert mean == pytest.approx(polynomial_mmd2_unbiased(a[:10], b)) and std == pytest.approx(0.0, abs=1e-12)
+    assert kernel_inception_distance(a, b, subset_size=6, seed=1) == kernel_inception_distance(a, b, 100, 6, 1)
+    with pytest.raises(ValueError, match="at least 2"):
+        kernel_inception_distance(a[:1], b)
+
+
+def test_extract_features_repeats_grey_to_rgb():
+    grey = torch.randint(0, 256, (5, 1, 8, 8), dtype=torch.uint8)
+    features = extract_features(grey, pixel_features, batch_size=2)
+    assert features.shape == (5, 22) and features.dtype == np.float64
+    np.testing.assert_allclose(features, extract_features(grey.repeat(1, 3, 1, 1), pixel_features), rtol=1e-6)
+    with pytest.raises(ValueError, match="uint8"):
+        extract_features(grey.float(), pixel_features)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The Inception feature extractor: clear messages instead of tracebacks, no network in tests
+
+
+def fake_torch_fidelity(monkeypatch, behaviour):
+    package = types.ModuleType("torch_fidelity")
+    module = types.ModuleType("torch_fidelity.feature_extractor_inceptionv3")
+    module.URL_INCEPTION_V3 = "https://example.invalid/weights-inception-2015-12-05-6726825d.pth"
+    module.FeatureExtractorInceptionV3 = behaviour
+    package.feature_extractor_inceptionv3 = module
+    monkeypatch.setitem(sys.modules, "torch_fidelity", package)
+    monkeypatch.setitem(sys.modules, "torch_fidelity.feature_extractor_inceptionv3", module)
+
+
+def test_inception_missing_library_and_offline_download_are_clear(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "torch_fidelity", None)
+    with pytest.raises(FeatureExtractorUnavailable, match=r"pip install 'ddpm-hub\[metrics\]'"):
+        inception_feature_extractor()
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    fake_torch_fidelity(monkeypatch, offline)
+    with pytest.raises(FeatureExtractorUnavailable, match="offline.*--inception_weights"):
+        inception_feature_extractor()
+
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        inception_feature_extractor(tmp_path / "missing.pth")
+    pickled = tmp_path / "not_tensors.pth"
+    torch.save({"weights": object()}, pickled)
+    with pytest.raises(ValueError, match="state dict of tensors"):
+        inception_feature_extractor(pickled)
+
+
+def test_inception_local_weights_reach_torch_fidelity(monkeypatch, tmp_path):
+    seen = {}
+
+    class FakeInception(torch.nn.Module):
+        def __init__(self, name, features_list, feature_extractor_weights_path=None):
+            super().__init__()
+            seen.update(name=name, features=features_list, path=feature_extractor_weights_path)
+
+        def forward(self, images):
+            return (pixel_features(images),)
+
+    fake_torch_fidelity(monkeypatch, FakeInception)
+    weights = tmp_path / "weights.pth"
+    torch.save({"conv.weight": torch.zeros(2)}, weights)
+    extract = inception_feature_extractor(weights)
+    assert seen == {"name": "inception-v3-compat", "features": ["2048"], "path": str(weights)}
+    assert extract(torch.zeros(2, 3, 8, 8, dtype=torch.uint8)).shape == (2, 22)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Samplers and the sweep
+
+
+def test_default_sweep_is_the_issue_list_and_every_sampler_builds():
+    assert [str(s) for s in DEFAULT_SWEEP] == [
+        "ddpm-1000", "ddpm-250", "ddpm-50", "ddim-50", "ddim-20", "dpmsolver++-20", "dpmsolver++-10",
+    ]  # fmt: skip
+    pipeline = build_pipeline("ddpm-digits-16")
+    expected = {"ddpm": DDPMHubScheduler, "ddim": DDIMScheduler, "dpmsolver++": DPMSolverMultistepScheduler}
+    for sampler in DEFAULT_SWEEP:
+        scheduler = with_sampler(pipeline, sampler.name).scheduler
+        assert type(scheduler) is expected[sampler.name]
+        assert scheduler.config.beta_schedule == "squaredcos_cap_v2" and scheduler.config.prediction_type == "epsilon"
+        scheduler.set_timesteps(sampler.steps)
+        assert len(scheduler.timesteps) == sampler.steps
+    assert with_sampler(pipeline, "dpmsolver++").scheduler.config.algorithm_type == "dpmsolver++"
+    assert pipeline.scheduler is not with_sampler(pipeline, "ddpm").scheduler  # the pipeline is left alone
+    assert parse_sampler("dpmsolver++-20") == Sampler("dpmsolver++", 20)
+    for bad in ("euler-10", "ddim", "ddim-0", "ddim-x"):
+        with pytest.raises(ValueError, match="NAME-STEPS"):
+            parse_sampler(bad)
+
+
+def test_generate_images_is_seeded_per_image_and_counts_nfe():
+    pipeline = with_sampler(tiny(), "ddim")
+    images, timing = generate_images(pipeline, 3, steps=4, seed=7, batch_size=3)
+    again, _ = generate_images(pipeline, 3, steps=4, seed=7, batch_size=2)
+    assert images.dtype == torch.uint8 and images.shape == (3, 3, 8, 8)
+    assert torch.equal(images, again) and timing["nfe"] == 4 and timing["images_per_second"] > 0
+
+
+def test_sweep_table_on_a_tiny_model(tmp_path):
+    pipeline = tiny()
+    reference = extract_features(torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8), pixel_features)
+    samplers = [Sampler("ddpm", 10), Sampler("ddim", 5), Sampler("dpmsolver++", 4)]
+    rows = sampler_sweep(pipeline, reference, pixel_features, num_images=4, samplers=samplers, kid_subset_size=4)
+    assert [(r["sampler"], r["steps"], r["nfe"]) for r in rows] == [
+        ("ddpm", 10, 10),
+        ("ddim", 5, 5),
+        ("dpmsolver++", 4, 4),
+    ]
+    assert all(r["fid"] >= 0 and np.isfinite(r["kid_mean"]) and r["num_reference"] == 16 for r in rows)
+    settings = {"num_images": 4, "num_reference": 16, "dataset": "random", "features": "pixels", "device": "cpu"}
+    paths = write_sweep(rows, settings, tmp_path)
+    table = (tmp_path / "sweep.md").read_text()
+    assert table.startswith("| sampler | steps | NFE | FID ↓ | KID × 10³ ↓ | images/s |")
+    assert "| DDPM ancestral | 10 | 10 |" in table and "| DPM-Solver++ (2M) | 4 | 4 |" in table
+    assert json.loads((tmp_path / "sweep.json").read_text())["rows"][1]["label"] == "DDIM (eta = 0)"
+    assert paths == {"markdown": str(tmp_path / "sweep.md"), "json": str(tmp_path / "sweep.json")}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# ddpm-hub eval
+
+
+def test_cli_fid_and_sweep_with_a_passed_in_feature_extractor(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "tiny"
+    tiny().save_pretrained(folder)
+    monkeypatch.setattr(evaluation, "inception_feature_extractor", lambda weights, device: pixel_features)
+    output_dir = tmp_path / "eval"
+    argv = ["eval", str(folder), "--fid", "--sweep", "--num_images", "3", "--steps", "4", "--sampler", "ddim"]
+    argv += ["--samplers", "ddpm-5,dpmsolver++-3", "--max_images", "12", "--output_dir", str(output_dir)]
+    assert cli.main([*argv, "--kid_subset_size", "3", "--device", "cpu"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["fid"]["sampler"] == "ddim" and report["fid"]["nfe"] == 4 and report["fid"]["num_reference"] == 12
+    saved = json.loads((output_dir / "sweep.json").read_text())
+    assert [row["steps"] for row in saved["rows"]] == [5, 3]
+    command = saved["settings"]["command"]
+    assert command.startswith(f"ddpm-hub eval {folder} --fid --sweep --dataset_name builtin:digits")
+    assert "--samplers ddpm-5,dpmsolver++-3" in command and "--num_images 3" in command
+    assert f"Produced by `{command}`" in (output_dir / "sweep.md").read_text()
+    assert json.loads((output_dir / "fid.json").read_text())["steps"] == 4
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["fid"]["value"] == report["fid"]["fid"] and metrics["kid"]["std"] == report["fid"]["kid_std"]
+    assert metrics["fid"]["num_images"] == 3 and metrics["fid"]["method"].startswith("DDIM (eta = 0), 4 steps; 3 sa")
+    # a later --bpd run adds its key and keeps the others
+    assert cli.main(["eval", str(folder), "--bpd", "--bpd_steps", "5", "--max_images", "2"] + argv[-2:]) == 0
+    assert set(json.loads((output_dir / "metrics.json").read_text())) == {"bpd", "fid", "kid"}
+
+
+def test_cli_offline_is_a_message_not_a_traceback(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "torch_fidelity", None)
+    assert cli.main(["eval", "no/such-model", "--fid", "--output_dir", str(tmp_path)]) == 2  # fails before loading
+    error = capsys.readouterr().err
+    assert error.startswith("ddpm-hub eval: error: FID and KID use torch-fidelity") and "Traceback" not in error
+    assert cli.main(["eval", "ddpm-tiny-8"]) == 2
+    assert "pass --bpd, --fid and/or --sweep" in capsys.readouterr().err
+    assert cli.main(["eval", "ddpm-tiny-8", "--sweep", "--samplers", "euler-5"]) == 2
+    assert "NAME-STEPS" in capsys.readouterr().err
+    assert cli.main(["eval", "ddpm-tiny-8", "--bpd", "--dataset_name", "cifar10", "--train_data_dir", "x"]) == 2
+    assert "Give one image source" in capsys.readouterr().err

@@ -1,0 +1,531 @@
+"""Publishing (ddpm_hub.hub, the model card, `ddpm-hub push`) and loading by repo id, against the loopback Hub.
+
+    pytest tests/test_hub.py -q --durations=0
+
+The Hub is tests/hub_server.py driven by the real huggingface_hub client (see tests/conftest.py). Loading without
+ddpm_hub and offline loading run in subprocesses: the first cannot import ddpm_hub, the second has HF_HUB_OFFLINE=1
+(huggingface_hub reads it once, at import).
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMPipeline, DDPMScheduler
+from hub_server import HubServer
+from huggingface_hub import HfApi, ModelCard, snapshot_download
+from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+import ddpm_hub.hub
+from ddpm_hub import DDPMHubPipeline, DDPMHubScheduler, cli
+from ddpm_hub.configs import build_pipeline
+from ddpm_hub.hub import PublishError, publish
+from ddpm_hub.images import make_grid
+from ddpm_hub.model_card import render_model_card
+
+ROOT = Path(__file__).resolve().parent.parent
+ALICE, ALICE_READ, BOB = "hf_alice_write", "hf_alice_read", "hf_bob_write"
+# What a published repo holds (besides .gitattributes): the pipeline, its shipped code, the card and the run's files.
+PIPELINE_FILES = {
+    "model_index.json",
+    "pipeline_ddpm_hub.py",
+    "scheduler/scheduler_config.json",
+    "scheduler/scheduling_ddpm_hub.py",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "README.md",
+}
+RUN_FILES = {"samples.png", "training_options.json", "training_summary.json"}
+
+
+@pytest.fixture(autouse=True)
+def no_retry_delays(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ddpm_hub.hub, "RETRY_DELAYS", (0.0, 0.0, 0.0, 0.0))
+
+
+@pytest.fixture
+def repo_id(hub_server: HubServer) -> str:
+    return f"alice/ddpm-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def lfs(hub_server: HubServer, monkeypatch: pytest.MonkeyPatch) -> HubServer:
+    monkeypatch.setattr(hub_server, "lfs_threshold", 2048)  # the ~200 kB weights take the LFS path
+    return hub_server
+
+
+def tiny(seed: int = 0) -> DDPMHubPipeline:
+    pipeline = build_pipeline("ddpm-tiny-8", seed=seed)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def sample(pipeline, seed: int = 0) -> np.ndarray:
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline(batch_size=2, num_inference_steps=4, generator=torch.manual_seed(seed), output_type="np").images
+
+
+def make_output_dir(folder: Path, pipeline: DDPMHubPipeline | None = None) -> Path:
+    """A training output folder built by hand: the pipeline, samples, the run's JSON files, and files never to push."""
+    pipeline = pipeline or tiny()
+    pipeline.save_pretrained(folder)
+    images = pipeline(batch_size=4, num_inference_steps=2, generator=torch.manual_seed(0)).images
+    make_grid(images).save(folder / "samples.png")
+    summary = {"steps": 7, "images_seen": 28, "global_batch_size": 4, "num_processes": 1, "device": "cpu"}
+    summary.update(mixed_precision="no", ema=False, samples={"file": "samples.png", "num_images": 4, "steps": 2})
+    (folder / "training_summary.json").write_text(json.dumps(summary))
+    options = {"dataset_name": "builtin:digits", "train_batch_size": 4, "learning_rate": 1e-3, "hub_token": ALICE}
+    (folder / "training_options.json").write_text(json.dumps(options))
+    for junk in (
+        "checkpoints/checkpoint-7/optimizer.bin",
+        "checkpoints/checkpoint-7/model.safetensors",
+        "logs/x.tfevents",
+    ):
+        (folder / junk).parent.mkdir(parents=True, exist_ok=True)
+        (folder / junk).write_bytes(b"not for the Hub")
+    return folder
+
+
+def folder_digest(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def repo_files(repo_id: str, revision: str | None = None) -> set[str]:
+    return set(HfApi(token=ALICE).list_repo_files(repo_id, revision=revision)) - {".gitattributes"}
+
+
+def requests_for(server: HubServer, repo_id: str, since: int) -> list[tuple[str, str]]:
+    return [(m, p) for m, p in server.requests[since:] if repo_id in p or p.startswith("/lfs-upload/")]
+
+
+def run_python(script: str, *args: str, env: dict | None = None, cwd: Path | None = None) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}  # same threads as this process: same rounding
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300, env=env, cwd=cwd
+    )
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result.stdout
+
+
+# Plain diffusers, in a process where ddpm_hub cannot be imported: the repo's shipped code does the work.
+REMOTE_CODE_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.modules["ddpm_hub"] = None
+    import numpy as np, torch
+    from diffusers import DiffusionPipeline
+    repo_id, out = sys.argv[1], sys.argv[2]
+    try:
+        DiffusionPipeline.from_pretrained(repo_id)
+        print("LOADED WITHOUT trust_remote_code")
+    except Exception as error:
+        print("REFUSED", type(error).__name__, error)
+    pipeline = DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)
+    pipeline.set_progress_bar_config(disable=True)
+    print("LOADED", type(pipeline).__name__, type(pipeline.scheduler).__name__)
+    images = pipeline(batch_size=2, num_inference_steps=4, generator=torch.manual_seed(0), output_type="np").images
+    np.save(out, images)
+    """
+)
+
+# DDPMHubPipeline with HF_HUB_OFFLINE=1: from the cache, and a clear error for a repo that is not in it.
+OFFLINE_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import numpy as np, torch
+    from huggingface_hub import constants
+    from ddpm_hub import DDPMHubPipeline
+    assert constants.HF_HUB_OFFLINE
+    repo_id, cache_dir, out = sys.argv[1:]
+    pipeline = DDPMHubPipeline.from_pretrained(repo_id, cache_dir=cache_dir)
+    pipeline.set_progress_bar_config(disable=True)
+    images = pipeline(batch_size=2, num_inference_steps=4, generator=torch.manual_seed(0), output_type="np").images
+    np.save(out, images)
+    try:
+        DDPMHubPipeline.from_pretrained("alice/never-downloaded", cache_dir=cache_dir)
+    except OSError as error:
+        print("NOT CACHED:", type(error).__name__, error)
+    """
+)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The whole path: train -> push -> load both ways, and offline
+
+
+def test_train_push_and_load_both_ways(hub_server: HubServer, repo_id: str, tmp_path: Path, hub_cache: Path):
+    output_dir = tmp_path / "run"
+    since = len(hub_server.requests)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1"]
+    launch += ["--num_processes", "2", "--main_process_port", str(_free_port()), "--mixed_precision", "no"]
+    launch += ["--dynamo_backend", "no", str(ROOT / "training" / "train.py")]
+    train_args = [
+        "--pipeline", "ddpm-tiny-8", "--max_train_samples", "64", "--train_batch_size", "4", "--lr_warmup_steps", "2",
+        "--max_train_steps", "3", "--use_ema", "--num_validation_images", "4", "--ddpm_num_inference_steps", "5",
+        "--validation_steps", "0", "--output_dir", str(output_dir), "--push_to_hub", "--hub_model_id", repo_id,
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_TOKEN": ALICE}
+    result = subprocess.run([*launch, *train_args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    assert (output_dir / "checkpoints").is_dir() and (output_dir / "logs").is_dir()
+
+    # Two processes, one upload: one commit, and the repo holds the pipeline and the run's files, nothing else.
+    commits = [p for m, p in requests_for(hub_server, repo_id, since) if m == "POST" and "/commit/" in p]
+    assert len(commits) == 1
+    assert repo_files(repo_id) == PIPELINE_FILES | RUN_FILES
+    summary = json.loads((output_dir / "training_summary.json").read_text())
+    assert summary["steps"] == 3 and summary["num_processes"] == 2
+
+    # The card: parses, its metadata validates, it states the real step count and shows the sample grid.
+    readme = Path(snapshot_download(repo_id, cache_dir=hub_cache / "card", allow_patterns=["README.md"]))
+    card = ModelCard.load(readme / "README.md")
+    card.validate()
+    assert card.data.library_name == "diffusers" and card.data.pipeline_tag == "unconditional-image-generation"
+    assert {"pytorch", "diffusers", "unconditional-image-generation", "ddpm"} <= set(card.data.tags)
+    assert card.data.license == "apache-2.0" and card.data.eval_results is None  # nothing measured, nothing claimed
+    assert "| optimizer steps | 3 (stopped by max_train_steps) |" in card.text
+    assert "| hardware | 2 processes on cpu |" in card.text and "exponential moving average" in card.text
+    assert "![Samples from" in card.text and "(samples.png)" in card.text
+    assert "Nothing was measured" in card.text
+    assert f'DDPMHubPipeline.from_pretrained("{repo_id}")' in card.text
+    assert f'DiffusionPipeline.from_pretrained("{repo_id}", trust_remote_code=True)' in card.text
+
+    # 1. With ddpm_hub: the installed classes, a fresh cache.
+    loaded = DDPMHubPipeline.from_pretrained(repo_id, cache_dir=hub_cache)
+    assert type(loaded.scheduler) is DDPMHubScheduler
+    expected = sample(loaded)
+    np.testing.assert_array_equal(expected, sample(DDPMHubPipeline.from_pretrained(output_dir)))
+
+    # 2. Plain diffusers without ddpm_hub, in a fresh HF_HOME: refused without the flag, same images with it.
+    stdout = run_python(
+        REMOTE_CODE_SCRIPT,
+        repo_id,
+        str(tmp_path / "remote.npy"),
+        env={"HF_HOME": str(tmp_path / "home")},
+        cwd=tmp_path,
+    )
+    assert "REFUSED" in stdout and "trust_remote_code" in stdout
+    assert "LOADED DDPMHubPipeline DDPMHubScheduler" in stdout
+    np.testing.assert_array_equal(np.load(tmp_path / "remote.npy"), expected)
+
+    # 3. Offline from the cache of 1.
+    stdout = run_python(
+        OFFLINE_SCRIPT, repo_id, str(hub_cache), str(tmp_path / "offline.npy"), env={"HF_HUB_OFFLINE": "1"}
+    )
+    np.testing.assert_array_equal(np.load(tmp_path / "offline.npy"), expected)
+    assert "NOT CACHED: LocalEntryNotFoundError alice/never-downloaded" in stdout and "HF_HUB_OFFLINE=1" in stdout
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What goes up
+
+
+@pytest.mark.parametrize("path", ["inline", "lfs"])
+def test_inline_and_lfs_publish_load_and_repush_uploads_nothing(
+    request: pytest.FixtureRequest, hub_server: HubServer, repo_id: str, tmp_path: Path, hub_cache: Path, path: str
+):
+    if path == "lfs":
+        request.getfixturevalue("lfs")
+    output_dir = make_output_dir(tmp_path / "run")
+    before = folder_digest(output_dir)
+    since = len(hub_server.requests)
+    url = publish(output_dir, repo_id, token=ALICE)
+    sent = requests_for(hub_server, repo_id, since)
+    lfs_puts = [p for m, p in sent if m == "PUT"]
+    assert (len(lfs_puts) > 0) == (path == "lfs")
+    head = HfApi().repo_info(repo_id).sha
+    assert url.endswith(f"/{repo_id}/commit/{head}")
+    assert repo_files(repo_id) == PIPELINE_FILES | RUN_FILES
+    assert folder_digest(output_dir) == before  # the output folder is only read
+
+    # Secrets never go up: the options lose their token.
+    options = json.loads(
+        Path(HfApi().hf_hub_download(repo_id, "training_options.json", cache_dir=hub_cache)).read_text()
+    )
+    assert "hub_token" not in options and options["learning_rate"] == 1e-3
+
+    loaded = DDPMHubPipeline.from_pretrained(repo_id, cache_dir=hub_cache)
+    np.testing.assert_array_equal(sample(loaded), sample(tiny()))
+
+    # Pushing the same output again: no upload, no commit, the same head.
+    since = len(hub_server.requests)
+    assert publish(output_dir, repo_id, token=ALICE) == url
+    again = requests_for(hub_server, repo_id, since)
+    # (the client may still ask the LFS batch endpoint, which answers that every object is stored)
+    assert not [p for m, p in again if m == "PUT" or "/commit/" in p or p.endswith("/verify")]
+    assert HfApi().repo_info(repo_id).sha == head
+
+
+def test_repush_replaces_stale_files_and_keeps_foreign_ones(repo_id: str, tmp_path: Path):
+    output_dir = make_output_dir(tmp_path / "run")
+    (output_dir / "metrics.json").write_text(json.dumps({"bpd": {"value": 5.1, "stderr": 0.1, "num_images": 10}}))
+    publish(output_dir, repo_id, token=ALICE)
+    HfApi(token=ALICE).upload_file(path_or_fileobj=b"mine", path_in_repo="notes/extra.txt", repo_id=repo_id)
+    (output_dir / "metrics.json").unlink()  # an evaluation of older weights must not stay next to new ones
+    tiny(seed=1).save_pretrained(output_dir)
+    publish(output_dir, repo_id, token=ALICE)
+    assert repo_files(repo_id) == PIPELINE_FILES | RUN_FILES | {"notes/extra.txt"}
+
+
+def test_push_to_hub_and_the_cli_produce_the_same_repo(repo_id: str, tmp_path: Path, monkeypatch):
+    pipeline = tiny()
+    url = pipeline.push_to_hub(repo_id, token=ALICE)
+    assert "/commit/" in url
+    folder = tmp_path / "saved"
+    pipeline.save_pretrained(folder)
+    other = f"{repo_id}-cli"
+    monkeypatch.setenv("HF_TOKEN", ALICE)  # the CLI's token: HF_TOKEN
+    assert cli.main(["push", str(folder), "--repo-id", other]) == 0
+    assert repo_files(repo_id) == repo_files(other) == PIPELINE_FILES
+    api = HfApi()
+    for name in PIPELINE_FILES:
+        first = Path(api.hf_hub_download(repo_id, name, cache_dir=tmp_path / "a")).read_text(errors="replace")
+        second = Path(api.hf_hub_download(other, name, cache_dir=tmp_path / "b")).read_text(errors="replace")
+        assert first == second.replace(other, repo_id).replace(other.split("/")[1], repo_id.split("/")[1]), name
+    card = ModelCard.load(Path(api.hf_hub_download(repo_id, "README.md", cache_dir=tmp_path / "a")))
+    assert "No training record" in card.text and "## Samples" not in card.text
+
+
+def test_cli_push_to_a_branch(repo_id: str, tmp_path: Path, monkeypatch, capsys):
+    output_dir = make_output_dir(tmp_path / "run")
+    monkeypatch.setenv("HF_TOKEN", ALICE)
+    argv = ["push", str(output_dir), "--repo-id", repo_id, "--revision", "v1", "--commit-message", "first model"]
+    assert cli.main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["repo_id"] == repo_id and "/commit/" in printed["commit_url"]
+    assert repo_files(repo_id, revision="v1") == PIPELINE_FILES | RUN_FILES
+    assert repo_files(repo_id) == set()  # main keeps only the initial commit
+    card = ModelCard.load(Path(HfApi().hf_hub_download(repo_id, "README.md", revision="v1", cache_dir=tmp_path)))
+    assert f"from_pretrained(\"{repo_id}\", revision='v1')" in card.text
+    loaded = DDPMHubPipeline.from_pretrained(repo_id, revision="v1", cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(sample(loaded), sample(tiny()))
+
+
+def test_only_the_main_process_publishes(hub_server: HubServer, repo_id: str, tmp_path: Path, monkeypatch):
+    output_dir = make_output_dir(tmp_path / "run")
+    monkeypatch.setenv("RANK", "1")
+    since = len(hub_server.requests)
+    assert publish(output_dir, repo_id, token=ALICE) is None
+    assert hub_server.requests[since:] == []
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The model card
+
+
+def test_card_with_metrics_and_sweep_has_a_model_index(tmp_path: Path, hub_server: HubServer):
+    output_dir = make_output_dir(tmp_path / "run")
+    metrics = {
+        "bpd": {"value": 3.7512, "stderr": 0.0213, "num_images": 1797, "method": "full chain (1000 steps)"},
+        "fid": {"value": 41.3, "num_images": 1000, "method": "DDPM 250 steps vs the training set"},
+        "notes": "not a number: left out",
+    }
+    (output_dir / "metrics.json").write_text(json.dumps(metrics))
+    (output_dir / "sweep.md").write_text("| sampler | steps | FID |\n| --- | ---: | ---: |\n| ddpm | 250 | 41.30 |\n")
+    card = render_model_card(output_dir, "alice/digits", license="mit")
+    path = tmp_path / "README.md"
+    card.save(path)
+    loaded = ModelCard.load(path)
+    loaded.validate()
+    assert loaded.data.license == "mit" and loaded.data.model_name == "digits"
+    results = {r.metric_type: r for r in loaded.data.eval_results}
+    assert results["bpd"].metric_value == 3.7512 and results["fid"].metric_value == 41.3 and len(results) == 2
+    assert (
+        results["bpd"].dataset_type == "builtin:digits"
+        and results["bpd"].task_type == "unconditional-image-generation"
+    )
+    assert (
+        "| Bits/dim (variational bound on the negative log-likelihood) | 3.751 | 0.021 | 1,797 | full chain"
+        in card.text
+    )
+    assert "| ddpm | 250 | 41.30 |" in card.text and "Nothing was measured" not in card.text
+    assert (
+        "| optimizer steps | 7 |" in card.text
+        and "| global batch | 4 images (4 per process × 1 process) |" in card.text
+    )
+
+
+def test_card_of_a_bare_pipeline_leaves_out_what_it_does_not_know(tmp_path: Path):
+    tiny().save_pretrained(tmp_path)
+    text = render_model_card(tmp_path, "alice/bare").text
+    assert "## Samples" not in text and "No training record" in text and "Nothing was measured" in text
+    assert "45,259 parameters" in text  # counted from the safetensors header
+    assert "None" not in text and "{{" not in text
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Failures: credentials, transient errors, bad folders
+
+
+def test_private_repo_and_credentials(hub_server: HubServer, repo_id: str, tmp_path: Path, hub_cache: Path, capsys):
+    output_dir = make_output_dir(tmp_path / "run")
+    before = len(hub_server.requests)
+
+    # No token anywhere (conftest unsets HF_TOKEN; HF_HOME has no login): a message naming the fix, nothing sent.
+    with pytest.raises(PublishError, match="No Hugging Face token: set HF_TOKEN, run `hf auth login`"):
+        publish(output_dir, repo_id, private=True)
+    assert cli.main(["push", str(output_dir), "--repo-id", repo_id, "--private"]) == 1
+    assert "ddpm-hub push: error: No Hugging Face token" in capsys.readouterr().err
+    assert len(hub_server.requests) == before
+    with pytest.raises(PublishError, match="is a read token: publishing .* needs a write token"):
+        publish(output_dir, repo_id, private=True, token=ALICE_READ)
+    with pytest.raises(PublishError, match="rejected the token"):
+        publish(output_dir, repo_id, private=True, token="hf_not_a_token")
+    with pytest.raises(PublishError, match="The token of bob cannot write to alice/"):
+        publish(output_dir, repo_id, private=True, token=BOB)
+    assert not HfApi(token=ALICE).repo_exists(repo_id)  # nothing half-published
+
+    publish(output_dir, repo_id, private=True, token=ALICE)
+    assert HfApi(token=ALICE).repo_info(repo_id).private
+    with pytest.raises(RepositoryNotFoundError, match=f"Repository '{repo_id}' not found .* private and no token"):
+        DDPMHubPipeline.from_pretrained(repo_id, token=False, cache_dir=hub_cache)
+    with pytest.raises(RepositoryNotFoundError, match="private and the token given has no access"):
+        DDPMHubPipeline.from_pretrained(repo_id, token=BOB, cache_dir=hub_cache)
+    loaded = DDPMHubPipeline.from_pretrained(repo_id, token=ALICE_READ, cache_dir=hub_cache)
+    np.testing.assert_array_equal(sample(loaded), sample(tiny()))
+    card = ModelCard.load(Path(HfApi(token=ALICE).hf_hub_download(repo_id, "README.md", cache_dir=hub_cache)))
+    assert "This repo is private" in card.text
+
+    public = f"{repo_id}-public"
+    publish(output_dir, public, token=ALICE)
+    with pytest.raises(PublishError, match="already exists and is public, but a private repo was asked for"):
+        publish(output_dir, public, private=True, token=ALICE)
+
+
+def test_transient_failures_are_retried(hub_server: HubServer, repo_id: str, tmp_path: Path, hub_cache: Path):
+    output_dir = make_output_dir(tmp_path / "run")
+    since = len(hub_server.requests)
+    hub_server.fail_next(2, status=500, path_contains="/api/repos/create")
+    hub_server.fail_next(2, status=500, path_contains=f"/{repo_id}/commit/")
+    publish(output_dir, repo_id, token=ALICE)
+    assert hub_server.failures_left == 0
+    commits = [p for m, p in requests_for(hub_server, repo_id, since) if m == "POST" and "/commit/" in p]
+    assert len(commits) == 3  # two 500s, then the commit
+    assert repo_files(repo_id) == PIPELINE_FILES | RUN_FILES
+    np.testing.assert_array_equal(
+        sample(DDPMHubPipeline.from_pretrained(repo_id, cache_dir=hub_cache)), sample(tiny())
+    )
+
+
+def test_a_hub_that_keeps_failing_gives_a_clear_error(hub_server: HubServer, repo_id: str, tmp_path: Path):
+    output_dir = make_output_dir(tmp_path / "run")
+    before = folder_digest(output_dir)
+    hub_server.fail_next(100, status=503, path_contains=f"/{repo_id}/commit/")
+    try:
+        with pytest.raises(PublishError, match=r"kept failing \(HTTP 503.*after 5 attempts.*untouched"):
+            publish(output_dir, repo_id, token=ALICE)
+    finally:
+        hub_server.clear_failures()
+    assert folder_digest(output_dir) == before
+    assert repo_files(repo_id) == set()  # the repo exists, with no commit of this push
+
+
+def test_an_unreachable_hub_gives_a_clear_error(tmp_path: Path, monkeypatch):
+    import huggingface_hub.constants
+
+    output_dir = make_output_dir(tmp_path / "run")
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{_free_port()}")  # nothing listens
+    with pytest.raises(PublishError, match=r"kept failing \(ConnectError.*after 5 attempts"):
+        publish(output_dir, "alice/unreachable", token=ALICE)
+
+
+def test_folders_that_cannot_be_published(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        publish(tmp_path / "missing", "alice/x", token=ALICE)
+    with pytest.raises(FileNotFoundError, match="has no model_index.json"):
+        publish(tmp_path, "alice/x", token=ALICE)
+    pickled = tmp_path / "pickled"
+    DDPMPipeline(unet=tiny().unet, scheduler=DDPMScheduler()).save_pretrained(pickled, safe_serialization=False)
+    with pytest.raises(ValueError, match="no safetensors UNet weights"):
+        publish(pickled, "alice/x", token=ALICE)
+    output_dir = make_output_dir(tmp_path / "run")
+    (output_dir / "scheduler" / "scheduling_ddpm_hub.py").unlink()
+    with pytest.raises(
+        FileNotFoundError, match="names code files that are not there: scheduler/scheduling_ddpm_hub.py"
+    ):
+        publish(output_dir, "alice/x", token=ALICE)
+    output_dir = make_output_dir(tmp_path / "run2")
+    (output_dir / "metrics.json").write_text("{not json")
+    with pytest.raises(ValueError, match="metrics.json is not valid JSON"):
+        publish(output_dir, "alice/x", token=ALICE)
+    with pytest.raises(ValueError, match="Repo id must"):
+        publish(make_output_dir(tmp_path / "run3"), "alice/bad name!", token=ALICE)
+
+
+def test_a_file_holding_the_token_is_not_published(repo_id: str, tmp_path: Path):
+    output_dir = make_output_dir(tmp_path / "run")
+    (output_dir / "sweep.md").write_text(f"| run | token |\n| --- | --- |\n| 1 | {ALICE} |\n")
+    with pytest.raises(PublishError, match="sweep.md contains the Hub token in use"):
+        publish(output_dir, repo_id, token=ALICE)
+    assert not HfApi(token=ALICE).repo_exists(repo_id)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading by repo id: diffusers layouts, pickles, and what goes wrong
+
+
+def test_diffusers_ddpm_pipeline_repo_loads_by_repo_id(repo_id: str, hub_cache: Path):
+    unet = tiny().unet
+    reference = DDPMPipeline(unet=unet, scheduler=DDPMScheduler(variance_type="fixed_large"))
+    reference.push_to_hub(repo_id, token=ALICE)  # diffusers' own push: DDPMPipeline + DDPMScheduler
+    loaded = DDPMHubPipeline.from_pretrained(repo_id, cache_dir=hub_cache)
+    assert type(loaded.scheduler) is DDPMHubScheduler
+    np.testing.assert_array_equal(sample(loaded), sample(reference))
+
+
+def test_pickle_only_repo_is_refused_unless_allowed(repo_id: str, tmp_path: Path, hub_cache: Path):
+    reference = DDPMPipeline(unet=tiny().unet, scheduler=DDPMScheduler())
+    reference.save_pretrained(tmp_path / "pickled", safe_serialization=False)
+    HfApi(token=ALICE).create_repo(repo_id)
+    HfApi(token=ALICE).upload_folder(folder_path=tmp_path / "pickled", repo_id=repo_id)
+    with pytest.raises(
+        ValueError, match=r"only pickle weights \(unet/diffusion_pytorch_model.bin\).*allow_pickle=True"
+    ):
+        DDPMHubPipeline.from_pretrained(repo_id, cache_dir=hub_cache)
+    assert not list(hub_cache.rglob("*.bin"))  # refused before downloading it
+    loaded = DDPMHubPipeline.from_pretrained(repo_id, cache_dir=hub_cache, allow_pickle=True)
+    np.testing.assert_array_equal(sample(loaded), sample(reference))
+
+
+def test_loading_errors_name_the_repo_and_the_cause(repo_id: str, tmp_path: Path, hub_cache: Path):
+    with pytest.raises(RepositoryNotFoundError, match="Repository 'alice/no-such-repo' not found at http://127.0.0.1"):
+        DDPMHubPipeline.from_pretrained("alice/no-such-repo", cache_dir=hub_cache)
+    publish(make_output_dir(tmp_path / "run"), repo_id, token=ALICE)
+    with pytest.raises(RevisionNotFoundError, match=f"{repo_id} has no revision 'v9'"):
+        DDPMHubPipeline.from_pretrained(repo_id, revision="v9", cache_dir=hub_cache)
+    with pytest.raises(ValueError, match="neither a local folder nor a valid Hub repo id"):
+        DDPMHubPipeline.from_pretrained("no/such/folder", cache_dir=hub_cache)
+
+    api = HfApi(token=ALICE)
+    not_a_pipeline, other_pipeline = f"{repo_id}-model", f"{repo_id}-other"
+    api.create_repo(not_a_pipeline)
+    api.upload_file(path_or_fileobj=b'{"model_type": "bert"}', path_in_repo="config.json", repo_id=not_a_pipeline)
+    with pytest.raises(FileNotFoundError, match=f"{not_a_pipeline} has no model_index.json"):
+        DDPMHubPipeline.from_pretrained(not_a_pipeline, cache_dir=hub_cache)
+    api.create_repo(other_pipeline)
+    index = {"_class_name": "StableDiffusionPipeline", "vae": ["diffusers", "AutoencoderKL"]}
+    api.upload_file(
+        path_or_fileobj=json.dumps(index).encode(), path_in_repo="model_index.json", repo_id=other_pipeline
+    )
+    with pytest.raises(ValueError, match=f"{other_pipeline} is not a DDPM pipeline"):
+        DDPMHubPipeline.from_pretrained(other_pipeline, cache_dir=hub_cache)

@@ -1,0 +1,455 @@
+"""Tests of training/train.py and ddpm_hub.training, on CPU: ddpm-tiny-8 on builtin:digits, a handful of steps.
+
+    pytest tests/test_train.py -q --durations=0
+
+Runs that must be real processes (two ranks with gloo, SIGKILL, exit codes) are subprocesses; option checks run
+in-process against the script's functions.
+"""
+
+import importlib.util
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from ddpm_hub import DDPMHubPipeline
+from ddpm_hub.data import UInt8ImageDataset
+from ddpm_hub.training import (
+    EMA,
+    MicroBatches,
+    commit_checkpoint,
+    derive_seed,
+    latest_checkpoint,
+    list_checkpoints,
+    prune_checkpoints,
+    temporary_checkpoint_dir,
+    weights_checksum,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "training" / "train.py"
+# A run small enough for seconds: 64 digits at 8x8 RGB, 45k parameters, 5-step sampling of 4 images.
+TINY = [
+    "--pipeline", "ddpm-tiny-8", "--max_train_samples", "64", "--train_batch_size", "4", "--lr_warmup_steps", "2",
+    "--num_validation_images", "4", "--ddpm_num_inference_steps", "5", "--validation_steps", "0", "--logger", "none",
+]  # fmt: skip
+
+
+def load_train_module():
+    spec = importlib.util.spec_from_file_location("train_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train = load_train_module()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_script(
+    args: list[str], processes: int = 1, script: Path = SCRIPT, env: dict | None = None, timeout: int = 180
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
+    if processes == 1:
+        command = [sys.executable, str(script), *args]
+    else:
+        launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1"]
+        launch += ["--num_processes", str(processes), "--main_process_port", str(free_port())]
+        launch += ["--mixed_precision", "no", "--dynamo_backend", "no"]
+        command = [*launch, str(script), *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def check_ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+
+
+def summary(output_dir: Path) -> dict:
+    return json.loads((output_dir / "training_summary.json").read_text())
+
+
+def unet_weights(output_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(output_dir / "unet" / "diffusion_pytorch_model.safetensors")
+
+
+def assert_bit_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# End to end
+
+
+def test_two_processes_equal_weights_lr_per_optimizer_step_and_one_publish(tmp_path):
+    """
+    2 ranks (gloo), gradient accumulation 2: one loadable pipeline, equal weights on both ranks, the LR schedule
+    stepped once per optimizer step, and `publish` called once, by the main process, with the private flag.
+    """
+    out, record = tmp_path / "run", tmp_path / "publish.jsonl"
+    lr, warmup, steps = 1e-3, 10, 6
+    args = [*TINY, "--output_dir", str(out), "--gradient_accumulation_steps", "2", "--max_train_steps", str(steps)]
+    args += ["--lr_scheduler", "linear", "--learning_rate", str(lr), "--lr_warmup_steps", str(warmup)]
+    args += ["--checkpointing_steps", "3", "--validation_steps", "3", "--num_validation_images", "3"]
+    args += ["--push_to_hub", "--hub_model_id", "alice/tiny", "--hub_private_repo", "--hub_token", "hf_alice_write"]
+    fake_hub = ROOT / "tests" / "test_train_fake_hub.py"
+    check_ok(run_script(args, processes=2, script=fake_hub, env={"FAKE_HUB_RECORD": str(record)}))
+    calls = [json.loads(line) for line in record.read_text().splitlines()]
+    assert calls == [
+        {"output_dir": str(out), "repo_id": "alice/tiny", "private": True, "token": "hf_alice_write", "rank": 0,
+         "has_pipeline": True}
+    ]  # fmt: skip
+
+    info = summary(out)
+    assert info["num_processes"] == 2 and info["steps"] == steps
+    assert info["images_seen"] == steps * 2 * 2 * 4  # steps x accumulation x processes x batch
+    checksums = info["weights_sha256_per_rank"]
+    assert len(checksums) == 2 and checksums[0] == checksums[1]
+    # linear warmup over 10 optimizer steps, 6 done: 0.6 lr. Stepping per micro-batch or per process gives 0.
+    assert info["final_learning_rate"] == pytest.approx(lr * steps / warmup)
+    assert (out / "logs" / "samples" / "step-0000003.png").is_file()
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["checkpoint-3", "checkpoint-6"]
+
+    pipeline = DDPMHubPipeline.from_pretrained(out)
+    assert weights_checksum(pipeline.unet) == checksums[0]
+    images = pipeline(batch_size=1, num_inference_steps=2, generator=torch.manual_seed(0), output_type="np").images
+    assert images.shape == (1, 8, 8, 3) and np.isfinite(images).all()
+    options = json.loads((out / "training_options.json").read_text())
+    assert options["max_train_steps"] == steps and options["resolution"] == 8
+    assert options["dataset_name"] == "builtin:digits" and options["mixed_precision"] == "no"
+    assert options["hub_token"] is None  # never written to disk
+
+
+def test_sigkill_and_resume_is_bit_identical_with_ema(tmp_path):
+    """Killed right after checkpoint 4 and resumed with `latest`: weights (EMA and raw) as if never interrupted."""
+    config = tmp_path / "tiny-dropout"  # dropout draws from the global RNG: resume must reproduce it too
+    shutil.copytree(ROOT / "pipelines" / "ddpm-tiny-8", config)
+    unet_config = json.loads((config / "unet" / "config.json").read_text())
+    (config / "unet" / "config.json").write_text(json.dumps({**unet_config, "dropout": 0.1}))
+    common = [*TINY, "--pipeline", str(config), "--max_train_steps", "6", "--gradient_accumulation_steps", "2"]
+    common += ["--checkpointing_steps", "2", "--use_ema", "--ema_power", "0.5", "--random_flip"]
+    common += ["--learning_rate", "1e-3"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    check_ok(run_script([*common, "--output_dir", str(a)]))
+
+    # B loads data in a worker process: the batches are a function of their position, not of who makes them.
+    common += ["--dataloader_num_workers", "1"]
+    killed = run_script([*common, "--output_dir", str(b), "--debug_kill_at_step", "4"])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert [p.name for p in list_checkpoints(b / "checkpoints")] == ["checkpoint-2", "checkpoint-4"]
+    assert not (b / "model_index.json").exists()
+
+    check_ok(run_script([*common, "--output_dir", str(b), "--resume_from_checkpoint", "latest"]))
+    assert summary(b)["resumed_from_step"] == 4 and summary(b)["steps"] == 6
+    assert_bit_identical(unet_weights(a), unet_weights(b))  # the EMA weights: the saved pipeline
+    for name in ("model.safetensors", "ema_unet/diffusion_pytorch_model.safetensors"):
+        assert_bit_identical(
+            load_file(a / "checkpoints/checkpoint-6" / name), load_file(b / "checkpoints/checkpoint-6" / name)
+        )
+    assert not torch.equal(
+        unet_weights(a)["conv_in.weight"],
+        load_file(a / "checkpoints/checkpoint-6/model.safetensors")["conv_in.weight"],
+    )
+
+
+def make_messy_folder(folder: Path) -> None:
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (12, 10, 3), dtype=np.uint8)).save(folder / f"good_{i}.png")
+    Image.fromarray(rng.integers(0, 255, (9, 9, 4), dtype=np.uint8), "RGBA").save(folder / "rgba.png")
+    Image.fromarray(rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)).save(folder / "too_small.png")
+    good = (folder / "good_0.png").read_bytes()
+    (folder / "corrupt.png").write_bytes(good[: len(good) // 2])
+    (folder / "notes.txt").write_text("not an image\n")
+
+
+def test_messy_image_folder_trains_and_reports_skips(tmp_path):
+    """Also: --max_train_minutes stops cleanly and still saves the pipeline, the grid and a checkpoint."""
+    data, out = tmp_path / "images", tmp_path / "run"
+    make_messy_folder(data)
+    args = [*TINY, "--train_data_dir", str(data), "--output_dir", str(out), "--train_batch_size", "2"]
+    args += ["--max_train_steps", "1000", "--max_train_minutes", "0.0001"]
+    result = run_script(args)
+    check_ok(result)
+    info = summary(out)
+    assert info["stopped_by"] == "max_train_minutes" and info["steps"] < 1000
+    assert (out / "samples.png").is_file() and latest_checkpoint(
+        out / "checkpoints"
+    ).name == f"checkpoint-{info['steps']}"
+    dataset = info["dataset"]
+    assert dataset["num_images"] == 7 and dataset["num_skipped"] == 3  # 6 good + the RGBA one
+    skipped = {path: reason for path, reason in dataset["skipped"]}
+    assert set(skipped) == {"corrupt.png", "notes.txt", "too_small.png"}
+    assert "Skipped 3" in result.stderr
+    assert DDPMHubPipeline.from_pretrained(out).unet.config.sample_size == 8
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--variance_type", "learned_range"], ["--prediction_type", "v_prediction", "--snr_gamma", "5"]],
+    ids=["learned_range", "v_prediction"],
+)
+def test_objectives_train_with_finite_loss(tmp_path, extra):
+    out = tmp_path / "run"
+    check_ok(run_script([*TINY, *extra, "--max_train_steps", "3", "--output_dir", str(out)]))
+    info = summary(out)
+    assert info["steps"] == 3 and math.isfinite(info["final_loss"])
+    pipeline = DDPMHubPipeline.from_pretrained(out)
+    learned = extra[1] == "learned_range"
+    assert pipeline.unet.config.out_channels == (6 if learned else 3)
+    assert pipeline.scheduler.config.variance_type == ("learned_range" if learned else "fixed_small")
+    assert pipeline.scheduler.config.prediction_type == ("epsilon" if learned else "v_prediction")
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    args = [*TINY, "--max_train_steps", "5", "--checkpointing_steps", "2", "--output_dir", str(out)]
+    result = run_script([*args, "--debug_nonfinite_loss_at_step", "3"])
+    assert result.returncode == 1
+    assert "non-finite loss at step 3" in result.stderr and "checkpoint-2" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["checkpoint-2"]
+    assert not (out / "model_index.json").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--train_data_dir", "/nonexistent/images"], "--train_data_dir '/nonexistent/images' does not exist"),
+        (["--mixed_precision", "fp16"], "fp16 mixed precision needs a GPU"),
+        (["--train_data_dir", "EMPTY"], "0 images usable"),
+    ],
+    ids=["missing_folder", "fp16_on_cpu", "empty_folder"],
+)
+def test_bad_inputs_exit_before_building_a_model(tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    args = [a.replace("EMPTY", str(tmp_path / "empty")) for a in args]
+    result = run_script([*TINY, "--output_dir", str(tmp_path / "run"), *args])
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert "UNet:" not in result.stderr  # logged when the model is built
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Options, in-process
+
+
+def check(argv: list[str]):
+    return train.parse_and_check_options(argv)
+
+
+@pytest.mark.parametrize(
+    "argv, error, message",
+    [
+        (["--lr_scheduler", "warp"], SystemExit, None),  # argparse: invalid choice, exit 2
+        (["--pipeline", "ddpm-digits-16", "--resolution", "6"], ValueError, "must be a multiple of 4"),
+        (["--pipeline", "no-such-config"], FileNotFoundError, "ddpm-digits-16"),
+        (["--train_data_dir", "/nonexistent/x"], FileNotFoundError, "does not exist"),
+        (["--train_batch_size", "0"], ValueError, "--train_batch_size must be at least 1"),
+        (["--learning_rate", "-1"], ValueError, "--learning_rate must be > 0"),
+        (["--ddpm_num_inference_steps", "2000"], ValueError, "exceeds the 1000 training timesteps"),
+        (["--dataset_name", "cifar10", "--train_data_dir", "."], ValueError, "Give one image source"),
+        (["--resume_from_checkpoint", "/nonexistent/checkpoint-3"], FileNotFoundError, "is not a folder"),
+        (["--resume_from_checkpoint", "latest", "--overwrite_output_dir"], ValueError, "contradict"),
+    ],
+)
+def test_option_errors(argv, error, message, capsys):
+    with pytest.raises(error) as raised:
+        check(argv)
+    if message is not None:
+        assert message in str(raised.value)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed")
+def test_wandb_logger_needs_wandb():
+    with pytest.raises(ValueError, match="pip install wandb"):
+        check(["--logger", "wandb"])
+
+
+def test_push_to_hub_without_the_hub_module_fails_at_validation(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        train.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "ddpm_hub.hub" else real_find_spec(name, *a),
+    )
+    with pytest.raises(ValueError, match="--push_to_hub needs ddpm_hub.hub"):
+        check(["--push_to_hub", "--hub_model_id", "alice/digits", "--hub_private_repo"])
+
+
+def test_stale_checkpoints_need_resume_or_overwrite(tmp_path):
+    (tmp_path / "checkpoints" / "checkpoint-10").mkdir(parents=True)
+    with pytest.raises(ValueError, match="--resume_from_checkpoint latest"):
+        check(["--output_dir", str(tmp_path)])
+    check(["--output_dir", str(tmp_path), "--overwrite_output_dir"])
+    check(["--output_dir", str(tmp_path), "--resume_from_checkpoint", "latest"])
+
+
+def test_learned_range_cannot_be_forced_on_a_trained_fixed_variance_unet(tmp_path):
+    pipeline = train.build_pipeline("ddpm-tiny-8")
+    pipeline.save_pretrained(tmp_path / "trained")
+    options, source = check(["--pipeline", str(tmp_path / "trained")])
+    assert source.kind == "folder" and options.resolution == 8
+    with pytest.raises(ValueError, match="needs a UNet with 6 output channels"):
+        check(["--pipeline", str(tmp_path / "trained"), "--variance_type", "learned_range"])
+
+
+def test_defaults_resolve_from_the_pipeline_and_data_source():
+    options, source = check(["--pipeline", "ddpm-digits-16"])
+    assert source.kind == "config" and options.resolution == 16 and options.dataset_name == "builtin:digits"
+    options, _ = check(["--train_data_dir", str(ROOT)])
+    assert options.dataset_name is None
+
+
+def test_config_file_sets_options_and_the_command_line_wins(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("learning_rate: 3e-4\nuse_ema: true\ntrain_batch_size: 32\nlr_scheduler: constant\n")
+    options = train.parse_options(["--config", str(config), "--train_batch_size", "8"])
+    assert options.learning_rate == 3e-4 and options.use_ema and options.lr_scheduler == "constant"
+    assert options.train_batch_size == 8
+    as_json = tmp_path / "options.json"
+    as_json.write_text(json.dumps(train.asdict(options)))  # training_options.json is a valid --config
+    assert train.parse_options(["--config", str(as_json)]) == options
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("learning_rat: 0.1\n", "unknown options ['learning_rat']"),
+        ("train_batch_size: 1.5\n", "train_batch_size must be a int"),
+        ("lr_scheduler: warp\n", "is not one of"),
+        ("- 1\n", "expected a mapping"),
+    ],
+)
+def test_config_file_errors(tmp_path, text, message):
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    with pytest.raises(ValueError) as raised:
+        train.parse_options(["--config", str(config)])
+    assert message in str(raised.value)
+
+
+def test_help_documents_every_option_with_its_default():
+    text = train.build_parser().format_help()
+    spec = (
+        "pipeline dataset_name train_data_dir image_column resolution center_crop random_flip output_dir seed "
+        "train_batch_size max_train_steps num_epochs gradient_accumulation_steps learning_rate lr_scheduler "
+        "lr_warmup_steps adam_beta1 adam_beta2 adam_weight_decay adam_epsilon max_grad_norm mixed_precision use_ema "
+        "ema_max_decay checkpointing_steps checkpoints_total_limit resume_from_checkpoint validation_steps "
+        "num_validation_images logger dataloader_num_workers push_to_hub hub_model_id hub_private_repo snr_gamma "
+        "compile max_train_minutes"
+    ).split()
+    fields = [f.name for f in train.fields(train.TrainingOptions) if not f.metadata["hidden"]]
+    assert set(spec) <= set(fields)
+    for name in fields:
+        assert f"--{name}" in text
+    formatter = train._HelpFormatter("train.py")
+    for action in train.build_parser()._actions:
+        if action.dest in fields:
+            assert "default" in formatter._get_help_string(action), action.dest
+    assert "debug_kill_at_step" not in text
+
+
+def test_accelerate_configs_load():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    expected = {"single_gpu": (1, 1), "multi_gpu_8": (8, 1), "multi_node_2x8": (16, 2)}
+    for name, (processes, machines) in expected.items():
+        config = load_config_from_file(str(ROOT / "training" / "accelerate_configs" / f"{name}.yaml"))
+        assert (config.num_processes, config.num_machines) == (processes, machines)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ddpm_hub.training
+
+
+def test_derive_seed_is_a_deterministic_mix():
+    assert derive_seed(0, 1, 2) == derive_seed(0, 1, 2)
+    assert len({derive_seed(0, 1, m) for m in range(100)} | {derive_seed(1, 1, 0), derive_seed(0, 2, 0)}) == 102
+    assert 0 <= derive_seed(2**40, 3) < 2**63
+
+
+def test_micro_batches_shard_each_global_batch_and_depend_only_on_position():
+    images = torch.arange(20, dtype=torch.uint8).reshape(20, 1, 1, 1).expand(20, 1, 2, 2).contiguous()
+    dataset = UInt8ImageDataset(images, random_flip=True)
+    ranks = [MicroBatches(dataset, 3, 2, rank, seed=7) for rank in range(2)]
+    assert ranks[0].batches_per_epoch == 3  # 20 // (3 x 2): the incomplete last batch is dropped
+    for m in range(7):
+        epoch, batch = ranks[0].position(m)
+        together = ranks[0].indices(m) + ranks[1].indices(m)
+        assert together == ranks[0].order(epoch)[batch * 6 : batch * 6 + 6].tolist()
+    assert not torch.equal(ranks[0].order(0), ranks[0].order(1))
+    fresh = MicroBatches(dataset, 3, 2, 1, seed=7)
+    m, x = fresh[5]
+    assert m == 5 and torch.equal(x, ranks[1][5][1])  # no history: flips and order from (seed, m, rank)
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        MicroBatches(dataset, 16, 2, 0, seed=7)
+
+
+def test_ema_warmup_and_update():
+    model = torch.nn.Linear(2, 2)
+    ema = EMA(model, max_decay=0.999, inv_gamma=1.0, power=0.75)
+    assert ema.decay(0) == 0.0
+    assert ema.decay(9) == pytest.approx(1 - 10**-0.75)
+    assert ema.decay(10**9) == 0.999
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)  # decay 0: a copy
+    assert torch.equal(ema.model.weight, model.weight)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    ema.update(model)  # decay 1 - 2^-0.75
+    d = 1 - 2**-0.75
+    assert torch.allclose(ema.model.weight, torch.full((2, 2), d * 1.0 + (1 - d) * 3.0))
+    assert ema.num_updates == 2 and not ema.model.weight.requires_grad
+
+
+def test_checkpoint_commit_latest_and_prune(tmp_path):
+    for step in (2, 4, 6):
+        temporary = temporary_checkpoint_dir(tmp_path, step)
+        temporary.mkdir()
+        (temporary / "weights").write_text(str(step))
+        commit_checkpoint(temporary, tmp_path, step)
+    temporary_checkpoint_dir(tmp_path, 8).mkdir()  # a save killed half-way
+    assert latest_checkpoint(tmp_path).name == "checkpoint-6"
+    deleted = prune_checkpoints(tmp_path, total_limit=2)
+    assert sorted(p.name for p in deleted) == [".tmp-checkpoint-8", "checkpoint-2"]
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-4", "checkpoint-6"]
+    again = temporary_checkpoint_dir(tmp_path, 6)
+    again.mkdir()
+    (again / "weights").write_text("new")
+    commit_checkpoint(again, tmp_path, 6)  # the same step saved twice replaces it
+    assert (tmp_path / "checkpoint-6" / "weights").read_text() == "new"
+    assert latest_checkpoint(tmp_path / "missing") is None
+
+
+def test_resume_starts_the_loader_at_the_saved_position_without_replaying_batches():
+    images = UInt8ImageDataset(torch.zeros(40, 1, 2, 2, dtype=torch.uint8))
+    options = train.TrainingOptions(max_train_steps=10, gradient_accumulation_steps=2, dataloader_num_workers=0)
+    run = types.SimpleNamespace(
+        options=options,
+        data=MicroBatches(images, 4, 1, 0, seed=0),
+        accelerator=types.SimpleNamespace(device=torch.device("cpu")),
+    )
+    loader = train.make_loader(run, first_micro_batch=8)  # resumed after optimizer step 4
+    assert list(loader.sampler) == list(range(8, 20))
+    assert [m for m, _ in loader] == list(range(8, 20))
