@@ -30,6 +30,8 @@ setup(
     extras_require={
         "test": ["pytest>=8", "ruff>=0.5"],
         "wandb": ["wandb"],
+        # FID/KID Inception features (torch-fidelity's port of the TF-FID network); it pulls in torchvision.
+        "metrics": ["torch-fidelity>=0.3"],
     },
     entry_points={"console_scripts": ["ddpm-hub=ddpm_hub.cli:main"]},
 )

@@ -1,9 +1,10 @@
 """Sample quality and the `ddpm-hub eval` command: FID and KID against a dataset, the sampler sweep (quality and
 images/s against the number of UNet evaluations), and the likelihood report of `ddpm_hub.likelihood`.
 
-    ddpm-hub eval MODEL --bpd [--bpd_steps K]                      # bits/dim: JSON + bits_per_timestep.png
-    ddpm-hub eval MODEL --fid --num_images 10000 --steps 250       # FID / KID of one sampler
-    ddpm-hub eval MODEL --sweep --num_images 10000                 # sweep.md + sweep.json for the model card
+    ddpm-hub eval MODEL --bpd                                  # bits/dim, full chain: JSON + bits_per_timestep.png
+    ddpm-hub eval MODEL --bpd --bpd_steps 50 --bpd_estimator sampled          # ... estimated with 50 UNet calls
+    ddpm-hub eval MODEL --fid --num_images 10000 --steps 250   # FID / KID of one sampler
+    ddpm-hub eval MODEL --sweep --num_images 10000             # sweep.md + sweep.json for the model card
 
 Results go to `--output_dir`, by default the trained MODEL folder itself: `metrics.json` (bpd, fid, kid; merged
 with what is there), `bpd.json` + `bits_per_timestep.png`, `fid.json`, `sweep.md` + `sweep.json`. The model card
@@ -387,7 +388,16 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--max_images", type=int, default=None, help="use the first N dataset images (default: all)")
 
     options = parser.add_argument_group("settings")
-    options.add_argument("--bpd_steps", type=int, default=None, help="strided bound over K steps (default: full)")
+    options.add_argument(
+        "--bpd_steps", type=int, default=None, help="K < T steps for a cheaper --bpd (default: the full chain of T)"
+    )
+    options.add_argument(
+        "--bpd_estimator",
+        choices=("strided", "sampled"),
+        default="strided",
+        help="with --bpd_steps: the strided bound of the K-step chain, or the stratified sampled estimate of the full "
+        "chain (default: strided)",
+    )
     options.add_argument("--num_images", type=int, default=1000, help="samples per sampler for FID (default: 1000)")
     options.add_argument("--sampler", default="ddpm", choices=list(SAMPLER_CLASSES), help="--fid sampler")
     options.add_argument("--steps", type=int, default=1000, help="--fid sampler steps (default: 1000)")
@@ -506,7 +516,13 @@ def _eval_bpd(pipeline, images: torch.Tensor, args: argparse.Namespace, output_d
 
     generator = torch.Generator().manual_seed(args.seed)
     result = bits_per_dim(
-        pipeline, images, num_steps=args.bpd_steps, generator=generator, batch_size=args.batch_size, progress=True
+        pipeline,
+        images,
+        num_steps=args.bpd_steps,
+        generator=generator,
+        batch_size=args.batch_size,
+        estimator=args.bpd_estimator,
+        progress=True,
     )
     summary = write_likelihood_report(result, output_dir)
     if not math.isfinite(summary["bits_per_dim"]):
