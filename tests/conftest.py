@@ -75,6 +75,20 @@ def hub_server(tmp_path_factory: pytest.TempPathFactory) -> HubServer:
     assert not server.errors, "HubServer hit bugs (answered 500):\n" + "\n".join(server.errors)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """
+    The test models are tiny: intra-op threads buy nothing, and on a 2-core machine their spinning makes each UNet
+    call several times slower. Processes the tests start (accelerate launch) set their own.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def hub_cache(tmp_path: Path) -> Path:
     """A fresh, empty Hub cache directory for one test: pass it as `cache_dir=` to downloads."""

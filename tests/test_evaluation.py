@@ -31,16 +31,6 @@ from ddpm_hub.evaluation import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine the spinning threads make each
-    UNet call 10-50x slower; the previous setting is restored after this module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def pixel_features(images: torch.Tensor) -> torch.Tensor:
     """A stand-in for Inception: uint8 [N x 3 x H x W] -> [N x 22] (channel means and stds, a 4 x 4 pooled grey)."""
     assert images.dtype == torch.uint8 and images.shape[1] == 3

@@ -27,16 +27,6 @@ HALF_BIN = 1.0 / 255.0
 PREDICTIONS = ["epsilon", "sample", "v_prediction"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine the spinning threads make each
-    UNet call 10-50x slower; the previous setting is restored after this module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def Phi(z):
     return 0.5 * torch.erfc(-z / math.sqrt(2.0))
 

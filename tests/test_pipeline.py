@@ -200,6 +200,7 @@ REMOTE_CODE_SCRIPT = textwrap.dedent(
     sys.modules["ddpm_hub"] = None  # ddpm_hub cannot be imported in this process
     import numpy as np, torch
     from diffusers import DiffusionPipeline
+    torch.set_num_threads(1)  # as the test process (conftest): same kernels, bit-identical images
     folder, out = sys.argv[1], sys.argv[2]
     try:
         DiffusionPipeline.from_pretrained(folder)
