@@ -8,9 +8,9 @@
 What goes up, in one commit: the pipeline (`model_index.json`, the `unet/` and `scheduler/` configs, safetensors
 weights), the code files `model_index.json` names (they let plain diffusers load the repo with
 `trust_remote_code=True`), the model card `README.md` rendered from the top-level `model_card.md`, `samples.png`,
-`metrics.json`, `sweep.md`, `training_options.json` (token-like values removed) and `training_summary.json`. Nothing
-else: never `checkpoints/`, `logs/`, optimizer states or pickles. Unchanged files are not uploaded again, and a push
-with nothing changed makes no commit.
+`metrics.json`, `sweep.md`, `bits_per_timestep.png`, `training_options.json` (token-like values removed) and
+`training_summary.json`. Nothing else: never `checkpoints/`, `logs/`, optimizer states or pickles. Unchanged files
+are not uploaded again, and a push with nothing changed makes no commit.
 
 The order makes failures harmless: the folder is checked, then the token (present, valid, allowed to write to the
 namespace), then the files and the card are staged in a temporary folder, and only then is the repo created and the
@@ -39,6 +39,7 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, Reposit
 from huggingface_hub.utils import validate_repo_id
 
 from .model_card import (
+    BPD_PLOT_FILE,
     DEFAULT_LICENSE,
     METRICS_FILE,
     OPTIONS_FILE,
@@ -62,6 +63,7 @@ UPLOAD_PATTERNS = (
     SAMPLES_FILE,
     METRICS_FILE,
     SWEEP_FILE,
+    BPD_PLOT_FILE,
     OPTIONS_FILE,
     SUMMARY_FILE,
 )
@@ -121,11 +123,7 @@ def publish(
         return None
     folder = Path(output_dir)
     files = files_to_upload(folder)
-    if "/" in repo_id:
-        validate_repo_id(repo_id)
-    api = HfApi(token=resolve_token(token))
-    repo_id = check_write_access(api, repo_id)
-    existing = _existing_repo(api, repo_id, private)
+    api, repo_id, existing = _check_access(repo_id, private, token)
 
     with tempfile.TemporaryDirectory(prefix="ddpm_hub_publish_") as staging:
         stage(folder, files, Path(staging), repo_id, revision, private or bool(existing and existing.private), license)
@@ -151,6 +149,24 @@ def publish(
         )
     logger.info("Published %s to %s: %s", folder, repo_id, commit.commit_url)
     return commit.commit_url
+
+
+def check_can_publish(repo_id: str, private: bool = False, token: str | None = None) -> str:
+    """
+    The checks `publish` makes before it changes anything on the Hub, without the folder: a token is there, the
+    Hub accepts it, it may write to the namespace, and `private` does not clash with an existing public repo. Call
+    it before a long training run that ends with a push. Returns the full `namespace/name`; raises PublishError.
+    """
+    return _check_access(repo_id, private, token)[1]
+
+
+def _check_access(repo_id: str, private: bool, token: str | None):
+    """(api, namespace/name, the existing repo's info or None)."""
+    if "/" in repo_id:
+        validate_repo_id(repo_id)
+    api = HfApi(token=resolve_token(token))
+    repo_id = check_write_access(api, repo_id)
+    return api, repo_id, _existing_repo(api, repo_id, private)
 
 
 def is_main_process() -> bool:
@@ -378,7 +394,7 @@ def _explain(action: str, repo_id: str, error: Exception, attempts: int) -> str:
     if _transient(error):
         return (
             f"Could not {action} {repo_id}: the Hub at {constants.ENDPOINT} kept failing ({_brief(error)}) after "
-            f"{attempts} attempts. No commit was made by this push; {untouched} Run the same command again later: "
+            f"{attempts} attempts. No commit was made by this push. {untouched} Run the same command again later: "
             "files already uploaded are not sent twice."
         )
     if status == 401:
@@ -442,7 +458,13 @@ def add_push_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repo-id", "--repo_id", dest="repo_id", required=True, help="NS/NAME (or NAME: your own)")
     parser.add_argument("--private", action="store_true", help="create the repo private")
     parser.add_argument("--revision", default=None, help="branch to commit to, created if missing (default: main)")
-    parser.add_argument("--commit-message", "--commit_message", dest="commit_message", default=None, help="message")
+    parser.add_argument(
+        "--commit-message",
+        "--commit_message",
+        dest="commit_message",
+        default=None,
+        help="the commit message (default: 'Upload DDPM pipeline (N training steps)')",
+    )
     parser.add_argument(
         "--token", default=None, help="a write token (default: HF_TOKEN, then the `hf auth login` cache)"
     )

@@ -5,9 +5,10 @@
 
 Every value comes from a file of the run: the pipeline's configs and safetensors weights (architecture, parameter
 count), `training_summary.json` and `training_options.json` (written by training/train.py), `samples.png`,
-`metrics.json` and `sweep.md` (written by `ddpm-hub eval`). A file that is missing leaves its section out or says
-that nothing was measured; nothing is filled with a placeholder. The YAML metadata goes through huggingface_hub's
-`ModelCardData`, so the Hub reads it (library, tags, pipeline tag, dataset, license, `model-index` of the metrics).
+`metrics.json`, `sweep.md` and `bits_per_timestep.png` (written by `ddpm-hub eval`). A file that is missing leaves
+its section out or says that nothing was measured; nothing is filled with a placeholder. The YAML metadata goes
+through huggingface_hub's `ModelCardData`, so the Hub reads it (library, tags, pipeline tag, dataset, license,
+`model-index` of the metrics).
 """
 
 import json
@@ -48,9 +49,12 @@ METRIC_NAMES = {
     "kid": "KID",
     "is": "Inception score",
 }
-# Keys a metrics.json entry may use for its value and its standard error (ddpm-hub eval writes value / stderr).
+# metrics.json (written by `ddpm-hub eval`): {"bpd": {"bits_per_dim", "standard_error", "num_images", "bound",
+# "dataset", ...}, "fid": {"value", "num_images", "method", "dataset", ...}, "kid": {"value", "std", ...}}.
 VALUE_KEYS = ("value", "bits_per_dim", "mean")
-STDERR_KEYS = ("stderr", "standard_error", "std")
+SPREAD_KEYS = {"stderr": "s.e.", "standard_error": "s.e.", "std": "s.d."}  # ± what: standard error or deviation
+METHOD_KEYS = ("method", "bound")
+BPD_PLOT_FILE = "bits_per_timestep.png"
 
 
 def find_template(template_path: str | os.PathLike | None = None) -> Path:
@@ -131,14 +135,17 @@ def collect_facts(folder: Path) -> dict:
         "objective": _objective(model, options),
         "dataset": _dataset_facts(summary, options),
         "metrics": _metric_rows(read_json(folder / METRICS_FILE) or {}),
-        "sweep": (folder / SWEEP_FILE).read_text(encoding="utf-8").strip()
-        if (folder / SWEEP_FILE).is_file()
-        else None,
+        "sweep": _read_text(folder / SWEEP_FILE),
+        "bpd_plot": BPD_PLOT_FILE if (folder / BPD_PLOT_FILE).is_file() else None,
         "steps": summary.get("steps"),
         "epochs": summary.get("epochs"),
         "has_options": (folder / OPTIONS_FILE).is_file(),
         "source_pipeline": options.get("pipeline") or summary.get("pipeline"),
     }
+
+
+def _read_text(path: Path) -> str | None:
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else None
 
 
 def read_json(path: Path) -> dict | None:
@@ -243,7 +250,7 @@ def _dataset_facts(summary: dict, options: dict) -> dict | None:
         "num_skipped": recorded.get("num_skipped"),
         "resolution": options.get("resolution"),
         "random_flip": options.get("random_flip"),
-        "center_crop": options.get("center_crop"),
+        "center_crop": None if source in BUILTIN_DATASETS and not folder else options.get("center_crop"),
     }
 
 
@@ -347,26 +354,27 @@ def _duration(seconds: float) -> str:
 
 
 def _metric_rows(metrics: dict) -> list[dict] | None:
-    """One row per metric of metrics.json that has a number: name, value, ± stderr, images, how it was measured."""
+    """One row per metric of metrics.json that has a number: name, value, ± spread, images, how it was measured."""
     rows = []
     for key, entry in metrics.items():
         entry = entry if isinstance(entry, dict) else {"value": entry}
         value = next((entry[k] for k in (*VALUE_KEYS, key) if isinstance(entry.get(k), (int, float))), None)
         if value is None or isinstance(value, bool) or not math.isfinite(value):
             continue
-        stderr = next((entry[k] for k in STDERR_KEYS if isinstance(entry.get(k), (int, float))), None)
-        method = entry.get("method") or entry.get("bound")
+        spread_key = next((k for k in SPREAD_KEYS if isinstance(entry.get(k), (int, float))), None)
+        method = next((entry[k] for k in METHOD_KEYS if entry.get(k)), None)
         rows.append(
             {
                 "key": key,
                 "name": METRIC_NAMES.get(key, key),
                 "value": f"{value:.4g}",
                 "number": round(float(value), 6),
-                "stderr": f"{stderr:.2g}" if stderr is not None else None,
+                "spread": f"{entry[spread_key]:.2g} ({SPREAD_KEYS[spread_key]})" if spread_key else None,
                 "num_images": f"{entry['num_images']:,}" if isinstance(entry.get("num_images"), int) else None,
                 "method": method,
                 "dataset": entry.get("dataset"),
                 "split": entry.get("split"),
+                "command": entry.get("command"),
             }
         )
     return rows or None

@@ -6,6 +6,7 @@ at the root of every published repo (`pipeline_ddpm_hub.py`), which is what lets
 `DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)`.
 """
 
+import importlib
 import inspect
 import json
 import os
@@ -164,6 +165,15 @@ class DDPMHubPipeline(DiffusionPipeline):
             return model_output
         return model_output[:, :channels]
 
+    def likelihood(self, images: torch.Tensor, **kwargs):
+        """
+        Bits/dim of uint8 images `[N x C x H x W]` by the variational bound (DDPM eq. 5). Needs the ddpm_hub package;
+        see `ddpm_hub.likelihood.bits_per_dim` for the options (full chain, strided bound, sampled estimate).
+        """
+        from ddpm_hub.likelihood import bits_per_dim
+
+        return bits_per_dim(self, images, **kwargs)
+
     # ----------------------------------------------------------------------------------------------------------------
     # Saving: the diffusers layout, plus the code files that make the folder loadable with trust_remote_code.
 
@@ -245,8 +255,6 @@ class DDPMHubPipeline(DiffusionPipeline):
         revision: str | None = None,
     ) -> str:
         """`ddpm_hub.hub.publish(folder, ...)`; the repo name defaults to the folder's name."""
-        import importlib
-
         try:  # by name: an import statement makes diffusers warn, when it loads this file, that ddpm_hub is missing
             publish = importlib.import_module("ddpm_hub.hub").publish
         except ImportError as error:  # this file was loaded as remote code, without the ddpm_hub package

@@ -10,6 +10,8 @@ ddpm_hub and offline loading run in subprocesses: the first cannot import ddpm_h
 import hashlib
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -27,9 +29,9 @@ from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundErro
 import ddpm_hub.hub
 from ddpm_hub import DDPMHubPipeline, DDPMHubScheduler, cli
 from ddpm_hub.configs import build_pipeline
-from ddpm_hub.hub import PublishError, publish
+from ddpm_hub.hub import PublishError, check_can_publish, publish
 from ddpm_hub.images import make_grid
-from ddpm_hub.model_card import render_model_card
+from ddpm_hub.model_card import PIPELINE_TAG, render_model_card
 
 ROOT = Path(__file__).resolve().parent.parent
 ALICE, ALICE_READ, BOB = "hf_alice_write", "hf_alice_read", "hf_bob_write"
@@ -49,6 +51,16 @@ RUN_FILES = {"samples.png", "training_options.json", "training_summary.json"}
 @pytest.fixture(autouse=True)
 def no_retry_delays(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ddpm_hub.hub, "RETRY_DELAYS", (0.0, 0.0, 0.0, 0.0))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Samples are compared bit for bit, across processes too: with one thread the reductions run in one order (with
+    two, MKL may drop to one under load and round differently, by ~1e-6)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -94,6 +106,12 @@ def make_output_dir(folder: Path, pipeline: DDPMHubPipeline | None = None) -> Pa
     return folder
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def folder_digest(folder: Path) -> dict[str, str]:
     return {
         p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -111,7 +129,7 @@ def requests_for(server: HubServer, repo_id: str, since: int) -> list[tuple[str,
 
 
 def run_python(script: str, *args: str, env: dict | None = None, cwd: Path | None = None) -> str:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}  # same threads as this process: same rounding
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env or {})}
     result = subprocess.run(
         [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300, env=env, cwd=cwd
     )
@@ -126,13 +144,15 @@ REMOTE_CODE_SCRIPT = textwrap.dedent(
     sys.modules["ddpm_hub"] = None
     import numpy as np, torch
     from diffusers import DiffusionPipeline
-    repo_id, out = sys.argv[1], sys.argv[2]
+    repo_id, out, card_code = sys.argv[1:]
     try:
         DiffusionPipeline.from_pretrained(repo_id)
         print("LOADED WITHOUT trust_remote_code")
     except Exception as error:
         print("REFUSED", type(error).__name__, error)
-    pipeline = DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)
+    namespace = {}
+    exec(card_code, namespace)  # the model card's own "diffusers alone" code
+    pipeline = namespace["pipeline"]
     pipeline.set_progress_bar_config(disable=True)
     print("LOADED", type(pipeline).__name__, type(pipeline.scheduler).__name__)
     images = pipeline(batch_size=2, num_inference_steps=4, generator=torch.manual_seed(0), output_type="np").images
@@ -165,7 +185,9 @@ OFFLINE_SCRIPT = textwrap.dedent(
 # The whole path: train -> push -> load both ways, and offline
 
 
-def test_train_push_and_load_both_ways(hub_server: HubServer, repo_id: str, tmp_path: Path, hub_cache: Path):
+def test_train_push_and_load_both_ways(
+    hub_server: HubServer, repo_id: str, tmp_path: Path, hub_cache: Path, monkeypatch: pytest.MonkeyPatch
+):
     output_dir = tmp_path / "run"
     since = len(hub_server.requests)
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1"]
@@ -202,17 +224,24 @@ def test_train_push_and_load_both_ways(hub_server: HubServer, repo_id: str, tmp_
     assert f'DDPMHubPipeline.from_pretrained("{repo_id}")' in card.text
     assert f'DiffusionPipeline.from_pretrained("{repo_id}", trust_remote_code=True)' in card.text
 
-    # 1. With ddpm_hub: the installed classes, a fresh cache.
+    # 1. With ddpm_hub: the installed classes, a fresh cache; the card's own code runs too.
     loaded = DDPMHubPipeline.from_pretrained(repo_id, cache_dir=hub_cache)
     assert type(loaded.scheduler) is DDPMHubScheduler
     expected = sample(loaded)
     np.testing.assert_array_equal(expected, sample(DDPMHubPipeline.from_pretrained(output_dir)))
+    with_ddpm_hub, diffusers_alone = re.findall(r"```python\n(.*?)```", card.text, flags=re.DOTALL)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(with_ddpm_hub, namespace)
+    assert (tmp_path / "sample.png").is_file()
+    np.testing.assert_array_equal(sample(namespace["pipeline"]), expected)
 
     # 2. Plain diffusers without ddpm_hub, in a fresh HF_HOME: refused without the flag, same images with it.
     stdout = run_python(
         REMOTE_CODE_SCRIPT,
         repo_id,
         str(tmp_path / "remote.npy"),
+        diffusers_alone,
         env={"HF_HOME": str(tmp_path / "home")},
         cwd=tmp_path,
     )
@@ -226,14 +255,6 @@ def test_train_push_and_load_both_ways(hub_server: HubServer, repo_id: str, tmp_
     )
     np.testing.assert_array_equal(np.load(tmp_path / "offline.npy"), expected)
     assert "NOT CACHED: LocalEntryNotFoundError alice/never-downloaded" in stdout and "HF_HUB_OFFLINE=1" in stdout
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -306,9 +327,12 @@ def test_push_to_hub_and_the_cli_produce_the_same_repo(repo_id: str, tmp_path: P
     assert "No training record" in card.text and "## Samples" not in card.text
 
 
-def test_cli_push_to_a_branch(repo_id: str, tmp_path: Path, monkeypatch, capsys):
+def test_cli_push_to_a_branch_with_the_login_cache(repo_id: str, tmp_path: Path, monkeypatch, capsys):
+    import huggingface_hub.constants
+
     output_dir = make_output_dir(tmp_path / "run")
-    monkeypatch.setenv("HF_TOKEN", ALICE)
+    (tmp_path / "token").write_text(ALICE)  # what `hf auth login` stores
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "token"))
     argv = ["push", str(output_dir), "--repo-id", repo_id, "--revision", "v1", "--commit-message", "first model"]
     assert cli.main(argv) == 0
     printed = json.loads(capsys.readouterr().out)
@@ -333,32 +357,45 @@ def test_only_the_main_process_publishes(hub_server: HubServer, repo_id: str, tm
 # The model card
 
 
-def test_card_with_metrics_and_sweep_has_a_model_index(tmp_path: Path, hub_server: HubServer):
+def test_card_with_evaluation_results_has_a_model_index(tmp_path: Path, hub_server: HubServer):
+    """The metrics files `ddpm-hub eval` leaves in the output folder: a real (tiny) --bpd run, FID/KID and a sweep
+    written with evaluation's own functions (FID needs the Inception weights, which this machine cannot download)."""
+    from ddpm_hub.evaluation import update_metrics_file, write_sweep
+
     output_dir = make_output_dir(tmp_path / "run")
-    metrics = {
-        "bpd": {"value": 3.7512, "stderr": 0.0213, "num_images": 1797, "method": "full chain (1000 steps)"},
-        "fid": {"value": 41.3, "num_images": 1000, "method": "DDPM 250 steps vs the training set"},
-        "notes": "not a number: left out",
+    assert cli.main(["eval", str(output_dir), "--bpd", "--bpd_steps", "4", "--max_images", "8"]) == 0
+    bpd = json.loads((output_dir / "metrics.json").read_text())["bpd"]
+    method = "DDPM, 250 steps; 1000 samples against 1797 dataset images; inception-v3-compat features (torch-fidelity)"
+    common = {"num_images": 1000, "method": method, "dataset": "builtin:digits", "split": None, "seed": 0}
+    update_metrics_file(
+        output_dir, {"fid": {"value": 41.3, **common}, "kid": {"value": 0.0123, "std": 0.0011, **common}}
+    )
+    row = {"label": "DDPM", "steps": 250, "nfe": 250, "fid": 41.3, "kid_mean": 0.0123, "kid_std": 0.0011}
+    settings = {
+        "num_images": 1000,
+        "num_reference": 1797,
+        "dataset": "builtin:digits",
+        "features": "x",
+        "device": "cpu",
     }
-    (output_dir / "metrics.json").write_text(json.dumps(metrics))
-    (output_dir / "sweep.md").write_text("| sampler | steps | FID |\n| --- | ---: | ---: |\n| ddpm | 250 | 41.30 |\n")
+    write_sweep([{**row, "images_per_second": 12.5}], settings, output_dir)
+
+    assert {"metrics.json", "sweep.md", "bits_per_timestep.png"} <= set(ddpm_hub.hub.files_to_upload(output_dir))
+    assert not {"bpd.json", "sweep.json"} & set(ddpm_hub.hub.files_to_upload(output_dir))  # details stay local
     card = render_model_card(output_dir, "alice/digits", license="mit")
-    path = tmp_path / "README.md"
-    card.save(path)
-    loaded = ModelCard.load(path)
+    card.save(tmp_path / "README.md")
+    loaded = ModelCard.load(tmp_path / "README.md")
     loaded.validate()
     assert loaded.data.license == "mit" and loaded.data.model_name == "digits"
     results = {r.metric_type: r for r in loaded.data.eval_results}
-    assert results["bpd"].metric_value == 3.7512 and results["fid"].metric_value == 41.3 and len(results) == 2
-    assert (
-        results["bpd"].dataset_type == "builtin:digits"
-        and results["bpd"].task_type == "unconditional-image-generation"
-    )
-    assert (
-        "| Bits/dim (variational bound on the negative log-likelihood) | 3.751 | 0.021 | 1,797 | full chain"
-        in card.text
-    )
-    assert "| ddpm | 250 | 41.30 |" in card.text and "Nothing was measured" not in card.text
+    assert set(results) == {"bpd", "fid", "kid"}
+    assert results["bpd"].metric_value == round(bpd["bits_per_dim"], 6) and results["fid"].metric_value == 41.3
+    assert results["bpd"].dataset_type == "builtin:digits" and results["bpd"].task_type == PIPELINE_TAG
+    value, error = f"{bpd['bits_per_dim']:.4g}", f"{bpd['standard_error']:.2g}"
+    assert f"| {value} | {error} (s.e.) | 8 | strided bound (4 of 1000 steps) on builtin:digits |" in card.text
+    assert "| KID | 0.0123 | 0.0011 (s.d.) | 1,000 | DDPM, 250 steps;" in card.text
+    assert "![Bits per dimension contributed by each timestep of the bound](bits_per_timestep.png)" in card.text
+    assert "| DDPM | 250 | 250 | 41.30 |" in card.text and "Nothing was measured" not in card.text
     assert (
         "| optimizer steps | 7 |" in card.text
         and "| global batch | 4 images (4 per process × 1 process) |" in card.text
@@ -393,6 +430,9 @@ def test_private_repo_and_credentials(hub_server: HubServer, repo_id: str, tmp_p
         publish(output_dir, repo_id, private=True, token="hf_not_a_token")
     with pytest.raises(PublishError, match="The token of bob cannot write to alice/"):
         publish(output_dir, repo_id, private=True, token=BOB)
+    with pytest.raises(PublishError, match="is a read token"):  # what training checks before it starts
+        check_can_publish(repo_id, token=ALICE_READ)
+    assert check_can_publish(repo_id.split("/")[1], token=ALICE) == repo_id
     assert not HfApi(token=ALICE).repo_exists(repo_id)  # nothing half-published
 
     publish(output_dir, repo_id, private=True, token=ALICE)

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import types
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -453,3 +454,23 @@ def test_resume_starts_the_loader_at_the_saved_position_without_replaying_batche
     loader = train.make_loader(run, first_micro_batch=8)  # resumed after optimizer step 4
     assert list(loader.sampler) == list(range(8, 20))
     assert [m for m, _ in loader] == list(range(8, 20))
+
+
+def test_fine_tune_from_a_private_hub_repo(hub_server, tmp_path):
+    """--pipeline <repo id> downloads a trained pipeline (with --hub_token) and continues training its weights."""
+    from huggingface_hub import HfApi
+
+    repo_id = f"alice/tiny-base-{uuid.uuid4().hex[:8]}"
+    base = train.build_pipeline("ddpm-tiny-8", seed=1)
+    base.save_pretrained(tmp_path / "base")
+    api = HfApi(token="hf_alice_write")
+    api.create_repo(repo_id, private=True)
+    api.upload_folder(folder_path=tmp_path / "base", repo_id=repo_id)
+
+    out = tmp_path / "run"
+    args = [*TINY, "--pipeline", repo_id, "--hub_token", "hf_alice_read", "--max_train_steps", "2"]
+    check_ok(run_script([*args, "--output_dir", str(out)]))
+    assert summary(out)["pipeline"] == repo_id
+    tuned, start = unet_weights(out), base.unet.state_dict()
+    change = max((tuned[k] - start[k]).abs().max().item() for k in tuned)
+    assert 0 < change < 0.01  # two small steps from the base weights, not a fresh initialisation
