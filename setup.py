@@ -1,6 +1,15 @@
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+
+class BuildPyWithModelCard(build_py):
+    """Ship the top-level model card template inside the package, where a non-editable install finds it."""
+
+    def run(self):
+        super().run()
+        self.copy_file("model_card.md", str(Path(self.build_lib, "ddpm_hub", "model_card.md")))
 
 setup(
     name="ddpm-hub",
@@ -26,6 +35,7 @@ setup(
         "matplotlib>=3.7",  # the bits-per-timestep plot of `ddpm-hub eval --bpd`
         "PyYAML>=6",  # training config files
         "tqdm>=4.60",
+        "Jinja2>=3",  # huggingface_hub's ModelCard.from_template renders model_card.md with it
     ],
     extras_require={
         "test": ["pytest>=8", "ruff>=0.5"],
@@ -33,5 +43,6 @@ setup(
         # FID/KID Inception features (torch-fidelity's port of the TF-FID network); it pulls in torchvision.
         "metrics": ["torch-fidelity>=0.3"],
     },
+    cmdclass={"build_py": BuildPyWithModelCard},
     entry_points={"console_scripts": ["ddpm-hub=ddpm_hub.cli:main"]},
 )
