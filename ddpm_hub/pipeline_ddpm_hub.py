@@ -170,8 +170,12 @@ class DDPMHubPipeline(DiffusionPipeline):
         Bits/dim of uint8 images `[N x C x H x W]` by the variational bound (DDPM eq. 5). Needs the ddpm_hub package;
         see `ddpm_hub.likelihood.bits_per_dim` for the options (full chain, strided bound, sampled estimate).
         """
-        from ddpm_hub.likelihood import bits_per_dim
-
+        try:  # by name, as in push_to_hub: an import statement makes diffusers warn when it loads this file
+            bits_per_dim = importlib.import_module("ddpm_hub.likelihood").bits_per_dim
+        except ImportError as error:  # this file was loaded as remote code, without the ddpm_hub package
+            raise ImportError(
+                "DDPMHubPipeline.likelihood needs the ddpm_hub package (pip install ddpm-hub)."
+            ) from error
         return bits_per_dim(self, images, **kwargs)
 
     # ----------------------------------------------------------------------------------------------------------------

@@ -230,3 +230,14 @@ def test_plain_diffusers_loads_the_folder_with_trust_remote_code(tmp_path):
     assert "REFUSED" in result.stdout  # without the flag diffusers says no
     assert "LOADED DDPMHubPipeline DDPMHubScheduler" in result.stdout
     np.testing.assert_array_equal(np.load(tmp_path / "images.npy"), sample(pipeline))
+
+
+def test_likelihood_method_matches_the_library_function():
+    from ddpm_hub.likelihood import bits_per_dim
+
+    pipeline = tiny()
+    images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    direct = bits_per_dim(pipeline, images, num_steps=5, generator=torch.Generator().manual_seed(1))
+    method = pipeline.likelihood(images, num_steps=5, generator=torch.Generator().manual_seed(1))
+    assert method.label == direct.label and "strided bound (5 of 1000 steps)" in method.label
+    torch.testing.assert_close(torch.as_tensor(method.bits_per_dim), torch.as_tensor(direct.bits_per_dim))
