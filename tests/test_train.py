@@ -286,15 +286,12 @@ def test_wandb_logger_needs_wandb():
         check(["--logger", "wandb"])
 
 
-def test_push_to_hub_without_the_hub_module_fails_at_validation(monkeypatch):
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        train.importlib.util,
-        "find_spec",
-        lambda name, *a: None if name == "ddpm_hub.hub" else real_find_spec(name, *a),
-    )
-    with pytest.raises(ValueError, match="--push_to_hub needs ddpm_hub.hub"):
-        check(["--push_to_hub", "--hub_model_id", "alice/digits", "--hub_private_repo"])
+@pytest.mark.parametrize("token,message", [(None, "token"), ("hf_alice_read", "read")])
+def test_push_to_hub_checks_the_token_before_training(hub_server, token, message):
+    """No token, or a read-only one, is refused at validation (against the loopback Hub), before any model is built."""
+    args = ["--push_to_hub", "--hub_model_id", "alice/digits", "--hub_private_repo"]
+    with pytest.raises(ValueError, match=f"--push_to_hub: .*{message}"):
+        check(args + (["--hub_token", token] if token else []))
 
 
 def test_stale_checkpoints_need_resume_or_overwrite(tmp_path):

@@ -2,7 +2,8 @@
 
     python tests/test_train_fake_hub.py <train.py arguments>     # FAKE_HUB_RECORD=<file> receives one JSON line a call
 
-The stand-in's `publish(output_dir, repo_id, private, token)` records its arguments, so that a test can check that
+The stand-in's `publish(output_dir, repo_id, private, token)` records its arguments (its `check_can_publish` only
+asks for a token), so that a test can check that
 `--push_to_hub` calls it once, from the main process, with `--hub_private_repo` and `--hub_token` passed through.
 """
 
@@ -26,10 +27,22 @@ def publish(output_dir, repo_id=None, private=None, token=None):
     return f"https://hub.example/{repo_id}"
 
 
+class PublishError(RuntimeError):
+    pass
+
+
+def check_can_publish(repo_id, private=False, token=None):
+    if not token:
+        raise PublishError("no token")
+    return repo_id
+
+
 def install_fake_hub() -> None:
     module = types.ModuleType("ddpm_hub.hub")
     module.__spec__ = importlib.machinery.ModuleSpec("ddpm_hub.hub", loader=None)
     module.publish = publish
+    module.check_can_publish = check_can_publish
+    module.PublishError = PublishError
     sys.modules["ddpm_hub.hub"] = module
 
 

@@ -428,20 +428,20 @@ def check_environment(o: TrainingOptions) -> None:
             "--enable_xformers_memory_efficient_attention needs the xformers package (pip install xformers)."
         )
     if o.push_to_hub:
-        find_publish()  # raises if ddpm_hub.hub is missing: before training, not after it
+        check_can_publish(o)
 
 
-def find_publish() -> typing.Callable:
-    """`ddpm_hub.hub.publish`, imported lazily so that training works without the publishing module."""
-    if importlib.util.find_spec("ddpm_hub.hub") is None:
-        raise ValueError(
-            "--push_to_hub needs ddpm_hub.hub (the publishing module), which this installation of ddpm_hub does not "
-            "have. Train without --push_to_hub and publish the output folder later."
-        )
-    publish = getattr(importlib.import_module("ddpm_hub.hub"), "publish", None)
-    if publish is None:
-        raise ValueError("--push_to_hub: ddpm_hub.hub has no publish(output_dir, repo_id, private, token) function.")
-    return publish
+def check_can_publish(o: TrainingOptions) -> None:
+    """--push_to_hub: the token, its write access and the namespace are checked before training, not after it."""
+    hub = importlib.import_module("ddpm_hub.hub")
+    try:
+        hub.check_can_publish(hub_repo_id(o), private=o.hub_private_repo, token=o.hub_token)
+    except hub.PublishError as error:
+        raise ValueError(f"--push_to_hub: {error}") from error
+
+
+def hub_repo_id(o: TrainingOptions) -> str:
+    return o.hub_model_id or Path(o.output_dir).resolve().name
 
 
 def check_output_dir(o: TrainingOptions) -> None:
@@ -1083,10 +1083,12 @@ def write_summary(run: Run, result: TrainingResult, checksums: list[str]) -> Non
 
 
 def publish_output(o: TrainingOptions) -> None:
-    publish = find_publish()
-    repo_id = o.hub_model_id or Path(o.output_dir).resolve().name
-    result = publish(o.output_dir, repo_id=repo_id, private=o.hub_private_repo, token=o.hub_token)
-    logger.info("Published %s to %s", o.output_dir, result or repo_id)
+    hub = importlib.import_module("ddpm_hub.hub")
+    try:
+        result = hub.publish(o.output_dir, repo_id=hub_repo_id(o), private=o.hub_private_repo, token=o.hub_token)
+    except hub.PublishError as error:
+        sys.exit(f"train.py: error: training finished and {o.output_dir} is saved, but publishing failed: {error}")
+    logger.info("Published %s to %s", o.output_dir, result)
 
 
 # ----------------------------------------------------------------------------------------------------------------
