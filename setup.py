@@ -9,7 +9,11 @@ class BuildPyWithModelCard(build_py):
 
     def run(self):
         super().run()
-        self.copy_file("model_card.md", str(Path(self.build_lib, "ddpm_hub", "model_card.md")))
+        if getattr(self, "editable_mode", False):  # an editable install reads the checkout's own model_card.md
+            return
+        target = Path(self.build_lib, "ddpm_hub", "model_card.md")
+        self.mkpath(str(target.parent))
+        self.copy_file("model_card.md", str(target))
 
 setup(
     name="ddpm-hub",
