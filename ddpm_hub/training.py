@@ -25,7 +25,7 @@ from .losses import diffusion_loss
 from .scheduling_ddpm_hub import DDPMHubScheduler
 
 # Streams of randomness; each is seeded separately so that adding one never shifts another.
-SHUFFLE, FLIP, NOISE, DROPOUT, SAMPLING = range(5)
+SHUFFLE, FLIP, NOISE, DROPOUT, SAMPLING, HOLDOUT = range(6)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 TEMPORARY_PREFIX = ".tmp-" + CHECKPOINT_PREFIX

@@ -6,6 +6,7 @@ Runs that must be real processes (two ranks with gloo, SIGKILL, exit codes) are 
 in-process against the script's functions.
 """
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -471,3 +472,34 @@ def test_fine_tune_from_a_private_hub_repo(hub_server, tmp_path):
     tuned, start = unet_weights(out), base.unet.state_dict()
     change = max((tuned[k] - start[k]).abs().max().item() for k in tuned)
     assert 0 < change < 0.01  # two small steps from the base weights, not a fresh initialisation
+
+
+def test_held_out_loss_and_bits_per_dim_are_logged_and_summarised(tmp_path):
+    """--validation_holdout: a seeded set kept out of training; its loss and sampled bits/dim reach the summary."""
+    out = tmp_path / "run"
+    args = TINY + ["--output_dir", str(out), "--max_train_steps", "4", "--validation_steps", "2"]
+    args += ["--validation_holdout", "16", "--validation_bpd_steps", "3", "--logger", "tensorboard"]
+    result = run_script(args)
+    check_ok(result)
+    record = summary(out)
+    validation = record["validation"]
+    assert validation["held_out_images"] == 16 and validation["num_images"] == 16
+    assert np.isfinite(validation["loss"]) and 0 < validation["bits_per_dim"] < 1e4
+    assert "sampled estimate" in validation["bits_per_dim_label"]
+    assert record["epochs"] == pytest.approx(4 * 4 / 48, abs=1e-3)  # 64 - 16 images are trained on
+    assert result.stderr.count("held-out: loss") == 2  # at step 2 and at the end
+    assert list((out / "logs").rglob("events.out.tfevents*"))
+
+
+def test_held_out_split_is_seeded_and_checked():
+    from accelerate import PartialState
+
+    PartialState()  # train.py logs through Accelerate's logger
+    options, _ = check(["--validation_holdout", "3"])
+    images = torch.arange(10, dtype=torch.uint8).reshape(10, 1, 1, 1)
+    kept, held = train.split_holdout(options, images)
+    kept_again, held_again = train.split_holdout(options, images)
+    assert torch.equal(held, held_again) and len(held) == 3 and len(kept) == 7
+    assert sorted(torch.cat([kept, held]).flatten().tolist()) == list(range(10))
+    with pytest.raises(ValueError, match="leaves no training images: the dataset has 10"):
+        train.split_holdout(dataclasses.replace(options, validation_holdout=10), images)

@@ -65,14 +65,17 @@ if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ddpm_hub.configs import build_pipeline, count_parameters, resolve_pipeline_config
-from ddpm_hub.data import BUILTIN_DATASETS, ImageDatasetReport, UInt8ImageDataset, load_image_tensor
+from ddpm_hub.data import BUILTIN_DATASETS, ImageDatasetReport, UInt8ImageDataset, load_image_tensor, to_model_range
 from ddpm_hub.images import make_grid, to_uint8, upscale
+from ddpm_hub.likelihood import bits_per_dim
+from ddpm_hub.losses import diffusion_loss
 from ddpm_hub.pipeline_ddpm_hub import MODEL_INDEX, DDPMHubPipeline
 from ddpm_hub.scheduling_ddpm_hub import BETA_SCHEDULES, PREDICTION_TYPES, VARIANCE_TYPES, DDPMHubScheduler
 from ddpm_hub.training import (
     DROPOUT,
     EMA,
     EMA_FOLDER,
+    HOLDOUT,
     NOISE,
     SAMPLING,
     MicroBatches,
@@ -227,6 +230,15 @@ class TrainingOptions:
         16, "images in each grid, shared among the processes", "validation", aliases=("--eval_batch_size",)
     )
     ddpm_num_inference_steps: int = option(250, "respaced sampling steps for the grids", "validation")
+    validation_holdout: int = option(
+        0,
+        "hold out N images (a seeded choice) from training; log their loss and a sampled bits/dim estimate with "
+        "each grid and at the end (0: no held-out metrics)",
+        "validation",
+    )
+    validation_bpd_steps: int = option(
+        20, "UNet calls per held-out image for the sampled bits/dim estimate (ddpm_hub.likelihood)", "validation"
+    )
     # Logging
     logger: str = option("tensorboard", "experiment tracker (wandb must be installed)", "logging", LOGGERS)
     logging_dir: str = option("logs", "tracker logs and validation grids, relative to output_dir", "logging")
@@ -383,6 +395,8 @@ def check_numbers(o: TrainingOptions) -> None:
         "validation_steps": (o.validation_steps, 0),
         "num_validation_images": (o.num_validation_images, 1),
         "ddpm_num_inference_steps": (o.ddpm_num_inference_steps, 1),
+        "validation_holdout": (o.validation_holdout, 0),
+        "validation_bpd_steps": (o.validation_bpd_steps, 2),
         "ddpm_num_steps": (o.ddpm_num_steps, 2),
         "dataloader_num_workers": (o.dataloader_num_workers, 0),
         "resolution": (o.resolution, 1),
@@ -570,6 +584,7 @@ class Run:
     data: MicroBatches
     report: ImageDatasetReport
     output_dir: Path
+    holdout: torch.Tensor | None = None  # uint8 [N x C x H x W], not trained on
 
     @property
     def unet(self) -> UNet2DModel:
@@ -647,6 +662,20 @@ def load_training_images(o: TrainingOptions, source: PipelineSource, accelerator
     return images, report
 
 
+def split_holdout(o: TrainingOptions, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(training images, held-out images): `validation_holdout` images chosen by a generator seeded with --seed."""
+    if not o.validation_holdout:
+        return images, None
+    if o.validation_holdout >= len(images):
+        raise ValueError(
+            f"--validation_holdout {o.validation_holdout} leaves no training images: the dataset has {len(images)}."
+        )
+    order = torch.randperm(len(images), generator=make_generator(o.seed, HOLDOUT))
+    held_out, kept = order[: o.validation_holdout].sort().values, order[o.validation_holdout :].sort().values
+    logger.info("Held out %d images for validation; %d train", len(held_out), len(kept))
+    return images[kept], images[held_out]
+
+
 def resolve_training_length(o: TrainingOptions, data: MicroBatches) -> TrainingOptions:
     """max_train_steps from num_epochs (in optimizer steps), and num_epochs from max_train_steps."""
     micro_batches_per_step = o.gradient_accumulation_steps
@@ -693,7 +722,9 @@ def make_optimizer(unet: UNet2DModel, o: TrainingOptions, device: torch.device) 
     )
 
 
-def build_run(o: TrainingOptions, source: PipelineSource, accelerator: Accelerator, images, report) -> Run:
+def build_run(
+    o: TrainingOptions, source: PipelineSource, accelerator: Accelerator, images, report, holdout=None
+) -> Run:
     data = MicroBatches(
         UInt8ImageDataset(images, random_flip=o.random_flip),
         o.train_batch_size,
@@ -724,7 +755,17 @@ def build_run(o: TrainingOptions, source: PipelineSource, accelerator: Accelerat
     if ema is not None:
         ema.model.to(accelerator.device)
     return Run(
-        o, accelerator, model, pipeline.scheduler, optimizer, lr_scheduler, ema, data, report, Path(o.output_dir)
+        o,
+        accelerator,
+        model,
+        pipeline.scheduler,
+        optimizer,
+        lr_scheduler,
+        ema,
+        data,
+        report,
+        Path(o.output_dir),
+        holdout,
     )
 
 
@@ -834,6 +875,7 @@ class TrainingResult:
     step_time: float  # time in optimizer steps only (no checkpoints, no grids)
     losses: list[float]
     last_checkpoint: int | None
+    validation: dict | None = None  # the held-out metrics at the last step
 
 
 def micro_batch_loss(run: Run, m: int, x_0: torch.Tensor) -> torch.Tensor:
@@ -915,11 +957,14 @@ def train(run: Run, resumed: TrainingState | None) -> TrainingResult:
             last_checkpoint = step
         if o.validation_steps and step % o.validation_steps == 0 and step < o.max_train_steps:
             write_validation_grid(run, step)
+            log_holdout_metrics(run, step)
         if stop:
             stopped_by = "max_train_minutes"
             break
     progress.close()
-    return TrainingResult(first_step, step, stopped_by, time.monotonic() - started, step_time, losses, last_checkpoint)
+    validation = log_holdout_metrics(run, step)
+    wall_time = time.monotonic() - started
+    return TrainingResult(first_step, step, stopped_by, wall_time, step_time, losses, last_checkpoint, validation)
 
 
 def log_step(run: Run, progress: tqdm, step: int, loss: float, speed: float) -> None:
@@ -989,6 +1034,52 @@ def write_validation_grid(run: Run, step: int) -> None:
         grid.save(folder / f"step-{step:07d}.png")
         log_grid(run, grid, step)
     run.accelerator.wait_for_everyone()
+
+
+def holdout_metrics(run: Run) -> dict:
+    """
+    The cheap in-training signals on the held-out images, for the weights that will be saved (EMA if on):
+    L_simple with noise and timesteps fixed by --seed (comparable across steps), and the sampled estimate of the
+    full-chain bits/dim over `validation_bpd_steps` UNet calls per image (ddpm_hub.likelihood, seeded too).
+    """
+    o, device = run.options, run.accelerator.device
+    unet = final_unet(run)
+    was_training = unet.training
+    unet.eval()
+    x_0 = to_model_range(run.holdout).to(device)
+    generator = make_generator(o.seed, HOLDOUT, 1)
+    timesteps = torch.randint(0, run.scheduler.config.num_train_timesteps, (len(x_0),), generator=generator)
+    noise = torch.randn(x_0.shape, generator=generator).to(device)
+    with torch.no_grad():
+        x_t = run.scheduler.add_noise(x_0, noise, timesteps)
+        output = unet(x_t, timesteps.to(device)).sample
+        loss = diffusion_loss(run.scheduler, output, x_0, x_t, noise, timesteps.to(device)).mean().item()
+    pipeline = DDPMHubPipeline(unet=unet, scheduler=run.scheduler)  # bits_per_dim works on its own scheduler copy
+    bpd = bits_per_dim(
+        pipeline,
+        run.holdout,
+        num_steps=o.validation_bpd_steps,
+        estimator="sampled",
+        generator=make_generator(o.seed, HOLDOUT, 2),
+    )
+    unet.train(was_training)
+    return {"loss": loss, "bits_per_dim": bpd.mean(), "bits_per_dim_label": bpd.label, "num_images": len(x_0)}
+
+
+def log_holdout_metrics(run: Run, step: int) -> dict | None:
+    """Every rank computes the same (deterministic, small) numbers, so no rank waits; the main process logs them."""
+    if run.holdout is None:
+        return None
+    metrics = holdout_metrics(run)
+    run.accelerator.log({"val/loss": metrics["loss"], "val/bits_per_dim": metrics["bits_per_dim"]}, step=step)
+    logger.info(
+        "step %d held-out: loss %.4f, %.3f bits/dim (%s)",
+        step,
+        metrics["loss"],
+        metrics["bits_per_dim"],
+        metrics["bits_per_dim_label"],
+    )
+    return metrics
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1079,6 +1170,8 @@ def write_summary(run: Run, result: TrainingResult, checksums: list[str]) -> Non
         "samples": {"file": SAMPLES_FILE, "num_images": o.num_validation_images, "steps": o.ddpm_num_inference_steps},
         "weights_sha256_per_rank": checksums,
     }
+    if result.validation is not None:
+        summary["validation"] = {"held_out_images": o.validation_holdout, **result.validation}
     (run.output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
 
 
@@ -1099,7 +1192,8 @@ def main(argv: list[str] | None = None) -> None:
         options, source = parse_and_check_options(argv)
         accelerator = make_accelerator(options)
         images, report = load_training_images(options, source, accelerator)
-        run = build_run(options, source, accelerator, images, report)
+        images, holdout = split_holdout(options, images)
+        run = build_run(options, source, accelerator, images, report, holdout)
         resumed = resume(run)
     start_output(run)
     with exit_on(NonFiniteLossError):
