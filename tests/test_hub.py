@@ -25,6 +25,7 @@ from diffusers import DDPMPipeline, DDPMScheduler
 from hub_server import HubServer
 from huggingface_hub import HfApi, ModelCard, snapshot_download
 from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+from processes import run_process_group
 
 import ddpm_hub.hub
 from ddpm_hub import DDPMHubPipeline, DDPMHubScheduler, cli
@@ -191,7 +192,7 @@ def test_train_push_and_load_both_ways(
         "--validation_steps", "0", "--output_dir", str(output_dir), "--push_to_hub", "--hub_model_id", repo_id,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_TOKEN": ALICE}
-    result = subprocess.run([*launch, *train_args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    result = run_process_group([*launch, *train_args], 300, cwd=ROOT, env=env)
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     assert (output_dir / "checkpoints").is_dir() and (output_dir / "logs").is_dir()
 

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from processes import run_process_group
 from safetensors.torch import load_file
 
 from ddpm_hub import DDPMHubPipeline
@@ -76,7 +77,7 @@ def run_script(
         launch += ["--num_processes", str(processes), "--main_process_port", str(free_port())]
         launch += ["--mixed_precision", "no", "--dynamo_backend", "no"]
         command = [*launch, str(script), *args]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return run_process_group(command, timeout, cwd=ROOT, env=env)
 
 
 def check_ok(result: subprocess.CompletedProcess) -> None:
