@@ -7,7 +7,13 @@ from pathlib import Path
 
 import torch
 
-from .configs import available_pipelines, build_pipeline, count_parameters, resolve_pipeline_config
+from .configs import (
+    available_pipelines,
+    build_pipeline,
+    count_parameters,
+    load_or_build_pipeline,
+    resolve_pipeline_config,
+)
 from .evaluation import add_eval_arguments, run_eval
 from .hub import add_push_arguments, run_push
 from .images import make_grid, upscale
@@ -33,14 +39,7 @@ def _info(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     """Sample a grid from a trained pipeline (folder or Hub repo id) or a fresh configuration."""
-    from .pipeline_ddpm_hub import DDPMHubPipeline
-
-    trained = any(Path(args.model, "unet").glob("*.safetensors"))
-    configuration = Path(args.model).exists() or args.model in available_pipelines()
-    if trained or not configuration:  # a trained folder, or a Hub repo id
-        pipeline = DDPMHubPipeline.from_pretrained(args.model)
-    else:  # an untrained configuration: samples are noise, useful to check the plumbing
-        pipeline = build_pipeline(args.model, seed=args.seed)
+    pipeline = load_or_build_pipeline(args.model, seed=args.seed)  # untrained: noise, to check the plumbing
     pipeline.to(args.device)
     generator = [torch.Generator(args.device).manual_seed(args.seed + i) for i in range(args.num_images)]
     images = pipeline(batch_size=args.num_images, num_inference_steps=args.steps, generator=generator).images

@@ -65,5 +65,18 @@ def build_pipeline(
     return DDPMHubPipeline(unet=unet, scheduler=scheduler_class.from_config(scheduler_config))
 
 
+def load_or_build_pipeline(model: str, seed: int | None = 0) -> DDPMHubPipeline:
+    """
+    A trained pipeline folder or a Hub repo id (`DDPMHubPipeline.from_pretrained`), or else an untrained
+    configuration (a `pipelines/<name>` folder or name, through `build_pipeline`): what the command line accepts as
+    MODEL.
+    """
+    trained = any(Path(model, "unet").glob("*.safetensors"))
+    configuration = Path(model).exists() or model in available_pipelines()
+    if trained or not configuration:
+        return DDPMHubPipeline.from_pretrained(model)
+    return build_pipeline(model, seed=seed)
+
+
 def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())

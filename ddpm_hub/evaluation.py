@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
+from .configs import load_or_build_pipeline
 from .scheduling_ddpm_hub import DDPMHubScheduler
 
 # uint8 images [N x 3 x H x W] -> float features [N x D]
@@ -436,7 +437,7 @@ def run_eval(args: argparse.Namespace) -> int:
         except FeatureExtractorUnavailable as error:
             print(f"ddpm-hub eval: error: {error}", file=sys.stderr)
             return 2
-    pipeline = _load_pipeline(args.model, args.seed).to(args.device)
+    pipeline = load_or_build_pipeline(args.model, args.seed).to(args.device)
     pipeline.set_progress_bar_config(disable=True)
     images = _load_dataset(args, pipeline.unet)
     output_dir = Path(args.output_dir) if args.output_dir else _default_output_dir(args.model)
@@ -528,18 +529,6 @@ def _eval_bpd(pipeline, images: torch.Tensor, args: argparse.Namespace, output_d
     if not math.isfinite(summary["bits_per_dim"]):
         raise ValueError(f"the bound is not finite ({summary['bits_per_dim']}); the model output has NaN or inf.")
     return {**summary, "json": str(output_dir / "bpd.json")}
-
-
-def _load_pipeline(model: str, seed: int):
-    """A trained folder or Hub repo id (from_pretrained), or an untrained pipelines/<name> configuration."""
-    from .configs import available_pipelines, build_pipeline
-    from .pipeline_ddpm_hub import DDPMHubPipeline
-
-    trained = any(Path(model, "unet").glob("*.safetensors"))
-    configuration = Path(model).exists() or model in available_pipelines()
-    if trained or not configuration:
-        return DDPMHubPipeline.from_pretrained(model)
-    return build_pipeline(model, seed=seed)
 
 
 def _load_dataset(args: argparse.Namespace, unet) -> torch.Tensor:
