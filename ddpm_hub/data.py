@@ -163,15 +163,16 @@ def load_image_tensor(
     return images, report
 
 
-def to_model_range(images: torch.Tensor) -> torch.Tensor:
-    """Map uint8 pixels 0..255 to float32 in [-1, 1] (``x / 127.5 - 1``), the range the DDPM is trained on.
+def to_model_range(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Map uint8 pixels 0..255 to `dtype` in [-1, 1] (``x / 127.5 - 1``), the range the DDPM is trained on.
 
     Args:
         images: uint8 tensor of any shape, e.g. [N x C x H x W] or [C x H x W].
+        dtype: float32 for training; the likelihood uses float64 (the pixels are then the exact bin centres).
     """
     if images.dtype != torch.uint8:
         raise ValueError(f"to_model_range expects a uint8 tensor with values 0..255, got dtype {images.dtype}.")
-    return images.to(torch.float32) / 127.5 - 1.0
+    return images.to(dtype) / 127.5 - 1.0
 
 
 def from_model_range(images: torch.Tensor) -> torch.Tensor:

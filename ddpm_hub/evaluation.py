@@ -36,6 +36,7 @@ import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
 from .configs import load_or_build_pipeline
+from .images import to_uint8
 from .scheduling_ddpm_hub import DDPMHubScheduler
 
 # uint8 images [N x 3 x H x W] -> float features [N x D]
@@ -297,7 +298,7 @@ def generate_images(
             count = min(batch_size, num_images - start)
             generator = [torch.Generator().manual_seed(seed + start + i) for i in range(count)]  # CPU: any device
             images = pipeline(batch_size=count, num_inference_steps=steps, generator=generator, output_type="pt")
-            batches.append((images.images * 255).round().clamp(0, 255).to(torch.uint8).cpu())
+            batches.append(to_uint8(images.images).cpu())
     finally:
         hook.remove()
     seconds = time.perf_counter() - start_time

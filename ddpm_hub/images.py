@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import torch
 from PIL import Image
 
 
@@ -27,6 +28,7 @@ def upscale(image: Image.Image, factor: int) -> Image.Image:
     return image.resize((image.width * factor, image.height * factor), Image.NEAREST)
 
 
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """Floats in [0, 1] `[N x H x W x C]` -> uint8, rounding as PIL does."""
-    return (images * 255).round().clip(0, 255).astype(np.uint8)
+def to_uint8(images: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """Floats in [0, 1] (a numpy array or a torch tensor, any shape) -> uint8 of the same kind, rounded."""
+    scaled = (images * 255).round().clip(0, 255)
+    return scaled.to(torch.uint8) if isinstance(images, torch.Tensor) else scaled.astype(np.uint8)

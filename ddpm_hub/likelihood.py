@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from diffusers import DDPMScheduler
 
+from .data import to_model_range
 from .losses import prior_bits_per_dim, vb_terms_bits_per_dim
 from .scheduling_ddpm_hub import DDPMHubScheduler
 
@@ -153,11 +154,6 @@ def likelihood_scheduler(scheduler, num_steps: int | None = None) -> DDPMHubSche
     chain = likelihood_timesteps(chain_scheduler.config.num_train_timesteps, num_steps)
     chain_scheduler.set_timesteps(timesteps=chain.tolist())
     return chain_scheduler
-
-
-def to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels 0..255 `[N x C x H x W]` -> float64 bin centres in [-1, 1] (x / 127.5 - 1)."""
-    return images.to(torch.float64) / 127.5 - 1.0
 
 
 def stratum_edges(num_train_timesteps: int, num_steps: int) -> np.ndarray:
@@ -297,7 +293,7 @@ def bits_per_dim(
     try:
         priors, terms = [], []
         for start in range(0, images.shape[0], batch_size):
-            x_0 = to_unit_range(images[start : start + batch_size]).to(device)
+            x_0 = to_model_range(images[start : start + batch_size], torch.float64).to(device)
             if sampled:
                 timesteps, weights, columns = stratified_timesteps(num_train_timesteps, num_steps, len(x_0), generator)
             else:
