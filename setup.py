@@ -1,23 +1,41 @@
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
+# One place for the version: ddpm_hub/version.py (read as text: the package's dependencies are not installed yet).
+VERSION = re.search(
+    r'__version__ = "([^"]+)"', Path(__file__).with_name("ddpm_hub").joinpath("version.py").read_text()
+).group(1)
 
-class BuildPyWithModelCard(build_py):
-    """Ship the top-level model card template inside the package, where a non-editable install finds it."""
+
+class BuildPyWithBundledFiles(build_py):
+    """
+    Ship the top-level `pipelines/`, `training/` and `model_card.md` inside the package, under `ddpm_hub/_bundled/`,
+    where a non-editable install finds them (`ddpm_hub.resources`). The repository keeps one copy of each file.
+    """
+
+    BUNDLED = ("pipelines", "training", "model_card.md")
 
     def run(self):
         super().run()
-        if getattr(self, "editable_mode", False):  # an editable install reads the checkout's own model_card.md
+        if getattr(self, "editable_mode", False):  # an editable install reads the checkout's own files
             return
-        target = Path(self.build_lib, "ddpm_hub", "model_card.md")
-        self.mkpath(str(target.parent))
-        self.copy_file("model_card.md", str(target))
+        target = Path(self.build_lib, "ddpm_hub", "_bundled")
+        for name in self.BUNDLED:
+            source = Path(name)
+            files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+            for path in files:
+                if "__pycache__" in path.parts or path.suffix == ".pyc":
+                    continue
+                self.mkpath(str((target / path).parent))
+                self.copy_file(str(path), str(target / path))
+
 
 setup(
     name="ddpm-hub",
-    version="0.1.0",
+    version=VERSION,
     description="DDPM (Ho et al. 2020) as a Hugging Face diffusers extension: train, evaluate, publish, load.",
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
@@ -47,6 +65,6 @@ setup(
         # FID/KID Inception features (torch-fidelity's port of the TF-FID network); it pulls in torchvision.
         "metrics": ["torch-fidelity>=0.3"],
     },
-    cmdclass={"build_py": BuildPyWithModelCard},
+    cmdclass={"build_py": BuildPyWithBundledFiles},
     entry_points={"console_scripts": ["ddpm-hub=ddpm_hub.cli:main"]},
 )

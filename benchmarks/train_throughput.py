@@ -1,6 +1,7 @@
 """
 Training throughput (images/s) of a pipeline configuration on the current device: forward, L_simple / L_hybrid,
-backward and AdamW step, exactly as training/train.py does them (`ddpm_hub.training.training_loss`). Not a test.
+backward and AdamW step, exactly as training/train.py does them (`ddpm_hub.losses.DiffusionObjective`,
+`ddpm_hub.training.build`). Not a test.
 
     python benchmarks/train_throughput.py --pipeline ddpm-digits-16 --batch_size 64
     python benchmarks/train_throughput.py --pipeline ddpm-cifar10-32 --batch_size 128 --mixed_precision bf16 --compile
@@ -25,7 +26,9 @@ if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ddpm_hub.configs import build_pipeline, count_parameters
-from ddpm_hub.training import training_loss
+from ddpm_hub.losses import DiffusionObjective
+from ddpm_hub.training.build import apply_speed_settings, make_optimizer
+from ddpm_hub.training.options import TrainingOptions
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,16 +58,14 @@ def setup(args: argparse.Namespace):
     """The UNet, scheduler and optimizer as train.py sets them up on this device (TF32, channels_last, fused)."""
     pipeline = build_pipeline(args.pipeline, seed=args.seed)
     unet = pipeline.unet.train().to(args.device)
-    cuda = args.device.type == "cuda"
-    if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        unet.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4, fused=cuda)
+    options = TrainingOptions()  # train.py's defaults: TF32, channels_last and fused AdamW on CUDA
+    apply_speed_settings(unet, options, args.device)
+    optimizer = make_optimizer(unet, options, args.device)
     model = torch.compile(unet) if args.compile else unet
-    return unet, model, pipeline.scheduler, optimizer
+    return unet, model, DiffusionObjective(pipeline.scheduler), optimizer
 
 
-def time_steps(args: argparse.Namespace, model, scheduler, optimizer, x_0: torch.Tensor) -> float:
+def time_steps(args: argparse.Namespace, model, objective, optimizer, x_0: torch.Tensor) -> float:
     """Seconds per optimizer step, averaged over --steps after --warmup_steps."""
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.mixed_precision)
     autocast = torch.autocast(args.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
@@ -73,7 +74,7 @@ def time_steps(args: argparse.Namespace, model, scheduler, optimizer, x_0: torch
 
     def step() -> None:
         with autocast:
-            loss = training_loss(model, scheduler, x_0, generator)
+            loss = objective(model, x_0, generator).mean()
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
@@ -102,10 +103,10 @@ def device_name(device: torch.device) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    unet, model, scheduler, optimizer = setup(args)
+    unet, model, objective, optimizer = setup(args)
     config = unet.config
     x_0 = torch.rand(args.batch_size, config.in_channels, config.sample_size, config.sample_size, device=args.device)
-    seconds = time_steps(args, model, scheduler, optimizer, x_0 * 2 - 1)
+    seconds = time_steps(args, model, objective, optimizer, x_0 * 2 - 1)
     result = {
         "pipeline": args.pipeline,
         "parameters": count_parameters(unet),

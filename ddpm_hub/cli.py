@@ -14,6 +14,7 @@ from .configs import (
     load_or_build_pipeline,
     resolve_pipeline_config,
 )
+from .errors import DDPMHubError
 from .evaluation import add_eval_arguments, run_eval
 from .hub import add_push_arguments, run_push
 from .images import make_grid, upscale
@@ -79,12 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; the project's own errors (`DDPMHubError`) become one line and their exit status."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as error:
+    except DDPMHubError as error:
         print(f"ddpm-hub {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
 
 
 if __name__ == "__main__":

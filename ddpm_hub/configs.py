@@ -4,32 +4,35 @@ A folder holds `model_index.json`, `unet/config.json` and `scheduler/scheduler_c
 into a freshly initialised `DDPMHubPipeline`.
 """
 
-import json
 import os
 from pathlib import Path
 
 import torch
 from diffusers import UNet2DModel
 
-from .pipeline_ddpm_hub import MODEL_INDEX, DDPMHubPipeline
+from .errors import InputNotFoundError, UsageError
+from .loading import read_model_index, scheduler_class
+from .pipeline import DDPMHubPipeline
+from .resources import resource_path
+from .run_folder import MODEL_INDEX, UNET_CONFIG, is_pipeline_folder, is_trained_folder, read_json
 
-# The configurations that ship with the repository (found when ddpm_hub runs from a checkout or editable install).
-PIPELINES_DIR = Path(__file__).resolve().parent.parent / "pipelines"
+# The configurations that ship with ddpm_hub: the checkout's top-level pipelines/, or their copy inside a wheel.
+PIPELINES_DIR = resource_path("pipelines")
 
 
 def available_pipelines() -> list[str]:
     """Names of the configuration folders under `pipelines/`."""
     if not PIPELINES_DIR.is_dir():
         return []
-    return sorted(p.name for p in PIPELINES_DIR.iterdir() if (p / MODEL_INDEX).is_file())
+    return sorted(p.name for p in PIPELINES_DIR.iterdir() if is_pipeline_folder(p))
 
 
 def resolve_pipeline_config(name_or_path: str | os.PathLike) -> Path:
     """A folder path, or the name of a folder under `pipelines/` (e.g. `ddpm-digits-16`)."""
     for candidate in (Path(name_or_path), PIPELINES_DIR / str(name_or_path)):
-        if (candidate / MODEL_INDEX).is_file():
+        if is_pipeline_folder(candidate):
             return candidate
-    raise FileNotFoundError(
+    raise InputNotFoundError(
         f"No pipeline configuration at {str(name_or_path)!r}: expected a folder with {MODEL_INDEX}, unet/config.json "
         f"and scheduler/scheduler_config.json, or one of the names {', '.join(available_pipelines()) or '(none)'}."
     )
@@ -50,19 +53,32 @@ def build_pipeline(
         unet_overrides / scheduler_overrides: config values to replace, e.g. `{"sample_size": 8}`.
     """
     folder = resolve_pipeline_config(name_or_path)
-    index = json.loads((folder / MODEL_INDEX).read_text())
-    unet_config = {**UNet2DModel.load_config(folder / "unet"), **(unet_overrides or {})}
-    _, scheduler_name = index["scheduler"]
-    scheduler_class = DDPMHubPipeline._scheduler_classes.get(scheduler_name)
-    if scheduler_class is None:
-        import diffusers
-
-        scheduler_class = getattr(diffusers, scheduler_name)
-    scheduler_config = {**scheduler_class.load_config(folder / "scheduler"), **(scheduler_overrides or {})}
+    unet_config = {**read_unet_config(folder), **(unet_overrides or {})}
+    scheduler_type = scheduler_class(read_model_index(folder)["scheduler"], folder / MODEL_INDEX)
+    scheduler_config = {**scheduler_type.load_config(folder / "scheduler"), **(scheduler_overrides or {})}
     if seed is not None:
         torch.manual_seed(seed)
-    unet = UNet2DModel.from_config(unet_config).eval()  # as from_pretrained returns it; training sets train()
-    return DDPMHubPipeline(unet=unet, scheduler=scheduler_class.from_config(scheduler_config))
+    try:
+        unet = UNet2DModel.from_config(unet_config).eval()  # as from_pretrained returns it; training sets train()
+        scheduler = scheduler_type.from_config(scheduler_config)
+    except (ValueError, TypeError, KeyError) as error:
+        raise UsageError(f"{folder}: the configuration cannot be built: {error}") from error
+    return DDPMHubPipeline(unet=unet, scheduler=scheduler)
+
+
+def read_unet_config(folder: str | os.PathLike) -> dict:
+    """`unet/config.json` of a pipeline folder, with the keys the project relies on checked."""
+    path = Path(folder, UNET_CONFIG)
+    config = read_json(path, "the UNet configuration")
+    if config is None:
+        raise InputNotFoundError(f"{folder} has no {UNET_CONFIG}: it is not a complete pipeline folder.")
+    missing = [key for key in UNET_KEYS if key not in config]
+    if missing:
+        raise UsageError(f"{path} lacks {', '.join(missing)}: a UNet2DModel configuration needs them.")
+    return config
+
+
+UNET_KEYS = ("sample_size", "in_channels", "out_channels", "block_out_channels")
 
 
 def load_or_build_pipeline(model: str, seed: int | None = 0) -> DDPMHubPipeline:
@@ -71,9 +87,8 @@ def load_or_build_pipeline(model: str, seed: int | None = 0) -> DDPMHubPipeline:
     configuration (a `pipelines/<name>` folder or name, through `build_pipeline`): what the command line accepts as
     MODEL.
     """
-    trained = any(Path(model, "unet").glob("*.safetensors"))
-    configuration = Path(model).exists() or model in available_pipelines()
-    if trained or not configuration:
+    configuration = is_pipeline_folder(model) or model in available_pipelines()
+    if is_trained_folder(model) or not configuration:
         return DDPMHubPipeline.from_pretrained(model)
     return build_pipeline(model, seed=seed)
 

@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -38,22 +37,28 @@ from huggingface_hub import HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
-from .model_card import (
+from . import hub_errors
+from .errors import DDPMHubError, InputNotFoundError, UsageError
+from .hub_errors import brief, chain, status_of
+from .loading import LIBRARY_COMPONENTS, read_model_index
+from .model_card import DEFAULT_LICENSE, render_model_card
+from .run_folder import (
     BPD_PLOT_FILE,
-    DEFAULT_LICENSE,
+    CARD_FILE,
     METRICS_FILE,
+    MODEL_INDEX,
     OPTIONS_FILE,
     SAMPLES_FILE,
+    SCHEDULER_CONFIG,
     SUMMARY_FILE,
     SWEEP_FILE,
+    UNET_CONFIG,
+    TrainingSummary,
     read_json,
-    render_model_card,
 )
-from .pipeline_ddpm_hub import MODEL_INDEX, _read_model_index
 
 logger = logging.getLogger(__name__)
 
-README = "README.md"
 # Files published from the output folder, besides the code files model_index.json names. A `*` stays in one folder.
 UPLOAD_PATTERNS = (
     MODEL_INDEX,
@@ -69,7 +74,7 @@ UPLOAD_PATTERNS = (
 )
 # Remote files a push owns: one of these that the new push does not have is deleted in the same commit, so that a
 # stale metrics.json or weights file never sits next to new weights. Other files in the repo are left alone.
-MANAGED_PATTERNS = [*UPLOAD_PATTERNS, README, "unet/*", "scheduler/*", "pipeline_*.py"]
+MANAGED_PATTERNS = [*UPLOAD_PATTERNS, CARD_FILE, "unet/*", "scheduler/*", "pipeline_*.py"]
 # Seconds to wait before each retry of a transient failure; the client retries some requests itself as well.
 RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)
 RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
@@ -81,7 +86,7 @@ WRITE_ROLES = ("write", "admin", "fineGrained")  # fine-grained tokens: the Hub 
 T = TypeVar("T")
 
 
-class PublishError(RuntimeError):
+class PublishError(DDPMHubError, RuntimeError):
     """Publishing failed; the message says why, what (if anything) reached the Hub, and what to do."""
 
 
@@ -185,32 +190,33 @@ def is_main_process() -> bool:
 def files_to_upload(folder: Path) -> list[str]:
     """The relative paths to publish; checks the folder is a loadable pipeline with safetensors weights."""
     if not folder.is_dir():
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"{folder} is not a folder; pass the output_dir of a training run (a pipeline folder)."
         )
-    index = _read_model_index(folder, folder)
+    index = read_model_index(folder)
     present = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     files = [path for path in present if any(_match(path, pattern) for pattern in UPLOAD_PATTERNS)]
     if not any(_match(path, "unet/*.safetensors") for path in files):
         pickles = [path for path in present if path.startswith("unet/")]
-        raise ValueError(
+        raise UsageError(
             f"{folder} has no safetensors UNet weights (unet/*.safetensors; found {pickles or 'nothing'} in unet/). "
             "Only safetensors are published: re-save with DDPMHubPipeline.from_pretrained(folder, "
             "allow_pickle=True).save_pretrained(folder) if you trust the pickle."
         )
-    for path in ("unet/config.json", "scheduler/scheduler_config.json"):
+    for path in (UNET_CONFIG, SCHEDULER_CONFIG):
         if path not in files:
-            raise FileNotFoundError(f"{folder} has no {path}: it is not a complete pipeline folder.")
+            raise InputNotFoundError(f"{folder} has no {path}: it is not a complete pipeline folder.")
     shipped = _shipped_code(index)
     missing = [path for path in shipped if not (folder / path).is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"{folder}/{MODEL_INDEX} names code files that are not there: {', '.join(missing)}. Without them the "
             "repo cannot load with trust_remote_code=True; save the pipeline again with "
             "DDPMHubPipeline.save_pretrained."
         )
     for name in (METRICS_FILE, OPTIONS_FILE, SUMMARY_FILE):
         read_json(folder / name)  # invalid JSON fails here, before any upload
+    TrainingSummary.read(folder)
     return files + shipped
 
 
@@ -227,7 +233,7 @@ def _shipped_code(index: dict) -> list[str]:
     if isinstance(class_name, list) and class_name[0]:
         files.append(f"{class_name[0]}.py")
     for name, entry in index.items():
-        if name.startswith("_") or not isinstance(entry, list) or entry[0] in (None, "diffusers", "transformers"):
+        if name.startswith("_") or not isinstance(entry, list) or entry[0] in (None, *LIBRARY_COMPONENTS):
             continue
         files.append(f"{name}/{entry[0]}.py")
     return files
@@ -249,12 +255,9 @@ def check_write_access(api: HfApi, repo_id: str) -> str:
     try:
         whoami = _retrying("check the token", repo_id, api.whoami)
     except PublishError as error:
-        if isinstance(error.__cause__, HfHubHTTPError) and _status(error.__cause__) == 401:
-            raise PublishError(
-                f"The Hub at {api.endpoint} rejected the token (401: invalid or expired). Create a write token at "
-                "https://huggingface.co/settings/tokens and set HF_TOKEN, run `hf auth login`, or pass --token. "
-                f"Nothing was published to {repo_id}."
-            ) from error.__cause__
+        if isinstance(error.__cause__, HfHubHTTPError) and status_of(error.__cause__) == 401:
+            cause = hub_errors.http_cause(error.__cause__, repo_id, api.token)
+            raise PublishError(f"Cannot publish {repo_id}: {cause}. Nothing was published.") from error.__cause__
         raise
     user = whoami.get("name")
     namespaces = [user, *(org.get("name") for org in whoami.get("orgs", []))]
@@ -317,7 +320,7 @@ def stage(
         else:
             shutil.copyfile(folder / path, target)
     card = render_model_card(staging, repo_id, revision=revision, license=license, private=private)
-    card.save(staging / README)
+    card.save(staging / CARD_FILE)
 
 
 def scrub_secrets(value):
@@ -340,7 +343,7 @@ def _token_like(value) -> bool:
 def check_no_token(staging: Path, token: str) -> None:
     """The last guard: the token in use appears in no staged file."""
     needle = token.encode()
-    for path in sorted(staging.rglob("*"), key=lambda p: p.name == README):  # a source file before the card
+    for path in sorted(staging.rglob("*"), key=lambda p: p.name == CARD_FILE):  # a source file before the card
         if path.is_file() and needle in path.read_bytes():
             raise PublishError(
                 f"{path.relative_to(staging)} contains the Hub token in use; remove it from the output folder. "
@@ -349,8 +352,10 @@ def check_no_token(staging: Path, token: str) -> None:
 
 
 def _default_commit_message(folder: Path) -> str:
-    steps = (read_json(folder / SUMMARY_FILE) or {}).get("steps")
-    return f"Upload DDPM pipeline ({steps:,} training steps)" if isinstance(steps, int) else "Upload DDPM pipeline"
+    summary = TrainingSummary.read(folder)
+    if summary is None or not isinstance(summary.steps, int):
+        return "Upload DDPM pipeline"
+    return f"Upload DDPM pipeline ({summary.steps:,} training steps)"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -367,52 +372,25 @@ def _retrying(action: str, repo_id: str, call: Callable[[], T]) -> T:
             transient = _transient(error)
             if transient and attempt < attempts:
                 delay = RETRY_DELAYS[attempt - 1]
-                logger.warning("Could not %s %s (%s); retrying in %g s.", action, repo_id, _brief(error), delay)
+                logger.warning("Could not %s %s (%s); retrying in %g s.", action, repo_id, brief(error), delay)
                 time.sleep(delay)
                 continue
-            if transient or any(isinstance(e, (HfHubHTTPError, OfflineModeIsEnabled)) for e in _chain(error)):
+            if transient or any(isinstance(e, (HfHubHTTPError, OfflineModeIsEnabled)) for e in chain(error)):
                 raise PublishError(_explain(action, repo_id, error, attempt)) from error
             raise
     raise AssertionError("unreachable")
 
 
-def _chain(error: BaseException):
-    """The error and its causes (huggingface_hub wraps LFS failures in a RuntimeError)."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        yield error
-        error = error.__cause__ or error.__context__
-
-
 def _explain(action: str, repo_id: str, error: Exception, attempts: int) -> str:
     untouched = "The local output folder is untouched."
-    if isinstance(error, OfflineModeIsEnabled):
-        return f"Cannot {action} {repo_id}: HF_HUB_OFFLINE=1 disables the network. Unset it to publish. {untouched}"
-    hub_error = next((e for e in _chain(error) if isinstance(e, HfHubHTTPError)), error)
-    status = _status(hub_error)
     if _transient(error):
         return (
-            f"Could not {action} {repo_id}: the Hub at {constants.ENDPOINT} kept failing ({_brief(error)}) after "
+            f"Could not {action} {repo_id}: the Hub at {constants.ENDPOINT} kept failing ({brief(error)}) after "
             f"{attempts} attempts. No commit was made by this push. {untouched} Run the same command again later: "
             "files already uploaded are not sent twice."
         )
-    if status == 401:
-        return (
-            f"Could not {action} {repo_id}: the Hub rejected the token (401). Create a write token at "
-            f"https://huggingface.co/settings/tokens, then set HF_TOKEN or run `hf auth login`. {untouched}"
-        )
-    if status == 403:
-        return (
-            f"Could not {action} {repo_id}: the token may not write there (403: {_brief(hub_error)}). Use a write "
-            f"token of the repo's owner or organisation. {untouched}"
-        )
-    return f"Could not {action} {repo_id}: {_brief(hub_error)}. {untouched}"
-
-
-def _status(error: BaseException) -> int | None:
-    response = getattr(error, "response", None)
-    return getattr(response, "status_code", None)
+    message = hub_errors.describe(error, repo_id) or hub_errors.http_cause(error, repo_id, token=True)
+    return f"Could not {action} {repo_id}: {message}. {untouched}"
 
 
 def _transport_errors() -> tuple[type[Exception], ...]:
@@ -432,21 +410,12 @@ TRANSPORT_ERRORS = _transport_errors()
 
 def _transient(error: BaseException) -> bool:
     """A 5xx/408/429 answer or a connection failure, anywhere in the exception chain."""
-    for cause in _chain(error):
+    for cause in chain(error):
         if isinstance(cause, OfflineModeIsEnabled):
             return False
-        if _status(cause) in RETRY_STATUSES or isinstance(cause, TRANSPORT_ERRORS):
+        if status_of(cause) in RETRY_STATUSES or isinstance(cause, TRANSPORT_ERRORS):
             return True
     return False
-
-
-def _brief(error: BaseException) -> str:
-    """One line: the status and the server's message, or the exception's first line."""
-    status, server_message = _status(error), getattr(error, "server_message", None)
-    if status is not None:
-        return f"HTTP {status}" + (f": {server_message}" if server_message else "")
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -474,21 +443,17 @@ def add_push_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_push(args: argparse.Namespace) -> int:
-    """`ddpm-hub push`: publish, print the commit URL as JSON; a PublishError becomes a message and exit code 1."""
+    """`ddpm-hub push`: publish, print the commit URL as JSON (a PublishError reaches the command line's boundary)."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        url = publish(
-            args.output_dir,
-            repo_id=args.repo_id,
-            private=args.private,
-            revision=args.revision,
-            commit_message=args.commit_message,
-            token=args.token,
-            license=args.license,
-        )
-    except PublishError as error:
-        print(f"ddpm-hub push: error: {error}", file=sys.stderr)
-        return 1
+    url = publish(
+        args.output_dir,
+        repo_id=args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        commit_message=args.commit_message,
+        token=args.token,
+        license=args.license,
+    )
     print(json.dumps({"output_dir": args.output_dir, "repo_id": args.repo_id, "commit_url": url}))
     return 0

@@ -48,6 +48,7 @@ import torch
 from diffusers import DDPMScheduler
 
 from .data import to_model_range
+from .errors import UsageError
 from .losses import prior_bits_per_dim, vb_terms_bits_per_dim
 from .scheduling_ddpm_hub import DDPMHubScheduler
 
@@ -127,7 +128,7 @@ def likelihood_timesteps(num_train_timesteps: int, num_steps: int | None = None)
     if num_steps is None or num_steps == num_train_timesteps:
         return torch.arange(num_train_timesteps - 1, -1, -1)
     if not isinstance(num_steps, (int, np.integer)) or not 2 <= num_steps <= num_train_timesteps:
-        raise ValueError(
+        raise UsageError(
             f"num_steps must be an integer between 2 and num_train_timesteps={num_train_timesteps} (a strided bound "
             f"keeps timesteps 0 and {num_train_timesteps - 1}), or None for the full chain; got {num_steps!r}."
         )
@@ -147,7 +148,7 @@ def likelihood_scheduler(scheduler, num_steps: int | None = None) -> DDPMHubSche
     elif type(scheduler) is DDPMScheduler:
         chain_scheduler = DDPMHubScheduler.from_config(scheduler.config)
     else:
-        raise ValueError(
+        raise UsageError(
             f"The likelihood needs the DDPM chain, but the pipeline's scheduler is {type(scheduler).__name__}. Load "
             "the pipeline with its DDPMHubScheduler (as saved), not a sampler swapped in for speed."
         )
@@ -278,9 +279,9 @@ def bits_per_dim(
     """
     _check_images(images, pipeline.unet)
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}.")
     if estimator not in ESTIMATORS:
-        raise ValueError(f"Unknown estimator {estimator!r}; valid choices are: {', '.join(ESTIMATORS)}.")
+        raise UsageError(f"Unknown estimator {estimator!r}; valid choices are: {', '.join(ESTIMATORS)}.")
     sampled = estimator == "sampled" and num_steps is not None
     scheduler = likelihood_scheduler(pipeline.scheduler, None if sampled else num_steps)
     num_train_timesteps = scheduler.config.num_train_timesteps
@@ -328,12 +329,12 @@ def _progress_bar(num_images: int, num_steps: int, batch_size: int):
 def _check_images(images: torch.Tensor, unet: torch.nn.Module) -> None:
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
         kind = images.dtype if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"images must be a uint8 tensor [N x C x H x W] with values 0..255, got {kind}.")
+        raise UsageError(f"images must be a uint8 tensor [N x C x H x W] with values 0..255, got {kind}.")
     size = unet.config.sample_size
     height, width = (size, size) if isinstance(size, int) else size
     expected = (unet.config.in_channels, height, width)
     if images.ndim != 4 or tuple(images.shape[1:]) != expected or images.shape[0] == 0:
-        raise ValueError(
+        raise UsageError(
             f"images must have shape [N x {' x '.join(map(str, expected))}] (N >= 1) for this UNet, "
             f"got {list(images.shape)}."
         )

@@ -5,6 +5,7 @@ weight, average or sum as they need (training averages, the likelihood sums over
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -81,58 +82,93 @@ def vb_terms_bits_per_dim(
     return torch.where(is_last, decoder_nll, kl)
 
 
+# For each prediction type (the one place training dispatches on it): the target the UNet learns, and the factor
+# f(SNR) by which its squared error exceeds that of x_0: ||x_0 error||^2 = ||target error||^2 / f(SNR).
+TARGETS = {
+    "epsilon": (lambda scheduler, x_0, noise, t: noise, lambda snr: snr),  # Algorithm 1
+    "sample": (lambda scheduler, x_0, noise, t: x_0, lambda snr: torch.ones_like(snr)),
+    "v_prediction": (lambda scheduler, x_0, noise, t: scheduler.get_velocity(x_0, noise, t), lambda snr: snr + 1),
+}
+
+
 def training_target(
     scheduler: DDPMHubScheduler, x_0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
 ) -> torch.Tensor:
     """What the UNet learns to output: epsilon (Algorithm 1), x_0, or v = sqrt(ab) eps - sqrt(1 - ab) x_0."""
-    prediction_type = scheduler.config.prediction_type
-    if prediction_type == "epsilon":
-        return noise
-    if prediction_type == "sample":
-        return x_0
-    return scheduler.get_velocity(x_0, noise, timesteps)
+    return TARGETS[scheduler.config.prediction_type][0](scheduler, x_0, noise, timesteps)
 
 
 def min_snr_weight(scheduler: DDPMHubScheduler, timesteps: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
     """
-    Min-SNR-gamma loss weights (Hang et al. 2023) for the configured target, `[N]`: min(SNR, gamma) / SNR for
-    epsilon, min(SNR, gamma) for x_0, min(SNR, gamma) / (SNR + 1) for v; SNR_t = ab_t / (1 - ab_t).
+    Min-SNR-gamma loss weights (Hang et al. 2023) for the configured target, `[N]`: the x_0-error weight
+    min(SNR, gamma) over the target's factor, i.e. min(SNR, gamma) / SNR for epsilon, min(SNR, gamma) for x_0,
+    min(SNR, gamma) / (SNR + 1) for v.
     """
-    alpha_bar = scheduler.alphas_cumprod[timesteps.cpu()].to(timesteps.device)
-    snr = alpha_bar / (1 - alpha_bar)
-    clipped = snr.clamp(max=gamma)
-    prediction_type = scheduler.config.prediction_type
-    if prediction_type == "epsilon":
-        return clipped / snr
-    if prediction_type == "sample":
-        return clipped
-    return clipped / (snr + 1)
+    snr = signal_to_noise(scheduler, timesteps)
+    return snr.clamp(max=gamma) / TARGETS[scheduler.config.prediction_type][1](snr)
 
 
-def diffusion_loss(
-    scheduler: DDPMHubScheduler,
-    model_output: torch.Tensor,
-    x_0: torch.Tensor,
-    x_t: torch.Tensor,
-    noise: torch.Tensor,
-    timesteps: torch.Tensor,
-    snr_gamma: float | None = None,
-    vlb_weight: float = 0.001,
-) -> torch.Tensor:
-    """
-    The training loss per sample, `[N]`.
+def signal_to_noise(scheduler: DDPMHubScheduler, timesteps: torch.Tensor) -> torch.Tensor:
+    """SNR_t = ab_t / (1 - ab_t), `[N]` float32 on the timesteps' device."""
+    alpha_bar = scheduler.alphas_cumprod[timesteps.cpu()].to(device=timesteps.device, dtype=torch.float32)
+    return alpha_bar / (1 - alpha_bar)
 
-    - L_simple (eq. 14): || target - prediction ||^2 averaged over dimensions, optionally min-SNR weighted;
-    - with `variance_type="learned_range"`, L_hybrid = L_simple + lambda L_vlb (Improved DDPM, lambda = 0.001), where
-      L_vlb ~ T * L_t for the sampled t and the mean is frozen (stop-gradient) so that L_vlb only trains the variance.
+
+@dataclass(frozen=True)
+class DiffusionObjective:
     """
-    prediction, variance_values = scheduler.split_model_output(model_output, x_t)
-    target = training_target(scheduler, x_0, noise, timesteps)
-    loss = mean_flat((prediction.float() - target.float()) ** 2)
-    if snr_gamma is not None:
-        loss = loss * min_snr_weight(scheduler, timesteps, snr_gamma)
-    if variance_values is not None:
-        frozen = torch.cat([prediction.detach(), variance_values], dim=1).float()
-        vb = vb_terms_bits_per_dim(scheduler, frozen, x_0.float(), x_t.float(), timesteps)
-        loss = loss + vlb_weight * scheduler.config.num_train_timesteps * vb
-    return loss
+    The training objective of a DDPM, per sample (`[N]`), for training, held-out validation and benchmarks alike.
+
+    - L_simple (Algorithm 1, eq. 14): t ~ U{0..T-1}, eps ~ N(0, I), x_t ~ q(x_t | x_0) (eq. 4), and
+      w_t || target - model(x_t, t) ||^2 averaged over dimensions, with w_t = 1, or the min-SNR-gamma weight when
+      `snr_gamma` is set;
+    - with `variance_type="learned_range"`, L_hybrid = L_simple + vlb_weight * T * L_t (Improved DDPM, lambda = 0.001),
+      the mean frozen (stop-gradient) inside L_vlb so that it only trains the variance.
+
+    Args (of a call):
+        model: called as `model(x_t, t).sample` (a UNet2DModel, possibly wrapped by DDP or compiled).
+        x_0: `[N x C x H x W]` in [-1, 1].
+        generator: draws t and eps on x_0's device, unless `timesteps` `[N]` and `noise` (like x_0) are given.
+    """
+
+    scheduler: DDPMHubScheduler
+    snr_gamma: float | None = None
+    vlb_weight: float = 0.001
+
+    def __call__(
+        self,
+        model: torch.nn.Module,
+        x_0: torch.Tensor,
+        generator: torch.Generator | None = None,
+        timesteps: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if timesteps is None:
+            num_timesteps = self.scheduler.config.num_train_timesteps
+            timesteps = torch.randint(0, num_timesteps, (x_0.shape[0],), generator=generator, device=x_0.device)
+        if noise is None:
+            noise = torch.randn(x_0.shape, generator=generator, device=x_0.device, dtype=x_0.dtype)
+        x_t = self.scheduler.add_noise(x_0, noise, timesteps)  # q(x_t | x_0), eq. 4
+        if x_0.is_cuda:
+            x_t = x_t.contiguous(memory_format=torch.channels_last)
+        return self.loss(model(x_t, timesteps).sample, x_0, x_t, noise, timesteps)
+
+    def loss(
+        self,
+        model_output: torch.Tensor,
+        x_0: torch.Tensor,
+        x_t: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+    ) -> torch.Tensor:
+        """The per-sample loss `[N]` of a model output at (x_t, t); the UNet output may hold 2C channels."""
+        prediction, variance_values = self.scheduler.split_model_output(model_output, x_t)
+        target = training_target(self.scheduler, x_0, noise, timesteps)
+        loss = mean_flat((prediction.float() - target.float()) ** 2)
+        if self.snr_gamma is not None:
+            loss = loss * min_snr_weight(self.scheduler, timesteps, self.snr_gamma)
+        if variance_values is not None:
+            frozen = torch.cat([prediction.detach(), variance_values], dim=1).float()
+            vb = vb_terms_bits_per_dim(self.scheduler, frozen, x_0.float(), x_t.float(), timesteps)
+            loss = loss + self.vlb_weight * self.scheduler.config.num_train_timesteps * vb
+        return loss

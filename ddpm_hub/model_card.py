@@ -11,31 +11,34 @@ through huggingface_hub's `ModelCardData`, so the Hub reads it (library, tags, p
 `model-index` of the metrics).
 """
 
-import json
 import math
 import os
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from . import __version__
+from .errors import InputNotFoundError
+from .resources import resource_path
+from .run_folder import (
+    BPD_PLOT_FILE,
+    OPTIONS_FILE,
+    SAMPLES_FILE,
+    SCHEDULER_CONFIG,
+    SWEEP_FILE,
+    UNET_CONFIG,
+    Metric,
+    TrainingSummary,
+    read_json,
+    read_metrics,
+)
+from .version import __version__
 
 TEMPLATE_NAME = "model_card.md"
-# The template lives at the top of the checkout (the design card's layout); a packaged copy may sit in ddpm_hub/.
-TEMPLATE_CANDIDATES = (
-    Path(__file__).resolve().parent.parent / TEMPLATE_NAME,
-    Path(__file__).resolve().parent / TEMPLATE_NAME,
-)
 DEFAULT_LICENSE = "apache-2.0"
 TAGS = ["pytorch", "diffusers", "unconditional-image-generation", "ddpm", "ddpm_hub"]
 PIPELINE_TAG = "unconditional-image-generation"
-
-SAMPLES_FILE = "samples.png"
-METRICS_FILE = "metrics.json"
-SWEEP_FILE = "sweep.md"
-OPTIONS_FILE = "training_options.json"
-SUMMARY_FILE = "training_summary.json"
 
 BUILTIN_DATASETS = {
     "builtin:digits": (
@@ -49,24 +52,15 @@ METRIC_NAMES = {
     "kid": "KID",
     "is": "Inception score",
 }
-# metrics.json (written by `ddpm-hub eval`): {"bpd": {"bits_per_dim", "standard_error", "num_images", "bound",
-# "dataset", ...}, "fid": {"value", "num_images", "method", "dataset", ...}, "kid": {"value", "std", ...}}.
-VALUE_KEYS = ("value", "bits_per_dim", "mean")
-SPREAD_KEYS = {"stderr": "s.e.", "standard_error": "s.e.", "std": "s.d."}  # ± what: standard error or deviation
-METHOD_KEYS = ("method", "bound")
-BPD_PLOT_FILE = "bits_per_timestep.png"
 
 
 def find_template(template_path: str | os.PathLike | None = None) -> Path:
-    """The model card template: `template_path`, else `model_card.md` at the top of the ddpm_hub checkout."""
-    candidates = [Path(template_path)] if template_path is not None else list(TEMPLATE_CANDIDATES)
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"No model card template at {', '.join(map(str, candidates))}. The template is the top-level {TEMPLATE_NAME} "
-        "of the ddpm_hub checkout: install ddpm_hub from it (pip install -e .) or pass template_path."
-    )
+    """The model card template: `template_path`, else the top-level `model_card.md` (bundled in a wheel)."""
+    if template_path is None:
+        return resource_path(TEMPLATE_NAME)
+    if not Path(template_path).is_file():
+        raise InputNotFoundError(f"No model card template at {template_path}.")
+    return Path(template_path)
 
 
 def render_model_card(
@@ -125,8 +119,9 @@ def _tidy(text: str) -> str:
 
 def collect_facts(folder: Path) -> dict:
     """Everything the template states, as plain values; a missing file gives `None` for its part."""
-    summary = read_json(folder / SUMMARY_FILE) or {}
-    options = read_json(folder / OPTIONS_FILE) or {}
+    record = TrainingSummary.read(folder)
+    summary = asdict(record) if record is not None else {}
+    options = read_json(folder / OPTIONS_FILE, "the training options") or {}
     model = _model_facts(folder)
     return {
         "model": model,
@@ -134,7 +129,7 @@ def collect_facts(folder: Path) -> dict:
         "training": _training_rows(summary, options) or None,
         "objective": _objective(model, options),
         "dataset": _dataset_facts(summary, options),
-        "metrics": _metric_rows(read_json(folder / METRICS_FILE) or {}),
+        "metrics": _metric_rows(read_metrics(folder)),
         "sweep": _read_text(folder / SWEEP_FILE),
         "bpd_plot": BPD_PLOT_FILE if (folder / BPD_PLOT_FILE).is_file() else None,
         "steps": summary.get("steps"),
@@ -146,19 +141,6 @@ def collect_facts(folder: Path) -> dict:
 
 def _read_text(path: Path) -> str | None:
     return path.read_text(encoding="utf-8").strip() if path.is_file() else None
-
-
-def read_json(path: Path) -> dict | None:
-    """A JSON object file, `None` if it does not exist; a clear error if it is not a JSON object."""
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); fix or remove it before publishing.") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}.")
-    return data
 
 
 def count_safetensors_parameters(folder: Path) -> int:
@@ -173,8 +155,8 @@ def count_safetensors_parameters(folder: Path) -> int:
 
 
 def _model_facts(folder: Path) -> dict:
-    unet = read_json(folder / "unet" / "config.json") or {}
-    scheduler = read_json(folder / "scheduler" / "scheduler_config.json") or {}
+    unet = read_json(folder / UNET_CONFIG, "the UNet configuration") or {}
+    scheduler = read_json(folder / SCHEDULER_CONFIG, "the scheduler configuration") or {}
     size = unet.get("sample_size")
     height, width = (size, size) if isinstance(size, int) else tuple(size or (None, None))
     channels = unet.get("in_channels")
@@ -353,30 +335,23 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _metric_rows(metrics: dict) -> list[dict] | None:
-    """One row per metric of metrics.json that has a number: name, value, ± spread, images, how it was measured."""
-    rows = []
-    for key, entry in metrics.items():
-        entry = entry if isinstance(entry, dict) else {"value": entry}
-        value = next((entry[k] for k in (*VALUE_KEYS, key) if isinstance(entry.get(k), (int, float))), None)
-        if value is None or isinstance(value, bool) or not math.isfinite(value):
-            continue
-        spread_key = next((k for k in SPREAD_KEYS if isinstance(entry.get(k), (int, float))), None)
-        method = next((entry[k] for k in METHOD_KEYS if entry.get(k)), None)
-        rows.append(
-            {
-                "key": key,
-                "name": METRIC_NAMES.get(key, key),
-                "value": f"{value:.4g}",
-                "number": round(float(value), 6),
-                "spread": f"{entry[spread_key]:.2g} ({SPREAD_KEYS[spread_key]})" if spread_key else None,
-                "num_images": f"{entry['num_images']:,}" if isinstance(entry.get("num_images"), int) else None,
-                "method": method,
-                "dataset": entry.get("dataset"),
-                "split": entry.get("split"),
-                "command": entry.get("command"),
-            }
-        )
+def _metric_rows(metrics: list[Metric]) -> list[dict] | None:
+    """One row per measured metric: name, value, ± spread, images, how it was measured."""
+    rows = [
+        {
+            "key": metric.key,
+            "name": METRIC_NAMES.get(metric.key, metric.key),
+            "value": f"{metric.value:.4g}",
+            "number": round(metric.value, 6),
+            "spread": f"{metric.spread:.2g} ({metric.spread_kind})" if metric.spread is not None else None,
+            "num_images": f"{metric.num_images:,}" if metric.num_images is not None else None,
+            "method": metric.method,
+            "dataset": metric.dataset,
+            "split": metric.split,
+            "command": metric.command,
+        }
+        for metric in metrics
+    ]
     return rows or None
 
 

@@ -15,19 +15,21 @@ from ddpm_hub import DDPMHubScheduler, cli, evaluation
 from ddpm_hub.configs import build_pipeline
 from ddpm_hub.evaluation import (
     DEFAULT_SWEEP,
-    FeatureExtractorUnavailable,
     Sampler,
-    extract_features,
-    frechet_distance,
-    frechet_distance_from_statistics,
     generate_images,
-    inception_feature_extractor,
-    kernel_inception_distance,
     parse_sampler,
-    polynomial_mmd2_unbiased,
     sampler_sweep,
     with_sampler,
     write_sweep,
+)
+from ddpm_hub.metrics import (
+    FeatureExtractorUnavailable,
+    extract_features,
+    frechet_distance,
+    frechet_distance_from_statistics,
+    inception_feature_extractor,
+    kernel_inception_distance,
+    polynomial_mmd2_unbiased,
 )
 
 
@@ -246,4 +248,4 @@ def test_cli_offline_is_a_message_not_a_traceback(monkeypatch, capsys, tmp_path)
     assert cli.main(["eval", "ddpm-tiny-8", "--sweep", "--samplers", "euler-5"]) == 2
     assert "NAME-STEPS" in capsys.readouterr().err
     assert cli.main(["eval", "ddpm-tiny-8", "--bpd", "--dataset_name", "cifar10", "--train_data_dir", "x"]) == 2
-    assert "Give one image source" in capsys.readouterr().err
+    assert "Give exactly one image source" in capsys.readouterr().err

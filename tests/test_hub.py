@@ -357,16 +357,15 @@ def test_only_the_main_process_publishes(hub_server: HubServer, repo_id: str, tm
 def test_card_with_evaluation_results_has_a_model_index(tmp_path: Path, hub_server: HubServer):
     """The metrics files `ddpm-hub eval` leaves in the output folder: a real (tiny) --bpd run, FID/KID and a sweep
     written with evaluation's own functions (FID needs the Inception weights, which this machine cannot download)."""
-    from ddpm_hub.evaluation import update_metrics_file, write_sweep
+    from ddpm_hub.evaluation import write_sweep
+    from ddpm_hub.run_folder import update_metrics
 
     output_dir = make_output_dir(tmp_path / "run")
     assert cli.main(["eval", str(output_dir), "--bpd", "--bpd_steps", "4", "--max_images", "8"]) == 0
     bpd = json.loads((output_dir / "metrics.json").read_text())["bpd"]
     method = "DDPM, 250 steps; 1000 samples against 1797 dataset images; inception-v3-compat features (torch-fidelity)"
     common = {"num_images": 1000, "method": method, "dataset": "builtin:digits", "split": None, "seed": 0}
-    update_metrics_file(
-        output_dir, {"fid": {"value": 41.3, **common}, "kid": {"value": 0.0123, "std": 0.0011, **common}}
-    )
+    update_metrics(output_dir, {"fid": {"value": 41.3, **common}, "kid": {"value": 0.0123, "std": 0.0011, **common}})
     row = {"label": "DDPM", "steps": 250, "nfe": 250, "fid": 41.3, "kid_mean": 0.0123, "kid_std": 0.0011}
     settings = {
         "num_images": 1000,

@@ -2,11 +2,10 @@
 
     pytest tests/test_train.py -q --durations=0
 
-Runs that must be real processes (two ranks with gloo, SIGKILL, exit codes) are subprocesses; option checks run
-in-process against the script's functions.
+Runs that must be real processes (two ranks with gloo, SIGKILL, exit codes) are subprocesses, started through
+tests/launch_train.py where a fault or the Hub stand-in is needed; option checks run in-process against the library.
 """
 
-import dataclasses
 import importlib.util
 import json
 import math
@@ -16,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import types
 import uuid
 from pathlib import Path
 
@@ -28,36 +26,31 @@ from processes import run_process_group
 from safetensors.torch import load_file
 
 from ddpm_hub import DDPMHubPipeline
+from ddpm_hub.configs import build_pipeline
 from ddpm_hub.data import UInt8ImageDataset
-from ddpm_hub.training import (
-    EMA,
-    MicroBatches,
+from ddpm_hub.options import HelpFormatter, flat_fields, to_flat_dict
+from ddpm_hub.training.batches import MicroBatches, make_loader, split_holdout
+from ddpm_hub.training.checkpoints import (
     commit_checkpoint,
-    derive_seed,
     latest_checkpoint,
     list_checkpoints,
     prune_checkpoints,
     temporary_checkpoint_dir,
     weights_checksum,
 )
+from ddpm_hub.training.checks import check_options
+from ddpm_hub.training.ema import EMA
+from ddpm_hub.training.options import TrainingOptions, build_parser, parse_options
+from ddpm_hub.training.randomness import derive_seed
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "training" / "train.py"
+LAUNCHER = ROOT / "tests" / "launch_train.py"  # train.py with test doubles: fault injection, a Hub stand-in
 # A run small enough for seconds: 64 digits at 8x8 RGB, 45k parameters, 5-step sampling of 4 images.
 TINY = [
     "--pipeline", "ddpm-tiny-8", "--max_train_samples", "64", "--train_batch_size", "4", "--lr_warmup_steps", "2",
     "--num_validation_images", "4", "--ddpm_num_inference_steps", "5", "--validation_steps", "0", "--logger", "none",
 ]  # fmt: skip
-
-
-def load_train_module():
-    spec = importlib.util.spec_from_file_location("train_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train = load_train_module()
 
 
 def free_port() -> int:
@@ -113,8 +106,7 @@ def test_two_processes_equal_weights_lr_per_optimizer_step_and_one_publish(tmp_p
     args += ["--lr_scheduler", "linear", "--learning_rate", str(lr), "--lr_warmup_steps", str(warmup)]
     args += ["--checkpointing_steps", "3", "--validation_steps", "3", "--num_validation_images", "3"]
     args += ["--push_to_hub", "--hub_model_id", "alice/tiny", "--hub_private_repo", "--hub_token", "hf_alice_write"]
-    fake_hub = ROOT / "tests" / "test_train_fake_hub.py"
-    check_ok(run_script(args, processes=2, script=fake_hub, env={"FAKE_HUB_RECORD": str(record)}))
+    check_ok(run_script(args, processes=2, script=LAUNCHER, env={"FAKE_HUB_RECORD": str(record)}))
     calls = [json.loads(line) for line in record.read_text().splitlines()]
     assert calls == [
         {"output_dir": str(out), "repo_id": "alice/tiny", "private": True, "token": "hf_alice_write", "rank": 0,
@@ -155,7 +147,7 @@ def test_sigkill_and_resume_is_bit_identical_with_ema(tmp_path):
 
     # B loads data in a worker process: the batches are a function of their position, not of who makes them.
     common += ["--dataloader_num_workers", "1"]
-    killed = run_script([*common, "--output_dir", str(b), "--debug_kill_at_step", "4"])
+    killed = run_script([*common, "--output_dir", str(b)], script=LAUNCHER, env={"FAULT_KILL_AFTER_CHECKPOINT": "4"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert [p.name for p in list_checkpoints(b / "checkpoints")] == ["checkpoint-2", "checkpoint-4"]
     assert not (b / "model_index.json").exists()
@@ -226,7 +218,7 @@ def test_objectives_train_with_finite_loss(tmp_path, extra):
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
     out = tmp_path / "run"
     args = [*TINY, "--max_train_steps", "5", "--checkpointing_steps", "2", "--output_dir", str(out)]
-    result = run_script([*args, "--debug_nonfinite_loss_at_step", "3"])
+    result = run_script(args, script=LAUNCHER, env={"FAULT_NONFINITE_LOSS_AT_STEP": "3"})
     assert result.returncode == 1
     assert "non-finite loss at step 3" in result.stderr and "checkpoint-2" in result.stderr
     assert "Traceback" not in result.stderr
@@ -257,7 +249,7 @@ def test_bad_inputs_exit_before_building_a_model(tmp_path, args, message):
 
 
 def check(argv: list[str]):
-    return train.parse_and_check_options(argv)
+    return check_options(parse_options(argv)[0])
 
 
 @pytest.mark.parametrize(
@@ -270,7 +262,7 @@ def check(argv: list[str]):
         (["--train_batch_size", "0"], ValueError, "--train_batch_size must be at least 1"),
         (["--learning_rate", "-1"], ValueError, "--learning_rate must be > 0"),
         (["--ddpm_num_inference_steps", "2000"], ValueError, "exceeds the 1000 training timesteps"),
-        (["--dataset_name", "cifar10", "--train_data_dir", "."], ValueError, "Give one image source"),
+        (["--dataset_name", "cifar10", "--train_data_dir", "."], ValueError, "Give exactly one image source"),
         (["--resume_from_checkpoint", "/nonexistent/checkpoint-3"], FileNotFoundError, "is not a folder"),
         (["--resume_from_checkpoint", "latest", "--overwrite_output_dir"], ValueError, "contradict"),
     ],
@@ -305,30 +297,30 @@ def test_stale_checkpoints_need_resume_or_overwrite(tmp_path):
 
 
 def test_learned_range_cannot_be_forced_on_a_trained_fixed_variance_unet(tmp_path):
-    pipeline = train.build_pipeline("ddpm-tiny-8")
+    pipeline = build_pipeline("ddpm-tiny-8")
     pipeline.save_pretrained(tmp_path / "trained")
     options, source = check(["--pipeline", str(tmp_path / "trained")])
-    assert source.kind == "folder" and options.resolution == 8
+    assert source.kind == "folder" and options.data.resolution == 8
     with pytest.raises(ValueError, match="needs a UNet with 6 output channels"):
         check(["--pipeline", str(tmp_path / "trained"), "--variance_type", "learned_range"])
 
 
 def test_defaults_resolve_from_the_pipeline_and_data_source():
     options, source = check(["--pipeline", "ddpm-digits-16"])
-    assert source.kind == "config" and options.resolution == 16 and options.dataset_name == "builtin:digits"
+    assert source.kind == "config" and options.data.resolution == 16 and options.data.dataset_name == "builtin:digits"
     options, _ = check(["--train_data_dir", str(ROOT)])
-    assert options.dataset_name is None
+    assert options.data.dataset_name is None
 
 
 def test_config_file_sets_options_and_the_command_line_wins(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("learning_rate: 3e-4\nuse_ema: true\ntrain_batch_size: 32\nlr_scheduler: constant\n")
-    options = train.parse_options(["--config", str(config), "--train_batch_size", "8"])
+    options, _ = parse_options(["--config", str(config), "--train_batch_size", "8"])
     assert options.learning_rate == 3e-4 and options.use_ema and options.lr_scheduler == "constant"
     assert options.train_batch_size == 8
     as_json = tmp_path / "options.json"
-    as_json.write_text(json.dumps(train.asdict(options)))  # training_options.json is a valid --config
-    assert train.parse_options(["--config", str(as_json)]) == options
+    as_json.write_text(json.dumps(to_flat_dict(options)))  # training_options.json is a valid --config
+    assert parse_options(["--config", str(as_json)])[0] == options
 
 
 @pytest.mark.parametrize(
@@ -344,12 +336,12 @@ def test_config_file_errors(tmp_path, text, message):
     config = tmp_path / "bad.yaml"
     config.write_text(text)
     with pytest.raises(ValueError) as raised:
-        train.parse_options(["--config", str(config)])
+        parse_options(["--config", str(config)])
     assert message in str(raised.value)
 
 
 def test_help_documents_every_option_with_its_default():
-    text = train.build_parser().format_help()
+    text = build_parser().format_help()
     spec = (
         "pipeline dataset_name train_data_dir image_column resolution center_crop random_flip output_dir seed "
         "train_batch_size max_train_steps num_epochs gradient_accumulation_steps learning_rate lr_scheduler "
@@ -358,12 +350,12 @@ def test_help_documents_every_option_with_its_default():
         "num_validation_images logger dataloader_num_workers push_to_hub hub_model_id hub_private_repo snr_gamma "
         "compile max_train_minutes"
     ).split()
-    fields = [f.name for f in train.fields(train.TrainingOptions) if not f.metadata["hidden"]]
+    fields = [f.name for f, _, _ in flat_fields(TrainingOptions)]
     assert set(spec) <= set(fields)
     for name in fields:
         assert f"--{name}" in text
-    formatter = train._HelpFormatter("train.py")
-    for action in train.build_parser()._actions:
+    formatter = HelpFormatter("train.py")
+    for action in build_parser()._actions:
         if action.dest in fields:
             assert "default" in formatter._get_help_string(action), action.dest
     assert "debug_kill_at_step" not in text
@@ -444,13 +436,9 @@ def test_checkpoint_commit_latest_and_prune(tmp_path):
 
 def test_resume_starts_the_loader_at_the_saved_position_without_replaying_batches():
     images = UInt8ImageDataset(torch.zeros(40, 1, 2, 2, dtype=torch.uint8))
-    options = train.TrainingOptions(max_train_steps=10, gradient_accumulation_steps=2, dataloader_num_workers=0)
-    run = types.SimpleNamespace(
-        options=options,
-        data=MicroBatches(images, 4, 1, 0, seed=0),
-        accelerator=types.SimpleNamespace(device=torch.device("cpu")),
-    )
-    loader = train.make_loader(run, first_micro_batch=8)  # resumed after optimizer step 4
+    data = MicroBatches(images, 4, 1, 0, seed=0)
+    # resumed after optimizer step 4 of 10, 2 micro-batches each
+    loader = make_loader(data, first_micro_batch=8, end=20, num_workers=0, pin_memory=False)
     assert list(loader.sampler) == list(range(8, 20))
     assert [m for m, _ in loader] == list(range(8, 20))
 
@@ -460,7 +448,7 @@ def test_fine_tune_from_a_private_hub_repo(hub_server, tmp_path):
     from huggingface_hub import HfApi
 
     repo_id = f"alice/tiny-base-{uuid.uuid4().hex[:8]}"
-    base = train.build_pipeline("ddpm-tiny-8", seed=1)
+    base = build_pipeline("ddpm-tiny-8", seed=1)
     base.save_pretrained(tmp_path / "base")
     api = HfApi(token="hf_alice_write")
     api.create_repo(repo_id, private=True)
@@ -493,14 +481,11 @@ def test_held_out_loss_and_bits_per_dim_are_logged_and_summarised(tmp_path):
 
 
 def test_held_out_split_is_seeded_and_checked():
-    from accelerate import PartialState
-
-    PartialState()  # train.py logs through Accelerate's logger
-    options, _ = check(["--validation_holdout", "3"])
     images = torch.arange(10, dtype=torch.uint8).reshape(10, 1, 1, 1)
-    kept, held = train.split_holdout(options, images)
-    kept_again, held_again = train.split_holdout(options, images)
+    kept, held = split_holdout(images, 3, seed=0)
+    kept_again, held_again = split_holdout(images, 3, seed=0)
     assert torch.equal(held, held_again) and len(held) == 3 and len(kept) == 7
     assert sorted(torch.cat([kept, held]).flatten().tolist()) == list(range(10))
+    assert not torch.equal(split_holdout(images, 3, seed=1)[1], held)
     with pytest.raises(ValueError, match="leaves no training images: the dataset has 10"):
-        train.split_holdout(dataclasses.replace(options, validation_holdout=10), images)
+        split_holdout(images, 10, seed=0)

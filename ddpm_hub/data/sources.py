@@ -1,0 +1,324 @@
+"""The image sources of `ddpm_hub.data` (built-in digits, a folder, a Hub dataset), decoded into one uint8 tensor."""
+
+import logging
+import os
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..errors import InputNotFoundError, UsageError
+from .decode import SkipImage, decode_hub_value, image_to_tensor, open_file, strict_truncation_check
+
+logger = logging.getLogger(__name__)
+
+BUILTIN_DATASETS = ("builtin:digits",)
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+VALID_CHANNELS = (1, 3)
+MAX_REASONS_SHOWN = 5
+
+
+class SkippedImagesWarning(UserWarning):
+    """Emitted once per :func:`load_image_tensor` call when some files or rows were skipped."""
+
+
+@dataclass
+class ImageDatasetReport:
+    """What happened while loading.
+
+    Attributes:
+        num_images: images decoded into the tensor (its first dimension).
+        num_skipped: files or rows that were skipped.
+        skipped: ``(file path relative to the folder, or row id, reason)`` for every skipped item, in order.
+    """
+
+    num_images: int
+    num_skipped: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def summary(self, max_reasons: int = MAX_REASONS_SHOWN) -> str:
+        """One line: the first ``max_reasons`` skipped items with their reasons."""
+        shown = "; ".join(f"{item}: {reason}" for item, reason in self.skipped[:max_reasons])
+        more = f" (first {max_reasons} shown)" if self.num_skipped > max_reasons else ""
+        return f"{shown}{more}"
+
+
+def load_image_tensor(
+    dataset_name: str | None = "builtin:digits",
+    train_data_dir: str | None = None,
+    image_column: str | None = None,
+    resolution: int = 16,
+    channels: int = 1,
+    center_crop: bool = True,
+    split: str = "train",
+    cache_dir: str | None = None,
+    max_images: int | None = None,
+) -> tuple[torch.Tensor, ImageDatasetReport]:
+    """Decode a whole image dataset once into a uint8 tensor.
+
+    Args:
+        dataset_name: ``"builtin:digits"`` or a name/path for ``datasets.load_dataset``. Pass ``None`` when
+            ``train_data_dir`` is given: exactly one of the two must be set.
+        train_data_dir: a local folder of images, walked recursively in sorted path order.
+        image_column: Hub datasets only; default: the first ``Image``-typed column, else ``"image"`` or ``"img"``.
+        resolution: height and width of the output images.
+        channels: 1 (L) or 3 (RGB), the UNet's ``in_channels``.
+        center_crop: resize the short side to ``resolution`` then crop the centre (True), or resize the whole image
+            to ``resolution x resolution`` (False). See the module docstring.
+        split: Hub datasets only.
+        cache_dir: passed to ``datasets.load_dataset``.
+        max_images: stop after this many usable images (files or rows after that are not examined).
+
+    Returns:
+        ``(images, report)``: ``images`` is a uint8 tensor [N x channels x resolution x resolution] with values
+        0..255; ``report`` counts the decoded and skipped items and gives a reason per skipped item.
+
+    Raises:
+        ValueError: bad arguments (listing what is accepted), no usable image, a dataset that cannot be loaded.
+        FileNotFoundError: ``train_data_dir`` does not exist.
+    """
+    _check_arguments(dataset_name, train_data_dir, image_column, resolution, channels, split, max_images)
+    if train_data_dir is not None:
+        source = f"train_data_dir {train_data_dir!r}"
+        images, report = _load_folder(train_data_dir, resolution, channels, center_crop, max_images)
+    elif dataset_name in BUILTIN_DATASETS:
+        source = dataset_name
+        images, report = _load_digits(resolution, channels, max_images)
+    else:
+        source = f"dataset {dataset_name!r} (split {split!r})"
+        images, report = _load_hub_dataset(
+            dataset_name, image_column, resolution, channels, center_crop, split, cache_dir, max_images
+        )
+
+    if report.num_images == 0:
+        raise UsageError(f"0 images usable in {source}, {report.num_skipped} skipped: {report.summary()}.")
+    if report.num_skipped:
+        warnings.warn(
+            f"Skipped {report.num_skipped} of {report.num_images + report.num_skipped} items in {source}: "
+            f"{report.summary()}. The full list is in the report's `skipped`.",
+            SkippedImagesWarning,
+            stacklevel=2,
+        )
+    megabytes = images.numel() * images.element_size() / 2**20
+    logger.info(
+        "Loaded %d images from %s into a uint8 tensor [%s] (%.1f MB); %d skipped.",
+        report.num_images,
+        source,
+        " x ".join(str(size) for size in images.shape),
+        megabytes,
+        report.num_skipped,
+    )
+    return images, report
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Argument checks (before any heavy work)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _check_arguments(
+    dataset_name: str | None,
+    train_data_dir: str | None,
+    image_column: str | None,
+    resolution: int,
+    channels: int,
+    split: str,
+    max_images: int | None,
+) -> None:
+    if channels not in VALID_CHANNELS:
+        raise UsageError(f"channels must be one of {VALID_CHANNELS} (L or RGB), got {channels!r}.")
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+        raise UsageError(f"resolution must be an integer >= 1, got {resolution!r}.")
+    if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1):
+        raise UsageError(f"max_images must be None (all images) or an integer >= 1, got {max_images!r}.")
+    check_source(dataset_name, train_data_dir, image_column, split)
+
+
+def check_source(dataset_name: str | None, train_data_dir: str | None, image_column: str | None, split: str) -> None:
+    """Exactly one image source, and only the settings that apply to it; a folder that exists. Before any work."""
+    if (dataset_name is None) == (train_data_dir is None):
+        given = "both were given" if dataset_name is not None else "neither was given"
+        raise UsageError(
+            f"Give exactly one image source, --dataset_name or --train_data_dir; {given} "
+            f"(dataset_name={dataset_name!r}, train_data_dir={train_data_dir!r}). Accepted: --dataset_name "
+            f"{' or '.join(BUILTIN_DATASETS)} or a Hub dataset name, or --train_data_dir <image folder>."
+        )
+    if dataset_name is not None:
+        if dataset_name == "":
+            raise UsageError("dataset_name is empty; give a Hub dataset name or one of " + ", ".join(BUILTIN_DATASETS))
+        if dataset_name.startswith("builtin:") and dataset_name not in BUILTIN_DATASETS:
+            raise UsageError(
+                f"Unknown builtin dataset {dataset_name!r}; valid builtin names: {list(BUILTIN_DATASETS)}."
+            )
+    hub = dataset_name is not None and dataset_name not in BUILTIN_DATASETS
+    if not hub:
+        what = f"train_data_dir {train_data_dir!r}" if train_data_dir is not None else dataset_name
+        if image_column is not None:
+            raise UsageError(f"image_column applies only to Hub datasets, not to {what}; got {image_column!r}.")
+        if split != "train":
+            raise UsageError(
+                f"split applies only to Hub datasets; {what} has the single split 'train', got {split!r}."
+            )
+    elif not isinstance(split, str) or not split:
+        raise UsageError(f"split must be a split name such as 'train', got {split!r}.")
+    if train_data_dir is not None:
+        if not os.path.exists(train_data_dir):
+            raise InputNotFoundError(f"--train_data_dir {train_data_dir!r} does not exist; give a folder of images.")
+        if not os.path.isdir(train_data_dir):
+            raise UsageError(f"--train_data_dir {train_data_dir!r} is a file, not a folder; give a folder of images.")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sources
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _load_digits(resolution: int, channels: int, max_images: int | None) -> tuple[torch.Tensor, ImageDatasetReport]:
+    """scikit-learn digits [1797 x 8 x 8] in 0..16 -> uint8 [N x channels x resolution x resolution]."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits().images[:max_images]  # [N x 8 x 8] float64, 0..16
+    images = torch.from_numpy(digits).to(torch.float32).mul_(255.0 / 16.0).unsqueeze(1)  # [N x 1 x 8 x 8], 0..255
+    if resolution != images.shape[-1]:
+        # Bilinear like the folder path; antialias only matters when shrinking below 8x8.
+        images = F.interpolate(images, size=(resolution, resolution), mode="bilinear", antialias=True)
+    images = images.round_().clamp_(0, 255).to(torch.uint8)
+    if channels == 3:
+        images = images.repeat(1, 3, 1, 1)
+    return images, ImageDatasetReport(num_images=images.shape[0], num_skipped=0)
+
+
+def _load_folder(
+    root: str, resolution: int, channels: int, center_crop: bool, max_images: int | None
+) -> tuple[torch.Tensor, ImageDatasetReport]:
+    image_paths, skipped = _list_folder(root)
+    if not image_paths:
+        report = ImageDatasetReport(num_images=0, num_skipped=len(skipped), skipped=skipped)
+        raise UsageError(
+            f"0 images usable in train_data_dir {root!r}, {len(skipped)} skipped: {report.summary()}. "
+            f"Accepted extensions: {', '.join(IMAGE_EXTENSIONS)} (searched recursively)."
+        )
+
+    def items() -> Iterator[tuple[str, Callable[[], Image.Image]]]:
+        for relative_path in image_paths:
+            path = os.path.join(root, relative_path)
+            yield relative_path, lambda path=path: open_file(path, resolution)
+
+    capacity = len(image_paths) if max_images is None else min(max_images, len(image_paths))
+    return _decode_into_tensor(items(), capacity, resolution, channels, center_crop, skipped)
+
+
+def _list_folder(root: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Relative paths (``/``-separated, sorted) of files with an image extension, and the other files as skipped."""
+    image_paths, other_paths = [], []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [name for name in dirnames if not name.startswith(".")]  # .git, .ipynb_checkpoints
+        for name in filenames:
+            if name.startswith("."):  # .DS_Store and friends
+                continue
+            relative_path = os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
+            extension = os.path.splitext(name)[1].lower()
+            (image_paths if extension in IMAGE_EXTENSIONS else other_paths).append(relative_path)
+    skipped = [
+        (path, f"not an image file extension (accepted: {', '.join(IMAGE_EXTENSIONS)})")
+        for path in sorted(other_paths)
+    ]
+    return sorted(image_paths), skipped
+
+
+def _load_hub_dataset(
+    dataset_name: str,
+    image_column: str | None,
+    resolution: int,
+    channels: int,
+    center_crop: bool,
+    split: str,
+    cache_dir: str | None,
+    max_images: int | None,
+) -> tuple[torch.Tensor, ImageDatasetReport]:
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(dataset_name, split=split, cache_dir=cache_dir)
+    except Exception as exc:  # ConnectionError offline, DatasetNotFoundError, unknown split, ...
+        raise UsageError(
+            f"Could not load dataset {dataset_name!r} (split {split!r}) with datasets.load_dataset: "
+            f"{type(exc).__name__}: {exc}. This machine may be offline (Hub datasets must then already be in the "
+            "datasets cache), or the name or split may be wrong. For a local image folder use train_data_dir "
+            "(--train_data_dir DIR); to train without any download use dataset_name='builtin:digits'."
+        ) from exc
+
+    column = _resolve_image_column(dataset, image_column, dataset_name)
+    feature = dataset.features[column]
+    # Read the raw {"bytes", "path"} values and decode one row at a time, so that a bad row is skipped, not fatal.
+    try:
+        raw = dataset.select_columns([column]).cast_column(column, datasets.Image(decode=False))
+    except Exception as exc:
+        raise UsageError(
+            f"Column {column!r} of dataset {dataset_name!r} has type {feature} and cannot be read as images; "
+            f"give image_column=<an Image column>. Columns: {dataset.column_names}."
+        ) from exc
+    decoder = datasets.Image(mode=feature.mode if isinstance(feature, datasets.Image) else None)
+
+    def items() -> Iterator[tuple[str, Callable[[], Image.Image]]]:
+        row = 0
+        for batch in raw.iter(batch_size=256):
+            for value in batch[column]:
+                name = value.get("path") if isinstance(value, dict) else None
+                item_id = f"row {row}" + (f" ({name})" if name else "")
+                yield item_id, lambda value=value: decode_hub_value(decoder, value)
+                row += 1
+
+    capacity = len(raw) if max_images is None else min(max_images, len(raw))
+    return _decode_into_tensor(items(), capacity, resolution, channels, center_crop, skipped=[])
+
+
+def _resolve_image_column(dataset, image_column: str | None, dataset_name: str) -> str:
+    import datasets
+
+    columns = dataset.column_names
+    if image_column is not None:
+        if image_column not in columns:
+            raise UsageError(
+                f"image_column {image_column!r} is not a column of dataset {dataset_name!r}; columns: {columns}."
+            )
+        return image_column
+    for name, feature in dataset.features.items():
+        if isinstance(feature, datasets.Image):
+            return name
+    for name in ("image", "img"):
+        if name in columns:
+            return name
+    raise UsageError(
+        f"Dataset {dataset_name!r} has no Image-typed column and no column named 'image' or 'img'; its columns are "
+        f"{columns}. Give image_column=<column>."
+    )
+
+
+def _decode_into_tensor(
+    items: Iterable[tuple[str, Callable[[], Image.Image]]],
+    capacity: int,
+    resolution: int,
+    channels: int,
+    center_crop: bool,
+    skipped: list[tuple[str, str]],
+) -> tuple[torch.Tensor, ImageDatasetReport]:
+    """Fill a preallocated uint8 [capacity x C x H x W] tensor; only one PIL image is alive at a time."""
+    images = torch.empty((capacity, channels, resolution, resolution), dtype=torch.uint8)
+    count = 0
+    with strict_truncation_check():
+        for item_id, load in items:
+            if count == capacity:
+                break
+            try:
+                images[count] = image_to_tensor(load(), resolution, channels, center_crop)
+            except SkipImage as reason:
+                skipped.append((item_id, str(reason)))
+                continue
+            count += 1
+    if count < capacity:
+        images = images[:count].clone()  # own exactly the usable rows
+    return images, ImageDatasetReport(num_images=count, num_skipped=len(skipped), skipped=skipped)

@@ -1,0 +1,68 @@
+"""uint8 images and the model's range: the conversions, and the dataset that serves a uint8 tensor to training."""
+
+import torch
+
+
+def to_model_range(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Map uint8 pixels 0..255 to `dtype` in [-1, 1] (``x / 127.5 - 1``), the range the DDPM is trained on.
+
+    Args:
+        images: uint8 tensor of any shape, e.g. [N x C x H x W] or [C x H x W].
+        dtype: float32 for training; the likelihood uses float64 (the pixels are then the exact bin centres).
+    """
+    if images.dtype != torch.uint8:
+        raise ValueError(f"to_model_range expects a uint8 tensor with values 0..255, got dtype {images.dtype}.")
+    return images.to(dtype) / 127.5 - 1.0
+
+
+def from_model_range(images: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`to_model_range`: float in [-1, 1] to uint8 0..255 (``round((x + 1) * 127.5)``, clamped).
+
+    Args:
+        images: floating-point tensor of any shape, e.g. [N x C x H x W].
+    """
+    if not images.is_floating_point():
+        raise ValueError(f"from_model_range expects a floating-point tensor in [-1, 1], got dtype {images.dtype}.")
+    return ((images.to(torch.float32) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+class UInt8ImageDataset(torch.utils.data.Dataset):
+    """Serve a uint8 image tensor as float32 [C x H x W] items in [-1, 1], with an optional horizontal flip.
+
+    The flip is drawn per item as ``torch.rand(1, generator=generator) < 0.5`` (the draw torchvision's
+    ``RandomHorizontalFlip`` makes, so the flips match diffusers' training script for the same RNG state):
+
+    - ``dataset[i]`` (what ``DataLoader`` calls) uses the global torch RNG. It is reproducible after
+      ``torch.manual_seed(seed)``: with ``num_workers=0`` the flips come from the main process RNG; with workers,
+      PyTorch seeds each worker from the main RNG (or the DataLoader's ``generator``), so a fixed seed and a fixed
+      ``num_workers`` give the same flips.
+    - ``dataset.get_item(i, generator)`` draws from the given ``torch.Generator`` instead, for full control.
+
+    With ``random_flip=False`` no random number is drawn, so the RNG stream is the same as without this dataset.
+
+    Args:
+        tensor: uint8 images [N x C x H x W] (from :func:`load_image_tensor`).
+        random_flip: flip each item left-right with probability 1/2.
+    """
+
+    def __init__(self, tensor: torch.Tensor, random_flip: bool = False):
+        if tensor.dtype != torch.uint8 or tensor.ndim != 4:
+            raise ValueError(
+                f"UInt8ImageDataset expects a uint8 tensor [N x C x H x W], got dtype {tensor.dtype} "
+                f"and shape {list(tensor.shape)}."
+            )
+        self.tensor = tensor
+        self.random_flip = random_flip
+
+    def __len__(self) -> int:
+        return self.tensor.shape[0]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.get_item(index)
+
+    def get_item(self, index: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Item ``index`` as float32 [C x H x W] in [-1, 1], the flip drawn from ``generator`` (None: global RNG)."""
+        image = to_model_range(self.tensor[index])
+        if self.random_flip and torch.rand(1, generator=generator).item() < 0.5:
+            image = image.flip(-1)
+        return image

@@ -1,0 +1,40 @@
+"""The project's own error types: what the command lines show as one message instead of a traceback.
+
+Library code raises these where the cause is the user's input (an option, a file, a folder, a repo) and the message
+already says what was wrong and what is accepted. Anything else (a bug, an error from inside torch) keeps its type
+and its traceback: the command lines catch `DDPMHubError` only.
+
+`UsageError` is also a `ValueError` and `InputNotFoundError` a `FileNotFoundError`, so `except ValueError` around a
+library call keeps working.
+"""
+
+import contextlib
+import sys
+
+
+class DDPMHubError(Exception):
+    """An error whose message is complete: the command lines print it without a traceback."""
+
+    exit_code = 1
+
+
+class UsageError(DDPMHubError, ValueError):
+    """A bad option or input value, found before work was done (exit status 2, as argparse uses)."""
+
+    exit_code = 2
+
+
+class InputNotFoundError(DDPMHubError, FileNotFoundError):
+    """A file, folder or repo named by the user does not exist, or is not what it should be."""
+
+    exit_code = 2
+
+
+@contextlib.contextmanager
+def exit_on_error(program: str):
+    """At a command-line boundary: a `DDPMHubError` becomes `program: error: message` and its exit status."""
+    try:
+        yield
+    except DDPMHubError as error:
+        print(f"{program}: error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)

@@ -1,0 +1,205 @@
+"""Sample quality from features: FID (Heusel et al. 2017) and KID (Binkowski et al. 2018), computed here in float64,
+and the feature extractors they are defined on.
+
+FID goes through the eigenvalues of sqrt(S_a) S_b sqrt(S_a) (the same value as scipy's sqrtm formula, without its
+complex round-off); KID is the unbiased MMD^2 with the cubic polynomial kernel averaged over random subsets
+(torch-fidelity's definition). The default features are torch-fidelity's Inception-v3 (`inception_feature_extractor`):
+the port of the TensorFlow FID network, so the numbers compare with papers. torch-fidelity needs torchvision, hence
+the optional `metrics` extra; without it, or offline without the weights, `FeatureExtractorUnavailable` says what to
+do.
+"""
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import DDPMHubError, InputNotFoundError, UsageError
+
+# uint8 images [N x 3 x H x W] -> float features [N x D]
+FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]
+
+INCEPTION_NAME = "inception-v3-compat"
+INCEPTION_FEATURES = "2048"  # the pool3 features FID and KID are defined on
+
+
+class FeatureExtractorUnavailable(DDPMHubError, RuntimeError):
+    """The Inception network cannot be built here: torch-fidelity missing, or its weights not downloadable."""
+
+    exit_code = 2
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Features
+
+
+def inception_feature_extractor(
+    weights_path: str | os.PathLike | None = None, device: str | torch.device = "cpu"
+) -> FeatureExtractor:
+    """
+    torch-fidelity's Inception-v3 (`inception-v3-compat`, pool3, 2048 features), as a function of uint8 images.
+
+    Args:
+        weights_path: a local copy of the weights file (`weights-inception-2015-12-05-6726825d.pth`); default:
+            torch-fidelity's normal download into the torch hub cache ($TORCH_HOME/hub/checkpoints).
+        device: where the network runs.
+
+    Raises:
+        FeatureExtractorUnavailable: torch-fidelity is not installed, or the weights cannot be downloaded.
+        FileNotFoundError / ValueError: `weights_path` is missing or is not a plain tensor state dict.
+    """
+    try:
+        from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
+    except ImportError as error:
+        raise FeatureExtractorUnavailable(
+            f"FID and KID use torch-fidelity's Inception-v3, which is not importable here ({error}). Install it with "
+            "`pip install 'ddpm-hub[metrics]'` (torch-fidelity, which needs torchvision built for your torch)."
+        ) from error
+    if weights_path is not None:
+        _check_weights_file(weights_path)
+    try:
+        network = FeatureExtractorInceptionV3(
+            INCEPTION_NAME,
+            [INCEPTION_FEATURES],
+            feature_extractor_weights_path=None if weights_path is None else str(weights_path),
+        )
+    except (OSError, RuntimeError) as error:  # URLError, socket and HTTP errors are OSErrors; a bad hash RuntimeError
+        raise FeatureExtractorUnavailable(
+            f"Could not get the Inception-v3 weights ({type(error).__name__}: {error}). This machine may be offline: "
+            f"download {URL_INCEPTION_V3} elsewhere and pass it with --inception_weights PATH "
+            "(inception_feature_extractor(weights_path=...)), or put it in $TORCH_HOME/hub/checkpoints/."
+        ) from error
+    network = network.to(device)
+
+    @torch.no_grad()
+    def extract(images: torch.Tensor) -> torch.Tensor:
+        return network(images.to(device))[0]
+
+    return extract
+
+
+def _check_weights_file(weights_path: str | os.PathLike) -> None:
+    """The weights must be a state dict of tensors: load it with the safe unpickler before torch-fidelity does."""
+    if not Path(weights_path).is_file():
+        raise InputNotFoundError(f"Inception weights file {str(weights_path)!r} does not exist.")
+    try:
+        state_dict = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise UsageError(
+            f"{weights_path} is not a PyTorch state dict of tensors ({type(error).__name__}: {error}); expected "
+            "torch-fidelity's weights-inception-2015-12-05-6726825d.pth."
+        ) from error
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise UsageError(f"{weights_path} holds {type(state_dict).__name__}, not a state dict of tensors.")
+
+
+def extract_features(images: torch.Tensor, feature_extractor: FeatureExtractor, batch_size: int = 64) -> np.ndarray:
+    """
+    Features of uint8 images `[N x C x H x W]` -> float64 `[N x D]`. One-channel images are repeated to RGB, as the
+    Inception network expects (it resizes to 299 x 299 itself).
+    """
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise UsageError(
+            f"images must be uint8 [N x C x H x W] with C = 1 or 3, got {images.dtype} {list(images.shape)}."
+        )
+    if images.shape[1] == 1:
+        images = images.repeat(1, 3, 1, 1)
+    chunks = [feature_extractor(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    features = torch.cat([c.reshape(c.shape[0], -1) for c in chunks]).detach().cpu().to(torch.float64).numpy()
+    if not np.isfinite(features).all():
+        raise UsageError("the feature extractor returned non-finite features.")
+    return features
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# FID and KID
+
+
+def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean `[D]` and covariance `[D x D]` (unbiased, ddof = 1) of features `[N x D]`, N >= 2."""
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or len(features) < 2:
+        raise UsageError(f"FID needs features [N x D] with N >= 2, got shape {list(features.shape)}.")
+    return features.mean(axis=0), np.cov(features, rowvar=False).reshape(features.shape[1], features.shape[1])
+
+
+def frechet_distance_from_statistics(
+    mu_a: np.ndarray, sigma_a: np.ndarray, mu_b: np.ndarray, sigma_b: np.ndarray
+) -> float:
+    """
+    Frechet distance between N(mu_a, sigma_a) and N(mu_b, sigma_b):
+    ||mu_a - mu_b||^2 + Tr(sigma_a + sigma_b - 2 (sigma_a sigma_b)^(1/2)).
+
+    Tr (S_a S_b)^(1/2) = sum of sqrt(eigenvalues of S_a^(1/2) S_b S_a^(1/2)), a symmetric PSD matrix with the same
+    eigenvalues as S_a S_b, so the trace is real by construction.
+    """
+    sqrt_a = _psd_sqrt(sigma_a)
+    middle = sqrt_a @ sigma_b @ sqrt_a
+    trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
+    fid = np.sum((mu_a - mu_b) ** 2) + np.trace(sigma_a) + np.trace(sigma_b) - 2 * trace_sqrt
+    return float(max(fid, 0.0))
+
+
+def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
+    eigenvalues, eigenvectors = np.linalg.eigh((matrix + matrix.T) / 2)
+    return (eigenvectors * np.sqrt(np.clip(eigenvalues, 0, None))) @ eigenvectors.T
+
+
+def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """FID when the features are Inception pool3 features: the Frechet distance of their Gaussian fits."""
+    return frechet_distance_from_statistics(*feature_statistics(features_a), *feature_statistics(features_b))
+
+
+def polynomial_mmd2_unbiased(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """Unbiased MMD^2 with the kernel k(x, y) = (x . y / D + 1)^3 (KID's kernel), `[m x D]` and `[n x D]`."""
+    dim = features_a.shape[1]
+    k_aa = (features_a @ features_a.T / dim + 1) ** 3
+    k_bb = (features_b @ features_b.T / dim + 1) ** 3
+    k_ab = (features_a @ features_b.T / dim + 1) ** 3
+    m, n = len(features_a), len(features_b)
+    return float(
+        (k_aa.sum() - np.trace(k_aa)) / (m * (m - 1)) + (k_bb.sum() - np.trace(k_bb)) / (n * (n - 1)) - 2 * k_ab.mean()
+    )
+
+
+def kernel_inception_distance(
+    features_a: np.ndarray,
+    features_b: np.ndarray,
+    num_subsets: int = 100,
+    subset_size: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """
+    KID: mean and standard deviation of the unbiased polynomial MMD^2 over `num_subsets` random subsets of
+    `min(subset_size, N_a, N_b)` features from each set, drawn without replacement (torch-fidelity's protocol).
+    """
+    size = min(subset_size, len(features_a), len(features_b))
+    if size < 2:
+        raise UsageError(f"KID needs at least 2 features in each set, got {len(features_a)} and {len(features_b)}.")
+    rng = np.random.default_rng(seed)
+    mmds = [
+        polynomial_mmd2_unbiased(
+            features_a[rng.choice(len(features_a), size, replace=False)],
+            features_b[rng.choice(len(features_b), size, replace=False)],
+        )
+        for _ in range(num_subsets)
+    ]
+    return float(np.mean(mmds)), float(np.std(mmds))
+
+
+def sample_quality(
+    generated_features: np.ndarray, reference_features: np.ndarray, kid_subset_size: int = 1000, seed: int = 0
+) -> dict:
+    """FID and KID of generated against reference features, with the set sizes (small sets bias FID upwards)."""
+    kid_mean, kid_std = kernel_inception_distance(
+        generated_features, reference_features, subset_size=kid_subset_size, seed=seed
+    )
+    return {
+        "fid": frechet_distance(generated_features, reference_features),
+        "kid_mean": kid_mean,
+        "kid_std": kid_std,
+        "num_generated": len(generated_features),
+        "num_reference": len(reference_features),
+    }

@@ -1,0 +1,106 @@
+"""The `DDPMHubPipeline` that `import ddpm_hub` gives: the sampling code of the shipped file `pipeline_ddpm_hub.py`
+plus what only the installed package does, loading with the installed classes (`ddpm_hub.loading`), saving the code
+files next to the weights, publishing (`ddpm_hub.hub`) and the likelihood (`ddpm_hub.likelihood`).
+
+Both classes are called `DDPMHubPipeline`, so that a saved folder's `model_index.json` names the same class whether
+it is loaded with this package or, through the shipped file, with plain diffusers and `trust_remote_code=True`.
+"""
+
+import os
+import tempfile
+
+from . import loading
+from . import pipeline_ddpm_hub as shipped
+from .errors import UsageError
+
+
+class HubPipelineMixin:
+    """Loading, saving and publishing for the library's pipeline classes (sampling lives in the shipped files)."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+        """
+        Load a pipeline folder or Hub repo saved by `DDPMHubPipeline.save_pretrained` or by diffusers' `DDPMPipeline`.
+
+        Keyword arguments: `torch_dtype`, `revision`, `token`, `cache_dir`, `local_files_only`, `unet` / `scheduler`
+        (use these components instead of loading them), `allow_pickle` (default `False`: safetensors weights only;
+        pickle weights can run code when unpickled).
+
+        From the Hub only `model_index.json`, the configs and `unet/*.safetensors` are downloaded (no shipped code: the
+        installed classes are used); with `HF_HUB_OFFLINE=1` the cached snapshot is used. A missing repo, a private
+        repo without access, a missing revision, or an uncached repo offline raise huggingface_hub's exception types
+        with a message naming the repo, the cause and the fix.
+        """
+        return cls(**loading.load_components(pretrained_model_name_or_path, **kwargs))
+
+    def save_pretrained(
+        self, save_directory: str | os.PathLike, safe_serialization: bool = True, push_to_hub: bool = False, **kwargs
+    ) -> None:
+        """
+        Save weights (safetensors), configs and the pipeline/scheduler code files to `save_directory`.
+
+        The result loads with `DDPMHubPipeline.from_pretrained(save_directory)` and, without ddpm_hub installed, with
+        `DiffusionPipeline.from_pretrained(save_directory, trust_remote_code=True)`.
+        """
+        if not safe_serialization:
+            raise UsageError("DDPMHubPipeline saves safetensors weights only; pickle checkpoints are not written.")
+        hub_kwargs = {
+            k: kwargs.pop(k) for k in ("repo_id", "token", "private", "commit_message", "revision") if k in kwargs
+        }
+        super().save_pretrained(save_directory, safe_serialization=True, **kwargs)
+        loading.save_with_code(self, save_directory)
+        if push_to_hub:
+            self._publish(save_directory, **hub_kwargs)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        create_pr: bool = False,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        revision: str | None = None,
+    ) -> str:
+        """
+        Publish this pipeline exactly as `ddpm-hub push` does: save it to a temporary folder, then
+        `ddpm_hub.hub.publish` it (validation, model card, one commit, retries). Returns the commit URL.
+
+        The repo has the layout and card of a pushed training output, without the sample grid, training record and
+        metrics that only a training run's output folder has.
+        """
+        if create_pr or variant is not None or not safe_serialization:
+            raise UsageError(
+                "DDPMHubPipeline.push_to_hub commits safetensors weights to a branch; create_pr, variant and "
+                "safe_serialization=False are not supported."
+            )
+        with tempfile.TemporaryDirectory(prefix="ddpm_hub_push_") as folder:
+            self.save_pretrained(folder)
+            return self._publish(folder, repo_id, token, private, commit_message, revision)
+
+    @staticmethod
+    def _publish(folder, repo_id=None, token=None, private=None, commit_message=None, revision=None) -> str:
+        from .hub import publish  # publishing renders the model card: imported when used
+
+        return publish(
+            folder,
+            repo_id=repo_id or os.path.basename(os.path.abspath(folder)),
+            private=bool(private),
+            revision=revision,
+            commit_message=commit_message,
+            token=token,
+        )
+
+
+class DDPMHubPipeline(HubPipelineMixin, shipped.DDPMHubPipeline):
+    __doc__ = shipped.DDPMHubPipeline.__doc__
+
+    def likelihood(self, images, **kwargs):
+        """
+        Bits/dim of uint8 images `[N x C x H x W]` by the variational bound (DDPM eq. 5); see
+        `ddpm_hub.likelihood.bits_per_dim` for the options (full chain, strided bound, sampled estimate).
+        """
+        from .likelihood import bits_per_dim
+
+        return bits_per_dim(self, images, **kwargs)

@@ -1,0 +1,235 @@
+"""One contract for the folders ddpm_hub reads and writes: the file names, their schemas, and what a folder is.
+
+A *pipeline configuration* (`pipelines/<name>/`) is a pipeline folder without weights; a *trained folder* has UNet
+weights too (safetensors, or pickles that loading refuses unless told to trust them). A training run's `output_dir`
+is a trained folder with the run's record next to the weights:
+
+    model_index.json unet/ scheduler/ *.py   the pipeline (save_pretrained)
+    samples.png                              a grid sampled from it                    (training, publishing)
+    training_options.json                    the resolved options (a valid --config)    (training, model card)
+    training_summary.json                    `TrainingSummary`                          (training, model card)
+    metrics.json                             `Metric` entries by key: bpd, fid, kid     (ddpm-hub eval, model card)
+    bpd.json bits_per_timestep.png           the likelihood report                      (ddpm-hub eval --bpd)
+    fid.json sweep.md sweep.json             sample quality                             (ddpm-hub eval --fid/--sweep)
+    checkpoints/ logs/                       resumable state, tracker logs              (never published)
+
+Training, evaluation, the model card and publishing all take the names and the schemas from here.
+"""
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .errors import UsageError
+
+MODEL_INDEX = "model_index.json"
+UNET_CONFIG = "unet/config.json"
+SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
+SAMPLES_FILE = "samples.png"
+OPTIONS_FILE = "training_options.json"
+SUMMARY_FILE = "training_summary.json"
+METRICS_FILE = "metrics.json"
+BPD_FILE = "bpd.json"
+BPD_PLOT_FILE = "bits_per_timestep.png"
+FID_FILE = "fid.json"
+SWEEP_FILE = "sweep.md"
+SWEEP_JSON_FILE = "sweep.json"
+CARD_FILE = "README.md"
+CHECKPOINTS_DIR = "checkpoints"
+
+SAFE_WEIGHT_SUFFIXES = (".safetensors",)
+PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What a folder is
+
+
+def unet_weight_files(folder: str | os.PathLike) -> list[str]:
+    """The UNet weight files of a pipeline folder, any format, as `unet/<name>` paths (sorted)."""
+    unet = Path(folder, "unet")
+    if not unet.is_dir():
+        return []
+    suffixes = SAFE_WEIGHT_SUFFIXES + PICKLE_WEIGHT_SUFFIXES
+    return sorted(f"unet/{p.name}" for p in unet.iterdir() if p.is_file() and p.name.endswith(suffixes))
+
+
+def is_pipeline_folder(folder: str | os.PathLike) -> bool:
+    """A folder with a `model_index.json`: a configuration or a trained pipeline."""
+    return Path(folder, MODEL_INDEX).is_file()
+
+
+def is_trained_folder(folder: str | os.PathLike) -> bool:
+    """
+    A pipeline folder with UNet weights in any format. Pickle-only weights count: such a folder is trained, and
+    loading it refuses the pickles with a message (it is never mistaken for a configuration and re-initialised).
+    """
+    return is_pipeline_folder(folder) and bool(unet_weight_files(folder))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# JSON files
+
+
+def read_json(path: str | os.PathLike, what: str = "") -> dict | None:
+    """
+    A JSON object file; `None` if it does not exist. Invalid JSON or another type raises a `UsageError` naming the
+    file, the position and what was expected (`what`, e.g. "the UNet configuration").
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        described = f" ({what})" if what else ""
+        raise UsageError(f"{path}{described} is not valid JSON: {error}. Fix the file or remove it.") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path} must hold a JSON object, got {type(data).__name__}.")
+    return data
+
+
+def write_json(path: str | os.PathLike, data: dict) -> None:
+    """Write under a temporary name, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# training_summary.json
+
+
+@dataclass
+class DatasetRecord:
+    source: str | None = None
+    num_images: int | None = None
+    num_skipped: int | None = None
+    skipped: list = field(default_factory=list)  # [item, reason] pairs, the first 20
+
+
+@dataclass
+class SamplesRecord:
+    file: str = SAMPLES_FILE
+    num_images: int | None = None
+    steps: int | None = None
+
+
+@dataclass
+class TrainingSummary:
+    """What a training run did, written by training and read by the model card (`training_summary.json`)."""
+
+    steps: int
+    max_train_steps: int | None = None
+    stopped_by: str | None = None  # max_train_steps | max_train_minutes
+    resumed_from_step: int | None = None
+    images_seen: int | None = None
+    epochs: float | None = None
+    wall_time_seconds: float | None = None
+    images_per_second: float | None = None
+    final_loss: float | None = None
+    mean_loss_last_100_steps: float | None = None
+    final_learning_rate: float | None = None
+    device: str | None = None
+    num_processes: int | None = None
+    mixed_precision: str | None = None
+    global_batch_size: int | None = None
+    ema: bool | None = None
+    parameters: int | None = None
+    pipeline: str | None = None
+    dataset: DatasetRecord = field(default_factory=DatasetRecord)
+    samples: SamplesRecord = field(default_factory=SamplesRecord)
+    weights_sha256_per_rank: list = field(default_factory=list)
+    validation: dict | None = None  # held-out metrics: held_out_images, loss, bits_per_dim, ...
+
+    def write(self, folder: str | os.PathLike) -> None:
+        write_json(Path(folder, SUMMARY_FILE), asdict(self))
+
+    @classmethod
+    def read(cls, folder: str | os.PathLike) -> "TrainingSummary | None":
+        """The folder's summary, `None` if it has none; keys of newer versions are ignored."""
+        data = read_json(Path(folder, SUMMARY_FILE), "a training summary")
+        if data is None:
+            return None
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if "steps" not in values:
+            raise UsageError(f"{Path(folder, SUMMARY_FILE)} has no 'steps': it is not a ddpm_hub training summary.")
+        values["dataset"] = _record(DatasetRecord, values.get("dataset"))
+        values["samples"] = _record(SamplesRecord, values.get("samples"))
+        return cls(**values)
+
+
+def _record(kind, data):
+    known = {f.name for f in fields(kind)}
+    return kind(**{k: v for k, v in (data or {}).items() if k in known})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# metrics.json
+
+
+@dataclass
+class Metric:
+    """
+    One entry of `metrics.json`, as the model card shows it. On disk an entry is a JSON object with the number under
+    `value` (or `bits_per_dim` for `bpd`), its spread under `standard_error`/`stderr` or `std`, and `num_images`,
+    `method` (or `bound`), `dataset`, `split`, `seed`, `command`.
+    """
+
+    key: str
+    value: float
+    spread: float | None = None
+    spread_kind: str | None = None  # "s.e." or "s.d."
+    num_images: int | None = None
+    method: str | None = None
+    dataset: str | None = None
+    split: str | None = None
+    command: str | None = None
+
+    @classmethod
+    def from_json(cls, key: str, entry) -> "Metric | None":
+        """The entry as a Metric; `None` for an entry without a finite number."""
+        entry = entry if isinstance(entry, dict) else {"value": entry}
+        value = next((entry[k] for k in ("value", "bits_per_dim", "mean", key) if _is_number(entry.get(k))), None)
+        if value is None or not math.isfinite(value):
+            return None
+        spread = next(((k, entry[k]) for k in SPREAD_KINDS if _is_number(entry.get(k))), (None, None))
+        return cls(
+            key=key,
+            value=float(value),
+            spread=spread[1],
+            spread_kind=SPREAD_KINDS.get(spread[0]),
+            num_images=entry.get("num_images") if isinstance(entry.get("num_images"), int) else None,
+            method=entry.get("method") or entry.get("bound"),
+            dataset=entry.get("dataset"),
+            split=entry.get("split"),
+            command=entry.get("command"),
+        )
+
+
+SPREAD_KINDS = {"stderr": "s.e.", "standard_error": "s.e.", "std": "s.d."}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def read_metrics(folder: str | os.PathLike) -> list[Metric]:
+    """The metrics of a folder that have a finite number, in file order."""
+    data = read_json(Path(folder, METRICS_FILE), "the evaluation metrics") or {}
+    metrics = (Metric.from_json(key, entry) for key, entry in data.items())
+    return [metric for metric in metrics if metric is not None]
+
+
+def update_metrics(folder: str | os.PathLike, entries: dict) -> Path:
+    """Merge `entries` into `folder/metrics.json`: a new evaluation replaces its own keys, keeps the others."""
+    path = Path(folder, METRICS_FILE)
+    metrics = read_json(path, "the evaluation metrics") or {}
+    metrics.update(entries)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, metrics)
+    return path

@@ -1,0 +1,187 @@
+"""Setting up a run: the accelerator, the data, the model, the objective, the optimizer, the EMA: one `Run`."""
+
+import logging
+import math
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration
+from diffusers import UNet2DModel
+from diffusers.optimization import get_scheduler
+
+from ..configs import build_pipeline, count_parameters
+from ..data import ImageDatasetReport, UInt8ImageDataset
+from ..errors import UsageError
+from ..losses import DiffusionObjective
+from ..pipeline import DDPMHubPipeline
+from ..scheduling_ddpm_hub import DDPMHubScheduler
+from .batches import MicroBatches, split_holdout
+from .checks import PipelineSource, scheduler_overrides, unet_overrides
+from .ema import EMA
+from .options import TrainingOptions
+
+logger = get_logger(__name__, log_level="INFO")
+
+
+@dataclass
+class Run:
+    """Everything the training loop touches."""
+
+    options: TrainingOptions
+    accelerator: Accelerator
+    model: torch.nn.Module  # prepared (DDP, autocast, compiled): the one to call in training
+    scheduler: DDPMHubScheduler  # on the full training chain; never set_timesteps on it
+    objective: DiffusionObjective
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler
+    ema: EMA | None
+    data: MicroBatches
+    report: ImageDatasetReport
+    output_dir: Path
+    holdout: torch.Tensor | None = None  # uint8 [N x C x H x W], not trained on
+
+    @property
+    def unet(self) -> UNet2DModel:
+        """The bare UNet: what is saved, checksummed and averaged."""
+        return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+
+    @property
+    def images_per_step(self) -> int:
+        return self.data.global_batch_size * self.options.gradient_accumulation_steps
+
+
+def distributed_without_accelerator() -> bool:
+    """
+    `accelerate launch --multi_gpu --num_processes N` on a machine without GPUs: Accelerate falls back to N separate
+    single-process runs unless told to use the CPU; with `cpu=True` the ranks form one gloo group (MULTI_CPU).
+    """
+    has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator
+
+
+def make_accelerator(o: TrainingOptions) -> Accelerator:
+    output_dir = Path(o.output_dir)
+    accelerator = Accelerator(
+        cpu=distributed_without_accelerator(),
+        mixed_precision=o.mixed_precision,
+        log_with=None if o.logger == "none" else o.logger,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / o.logging_dir)),
+        step_scheduler_with_optimizer=False,  # we step the LR schedule once per optimizer step, whatever the world
+        dynamo_backend="inductor" if o.compile else None,
+    )
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        raise UsageError("fp16 mixed precision needs a GPU; on a CPU use --mixed_precision bf16 or no.")
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per file of every checkpoint otherwise
+    logger.info(
+        "%d process(es), device %s, mixed precision %s",
+        accelerator.num_processes,
+        accelerator.device,
+        accelerator.mixed_precision,
+    )
+    return accelerator
+
+
+def load_training_images(o: TrainingOptions, source: PipelineSource, accelerator: Accelerator):
+    """uint8 `[N x C x H x W]` (training) and the held-out images; a Hub dataset is downloaded by the main process
+    first."""
+    with accelerator.main_process_first():
+        images, report = o.data.load(channels=source.unet_config["in_channels"])
+    logger.info(
+        "Dataset: %d images [%s], %d skipped",
+        report.num_images,
+        " x ".join(map(str, images.shape)),
+        report.num_skipped,
+    )
+    if report.num_skipped:
+        logger.warning("Skipped %d items: %s", report.num_skipped, report.summary())
+    images, holdout = split_holdout(images, o.validation_holdout, o.seed)
+    if holdout is not None:
+        logger.info("Held out %d images for validation; %d train", len(holdout), len(images))
+    return images, holdout, report
+
+
+def resolve_training_length(o: TrainingOptions, data: MicroBatches) -> TrainingOptions:
+    """max_train_steps from num_epochs (in optimizer steps), and num_epochs from max_train_steps."""
+    micro_batches_per_step = o.gradient_accumulation_steps
+    if o.max_train_steps is None:
+        steps = max(1, o.num_epochs * data.batches_per_epoch // micro_batches_per_step)
+        return replace(o, max_train_steps=steps)
+    epochs = math.ceil(o.max_train_steps * micro_batches_per_step / data.batches_per_epoch)
+    return replace(o, num_epochs=epochs)
+
+
+def build_training_pipeline(o: TrainingOptions, source: PipelineSource) -> DDPMHubPipeline:
+    if source.kind == "config":
+        return build_pipeline(
+            source.location,
+            seed=o.seed,
+            unet_overrides=unet_overrides(o, source),
+            scheduler_overrides=scheduler_overrides(o),
+        )
+    token = {"token": o.hub_token} if source.kind == "hub" else {}
+    pipeline = DDPMHubPipeline.from_pretrained(source.location, **token)
+    scheduler = DDPMHubScheduler.from_config({**pipeline.scheduler.config, **scheduler_overrides(o)})
+    if pipeline.unet.config.sample_size != o.data.resolution:
+        pipeline.unet.register_to_config(sample_size=o.data.resolution)
+    return DDPMHubPipeline(unet=pipeline.unet, scheduler=scheduler)
+
+
+def apply_speed_settings(unet: UNet2DModel, o: TrainingOptions, device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = o.allow_tf32
+        torch.backends.cudnn.allow_tf32 = o.allow_tf32
+        unet.to(memory_format=torch.channels_last)
+    if o.enable_xformers_memory_efficient_attention:
+        unet.enable_xformers_memory_efficient_attention()
+
+
+def make_optimizer(unet: UNet2DModel, o: TrainingOptions, device: torch.device) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(
+        unet.parameters(),
+        lr=o.learning_rate,
+        betas=(o.adam_beta1, o.adam_beta2),
+        weight_decay=o.adam_weight_decay,
+        eps=o.adam_epsilon,
+        fused=device.type == "cuda",
+    )
+
+
+def build_run(o: TrainingOptions, source: PipelineSource, accelerator: Accelerator, images, report, holdout) -> Run:
+    data = MicroBatches(
+        UInt8ImageDataset(images, random_flip=o.random_flip),
+        o.train_batch_size,
+        accelerator.num_processes,
+        accelerator.process_index,
+        o.seed,
+    )
+    o = replace(resolve_training_length(o, data), mixed_precision=accelerator.mixed_precision)
+    pipeline = build_training_pipeline(o, source)
+    unet = pipeline.unet.train()
+    apply_speed_settings(unet, o, accelerator.device)
+    scheduler = pipeline.scheduler.config
+    logger.info(
+        "UNet: %s parameters; %s betas, T=%d, %s prediction, %s variance",
+        f"{count_parameters(unet):,}",
+        scheduler.beta_schedule,
+        scheduler.num_train_timesteps,
+        scheduler.prediction_type,
+        scheduler.variance_type,
+    )
+    optimizer = make_optimizer(unet, o, accelerator.device)
+    lr_scheduler = get_scheduler(
+        o.lr_scheduler, optimizer, num_warmup_steps=o.lr_warmup_steps, num_training_steps=o.max_train_steps
+    )
+    ema = EMA(unet, o.ema_max_decay, o.ema_inv_gamma, o.ema_power) if o.use_ema else None
+    model, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+    if ema is not None:
+        ema.model.to(accelerator.device)
+    objective = DiffusionObjective(pipeline.scheduler, snr_gamma=o.snr_gamma)
+    return Run(
+        o, accelerator, model, pipeline.scheduler, objective, optimizer, lr_scheduler, ema, data, report,
+        Path(o.output_dir), holdout,
+    )  # fmt: skip

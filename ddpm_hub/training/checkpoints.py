@@ -1,0 +1,122 @@
+"""Checkpoint folders, `output_dir/checkpoints/checkpoint-<step>/`: Accelerate's state (model, optimizer, LR
+schedule, RNG states) plus the EMA weights and the data position (`training_state.json`). Written under a temporary
+name and renamed when complete, so that a kill leaves either the old set of checkpoints or the new one. Saving a
+run into one and resuming from one: `ddpm_hub.training.run_state`.
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import InputNotFoundError
+
+CHECKPOINT_PREFIX = "checkpoint-"
+TEMPORARY_PREFIX = ".tmp-" + CHECKPOINT_PREFIX
+TRAINING_STATE = "training_state.json"
+EMA_FOLDER = "ema_unet"
+
+
+@dataclass
+class TrainingState:
+    """What a checkpoint adds to Accelerate's state: the data position and what it must agree with on resume."""
+
+    global_step: int  # optimizer steps done
+    micro_batch: int  # next micro-batch m to train on (global_step x gradient_accumulation_steps)
+    epoch: int
+    batch_in_epoch: int
+    seed: int
+    global_batch_size: int
+    gradient_accumulation_steps: int
+    num_images: int
+    ema_updates: int | None = None
+
+    def write(self, folder: Path) -> None:
+        (folder / TRAINING_STATE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, folder: Path) -> "TrainingState":
+        path = folder / TRAINING_STATE
+        if not path.is_file():
+            raise InputNotFoundError(f"{folder} is not a ddpm_hub training checkpoint: it has no {TRAINING_STATE}.")
+        return cls(**json.loads(path.read_text()))
+
+
+def checkpoint_step(path: Path) -> int | None:
+    match = re.fullmatch(re.escape(CHECKPOINT_PREFIX) + r"(\d+)", path.name)
+    return int(match.group(1)) if match and path.is_dir() else None
+
+
+def list_checkpoints(checkpoints_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints, oldest first (temporary folders of interrupted saves are not checkpoints)."""
+    folder = Path(checkpoints_dir)
+    if not folder.is_dir():
+        return []
+    found = [(checkpoint_step(p), p) for p in folder.iterdir()]
+    return [p for step, p in sorted((s, p) for s, p in found if s is not None)]
+
+
+def latest_checkpoint(checkpoints_dir: str | os.PathLike) -> Path | None:
+    checkpoints = list_checkpoints(checkpoints_dir)
+    return checkpoints[-1] if checkpoints else None
+
+
+def temporary_checkpoint_dir(checkpoints_dir: str | os.PathLike, step: int) -> Path:
+    return Path(checkpoints_dir) / f"{TEMPORARY_PREFIX}{step}"
+
+
+def commit_checkpoint(temporary: Path, checkpoints_dir: str | os.PathLike, step: int) -> Path:
+    """
+    Rename a fully written temporary folder to `checkpoint-<step>`: the rename is atomic, so a kill leaves either the
+    old set of checkpoints or the new one, never a half-written `checkpoint-<step>`.
+    """
+    final = Path(checkpoints_dir) / f"{CHECKPOINT_PREFIX}{step}"
+    if final.exists():  # the same step saved again (e.g. a rerun): move the old one aside first
+        stale = final.with_name(f".stale-{final.name}")
+        shutil.rmtree(stale, ignore_errors=True)
+        os.replace(final, stale)
+        os.replace(temporary, final)
+        shutil.rmtree(stale, ignore_errors=True)
+    else:
+        os.replace(temporary, final)
+    _fsync_dir(final.parent)
+    return final
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not supported on every platform / filesystem
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def prune_checkpoints(checkpoints_dir: str | os.PathLike, total_limit: int | None) -> list[Path]:
+    """Delete the oldest checkpoints beyond `total_limit`, and leftovers of interrupted saves; returns the deleted."""
+    folder = Path(checkpoints_dir)
+    deleted = [p for p in folder.glob(".tmp-*") if p.is_dir()] + [p for p in folder.glob(".stale-*") if p.is_dir()]
+    checkpoints = list_checkpoints(folder)
+    if total_limit is not None and len(checkpoints) > total_limit:
+        deleted += checkpoints[: len(checkpoints) - total_limit]
+    for path in deleted:
+        shutil.rmtree(path, ignore_errors=True)
+    return deleted
+
+
+def weights_checksum(module: torch.nn.Module) -> str:
+    """sha256 of every tensor of the state dict, in key order: equal iff the weights are bit-identical."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

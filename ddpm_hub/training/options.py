@@ -1,0 +1,209 @@
+"""`TrainingOptions`: every option of training, one typed frozen object; `--help`, `--config` and the checks of
+value ranges come from its fields (`ddpm_hub.options`). The data options are `ddpm_hub.data.DataOptions`, shared
+with `ddpm-hub eval`.
+"""
+
+import argparse
+import json
+from dataclasses import dataclass, field, replace
+
+from ..data import DataOptions
+from ..options import HelpFormatter, add_arguments, from_namespace, option, read_config_file, to_flat_dict
+from ..scheduling_ddpm_hub import BETA_SCHEDULES, PREDICTION_TYPES, VARIANCE_TYPES
+
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
+LOGGERS = ("tensorboard", "wandb", "none")
+MIXED_PRECISIONS = ("no", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    # Model
+    pipeline: str = option(
+        "ddpm-digits-16",
+        "a pipelines/<name> configuration (name or folder) to train from scratch, or a trained pipeline folder or "
+        "Hub repo id to fine-tune",
+        "model",
+        aliases=("--model_config_name_or_path",),
+    )
+    prediction_type: str | None = option(
+        None, "what the UNet predicts (default: the pipeline's scheduler config)", "model", choices=PREDICTION_TYPES
+    )
+    variance_type: str | None = option(
+        None,
+        "reverse-process variance; learned_range trains with L_hybrid and doubles the UNet's out_channels of a "
+        "configuration (default: the pipeline's scheduler config)",
+        "model",
+        choices=VARIANCE_TYPES,
+    )
+    ddpm_num_steps: int | None = option(
+        None, "T, the number of diffusion timesteps (default: the pipeline's scheduler config)", "model", at_least=2
+    )
+    ddpm_beta_schedule: str | None = option(
+        None,
+        "the beta schedule (default: the pipeline's scheduler config)",
+        "model",
+        choices=(*BETA_SCHEDULES, "squaredcos_cap_v2"),
+    )
+    snr_gamma: float | None = option(
+        None,
+        "min-SNR-gamma loss weighting (Hang et al. 2023; 5.0 is the paper's value); default: off",
+        "model",
+        above=0,
+    )
+    # Data: which images and how they are decoded (shared with ddpm-hub eval), then how training reads them
+    data: DataOptions = field(default_factory=DataOptions)
+    random_flip: bool = option(False, "flip images left-right at random", "data")
+    dataloader_num_workers: int = option(
+        0, "data loading worker processes (0: in the main process)", "data", at_least=0
+    )
+    # Training
+    output_dir: str = option("ddpm-model", "where the pipeline, samples, checkpoints and logs are written", "training")
+    overwrite_output_dir: bool = option(
+        False, "delete checkpoints an earlier run left in output_dir and start over", "training"
+    )
+    seed: int = option(0, "seeds the weights and every random draw; same seed, same run", "training", at_least=0)
+    train_batch_size: int = option(16, "images per process per micro-batch", "training", at_least=1)
+    num_epochs: int = option(
+        100, "passes over the data; ignored when --max_train_steps is given", "training", at_least=1
+    )
+    max_train_steps: int | None = option(
+        None,
+        "optimizer steps to train (default: from --num_epochs); the LR schedule spans them",
+        "training",
+        at_least=1,
+    )
+    max_train_minutes: float | None = option(
+        None,
+        "stop after this many minutes of training, then save and sample as at the end (default: no limit)",
+        "training",
+        above=0,
+    )
+    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step", "training", at_least=1)
+    # Optimizer
+    learning_rate: float = option(1e-4, "peak learning rate (after warmup)", "optimizer", above=0)
+    lr_scheduler: str = option("cosine", "learning-rate schedule over optimizer steps", "optimizer", LR_SCHEDULERS)
+    lr_warmup_steps: int = option(500, "optimizer steps of linear warmup", "optimizer", at_least=0)
+    adam_beta1: float = option(0.95, "AdamW beta1", "optimizer", at_least=0, below=1)
+    adam_beta2: float = option(0.999, "AdamW beta2", "optimizer", at_least=0, below=1)
+    adam_weight_decay: float = option(1e-6, "AdamW weight decay", "optimizer", at_least=0)
+    adam_epsilon: float = option(1e-8, "AdamW epsilon", "optimizer", above=0)
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0: no clipping)", "optimizer", at_least=0)
+    # EMA
+    use_ema: bool = option(
+        False, "keep an exponential moving average of the weights and save it as the pipeline", "ema"
+    )
+    ema_max_decay: float = option(
+        0.9999, "the EMA decay after warmup (the DDPM paper's value)", "ema", at_least=0, at_most=1
+    )
+    ema_inv_gamma: float = option(1.0, "EMA warmup: decay = 1 - (1 + step / inv_gamma) ** -power", "ema", above=0)
+    ema_power: float = option(0.75, "EMA warmup power (2/3 suits runs of a few thousand steps)", "ema", above=0)
+    # Speed
+    mixed_precision: str | None = option(
+        None,
+        "autocast precision (fp16 needs a GPU); default: Accelerate's configuration, else no",
+        "speed",
+        MIXED_PRECISIONS,
+    )
+    allow_tf32: bool = option(True, "TF32 matmuls and convolutions on Ampere or newer GPUs", "speed")
+    compile: bool = option(False, "torch.compile the UNet (inductor)", "speed")
+    enable_xformers_memory_efficient_attention: bool = option(
+        False, "xformers attention (needs xformers; PyTorch's SDPA is used otherwise)", "speed"
+    )
+    # Checkpoints
+    checkpointing_steps: int = option(
+        500, "save a checkpoint every N optimizer steps and at the end (0: never)", "checkpoints", at_least=0
+    )
+    checkpoints_total_limit: int | None = option(
+        None, "keep only the newest N checkpoints (default: keep all)", "checkpoints", at_least=1
+    )
+    resume_from_checkpoint: str | None = option(
+        None,
+        "'latest' (the newest in output_dir/checkpoints; a fresh start if none) or a checkpoint folder",
+        "checkpoints",
+    )
+    # Validation
+    validation_steps: int = option(
+        500, "sample a grid every N optimizer steps (0: only at the end)", "validation", at_least=0
+    )
+    num_validation_images: int = option(
+        16, "images in each grid, shared among the processes", "validation", aliases=("--eval_batch_size",), at_least=1
+    )
+    ddpm_num_inference_steps: int = option(250, "respaced sampling steps for the grids", "validation", at_least=1)
+    validation_holdout: int = option(
+        0,
+        "hold out N images (a seeded choice) from training; log their loss and a sampled bits/dim estimate with "
+        "each grid and at the end (0: no held-out metrics)",
+        "validation",
+        at_least=0,
+    )
+    validation_bpd_steps: int = option(
+        20,
+        "UNet calls per held-out image for the sampled bits/dim estimate (ddpm_hub.likelihood)",
+        "validation",
+        at_least=2,
+    )
+    # Logging
+    logger: str = option("tensorboard", "experiment tracker (wandb must be installed)", "logging", LOGGERS)
+    logging_dir: str = option("logs", "tracker logs and validation grids, relative to output_dir", "logging")
+    # Hub
+    push_to_hub: bool = option(False, "publish output_dir with ddpm_hub.hub.publish at the end", "hub")
+    hub_model_id: str | None = option(None, "the repo id (default: the name of output_dir)", "hub")
+    hub_private_repo: bool = option(False, "create the repo private", "hub")
+    hub_token: str | None = option(None, "the Hub token (default: the logged-in token or HF_TOKEN)", "hub")
+
+    def with_data(self, **changes) -> "TrainingOptions":
+        return replace(self, data=replace(self.data, **changes))
+
+
+GROUP_TITLES = {
+    "model": "model and objective",
+    "data": "data (ddpm_hub.data: decoded once into uint8 tensors)",
+    "training": "training length and output",
+    "optimizer": "optimizer (AdamW) and learning-rate schedule",
+    "ema": "exponential moving average",
+    "speed": "precision and speed",
+    "checkpoints": "checkpoints (output_dir/checkpoints)",
+    "validation": "sample grids",
+    "logging": "logging",
+    "hub": "publishing (ddpm_hub.hub)",
+}
+
+
+def build_parser(description: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="train.py", description=description, formatter_class=HelpFormatter)
+    parser.add_argument(
+        "--config", help="a YAML or JSON file of options, keys as the flag names without '--'; flags given win"
+    )
+    parser.add_argument(
+        "--dry-run",
+        "--dry_run",
+        dest="dry_run",
+        action="store_true",
+        help="check the options, print them resolved as JSON, and exit without loading data or building a model",
+    )
+    parser.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)  # torch.distributed.launch
+    add_arguments(parser, TrainingOptions, GROUP_TITLES)
+    return parser
+
+
+def parse_options(argv: list[str] | None = None, description: str | None = None) -> tuple[TrainingOptions, bool]:
+    """Command line over config file over defaults: `(options, dry_run)`."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    config_path = pre.parse_known_args(argv)[0].config
+    parser = build_parser(description)
+    if config_path is not None:
+        parser.set_defaults(**read_config_file(config_path, TrainingOptions))
+    namespace = parser.parse_args(argv)
+    return from_namespace(TrainingOptions, namespace), namespace.dry_run
+
+
+def recorded_options(o: TrainingOptions) -> dict:
+    """The options as written to `training_options.json` and the tracker: flat, without the Hub token."""
+    return to_flat_dict(replace(o, hub_token=None))
+
+
+def dry_run_report(o: TrainingOptions, source) -> str:
+    """What `--dry-run` prints: the resolved options and where the weights come from, as JSON."""
+    return json.dumps({"options": recorded_options(o), "pipeline_source": source.kind}, indent=2)
