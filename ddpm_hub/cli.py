@@ -18,6 +18,7 @@ from .errors import DDPMHubError
 from .evaluation import add_eval_arguments, run_eval
 from .hub import add_push_arguments, run_push
 from .images import make_grid, upscale
+from .options import int_at_least
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -61,10 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser("sample", help="sample an image grid")
     sample.add_argument("model", help="a trained pipeline folder, a Hub repo id, or a pipelines/<name> configuration")
-    sample.add_argument("--num_images", type=int, default=16, help="images in the grid (default: 16)")
-    sample.add_argument("--steps", type=int, default=1000, help="respaced DDPM steps (default: 1000)")
-    sample.add_argument("--seed", type=int, default=0, help="image i uses seed + i (default: 0)")
-    sample.add_argument("--scale", type=int, default=1, help="nearest-neighbour upscaling of the grid (default: 1)")
+    sample.add_argument("--num_images", type=int_at_least(1), default=16, help="images in the grid (default: 16)")
+    sample.add_argument("--steps", type=int_at_least(1), default=1000, help="respaced DDPM steps (default: 1000)")
+    sample.add_argument("--seed", type=int_at_least(0), default=0, help="image i uses seed + i (default: 0)")
+    sample.add_argument(
+        "--scale", type=int_at_least(1), default=1, help="nearest-neighbour upscaling of the grid (default: 1)"
+    )
     sample.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     sample.add_argument("--output", default="samples.png", help="PNG path (default: samples.png)")
     sample.set_defaults(func=_sample)
@@ -81,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run a command; the project's own errors (`DDPMHubError`) become one line and their exit status."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit:  # argparse: --help (0) or a bad option (2), already printed
+        return exit.code
     try:
         return args.func(args)
     except DDPMHubError as error:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import torch
 from diffusers import UNet2DModel
+from huggingface_hub.errors import HfHubHTTPError
 
-from .errors import InputNotFoundError, UsageError
+from .errors import DDPMHubError, InputNotFoundError, UsageError
 from .loading import read_model_index, scheduler_class
 from .pipeline import DDPMHubPipeline
 from .resources import resource_path
@@ -85,12 +86,24 @@ def load_or_build_pipeline(model: str, seed: int | None = 0) -> DDPMHubPipeline:
     """
     A trained pipeline folder or a Hub repo id (`DDPMHubPipeline.from_pretrained`), or else an untrained
     configuration (a `pipelines/<name>` folder or name, through `build_pipeline`): what the command line accepts as
-    MODEL.
+    MODEL. "Trained" is what the folder is (UNet weights of any format), so a folder of pickle weights is refused with
+    a message, never re-initialised. A Hub or file failure becomes a `ModelLoadError` naming MODEL.
     """
     configuration = is_pipeline_folder(model) or model in available_pipelines()
-    if is_trained_folder(model) or not configuration:
+    if not is_trained_folder(model) and configuration:
+        return build_pipeline(model, seed=seed)
+    try:
         return DDPMHubPipeline.from_pretrained(model)
-    return build_pipeline(model, seed=seed)
+    except DDPMHubError:
+        raise
+    except (HfHubHTTPError, OSError, ValueError) as error:  # Hub errors (worded by ddpm_hub.loading), files, JSON
+        raise ModelLoadError(f"cannot load {model}: {error}") from error
+
+
+class ModelLoadError(DDPMHubError):
+    """MODEL could not be loaded (a missing or private repo, an unreachable Hub, a broken file)."""
+
+    exit_code = 2
 
 
 def count_parameters(module: torch.nn.Module) -> int:

@@ -38,3 +38,18 @@ def exit_on_error(program: str):
     except DDPMHubError as error:
         print(f"{program}: error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
+
+
+def exception_chain(error: BaseException | None):
+    """The error and the errors it was raised from or during, innermost last."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def one_line(error: BaseException) -> str:
+    """`Type: first line of the message` (or just the type)."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__

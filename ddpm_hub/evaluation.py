@@ -38,7 +38,7 @@ from .metrics import (
     inception_feature_extractor,
     sample_quality,
 )
-from .options import add_arguments, check_ranges, from_namespace
+from .options import add_arguments, check_ranges, from_namespace, int_at_least
 from .run_folder import FID_FILE, SWEEP_FILE, SWEEP_JSON_FILE, is_trained_folder, update_metrics
 from .scheduling_ddpm_hub import DDPMHubScheduler
 
@@ -196,7 +196,10 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
     options = parser.add_argument_group("settings")
     options.add_argument(
-        "--bpd_steps", type=int, default=None, help="K < T steps for a cheaper --bpd (default: the full chain of T)"
+        "--bpd_steps",
+        type=int_at_least(2),
+        default=None,
+        help="K < T steps for a cheaper --bpd (default: the full chain of T)",
     )
     options.add_argument(
         "--bpd_estimator",
@@ -205,18 +208,24 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --bpd_steps: the strided bound of the K-step chain, or the stratified sampled estimate of the full "
         "chain (default: strided)",
     )
-    options.add_argument("--num_images", type=int, default=1000, help="samples per sampler for FID (default: 1000)")
+    options.add_argument(
+        "--num_images", type=int_at_least(2), default=1000, help="samples per sampler for FID (default: 1000)"
+    )
     options.add_argument("--sampler", default="ddpm", choices=list(SAMPLER_CLASSES), help="--fid sampler")
-    options.add_argument("--steps", type=int, default=1000, help="--fid sampler steps (default: 1000)")
+    options.add_argument("--steps", type=int_at_least(1), default=1000, help="--fid sampler steps (default: 1000)")
     options.add_argument(
         "--samplers",
         default=",".join(map(str, DEFAULT_SWEEP)),
         help=f"--sweep samplers, NAME-STEPS comma separated (default: {','.join(map(str, DEFAULT_SWEEP))})",
     )
     options.add_argument("--inception_weights", default=None, help="local Inception weights (default: download)")
-    options.add_argument("--kid_subset_size", type=int, default=1000, help="KID subset size (default: 1000)")
-    options.add_argument("--batch_size", type=int, default=64, help="images per UNet call (default: 64)")
-    options.add_argument("--seed", type=int, default=0, help="noise seed; sample i uses seed + i (default: 0)")
+    options.add_argument(
+        "--kid_subset_size", type=int_at_least(2), default=1000, help="KID subset size (default: 1000)"
+    )
+    options.add_argument("--batch_size", type=int_at_least(1), default=64, help="images per UNet call (default: 64)")
+    options.add_argument(
+        "--seed", type=int_at_least(0), default=0, help="noise seed; sample i uses seed + i (default: 0)"
+    )
     options.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     options.add_argument(
         "--output_dir",

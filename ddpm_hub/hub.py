@@ -1,6 +1,6 @@
 """Publishing a trained pipeline folder to the Hugging Face Hub, and the `ddpm-hub push` command.
 
-    ddpm-hub push OUTPUT_DIR --repo-id NS/NAME [--private] [--revision BRANCH] [--commit-message MSG] [--token T]
+    HF_TOKEN=... ddpm-hub push OUTPUT_DIR --repo-id NS/NAME [--private] [--revision BRANCH] [--commit-message MSG]
 
     from ddpm_hub.hub import publish
     commit_url = publish("ddpm-digits-16-trained", repo_id="alice/ddpm-digits-16", private=True)
@@ -15,15 +15,19 @@ are not uploaded again, and a push with nothing changed makes no commit.
 The order makes failures harmless: the folder is checked, then the token (present, valid, allowed to write to the
 namespace), then the files and the card are staged in a temporary folder, and only then is the repo created and the
 commit made. Transient failures (HTTP 5xx, 408, 429, connection errors) are retried with backoff, a bounded number of
-times; the output folder is only ever read. The token comes from `token=` / `--token`, else `HF_TOKEN`, else the login
-cache (`hf auth login`); the endpoint from `HF_ENDPOINT`. In a multi-process run only the main process uploads.
+times; the output folder is only ever read. The token comes from `token=` (Python), else `HF_TOKEN`, else the file
+`HF_TOKEN_PATH` names or the login cache (`hf auth login`), never from a command-line option; the endpoint from
+`HF_ENDPOINT`. In a multi-process run only the main process uploads.
 """
 
 import argparse
+import contextlib
+import contextvars
 import fnmatch
 import importlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -39,7 +43,8 @@ from huggingface_hub.utils import validate_repo_id
 
 from . import hub_errors
 from .errors import DDPMHubError, InputNotFoundError, UsageError
-from .hub_errors import brief, chain, status_of
+from .errors import exception_chain as chain
+from .hub_errors import TOKEN_ADVICE, brief, status_of
 from .loading import LIBRARY_COMPONENTS, read_model_index
 from .model_card import DEFAULT_LICENSE, render_model_card
 from .run_folder import (
@@ -77,6 +82,10 @@ UPLOAD_PATTERNS = (
 MANAGED_PATTERNS = [*UPLOAD_PATTERNS, CARD_FILE, "unet/*", "scheduler/*", "pipeline_*.py"]
 # Seconds to wait before each retry of a transient failure; the client retries some requests itself as well.
 RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)
+# One deadline over every call and retry of a publish (and of the checks before training): a failing Hub is reported
+# after about this long, not after each call's own retries multiplied by ours.
+PUBLISH_TIMEOUT = 60.0
+_DEADLINE: contextvars.ContextVar = contextvars.ContextVar("ddpm_hub_publish_deadline", default=None)
 RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
 # Options whose names say they hold a secret, and strings shaped like a Hugging Face token.
 SECRET_KEY = re.compile(r"token|secret|password|passwd|api_?key|credential", re.IGNORECASE)
@@ -128,8 +137,12 @@ def publish(
         return None
     folder = Path(output_dir)
     files = files_to_upload(folder)
-    api, repo_id, existing = _check_access(repo_id, private, token)
+    with deadline(PUBLISH_TIMEOUT):
+        return _publish(folder, files, repo_id, private, revision, commit_message, token, license)
 
+
+def _publish(folder, files, repo_id, private, revision, commit_message, token, license) -> str:
+    api, repo_id, existing = _check_access(repo_id, private, token)
     with tempfile.TemporaryDirectory(prefix="ddpm_hub_publish_") as staging:
         stage(folder, files, Path(staging), repo_id, revision, private or bool(existing and existing.private), license)
         check_no_token(Path(staging), api.token)
@@ -162,7 +175,8 @@ def check_can_publish(repo_id: str, private: bool = False, token: str | None = N
     Hub accepts it, it may write to the namespace, and `private` does not clash with an existing public repo. Call
     it before a long training run that ends with a push. Returns the full `namespace/name`; raises PublishError.
     """
-    return _check_access(repo_id, private, token)[1]
+    with deadline(PUBLISH_TIMEOUT):
+        return _check_access(repo_id, private, token)[1]
 
 
 def _check_access(repo_id: str, private: bool, token: str | None):
@@ -206,6 +220,7 @@ def files_to_upload(folder: Path) -> list[str]:
     for path in (UNET_CONFIG, SCHEDULER_CONFIG):
         if path not in files:
             raise InputNotFoundError(f"{folder} has no {path}: it is not a complete pipeline folder.")
+    check_finite_weights(folder, [path for path in files if _match(path, "unet/*.safetensors")])
     shipped = _shipped_code(index)
     missing = [path for path in shipped if not (folder / path).is_file()]
     if missing:
@@ -218,6 +233,21 @@ def files_to_upload(folder: Path) -> list[str]:
         read_json(folder / name)  # invalid JSON fails here, before any upload
     TrainingSummary.read(folder)
     return files + shipped
+
+
+def check_finite_weights(folder: Path, weight_files: list[str]) -> None:
+    """Every weight is a finite number: a diverged model (NaN or inf) is never published."""
+    from safetensors import safe_open
+
+    for name in weight_files:
+        with safe_open(str(folder / name), framework="pt") as weights:
+            bad = [key for key in weights.keys() if not bool(weights.get_tensor(key).isfinite().all())]
+        if bad:
+            raise UsageError(
+                f"{folder / name} has non-finite weights (NaN or inf in {len(bad)} tensors, e.g. {bad[0]}): a "
+                "diverged model is not published. Publish the output of a run that finished, or of an earlier "
+                "checkpoint."
+            )
 
 
 def _match(path: str, pattern: str) -> bool:
@@ -244,7 +274,7 @@ def resolve_token(token: str | None) -> str:
     token = token or get_token()
     if not token:
         raise PublishError(
-            "No Hugging Face token: set HF_TOKEN, run `hf auth login`, or pass --token / token= with a write token "
+            "No Hugging Face token: set HF_TOKEN, run `hf auth login`, or pass token= (Python) with a write token "
             "(https://huggingface.co/settings/tokens). Nothing was published."
         )
     return token
@@ -268,7 +298,7 @@ def check_write_access(api: HfApi, repo_id: str) -> str:
     if role is not None and role not in WRITE_ROLES:
         raise PublishError(
             f"The token of {user} is a {role} token: publishing {repo_id} needs a write token. Create one at "
-            "https://huggingface.co/settings/tokens and set HF_TOKEN, run `hf auth login`, or pass --token. "
+            "https://huggingface.co/settings/tokens and set HF_TOKEN or run `hf auth login`. "
             "Nothing was published."
         )
     namespace = repo_id.split("/")[0]
@@ -362,32 +392,50 @@ def _default_commit_message(folder: Path) -> str:
 # Retries and error messages
 
 
+@contextlib.contextmanager
+def deadline(seconds: float):
+    """One time budget for every Hub call and retry inside (a publish, or the checks before training)."""
+    token = _DEADLINE.set((time.monotonic(), time.monotonic() + seconds))
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
 def _retrying(action: str, repo_id: str, call: Callable[[], T]) -> T:
-    """`call()`, retried after each of RETRY_DELAYS on a transient failure; a Hub failure becomes a PublishError."""
+    """
+    `call()`, retried after each of RETRY_DELAYS on a transient failure while the deadline allows another attempt
+    as long as the last one (huggingface_hub retries some requests itself, so one attempt can take many seconds).
+    A Hub failure becomes a PublishError that says how many attempts were made over how long.
+    """
+    started, ends = _DEADLINE.get() or (time.monotonic(), math.inf)
     attempts = len(RETRY_DELAYS) + 1
     for attempt in range(1, attempts + 1):
+        tick = time.monotonic()
         try:
             return call()
         except Exception as error:
             transient = _transient(error)
-            if transient and attempt < attempts:
-                delay = RETRY_DELAYS[attempt - 1]
+            now = time.monotonic()
+            delay = RETRY_DELAYS[attempt - 1] if attempt < attempts else math.inf
+            if transient and now + delay + (now - tick) <= ends:
                 logger.warning("Could not %s %s (%s); retrying in %g s.", action, repo_id, brief(error), delay)
                 time.sleep(delay)
                 continue
             if transient or any(isinstance(e, (HfHubHTTPError, OfflineModeIsEnabled)) for e in chain(error)):
-                raise PublishError(_explain(action, repo_id, error, attempt)) from error
+                raise PublishError(_explain(action, repo_id, error, attempt, now - started)) from error
             raise
     raise AssertionError("unreachable")
 
 
-def _explain(action: str, repo_id: str, error: Exception, attempts: int) -> str:
+def _explain(action: str, repo_id: str, error: Exception, attempts: int, seconds: float) -> str:
     untouched = "The local output folder is untouched."
     if _transient(error):
         return (
             f"Could not {action} {repo_id}: the Hub at {constants.ENDPOINT} kept failing ({brief(error)}) after "
-            f"{attempts} attempts. No commit was made by this push. {untouched} Run the same command again later: "
-            "files already uploaded are not sent twice."
+            f"{attempts} attempts over {seconds:.0f} s (a publish gives up after {PUBLISH_TIMEOUT:g} s). No commit "
+            f"was made by this push. {untouched} Run the same command again later: files already uploaded are not "
+            "sent twice."
         )
     message = hub_errors.describe(error, repo_id) or hub_errors.http_cause(error, repo_id, token=True)
     return f"Could not {action} {repo_id}: {message}. {untouched}"
@@ -434,9 +482,7 @@ def add_push_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="the commit message (default: 'Upload DDPM pipeline (N training steps)')",
     )
-    parser.add_argument(
-        "--token", default=None, help="a write token (default: HF_TOKEN, then the `hf auth login` cache)"
-    )
+    parser.add_argument("--token", metavar="TOKEN", default=None, help=f"not accepted: {TOKEN_ADVICE}")
     parser.add_argument(
         "--license", default=DEFAULT_LICENSE, help=f"license of the weights, for the card (default: {DEFAULT_LICENSE})"
     )
@@ -444,6 +490,8 @@ def add_push_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_push(args: argparse.Namespace) -> int:
     """`ddpm-hub push`: publish, print the commit URL as JSON (a PublishError reaches the command line's boundary)."""
+    if args.token is not None:
+        raise UsageError(f"--token is refused: {TOKEN_ADVICE}")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     url = publish(
@@ -452,7 +500,6 @@ def run_push(args: argparse.Namespace) -> int:
         private=args.private,
         revision=args.revision,
         commit_message=args.commit_message,
-        token=args.token,
         license=args.license,
     )
     print(json.dumps({"output_dir": args.output_dir, "repo_id": args.repo_id, "commit_url": url}))

@@ -5,7 +5,17 @@
 
 from huggingface_hub import constants, errors, get_token
 
+from .errors import exception_chain as chain
+from .errors import one_line
+
 TOKEN_HELP = "create one at https://huggingface.co/settings/tokens, then set HF_TOKEN or run `hf auth login`"
+# Why a token is never an option value, and how to pass it instead.
+TOKEN_ADVICE = (
+    "a token on the command line is printed by launchers when a run fails (accelerate launch shows the whole "
+    "command), and kept in shell history and process lists. Set HF_TOKEN in the environment, point HF_TOKEN_PATH at "
+    "a file holding it, or run `hf auth login` once; ddpm_hub reads it from there. If you typed a real token, treat "
+    "it as exposed and rotate it at https://huggingface.co/settings/tokens"
+)
 
 
 def status_of(error: BaseException) -> int | None:
@@ -96,22 +106,12 @@ def same_type(error: Exception, message: str) -> Exception:
         return OSError(message)
 
 
-def chain(error: BaseException | None):
-    """The error and its causes (huggingface_hub wraps LFS failures in a RuntimeError)."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        yield error
-        error = error.__cause__ or error.__context__
-
-
 def brief(error: BaseException) -> str:
     """One line: the status and the server's message, or the exception's type and first line."""
     status, server_message = status_of(error), getattr(error, "server_message", None)
     if status is not None:
         return f"HTTP {status}" + (f": {server_message}" if server_message else "")
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__
+    return one_line(error)
 
 
 def endpoint() -> str:

@@ -19,7 +19,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from . import hub_errors
 from .errors import InputNotFoundError, UsageError
-from .run_folder import MODEL_INDEX, PICKLE_WEIGHT_SUFFIXES, read_json, unet_weight_files
+from .run_folder import MODEL_INDEX, PICKLE_WEIGHT_SUFFIXES, UNET_CONFIG, read_json, unet_weight_files
 from .scheduling_ddpm_hub import DDPMHubScheduler
 
 # Scheduler classes loadable by name without trust_remote_code; diffusers' own are found in diffusers.
@@ -55,6 +55,7 @@ def load_components(
     folder = pipeline_folder(name_or_path, allow_pickle, **download_kwargs)
     index = read_model_index(folder, name_or_path)
     if unet is None:
+        read_json(Path(folder, UNET_CONFIG), "the UNet configuration")  # a broken file is named, not a traceback
         check_unet_weights(folder, name_or_path, allow_pickle, download_kwargs)
         unet = UNet2DModel.from_pretrained(
             folder, subfolder="unet", torch_dtype=torch_dtype, use_safetensors=None if allow_pickle else True
@@ -66,14 +67,23 @@ def load_components(
 
 
 def pipeline_folder(name_or_path: str | os.PathLike, allow_pickle: bool = False, **download_kwargs) -> Path:
-    """A local folder as is; otherwise a snapshot of the Hub repo with only the files loading needs."""
+    """
+    A local folder as is; otherwise a snapshot of the Hub repo with only the files loading needs.
+
+    What a cached copy promises: when the Hub can be reached it decides. If it answers that the repo does not exist,
+    or that this token may not read it (401/403/404), loading fails even when an earlier download is in the cache
+    (huggingface_hub alone would return the cached copy). The cache is used offline (HF_HUB_OFFLINE=1,
+    `local_files_only=True`) and when the Hub cannot be reached at all.
+    """
     if os.path.isdir(name_or_path):
         return Path(name_or_path)
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
 
     repo_id = str(name_or_path)
     patterns = LOAD_PATTERNS + (PICKLE_PATTERNS if allow_pickle else [])
     try:
+        if not (constants.HF_HUB_OFFLINE or download_kwargs.get("local_files_only")):
+            _check_access(repo_id, download_kwargs)
         return Path(snapshot_download(repo_id, allow_patterns=patterns, **download_kwargs))
     except Exception as error:
         message = hub_errors.describe(error, repo_id, **download_kwargs)
@@ -84,6 +94,22 @@ def pipeline_folder(name_or_path: str | os.PathLike, allow_pickle: bool = False,
         if message is None:
             raise
         raise hub_errors.same_type(error, message) from error
+
+
+def _check_access(repo_id: str, download_kwargs: dict) -> None:
+    """Ask the Hub whether this token may read the repo; a refusal raises, an unreachable Hub does not."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        HfApi().repo_info(repo_id, revision=download_kwargs.get("revision"), token=download_kwargs.get("token"))
+    except HfHubHTTPError as error:
+        if hub_errors.status_of(error) in (401, 403, 404) or isinstance(
+            error, hub_errors.errors.RevisionNotFoundError
+        ):
+            raise
+    except Exception:  # noqa: BLE001 - unreachable: snapshot_download decides, from the cache if it has it
+        pass
 
 
 def check_unet_weights(folder: Path, source, allow_pickle: bool, download_kwargs: dict) -> None:

@@ -103,6 +103,22 @@ def finite_float(text: str) -> float:
     return value
 
 
+def int_at_least(minimum: int):
+    """argparse type: an integer >= `minimum` (checked when parsing, before any work)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls, group_titles: dict[str, str]) -> None:
     """One `--name` (plus aliases) per leaf option, in argument groups titled by `group_titles`."""
     groups = {}
@@ -166,10 +182,11 @@ def check_ranges(options) -> None:
 # Config files
 
 
-def read_config_file(path: str, cls) -> dict:
+def read_config_file(path: str, cls, secrets: tuple[str, ...] = ()) -> dict:
     """
     A YAML (.yaml/.yml) or JSON mapping of option names (or their aliases) to values, type-checked like the command
-    line: field name -> value. Errors name the file, and the line for YAML/JSON syntax errors.
+    line: field name -> value. Errors name the file, and the line for YAML/JSON syntax errors. A key in `secrets`
+    is refused (without echoing its value): a secret does not belong in a file that is copied and shared.
     """
     file = Path(path)
     if not file.is_file():
@@ -192,6 +209,12 @@ def read_config_file(path: str, cls) -> dict:
     if not isinstance(values, dict):
         raise UsageError(
             f"--config {path}: expected a mapping of option names to values, got {type(values).__name__}."
+        )
+    secret = sorted(str(key) for key in values if key in secrets)
+    if secret:
+        raise UsageError(
+            f"--config {path}: {', '.join(secret)} is refused: a secret does not belong in an options file. Set "
+            "HF_TOKEN, point HF_TOKEN_PATH at a file holding it, or run `hf auth login`."
         )
     names = aliases(cls)
     unknown = sorted(str(key) for key in values if key not in names)

@@ -29,7 +29,9 @@ class HubPipelineMixin:
         From the Hub only `model_index.json`, the configs and `unet/*.safetensors` are downloaded (no shipped code: the
         installed classes are used); with `HF_HUB_OFFLINE=1` the cached snapshot is used. A missing repo, a private
         repo without access, a missing revision, or an uncached repo offline raise huggingface_hub's exception types
-        with a message naming the repo, the cause and the fix.
+        with a message naming the repo, the cause and the fix. When the Hub can be reached it decides: a private repo
+        it refuses to this token raises even if an earlier download is in the cache, which is used offline or when the
+        Hub cannot be reached.
         """
         return cls(**loading.load_components(pretrained_model_name_or_path, **kwargs))
 

@@ -5,6 +5,9 @@ environment, so that fault injection and the Hub stand-in live in the tests, not
                                       line (its `check_can_publish` only asks for a token)
     FAULT_KILL_AFTER_CHECKPOINT=<n>   SIGKILL this process right after the checkpoint of step n is saved
     FAULT_NONFINITE_LOSS_AT_STEP=<n>  the loss of optimizer step n becomes NaN
+    FAULT_NONFINITE_WEIGHTS_AT_STEP=<n>  after optimizer step n, one weight tensor becomes NaN (the loss was finite)
+    FAULT_DISK_FULL_AT_CHECKPOINT=<n> from the checkpoint of step n on, files may not grow past 4 kB (RLIMIT_FSIZE:
+                                      writes fail with EFBIG, as on a full disk)
 
     python tests/launch_train.py <train.py arguments>
 """
@@ -51,31 +54,53 @@ def install_fake_hub() -> None:
     ddpm_hub.hub = module
 
 
-def install_faults(kill_after: int | None, nonfinite_at: int | None) -> None:
+def install_faults(faults: dict[str, int]) -> None:
+    import resource
+
+    import torch
+
     from ddpm_hub.training import loop
 
-    save_checkpoint, micro_batch_loss = loop.save_checkpoint, loop.micro_batch_loss
+    save_checkpoint, micro_batch_loss, optimizer_step = (
+        loop.save_checkpoint,
+        loop.micro_batch_loss,
+        loop.optimizer_step,
+    )
 
-    def save_then_maybe_kill(run, step):
+    def save_with_faults(run, step):
+        if step == faults.get("DISK_FULL_AT_CHECKPOINT"):
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing us
+            resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
         saved = save_checkpoint(run, step)
-        if step == kill_after:
+        if step == faults.get("KILL_AFTER_CHECKPOINT"):
             os.kill(os.getpid(), signal.SIGKILL)
         return saved
 
-    def loss_maybe_nonfinite(run, m, x_0):
+    def loss_with_faults(run, m, x_0):
         loss = micro_batch_loss(run, m, x_0)
         step = m // run.options.gradient_accumulation_steps + 1
-        return loss * float("nan") if step == nonfinite_at else loss
+        return loss * float("nan") if step == faults.get("NONFINITE_LOSS_AT_STEP") else loss
 
-    loop.save_checkpoint, loop.micro_batch_loss = save_then_maybe_kill, loss_maybe_nonfinite
+    def step_with_faults(run, micro_batches, step, time_up):
+        result = optimizer_step(run, micro_batches, step, time_up)
+        if step == faults.get("NONFINITE_WEIGHTS_AT_STEP"):
+            with torch.no_grad():
+                next(run.unet.parameters()).fill_(float("nan"))
+        return result
+
+    loop.save_checkpoint, loop.micro_batch_loss, loop.optimizer_step = (
+        save_with_faults,
+        loss_with_faults,
+        step_with_faults,
+    )
 
 
 if __name__ == "__main__":
     if "FAKE_HUB_RECORD" in os.environ:
         install_fake_hub()
-    faults = [os.environ.get(name) for name in ("FAULT_KILL_AFTER_CHECKPOINT", "FAULT_NONFINITE_LOSS_AT_STEP")]
-    if any(faults):
-        install_faults(*(int(value) if value else None for value in faults))
+    faults = {name[len("FAULT_") :]: int(value) for name, value in os.environ.items() if name.startswith("FAULT_")}
+    if faults:
+        install_faults(faults)
     script = ROOT / "training" / "train.py"
     sys.argv = [str(script), *sys.argv[1:]]
     runpy.run_path(str(script), run_name="__main__")

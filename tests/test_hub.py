@@ -422,7 +422,9 @@ def test_private_repo_and_credentials(hub_server: HubServer, repo_id: str, tmp_p
     assert len(hub_server.requests) == before
     with pytest.raises(PublishError, match="is a read token: publishing .* needs a write token"):
         publish(output_dir, repo_id, private=True, token=ALICE_READ)
-    assert cli.main(["push", str(output_dir), "--repo-id", repo_id, "--token", ALICE_READ]) == 1
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("HF_TOKEN", ALICE_READ)
+        assert cli.main(["push", str(output_dir), "--repo-id", repo_id]) == 1
     assert "The token of alice is a read token" in capsys.readouterr().err
     with pytest.raises(PublishError, match="rejected the token"):
         publish(output_dir, repo_id, private=True, token="hf_not_a_token")

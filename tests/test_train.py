@@ -105,11 +105,12 @@ def test_two_processes_equal_weights_lr_per_optimizer_step_and_one_publish(tmp_p
     args = [*TINY, "--output_dir", str(out), "--gradient_accumulation_steps", "2", "--max_train_steps", str(steps)]
     args += ["--lr_scheduler", "linear", "--learning_rate", str(lr), "--lr_warmup_steps", str(warmup)]
     args += ["--checkpointing_steps", "3", "--validation_steps", "3", "--num_validation_images", "3"]
-    args += ["--push_to_hub", "--hub_model_id", "alice/tiny", "--hub_private_repo", "--hub_token", "hf_alice_write"]
-    check_ok(run_script(args, processes=2, script=LAUNCHER, env={"FAKE_HUB_RECORD": str(record)}))
+    args += ["--push_to_hub", "--hub_model_id", "alice/tiny", "--hub_private_repo"]
+    env = {"FAKE_HUB_RECORD": str(record), "HF_TOKEN": "hf_alice_write"}
+    check_ok(run_script(args, processes=2, script=LAUNCHER, env=env))
     calls = [json.loads(line) for line in record.read_text().splitlines()]
     assert calls == [
-        {"output_dir": str(out), "repo_id": "alice/tiny", "private": True, "token": "hf_alice_write", "rank": 0,
+        {"output_dir": str(out), "repo_id": "alice/tiny", "private": True, "token": None, "rank": 0,
          "has_pipeline": True}
     ]  # fmt: skip
 
@@ -130,7 +131,7 @@ def test_two_processes_equal_weights_lr_per_optimizer_step_and_one_publish(tmp_p
     options = json.loads((out / "training_options.json").read_text())
     assert options["max_train_steps"] == steps and options["resolution"] == 8
     assert options["dataset_name"] == "builtin:digits" and options["mixed_precision"] == "no"
-    assert options["hub_token"] is None  # never written to disk
+    assert not any("token" in key for key in options)  # no option holds a secret
 
 
 def test_sigkill_and_resume_is_bit_identical_with_ema(tmp_path):
@@ -281,11 +282,12 @@ def test_wandb_logger_needs_wandb():
 
 
 @pytest.mark.parametrize("token,message", [(None, "token"), ("hf_alice_read", "read")])
-def test_push_to_hub_checks_the_token_before_training(hub_server, token, message):
+def test_push_to_hub_checks_the_token_before_training(hub_server, token, message, monkeypatch):
     """No token, or a read-only one, is refused at validation (against the loopback Hub), before any model is built."""
-    args = ["--push_to_hub", "--hub_model_id", "alice/digits", "--hub_private_repo"]
+    if token:
+        monkeypatch.setenv("HF_TOKEN", token)
     with pytest.raises(ValueError, match=f"--push_to_hub: .*{message}"):
-        check(args + (["--hub_token", token] if token else []))
+        check(["--push_to_hub", "--hub_model_id", "alice/digits", "--hub_private_repo"])
 
 
 def test_stale_checkpoints_need_resume_or_overwrite(tmp_path):
@@ -444,7 +446,7 @@ def test_resume_starts_the_loader_at_the_saved_position_without_replaying_batche
 
 
 def test_fine_tune_from_a_private_hub_repo(hub_server, tmp_path):
-    """--pipeline <repo id> downloads a trained pipeline (with --hub_token) and continues training its weights."""
+    """--pipeline <repo id> downloads a trained pipeline (token from HF_TOKEN) and continues training its weights."""
     from huggingface_hub import HfApi
 
     repo_id = f"alice/tiny-base-{uuid.uuid4().hex[:8]}"
@@ -455,8 +457,8 @@ def test_fine_tune_from_a_private_hub_repo(hub_server, tmp_path):
     api.upload_folder(folder_path=tmp_path / "base", repo_id=repo_id)
 
     out = tmp_path / "run"
-    args = [*TINY, "--pipeline", repo_id, "--hub_token", "hf_alice_read", "--max_train_steps", "2"]
-    check_ok(run_script([*args, "--output_dir", str(out)]))
+    args = [*TINY, "--pipeline", repo_id, "--max_train_steps", "2"]
+    check_ok(run_script([*args, "--output_dir", str(out)], env={"HF_TOKEN": "hf_alice_read"}))
     assert summary(out)["pipeline"] == repo_id
     tuned, start = unet_weights(out), base.unet.state_dict()
     change = max((tuned[k] - start[k]).abs().max().item() for k in tuned)

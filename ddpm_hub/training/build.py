@@ -123,8 +123,7 @@ def build_training_pipeline(o: TrainingOptions, source: PipelineSource) -> DDPMH
             unet_overrides=unet_overrides(o, source),
             scheduler_overrides=scheduler_overrides(o),
         )
-    token = {"token": o.hub_token} if source.kind == "hub" else {}
-    pipeline = DDPMHubPipeline.from_pretrained(source.location, **token)
+    pipeline = DDPMHubPipeline.from_pretrained(source.location)  # a Hub repo: HF_TOKEN or the login cache
     scheduler = DDPMHubScheduler.from_config({**pipeline.scheduler.config, **scheduler_overrides(o)})
     if pipeline.unet.config.sample_size != o.data.resolution:
         pipeline.unet.register_to_config(sample_size=o.data.resolution)

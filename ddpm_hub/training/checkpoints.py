@@ -9,12 +9,13 @@ import json
 import os
 import re
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 
-from ..errors import InputNotFoundError
+from ..errors import InputNotFoundError, UsageError
+from ..run_folder import read_json
 
 CHECKPOINT_PREFIX = "checkpoint-"
 TEMPORARY_PREFIX = ".tmp-" + CHECKPOINT_PREFIX
@@ -42,9 +43,17 @@ class TrainingState:
     @classmethod
     def read(cls, folder: Path) -> "TrainingState":
         path = folder / TRAINING_STATE
-        if not path.is_file():
+        data = read_json(path, "a checkpoint's data position")
+        if data is None:
             raise InputNotFoundError(f"{folder} is not a ddpm_hub training checkpoint: it has no {TRAINING_STATE}.")
-        return cls(**json.loads(path.read_text()))
+        names = [f.name for f in fields(cls)]
+        missing = [name for name in names if name not in data and name != "ema_updates"]
+        if missing or not all(isinstance(data.get(name, 0), (int, type(None))) for name in names):
+            raise UsageError(
+                f"{path} is damaged (missing or non-integer {', '.join(missing) or 'values'}); resume from another "
+                f"checkpoint with --resume_from_checkpoint {folder.parent}/checkpoint-<step>."
+            )
+        return cls(**{name: data.get(name) for name in names})
 
 
 def checkpoint_step(path: Path) -> int | None:

@@ -2,12 +2,14 @@
 
 import importlib.util
 import json
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from ..configs import read_unet_config, resolve_pipeline_config
 from ..errors import InputNotFoundError, UsageError
+from ..loading import check_unet_weights
 from ..options import check_ranges
 from ..run_folder import CHECKPOINTS_DIR, MODEL_INDEX, SCHEDULER_CONFIG, UNET_CONFIG, is_trained_folder, read_json
 from ..scheduling_ddpm_hub import VARIANCE_TYPES
@@ -31,7 +33,7 @@ def check_options(o: TrainingOptions) -> tuple[TrainingOptions, PipelineSource]:
     o.data.check()
     check_environment(o)
     check_output_dir(o)
-    source = inspect_pipeline(o.pipeline, o.hub_token)
+    source = inspect_pipeline(o.pipeline)
     o = replace(o, data=o.data.resolved(resolution=source.unet_config["sample_size"]))
     check_model_compatibility(o, source)
     return o, source
@@ -54,7 +56,7 @@ def check_can_publish(o: TrainingOptions) -> None:
     from .. import hub
 
     try:
-        hub.check_can_publish(hub_repo_id(o), private=o.hub_private_repo, token=o.hub_token)
+        hub.check_can_publish(hub_repo_id(o), private=o.hub_private_repo)
     except hub.PublishError as error:
         raise UsageError(f"--push_to_hub: {error}") from error
 
@@ -64,6 +66,7 @@ def hub_repo_id(o: TrainingOptions) -> str:
 
 
 def check_output_dir(o: TrainingOptions) -> None:
+    check_writable_folder(Path(o.output_dir), "--output_dir")
     checkpoints = list_checkpoints(Path(o.output_dir, CHECKPOINTS_DIR))
     if o.resume_from_checkpoint is None and checkpoints and not o.overwrite_output_dir:
         raise UsageError(
@@ -83,31 +86,46 @@ def check_output_dir(o: TrainingOptions) -> None:
         TrainingState.read(path)  # not a checkpoint of this script: a message naming the folder
 
 
-def inspect_pipeline(name_or_path: str, token: str | None = None) -> PipelineSource:
+def check_writable_folder(folder: Path, option: str) -> None:
+    """`folder` is a folder, or can be created, and a file can be written in it (a real write: root ignores modes)."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{option} {folder} is a file, not a folder; choose a folder (it is created if missing).")
+    existing = next(parent for parent in (folder, *folder.parents) if parent.exists())
+    if not existing.is_dir():
+        raise UsageError(f"{option} {folder} cannot be created: {existing} is a file.")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise UsageError(f"{option} {folder} is not writable ({existing}: {error.strerror or error}).") from None
+
+
+def inspect_pipeline(name_or_path: str) -> PipelineSource:
     """Read the UNet and scheduler configs of `--pipeline` without building anything."""
     local = Path(name_or_path)
     looks_like_repo_id = name_or_path.count("/") == 1 and not local.exists() and not name_or_path.startswith(".")
     if looks_like_repo_id:
-        return _inspect_hub_repo(name_or_path, token)
+        return _inspect_hub_repo(name_or_path)
     folder = resolve_pipeline_config(name_or_path)  # an error listing the configurations
+    trained = is_trained_folder(folder)  # weights of any format: pickles are refused here, not re-initialised
+    if trained:
+        check_unet_weights(folder, folder, allow_pickle=False, download_kwargs={})
     scheduler_config = read_json(folder / SCHEDULER_CONFIG, "the scheduler configuration")
     if scheduler_config is None:
         raise InputNotFoundError(f"{folder} has no {SCHEDULER_CONFIG}: it is not a complete pipeline folder.")
     return PipelineSource(
-        kind="folder" if is_trained_folder(folder) else "config",
+        kind="folder" if trained else "config",
         location=str(folder),
         unet_config=read_unet_config(folder),
         scheduler_config=scheduler_config,
     )
 
 
-def _inspect_hub_repo(repo_id: str, token: str | None) -> PipelineSource:
+def _inspect_hub_repo(repo_id: str) -> PipelineSource:
     from huggingface_hub import hf_hub_download
 
     try:
-        configs = [
-            hf_hub_download(repo_id, name, token=token) for name in (UNET_CONFIG, SCHEDULER_CONFIG, MODEL_INDEX)
-        ]
+        configs = [hf_hub_download(repo_id, name) for name in (UNET_CONFIG, SCHEDULER_CONFIG, MODEL_INDEX)]
     except Exception as error:
         raise UsageError(
             f"--pipeline {repo_id!r} is neither a local folder, a pipelines/ configuration nor a readable Hub "

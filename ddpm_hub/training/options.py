@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass, field, replace
 
 from ..data import DataOptions
+from ..errors import UsageError
+from ..hub_errors import TOKEN_ADVICE
 from ..options import HelpFormatter, add_arguments, from_namespace, option, read_config_file, to_flat_dict
 from ..scheduling_ddpm_hub import BETA_SCHEDULES, PREDICTION_TYPES, VARIANCE_TYPES
 
@@ -150,7 +152,6 @@ class TrainingOptions:
     push_to_hub: bool = option(False, "publish output_dir with ddpm_hub.hub.publish at the end", "hub")
     hub_model_id: str | None = option(None, "the repo id (default: the name of output_dir)", "hub")
     hub_private_repo: bool = option(False, "create the repo private", "hub")
-    hub_token: str | None = option(None, "the Hub token (default: the logged-in token or HF_TOKEN)", "hub")
 
     def with_data(self, **changes) -> "TrainingOptions":
         return replace(self, data=replace(self.data, **changes))
@@ -184,6 +185,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)  # torch.distributed.launch
     add_arguments(parser, TrainingOptions, GROUP_TITLES)
+    parser.add_argument("--hub_token", dest="hub_token_given", metavar="TOKEN", help=f"not accepted: {TOKEN_ADVICE}")
     return parser
 
 
@@ -194,14 +196,16 @@ def parse_options(argv: list[str] | None = None, description: str | None = None)
     config_path = pre.parse_known_args(argv)[0].config
     parser = build_parser(description)
     if config_path is not None:
-        parser.set_defaults(**read_config_file(config_path, TrainingOptions))
+        parser.set_defaults(**read_config_file(config_path, TrainingOptions, secrets=("hub_token",)))
     namespace = parser.parse_args(argv)
+    if namespace.hub_token_given is not None:
+        raise UsageError(f"--hub_token is refused: {TOKEN_ADVICE}")
     return from_namespace(TrainingOptions, namespace), namespace.dry_run
 
 
 def recorded_options(o: TrainingOptions) -> dict:
-    """The options as written to `training_options.json` and the tracker: flat, without the Hub token."""
-    return to_flat_dict(replace(o, hub_token=None))
+    """The options as written to `training_options.json` and the tracker: flat (no option holds a secret)."""
+    return to_flat_dict(o)
 
 
 def dry_run_report(o: TrainingOptions, source) -> str:

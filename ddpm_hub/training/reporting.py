@@ -29,7 +29,7 @@ from .build import Run
 from .checkpoints import weights_checksum
 from .options import recorded_options
 from .randomness import HOLDOUT, SAMPLING, make_generator
-from .run_state import save_checkpoint
+from .run_state import check_finite_weights, save_checkpoint
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -56,6 +56,7 @@ def start_output(run: Run) -> None:
 def finish(run: Run, result) -> None:
     """Final checkpoint, grid, pipeline and summary; the main process writes, every rank samples."""
     accelerator, o = run.accelerator, run.options
+    check_finite_weights(run, result.global_step)  # a NaN model is never saved over good state nor published
     checksums = gather_object([weights_checksum(run.unet)])
     if len(set(checksums)) != 1:
         raise RuntimeError(f"The processes ended with different weights (sha256 per rank: {checksums}).")
@@ -127,7 +128,7 @@ def publish_output(run: Run) -> str:
 
     o = run.options
     try:
-        url = hub.publish(o.output_dir, repo_id=hub_repo_id(o), private=o.hub_private_repo, token=o.hub_token)
+        url = hub.publish(o.output_dir, repo_id=hub_repo_id(o), private=o.hub_private_repo)
     except hub.PublishError as error:
         raise hub.PublishError(
             f"training finished and {o.output_dir} is saved, but publishing failed: {error}"

@@ -1,12 +1,14 @@
 """Saving a run's state into a checkpoint (`ddpm_hub.training.checkpoints`) and resuming from one, exactly."""
 
+import errno
 import os
 import shutil
 from pathlib import Path
 
+import torch
 from accelerate.logging import get_logger
 
-from ..errors import UsageError
+from ..errors import DDPMHubError, UsageError, exception_chain, one_line
 from ..run_folder import CHECKPOINTS_DIR
 from .build import Run
 from .checkpoints import (
@@ -15,6 +17,7 @@ from .checkpoints import (
     TrainingState,
     commit_checkpoint,
     latest_checkpoint,
+    list_checkpoints,
     prune_checkpoints,
     temporary_checkpoint_dir,
 )
@@ -23,19 +26,36 @@ from .ema import EMA
 logger = get_logger(__name__, log_level="INFO")
 
 
+class CheckpointError(DDPMHubError, RuntimeError):
+    """A checkpoint could not be written (or must not be): earlier checkpoints are intact, the message names them."""
+
+
 def save_checkpoint(run: Run, step: int) -> Path:
-    """Accelerate state + EMA + data position, written under a temporary name and renamed when complete."""
+    """
+    Accelerate state + EMA + data position, written under a temporary name and renamed when complete. Refused for
+    non-finite weights (pruning could otherwise delete the last good checkpoint); a failed write (a full disk) removes
+    the temporary folder and stops every rank together with a message.
+    """
+    check_finite_weights(run, step)
     accelerator, checkpoints_dir = run.accelerator, run.output_dir / CHECKPOINTS_DIR
     temporary = temporary_checkpoint_dir(checkpoints_dir, step)
     if accelerator.is_main_process:
         shutil.rmtree(temporary, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(temporary))  # every rank writes its RNG state; the main process the rest
-    if accelerator.is_main_process:
-        if run.ema is not None:
-            run.ema.save(temporary / EMA_FOLDER)
-        training_state(run, step).write(temporary)
-    accelerator.wait_for_everyone()
+    error = None
+    try:
+        accelerator.save_state(str(temporary))  # every rank writes its RNG state; the main process the rest
+        if accelerator.is_main_process:
+            if run.ema is not None:
+                run.ema.save(temporary / EMA_FOLDER)
+            training_state(run, step).write(temporary)
+    except Exception as caught:  # noqa: BLE001 - torch, safetensors and the OS raise many types on a failed write
+        error = caught
+    failed = accelerator.gather(torch.tensor([float(error is not None)], device=accelerator.device))
+    if bool(failed.any()):  # every rank sees the same flags: all stop together, none waits in a collective
+        if accelerator.is_main_process:
+            shutil.rmtree(temporary, ignore_errors=True)
+        raise CheckpointError(write_failure_message(run, step, temporary, error))
     final = temporary.with_name(f"{CHECKPOINT_PREFIX}{step}")
     if accelerator.is_main_process:
         final = commit_checkpoint(temporary, checkpoints_dir, step)
@@ -43,6 +63,46 @@ def save_checkpoint(run: Run, step: int) -> Path:
         logger.info("Saved %s%s", final, f"; pruned {', '.join(p.name for p in pruned)}" if pruned else "")
     accelerator.wait_for_everyone()
     return final
+
+
+# errno values and library messages that mean the disk (or a file size limit) is full
+_FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+_FULL_MESSAGES = ("no space left", "file too large", "disk quota", "unexpected pos", "file write failed")
+
+
+def write_failure_message(run: Run, step: int, temporary: Path, error: BaseException | None) -> str:
+    last = latest_checkpoint(run.output_dir / CHECKPOINTS_DIR)
+    kept = f"the last complete checkpoint, {last}, is intact" if last else "no earlier checkpoint exists"
+    if error is None:
+        return f"checkpoint {step} failed on another process; nothing was saved and {kept}."
+    causes = list(exception_chain(error))
+    full = any(
+        getattr(c, "errno", None) in _FULL_ERRNOS or any(m in str(c).lower() for m in _FULL_MESSAGES) for c in causes
+    )
+    free = shutil.disk_usage(next(p for p in (temporary, *temporary.parents) if p.exists())).free
+    what = "the disk is full" if full else "writing failed"
+    return (
+        f"could not write checkpoint {step} to {temporary.parent}: {what} ({one_line(error)}; "
+        f"{free / 2**20:.0f} MiB free there). "
+        f"The partial checkpoint was removed and {kept}. Free space (or choose --output_dir elsewhere), then resume "
+        "with --resume_from_checkpoint latest."
+    )
+
+
+def check_finite_weights(run: Run, step: int) -> None:
+    """The weights (and the EMA) are finite numbers; otherwise stop before anything is saved over good state."""
+    bad = [f"{name}" for name, p in run.unet.named_parameters() if not bool(torch.isfinite(p).all())]
+    if run.ema is not None:
+        bad += [f"EMA {name}" for name, p in run.ema.model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if not bad:
+        return
+    last = latest_checkpoint(run.output_dir / CHECKPOINTS_DIR)
+    where = f"the last good checkpoint is {last}" if last else "no checkpoint was saved yet"
+    raise CheckpointError(
+        f"the weights are not finite after step {step} ({len(bad)} tensors with NaN or inf, e.g. "
+        f"{', '.join(bad[:3])}); nothing was saved or published, and {where}. Lower --learning_rate, check "
+        "--max_grad_norm and --mixed_precision, then resume from it with --resume_from_checkpoint."
+    )
 
 
 def training_state(run: Run, step: int) -> TrainingState:
@@ -80,10 +140,15 @@ def resume(run: Run) -> TrainingState | None:
         return None
     state = TrainingState.read(folder)
     check_resumable(run, state, folder)
-    run.accelerator.load_state(str(folder))
-    if run.ema is not None and (folder / EMA_FOLDER).is_dir():
-        run.ema.load(folder / EMA_FOLDER, state.ema_updates)
-    elif run.ema is not None:
+    try:
+        run.accelerator.load_state(str(folder))
+        if run.ema is not None and (folder / EMA_FOLDER).is_dir():
+            run.ema.load(folder / EMA_FOLDER, state.ema_updates)
+    except DDPMHubError:
+        raise
+    except Exception as error:  # noqa: BLE001 - safetensors, torch.load and pickle raise many types on bad files
+        raise CheckpointError(corrupt_checkpoint_message(folder, error)) from error
+    if run.ema is not None and not (folder / EMA_FOLDER).is_dir():
         logger.warning("%s has no EMA weights; the EMA starts from the checkpoint's weights.", folder)
         run.ema = EMA(run.unet, o.ema_max_decay, o.ema_inv_gamma, o.ema_power)
     logger.info(
@@ -107,3 +172,12 @@ def check_resumable(run: Run, state: TrainingState, folder: Path) -> None:
                 f"{name}={value} (global_batch_size = train_batch_size x processes; num_images after skips). "
                 "Use the same settings to continue it."
             )
+
+
+def corrupt_checkpoint_message(folder: Path, error: BaseException) -> str:
+    others = [p for p in list_checkpoints(folder.parent) if p != folder]
+    previous = f"--resume_from_checkpoint {others[-1]}" if others else "no other checkpoint exists; start over"
+    return (
+        f"checkpoint {folder} cannot be loaded: a file in it is damaged or incomplete ({one_line(error)}). "
+        f"Resume from the one before it ({previous}), or delete {folder.name} and use --resume_from_checkpoint latest."
+    )
