@@ -249,11 +249,13 @@ def run_eval(args: argparse.Namespace) -> int:
     pipeline = load_or_build_pipeline(args.model, args.seed).to(args.device)
     pipeline.set_progress_bar_config(disable=True)
     data = data.resolved(resolution=_square_size(pipeline.unet))
-    images, _ = data.load(channels=pipeline.unet.config.in_channels)
+    decoded = data.load(channels=pipeline.unet.config.in_channels)
+    images = decoded.images
+    labels = decoded.labels if pipeline.unet.config.num_class_embeds is not None else None
     output_dir = Path(args.output_dir) if args.output_dir else _default_output_dir(args.model)
     report = {"model": args.model, "dataset": data.label(), "output_dir": str(output_dir)}
     if args.bpd:
-        report["bpd"] = _eval_bpd(pipeline, images, args, output_dir)
+        report["bpd"] = _eval_bpd(pipeline, images, labels, args, output_dir)
     if feature_extractor is not None:
         report.update(_eval_sample_quality(pipeline, images, feature_extractor, samplers, data, args, output_dir))
     report["metrics"] = str(update_metrics(output_dir, _metric_entries(report, data, args)))
@@ -312,7 +314,7 @@ def _eval_sample_quality(
     return report
 
 
-def _eval_bpd(pipeline, images: torch.Tensor, args: argparse.Namespace, output_dir: Path) -> dict:
+def _eval_bpd(pipeline, images: torch.Tensor, labels, args: argparse.Namespace, output_dir: Path) -> dict:
     from .likelihood import bits_per_dim, write_likelihood_report
 
     generator = torch.Generator().manual_seed(args.seed)
@@ -324,6 +326,7 @@ def _eval_bpd(pipeline, images: torch.Tensor, args: argparse.Namespace, output_d
         batch_size=args.batch_size,
         estimator=args.bpd_estimator,
         progress=True,
+        class_labels=labels,  # a conditional model with a labelled dataset: -log p(x | label)
     )
     summary = write_likelihood_report(result, output_dir)
     if not math.isfinite(summary["bits_per_dim"]):

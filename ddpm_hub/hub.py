@@ -50,6 +50,8 @@ from .model_card import DEFAULT_LICENSE, render_model_card
 from .run_folder import (
     BPD_PLOT_FILE,
     CARD_FILE,
+    CLASS_ACCURACY_FILE,
+    GUIDANCE_FILE,
     METRICS_FILE,
     MODEL_INDEX,
     OPTIONS_FILE,
@@ -71,11 +73,14 @@ UPLOAD_PATTERNS = (
     "unet/*.safetensors",
     "scheduler/*.json",
     SAMPLES_FILE,
+    GUIDANCE_FILE,
+    CLASS_ACCURACY_FILE,
     METRICS_FILE,
     SWEEP_FILE,
     BPD_PLOT_FILE,
     OPTIONS_FILE,
     SUMMARY_FILE,
+    "pipeline_ddpm_hub*.py",  # the task pipelines (inpainting, img2img) shipped with the base one
 )
 # Remote files a push owns: one of these that the new push does not have is deleted in the same commit, so that a
 # stale metrics.json or weights file never sits next to new weights. Other files in the repo are left alone.
@@ -232,7 +237,7 @@ def files_to_upload(folder: Path) -> list[str]:
     for name in (METRICS_FILE, OPTIONS_FILE, SUMMARY_FILE):
         read_json(folder / name)  # invalid JSON fails here, before any upload
     TrainingSummary.read(folder)
-    return files + shipped
+    return sorted(set(files + shipped))
 
 
 def check_finite_weights(folder: Path, weight_files: list[str]) -> None:

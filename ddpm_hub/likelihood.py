@@ -201,6 +201,7 @@ def vb_terms_loop(
     generator: torch.Generator | None = None,
     batch_size: int = 256,
     on_call: Callable[[], None] | None = None,
+    class_labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """
     Terms of the bound on `scheduler`'s current chain for one batch of images (improved-diffusion's
@@ -218,6 +219,7 @@ def vb_terms_loop(
         timesteps: `[N x K]` timesteps on the chain, one row per image; default: the whole chain (descending t)
             for every image.
         on_call: called after every UNet call (progress reporting).
+        class_labels: `[N]` class ids for a class-conditional UNet (the bound is then on -log p(x_0 | label)).
     """
     n = x_0.shape[0]
     if timesteps is None:
@@ -234,7 +236,8 @@ def vb_terms_loop(
         t_flat = t_chunk.T.reshape(-1)  # [k*N], column-major
         x_0_rep = x_0.repeat(k, 1, 1, 1)
         x_t = scheduler.add_noise(x_0_rep, noise, t_flat)
-        model_output = unet(x_t.to(unet.dtype), t_flat.to(x_0.device)).sample.to(torch.float64)
+        labels = {} if class_labels is None else {"class_labels": class_labels.to(x_0.device).repeat(k)}
+        model_output = unet(x_t.to(unet.dtype), t_flat.to(x_0.device), **labels).sample.to(torch.float64)
         terms = vb_terms_bits_per_dim(scheduler, model_output, x_0_rep, x_t, t_flat)  # [k*N]
         columns.append(terms.reshape(k, n).T)
         if on_call is not None:
@@ -251,6 +254,7 @@ def bits_per_dim(
     batch_size: int = 256,
     estimator: Literal["strided", "sampled"] = "strided",
     progress: bool = False,
+    class_labels: torch.Tensor | None = None,
 ) -> LikelihoodResult:
     """
     The variational bound on -log p(x_0) in bits per dimension for each image (DDPM eq. 5 with the discretized
@@ -270,6 +274,9 @@ def bits_per_dim(
             processed `batch_size` at a time, each batch drawing its own noise (see `vb_terms_loop`).
         estimator (`"strided"` or `"sampled"`, defaults to `"strided"`): what to do with K < T steps.
         progress (`bool`): show a progress bar counting UNet calls.
+        class_labels (`torch.Tensor` `[N]`, *optional*): for a class-conditional model, each image's class: the
+            bound is then on -log p(x_0 | label). Without them a conditional model is evaluated with its null label
+            (the "no label" model of classifier-free guidance).
 
     The UNet runs in eval mode (dropout off) and is put back in its previous mode afterwards.
 
@@ -278,6 +285,7 @@ def bits_per_dim(
         `timesteps`, and `label` ("full chain (T steps)", "strided bound (K of T steps)" or "sampled estimate ...").
     """
     _check_images(images, pipeline.unet)
+    class_labels = _class_labels(pipeline, class_labels, len(images))
     if not isinstance(batch_size, int) or batch_size < 1:
         raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}.")
     if estimator not in ESTIMATORS:
@@ -301,7 +309,10 @@ def bits_per_dim(
                 timesteps, weights, columns = chain.expand(len(x_0), -1), torch.ones(len(chain)).double(), chain
             priors.append(prior_bits_per_dim(scheduler, x_0).cpu())
             on_call = bar.update if bar is not None else None
-            terms.append(vb_terms_loop(unet, scheduler, x_0, timesteps, generator, batch_size, on_call) * weights)
+            labels = None if class_labels is None else class_labels[start : start + batch_size]
+            terms.append(
+                vb_terms_loop(unet, scheduler, x_0, timesteps, generator, batch_size, on_call, labels) * weights
+            )
     finally:
         unet.train(was_training)
         if bar is not None:
@@ -316,6 +327,22 @@ def bits_per_dim(
         num_train_timesteps=num_train_timesteps,
         estimator=estimator,
     )
+
+
+def _class_labels(pipeline, class_labels: torch.Tensor | None, num_images: int) -> torch.Tensor | None:
+    """The labels to condition on: none for an unconditional UNet; given ones, or the null label, for a conditional."""
+    if getattr(pipeline.unet.config, "num_class_embeds", None) is None:
+        if class_labels is not None:
+            raise UsageError("class_labels were given, but the model is unconditional.")
+        return None
+    if class_labels is None:
+        null = getattr(pipeline.config, "null_class_label", None)
+        if null is None:
+            raise UsageError("this class-conditional model has no null label: give class_labels for the images.")
+        return torch.full((num_images,), null, dtype=torch.long)
+    if len(class_labels) != num_images:
+        raise UsageError(f"got {len(class_labels)} class labels for {num_images} images.")
+    return torch.as_tensor(class_labels, dtype=torch.long)
 
 
 def _progress_bar(num_images: int, num_steps: int, batch_size: int):

@@ -30,6 +30,8 @@ LIBRARY_COMPONENTS = ("diffusers", "transformers")
 LOAD_PATTERNS = [MODEL_INDEX, "scheduler/*.json", "unet/*.json", "unet/*.safetensors"]
 PICKLE_PATTERNS = ["unet/*.bin"]
 DOWNLOAD_KWARGS = ("revision", "token", "cache_dir", "local_files_only")
+# Pipeline settings saved in model_index.json besides the components (diffusers' DiTPipeline keeps id2label there).
+PIPELINE_SETTINGS = ("id2label", "null_class_label")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -63,7 +65,8 @@ def load_components(
     if scheduler is None:
         scheduler_type = scheduler_class(index["scheduler"], Path(folder, MODEL_INDEX))
         scheduler = upgrade_ddpm_scheduler(scheduler_type.from_pretrained(folder, subfolder="scheduler"))
-    return {"unet": unet, "scheduler": scheduler}
+    labels = {key: index.get(key) for key in PIPELINE_SETTINGS}  # class names and the null label, if any
+    return {"unet": unet, "scheduler": scheduler, **labels}
 
 
 def pipeline_folder(name_or_path: str | os.PathLike, allow_pickle: bool = False, **download_kwargs) -> Path:
@@ -156,7 +159,11 @@ def read_model_index(folder: str | os.PathLike, source=None) -> dict:
     if index is None:
         raise InputNotFoundError(f"{source} has no {MODEL_INDEX}; it is not a diffusers pipeline folder or repo.")
     for name, entry in index.items():
-        if not name.startswith("_") and not (isinstance(entry, list) and len(entry) == 2):
+        if (
+            not name.startswith("_")
+            and name not in PIPELINE_SETTINGS
+            and not (isinstance(entry, list) and len(entry) == 2)
+        ):
             raise UsageError(
                 f'{path}: the entry {name!r} must be a [library, class] pair such as ["diffusers", '
                 f'"UNet2DModel"], got {entry!r}.'
@@ -209,10 +216,11 @@ def save_with_code(pipeline, folder: str | os.PathLike) -> None:
     index_path = folder / MODEL_INDEX
     index = json.loads(index_path.read_text())
     pipeline_file = shipped_source(type(pipeline))
-    shutil.copyfile(pipeline_file, folder / pipeline_file.name)
+    for task_file in sorted(pipeline_file.parent.glob("pipeline_ddpm_hub*.py")):  # every task reads every folder
+        shutil.copyfile(task_file, folder / task_file.name)
     index["_class_name"] = [pipeline_file.stem, type(pipeline).__name__]
     for name, entry in list(index.items()):
-        if name.startswith("_") or entry[0] in LIBRARY_COMPONENTS or entry[0] is None:
+        if name.startswith("_") or name in PIPELINE_SETTINGS or entry[0] in LIBRARY_COMPONENTS or entry[0] is None:
             continue
         source = Path(inspect.getsourcefile(type(getattr(pipeline, name))))
         shutil.copyfile(source, folder / name / source.name)

@@ -129,6 +129,7 @@ class DiffusionObjective:
         model: called as `model(x_t, t).sample` (a UNet2DModel, possibly wrapped by DDP or compiled).
         x_0: `[N x C x H x W]` in [-1, 1].
         generator: draws t and eps on x_0's device, unless `timesteps` `[N]` and `noise` (like x_0) are given.
+        class_labels: `[N]` class ids for a class-conditional UNet (the null label where dropped for guidance).
     """
 
     scheduler: DDPMHubScheduler
@@ -142,6 +143,7 @@ class DiffusionObjective:
         generator: torch.Generator | None = None,
         timesteps: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
+        class_labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if timesteps is None:
             num_timesteps = self.scheduler.config.num_train_timesteps
@@ -151,7 +153,8 @@ class DiffusionObjective:
         x_t = self.scheduler.add_noise(x_0, noise, timesteps)  # q(x_t | x_0), eq. 4
         if x_0.is_cuda:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
-        return self.loss(model(x_t, timesteps).sample, x_0, x_t, noise, timesteps)
+        conditioning = {} if class_labels is None else {"class_labels": class_labels}
+        return self.loss(model(x_t, timesteps, **conditioning).sample, x_0, x_t, noise, timesteps)
 
     def loss(
         self,

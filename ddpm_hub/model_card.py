@@ -23,6 +23,9 @@ from .errors import InputNotFoundError
 from .resources import resource_path
 from .run_folder import (
     BPD_PLOT_FILE,
+    CLASS_ACCURACY_FILE,
+    GUIDANCE_FILE,
+    MODEL_INDEX,
     OPTIONS_FILE,
     SAMPLES_FILE,
     SCHEDULER_CONFIG,
@@ -38,6 +41,7 @@ from .version import __version__
 TEMPLATE_NAME = "model_card.md"
 DEFAULT_LICENSE = "apache-2.0"
 TAGS = ["pytorch", "diffusers", "unconditional-image-generation", "ddpm", "ddpm_hub"]
+CONDITIONAL_TAGS = ["class-conditional", "classifier-free-guidance"]
 PIPELINE_TAG = "unconditional-image-generation"
 
 BUILTIN_DATASETS = {
@@ -87,7 +91,7 @@ def render_model_card(
     card_data = ModelCardData(
         library_name="diffusers",
         license=license,
-        tags=list(TAGS),
+        tags=list(TAGS) + (CONDITIONAL_TAGS if facts["conditional"] else []),
         pipeline_tag=PIPELINE_TAG,
         datasets=[facts["dataset"]["hub_id"]] if facts["dataset"] and facts["dataset"]["hub_id"] else None,
         model_name=repo_id.split("/")[-1] if facts["metrics"] else None,
@@ -131,6 +135,9 @@ def collect_facts(folder: Path) -> dict:
         "dataset": _dataset_facts(summary, options),
         "metrics": _metric_rows(read_metrics(folder)),
         "sweep": _read_text(folder / SWEEP_FILE),
+        "conditional": (conditional := _conditional_facts(folder, summary)),
+        "usage_call": _usage_call(conditional, summary),
+        "class_accuracy": _read_text(folder / CLASS_ACCURACY_FILE),
         "bpd_plot": BPD_PLOT_FILE if (folder / BPD_PLOT_FILE).is_file() else None,
         "steps": summary.get("steps"),
         "epochs": summary.get("epochs"),
@@ -186,6 +193,38 @@ def _model_facts(folder: Path) -> dict:
         "variance_type": scheduler.get("variance_type"),
         "prediction_type": scheduler.get("prediction_type"),
     }
+
+
+def _conditional_facts(folder: Path, summary: dict) -> dict | None:
+    """A class-conditional model: its classes, its null label, the guidance scale of the grid, the guidance strip."""
+    unet = read_json(folder / UNET_CONFIG, "the UNet configuration") or {}
+    if unet.get("num_class_embeds") is None:
+        return None
+    index = read_json(folder / MODEL_INDEX, "the pipeline's model index") or {}
+    names = [name for _, name in sorted((int(k), v) for k, v in (index.get("id2label") or {}).items())]
+    null = index.get("null_class_label")
+    return {
+        "num_classes": len(names) or unet["num_class_embeds"] - (1 if null is not None else 0),
+        "names": ", ".join(f"`{name}`" for name in names) or None,
+        "example": names[min(3, len(names) - 1)] if names else None,
+        "null_class_label": null,
+        "guidance_scale": ((summary.get("samples") or {}).get("guidance_scale")),
+        "guidance_plot": GUIDANCE_FILE if (folder / GUIDANCE_FILE).is_file() else None,
+    }
+
+
+def _usage_call(conditional: dict | None, summary: dict) -> str:
+    """The arguments of the sampling call the card shows: the grid's steps, a class and guidance if conditional."""
+    arguments = []
+    if conditional:
+        arguments.append(f"class_labels={conditional['example']!r}" if conditional["example"] else "class_labels=3")
+    arguments.append("batch_size=4")
+    if conditional and conditional["null_class_label"] is not None:
+        arguments.append(f"guidance_scale={conditional['guidance_scale'] or 2.0}")
+    steps = (summary.get("samples") or {}).get("steps")
+    if steps:
+        arguments.append(f"num_inference_steps={steps}")
+    return ", ".join([*arguments, "generator=torch.manual_seed(0)"])
 
 
 def _samples_facts(folder: Path, summary: dict) -> dict | None:

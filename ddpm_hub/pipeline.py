@@ -1,9 +1,11 @@
-"""The `DDPMHubPipeline` that `import ddpm_hub` gives: the sampling code of the shipped file `pipeline_ddpm_hub.py`
-plus what only the installed package does, loading with the installed classes (`ddpm_hub.loading`), saving the code
-files next to the weights, publishing (`ddpm_hub.hub`) and the likelihood (`ddpm_hub.likelihood`).
+"""The pipelines that `import ddpm_hub` gives: the sampling code of the shipped files (`pipeline_ddpm_hub.py`,
+`pipeline_ddpm_hub_inpaint.py`, `pipeline_ddpm_hub_img2img.py`) plus what only the installed package does, loading
+with the installed classes (`ddpm_hub.loading`), saving the code files next to the weights, publishing
+(`ddpm_hub.hub`) and the likelihood (`ddpm_hub.likelihood`).
 
-Both classes are called `DDPMHubPipeline`, so that a saved folder's `model_index.json` names the same class whether
-it is loaded with this package or, through the shipped file, with plain diffusers and `trust_remote_code=True`.
+Each class has the name of its shipped class, so that a saved folder's `model_index.json` names the same class
+whether it is loaded with this package or, through the shipped file, with plain diffusers and `trust_remote_code`.
+All three load from the same folders and repos, and `from_pipe` moves between them without copying weights.
 """
 
 import os
@@ -11,6 +13,8 @@ import tempfile
 
 from . import loading
 from . import pipeline_ddpm_hub as shipped
+from . import pipeline_ddpm_hub_img2img as shipped_img2img
+from . import pipeline_ddpm_hub_inpaint as shipped_inpaint
 from .errors import UsageError
 
 
@@ -106,3 +110,11 @@ class DDPMHubPipeline(HubPipelineMixin, shipped.DDPMHubPipeline):
         from .likelihood import bits_per_dim
 
         return bits_per_dim(self, images, **kwargs)
+
+
+class DDPMHubInpaintPipeline(HubPipelineMixin, shipped_inpaint.DDPMHubInpaintPipeline):
+    __doc__ = shipped_inpaint.DDPMHubInpaintPipeline.__doc__
+
+
+class DDPMHubImg2ImgPipeline(HubPipelineMixin, shipped_img2img.DDPMHubImg2ImgPipeline):
+    __doc__ = shipped_img2img.DDPMHubImg2ImgPipeline.__doc__

@@ -1,50 +1,80 @@
 # Copyright 2026 The ddpm_hub authors. Apache License 2.0.
-"""DDPMHubPipeline: unconditional pixel-space sampling with a UNet2DModel and a DDPM-family scheduler.
+"""DDPMHubPipeline: pixel-space sampling with a UNet2DModel and a DDPM-family scheduler, unconditional or
+class-conditional with classifier-free guidance.
 
 This file is the code that plain diffusers runs for `DiffusionPipeline.from_pretrained(repo_id,
-trust_remote_code=True)`: it is shipped at the root of every published repo, so it stays self-contained (torch and
-diffusers only) and holds sampling only. Loading with the installed classes, saving with the code files, publishing
-and the likelihood are added by the `DDPMHubPipeline` of the installed package (`ddpm_hub/pipeline.py`).
+trust_remote_code=True)`: it is shipped at the root of every published repo, so it stays self-contained (torch, numpy,
+PIL and diffusers only) and holds sampling only. Loading with the installed classes, saving with the code files,
+publishing and the likelihood are added by the `DDPMHubPipeline` of the installed package (`ddpm_hub/pipeline.py`).
+The task pipelines `pipeline_ddpm_hub_inpaint.py` and `pipeline_ddpm_hub_img2img.py` build on this class.
 """
 
 import inspect
+import warnings
+from collections.abc import Callable
 from typing import Any, Literal
 
+import numpy as np
+import PIL.Image
 import torch
+import torch.nn.functional as F
 from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 OUTPUT_TYPES = ("pil", "np", "pt")
-
-EXAMPLE_DOC_STRING = """
-    Examples:
-        ```py
-        >>> from ddpm_hub import DDPMHubPipeline
-
-        >>> pipeline = DDPMHubPipeline.from_pretrained("pipelines/ddpm-digits-16")  # a trained folder or a Hub repo id
-        >>> images = pipeline(batch_size=4, num_inference_steps=50, generator=torch.manual_seed(0)).images
-        >>> images[0].save("digit.png")
-        ```
-"""
+# What a `callback_on_step_end` may ask to see (and replace) after each step.
+CALLBACK_TENSOR_INPUTS = ("image", "pred_original_sample")
+ClassLabels = int | str | list[int | str] | torch.Tensor | None
 
 
 class DDPMHubPipeline(DiffusionPipeline):
     """
-    Pipeline for unconditional image generation with a DDPM (Ho et al. 2020).
+    Pipeline for image generation with a DDPM (Ho et al. 2020), unconditional or class-conditional.
 
     Args:
         unet ([`UNet2DModel`]): the noise (or x_0, or v) prediction network; `out_channels` is twice `in_channels`
-            when the scheduler learns the variance (`variance_type="learned_range"`).
+            when the scheduler learns the variance (`variance_type="learned_range"`). A class-conditional UNet has
+            `num_class_embeds` set.
         scheduler ([`SchedulerMixin`]): `DDPMHubScheduler`, or any diffusers scheduler built from its config
             (`DDIMScheduler`, `DPMSolverMultistepScheduler`, `UniPCMultistepScheduler`, `DDPMScheduler`, ...).
+        id2label (`dict[int, str]`, *optional*): class names, as diffusers' `DiTPipeline` keeps them.
+        null_class_label (`int`, *optional*): the class id the model was trained to read as "no label" (label
+            dropout); classifier-free guidance needs it.
+
+    Examples:
+        ```py
+        >>> import torch
+        >>> from ddpm_hub import DDPMHubPipeline
+
+        >>> pipeline = DDPMHubPipeline.from_pretrained("runs/ddpm-digits-16-cond")  # a folder or a Hub repo id
+        >>> images = pipeline(class_labels=[3, 7], guidance_scale=2.0, num_inference_steps=50).images
+        ```
     """
 
     model_cpu_offload_seq = "unet"
+    _callback_tensor_inputs = list(CALLBACK_TENSOR_INPUTS)
 
-    def __init__(self, unet: UNet2DModel, scheduler: SchedulerMixin):
+    def __init__(
+        self,
+        unet: UNet2DModel,
+        scheduler: SchedulerMixin,
+        id2label: dict[int, str] | None = None,
+        null_class_label: int | None = None,
+    ):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
+        id2label = {int(k): str(v) for k, v in id2label.items()} if id2label else None  # JSON keys are strings
+        self.register_to_config(id2label=id2label, null_class_label=null_class_label)
+        self.labels = {name: i for i, name in (id2label or {}).items()}
+
+    def get_label_ids(self, label: str | list[str]) -> list[int]:
+        """Class ids of label names (as diffusers' `DiTPipeline.get_label_ids`)."""
+        names = [label] if isinstance(label, str) else list(label)
+        unknown = [name for name in names if name not in self.labels]
+        if unknown:
+            raise ValueError(f"Unknown label {unknown[0]!r}; this model's labels are: {', '.join(self.labels)}.")
+        return [self.labels[name] for name in names]
 
     # ----------------------------------------------------------------------------------------------------------------
     # Sampling
@@ -52,20 +82,25 @@ class DDPMHubPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(
         self,
-        batch_size: int = 1,
+        batch_size: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         num_inference_steps: int = 1000,
         timesteps: list[int] | None = None,
         eta: float = 0.0,
         noise: torch.Tensor | None = None,
+        class_labels: ClassLabels = None,
+        guidance_scale: float = 1.0,
         output_type: Literal["pil", "np", "pt"] = "pil",
         return_dict: bool = True,
+        callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ("image",),
     ) -> ImagePipelineOutput | tuple:
         """
         Generate images with the reverse process (Algorithm 2).
 
         Args:
-            batch_size (`int`, defaults to 1): number of images.
+            batch_size (`int`, *optional*): number of images (default: one per generator of a list, else one per class
+                label given, else 1).
             generator (`torch.Generator` or a list of `batch_size` of them): makes sampling deterministic; a list
                 gives each image its own stream, so image i is the same whatever the batch size.
             num_inference_steps (`int`, defaults to 1000): steps of the (respaced) chain; at most the number of
@@ -73,12 +108,29 @@ class DDPMHubPipeline(DiffusionPipeline):
             timesteps (`list[int]`, *optional*): an explicit descending chain; overrides `num_inference_steps`.
             eta (`float`, defaults to 0.0): DDIM's noise scale; only for schedulers whose `step` takes `eta`.
             noise (`torch.Tensor` `[batch_size x C x H x W]`, *optional*): x_T to start from instead of fresh noise.
+            class_labels (int, label name, list of them, or a tensor `[batch_size]`; *optional*): the class of each
+                image, or one for all. A class-conditional model without labels samples its "no label" class.
+            guidance_scale (`float`, defaults to 1.0): classifier-free guidance w (Ho & Salimans 2022): the model
+                output is eps_null + w (eps_c - eps_null), from one UNet call on 2B images per step. w = 1 is the
+                conditional model (one call on B images), w = 0 the "no label" model. With `learned_range` the mean
+                part is guided and the conditional variance kept, as GLIDE does.
             output_type (`"pil"`, `"np"` or `"pt"`, defaults to `"pil"`): PIL images (mode "L" for one channel),
                 a float numpy array `[N x H x W x C]` in [0, 1], or a torch tensor `[N x C x H x W]` in [0, 1].
             return_dict (`bool`, defaults to `True`): return an [`ImagePipelineOutput`] rather than a tuple.
+            callback_on_step_end (`Callable`, *optional*): called after every step as
+                `callback_on_step_end(pipeline, i, t, callback_kwargs)` with the tensors named in
+                `callback_on_step_end_tensor_inputs` ("image": x_{t-1}, "pred_original_sample": the predicted x_0, in
+                [-1, 1]); it returns a dict, and an "image" in it replaces x_{t-1} (diffusers' convention).
         """
-        shape = self._sample_shape(batch_size)
-        step_kwargs = self._check_inputs(batch_size, generator, eta, noise, output_type, shape)
+        if batch_size is None and isinstance(generator, list):
+            batch_size = len(generator)
+        labels, batch_size = self.prepare_class_labels(class_labels, batch_size, guidance_scale)
+        shape = self.sample_shape(batch_size)
+        step_kwargs = self.check_inputs(batch_size, generator, eta, output_type, callback_on_step_end_tensor_inputs)
+        if noise is not None and tuple(noise.shape) != shape:
+            raise ValueError(
+                f"noise must have shape {shape} (batch, channels, height, width), got {tuple(noise.shape)}."
+            )
 
         # 1. x_T ~ N(0, I) (Algorithm 2, line 1), scaled for schedulers that parameterise noise by sigma.
         if noise is None:
@@ -91,31 +143,87 @@ class DDPMHubPipeline(DiffusionPipeline):
         else:
             self.scheduler.set_timesteps(num_inference_steps, device=self.device)
 
-        # 3. x_t -> x_{t-1} for t = T..1 (Algorithm 2, lines 2-5).
-        for t in self.progress_bar(self.scheduler.timesteps):
-            model_input = self.scheduler.scale_model_input(image, t)
-            model_output = self._scheduler_view(self.unet(model_input, t).sample, image)
-            image = self.scheduler.step(model_output, t, image, **step_kwargs).prev_sample
+        # 3. x_t -> x_{t-1} for t = T..1 (Algorithm 2, lines 2-5), the model output guided when asked.
+        callback = (callback_on_step_end, callback_on_step_end_tensor_inputs)
+        image = self.denoise(image, self.scheduler.timesteps, labels, guidance_scale, step_kwargs, callback)
+        return self.output(image, output_type, return_dict)
 
-        # 4. [-1, 1] -> [0, 1] and the requested container.
-        image = (image / 2 + 0.5).clamp(0, 1).float()
-        if output_type == "pt":
-            images = image
+    def denoise(self, image, timesteps, labels, guidance_scale, step_kwargs, callback=(None, ())) -> torch.Tensor:
+        """Reverse steps over `timesteps` from x_t = `image`; `callback` is (callback_on_step_end, tensor names)."""
+        for i, t in enumerate(self.progress_bar(timesteps)):
+            model_output = self.model_output(self.scheduler.scale_model_input(image, t), t, labels, guidance_scale)
+            step = self.scheduler.step(model_output, t, image, **step_kwargs)
+            image = step.prev_sample
+            if callback[0] is not None:
+                image = self.run_callback(callback[0], callback[1], i, t, image, step)
+        return image
+
+    def model_output(self, x_t: torch.Tensor, t, labels: torch.Tensor | None, guidance_scale: float) -> torch.Tensor:
+        """
+        The UNet output at (x_t, t) in the scheduler's view, classifier-free guided when `labels` are given and
+        guidance_scale is not 1: eps_null + w (eps_c - eps_null) on the first C channels (the mean part), the
+        conditional variance channels kept.
+        """
+        if labels is None:
+            output = self.unet(x_t, t).sample
+        elif guidance_scale == 1 or guidance_scale == 0:  # the conditional or the "no label" model: one call, exact
+            chosen = labels if guidance_scale == 1 else torch.full_like(labels, self.config.null_class_label)
+            output = self.unet(x_t, t, class_labels=chosen).sample
         else:
-            images = image.cpu().permute(0, 2, 3, 1).numpy()
-            if output_type == "pil":
-                images = self.numpy_to_pil(images)
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return (images,)
-        return ImagePipelineOutput(images=images)
+            null = torch.full_like(labels, self.config.null_class_label)
+            both = self.unet(torch.cat([x_t, x_t]), t, class_labels=torch.cat([labels, null])).sample
+            conditional, unconditional = both.chunk(2)
+            channels = x_t.shape[1]
+            guided = unconditional[:, :channels] + guidance_scale * (
+                conditional[:, :channels] - unconditional[:, :channels]
+            )
+            output = torch.cat([guided, conditional[:, channels:]], dim=1)
+        return self._scheduler_view(output, x_t)
 
-    def _sample_shape(self, batch_size: int) -> tuple[int, int, int, int]:
+    def prepare_class_labels(
+        self, class_labels: ClassLabels, batch_size: int | None, guidance_scale: float
+    ) -> tuple[torch.Tensor | None, int]:
+        """Class labels as ids `[batch_size]` on the device (None for an unconditional model), and the batch size."""
+        conditional = getattr(self.unet.config, "num_class_embeds", None) is not None
+        if class_labels is None:
+            batch_size = 1 if batch_size is None else batch_size
+            if not conditional:
+                if guidance_scale != 1:
+                    raise ValueError("guidance_scale needs class_labels and a class-conditional model.")
+                return None, batch_size
+            if self.config.null_class_label is None:
+                raise ValueError("This class-conditional model has no null label: pass class_labels.")
+            return torch.full((batch_size,), self.config.null_class_label, device=self.device), batch_size
+        if not conditional:
+            raise ValueError(
+                "class_labels were given, but this model is unconditional (its UNet has no class embedding)."
+            )
+        if guidance_scale != 1 and self.config.null_class_label is None:
+            raise ValueError(
+                f"guidance_scale={guidance_scale} needs a null label, and this model has none (it was trained without "
+                "label dropout). Use guidance_scale=1."
+            )
+        if isinstance(class_labels, torch.Tensor):
+            ids = class_labels.reshape(-1).long().tolist()
+        else:
+            items = class_labels if isinstance(class_labels, (list, tuple)) else [class_labels]
+            ids = [self.get_label_ids(item)[0] if isinstance(item, str) else int(item) for item in items]
+        batch_size = len(ids) if batch_size is None else batch_size
+        if len(ids) == 1:
+            ids = ids * batch_size
+        if len(ids) != batch_size:
+            raise ValueError(f"Got {len(ids)} class labels for batch_size={batch_size}; pass one per image, or one.")
+        limit = self.unet.config.num_class_embeds
+        if not all(0 <= i < limit for i in ids):
+            raise ValueError(f"class labels must be ids in 0..{limit - 1} (num_class_embeds={limit}), got {ids}.")
+        return torch.tensor(ids, device=self.device), batch_size
+
+    def sample_shape(self, batch_size: int) -> tuple[int, int, int, int]:
         size = self.unet.config.sample_size
         height, width = (size, size) if isinstance(size, int) else size
         return (batch_size, self.unet.config.in_channels, height, width)
 
-    def _check_inputs(self, batch_size, generator, eta, noise, output_type, shape) -> dict[str, Any]:
+    def check_inputs(self, batch_size, generator, eta, output_type, callback_inputs) -> dict[str, Any]:
         """Validate the call before any model work; returns the keyword arguments for `scheduler.step`."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
@@ -123,10 +231,9 @@ class DDPMHubPipeline(DiffusionPipeline):
             raise ValueError(f"Unknown output_type {output_type!r}; valid choices are: {', '.join(OUTPUT_TYPES)}.")
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(f"Got a list of {len(generator)} generators for batch_size={batch_size}; pass one each.")
-        if noise is not None and tuple(noise.shape) != shape:
-            raise ValueError(
-                f"noise must have shape {shape} (batch, channels, height, width), got {tuple(noise.shape)}."
-            )
+        unknown = [name for name in callback_inputs if name not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(f"callback_on_step_end_tensor_inputs: {unknown} not in {self._callback_tensor_inputs}.")
         step_parameters = inspect.signature(self.scheduler.step).parameters
         step_kwargs = {"generator": generator} if "generator" in step_parameters else {}
         if "eta" in step_parameters:
@@ -137,6 +244,12 @@ class DDPMHubPipeline(DiffusionPipeline):
                 "takes eta (DDIMScheduler). Leave eta at 0 or switch scheduler."
             )
         return step_kwargs
+
+    def run_callback(self, callback, names, i: int, t, image: torch.Tensor, step) -> torch.Tensor:
+        """diffusers' `callback_on_step_end`: show the named tensors; an "image" it returns replaces x_{t-1}."""
+        tensors = {"image": image, "pred_original_sample": getattr(step, "pred_original_sample", None)}
+        returned = callback(self, i, t, {name: tensors[name] for name in names}) or {}
+        return returned.get("image", image)
 
     def _scheduler_view(self, model_output: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
         """A learned-variance UNet outputs 2C channels; schedulers that cannot use the variance get the first C."""
@@ -149,3 +262,54 @@ class DDPMHubPipeline(DiffusionPipeline):
         ):
             return model_output
         return model_output[:, :channels]
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Images in and out
+
+    def output(self, image: torch.Tensor, output_type: str, return_dict: bool):
+        """x_0 in [-1, 1] -> [0, 1] in the requested container (PIL, numpy `[N x H x W x C]`, torch)."""
+        image = (image / 2 + 0.5).clamp(0, 1).float()
+        if output_type == "pt":
+            images = image
+        else:
+            images = image.cpu().permute(0, 2, 3, 1).numpy()
+            if output_type == "pil":
+                images = self.numpy_to_pil(images)
+        self.maybe_free_model_hooks()
+        return ImagePipelineOutput(images=images) if return_dict else (images,)
+
+    def preprocess(self, image, channels: int, what: str = "image") -> torch.Tensor:
+        """
+        An image (PIL, numpy `[H x W (x C)]` / `[N x H x W x C]` in [0, 1] or uint8, or torch `[(N x) C x H x W]` in
+        [0, 1]), any size and mode, as float `[N x channels x H x W]` in [0, 1] at the model's size (resized
+        bilinearly, with a warning).
+        """
+        images = image if isinstance(image, list) else [image]
+        tensors = []
+        for item in images:
+            if isinstance(item, PIL.Image.Image):
+                item = np.asarray(item.convert("L" if channels == 1 else "RGB"))
+            if isinstance(item, np.ndarray):
+                scale = 255.0 if item.dtype == np.uint8 else 1.0
+                item = torch.from_numpy(np.array(item)).float() / scale  # a copy: PIL arrays are read-only
+                item = item[None, None] if item.ndim == 2 else item.permute(*range(item.ndim - 3), -1, -3, -2)
+            if isinstance(item, torch.Tensor) and item.dtype == torch.uint8:
+                item = item.float() / 255.0
+            if not isinstance(item, torch.Tensor):
+                raise ValueError(
+                    f"{what} must be a PIL image, a numpy array or a torch tensor, got {type(item).__name__}."
+                )
+            tensors.append(item.float().reshape(*[1] * (4 - item.ndim), *item.shape))  # [H x W], [C x H x W] -> 4-D
+        batch = torch.cat(tensors)
+        if batch.shape[1] != channels:  # RGB -> L by ITU-R 601 luma, L -> RGB by repetition
+            if batch.shape[1] == 3 and channels == 1:
+                batch = (batch * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            elif batch.shape[1] == 1:
+                batch = batch.repeat(1, channels, 1, 1)
+            else:
+                raise ValueError(f"{what} has {batch.shape[1]} channels; the model has {channels}.")
+        size = tuple(self.sample_shape(1)[2:])
+        if tuple(batch.shape[2:]) != size:
+            warnings.warn(f"{what} of size {tuple(batch.shape[2:])} resized to the model's {size}.", stacklevel=3)
+            batch = F.interpolate(batch, size=size, mode="bilinear", antialias=True, align_corners=False)
+        return batch.clamp(0, 1).to(device=self.device, dtype=self.unet.dtype)

@@ -6,6 +6,8 @@ is a trained folder with the run's record next to the weights:
 
     model_index.json unet/ scheduler/ *.py   the pipeline (save_pretrained)
     samples.png                              a grid sampled from it                    (training, publishing)
+    guidance.png                             a conditional model: classes x guidance   (training, model card)
+    class_accuracy.md / .json                samples classified by label and w         (benchmarks, model card)
     training_options.json                    the resolved options (a valid --config)    (training, model card)
     training_summary.json                    `TrainingSummary`                          (training, model card)
     metrics.json                             `Metric` entries by key: bpd, fid, kid     (ddpm-hub eval, model card)
@@ -28,6 +30,8 @@ MODEL_INDEX = "model_index.json"
 UNET_CONFIG = "unet/config.json"
 SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
 SAMPLES_FILE = "samples.png"
+GUIDANCE_FILE = "guidance.png"  # a conditional model: a row per class at guidance scales 0, 1, 2, 4
+CLASS_ACCURACY_FILE = "class_accuracy.md"  # benchmarks/class_accuracy.py
 OPTIONS_FILE = "training_options.json"
 SUMMARY_FILE = "training_summary.json"
 METRICS_FILE = "metrics.json"
@@ -116,6 +120,7 @@ class SamplesRecord:
     file: str = SAMPLES_FILE
     num_images: int | None = None
     steps: int | None = None
+    guidance_scale: float | None = None  # a class-conditional model's grid: one row per class at this scale
 
 
 @dataclass

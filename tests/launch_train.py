@@ -76,8 +76,8 @@ def install_faults(faults: dict[str, int]) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         return saved
 
-    def loss_with_faults(run, m, x_0):
-        loss = micro_batch_loss(run, m, x_0)
+    def loss_with_faults(run, m, x_0, labels=None):
+        loss = micro_batch_loss(run, m, x_0, labels)
         step = m // run.options.gradient_accumulation_steps + 1
         return loss * float("nan") if step == faults.get("NONFINITE_LOSS_AT_STEP") else loss
 

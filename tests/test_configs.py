@@ -10,9 +10,32 @@ from ddpm_hub import DDPMHubPipeline, DDPMHubScheduler
 from ddpm_hub.cli import main
 from ddpm_hub.configs import PIPELINES_DIR, available_pipelines, build_pipeline, count_parameters
 
+SHIPPED = [
+    "ddpm-cifar10-32",
+    "ddpm-cifar10-32-cond",
+    "ddpm-256",
+    "ddpm-digits-16",
+    "ddpm-digits-16-cond",
+    "ddpm-tiny-8",
+]
+
 
 def test_the_shipped_configurations():
-    assert {"ddpm-cifar10-32", "ddpm-256", "ddpm-digits-16", "ddpm-tiny-8"} <= set(available_pipelines())
+    assert set(SHIPPED) <= set(available_pipelines())
+
+
+@pytest.mark.parametrize("name", ["ddpm-cifar10-32", "ddpm-digits-16"])
+def test_conditional_configurations_add_only_a_class_embedding(name):
+    """-cond: the base configuration plus 10 classes and the null label; the same scheduler."""
+    base, cond = (UNet2DModel.load_config(PIPELINES_DIR / n / "unet") for n in (name, f"{name}-cond"))
+    assert cond["num_class_embeds"] == 11 and base["num_class_embeds"] is None
+    assert {k: v for k, v in cond.items() if k != "num_class_embeds"} == {
+        k: v for k, v in base.items() if k != "num_class_embeds"
+    }
+    schedulers = [
+        (PIPELINES_DIR / n / "scheduler" / "scheduler_config.json").read_text() for n in (name, f"{name}-cond")
+    ]
+    assert schedulers[0] == schedulers[1]
 
 
 @pytest.mark.parametrize("name,paper_millions,tolerance", [("ddpm-cifar10-32", 35.7, 0.1), ("ddpm-256", 114.0, 0.5)])
@@ -21,7 +44,7 @@ def test_paper_parameter_counts(name, paper_millions, tolerance):
     assert count_parameters(unet) / 1e6 == pytest.approx(paper_millions, abs=tolerance)
 
 
-@pytest.mark.parametrize("name", ["ddpm-cifar10-32", "ddpm-256", "ddpm-digits-16", "ddpm-tiny-8"])
+@pytest.mark.parametrize("name", SHIPPED)
 def test_readme_states_the_real_parameter_count(name):
     readme = (PIPELINES_DIR / name / "README.md").read_text()
     stated = int(re.search(r"Parameters: ([\d,]+)", readme).group(1).replace(",", ""))

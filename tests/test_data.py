@@ -15,6 +15,7 @@ from ddpm_hub.data import (
     UInt8ImageDataset,
     from_model_range,
     load_image_tensor,
+    load_images,
     to_model_range,
 )
 
@@ -354,3 +355,57 @@ def test_loaded_images_feed_the_dataset():
     item = UInt8ImageDataset(images, random_flip=False)[3]
     assert item.shape == (3, 8, 8) and item.dtype == torch.float32
     assert item.min() >= -1 and item.max() <= 1
+
+
+# ------------------------------------------------------------------------------------------------- class labels
+
+
+def test_digits_carry_their_targets_as_labels():
+    from sklearn.datasets import load_digits
+
+    decoded = load_images("builtin:digits", resolution=8, channels=1, max_images=50)
+    assert decoded.labels.tolist() == load_digits().target[:50].tolist()
+    assert decoded.label_names == [str(i) for i in range(10)]
+
+
+def test_a_folder_of_class_subfolders_gives_labels_skips_kept_aligned(tmp_path):
+    for name, colour in (("cat", RED), ("dog", BLUE)):
+        (tmp_path / name / "deeper").mkdir(parents=True)
+        Image.new("RGB", (10, 10), colour).save(tmp_path / name / "a.png")
+        Image.new("RGB", (10, 10), colour).save(tmp_path / name / "deeper" / "b.png")
+    (tmp_path / "cat" / "broken.png").write_bytes(b"not a png")
+    with pytest.warns(SkippedImagesWarning):
+        decoded = load_images(None, str(tmp_path), resolution=8, channels=3)
+    assert decoded.label_names == ["cat", "dog"] and decoded.labels.tolist() == [0, 0, 1, 1]
+    assert torch.all(decoded.images[decoded.labels == 1][:, 2] == 255)  # the dogs are the blue ones
+    Image.new("RGB", (10, 10), RED).save(tmp_path / "loose.png")  # an image outside the class folders: no labels
+    assert load_images(None, str(tmp_path), resolution=8, channels=3).labels is None
+
+
+def test_a_hub_dataset_class_label_column_is_detected_or_chosen(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = [{"bytes": _png_bytes(Image.new("RGB", (12, 12), c)), "path": None} for c in (RED, GREEN, BLUE, WHITE)]
+    features = datasets.Features(
+        {
+            "picture": datasets.Image(),
+            "kind": datasets.ClassLabel(names=["warm", "cool"]),
+            "index": datasets.Value("int64"),
+        }
+    )
+    dataset = datasets.Dataset.from_dict(
+        {"picture": rows, "kind": [0, 1, 1, 0], "index": [5, 6, 7, 8]}, features=features
+    )
+    folder = tmp_path / "hub_like" / "data"
+    folder.mkdir(parents=True)
+    dataset.to_parquet(str(folder / "train-00000-of-00001.parquet"))
+    path, cache = str(tmp_path / "hub_like"), str(tmp_path / "cache")
+    decoded = load_images(path, resolution=8, channels=3, cache_dir=cache)
+    assert decoded.labels.tolist() == [0, 1, 1, 0] and decoded.label_names == ["warm", "cool"]
+    chosen = load_images(path, resolution=8, channels=3, cache_dir=cache, class_column="index")
+    assert chosen.labels.tolist() == [5, 6, 7, 8] and chosen.label_names is None
+    with pytest.raises(ValueError, match="--class_column 'picture'.*ClassLabel or an integer column"):
+        load_images(path, resolution=8, channels=3, cache_dir=cache, class_column="picture")
+    with pytest.raises(ValueError, match="--class_column 'nope' is not a column"):
+        load_images(path, resolution=8, channels=3, cache_dir=cache, class_column="nope")
+    with pytest.raises(ValueError, match="--class_column applies only to Hub datasets"):
+        load_images("builtin:digits", resolution=8, class_column="label")

@@ -40,6 +40,8 @@ ALICE, ALICE_READ, BOB = "hf_alice_write", "hf_alice_read", "hf_bob_write"
 PIPELINE_FILES = {
     "model_index.json",
     "pipeline_ddpm_hub.py",
+    "pipeline_ddpm_hub_img2img.py",
+    "pipeline_ddpm_hub_inpaint.py",
     "scheduler/scheduler_config.json",
     "scheduler/scheduling_ddpm_hub.py",
     "unet/config.json",
@@ -222,7 +224,8 @@ def test_train_push_and_load_both_ways(
     assert type(loaded.scheduler) is DDPMHubScheduler
     expected = sample(loaded)
     np.testing.assert_array_equal(expected, sample(DDPMHubPipeline.from_pretrained(output_dir)))
-    with_ddpm_hub, diffusers_alone = re.findall(r"```python\n(.*?)```", card.text, flags=re.DOTALL)
+    with_ddpm_hub, tasks, diffusers_alone = re.findall(r"```python\n(.*?)```", card.text, flags=re.DOTALL)
+    assert "DDPMHubInpaintPipeline.from_pipe(pipeline)" in tasks
     monkeypatch.chdir(tmp_path)
     namespace = {}
     exec(with_ddpm_hub, namespace)

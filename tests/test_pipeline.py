@@ -142,6 +142,8 @@ def test_save_and_load_round_trip(tmp_path):
     assert {
         "model_index.json",
         "pipeline_ddpm_hub.py",
+        "pipeline_ddpm_hub_img2img.py",
+        "pipeline_ddpm_hub_inpaint.py",
         "scheduler/scheduling_ddpm_hub.py",
         "scheduler/scheduler_config.json",
         "unet/config.json",

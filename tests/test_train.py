@@ -29,7 +29,7 @@ from ddpm_hub import DDPMHubPipeline
 from ddpm_hub.configs import build_pipeline
 from ddpm_hub.data import UInt8ImageDataset
 from ddpm_hub.options import HelpFormatter, flat_fields, to_flat_dict
-from ddpm_hub.training.batches import MicroBatches, make_loader, split_holdout
+from ddpm_hub.training.batches import MicroBatches, holdout_indices, make_loader
 from ddpm_hub.training.checkpoints import (
     commit_checkpoint,
     latest_checkpoint,
@@ -393,8 +393,10 @@ def test_micro_batches_shard_each_global_batch_and_depend_only_on_position():
         assert together == ranks[0].order(epoch)[batch * 6 : batch * 6 + 6].tolist()
     assert not torch.equal(ranks[0].order(0), ranks[0].order(1))
     fresh = MicroBatches(dataset, 3, 2, 1, seed=7)
-    m, x = fresh[5]
-    assert m == 5 and torch.equal(x, ranks[1][5][1])  # no history: flips and order from (seed, m, rank)
+    m, x, labels = fresh[5]
+    assert (
+        m == 5 and torch.equal(x, ranks[1][5][1]) and labels is None
+    )  # no history: flips, order from (seed, m, rank)
     with pytest.raises(ValueError, match="fewer than one global batch"):
         MicroBatches(dataset, 16, 2, 0, seed=7)
 
@@ -442,7 +444,7 @@ def test_resume_starts_the_loader_at_the_saved_position_without_replaying_batche
     # resumed after optimizer step 4 of 10, 2 micro-batches each
     loader = make_loader(data, first_micro_batch=8, end=20, num_workers=0, pin_memory=False)
     assert list(loader.sampler) == list(range(8, 20))
-    assert [m for m, _ in loader] == list(range(8, 20))
+    assert [m for m, _, _ in loader] == list(range(8, 20))
 
 
 def test_fine_tune_from_a_private_hub_repo(hub_server, tmp_path):
@@ -483,11 +485,81 @@ def test_held_out_loss_and_bits_per_dim_are_logged_and_summarised(tmp_path):
 
 
 def test_held_out_split_is_seeded_and_checked():
-    images = torch.arange(10, dtype=torch.uint8).reshape(10, 1, 1, 1)
-    kept, held = split_holdout(images, 3, seed=0)
-    kept_again, held_again = split_holdout(images, 3, seed=0)
+    kept, held = holdout_indices(10, 3, seed=0)
+    kept_again, held_again = holdout_indices(10, 3, seed=0)
     assert torch.equal(held, held_again) and len(held) == 3 and len(kept) == 7
-    assert sorted(torch.cat([kept, held]).flatten().tolist()) == list(range(10))
-    assert not torch.equal(split_holdout(images, 3, seed=1)[1], held)
+    assert sorted(torch.cat([kept, held]).tolist()) == list(range(10))
+    assert not torch.equal(holdout_indices(10, 3, seed=1)[1], held)
     with pytest.raises(ValueError, match="leaves no training images: the dataset has 10"):
-        split_holdout(images, 10, seed=0)
+        holdout_indices(10, 10, seed=0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Class-conditional training (classifier-free guidance)
+
+
+def conditional_config(tmp_path: Path, num_class_embeds: int = 11) -> Path:
+    """ddpm-tiny-8 with a class embedding: the digits' 10 classes and the null label."""
+    config = tmp_path / f"tiny-cond-{num_class_embeds}"
+    if config.exists():
+        return config
+    shutil.copytree(ROOT / "pipelines" / "ddpm-tiny-8", config)
+    unet_config = json.loads((config / "unet" / "config.json").read_text())
+    (config / "unet" / "config.json").write_text(json.dumps({**unet_config, "num_class_embeds": num_class_embeds}))
+    return config
+
+
+def test_conditional_sigkill_and_resume_is_bit_identical_with_label_dropout(tmp_path):
+    common = [*TINY, "--pipeline", str(conditional_config(tmp_path)), "--max_train_steps", "6"]
+    common += ["--checkpointing_steps", "2", "--gradient_accumulation_steps", "2", "--use_ema"]
+    common += ["--class_dropout_prob", "0.3", "--learning_rate", "1e-3", "--num_validation_images", "10"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    check_ok(run_script([*common, "--output_dir", str(a)]))
+    killed = run_script([*common, "--output_dir", str(b)], script=LAUNCHER, env={"FAULT_KILL_AFTER_CHECKPOINT": "4"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    check_ok(run_script([*common, "--output_dir", str(b), "--resume_from_checkpoint", "latest"]))
+    assert summary(b)["resumed_from_step"] == 4
+    assert_bit_identical(unet_weights(a), unet_weights(b))
+    assert_bit_identical(
+        load_file(a / "checkpoints/checkpoint-6/model.safetensors"),
+        load_file(b / "checkpoints/checkpoint-6/model.safetensors"),
+    )
+    index = json.loads((a / "model_index.json").read_text())
+    assert index["null_class_label"] == 10 and index["id2label"]["3"] == "3"
+    options = json.loads((a / "training_options.json").read_text())
+    assert options["class_dropout_prob"] == 0.3
+    grid = Image.open(a / "samples.png")
+    assert grid.size == (((8 + 2) * 1 + 2) * 8, ((8 + 2) * 10 + 2) * 8)  # one row per class, upscaled 8x
+
+
+def test_conditional_training_on_two_processes(tmp_path):
+    out = tmp_path / "run"
+    args = [*TINY, "--pipeline", str(conditional_config(tmp_path)), "--max_train_steps", "3", "--output_dir", str(out)]
+    args += ["--validation_holdout", "8", "--validation_bpd_steps", "2", "--validation_guidance_scale", "2"]
+    check_ok(run_script(args, processes=2))
+    info = summary(out)
+    assert info["num_processes"] == 2 and len(set(info["weights_sha256_per_rank"])) == 1
+    assert info["samples"]["guidance_scale"] == 2.0 and np.isfinite(info["validation"]["bits_per_dim"])
+    pipeline = DDPMHubPipeline.from_pretrained(out)
+    assert pipeline.config.null_class_label == 10 and pipeline.get_label_ids(["7"]) == [7]
+    images = pipeline(class_labels=[1, 2], guidance_scale=3.0, num_inference_steps=2, output_type="np").images
+    assert images.shape == (2, 8, 8, 3) and np.isfinite(images).all()
+
+
+def test_conditional_settings_are_checked_before_the_model_is_built(tmp_path):
+    with pytest.raises(ValueError, match="--class_dropout_prob 0.2 applies to class-conditional models"):
+        check(["--pipeline", "ddpm-tiny-8", "--class_dropout_prob", "0.2"])
+    options, _ = check(["--pipeline", str(conditional_config(tmp_path))])
+    assert options.class_dropout_prob == 0.1  # the default for a conditional model
+
+    unlabelled = tmp_path / "unlabelled"
+    make_messy_folder(unlabelled)  # images at the top of the folder: no classes
+    args = [*TINY, "--pipeline", str(conditional_config(tmp_path)), "--output_dir", str(tmp_path / "a")]
+    result = run_script([*args, "--train_data_dir", str(unlabelled), "--train_batch_size", "2"])
+    assert result.returncode == 2 and "is class-conditional (num_class_embeds=11: 10 classes" in result.stderr
+    assert "has no labels" in result.stderr and "UNet:" not in result.stderr
+
+    small = conditional_config(tmp_path, num_class_embeds=5)
+    result = run_script([*TINY, "--pipeline", str(small), "--output_dir", str(tmp_path / "b")])
+    assert result.returncode == 2 and "labels up to 9 (10 classes)" in result.stderr
+    assert "num_class_embeds=5" in result.stderr and "Set num_class_embeds to 11" in result.stderr

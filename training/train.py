@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> None:
         print(dry_run_report(options, source))
         return
     accelerator = make_accelerator(options)
-    images, holdout, report = load_training_images(options, source, accelerator)
-    run = build_run(options, source, accelerator, images, report, holdout)
+    dataset = load_training_images(options, source, accelerator)
+    run = build_run(options, source, accelerator, dataset)
     resumed = resume(run)
     start_output(run)
     result = train(run, resumed)

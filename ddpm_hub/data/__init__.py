@@ -41,9 +41,11 @@ from .sources import (
     BUILTIN_DATASETS,
     IMAGE_EXTENSIONS,
     VALID_CHANNELS,
+    DecodedImages,
     ImageDatasetReport,
     SkippedImagesWarning,
     load_image_tensor,
+    load_images,
 )
 from .tensors import UInt8ImageDataset, from_model_range, to_model_range
 
@@ -52,11 +54,13 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "VALID_CHANNELS",
     "DataOptions",
+    "DecodedImages",
     "ImageDatasetReport",
     "SkipImage",
     "SkippedImagesWarning",
     "UInt8ImageDataset",
     "from_model_range",
     "load_image_tensor",
+    "load_images",
     "to_model_range",
 ]

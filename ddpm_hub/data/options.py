@@ -2,10 +2,8 @@
 
 from dataclasses import dataclass, replace
 
-import torch
-
 from ..options import option
-from .sources import BUILTIN_DATASETS, ImageDatasetReport, check_source, load_image_tensor
+from .sources import BUILTIN_DATASETS, DecodedImages, check_source, load_images
 
 
 @dataclass(frozen=True)
@@ -24,6 +22,12 @@ class DataOptions:
     )
     image_column: str | None = option(
         None, "the image column of a Hub dataset (default: its first Image column, else 'image' or 'img')", "data"
+    )
+    class_column: str | None = option(
+        None,
+        "the class-label column of a Hub dataset, for a class-conditional model (default: its first ClassLabel "
+        "column); folders take their first-level subfolders as classes, builtin:digits its digits",
+        "data",
     )
     cache_dir: str | None = option(None, "where Hub datasets are cached (default: the datasets cache)", "data")
     resolution: int | None = option(None, "image size (default: the UNet's sample_size)", "data", at_least=1)
@@ -48,10 +52,10 @@ class DataOptions:
         resolved = self.resolved()
         check_source(resolved.dataset_name, self.train_data_dir, self.image_column, self.dataset_split)
 
-    def load(self, channels: int) -> tuple[torch.Tensor, ImageDatasetReport]:
-        """Decode the images once: uint8 `[N x channels x resolution x resolution]` and what was skipped."""
+    def load(self, channels: int) -> DecodedImages:
+        """Decode the images once: uint8 `[N x channels x resolution x resolution]`, labels, what was skipped."""
         resolved = self.resolved()
-        return load_image_tensor(
+        return load_images(
             dataset_name=resolved.dataset_name,
             train_data_dir=self.train_data_dir,
             image_column=self.image_column,
@@ -61,6 +65,7 @@ class DataOptions:
             split=self.dataset_split,
             cache_dir=self.cache_dir,
             max_images=self.max_images,
+            class_column=self.class_column,
         )
 
     @property

@@ -46,7 +46,30 @@ class ImageDatasetReport:
         return f"{shown}{more}"
 
 
-def load_image_tensor(
+@dataclass
+class DecodedImages:
+    """A decoded dataset: the images, and their class labels when the source has them.
+
+    Attributes:
+        images: uint8 ``[N x C x H x W]``.
+        labels: int64 ``[N]`` class ids, or None (a source without labels).
+        label_names: the name of each class id (``label_names[i]`` is class i), or None.
+        report: what was decoded and skipped.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    label_names: list[str] | None
+    report: ImageDatasetReport
+
+
+def load_image_tensor(*args, **kwargs) -> tuple[torch.Tensor, ImageDatasetReport]:
+    """`load_images`, without the labels: ``(images, report)``."""
+    decoded = load_images(*args, **kwargs)
+    return decoded.images, decoded.report
+
+
+def load_images(
     dataset_name: str | None = "builtin:digits",
     train_data_dir: str | None = None,
     image_column: str | None = None,
@@ -56,8 +79,9 @@ def load_image_tensor(
     split: str = "train",
     cache_dir: str | None = None,
     max_images: int | None = None,
-) -> tuple[torch.Tensor, ImageDatasetReport]:
-    """Decode a whole image dataset once into a uint8 tensor.
+    class_column: str | None = None,
+) -> DecodedImages:
+    """Decode a whole image dataset once into a uint8 tensor, with its class labels when it has them.
 
     Args:
         dataset_name: ``"builtin:digits"`` or a name/path for ``datasets.load_dataset``. Pass ``None`` when
@@ -71,27 +95,36 @@ def load_image_tensor(
         split: Hub datasets only.
         cache_dir: passed to ``datasets.load_dataset``.
         max_images: stop after this many usable images (files or rows after that are not examined).
+        class_column: Hub datasets only: the label column (default: the first ``ClassLabel`` column, if any).
+
+    Labels: the digits' targets ("0".."9"); a folder's first-level subfolders when every image is inside one (the
+    ``imagefolder`` convention: ``cat/001.png`` is class "cat", classes in sorted name order); a Hub dataset's
+    ``ClassLabel`` column (names from the feature) or the integer column ``class_column`` names.
 
     Returns:
-        ``(images, report)``: ``images`` is a uint8 tensor [N x channels x resolution x resolution] with values
-        0..255; ``report`` counts the decoded and skipped items and gives a reason per skipped item.
+        `DecodedImages`: ``images`` is a uint8 tensor [N x channels x resolution x resolution] with values 0..255;
+        ``labels``/``label_names`` as above or None; ``report`` counts the decoded and skipped items and gives a
+        reason per skipped item.
 
     Raises:
         ValueError: bad arguments (listing what is accepted), no usable image, a dataset that cannot be loaded.
         FileNotFoundError: ``train_data_dir`` does not exist.
     """
     _check_arguments(dataset_name, train_data_dir, image_column, resolution, channels, split, max_images)
+    if class_column is not None and (train_data_dir is not None or dataset_name in BUILTIN_DATASETS):
+        raise UsageError(f"--class_column applies only to Hub datasets, got {class_column!r}.")
     if train_data_dir is not None:
         source = f"train_data_dir {train_data_dir!r}"
-        images, report = _load_folder(train_data_dir, resolution, channels, center_crop, max_images)
+        decoded = _load_folder(train_data_dir, resolution, channels, center_crop, max_images)
     elif dataset_name in BUILTIN_DATASETS:
         source = dataset_name
-        images, report = _load_digits(resolution, channels, max_images)
+        decoded = _load_digits(resolution, channels, max_images)
     else:
         source = f"dataset {dataset_name!r} (split {split!r})"
-        images, report = _load_hub_dataset(
-            dataset_name, image_column, resolution, channels, center_crop, split, cache_dir, max_images
+        decoded = _load_hub_dataset(
+            dataset_name, image_column, class_column, resolution, channels, center_crop, split, cache_dir, max_images
         )
+    images, report = decoded.images, decoded.report
 
     if report.num_images == 0:
         raise UsageError(f"0 images usable in {source}, {report.num_skipped} skipped: {report.summary()}.")
@@ -111,7 +144,7 @@ def load_image_tensor(
         megabytes,
         report.num_skipped,
     )
-    return images, report
+    return decoded
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -176,11 +209,12 @@ def check_source(dataset_name: str | None, train_data_dir: str | None, image_col
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _load_digits(resolution: int, channels: int, max_images: int | None) -> tuple[torch.Tensor, ImageDatasetReport]:
-    """scikit-learn digits [1797 x 8 x 8] in 0..16 -> uint8 [N x channels x resolution x resolution]."""
+def _load_digits(resolution: int, channels: int, max_images: int | None) -> DecodedImages:
+    """scikit-learn digits [1797 x 8 x 8] in 0..16 -> uint8 [N x channels x resolution x resolution], labels 0..9."""
     from sklearn.datasets import load_digits
 
-    digits = load_digits().images[:max_images]  # [N x 8 x 8] float64, 0..16
+    bunch = load_digits()
+    digits = bunch.images[:max_images]  # [N x 8 x 8] float64, 0..16
     images = torch.from_numpy(digits).to(torch.float32).mul_(255.0 / 16.0).unsqueeze(1)  # [N x 1 x 8 x 8], 0..255
     if resolution != images.shape[-1]:
         # Bilinear like the folder path; antialias only matters when shrinking below 8x8.
@@ -188,12 +222,14 @@ def _load_digits(resolution: int, channels: int, max_images: int | None) -> tupl
     images = images.round_().clamp_(0, 255).to(torch.uint8)
     if channels == 3:
         images = images.repeat(1, 3, 1, 1)
-    return images, ImageDatasetReport(num_images=images.shape[0], num_skipped=0)
+    labels = torch.as_tensor(bunch.target[:max_images], dtype=torch.int64)
+    report = ImageDatasetReport(num_images=images.shape[0], num_skipped=0)
+    return DecodedImages(images, labels, [str(name) for name in bunch.target_names], report)
 
 
 def _load_folder(
     root: str, resolution: int, channels: int, center_crop: bool, max_images: int | None
-) -> tuple[torch.Tensor, ImageDatasetReport]:
+) -> DecodedImages:
     image_paths, skipped = _list_folder(root)
     if not image_paths:
         report = ImageDatasetReport(num_images=0, num_skipped=len(skipped), skipped=skipped)
@@ -202,13 +238,24 @@ def _load_folder(
             f"Accepted extensions: {', '.join(IMAGE_EXTENSIONS)} (searched recursively)."
         )
 
-    def items() -> Iterator[tuple[str, Callable[[], Image.Image]]]:
+    label_names = folder_classes(image_paths)
+    class_ids = {name: i for i, name in enumerate(label_names or [])}
+
+    def items() -> Iterator[tuple[str, Callable[[], Image.Image], int | None]]:
         for relative_path in image_paths:
             path = os.path.join(root, relative_path)
-            yield relative_path, lambda path=path: open_file(path, resolution)
+            label = class_ids[relative_path.split("/")[0]] if label_names else None
+            yield relative_path, lambda path=path: open_file(path, resolution), label
 
     capacity = len(image_paths) if max_images is None else min(max_images, len(image_paths))
-    return _decode_into_tensor(items(), capacity, resolution, channels, center_crop, skipped)
+    return _decode_into_tensor(items(), capacity, resolution, channels, center_crop, skipped, label_names)
+
+
+def folder_classes(image_paths: list[str]) -> list[str] | None:
+    """The imagefolder convention: classes are the first-level subfolders (sorted) when every image is in one."""
+    if not image_paths or any("/" not in path for path in image_paths):
+        return None
+    return sorted({path.split("/")[0] for path in image_paths})
 
 
 def _list_folder(root: str) -> tuple[list[str], list[tuple[str, str]]]:
@@ -232,13 +279,14 @@ def _list_folder(root: str) -> tuple[list[str], list[tuple[str, str]]]:
 def _load_hub_dataset(
     dataset_name: str,
     image_column: str | None,
+    class_column: str | None,
     resolution: int,
     channels: int,
     center_crop: bool,
     split: str,
     cache_dir: str | None,
     max_images: int | None,
-) -> tuple[torch.Tensor, ImageDatasetReport]:
+) -> DecodedImages:
     import datasets
 
     try:
@@ -252,10 +300,12 @@ def _load_hub_dataset(
         ) from exc
 
     column = _resolve_image_column(dataset, image_column, dataset_name)
+    label_column, label_names = resolve_class_column(dataset, class_column, dataset_name)
     feature = dataset.features[column]
     # Read the raw {"bytes", "path"} values and decode one row at a time, so that a bad row is skipped, not fatal.
     try:
-        raw = dataset.select_columns([column]).cast_column(column, datasets.Image(decode=False))
+        kept = [column] + ([label_column] if label_column else [])
+        raw = dataset.select_columns(kept).cast_column(column, datasets.Image(decode=False))
     except Exception as exc:
         raise UsageError(
             f"Column {column!r} of dataset {dataset_name!r} has type {feature} and cannot be read as images; "
@@ -263,17 +313,43 @@ def _load_hub_dataset(
         ) from exc
     decoder = datasets.Image(mode=feature.mode if isinstance(feature, datasets.Image) else None)
 
-    def items() -> Iterator[tuple[str, Callable[[], Image.Image]]]:
+    def items() -> Iterator[tuple[str, Callable[[], Image.Image], int | None]]:
         row = 0
         for batch in raw.iter(batch_size=256):
-            for value in batch[column]:
+            labels = batch[label_column] if label_column else [None] * len(batch[column])
+            for value, label in zip(batch[column], labels, strict=True):
                 name = value.get("path") if isinstance(value, dict) else None
                 item_id = f"row {row}" + (f" ({name})" if name else "")
-                yield item_id, lambda value=value: decode_hub_value(decoder, value)
+                yield item_id, lambda value=value: decode_hub_value(decoder, value), label
                 row += 1
 
     capacity = len(raw) if max_images is None else min(max_images, len(raw))
-    return _decode_into_tensor(items(), capacity, resolution, channels, center_crop, skipped=[])
+    return _decode_into_tensor(items(), capacity, resolution, channels, center_crop, [], label_names, label_column)
+
+
+def resolve_class_column(dataset, class_column: str | None, dataset_name: str) -> tuple[str | None, list | None]:
+    """(the label column, its class names): `class_column`, else the first ClassLabel column, else no labels."""
+    import datasets
+
+    if class_column is None:
+        found = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.ClassLabel)]
+        if not found:
+            return None, None
+        class_column = found[0]
+    if class_column not in dataset.column_names:
+        raise UsageError(
+            f"--class_column {class_column!r} is not a column of dataset {dataset_name!r}; columns: "
+            f"{dataset.column_names}."
+        )
+    feature = dataset.features[class_column]
+    if isinstance(feature, datasets.ClassLabel):
+        return class_column, list(feature.names)
+    if isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint")):
+        return class_column, None
+    raise UsageError(
+        f"--class_column {class_column!r} of dataset {dataset_name!r} has type {feature}; a label column is a "
+        "ClassLabel or an integer column."
+    )
 
 
 def _resolve_image_column(dataset, image_column: str | None, dataset_name: str) -> str:
@@ -299,18 +375,21 @@ def _resolve_image_column(dataset, image_column: str | None, dataset_name: str) 
 
 
 def _decode_into_tensor(
-    items: Iterable[tuple[str, Callable[[], Image.Image]]],
+    items: Iterable[tuple[str, Callable[[], Image.Image], int | None]],
     capacity: int,
     resolution: int,
     channels: int,
     center_crop: bool,
     skipped: list[tuple[str, str]],
-) -> tuple[torch.Tensor, ImageDatasetReport]:
+    label_names: list[str] | None = None,
+    label_column: str | None = None,
+) -> DecodedImages:
     """Fill a preallocated uint8 [capacity x C x H x W] tensor; only one PIL image is alive at a time."""
     images = torch.empty((capacity, channels, resolution, resolution), dtype=torch.uint8)
+    labels = []
     count = 0
     with strict_truncation_check():
-        for item_id, load in items:
+        for item_id, load, label in items:
             if count == capacity:
                 break
             try:
@@ -318,7 +397,13 @@ def _decode_into_tensor(
             except SkipImage as reason:
                 skipped.append((item_id, str(reason)))
                 continue
+            labels.append(label)
             count += 1
     if count < capacity:
         images = images[:count].clone()  # own exactly the usable rows
-    return images, ImageDatasetReport(num_images=count, num_skipped=len(skipped), skipped=skipped)
+    report = ImageDatasetReport(num_images=count, num_skipped=len(skipped), skipped=skipped)
+    if not labels or labels[0] is None:
+        return DecodedImages(images, None, None, report)
+    if any(label is None or label < 0 for label in labels):
+        raise UsageError(f"the label column {label_column!r} has missing or negative labels; every image needs one.")
+    return DecodedImages(images, torch.as_tensor(labels, dtype=torch.int64), label_names, report)

@@ -9,7 +9,8 @@ from .randomness import FLIP, HOLDOUT, SHUFFLE, make_generator
 
 class MicroBatches(Dataset):
     """
-    Micro-batch `m` of the run as one rank sees it: float32 `[train_batch_size x C x H x W]` in [-1, 1].
+    Micro-batch `m` of the run as one rank sees it: `(m, x_0, labels)`, x_0 float32 `[train_batch_size x C x H x W]`
+    in [-1, 1], labels int64 `[train_batch_size]` (None without labels).
 
     The run walks micro-batches m = 0, 1, 2, ...; micro-batch m is batch b = m % batches_per_epoch of epoch
     e = m // batches_per_epoch. Epoch e visits the images in the order `randperm(N)` drawn from (seed, e); its batch b
@@ -19,10 +20,12 @@ class MicroBatches(Dataset):
 
     Args:
         images: the dataset of `ddpm_hub.data` (uint8 tensor, per-item flip with an explicit generator).
+        labels: int64 `[N]` class ids of the images, for a class-conditional model.
     """
 
-    def __init__(self, images, train_batch_size: int, num_processes: int, rank: int, seed: int):
+    def __init__(self, images, train_batch_size: int, num_processes: int, rank: int, seed: int, labels=None):
         self.images, self.batch_size, self.rank, self.seed = images, train_batch_size, rank, seed
+        self.labels = labels
         self.global_batch_size = train_batch_size * num_processes
         self.batches_per_epoch = len(images) // self.global_batch_size
         if self.batches_per_epoch == 0:
@@ -49,9 +52,11 @@ class MicroBatches(Dataset):
         start = batch * self.global_batch_size + self.rank * self.batch_size
         return self.order(epoch)[start : start + self.batch_size].tolist()
 
-    def __getitem__(self, m: int) -> tuple[int, torch.Tensor]:
+    def __getitem__(self, m: int) -> tuple[int, torch.Tensor, torch.Tensor | None]:
         generator = make_generator(self.seed, FLIP, m, self.rank)
-        return m, torch.stack([self.images.get_item(i, generator) for i in self.indices(m)])
+        indices = self.indices(m)
+        labels = None if self.labels is None else self.labels[indices]
+        return m, torch.stack([self.images.get_item(i, generator) for i in indices]), labels
 
     def __len__(self) -> int:  # the run is as long as the sampler says; one epoch is the natural length
         return self.batches_per_epoch
@@ -70,12 +75,9 @@ def make_loader(
     )
 
 
-def split_holdout(images: torch.Tensor, holdout: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(training images, held-out images): `holdout` images chosen by a generator seeded with `seed`."""
-    if not holdout:
-        return images, None
-    if holdout >= len(images):
-        raise UsageError(f"--validation_holdout {holdout} leaves no training images: the dataset has {len(images)}.")
-    order = torch.randperm(len(images), generator=make_generator(seed, HOLDOUT))
-    held_out, kept = order[:holdout].sort().values, order[holdout:].sort().values
-    return images[kept], images[held_out]
+def holdout_indices(num_images: int, holdout: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training indices, held-out indices), both sorted: `holdout` of `num_images` chosen from (seed, HOLDOUT)."""
+    if holdout >= num_images:
+        raise UsageError(f"--validation_holdout {holdout} leaves no training images: the dataset has {num_images}.")
+    order = torch.randperm(num_images, generator=make_generator(seed, HOLDOUT))
+    return order[holdout:].sort().values, order[:holdout].sort().values

@@ -19,7 +19,7 @@ from ..errors import UsageError
 from ..losses import DiffusionObjective
 from ..pipeline import DDPMHubPipeline
 from ..scheduling_ddpm_hub import DDPMHubScheduler
-from .batches import MicroBatches, split_holdout
+from .batches import MicroBatches, holdout_indices
 from .checks import PipelineSource, scheduler_overrides, unet_overrides
 from .ema import EMA
 from .options import TrainingOptions
@@ -43,6 +43,9 @@ class Run:
     report: ImageDatasetReport
     output_dir: Path
     holdout: torch.Tensor | None = None  # uint8 [N x C x H x W], not trained on
+    holdout_labels: torch.Tensor | None = None  # [N], a class-conditional model's
+    label_names: list[str] | None = None  # class i's name, saved with the pipeline as id2label
+    null_class_label: int | None = None  # the class id label dropout uses (classifier-free guidance)
 
     @property
     def unet(self) -> UNet2DModel:
@@ -86,23 +89,62 @@ def make_accelerator(o: TrainingOptions) -> Accelerator:
     return accelerator
 
 
-def load_training_images(o: TrainingOptions, source: PipelineSource, accelerator: Accelerator):
-    """uint8 `[N x C x H x W]` (training) and the held-out images; a Hub dataset is downloaded by the main process
-    first."""
+@dataclass
+class TrainingData:
+    """The decoded dataset split for training: images and held-out images, with labels for a conditional model."""
+
+    images: torch.Tensor  # uint8 [N x C x H x W]
+    labels: torch.Tensor | None
+    label_names: list[str] | None
+    holdout: torch.Tensor | None
+    holdout_labels: torch.Tensor | None
+    report: ImageDatasetReport
+
+
+def load_training_images(o: TrainingOptions, source: PipelineSource, accelerator: Accelerator) -> TrainingData:
+    """The dataset through ddpm_hub.data (a Hub dataset is downloaded by the main process first), checked against a
+    class-conditional model's labels, split into training and held-out images."""
     with accelerator.main_process_first():
-        images, report = o.data.load(channels=source.unet_config["in_channels"])
+        decoded = o.data.load(channels=source.unet_config["in_channels"])
+    report = decoded.report
     logger.info(
         "Dataset: %d images [%s], %d skipped",
         report.num_images,
-        " x ".join(map(str, images.shape)),
+        " x ".join(map(str, decoded.images.shape)),
         report.num_skipped,
     )
     if report.num_skipped:
         logger.warning("Skipped %d items: %s", report.num_skipped, report.summary())
-    images, holdout = split_holdout(images, o.validation_holdout, o.seed)
-    if holdout is not None:
-        logger.info("Held out %d images for validation; %d train", len(holdout), len(images))
-    return images, holdout, report
+    labels = check_labels(o, source, decoded.labels)
+    label_names = decoded.label_names if labels is not None else None
+    if not o.validation_holdout:
+        return TrainingData(decoded.images, labels, label_names, None, None, report)
+    kept, held = holdout_indices(len(decoded.images), o.validation_holdout, o.seed)
+    logger.info("Held out %d images for validation; %d train", len(held), len(kept))
+    pick = (lambda index: None) if labels is None else (lambda index: labels[index])  # noqa: E731
+    return TrainingData(decoded.images[kept], pick(kept), label_names, decoded.images[held], pick(held), report)
+
+
+def check_labels(o: TrainingOptions, source: PipelineSource, labels: torch.Tensor | None) -> torch.Tensor | None:
+    """A class-conditional UNet needs a label per image, each below its null label; an unconditional one none."""
+    num_class_embeds = source.unet_config.get("num_class_embeds")
+    if num_class_embeds is None:
+        return None
+    if labels is None:
+        raise UsageError(
+            f"{o.pipeline} is class-conditional (num_class_embeds={num_class_embeds}: {num_class_embeds - 1} classes "
+            f"and the null label), but {o.data.source} has no labels. Give a dataset with labels (builtin:digits, a "
+            "folder of class subfolders, a Hub dataset with a ClassLabel column or --class_column), or train an "
+            "unconditional configuration."
+        )
+    largest = int(labels.max())
+    if largest > num_class_embeds - 2:
+        raise UsageError(
+            f"{o.data.source} has labels up to {largest} ({largest + 1} classes), but {o.pipeline} has "
+            f"num_class_embeds={num_class_embeds}: room for {num_class_embeds - 1} classes and the null label. Set "
+            f"num_class_embeds to {largest + 2} in its unet/config.json."
+        )
+    return labels
 
 
 def resolve_training_length(o: TrainingOptions, data: MicroBatches) -> TrainingOptions:
@@ -150,13 +192,14 @@ def make_optimizer(unet: UNet2DModel, o: TrainingOptions, device: torch.device) 
     )
 
 
-def build_run(o: TrainingOptions, source: PipelineSource, accelerator: Accelerator, images, report, holdout) -> Run:
+def build_run(o: TrainingOptions, source: PipelineSource, accelerator: Accelerator, dataset: TrainingData) -> Run:
     data = MicroBatches(
-        UInt8ImageDataset(images, random_flip=o.random_flip),
+        UInt8ImageDataset(dataset.images, random_flip=o.random_flip),
         o.train_batch_size,
         accelerator.num_processes,
         accelerator.process_index,
         o.seed,
+        labels=dataset.labels,
     )
     o = replace(resolve_training_length(o, data), mixed_precision=accelerator.mixed_precision)
     pipeline = build_training_pipeline(o, source)
@@ -180,7 +223,10 @@ def build_run(o: TrainingOptions, source: PipelineSource, accelerator: Accelerat
     if ema is not None:
         ema.model.to(accelerator.device)
     objective = DiffusionObjective(pipeline.scheduler, snr_gamma=o.snr_gamma)
+    null_class_label = None
+    if dataset.labels is not None and o.class_dropout_prob != 0:  # conditional, trained with label dropout
+        null_class_label = unet.config.num_class_embeds - 1
     return Run(
-        o, accelerator, model, pipeline.scheduler, objective, optimizer, lr_scheduler, ema, data, report,
-        Path(o.output_dir), holdout,
+        o, accelerator, model, pipeline.scheduler, objective, optimizer, lr_scheduler, ema, data, dataset.report,
+        Path(o.output_dir), dataset.holdout, dataset.holdout_labels, dataset.label_names, null_class_label,
     )  # fmt: skip

@@ -35,8 +35,22 @@ def check_options(o: TrainingOptions) -> tuple[TrainingOptions, PipelineSource]:
     check_output_dir(o)
     source = inspect_pipeline(o.pipeline)
     o = replace(o, data=o.data.resolved(resolution=source.unet_config["sample_size"]))
+    o = resolve_class_dropout(o, source)
     check_model_compatibility(o, source)
     return o, source
+
+
+def resolve_class_dropout(o: TrainingOptions, source: PipelineSource) -> TrainingOptions:
+    """Label dropout applies to a class-conditional UNet only; there it defaults to 0.1 (Ho & Salimans 2022)."""
+    conditional = source.unet_config.get("num_class_embeds") is not None
+    if not conditional:
+        if o.class_dropout_prob:
+            raise UsageError(
+                f"--class_dropout_prob {o.class_dropout_prob} applies to class-conditional models; {o.pipeline} has "
+                "no class embedding (num_class_embeds). Use a -cond configuration, e.g. ddpm-digits-16-cond."
+            )
+        return o
+    return o if o.class_dropout_prob is not None else replace(o, class_dropout_prob=0.1)
 
 
 def check_environment(o: TrainingOptions) -> None:

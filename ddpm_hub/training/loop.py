@@ -13,7 +13,7 @@ from ..run_folder import CHECKPOINTS_DIR
 from .batches import make_loader
 from .build import Run
 from .checkpoints import TrainingState, latest_checkpoint
-from .randomness import DROPOUT, NOISE, derive_seed, make_generator
+from .randomness import DROPOUT, LABEL_DROPOUT, NOISE, derive_seed, make_generator
 from .reporting import log_holdout_metrics, write_validation_grid
 from .run_state import save_checkpoint
 
@@ -70,23 +70,39 @@ def train(run: Run, resumed: TrainingState | None) -> TrainingResult:
     return TrainingResult(first_step, step, stopped_by, wall_time, step_time, losses, last_checkpoint, validation)
 
 
-def micro_batch_loss(run: Run, m: int, x_0: torch.Tensor) -> torch.Tensor:
-    """The mean loss of micro-batch m: its noise, timesteps and dropout are drawn from (seed, m, rank)."""
+def micro_batch_loss(run: Run, m: int, x_0: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean loss of micro-batch m: its noise, timesteps, dropout and label dropout come from (seed, m, rank)."""
     o, accelerator = run.options, run.accelerator
+    rank = accelerator.process_index
     x_0 = x_0.to(accelerator.device, non_blocking=True)
-    torch.manual_seed(derive_seed(o.seed, DROPOUT, m, accelerator.process_index))  # dropout uses the global RNG
-    generator = make_generator(o.seed, NOISE, m, accelerator.process_index, device=accelerator.device)
-    return run.objective(run.model, x_0, generator).mean()
+    if labels is not None:
+        labels = drop_labels(
+            labels, o.class_dropout_prob, run.null_class_label, make_generator(o.seed, LABEL_DROPOUT, m, rank)
+        )
+        labels = labels.to(accelerator.device, non_blocking=True)
+    torch.manual_seed(derive_seed(o.seed, DROPOUT, m, rank))  # dropout uses the global RNG
+    generator = make_generator(o.seed, NOISE, m, rank, device=accelerator.device)
+    return run.objective(run.model, x_0, generator, class_labels=labels).mean()
+
+
+def drop_labels(
+    labels: torch.Tensor, p: float, null_class_label: int | None, generator: torch.Generator
+) -> torch.Tensor:
+    """Classifier-free guidance training (Ho & Salimans 2022): each label becomes the null label with probability p."""
+    if not p or null_class_label is None:
+        return labels
+    dropped = torch.rand(labels.shape, generator=generator) < p
+    return torch.where(dropped, torch.full_like(labels, null_class_label), labels)
 
 
 def optimizer_step(run: Run, micro_batches: list, step: int, time_up: bool) -> tuple[float, bool]:
     """One optimizer step over `gradient_accumulation_steps` micro-batches; returns (loss over ranks, stop?)."""
     accelerator, o = run.accelerator, run.options
     losses = []
-    for i, (m, x_0) in enumerate(micro_batches):
+    for i, (m, x_0, labels) in enumerate(micro_batches):
         last = i == len(micro_batches) - 1
         with contextlib.nullcontext() if last else accelerator.no_sync(run.model):  # all-reduce once per step
-            loss = micro_batch_loss(run, m, x_0)
+            loss = micro_batch_loss(run, m, x_0, labels)
             accelerator.backward(loss / len(micro_batches))
         losses.append(loss.detach().float())
     loss = torch.stack(losses).mean()

@@ -53,6 +53,14 @@ class TrainingOptions:
         "model",
         above=0,
     )
+    class_dropout_prob: float | None = option(
+        None,
+        "a class-conditional model (num_class_embeds in its UNet config): the share of labels replaced by the null "
+        "label (the last class id), which classifier-free guidance needs; 0 trains no null label (default: 0.1)",
+        "model",
+        at_least=0,
+        below=1,
+    )
     # Data: which images and how they are decoded (shared with ddpm-hub eval), then how training reads them
     data: DataOptions = field(default_factory=DataOptions)
     random_flip: bool = option(False, "flip images left-right at random", "data")
@@ -132,6 +140,12 @@ class TrainingOptions:
         16, "images in each grid, shared among the processes", "validation", aliases=("--eval_batch_size",), at_least=1
     )
     ddpm_num_inference_steps: int = option(250, "respaced sampling steps for the grids", "validation", at_least=1)
+    validation_guidance_scale: float = option(
+        1.0,
+        "classifier-free guidance scale of the grids of a class-conditional model (one row per class)",
+        "validation",
+        at_least=0,
+    )
     validation_holdout: int = option(
         0,
         "hold out N images (a seeded choice) from training; log their loss and a sampled bits/dim estimate with "

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 # Streams of randomness; each is seeded separately so that adding one never shifts another.
-SHUFFLE, FLIP, NOISE, DROPOUT, SAMPLING, HOLDOUT = range(6)
+SHUFFLE, FLIP, NOISE, DROPOUT, SAMPLING, HOLDOUT, LABEL_DROPOUT = range(7)
 
 
 def derive_seed(seed: int, *keys: int) -> int:

@@ -18,6 +18,7 @@ from ..likelihood import bits_per_dim
 from ..pipeline import DDPMHubPipeline
 from ..run_folder import (
     CHECKPOINTS_DIR,
+    GUIDANCE_FILE,
     OPTIONS_FILE,
     SAMPLES_FILE,
     DatasetRecord,
@@ -32,6 +33,9 @@ from .randomness import HOLDOUT, SAMPLING, make_generator
 from .run_state import check_finite_weights, save_checkpoint
 
 logger = get_logger(__name__, log_level="INFO")
+# The guidance strip of a conditional model: these scales, the noise of images GUIDANCE_SEEDS + class.
+GUIDANCE_STRIP_SCALES = (0.0, 1.0, 2.0, 4.0)
+GUIDANCE_SEEDS = 100_000
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -67,6 +71,7 @@ def finish(run: Run, result) -> None:
     ):
         save_checkpoint(run, result.global_step)
     images = sample_images(run)
+    write_guidance_strip(run)
     if accelerator.is_main_process:
         save_pipeline(run)
         write_final_grid(run, images, result.global_step)
@@ -81,8 +86,25 @@ def final_unet(run: Run) -> UNet2DModel:
 
 
 def save_pipeline(run: Run) -> None:
+    sampling_pipeline(run).save_pretrained(run.output_dir)
+
+
+def sampling_pipeline(run: Run) -> DDPMHubPipeline:
+    """The weights to save (EMA if on) with a separate scheduler: set_timesteps(n) respaces the chain, which the
+    training scheduler must keep whole; with the class names and null label of a conditional model."""
+    names = run.label_names
+    id2label = dict(enumerate(names)) if names else None
     scheduler = type(run.scheduler).from_config(run.scheduler.config)
-    DDPMHubPipeline(unet=final_unet(run), scheduler=scheduler).save_pretrained(run.output_dir)
+    return DDPMHubPipeline(final_unet(run), scheduler, id2label=id2label, null_class_label=run.null_class_label)
+
+
+def grid_labels(run: Run) -> list[int] | None:
+    """A conditional model's grid: one row per class, num_validation_images shared out (at least one per class)."""
+    if run.data.labels is None:
+        return None
+    num_classes = run.unet.config.num_class_embeds - 1
+    per_class = max(1, -(-run.options.num_validation_images // num_classes))
+    return [label for label in range(num_classes) for _ in range(per_class)]
 
 
 def write_summary(run: Run, result, checksums: list[str]) -> None:
@@ -114,7 +136,13 @@ def write_summary(run: Run, result, checksums: list[str]) -> None:
             num_skipped=run.report.num_skipped,
             skipped=[list(item) for item in run.report.skipped[:20]],
         ),
-        samples=SamplesRecord(num_images=o.num_validation_images, steps=o.ddpm_num_inference_steps),
+        samples=SamplesRecord(
+            num_images=len(grid_labels(run) or range(o.num_validation_images)),
+            steps=o.ddpm_num_inference_steps,
+            guidance_scale=o.validation_guidance_scale
+            if grid_labels(run) and run.null_class_label is not None
+            else None,
+        ),
         weights_sha256_per_rank=checksums,
         validation={"held_out_images": o.validation_holdout, **result.validation} if result.validation else None,
     )
@@ -141,33 +169,61 @@ def publish_output(run: Run) -> str:
 # Sample grids
 
 
-def sample_images(run: Run) -> list[np.ndarray]:
-    """`num_validation_images` uint8 [H x W x C] images, image i from its own generator (seed, i); all ranks."""
+def sample_images(run: Run, labels: list[int] | None = None, guidance_scale: float = 1.0, first: int = 0):
+    """
+    uint8 [H x W x C] images, image i from its own generator (seed, SAMPLING, first + i), shared among the ranks: the
+    grid's (`grid_labels`, at --validation_guidance_scale) by default, or one per label of `labels` at
+    `guidance_scale`.
+    """
     o, accelerator = run.options, run.accelerator
+    if labels is None and (labels := grid_labels(run)) is not None and run.null_class_label is not None:
+        guidance_scale = o.validation_guidance_scale
     unet = final_unet(run)
     was_training = unet.training
-    # A separate scheduler: set_timesteps(n) respaces the chain, which the training scheduler must keep whole.
-    pipeline = DDPMHubPipeline(unet=unet.eval(), scheduler=type(run.scheduler).from_config(run.scheduler.config))
+    pipeline = sampling_pipeline(run)
+    pipeline.unet.eval()
     pipeline.set_progress_bar_config(disable=True)
-    with accelerator.split_between_processes(list(range(o.num_validation_images))) as mine:
+    count = len(labels) if labels is not None else o.num_validation_images
+    with accelerator.split_between_processes(list(range(count))) as mine:
         images = []
         if mine:
-            generators = [make_generator(o.seed, SAMPLING, i, device=accelerator.device) for i in mine]
+            generators = [make_generator(o.seed, SAMPLING, first + i, device=accelerator.device) for i in mine]
+            conditioning = {}
+            if labels is not None:
+                conditioning = {"class_labels": [labels[i] for i in mine], "guidance_scale": guidance_scale}
             with accelerator.autocast():
                 output = pipeline(
                     batch_size=len(mine),
                     generator=generators,
                     num_inference_steps=o.ddpm_num_inference_steps,
                     output_type="np",
+                    **conditioning,
                 )
             images = list(to_uint8(output.images))
     unet.train(was_training)
     return gather_object(images)
 
 
-def grid_image(images: list[np.ndarray], resolution: int) -> Image.Image:
+def write_guidance_strip(run: Run) -> None:
+    """A conditional model with a null label: one row per class, one column per guidance scale, the same noise."""
+    if run.data.labels is None or run.null_class_label is None:
+        return
+    classes = list(range(run.unet.config.num_class_embeds - 1))
+    columns = [sample_images(run, classes, w, first=GUIDANCE_SEEDS) for w in GUIDANCE_STRIP_SCALES]
+    if run.accelerator.is_main_process:
+        rows = [column[c] for c in classes for column in columns]
+        grid_image(rows, run.options.data.resolution, len(GUIDANCE_STRIP_SCALES)).save(run.output_dir / GUIDANCE_FILE)
+
+
+def grid_image(images: list[np.ndarray], resolution: int, columns: int | None = None) -> Image.Image:
     tiles = [Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im) for im in images]
-    return upscale(make_grid(tiles), max(1, 64 // resolution))
+    return upscale(make_grid(tiles, columns=columns), max(1, 64 // resolution))
+
+
+def grid_columns(run: Run) -> int | None:
+    """One row per class for a conditional model; as square as possible otherwise."""
+    labels = grid_labels(run)
+    return None if labels is None else labels.count(0)
 
 
 def log_grid(run: Run, grid: Image.Image, step: int) -> None:
@@ -184,7 +240,7 @@ def log_grid(run: Run, grid: Image.Image, step: int) -> None:
 def write_validation_grid(run: Run, step: int) -> None:
     images = sample_images(run)
     if run.accelerator.is_main_process:
-        grid = grid_image(images, run.options.data.resolution)
+        grid = grid_image(images, run.options.data.resolution, grid_columns(run))
         folder = run.output_dir / run.options.logging_dir / "samples"
         folder.mkdir(parents=True, exist_ok=True)
         grid.save(folder / f"step-{step:07d}.png")
@@ -193,7 +249,7 @@ def write_validation_grid(run: Run, step: int) -> None:
 
 
 def write_final_grid(run: Run, images: list[np.ndarray], step: int) -> None:
-    grid = grid_image(images, run.options.data.resolution)
+    grid = grid_image(images, run.options.data.resolution, grid_columns(run))
     grid.save(run.output_dir / SAMPLES_FILE)
     log_grid(run, grid, step)
 
@@ -216,8 +272,9 @@ def holdout_metrics(run: Run) -> dict:
     generator = make_generator(o.seed, HOLDOUT, 1)
     timesteps = torch.randint(0, run.scheduler.config.num_train_timesteps, (len(x_0),), generator=generator)
     noise = torch.randn(x_0.shape, generator=generator).to(device)
+    labels = None if run.holdout_labels is None else run.holdout_labels.to(device)
     with torch.no_grad():
-        loss = run.objective(unet, x_0, timesteps=timesteps.to(device), noise=noise).mean().item()
+        loss = run.objective(unet, x_0, timesteps=timesteps.to(device), noise=noise, class_labels=labels)
     pipeline = DDPMHubPipeline(unet=unet, scheduler=run.scheduler)  # bits_per_dim works on its own scheduler copy
     bpd = bits_per_dim(
         pipeline,
@@ -225,9 +282,15 @@ def holdout_metrics(run: Run) -> dict:
         num_steps=o.validation_bpd_steps,
         estimator="sampled",
         generator=make_generator(o.seed, HOLDOUT, 2),
+        class_labels=run.holdout_labels,  # conditional: the bound on -log p(x | label)
     )
     unet.train(was_training)
-    return {"loss": loss, "bits_per_dim": bpd.mean(), "bits_per_dim_label": bpd.label, "num_images": len(x_0)}
+    return {
+        "loss": loss.mean().item(),
+        "bits_per_dim": bpd.mean(),
+        "bits_per_dim_label": bpd.label,
+        "num_images": len(x_0),
+    }
 
 
 def log_holdout_metrics(run: Run, step: int) -> dict | None:

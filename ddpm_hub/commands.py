@@ -1,0 +1,239 @@
+"""The image commands of `ddpm-hub`: sample (grids, class labels, guidance, the reverse trajectory), noise (the
+forward process), inpaint (RePaint) and img2img (SDEdit). Each writes one PNG and prints a JSON line.
+
+    ddpm-hub sample runs/ddpm-digits-16-cond --class_labels 3,7 --guidance_scale 2 --num_images 8
+    ddpm-hub sample runs/ddpm-digits-16 --trajectory --num_images 2 --steps 250
+    ddpm-hub noise digit.png --timesteps 0,50,100,250,500,1000
+    ddpm-hub inpaint runs/ddpm-digits-16 digit.png mask.png --num_images 4
+    ddpm-hub img2img runs/ddpm-digits-16 noisy.png --strength 0.6 --num_images 4
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .configs import build_pipeline, load_or_build_pipeline
+from .errors import InputNotFoundError, UsageError
+from .options import int_at_least
+from .pictures import forward_strip, reverse_trajectory, strip, to_pil
+from .pipeline import DDPMHubImg2ImgPipeline, DDPMHubInpaintPipeline
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Options shared by the commands that run a model
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, steps: int, num_images: int) -> None:
+    parser.add_argument("model", help="a trained pipeline folder, a Hub repo id, or a pipelines/<name> configuration")
+    parser.add_argument(
+        "--num_images", type=int_at_least(1), default=num_images, help=f"images (default: {num_images})"
+    )
+    parser.add_argument("--steps", type=int_at_least(1), default=steps, help=f"respaced DDPM steps (default: {steps})")
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="image i uses seed + i (default: 0)")
+    parser.add_argument(
+        "--class_labels",
+        default=None,
+        help="a class-conditional model: labels (names or ids), comma separated, one per image or one for all "
+        "(default: every class in turn, a column per class)",
+    )
+    parser.add_argument(
+        "--guidance_scale", type=float, default=1.0, help="classifier-free guidance w (1: none; default: 1)"
+    )
+    parser.add_argument("--scale", type=int_at_least(1), default=4, help="nearest-neighbour enlargement (default: 4)")
+    parser.add_argument("--device", default=DEVICE, help=f"torch device (default: {DEVICE})")
+
+
+def load_model(args: argparse.Namespace):
+    pipeline = load_or_build_pipeline(args.model, seed=args.seed).to(args.device)  # untrained: checks the plumbing
+    return pipeline
+
+
+def class_labels(pipeline, args: argparse.Namespace) -> list[int] | None:
+    """--class_labels as ids (names looked up), one per image; every class in turn for a conditional model."""
+    conditional = pipeline.unet.config.num_class_embeds is not None
+    if args.class_labels is None:
+        if not conditional:
+            return None
+        classes = len(pipeline.labels) or pipeline.unet.config.num_class_embeds - 1
+        return [i % classes for i in range(args.num_images)]
+    ids = []
+    for item in (part.strip() for part in args.class_labels.split(",")):
+        if item in pipeline.labels:
+            ids.append(pipeline.labels[item])
+        elif item.lstrip("-").isdigit():
+            ids.append(int(item))
+        else:
+            names = ", ".join(pipeline.labels) or "none (use ids)"
+            raise UsageError(f"--class_labels: unknown label {item!r}; this model's labels are: {names}.")
+    ids = ids * args.num_images if len(ids) == 1 else ids
+    if len(ids) != args.num_images:
+        raise UsageError(
+            f"--class_labels gives {len(ids)} labels for --num_images {args.num_images}: one each, or one."
+        )
+    try:  # the pipeline's own checks (an unconditional model, no null label, ids out of range), before sampling
+        pipeline.prepare_class_labels(ids, args.num_images, args.guidance_scale)
+    except ValueError as error:
+        raise UsageError(f"--class_labels/--guidance_scale: {error}") from None
+    return ids
+
+
+def generators(args: argparse.Namespace) -> list[torch.Generator]:
+    return [torch.Generator(args.device).manual_seed(args.seed + i) for i in range(args.num_images)]
+
+
+def conditioning(pipeline, args: argparse.Namespace) -> dict:
+    labels = class_labels(pipeline, args)
+    if labels is None:
+        if args.guidance_scale != 1:
+            raise UsageError("--guidance_scale needs a class-conditional model.")
+        return {}
+    return {"class_labels": labels, "guidance_scale": args.guidance_scale}
+
+
+def read_image(path: str, what: str) -> Image.Image:
+    if not Path(path).is_file():
+        raise InputNotFoundError(f"{what} {path!r} is not a file.")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image
+    except Exception as error:  # noqa: BLE001 - PIL raises many types for a bad file
+        raise UsageError(f"{what} {path!r} cannot be read as an image ({type(error).__name__}: {error}).") from None
+
+
+def save(picture: Image.Image, args: argparse.Namespace, **facts) -> int:
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    picture.save(args.output)
+    print(json.dumps({"output": args.output, **facts}))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The commands
+
+
+def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser, steps=1000, num_images=16)
+    parser.add_argument(
+        "--trajectory",
+        action="store_true",
+        help="the reverse process instead of a grid: per image a row of x_t and a row of the predicted x_0 at "
+        "--frames steps",
+    )
+    parser.add_argument("--frames", type=int_at_least(2), default=8, help="steps shown by --trajectory (default: 8)")
+    parser.add_argument("--output", default="samples.png", help="PNG path (default: samples.png)")
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    """A grid (a conditional model: one row per class when no labels are given), or the reverse trajectory."""
+    pipeline = load_model(args)
+    call = {"num_inference_steps": args.steps, "generator": generators(args), "batch_size": args.num_images}
+    call.update(conditioning(pipeline, args))
+    if args.trajectory:
+        rows, timesteps = reverse_trajectory(pipeline, num_frames=args.frames, **call)
+        return save(strip(rows, args.scale), args, num_images=args.num_images, steps=args.steps, timesteps=timesteps)
+    images = pipeline(**call).images
+    labels = call.get("class_labels")
+    if labels is not None and args.class_labels is None:  # every class in turn: a column per class
+        columns = max(labels) + 1
+    else:
+        columns = int(np.ceil(np.sqrt(len(images))))
+    grid = strip([images[i : i + columns] for i in range(0, len(images), columns)], args.scale)
+    return save(grid, args, num_images=args.num_images, steps=args.steps, class_labels=labels)
+
+
+def add_noise_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", help="an image file")
+    parser.add_argument(
+        "--timesteps", default="0,50,100,250,500,1000", help="paper timesteps, 0 = the data (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--pipeline", default="ddpm-cifar10-32", help="whose noise schedule (default: the paper's linear one)"
+    )
+    parser.add_argument("--size", type=int_at_least(1), default=None, help="resize the image to SIZE x SIZE first")
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="(default: 0)")
+    parser.add_argument("--scale", type=int_at_least(1), default=4, help="enlargement (default: 4)")
+    parser.add_argument("--output", default="forward.png", help="PNG path (default: forward.png)")
+
+
+def run_noise(args: argparse.Namespace) -> int:
+    """The forward process of one image: x_t ~ q(x_t | x_0) at each of --timesteps."""
+    try:
+        timesteps = [int(t) for t in args.timesteps.split(",")]
+    except ValueError:
+        raise UsageError(f"--timesteps must be integers separated by commas, got {args.timesteps!r}.") from None
+    scheduler = build_pipeline(args.pipeline, seed=None).scheduler
+    image = read_image(args.image, "IMAGE")
+    image = image.convert("L" if image.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB")
+    if args.size:
+        image = image.resize((args.size, args.size), Image.Resampling.BILINEAR)
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1)
+    x_0 = (pixels[None, None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)[None]).double()
+    try:
+        frames = forward_strip(x_0, scheduler, timesteps, torch.Generator().manual_seed(args.seed))
+    except ValueError as error:
+        raise UsageError(f"--timesteps: {error}") from None
+    return save(strip([frames], args.scale), args, timesteps=timesteps, schedule=scheduler.config.beta_schedule)
+
+
+def add_inpaint_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser, steps=250, num_images=4)
+    parser.add_argument("image", help="the image to complete")
+    parser.add_argument("mask", help="the mask: white = the region to generate, black = the pixels to keep")
+    parser.add_argument("--jump_length", type=int_at_least(1), default=10, help="RePaint's jump length (default: 10)")
+    parser.add_argument(
+        "--jump_n_sample", type=int_at_least(1), default=10, help="RePaint's resamplings (default: 10)"
+    )
+    parser.add_argument("--output", default="inpainted.png", help="PNG path (default: inpainted.png)")
+
+
+def run_inpaint(args: argparse.Namespace) -> int:
+    """A row: the input, the input with the region to generate greyed, then --num_images completions."""
+    pipeline = DDPMHubInpaintPipeline.from_pipe(load_model(args))
+    image, mask = read_image(args.image, "IMAGE"), read_image(args.mask, "MASK")
+    call = {"num_inference_steps": args.steps, "generator": generators(args), "jump_length": args.jump_length}
+    call.update(conditioning(pipeline, args), jump_n_sample=args.jump_n_sample)
+    with torch.no_grad():
+        x_0 = pipeline.preprocess(image, pipeline.unet.config.in_channels)
+        unknown = pipeline.preprocess(mask, 1, what="MASK") >= 0.5
+    results = pipeline(image=[image] * args.num_images, mask_image=mask, **call).images
+    shown = [to_pil(x_0 * 2 - 1)[0], to_pil(torch.where(unknown, torch.zeros_like(x_0), x_0 * 2 - 1))[0]]
+    return save(strip([shown + list(results)], args.scale), args, num_images=args.num_images, steps=args.steps)
+
+
+def add_img2img_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser, steps=1000, num_images=4)
+    parser.add_argument("image", help="the image to edit")
+    parser.add_argument("--strength", type=float, default=0.6, help="t = strength x T, in [0, 1] (default: 0.6)")
+    parser.add_argument("--output", default="img2img.png", help="PNG path (default: img2img.png)")
+
+
+def run_img2img(args: argparse.Namespace) -> int:
+    """A row: the input, then --num_images SDEdit results."""
+    if not 0 <= args.strength <= 1:
+        raise UsageError(f"--strength must be in [0, 1], got {args.strength}.")
+    pipeline = DDPMHubImg2ImgPipeline.from_pipe(load_model(args))
+    image = read_image(args.image, "IMAGE")
+    call = {"num_inference_steps": args.steps, "generator": generators(args), "strength": args.strength}
+    call.update(conditioning(pipeline, args))
+    results = pipeline(image=[image] * args.num_images, **call).images
+    shown = to_pil(pipeline.preprocess(image, pipeline.unet.config.in_channels) * 2 - 1)
+    return save(strip([shown + list(results)], args.scale), args, num_images=args.num_images, strength=args.strength)
+
+
+COMMANDS = {
+    "sample": (
+        "sample a grid, with class labels and guidance, or the reverse trajectory",
+        add_sample_arguments,
+        run_sample,
+    ),
+    "noise": ("the forward process of an image: x_t at chosen t", add_noise_arguments, run_noise),
+    "inpaint": ("complete the white region of a mask (RePaint)", add_inpaint_arguments, run_inpaint),
+    "img2img": ("edit an image by noising and denoising it (SDEdit)", add_img2img_arguments, run_img2img),
+}

@@ -1,0 +1,95 @@
+# Copyright 2026 The ddpm_hub authors. Apache License 2.0.
+"""DDPMHubImg2ImgPipeline: image-to-image by SDEdit (Meng et al. 2022) with any trained DDPM.
+
+The input image x_0 is diffused to x_t ~ q(x_t | x_0) (DDPM eq. 4) at t = strength * T, then the reverse chain runs
+from there: the model keeps the image's layout and colours and replaces its details, more of them the higher the
+strength. Shipped next to `pipeline_ddpm_hub.py` in every published repo; plain diffusers loads it with
+`DiffusionPipeline.from_pretrained(repo_id, custom_pipeline="pipeline_ddpm_hub_img2img", trust_remote_code=True)`.
+"""
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+from diffusers import ImagePipelineOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from .pipeline_ddpm_hub import ClassLabels, DDPMHubPipeline
+
+
+class DDPMHubImg2ImgPipeline(DDPMHubPipeline):
+    """
+    Image-to-image with a DDPM: SDEdit. Built from a loaded pipeline with `DDPMHubImg2ImgPipeline.from_pipe(pipeline)`
+    or loaded from the same folders and repos as `DDPMHubPipeline`.
+
+    Examples:
+        ```py
+        >>> from ddpm_hub import DDPMHubImg2ImgPipeline
+
+        >>> pipeline = DDPMHubImg2ImgPipeline.from_pretrained("runs/ddpm-digits-16")
+        >>> cleaned = pipeline(image=noisy_digit, strength=0.6, num_inference_steps=250).images[0]
+        ```
+    """
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image,
+        strength: float = 0.6,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        num_inference_steps: int = 1000,
+        noise: torch.Tensor | None = None,
+        class_labels: ClassLabels = None,
+        guidance_scale: float = 1.0,
+        output_type: Literal["pil", "np", "pt"] = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ("image",),
+    ) -> ImagePipelineOutput | tuple:
+        """
+        Args:
+            image: the image(s) to edit: PIL, numpy `[H x W (x C)]` in [0, 1] or uint8, or torch `[(N x) C x H x W]`
+                in [0, 1]; any size (resized to the model's, with a warning) and mode.
+            strength (`float` in [0, 1], defaults to 0.6): how far into the forward process the image is taken:
+                t = strength * T, so round(strength * num_inference_steps) reverse steps run. 0 returns the input;
+                1 starts from x_T ~ N(0, I) as Algorithm 2 does (q(x_T | x_0) is N(0, I) up to the image's weight
+                sqrt(alpha-bar_T), e.g. 0.006 for the linear schedule), so it equals plain sampling from `noise`.
+            noise (`torch.Tensor` `[N x C x H x W]`, *optional*): the eps of q(x_t | x_0), or x_T at strength 1.
+            Others: as `DDPMHubPipeline.__call__`; one input image serves every class label given.
+        """
+        if not 0 <= strength <= 1:
+            raise ValueError(f"strength must be in [0, 1], got {strength}.")
+        x_0 = self.preprocess(image, self.unet.config.in_channels) * 2 - 1  # [N x C x H x W] in [-1, 1]
+        labels, batch_size = self.prepare_class_labels(
+            class_labels, None if class_labels is not None else len(x_0), guidance_scale
+        )
+        if len(x_0) not in (1, batch_size):
+            raise ValueError(f"Got {len(x_0)} images for {batch_size} class labels; pass one image, or one per label.")
+        x_0 = x_0.expand(batch_size, *x_0.shape[1:])
+        step_kwargs = self.check_inputs(batch_size, generator, 0.0, output_type, callback_on_step_end_tensor_inputs)
+
+        # 1. The tail of the chain that strength selects: round(strength * K) of its K steps.
+        self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+        chain = self.scheduler.timesteps
+        num_steps = round(strength * len(chain))
+        if num_steps == 0:
+            return self.output(x_0, output_type, return_dict)
+        timesteps = chain[len(chain) - num_steps :]
+
+        # 2. x_t ~ q(x_t | x_0) (eq. 4) at the first kept t; at strength 1, x_T ~ N(0, I).
+        if noise is None:
+            noise = randn_tensor(x_0.shape, generator=generator, device=self.device, dtype=self.unet.dtype)
+        noise = noise.to(device=self.device, dtype=self.unet.dtype)
+        if num_steps == len(chain):
+            x_t = noise * self.scheduler.init_noise_sigma
+        else:
+            x_t = self.scheduler.add_noise(x_0, noise, timesteps[:1].repeat(batch_size))
+
+        # 3. The reverse chain from there (Algorithm 2).
+        callback = (callback_on_step_end, callback_on_step_end_tensor_inputs)
+        image = self.denoise(x_t, timesteps, labels, guidance_scale, step_kwargs, callback)
+        return self.output(image, output_type, return_dict)
+
+
+# diffusers' custom_pipeline loader takes the one DiffusionPipeline subclass among this module's names.
+del DDPMHubPipeline

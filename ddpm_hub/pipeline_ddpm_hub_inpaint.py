@@ -1,0 +1,135 @@
+# Copyright 2026 The ddpm_hub authors. Apache License 2.0.
+"""DDPMHubInpaintPipeline: inpainting by RePaint (Lugmayr et al. 2022) with any trained DDPM, no retraining.
+
+At every reverse step the known pixels are drawn from the forward process, q(x_{t-1} | x_0) (DDPM eq. 4), and the
+unknown ones from the model, p(x_{t-1} | x_t) (Algorithm 2); the two are joined by the mask. Resampling lets the
+model harmonise them: every `jump_length` steps the chain goes back up `jump_length` steps by the forward process,
+q(x_{t'} | x_t), and down again, `jump_n_sample - 1` times. Shipped next to `pipeline_ddpm_hub.py` in every published
+repo; plain diffusers loads it with
+`DiffusionPipeline.from_pretrained(repo_id, custom_pipeline="pipeline_ddpm_hub_inpaint", trust_remote_code=True)`.
+"""
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+from diffusers import ImagePipelineOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from .pipeline_ddpm_hub import ClassLabels, DDPMHubPipeline
+
+
+def repaint_levels(num_steps: int, jump_length: int, jump_n_sample: int) -> list[int]:
+    """
+    The levels of the chain RePaint walks, from `num_steps` (x_T) down to 0 (x_0): one level down per reverse step;
+    at each jump point (every `jump_length` levels from 0, below num_steps - jump_length), `jump_n_sample - 1` times
+    back up `jump_length` levels. UNet calls: num_steps + (number of jump points) (jump_n_sample - 1) jump_length.
+    """
+    jumps_left = {level: jump_n_sample - 1 for level in range(0, num_steps - jump_length, jump_length)}
+    level, levels = num_steps, [num_steps]
+    while level > 0:
+        level -= 1
+        levels.append(level)
+        if jumps_left.get(level, 0) > 0:
+            jumps_left[level] -= 1
+            for _ in range(jump_length):
+                level += 1
+                levels.append(level)
+    return levels
+
+
+class DDPMHubInpaintPipeline(DDPMHubPipeline):
+    """
+    Inpainting with a DDPM: RePaint. Built from a loaded pipeline with `DDPMHubInpaintPipeline.from_pipe(pipeline)`
+    or loaded from the same folders and repos as `DDPMHubPipeline`. Works with unconditional and class-conditional
+    models, with guidance. Needs a stateless ancestral scheduler (`DDPMHubScheduler`, `DDPMScheduler`).
+
+    Examples:
+        ```py
+        >>> from ddpm_hub import DDPMHubInpaintPipeline
+
+        >>> pipeline = DDPMHubInpaintPipeline.from_pretrained("runs/ddpm-digits-16")
+        >>> completed = pipeline(image=digit, mask_image=right_half_white, num_inference_steps=100).images[0]
+        ```
+    """
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image,
+        mask_image,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        num_inference_steps: int = 250,
+        jump_length: int = 10,
+        jump_n_sample: int = 10,
+        class_labels: ClassLabels = None,
+        guidance_scale: float = 1.0,
+        output_type: Literal["pil", "np", "pt"] = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ("image",),
+    ) -> ImagePipelineOutput | tuple:
+        """
+        Args:
+            image: the image(s) to complete: PIL, numpy `[H x W (x C)]` in [0, 1] or uint8, or torch
+                `[(N x) C x H x W]` in [0, 1]; any size (resized to the model's, with a warning) and mode.
+            mask_image: as diffusers' inpainting pipelines: white (1) = the region to generate, black (0) = the
+                pixels to keep; any mode (converted to one channel) and size, binarised at 0.5. The kept pixels of the
+                result equal the input's exactly (in [0, 1], up to float32 rounding: 1e-6).
+            num_inference_steps (`int`, defaults to 250): the (respaced) chain, as in RePaint's experiments.
+            jump_length (`int`, defaults to 10) and jump_n_sample (`int`, defaults to 10): RePaint's resampling;
+                jump_n_sample = 1 turns it off.
+            Others: as `DDPMHubPipeline.__call__`; one image and mask serve every class label given.
+        """
+        if not (
+            isinstance(jump_length, int) and jump_length >= 1 and isinstance(jump_n_sample, int) and jump_n_sample >= 1
+        ):
+            raise ValueError(
+                f"jump_length and jump_n_sample must be integers >= 1, got {jump_length}, {jump_n_sample}."
+            )
+        if type(self.scheduler).__name__ not in ("DDPMHubScheduler", "DDPMScheduler"):
+            raise ValueError(
+                f"RePaint steps the chain back and forth, which needs a stateless ancestral scheduler "
+                f"(DDPMHubScheduler or DDPMScheduler), not {type(self.scheduler).__name__}."
+            )
+        x_0 = self.preprocess(image, self.unet.config.in_channels) * 2 - 1  # [N x C x H x W] in [-1, 1]
+        keep = self.preprocess(mask_image, 1, what="mask_image") < 0.5  # [N x 1 x H x W], True = known pixel
+        labels, batch_size = self.prepare_class_labels(
+            class_labels, None if class_labels is not None else len(x_0), guidance_scale
+        )
+        if {len(x_0), len(keep)} - {1, batch_size}:
+            raise ValueError(
+                f"Got {len(x_0)} images and {len(keep)} masks for {batch_size} samples; pass one or one each."
+            )
+        x_0, keep = x_0.expand(batch_size, *x_0.shape[1:]), keep.expand(batch_size, *x_0.shape[1:])
+        step_kwargs = self.check_inputs(batch_size, generator, 0.0, output_type, callback_on_step_end_tensor_inputs)
+
+        self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+        chain = self.scheduler.timesteps  # level l >= 1 is timestep chain[K - l]; level 0 is x_0 (alpha-bar 1)
+        alpha_bars = [1.0] + [float(self.scheduler.alphas_cumprod[int(t)]) for t in chain.flip(0)]
+        levels = repaint_levels(len(chain), jump_length, jump_n_sample)
+
+        def noise_like():
+            return randn_tensor(x_0.shape, generator=generator, device=self.device, dtype=self.unet.dtype)
+
+        x = noise_like() * self.scheduler.init_noise_sigma  # level K: x_T ~ N(0, I)
+        down = 0
+        for level, next_level in self.progress_bar(list(zip(levels, levels[1:]))):
+            if next_level < level:  # reverse step: unknown pixels from p(x_{t-1} | x_t), known from q(x_{t-1} | x_0)
+                t = chain[len(chain) - level]
+                output = self.model_output(self.scheduler.scale_model_input(x, t), t, labels, guidance_scale)
+                step = self.scheduler.step(output, t, x, **step_kwargs)
+                alpha_bar = alpha_bars[next_level]
+                known = alpha_bar**0.5 * x_0 + (1 - alpha_bar) ** 0.5 * noise_like() if next_level else x_0
+                x = torch.where(keep, known, step.prev_sample)
+                if callback_on_step_end is not None:
+                    x = self.run_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, down, t, x, step)
+                down += 1
+            else:  # resampling jump: q(x_{t'} | x_t) for the level above
+                ratio = alpha_bars[next_level] / alpha_bars[level]
+                x = ratio**0.5 * x + (1 - ratio) ** 0.5 * noise_like()
+        return self.output(x, output_type, return_dict)
+
+
+# diffusers' custom_pipeline loader takes the one DiffusionPipeline subclass among this module's names.
+del DDPMHubPipeline

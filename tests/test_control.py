@@ -1,0 +1,400 @@
+"""Controlling generation: class labels and classifier-free guidance, RePaint inpainting, SDEdit image-to-image,
+`callback_on_step_end`, the pictures of both processes and their commands. A tiny class-conditional UNet
+(ddpm-tiny-8 plus 10 classes and the null label, random weights: exactness does not need training).
+"""
+
+import json
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from PIL import Image
+
+from ddpm_hub import DDPMHubImg2ImgPipeline, DDPMHubInpaintPipeline, DDPMHubPipeline, cli
+from ddpm_hub.configs import build_pipeline
+from ddpm_hub.pipeline_ddpm_hub_inpaint import repaint_levels
+
+NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def conditional(null: int | None = 10, variance_type: str = "fixed_small") -> DDPMHubPipeline:
+    base = build_pipeline(
+        "ddpm-tiny-8",
+        seed=0,
+        unet_overrides={"num_class_embeds": 11, "out_channels": 6 if variance_type == "learned_range" else 3},
+        scheduler_overrides={"variance_type": variance_type},
+    )
+    with torch.no_grad():  # a distinct embedding per class, so that labels change the output
+        base.unet.class_embedding.weight.normal_(0, 1, generator=torch.Generator().manual_seed(1))
+    pipeline = DDPMHubPipeline(base.unet, base.scheduler, id2label=dict(enumerate(NAMES)), null_class_label=null)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def run(pipeline, steps: int = 4, seeds=(0, 1), **kwargs) -> np.ndarray:
+    generator = [torch.Generator().manual_seed(s) for s in seeds]
+    return pipeline(num_inference_steps=steps, generator=generator, output_type="np", **kwargs).images
+
+
+def reference_conditional_sampling(pipeline, labels: list[int], steps: int, seeds) -> np.ndarray:
+    """Plain conditional sampling written out with diffusers' DDPMScheduler: no guidance code involved."""
+    config = {k: v for k, v in pipeline.scheduler.config.items() if not k.startswith("_")}
+    scheduler = DDPMScheduler(**config)
+    scheduler.set_timesteps(steps)
+    generator = [torch.Generator().manual_seed(s) for s in seeds]
+    x = torch.cat([torch.randn((1, 3, 8, 8), generator=g) for g in generator])
+    labels = torch.tensor(labels)
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            eps = pipeline.unet(x, t, class_labels=labels).sample
+            x = scheduler.step(eps, t, x, generator=generator).prev_sample
+    return (x / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Class labels and guidance
+
+
+def test_guidance_scale_one_is_conditional_sampling_and_zero_is_the_null_label():
+    pipeline = conditional()
+    np.testing.assert_array_equal(
+        run(pipeline, class_labels=[3, 7], guidance_scale=1.0),
+        reference_conditional_sampling(pipeline, [3, 7], 4, (0, 1)),
+    )
+    np.testing.assert_array_equal(
+        run(pipeline, class_labels=[3, 7], guidance_scale=0.0), run(pipeline, class_labels=10)
+    )
+    assert not np.array_equal(run(pipeline, class_labels=3), run(pipeline, class_labels=7))  # labels matter
+
+
+def test_guided_output_is_the_classifier_free_formula_in_one_batched_call():
+    pipeline = conditional()
+    x_t = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    labels, t = torch.tensor([3, 7]), torch.tensor(500)
+    calls = []
+    hook = pipeline.unet.register_forward_hook(
+        lambda module, args, kwargs, output: calls.append(args[0].shape[0]), with_kwargs=True
+    )
+    with torch.no_grad():
+        guided = pipeline.model_output(x_t, t, labels, 3.0)
+        hook.remove()
+        conditional_eps = pipeline.unet(x_t, t, class_labels=labels).sample
+        null_eps = pipeline.unet(x_t, t, class_labels=torch.tensor([10, 10])).sample
+    assert calls == [4]  # one UNet call on 2B images
+    torch.testing.assert_close(guided, null_eps + 3.0 * (conditional_eps - null_eps), atol=1e-5, rtol=1e-5)
+
+
+def test_learned_range_guides_the_mean_and_keeps_the_conditional_variance():
+    pipeline = conditional(variance_type="learned_range")
+    x_t, labels, t = torch.randn(2, 3, 8, 8), torch.tensor([1, 2]), torch.tensor(100)
+    with torch.no_grad():
+        guided = pipeline.model_output(x_t, t, labels, 2.0)
+        conditional_output = pipeline.unet(x_t, t, class_labels=labels).sample
+    assert guided.shape == (2, 6, 8, 8)
+    torch.testing.assert_close(guided[:, 3:], conditional_output[:, 3:], atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(guided[:, :3], conditional_output[:, :3])
+    assert np.isfinite(run(pipeline, class_labels=[1, 2], guidance_scale=2.0)).all()
+
+
+def test_labels_by_name_by_id_as_a_tensor_and_one_for_all_give_the_same_images():
+    pipeline = conditional()
+    by_id = run(pipeline, class_labels=[3, 3], guidance_scale=2.0)
+    np.testing.assert_array_equal(by_id, run(pipeline, class_labels=["three", "three"], guidance_scale=2.0))
+    np.testing.assert_array_equal(by_id, run(pipeline, class_labels=torch.tensor([3, 3]), guidance_scale=2.0))
+    np.testing.assert_array_equal(by_id, run(pipeline, class_labels="three", batch_size=2, guidance_scale=2.0))
+    assert pipeline.get_label_ids(["seven", "zero"]) == [7, 0]
+
+
+@pytest.mark.parametrize("scheduler_class", [DDIMScheduler, DPMSolverMultistepScheduler])
+def test_guidance_with_other_schedulers_and_respacing(scheduler_class):
+    pipeline = conditional()
+    swapped = DDPMHubPipeline(pipeline.unet, scheduler_class.from_config(pipeline.scheduler.config), **{
+        "id2label": pipeline.config.id2label, "null_class_label": 10})  # fmt: skip
+    swapped.set_progress_bar_config(disable=True)
+    images = run(swapped, steps=5, class_labels=[2, 5], guidance_scale=2.5)
+    assert images.shape == (2, 8, 8, 3) and np.isfinite(images).all()
+    np.testing.assert_array_equal(images, run(swapped, steps=5, class_labels=[2, 5], guidance_scale=2.5))
+
+
+@pytest.mark.parametrize(
+    "pipeline_kwargs, call, message",
+    [
+        ({}, {"class_labels": "eleven"}, "Unknown label 'eleven'"),
+        ({}, {"class_labels": [12]}, "class labels must be ids in 0..10"),
+        ({}, {"class_labels": [1, 2, 3], "batch_size": 2}, "Got 3 class labels for batch_size=2"),
+        ({"null": None}, {"class_labels": [1], "guidance_scale": 2.0}, "needs a null label"),
+        ({"null": None}, {}, "has no null label: pass class_labels"),
+    ],
+)
+def test_bad_labels_and_guidance(pipeline_kwargs, call, message):
+    with pytest.raises(ValueError, match=message):
+        run(conditional(**pipeline_kwargs), seeds=(0,) * call.get("batch_size", 1), **call)
+
+
+def test_labels_or_guidance_for_an_unconditional_model_are_refused():
+    pipeline = build_pipeline("ddpm-tiny-8")
+    with pytest.raises(ValueError, match="this model is unconditional"):
+        pipeline(class_labels=[1], num_inference_steps=2)
+    with pytest.raises(ValueError, match="guidance_scale needs class_labels"):
+        pipeline(guidance_scale=2.0, num_inference_steps=2)
+
+
+def test_callback_on_step_end_sees_and_edits_the_trajectory():
+    pipeline = conditional()
+    seen = []
+
+    def callback(pipe, i, t, tensors):
+        seen.append((i, int(t), tuple(tensors["image"].shape), tuple(tensors["pred_original_sample"].shape)))
+        return {"image": torch.zeros_like(tensors["image"])} if i == 3 else {}
+
+    images = run(
+        pipeline, class_labels=[1, 2], callback_on_step_end=callback,
+        callback_on_step_end_tensor_inputs=["image", "pred_original_sample"],
+    )  # fmt: skip
+    assert [s[0] for s in seen] == [0, 1, 2, 3] and seen[0][1] > seen[-1][1]
+    assert seen[0][2] == seen[0][3] == (2, 3, 8, 8)
+    np.testing.assert_array_equal(images, np.full_like(images, 0.5))  # x_0 := 0 at the last step -> grey
+    with pytest.raises(ValueError, match="not in"):
+        run(pipeline, class_labels=1, callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Inpainting (RePaint)
+
+
+def digit_image(size: int = 8) -> Image.Image:
+    from sklearn.datasets import load_digits
+
+    pixels = (load_digits().images[3] * 255 / 16).astype(np.uint8)
+    return Image.fromarray(pixels).convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+
+
+def half_mask(size: int = 8) -> Image.Image:
+    mask = np.zeros((size, size), dtype=np.uint8)
+    mask[:, size // 2 :] = 255  # white: generate the right half
+    return Image.fromarray(mask)
+
+
+@pytest.mark.parametrize("steps, jump_length, jump_n_sample", [(10, 3, 2), (12, 4, 3), (6, 10, 10), (8, 2, 1)])
+def test_repaint_schedule_and_unet_calls(steps, jump_length, jump_n_sample):
+    levels = repaint_levels(steps, jump_length, jump_n_sample)
+    assert levels[0] == steps and levels[-1] == 0 and all(abs(a - b) == 1 for a, b in zip(levels, levels[1:]))
+    jump_points = len(range(0, steps - jump_length, jump_length))
+    expected_calls = steps + jump_points * (jump_n_sample - 1) * jump_length
+    pipeline = DDPMHubInpaintPipeline.from_pipe(build_pipeline("ddpm-tiny-8"))
+    pipeline.set_progress_bar_config(disable=True)
+    calls = []
+    pipeline.unet.register_forward_hook(lambda *args: calls.append(1))
+    pipeline(
+        digit_image(), half_mask(), num_inference_steps=steps, jump_length=jump_length, jump_n_sample=jump_n_sample
+    )
+    assert len(calls) == expected_calls == sum(b < a for a, b in zip(levels, levels[1:]))
+
+
+@pytest.mark.parametrize("guided", [False, True], ids=["unconditional", "conditional-guided"])
+def test_inpainting_keeps_the_known_pixels_exactly(guided):
+    base = conditional() if guided else build_pipeline("ddpm-tiny-8")
+    pipeline = DDPMHubInpaintPipeline.from_pipe(base)
+    pipeline.set_progress_bar_config(disable=True)
+    image = np.asarray(digit_image(), dtype=np.float32) / 255
+    extra = {"class_labels": [3, 8], "guidance_scale": 2.0} if guided else {}
+    generator = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    out = pipeline([digit_image()] * 2, half_mask(), num_inference_steps=10, jump_length=3, jump_n_sample=2,
+                   generator=generator, output_type="np", **extra).images  # fmt: skip
+    np.testing.assert_allclose(out[:, :, :4], np.broadcast_to(image[:, :4], (2, 8, 4, 3)), atol=1e-6)  # known: kept
+    assert np.abs(out[:, :, 4:] - image[:, 4:]).max() > 0.1  # unknown: generated
+    assert not np.array_equal(out[0], out[1])
+
+
+def test_inpainting_inputs_any_size_and_mode_and_its_errors():
+    pipeline = DDPMHubInpaintPipeline.from_pipe(build_pipeline("ddpm-tiny-8"))
+    pipeline.set_progress_bar_config(disable=True)
+    with pytest.warns(UserWarning, match="resized to the model's"):
+        out = pipeline(digit_image(32).convert("L"), half_mask(32).convert("RGB"), num_inference_steps=3,
+                       jump_n_sample=1, output_type="np").images  # fmt: skip
+    assert out.shape == (1, 8, 8, 3)
+    mask = torch.zeros(8, 8)
+    mask[:, 4:] = 1
+    array = np.asarray(digit_image())
+    out = pipeline(array, mask, num_inference_steps=3, jump_n_sample=1, output_type="np").images
+    np.testing.assert_allclose(out[0, :, :4], array[:, :4] / 255, atol=1e-6)
+    dpm = DDPMHubInpaintPipeline(pipeline.unet, DPMSolverMultistepScheduler.from_config(pipeline.scheduler.config))
+    with pytest.raises(ValueError, match="stateless ancestral scheduler"):
+        dpm(digit_image(), half_mask(), num_inference_steps=3)
+    with pytest.raises(ValueError, match="jump_length and jump_n_sample"):
+        pipeline(digit_image(), half_mask(), num_inference_steps=3, jump_length=0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Image-to-image (SDEdit)
+
+
+def test_img2img_strength_zero_returns_the_input_and_one_is_plain_sampling():
+    base = conditional()
+    pipeline = DDPMHubImg2ImgPipeline.from_pipe(base)
+    assert pipeline.unet is base.unet and pipeline.scheduler is base.scheduler  # components shared, not copied
+    image = np.asarray(digit_image(), dtype=np.float32) / 255
+    same = pipeline(image, strength=0.0, num_inference_steps=10, output_type="np").images
+    np.testing.assert_allclose(same[0], image, atol=1e-6)
+    noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(7))
+    kwargs = {"num_inference_steps": 6, "class_labels": [4, 5], "guidance_scale": 2.0, "output_type": "np"}
+    full = pipeline(
+        image, strength=1.0, noise=noise, generator=[torch.Generator().manual_seed(s) for s in (0, 1)], **kwargs
+    )
+    plain = base(noise=noise, generator=[torch.Generator().manual_seed(s) for s in (0, 1)], **kwargs)
+    np.testing.assert_array_equal(full.images, plain.images)
+
+
+def test_img2img_runs_strength_times_the_steps_and_checks_strength():
+    pipeline = DDPMHubImg2ImgPipeline.from_pipe(build_pipeline("ddpm-tiny-8"))
+    pipeline.set_progress_bar_config(disable=True)
+    calls = []
+    pipeline.unet.register_forward_hook(lambda *args: calls.append(1))
+    out = pipeline(digit_image(), strength=0.5, num_inference_steps=10, output_type="np").images
+    assert len(calls) == 5 and out.shape == (1, 8, 8, 3)
+    with pytest.raises(ValueError, match="strength must be in"):
+        pipeline(digit_image(), strength=1.5)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading: every task from the same folder, and plain diffusers with trust_remote_code
+
+
+def test_all_three_pipelines_load_from_one_saved_folder(tmp_path):
+    pipeline = conditional()
+    pipeline.save_pretrained(tmp_path)
+    for cls in (DDPMHubPipeline, DDPMHubInpaintPipeline, DDPMHubImg2ImgPipeline):
+        loaded = cls.from_pretrained(tmp_path)
+        assert type(loaded) is cls and loaded.config.null_class_label == 10 and loaded.labels["three"] == 3
+    loaded = DDPMHubPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    np.testing.assert_array_equal(run(loaded, class_labels=[3, 9], guidance_scale=2.0),
+                                  run(pipeline, class_labels=[3, 9], guidance_scale=2.0))  # fmt: skip
+
+
+PLAIN_DIFFUSERS_INPAINT = textwrap.dedent(
+    """
+    import sys
+    sys.modules["ddpm_hub"] = None  # ddpm_hub cannot be imported in this process
+    import numpy as np, torch
+    from diffusers import DiffusionPipeline
+    from PIL import Image
+    torch.set_num_threads(1)
+    folder, image, mask, out = sys.argv[1:5]
+    task = "pipeline_ddpm_hub_inpaint"
+    pipeline = DiffusionPipeline.from_pretrained(folder, custom_pipeline=task, trust_remote_code=True)
+    pipeline.set_progress_bar_config(disable=True)
+    print("LOADED", type(pipeline).__name__, type(pipeline.scheduler).__name__)
+    images = pipeline(Image.open(image), Image.open(mask), num_inference_steps=6, jump_length=2, jump_n_sample=2,
+                      class_labels="three", guidance_scale=2.0, generator=torch.manual_seed(0),
+                      output_type="np").images
+    np.save(out, images)
+    """
+)
+
+
+def test_plain_diffusers_reaches_inpainting_with_custom_pipeline(tmp_path):
+    pipeline = conditional()
+    pipeline.save_pretrained(tmp_path / "folder")
+    digit_image().save(tmp_path / "image.png")
+    half_mask().save(tmp_path / "mask.png")
+    args = [str(tmp_path / name) for name in ("folder", "image.png", "mask.png", "out.npy")]
+    result = subprocess.run([sys.executable, "-c", PLAIN_DIFFUSERS_INPAINT, *args], capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "LOADED DDPMHubInpaintPipeline DDPMHubScheduler" in result.stdout
+    inpaint = DDPMHubInpaintPipeline.from_pipe(pipeline)
+    expected = inpaint(Image.open(tmp_path / "image.png"), Image.open(tmp_path / "mask.png"), num_inference_steps=6,
+                       jump_length=2, jump_n_sample=2, class_labels="three", guidance_scale=2.0,
+                       generator=torch.manual_seed(0), output_type="np").images  # fmt: skip
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pictures and commands
+
+
+def test_commands_write_the_pictures(tmp_path, capsys):
+    model = tmp_path / "model"
+    conditional().save_pretrained(model)
+    digit_image(16).save(tmp_path / "digit.png")
+    half_mask(16).save(tmp_path / "mask.png")
+    out = {name: str(tmp_path / f"{name}.png") for name in ("grid", "trajectory", "forward", "inpaint", "img2img")}
+    common = ["--steps", "6", "--scale", "1"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 16x16 inputs resized to the 8x8 model
+        assert cli.main(["sample", str(model), "--num_images", "10", *common, "--output", out["grid"]]) == 0
+        labels = ["--class_labels", "three,seven", "--guidance_scale", "2"]
+        assert cli.main(["sample", str(model), "--trajectory", "--num_images", "2", "--frames", "3", *common,
+                         *labels, "--output", out["trajectory"]]) == 0  # fmt: skip
+        assert cli.main(["noise", str(tmp_path / "digit.png"), "--timesteps", "0,10,1000", "--scale", "1",
+                         "--output", out["forward"]]) == 0  # fmt: skip
+        jumps = ["--jump_length", "2", "--jump_n_sample", "2"]
+        assert cli.main(["inpaint", str(model), str(tmp_path / "digit.png"), str(tmp_path / "mask.png"), *common,
+                         "--num_images", "2", *jumps, "--output", out["inpaint"]]) == 0  # fmt: skip
+        assert cli.main(["img2img", str(model), str(tmp_path / "digit.png"), *common, "--num_images", "3",
+                         "--strength", "0.5", "--output", out["img2img"]]) == 0  # fmt: skip
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert printed[0]["class_labels"] == list(range(10))  # every class in turn
+    assert len(printed[1]["timesteps"]) == 3 and printed[2]["timesteps"] == [0, 10, 1000]
+    cell = 8 + 2  # an 8x8 image and the grid's padding
+    sizes = {name: Image.open(path).size for name, path in out.items()}
+    assert sizes["grid"] == (10 * cell + 2, cell + 2)  # a column per class
+    assert sizes["trajectory"] == (3 * cell + 2, 4 * cell + 2)  # x_t and predicted x_0 rows for 2 images
+    assert sizes["forward"] == (3 * 18 + 2, 18 + 2)  # the 16x16 input at 3 timesteps
+    assert sizes["inpaint"] == (4 * cell + 2, cell + 2) and sizes["img2img"] == (4 * cell + 2, cell + 2)
+    forward = np.asarray(Image.open(out["forward"]).convert("L"), dtype=np.float32)
+    np.testing.assert_allclose(forward[2:18, 2:18], np.asarray(digit_image(16).convert("L")), atol=1)  # t = 0: x_0
+
+
+def test_command_errors_are_messages(tmp_path, capsys):
+    model = tmp_path / "model"
+    conditional(null=None).save_pretrained(model)
+    assert cli.main(["sample", str(model), "--class_labels", "ten", "--steps", "2"]) == 2
+    assert "unknown label 'ten'" in capsys.readouterr().err
+    assert cli.main(["sample", str(model), "--class_labels", "1", "--guidance_scale", "2", "--steps", "2"]) == 2
+    assert "needs a null label" in capsys.readouterr().err
+    assert cli.main(["noise", str(tmp_path / "missing.png")]) == 2
+    assert "is not a file" in capsys.readouterr().err
+    (tmp_path / "digit.png").write_bytes(b"not an image")
+    assert cli.main(["img2img", str(model), str(tmp_path / "digit.png"), "--strength", "2"]) == 2
+    assert "--strength must be in [0, 1]" in capsys.readouterr().err
+    assert cli.main(["noise", str(tmp_path / "digit.png")]) == 2
+    assert "cannot be read as an image" in capsys.readouterr().err
+    assert Path(tmp_path / "forward.png").exists() is False
+
+
+def test_a_conditional_repo_round_trips_through_the_hub_for_all_three_tasks(hub_server, tmp_path, hub_cache):
+    """Published from a saved folder, loaded by repo id with each task class: the same images as from the folder."""
+    from ddpm_hub.hub import publish
+
+    repo_id = f"alice/cond-{tmp_path.name[-8:]}"
+    folder = tmp_path / "folder"
+    conditional().save_pretrained(folder)
+    publish(folder, repo_id, token="hf_alice_write")
+    calls = {
+        DDPMHubPipeline: ((), {"class_labels": ["three", "nine"], "guidance_scale": 2.0, "num_inference_steps": 4}),
+        DDPMHubInpaintPipeline: (
+            (digit_image(), half_mask()),
+            {"num_inference_steps": 4, "jump_length": 2, "jump_n_sample": 2, "class_labels": 3, "guidance_scale": 2.0},
+        ),
+        DDPMHubImg2ImgPipeline: ((digit_image(),), {"strength": 0.5, "num_inference_steps": 6, "class_labels": 3}),
+    }
+    for cls, (args, kwargs) in calls.items():
+        images = []
+        for source, extra in ((repo_id, {"cache_dir": hub_cache}), (folder, {})):
+            pipeline = cls.from_pretrained(source, **extra)
+            assert type(pipeline) is cls and pipeline.config.null_class_label == 10
+            pipeline.set_progress_bar_config(disable=True)
+            labels = kwargs["class_labels"]
+            generator = [
+                torch.Generator().manual_seed(s) for s in range(len(labels) if isinstance(labels, list) else 1)
+            ]
+            images.append(pipeline(*args, generator=generator, output_type="np", **kwargs).images)
+        np.testing.assert_array_equal(*images)
