@@ -55,14 +55,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def setup(args: argparse.Namespace):
-    """The UNet, scheduler and optimizer as train.py sets them up on this device (TF32, channels_last, fused)."""
+    """The UNet, objective and optimizer as train.py sets them up on this device (TF32, channels_last, fused)."""
     pipeline = build_pipeline(args.pipeline, seed=args.seed)
     unet = pipeline.unet.train().to(args.device)
-    options = TrainingOptions()  # train.py's defaults: TF32, channels_last and fused AdamW on CUDA
+    options = TrainingOptions()  # train.py's defaults: TF32 on CUDA, channels_last, fused AdamW
     apply_speed_settings(unet, options, args.device)
     optimizer = make_optimizer(unet, options, args.device)
     model = torch.compile(unet) if args.compile else unet
-    return unet, model, DiffusionObjective(pipeline.scheduler), optimizer
+    return unet, model, DiffusionObjective(pipeline.scheduler, channels_last=options.channels_last), optimizer
 
 
 def time_steps(args: argparse.Namespace, model, objective, optimizer, x_0: torch.Tensor) -> float:

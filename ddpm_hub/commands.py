@@ -4,6 +4,7 @@ forward process), inpaint (RePaint) and img2img (SDEdit). Each writes one PNG an
     ddpm-hub sample runs/ddpm-digits-16-cond --class_labels 3,7 --guidance_scale 2 --num_images 8
     ddpm-hub sample runs/ddpm-digits-16 --trajectory --num_images 2 --steps 250
     ddpm-hub noise digit.png --timesteps 0,50,100,250,500,1000
+    ddpm-hub sample runs/ddpm-digits-16 --num_images 10000 --output_dir samples --format npz --sampler ddim --steps 50
     ddpm-hub inpaint runs/ddpm-digits-16 digit.png mask.png --num_images 4
     ddpm-hub img2img runs/ddpm-digits-16 noisy.png --strength 0.6 --num_images 4
 """
@@ -18,6 +19,8 @@ from PIL import Image
 
 from .configs import build_pipeline, load_or_build_pipeline
 from .errors import InputNotFoundError, UsageError
+from .evaluation import SAMPLER_CLASSES, with_sampler
+from .export import export_samples
 from .options import int_at_least
 from .pictures import forward_strip, reverse_trajectory, strip, to_pil
 from .pipeline import DDPMHubImg2ImgPipeline, DDPMHubInpaintPipeline
@@ -121,6 +124,22 @@ def save(picture: Image.Image, args: argparse.Namespace, **facts) -> int:
 def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, steps=1000, num_images=16)
     parser.add_argument(
+        "--sampler", choices=list(SAMPLER_CLASSES), default="ddpm", help="the reverse process (default: ddpm)"
+    )
+    parser.add_argument(
+        "--output_dir",
+        default=None,
+        help="write one PNG per image there instead of a grid: resumable, split across the processes of "
+        "`accelerate launch` (ddpm_hub.export)",
+    )
+    parser.add_argument("--batch_size", type=int_at_least(1), default=64, help="images per UNet call (default: 64)")
+    parser.add_argument(
+        "--format",
+        default="png",
+        choices=("png", "npz"),
+        help="with --output_dir: png files, or png files and one .npz of them all (default: png)",
+    )
+    parser.add_argument(
         "--trajectory",
         action="store_true",
         help="the reverse process instead of a grid: per image a row of x_t and a row of the predicted x_0 at "
@@ -131,8 +150,12 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    """A grid (a conditional model: one row per class when no labels are given), or the reverse trajectory."""
-    pipeline = load_model(args)
+    """A grid (a conditional model: a column per class when no labels are given), the reverse trajectory, or
+    --output_dir: one file per image."""
+    pipeline = with_sampler(load_model(args), args.sampler)
+    pipeline.set_progress_bar_config(disable=args.output_dir is not None)
+    if args.output_dir is not None:
+        return export(pipeline, args)
     call = {"num_inference_steps": args.steps, "generator": generators(args), "batch_size": args.num_images}
     call.update(conditioning(pipeline, args))
     if args.trajectory:
@@ -146,6 +169,30 @@ def run_sample(args: argparse.Namespace) -> int:
         columns = int(np.ceil(np.sqrt(len(images))))
     grid = strip([images[i : i + columns] for i in range(0, len(images), columns)], args.scale)
     return save(grid, args, num_images=args.num_images, steps=args.steps, class_labels=labels)
+
+
+def export(pipeline, args: argparse.Namespace) -> int:
+    """`ddpm-hub sample --output_dir`: the missing images of 0 .. N-1, then the .npz if asked."""
+    conditioning_args = conditioning(pipeline, args)
+    labels = conditioning_args.pop("class_labels", None)
+    settings = {"model": args.model, "sampler": args.sampler, "steps": args.steps, "seed": args.seed}
+    settings["guidance_scale"] = conditioning_args.get("guidance_scale", 1.0)
+    result = export_samples(
+        pipeline,
+        args.output_dir,
+        args.num_images,
+        settings,
+        batch_size=args.batch_size,
+        formats=(args.format,),
+        call_kwargs={"num_inference_steps": args.steps, **conditioning_args},
+        labels=labels,
+        seed=args.seed,
+    )
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(json.dumps(result))
+    return 0
 
 
 def add_noise_arguments(parser: argparse.ArgumentParser) -> None:

@@ -91,7 +91,8 @@ def with_sampler(pipeline, name: str):
     if name not in SAMPLER_CLASSES:
         raise UsageError(f"Unknown sampler {name!r}; valid choices are: {', '.join(SAMPLER_CLASSES)}.")
     scheduler = SAMPLER_CLASSES[name].from_config(pipeline.scheduler.config, **SAMPLER_KWARGS.get(name, {}))
-    swapped = type(pipeline)(unet=pipeline.unet, scheduler=scheduler)
+    settings = {"id2label": pipeline.config.id2label, "null_class_label": pipeline.config.null_class_label}
+    swapped = type(pipeline)(unet=pipeline.unet, scheduler=scheduler, **settings)
     swapped.set_progress_bar_config(disable=True)
     return swapped
 

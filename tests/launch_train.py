@@ -81,9 +81,11 @@ def install_faults(faults: dict[str, int]) -> None:
         step = m // run.options.gradient_accumulation_steps + 1
         return loss * float("nan") if step == faults.get("NONFINITE_LOSS_AT_STEP") else loss
 
-    def step_with_faults(run, micro_batches, step, time_up):
-        result = optimizer_step(run, micro_batches, step, time_up)
-        if step == faults.get("NONFINITE_WEIGHTS_AT_STEP"):
+    def step_with_faults(run, micro_batches):
+        result = optimizer_step(run, micro_batches)
+        if micro_batches[-1][0] // run.options.gradient_accumulation_steps + 1 == faults.get(
+            "NONFINITE_WEIGHTS_AT_STEP"
+        ):
             with torch.no_grad():
                 next(run.unet.parameters()).fill_(float("nan"))
         return result

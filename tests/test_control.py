@@ -398,3 +398,60 @@ def test_a_conditional_repo_round_trips_through_the_hub_for_all_three_tasks(hub_
             ]
             images.append(pipeline(*args, generator=generator, output_type="np", **kwargs).images)
         np.testing.assert_array_equal(*images)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sampling at scale (ddpm-hub sample --output_dir)
+
+
+def test_export_writes_one_png_per_image_resumes_and_refuses_other_settings(tmp_path, capsys):
+    model, out = tmp_path / "model", tmp_path / "samples"
+    conditional().save_pretrained(model)
+    command = [
+        "sample",
+        str(model),
+        "--num_images",
+        "5",
+        "--steps",
+        "2",
+        "--batch_size",
+        "2",
+        "--output_dir",
+        str(out),
+    ]
+    assert cli.main([*command, "--format", "npz", "--guidance_scale", "2"]) == 0
+    first = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert first["written"] == 5 and first["already_there"] == 0
+    files = sorted(out.glob("*.png"))
+    assert [f.name for f in files] == [f"{i:06d}.png" for i in range(5)]
+    archive = np.load(first["npz"])
+    assert archive["arr_0"].shape == (5, 8, 8, 3) and archive["arr_0"].dtype == np.uint8
+    assert archive["arr_1"].tolist() == [0, 1, 2, 3, 4]  # a conditional model: classes in turn
+    np.testing.assert_array_equal(archive["arr_0"][3], np.asarray(Image.open(files[3])))
+    kept = files[3].read_bytes()
+    files[3].unlink()
+    assert cli.main([*command, "--format", "npz", "--guidance_scale", "2"]) == 0
+    again = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert again["written"] == 1 and again["already_there"] == 4 and files[3].read_bytes() == kept  # image 3 again
+    assert cli.main([*command[:5], "3", *command[6:], "--guidance_scale", "2"]) == 2  # other steps: refused
+    assert "holds samples of other settings (steps: 2" in capsys.readouterr().err
+
+
+def test_export_under_two_processes_writes_each_image_once(tmp_path):
+    from processes import run_process_group
+    from test_train import ROOT, free_port
+
+    model, out = tmp_path / "model", tmp_path / "samples"
+    build_pipeline("ddpm-tiny-8").save_pretrained(model)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no"]
+    launch += ["--dynamo_backend", "no", "-m", "ddpm_hub.cli", "sample", str(model), "--num_images", "1000"]
+    launch += ["--steps", "1", "--batch_size", "100", "--output_dir", str(out)]
+    for expected_written in (1000, 0):
+        result = run_process_group(launch, 300, cwd=ROOT)
+        assert result.returncode == 0, result.stderr[-3000:]
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        assert report["written"] == expected_written and report["already_there"] == 1000 - expected_written
+    files = sorted(out.glob("*.png"))
+    assert len(files) == 1000 and not list(out.glob(".*.tmp"))
+    assert len({f.read_bytes() for f in files}) == 1000  # distinct images: every index its own noise

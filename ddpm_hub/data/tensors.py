@@ -60,6 +60,17 @@ class UInt8ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         return self.get_item(index)
 
+    def get_batch(self, indices: list[int], generator: torch.Generator | None = None) -> torch.Tensor:
+        """
+        Items ``indices`` as one float32 [B x C x H x W] batch in [-1, 1]: one gather and one conversion, the flips
+        drawn at once as ``torch.rand(B, generator=generator) < 0.5`` (what training reads).
+        """
+        batch = to_model_range(self.tensor[indices])
+        if self.random_flip:
+            flip = torch.rand(len(indices), generator=generator) < 0.5
+            batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
+        return batch
+
     def get_item(self, index: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Item ``index`` as float32 [C x H x W] in [-1, 1], the flip drawn from ``generator`` (None: global RNG)."""
         image = to_model_range(self.tensor[index])

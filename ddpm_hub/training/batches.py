@@ -19,7 +19,8 @@ class MicroBatches(Dataset):
     (seed, m, rank). Nothing depends on what came before, so a resumed run starts at any m directly.
 
     Args:
-        images: the dataset of `ddpm_hub.data` (uint8 tensor, per-item flip with an explicit generator).
+        images: the dataset of `ddpm_hub.data`: `len(images)` and `images.get_batch(indices, generator)`, a float
+            batch with its flips drawn from the generator.
         labels: int64 `[N]` class ids of the images, for a class-conditional model.
     """
 
@@ -56,7 +57,7 @@ class MicroBatches(Dataset):
         generator = make_generator(self.seed, FLIP, m, self.rank)
         indices = self.indices(m)
         labels = None if self.labels is None else self.labels[indices]
-        return m, torch.stack([self.images.get_item(i, generator) for i in indices]), labels
+        return m, self.images.get_batch(indices, generator), labels
 
     def __len__(self) -> int:  # the run is as long as the sampler says; one epoch is the natural length
         return self.batches_per_epoch

@@ -1,5 +1,5 @@
 """The training loop: optimizer steps over micro-batches, checkpoints and grids on schedule, a stop on time or a
-non-finite loss (every rank together)."""
+non-finite loss (every rank together). Nothing waits for the device between the exchanges of `sync_losses`."""
 
 import contextlib
 import time
@@ -35,6 +35,11 @@ class TrainingResult:
 
 
 def train(run: Run, resumed: TrainingState | None) -> TrainingResult:
+    """
+    Optimizer steps until max_train_steps (or the time limit). The losses stay on the device; every
+    `logging_steps` steps, before each checkpoint or grid and at the end, the ranks exchange them once: a non-finite
+    loss stops every rank (naming the step), the time limit is agreed on, and the losses are logged.
+    """
     o, accelerator = run.options, run.accelerator
     first_step = resumed.global_step if resumed else 0
     first_micro_batch = resumed.micro_batch if resumed else 0
@@ -44,29 +49,35 @@ def train(run: Run, resumed: TrainingState | None) -> TrainingResult:
     progress = tqdm(
         total=o.max_train_steps, initial=first_step, desc="train", disable=not accelerator.is_local_main_process
     )
-    started, step_time, losses = time.monotonic(), 0.0, []
-    step, stopped_by, last_checkpoint = first_step, "max_train_steps", None
+    started = synced_at = time.monotonic()
+    step, stopped_by, last_checkpoint, losses, pending = first_step, "max_train_steps", None, [], []
     while step < o.max_train_steps:
-        tick = time.monotonic()
-        time_up = o.max_train_minutes is not None and tick - started > 60 * o.max_train_minutes
         batch = [next(micro_batches) for _ in range(o.gradient_accumulation_steps)]
-        loss, stop = optimizer_step(run, batch, step + 1, time_up)  # stop: some rank's time is up (after this step)
-        step, duration = step + 1, time.monotonic() - tick
-        step_time += duration
-        losses.append(loss)
-        log_step(run, progress, step, loss, run.images_per_step / duration)
-        if o.checkpointing_steps and step % o.checkpointing_steps == 0:
-            save_checkpoint(run, step)
-            last_checkpoint = step
-        if o.validation_steps and step % o.validation_steps == 0 and step < o.max_train_steps:
-            write_validation_grid(run, step)
-            log_holdout_metrics(run, step)
-        if stop:
-            stopped_by = "max_train_minutes"
-            break
+        pending.append(optimizer_step(run, batch))
+        step += 1
+        progress.update(1)
+        checkpoint = o.checkpointing_steps and step % o.checkpointing_steps == 0
+        validation = o.validation_steps and step % o.validation_steps == 0 and step < o.max_train_steps
+        if step % o.logging_steps == 0 or checkpoint or validation or step == o.max_train_steps:
+            time_up = o.max_train_minutes is not None and time.monotonic() - started > 60 * o.max_train_minutes
+            seconds, synced_at = time.monotonic() - synced_at, time.monotonic()
+            values, stop = sync_losses(run, pending, step, time_up, seconds, progress)
+            losses += values
+            pending = []
+            if checkpoint:
+                save_checkpoint(run, step)
+                last_checkpoint = step
+            if validation:
+                write_validation_grid(run, step)
+                log_holdout_metrics(run, step)
+            if stop:
+                stopped_by = "max_train_minutes"
+                break
+            synced_at = time.monotonic()  # grids and checkpoints are not training time
     progress.close()
     validation = log_holdout_metrics(run, step)
     wall_time = time.monotonic() - started
+    step_time = sum(run.step_seconds)
     return TrainingResult(first_step, step, stopped_by, wall_time, step_time, losses, last_checkpoint, validation)
 
 
@@ -95,8 +106,8 @@ def drop_labels(
     return torch.where(dropped, torch.full_like(labels, null_class_label), labels)
 
 
-def optimizer_step(run: Run, micro_batches: list, step: int, time_up: bool) -> tuple[float, bool]:
-    """One optimizer step over `gradient_accumulation_steps` micro-batches; returns (loss over ranks, stop?)."""
+def optimizer_step(run: Run, micro_batches: list) -> torch.Tensor:
+    """One optimizer step over `gradient_accumulation_steps` micro-batches; returns the loss, on the device."""
     accelerator, o = run.accelerator, run.options
     losses = []
     for i, (m, x_0, labels) in enumerate(micro_batches):
@@ -105,10 +116,6 @@ def optimizer_step(run: Run, micro_batches: list, step: int, time_up: bool) -> t
             loss = micro_batch_loss(run, m, x_0, labels)
             accelerator.backward(loss / len(micro_batches))
         losses.append(loss.detach().float())
-    loss = torch.stack(losses).mean()
-    flags = accelerator.gather(torch.stack([loss, torch.tensor(float(time_up), device=loss.device)])[None])
-    if not torch.isfinite(flags[:, 0]).all():  # every rank sees the same gathered values: all stop together
-        raise NonFiniteLossError(non_finite_message(run, step, flags[:, 0].tolist()))
     if o.max_grad_norm > 0:
         accelerator.clip_grad_norm_(run.model.parameters(), o.max_grad_norm)
     run.optimizer.step()
@@ -116,7 +123,36 @@ def optimizer_step(run: Run, micro_batches: list, step: int, time_up: bool) -> t
     run.optimizer.zero_grad(set_to_none=True)
     if run.ema is not None:
         run.ema.update(run.unet)
-    return flags[:, 0].mean().item(), bool(flags[:, 1].max() > 0)
+    return torch.stack(losses).mean()
+
+
+def sync_losses(run: Run, pending: list, step: int, time_up: bool, seconds: float, progress) -> tuple[list, bool]:
+    """
+    The losses of the last steps from every rank, in one gather (the only wait for the device): stop every rank on a
+    non-finite one, naming its step; log them; agree on the time limit. Returns (mean loss per step, stop?).
+    """
+    accelerator = run.accelerator
+    device_losses = torch.stack(pending)  # [k]
+    flag = torch.tensor([float(time_up)], device=device_losses.device)
+    gathered = accelerator.gather(torch.cat([device_losses, flag])[None]).cpu()  # [processes x (k + 1)]
+    per_step, stop = gathered[:, :-1], bool(gathered[:, -1].max() > 0)
+    first = step - len(pending) + 1
+    if not torch.isfinite(per_step).all():  # every rank sees the same gathered values: all stop together
+        bad = int((~torch.isfinite(per_step)).any(dim=0).nonzero()[0])
+        raise NonFiniteLossError(non_finite_message(run, first + bad, per_step[:, bad].tolist()))
+    values = per_step.mean(dim=0).tolist()
+    run.step_seconds.append(seconds)
+    lr = run.lr_scheduler.get_last_lr()[0]
+    speed = run.images_per_step * len(values) / seconds
+    for offset, loss in enumerate(values):
+        logs = {"train/loss": loss}
+        if offset == len(values) - 1:
+            logs.update({"train/lr": lr, "train/images_per_second": speed})
+            if run.ema is not None:
+                logs["train/ema_decay"] = run.ema.decay(run.ema.num_updates - 1)
+        accelerator.log(logs, step=first + offset)
+    progress.set_postfix(loss=f"{values[-1]:.4f}", lr=f"{lr:.2e}", img_s=f"{speed:.0f}", refresh=False)
+    return values, stop
 
 
 def non_finite_message(run: Run, step: int, losses: list[float]) -> str:
@@ -126,13 +162,3 @@ def non_finite_message(run: Run, step: int, losses: list[float]) -> str:
         f"non-finite loss at step {step} (per process: {losses}); training stopped without saving, {where}. Lower "
         "--learning_rate, check --max_grad_norm and --mixed_precision, then resume with --resume_from_checkpoint."
     )
-
-
-def log_step(run: Run, progress: tqdm, step: int, loss: float, speed: float) -> None:
-    lr = run.lr_scheduler.get_last_lr()[0]
-    logs = {"train/loss": loss, "train/lr": lr, "train/images_per_second": speed}
-    if run.ema is not None:
-        logs["train/ema_decay"] = run.ema.decay(run.ema.num_updates - 1)
-    run.accelerator.log(logs, step=step)
-    progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{speed:.0f}", refresh=False)
-    progress.update(1)

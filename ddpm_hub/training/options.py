@@ -117,6 +117,18 @@ class TrainingOptions:
     )
     allow_tf32: bool = option(True, "TF32 matmuls and convolutions on Ampere or newer GPUs", "speed")
     compile: bool = option(False, "torch.compile the UNet (inductor)", "speed")
+    channels_last: bool = option(
+        True, "channels_last memory format for the UNet and its input (faster convolutions on GPU and CPU)", "speed"
+    )
+    flush_denormal: bool = option(
+        True, "on a CPU, flush floats below 1e-38 to zero (denormal arithmetic is slow on x86)", "speed"
+    )
+    cpu_threads: int | None = option(
+        None,
+        "torch threads per process on a CPU (default: the physical cores shared among this machine's processes)",
+        "speed",
+        at_least=1,
+    )
     enable_xformers_memory_efficient_attention: bool = option(
         False, "xformers attention (needs xformers; PyTorch's SDPA is used otherwise)", "speed"
     )
@@ -162,6 +174,13 @@ class TrainingOptions:
     # Logging
     logger: str = option("tensorboard", "experiment tracker (wandb must be installed)", "logging", LOGGERS)
     logging_dir: str = option("logs", "tracker logs and validation grids, relative to output_dir", "logging")
+    logging_steps: int = option(
+        10,
+        "exchange the losses every N optimizer steps: log them, stop on a non-finite one, check the time limit "
+        "(the only wait for the device; also before every checkpoint and grid)",
+        "logging",
+        at_least=1,
+    )
     # Hub
     push_to_hub: bool = option(False, "publish output_dir with ddpm_hub.hub.publish at the end", "hub")
     hub_model_id: str | None = option(None, "the repo id (default: the name of output_dir)", "hub")
