@@ -31,11 +31,11 @@ from .data import DataOptions
 from .errors import UsageError
 from .images import to_uint8
 from .metrics import (
-    INCEPTION_FEATURES,
-    INCEPTION_NAME,
+    FEATURE_KINDS,
     FeatureExtractor,
+    cached_reference_features,
     extract_features,
-    inception_feature_extractor,
+    features_for,
     sample_quality,
 )
 from .options import add_arguments, check_ranges, from_namespace, int_at_least
@@ -99,23 +99,43 @@ def with_sampler(pipeline, name: str):
 
 @torch.no_grad()
 def generate_images(
-    pipeline, num_images: int, steps: int, seed: int = 0, batch_size: int = 64
+    pipeline,
+    num_images: int,
+    steps: int,
+    seed: int = 0,
+    batch_size: int = 64,
+    guidance_scale: float = 1.0,
+    progress: bool = False,
 ) -> tuple[torch.Tensor, dict]:
     """
     `num_images` samples as uint8 `[N x C x H x W]` (round(255 x), as PIL saves them), and the timing: image i uses
     `torch.Generator().manual_seed(seed + i)`, so it is the same whatever the batch size, and every sampler starts
-    from the same x_T. Returns `(images, {"seconds", "images_per_second", "nfe"})`, NFE counted as UNet calls.
+    from the same x_T; a class-conditional model draws class i mod classes, at `guidance_scale`. Returns
+    `(images, {"seconds", "images_per_second", "nfe"})`, NFE counted as UNet calls per image.
     """
+    from tqdm.auto import tqdm
+
     if not isinstance(num_images, int) or num_images < 1:
         raise UsageError(f"num_images must be a positive integer, got {num_images!r}.")
+    classes = None
+    if getattr(pipeline.unet.config, "num_class_embeds", None) is not None:
+        classes = len(pipeline.labels) or pipeline.unet.config.num_class_embeds - 1
     calls = []
     hook = pipeline.unet.register_forward_hook(lambda *_: calls.append(1))
     batches, start_time = [], time.perf_counter()
     try:
-        for start in range(0, num_images, batch_size):
+        for start in tqdm(range(0, num_images, batch_size), desc=f"{steps} steps", unit="batch", disable=not progress):
             count = min(batch_size, num_images - start)
             generator = [torch.Generator().manual_seed(seed + start + i) for i in range(count)]  # CPU: any device
-            images = pipeline(batch_size=count, num_inference_steps=steps, generator=generator, output_type="pt")
+            conditioning = {}
+            if classes is not None:
+                conditioning = {
+                    "class_labels": [(start + i) % classes for i in range(count)],
+                    "guidance_scale": guidance_scale,
+                }
+            images = pipeline(
+                batch_size=count, num_inference_steps=steps, generator=generator, output_type="pt", **conditioning
+            )
             batches.append(to_uint8(images.images).cpu())
     finally:
         hook.remove()
@@ -133,39 +153,62 @@ def sampler_sweep(
     seed: int = 0,
     batch_size: int = 64,
     kid_subset_size: int = 1000,
+    classify=None,
+    guidance_scale: float = 1.0,
+    progress: bool = False,
 ) -> list[dict]:
-    """One row per sampler: FID, KID, NFE and images/s for `num_images` samples against `reference_features`."""
+    """
+    One row per sampler: the Frechet and kernel distances (`fid`, `kid_mean`: FID/KID with Inception features), NFE
+    and images/s for `num_images` samples against `reference_features`; with `classify` (uint8 images -> class ids)
+    also the class balance of the samples, `class_balance_tv`: the total-variation distance from uniform classes.
+    """
     rows = []
     for sampler in samplers:
         images, timing = generate_images(
-            with_sampler(pipeline, sampler.name), num_images, sampler.steps, seed, batch_size
+            with_sampler(pipeline, sampler.name), num_images, sampler.steps, seed, batch_size, guidance_scale, progress
         )
         quality = sample_quality(
             extract_features(images, feature_extractor), reference_features, kid_subset_size, seed
         )
-        rows.append({"sampler": sampler.name, "label": sampler.label, "steps": sampler.steps, **timing, **quality})
+        row = {"sampler": sampler.name, "label": sampler.label, "steps": sampler.steps, **timing, **quality}
+        if classify is not None:
+            row["class_balance_tv"] = _class_balance(classify(images))
+        rows.append(row)
     return rows
+
+
+def _class_balance(labels: torch.Tensor) -> float:
+    from .digit_classifier import class_balance
+
+    return class_balance(labels)["total_variation_from_uniform"]
 
 
 def sweep_markdown(rows: list[dict], settings: dict) -> str:
     """The Markdown table the model card includes, with the settings that produced it underneath."""
-    lines = [
-        "| sampler | steps | NFE | FID ↓ | KID × 10³ ↓ | images/s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
+    metric = settings.get("metric_label", "FID ↓")
+    balance = all("class_balance_tv" in row for row in rows)
+    header = f"| sampler | steps | NFE | {metric} | KID × 10³ ↓ |" + (" classes (TV) ↓ |" if balance else "")
+    lines = [header + " images/s |", "| --- " + "| ---: " * (5 + balance) + "|"]
     for row in rows:
-        lines.append(
+        line = (
             f"| {row['label']} | {row['steps']} | {row['nfe']} | {row['fid']:.2f} | "
-            f"{1e3 * row['kid_mean']:.2f} ± {1e3 * row['kid_std']:.2f} | {row['images_per_second']:.2f} |"
+            f"{1e3 * row['kid_mean']:.2f} ± {1e3 * row['kid_std']:.2f} |"
         )
+        line += f" {row['class_balance_tv']:.3f} |" if balance else ""
+        lines.append(line + f" {row['images_per_second']:.2f} |")
     setup = f"device: {settings['device']}"
     if settings.get("batch_size"):
         setup += f", batch size {settings['batch_size']}"
     lines += [
         "",
         f"{settings['num_images']} generated images per sampler against {settings['num_reference']} images of "
-        f"{settings['dataset']}; features: {settings['features']}; {setup}. FID and KID of small sets are biased "
-        "upwards: compare rows of one table, not numbers from other papers.",
+        f"{settings['dataset']}; features: {settings['features']}; {setup}. Distances of small sets are biased "
+        "upwards: compare rows of one table, not numbers from other papers."
+        + (
+            " Classes (TV): how far the classes the digit classifier reads in the samples are from uniform."
+            if balance
+            else ""
+        ),
     ]
     if settings.get("command"):
         lines += ["", f"Produced by `{settings['command']}`."]
@@ -219,6 +262,16 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         default=",".join(map(str, DEFAULT_SWEEP)),
         help=f"--sweep samplers, NAME-STEPS comma separated (default: {','.join(map(str, DEFAULT_SWEEP))})",
     )
+    options.add_argument(
+        "--features",
+        choices=FEATURE_KINDS,
+        default="auto",
+        help="features of the Frechet/kernel distances: inception (FID/KID, downloads Inception), digits (the repo's "
+        "own digit classifier, offline); auto: digits for builtin:digits, else inception",
+    )
+    options.add_argument(
+        "--guidance_scale", type=float, default=1.0, help="a class-conditional model: guidance of the samples"
+    )
     options.add_argument("--inception_weights", default=None, help="local Inception weights (default: download)")
     options.add_argument(
         "--kid_subset_size", type=int_at_least(2), default=1000, help="KID subset size (default: 1000)"
@@ -244,9 +297,9 @@ def run_eval(args: argparse.Namespace) -> int:
     check_ranges(data)
     data.check()
     samplers = [parse_sampler(s) for s in args.samplers.split(",")] if args.sweep else []
-    feature_extractor = None
+    features = None
     if args.fid or args.sweep:  # before any slow work: offline without the Inception weights fails here
-        feature_extractor = inception_feature_extractor(args.inception_weights, args.device)
+        features = features_for(args.features, data.resolved().dataset_name, args.inception_weights, args.device)
     pipeline = load_or_build_pipeline(args.model, args.seed).to(args.device)
     pipeline.set_progress_bar_config(disable=True)
     data = data.resolved(resolution=_square_size(pipeline.unet))
@@ -257,15 +310,18 @@ def run_eval(args: argparse.Namespace) -> int:
     report = {"model": args.model, "dataset": data.label(), "output_dir": str(output_dir)}
     if args.bpd:
         report["bpd"] = _eval_bpd(pipeline, images, labels, args, output_dir)
-    if feature_extractor is not None:
-        report.update(_eval_sample_quality(pipeline, images, feature_extractor, samplers, data, args, output_dir))
-    report["metrics"] = str(update_metrics(output_dir, _metric_entries(report, data, args)))
+    if features is not None:
+        report.update(_eval_sample_quality(pipeline, images, features, samplers, data, args, output_dir))
+    report["metrics"] = str(update_metrics(output_dir, _metric_entries(report, data, args, features)))
     print(json.dumps(report, indent=2))
     return 0
 
 
-def _metric_entries(report: dict, data: DataOptions, args: argparse.Namespace) -> dict:
-    """metrics.json entries: `bpd`, `fid`, `kid`, each with its value, spread, image count, method and dataset."""
+def _metric_entries(report: dict, data: DataOptions, args: argparse.Namespace, features=None) -> dict:
+    """
+    metrics.json entries: `bpd`, and `fid`/`kid` (Inception features) or `fd_digits`/`kd_digits` (the digit
+    classifier's), each with its value, spread, image count, method and dataset.
+    """
     dataset = {"dataset": data.source, "split": data.split}
     entries = {}
     if "bpd" in report:
@@ -276,11 +332,12 @@ def _metric_entries(report: dict, data: DataOptions, args: argparse.Namespace) -
         row = report["fid"]
         method = (
             f"{row['label']}, {row['steps']} steps; {row['num_generated']} samples against {row['num_reference']} "
-            f"dataset images; {INCEPTION_NAME} features (torch-fidelity)"
+            f"dataset images; features: {features.description}"
         )
         common = {"num_images": row["num_generated"], "method": method, **dataset, "seed": args.seed}
-        entries["fid"] = {"value": row["fid"], **common}
-        entries["kid"] = {"value": row["kid_mean"], "std": row["kid_std"], **common}
+        frechet, kernel = (features.metric_key, features.metric_key.replace("fd", "kd").replace("fid", "kid"))
+        entries[frechet] = {"value": row["fid"], **common}
+        entries[kernel] = {"value": row["kid_mean"], "std": row["kid_std"], **common}
     return entries
 
 
@@ -295,22 +352,22 @@ def _square_size(unet) -> int:
     return size if isinstance(size, int) else size[0]
 
 
-def _eval_sample_quality(
-    pipeline, images: torch.Tensor, feature_extractor: FeatureExtractor, samplers, data, args, output_dir: Path
-) -> dict:
-    """--fid: one sampler, `fid.json`; --sweep: every sampler, `sweep.md` + `sweep.json`. One reference set."""
-    reference = extract_features(images, feature_extractor, args.batch_size)
-    settings = _sweep_settings(args, data, len(reference))
+def _eval_sample_quality(pipeline, images: torch.Tensor, features, samplers, data, args, output_dir: Path) -> dict:
+    """--fid: one sampler, `fid.json`; --sweep: every sampler, `sweep.md` + `sweep.json`. One reference set, cached."""
+    key = {"dataset": data.label(), "shape": list(images.shape)}
+    reference = cached_reference_features(images, features, key, args.batch_size)
+    settings = _sweep_settings(args, data, len(reference), features)
     options = dict(seed=args.seed, batch_size=args.batch_size, kid_subset_size=args.kid_subset_size)
+    options.update(classify=features.classify, guidance_scale=args.guidance_scale, progress=True)
     report = {}
     if args.fid:
         fid_sampler = [Sampler(args.sampler, args.steps)]
-        (row,) = sampler_sweep(pipeline, reference, feature_extractor, args.num_images, fid_sampler, **options)
+        (row,) = sampler_sweep(pipeline, reference, features.extract, args.num_images, fid_sampler, **options)
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / FID_FILE).write_text(json.dumps({"settings": settings, **row}, indent=2) + "\n")
         report["fid"] = {**row, "json": str(output_dir / FID_FILE)}
     if args.sweep:
-        rows = sampler_sweep(pipeline, reference, feature_extractor, args.num_images, samplers, **options)
+        rows = sampler_sweep(pipeline, reference, features.extract, args.num_images, samplers, **options)
         report["sweep"] = write_sweep(rows, settings, output_dir)
     return report
 
@@ -335,13 +392,15 @@ def _eval_bpd(pipeline, images: torch.Tensor, labels, args: argparse.Namespace, 
     return {**summary, "json": str(output_dir / "bpd.json")}
 
 
-def _sweep_settings(args: argparse.Namespace, data: DataOptions, num_reference: int) -> dict:
+def _sweep_settings(args: argparse.Namespace, data: DataOptions, num_reference: int, features) -> dict:
     return {
         "model": args.model,
         "dataset": data.label(),
         "num_images": args.num_images,
         "num_reference": num_reference,
-        "features": f"torch-fidelity {INCEPTION_NAME} pool3 ({INCEPTION_FEATURES})",
+        "features": features.description,
+        "metric_label": features.metric_label,
+        "guidance_scale": args.guidance_scale,
         "device": _device_name(args.device),
         "batch_size": args.batch_size,
         "seed": args.seed,
@@ -362,6 +421,10 @@ def _command_line(args: argparse.Namespace, data: DataOptions) -> str:
         parts += ["--max_images", str(data.max_images)]
     if not data.center_crop:
         parts.append("--no-center_crop")
+    if args.features != "auto":
+        parts += ["--features", args.features]
+    if args.guidance_scale != 1.0:
+        parts += ["--guidance_scale", str(args.guidance_scale)]
     if args.fid:
         parts += ["--sampler", args.sampler, "--steps", str(args.steps)]
     if args.sweep:

@@ -11,6 +11,7 @@ do.
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +204,68 @@ def sample_quality(
         "num_generated": len(generated_features),
         "num_reference": len(reference_features),
     }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Which features: Inception (papers' FID), or the repo's own digit classifier (offline, for builtin:digits)
+
+
+@dataclass(frozen=True)
+class Features:
+    """A feature extractor and how its numbers are named: FID only when the features are Inception's."""
+
+    extract: FeatureExtractor
+    description: str  # for the tables: what the features are
+    metric_key: str  # metrics.json key of the Frechet distance: "fid", or "fd_digits"
+    metric_label: str  # the table's column
+    classify: Callable[[torch.Tensor], torch.Tensor] | None = None  # uint8 images -> class ids (class balance)
+
+
+FEATURE_KINDS = ("auto", "inception", "digits")
+
+
+def features_for(kind: str, dataset_name: str | None, inception_weights=None, device="cpu") -> Features:
+    """`auto`: the digit classifier's features for builtin:digits (no download), Inception's otherwise."""
+    if kind == "auto":
+        kind = "digits" if dataset_name == "builtin:digits" else "inception"
+    if kind == "digits":
+        from .digit_classifier import classify, digit_feature_extractor, load_digit_classifier
+
+        model, report = load_digit_classifier()
+        return Features(
+            extract=digit_feature_extractor(model),
+            description=f"the repo's digit classifier, penultimate layer (64; {report['heldout_accuracy']:.1%} "
+            "held-out accuracy; `python -m ddpm_hub.digit_classifier`)",
+            metric_key="fd_digits",
+            metric_label="FD (digit features) ↓",
+            classify=lambda images: classify(model, images)[0],
+        )
+    return Features(
+        extract=inception_feature_extractor(inception_weights, device),
+        description=f"torch-fidelity {INCEPTION_NAME} pool3 ({INCEPTION_FEATURES})",
+        metric_key="fid",
+        metric_label="FID ↓",
+    )
+
+
+def cached_reference_features(images: torch.Tensor, features: Features, key: dict, batch_size: int = 64) -> np.ndarray:
+    """
+    The features of a dataset's images, computed once and kept in `$DDPM_HUB_CACHE/reference_features/` (default
+    `~/.cache/ddpm_hub`) under a hash of `key` (dataset, size, channels, features) and of the images themselves.
+    """
+    import hashlib
+    import json
+    import os
+
+    digest = hashlib.sha256(json.dumps({**key, "features": features.description}, sort_keys=True).encode())
+    digest.update(images.contiguous().numpy().tobytes())
+    root = Path(os.environ.get("DDPM_HUB_CACHE", Path.home() / ".cache" / "ddpm_hub")) / "reference_features"
+    path = root / f"{digest.hexdigest()[:32]}.npy"
+    if path.is_file():
+        return np.load(path)
+    computed = extract_features(images, features.extract, batch_size)
+    root.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp.npy")
+    np.save(temporary, computed)
+    os.replace(temporary, path)
+    return computed

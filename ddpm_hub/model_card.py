@@ -54,6 +54,8 @@ METRIC_NAMES = {
     "bpd": "Bits/dim (variational bound on the negative log-likelihood)",
     "fid": "FID",
     "kid": "KID",
+    "fd_digits": "Fréchet distance in the repo's digit-classifier features",
+    "kd_digits": "Kernel distance in the repo's digit-classifier features",
     "is": "Inception score",
 }
 

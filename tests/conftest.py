@@ -42,6 +42,7 @@ for _name in (
 os.environ.update(
     HF_ENDPOINT=HUB_URL,
     HF_HOME=tempfile.mkdtemp(prefix="ddpm_hub_hf_home_"),
+    DDPM_HUB_CACHE=tempfile.mkdtemp(prefix="ddpm_hub_cache_"),  # the digit classifier, reference features
     HF_HUB_DISABLE_TELEMETRY="1",
     # With hf_xet installed, the client sends every file the server marks "lfs" through Xet, which this server
     # does not speak. Disabling Xet keeps the plain LFS protocol (batch -> signed PUT -> verify).

@@ -11,7 +11,7 @@ import scipy.linalg
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
-from ddpm_hub import DDPMHubScheduler, cli, evaluation
+from ddpm_hub import DDPMHubScheduler, cli, metrics
 from ddpm_hub.configs import build_pipeline
 from ddpm_hub.evaluation import (
     DEFAULT_SWEEP,
@@ -216,9 +216,10 @@ def test_sweep_table_on_a_tiny_model(tmp_path):
 def test_cli_fid_and_sweep_with_a_passed_in_feature_extractor(tmp_path, monkeypatch, capsys):
     folder = tmp_path / "tiny"
     tiny().save_pretrained(folder)
-    monkeypatch.setattr(evaluation, "inception_feature_extractor", lambda weights, device: pixel_features)
+    monkeypatch.setattr(metrics, "inception_feature_extractor", lambda weights, device: pixel_features)
     output_dir = tmp_path / "eval"
     argv = ["eval", str(folder), "--fid", "--sweep", "--num_images", "3", "--steps", "4", "--sampler", "ddim"]
+    argv += ["--features", "inception"]
     argv += ["--samplers", "ddpm-5,dpmsolver++-3", "--max_images", "12", "--output_dir", str(output_dir)]
     assert cli.main([*argv, "--kid_subset_size", "3", "--device", "cpu"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -230,9 +231,14 @@ def test_cli_fid_and_sweep_with_a_passed_in_feature_extractor(tmp_path, monkeypa
     assert "--samplers ddpm-5,dpmsolver++-3" in command and "--num_images 3" in command
     assert f"Produced by `{command}`" in (output_dir / "sweep.md").read_text()
     assert json.loads((output_dir / "fid.json").read_text())["steps"] == 4
-    metrics = json.loads((output_dir / "metrics.json").read_text())
-    assert metrics["fid"]["value"] == report["fid"]["fid"] and metrics["kid"]["std"] == report["fid"]["kid_std"]
-    assert metrics["fid"]["num_images"] == 3 and metrics["fid"]["method"].startswith("DDIM (eta = 0), 4 steps; 3 sa")
+    saved_metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert (
+        saved_metrics["fid"]["value"] == report["fid"]["fid"]
+        and saved_metrics["kid"]["std"] == report["fid"]["kid_std"]
+    )
+    assert saved_metrics["fid"]["num_images"] == 3 and saved_metrics["fid"]["method"].startswith(
+        "DDIM (eta = 0), 4 steps; 3 sa"
+    )
     # a later --bpd run adds its key and keeps the others
     assert cli.main(["eval", str(folder), "--bpd", "--bpd_steps", "5", "--max_images", "2"] + argv[-2:]) == 0
     assert set(json.loads((output_dir / "metrics.json").read_text())) == {"bpd", "fid", "kid"}
@@ -240,7 +246,8 @@ def test_cli_fid_and_sweep_with_a_passed_in_feature_extractor(tmp_path, monkeypa
 
 def test_cli_offline_is_a_message_not_a_traceback(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "torch_fidelity", None)
-    assert cli.main(["eval", "no/such-model", "--fid", "--output_dir", str(tmp_path)]) == 2  # fails before loading
+    argv = ["eval", "no/such-model", "--fid", "--features", "inception", "--output_dir", str(tmp_path)]
+    assert cli.main(argv) == 2  # fails before loading
     error = capsys.readouterr().err
     assert error.startswith("ddpm-hub eval: error: FID and KID use torch-fidelity") and "Traceback" not in error
     assert cli.main(["eval", "ddpm-tiny-8"]) == 2
@@ -249,3 +256,24 @@ def test_cli_offline_is_a_message_not_a_traceback(monkeypatch, capsys, tmp_path)
     assert "NAME-STEPS" in capsys.readouterr().err
     assert cli.main(["eval", "ddpm-tiny-8", "--bpd", "--dataset_name", "cifar10", "--train_data_dir", "x"]) == 2
     assert "Give exactly one image source" in capsys.readouterr().err
+
+
+def test_offline_sweep_on_digits_uses_the_repos_classifier_and_caches_the_reference(tmp_path, monkeypatch, capsys):
+    """builtin:digits: the Frechet distance in the digit classifier's features, the class balance; no download."""
+    monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # Inception is not needed
+    folder = tmp_path / "digits"
+    build_pipeline("ddpm-digits-16", seed=0).save_pretrained(folder)
+    argv = ["eval", str(folder), "--sweep", "--samplers", "ddpm-3,ddim-2", "--num_images", "8", "--max_images", "40"]
+    argv += ["--kid_subset_size", "8", "--output_dir", str(tmp_path / "eval")]
+    assert cli.main(argv) == 0
+    table = (tmp_path / "eval" / "sweep.md").read_text()
+    assert table.startswith(
+        "| sampler | steps | NFE | FD (digit features) ↓ | KID × 10³ ↓ | classes (TV) ↓ | images/s |"
+    )
+    rows = json.loads((tmp_path / "eval" / "sweep.json").read_text())["rows"]
+    assert len(rows) == 2 and all(0 <= row["class_balance_tv"] <= 0.9 and row["fid"] > 0 for row in rows)
+    assert "digit classifier" in table
+    monkeypatch.setattr(metrics, "extract_features", lambda *args: (_ for _ in ()).throw(AssertionError("recomputed")))
+    assert cli.main([*argv[:3], "--fid", *argv[5:], "--steps", "2"]) == 0  # the reference comes from the cache
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert set(saved) == {"fd_digits", "kd_digits"} and "digit classifier" in saved["fd_digits"]["method"]

@@ -1,0 +1,164 @@
+"""
+The GPU benchmark that benchmarks/gpu.sh runs: training images/s and model FLOPs utilisation (MFU) of
+`ddpm-cifar10-32` at batch 128 as training/train.py sets it up on a GPU (bf16 autocast, channels_last, fused AdamW,
+TF32, torch.compile) against the plain recipe (fp32, PyTorch's defaults), and sampling images/s of DDPMHubPipeline
+against diffusers' DDPMPipeline on the same weights (eager, compiled, and compiled with CUDA graphs).
+
+    python benchmarks/gpu_bench.py                 # a CUDA machine: the real measurement, under 8 minutes on an H200
+    python benchmarks/gpu_bench.py --dry_run       # any machine: ddpm-tiny-8, batch 8, a few steps, same code paths
+
+FLOPs come from torch.utils.flop_counter on one eager forward + backward (matrix multiplications and convolutions);
+MFU divides them by the step time and by the device's dense bf16 peak (--peak_tflops; H100/H200 SXM: 989). Prints
+JSON lines, the last one the summary.
+"""
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from diffusers import DDPMPipeline, DDPMScheduler
+
+from ddpm_hub.configs import build_pipeline
+from ddpm_hub.losses import DiffusionObjective
+
+PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L4": 121.0}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(step, steps: int, device: torch.device) -> float:
+    """Seconds per call of `step`, after 3 warm-up calls."""
+    for _ in range(3):
+        step()
+    synchronize(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    return (time.perf_counter() - started) / steps
+
+
+def training_step(pipeline_name: str, batch_size: int, device: torch.device, recipe: bool, compile: bool):
+    """One training step as train.py sets it up on this device (or, `recipe`, with PyTorch's defaults)."""
+    pipeline = build_pipeline(pipeline_name, seed=0)
+    unet = pipeline.unet.train().to(device)
+    if not recipe:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        unet = unet.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4, fused=not recipe)
+    model = torch.compile(unet) if compile else unet
+    objective = DiffusionObjective(pipeline.scheduler, channels_last=not recipe)
+    size = unet.config.sample_size
+    x_0 = torch.rand(batch_size, unet.config.in_channels, size, size, device=device) * 2 - 1
+    generator = torch.Generator(device).manual_seed(0)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=not recipe)
+
+    def step() -> None:
+        with autocast:
+            loss = objective(model, x_0, generator).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def flops() -> int:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with counter, autocast:
+            objective(unet, x_0, generator).mean().backward()
+        optimizer.zero_grad(set_to_none=True)
+        return counter.get_total_flops()
+
+    return step, flops
+
+
+def sampling_runs(pipeline_name: str, batch_size: int, steps: int, device: torch.device, dry_run: bool) -> dict:
+    ours = build_pipeline(pipeline_name, seed=0).to(device)
+    config = {k: v for k, v in ours.scheduler.config.items() if not k.startswith("_")}
+    theirs = DDPMPipeline(unet=ours.unet, scheduler=DDPMScheduler(**config)).to(device)
+    for pipeline in (ours, theirs):
+        pipeline.set_progress_bar_config(disable=True)
+
+    def run(pipeline):
+        return pipeline(
+            batch_size=batch_size,
+            num_inference_steps=steps,
+            generator=torch.Generator(device).manual_seed(0),
+            output_type="np",
+        ).images
+
+    results = {}
+    for name, pipeline in (("ddpm_hub", ours), ("diffusers_ddpm_pipeline", theirs)):
+        seconds = timed(lambda pipeline=pipeline: run(pipeline), 1 if dry_run else 3, device)
+        results[name] = batch_size / seconds
+    identical = bool((run(ours) == run(theirs)).all())
+    eager_unet = ours.unet
+    for mode in ("default", "reduce-overhead"):  # reduce-overhead: CUDA graphs on a GPU
+        ours.unet = torch.compile(eager_unet, mode=mode)
+        seconds = timed(lambda: run(ours), 1 if dry_run else 3, device)
+        results[f"ddpm_hub_compile_{mode}"] = batch_size / seconds
+    ours.unet = eager_unet
+    return {"sampling_images_per_second": {k: round(v, 2) for k, v in results.items()}, "identical_images": identical}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dry_run", action="store_true", help="ddpm-tiny-8, batch 8, a few steps: check the script")
+    parser.add_argument("--peak_tflops", type=float, default=None, help="dense bf16 peak of the device")
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type != "cuda" and not args.dry_run:
+        raise SystemExit("No CUDA device: run with --dry_run to check the script on this machine.")
+    name, batch, train_steps = ("ddpm-tiny-8", 8, 3) if args.dry_run else ("ddpm-cifar10-32", 128, 50)
+    sample_batch, sample_steps = (4, 3) if args.dry_run else (256, 100)
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (dry run)"
+    peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in device_name), None)
+
+    training = {}
+    for label, recipe, compile in (
+        ("recipe_fp32", True, False),
+        ("ddpm_hub_eager", False, False),
+        ("ddpm_hub_compiled", False, True),
+    ):
+        step, flops = training_step(name, batch, device, recipe, compile)
+        seconds = timed(step, train_steps, device)
+        row = {"images_per_second": round(batch / seconds, 1), "ms_per_step": round(1000 * seconds, 2)}
+        if not recipe:
+            step_flops = flops()
+            row["gflops_per_step"] = round(step_flops / 1e9, 3)
+            row["mfu"] = round(step_flops / seconds / (peak * 1e12), 4) if peak else None
+        training[label] = row
+        print(json.dumps({"training": label, **row}), flush=True)
+    sampling = sampling_runs(name, sample_batch, sample_steps, device, args.dry_run)
+    print(json.dumps(sampling), flush=True)
+    summary = {
+        "device": device_name,
+        "pipeline": name,
+        "training_batch": batch,
+        "peak_bf16_tflops": peak,
+        "training": training,
+        "speedup_over_recipe": round(
+            training["ddpm_hub_compiled"]["images_per_second"] / training["recipe_fp32"]["images_per_second"], 3
+        ),
+        "sampling_batch": sample_batch,
+        "sampling_steps": sample_steps,
+        **sampling,
+        "torch": torch.__version__,
+    }
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
