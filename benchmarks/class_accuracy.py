@@ -65,8 +65,8 @@ def sample_scale(pipeline, labels: list[int], scale: float, args: argparse.Names
 def markdown(rows: list[dict], settings: dict) -> str:
     classes = len(rows[0]["per_class"])
     lines = [
-        "| guidance w | accuracy | " + " | ".join(str(c) for c in range(classes)) + " | images/s |",
-        "| ---: | ---: | " + " | ".join("---:" for _ in range(classes)) + " | ---: |",
+        "| guidance w | accuracy | " + " | ".join(str(c) for c in range(classes)) + " |",
+        "| ---: | ---: | " + " | ".join("---:" for _ in range(classes)) + " |",
     ]
     for row in rows:
         per_class = " | ".join(f"{share:.0%}" for share in row["per_class"])
