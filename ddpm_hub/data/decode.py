@@ -1,4 +1,8 @@
-"""Decoding one image: any file or Hub value, any PIL mode and size -> uint8 `[C x H x W]` (see `ddpm_hub.data`)."""
+"""Decoding one image: any file or Hub value, any PIL mode and size -> uint8 `[C x H x W]` (see `ddpm_hub.data`).
+
+Sizes: a `resolution` is an int (square, H = W) or a pair (height, width); `image_size` turns either into the pair.
+Only numpy and PIL run here (no torch op), so that the decode worker processes of `ddpm_hub.data.parallel` stay light.
+"""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -6,6 +10,12 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 from PIL import ExifTags, Image, ImageFile, ImageOps
+
+# The loader's own version: part of the decoded cache's key (`ddpm_hub.data.cache`). Bump it whenever a change here
+# or in `_load_digits` changes the pixels that come out, so that no cache of the old pixels is reused.
+DECODER_VERSION = 2
+
+Resolution = int | tuple[int, int]
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
@@ -27,7 +37,21 @@ def strict_truncation_check() -> Iterator[None]:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
-def open_file(path: str, resolution: int) -> Image.Image:
+def image_size(resolution: Resolution) -> tuple[int, int]:
+    """(height, width) of an int (square) or a (height, width) pair."""
+    if isinstance(resolution, int):
+        return resolution, resolution
+    height, width = resolution
+    return int(height), int(width)
+
+
+def size_text(resolution: Resolution) -> str:
+    """`"16"` for a square resolution, `"8x16"` (height x width) otherwise: what messages and file names show."""
+    height, width = image_size(resolution)
+    return str(height) if height == width else f"{height}x{width}"
+
+
+def open_file(path: str, resolution: Resolution) -> Image.Image:
     """Open and fully decode one image file; too small images are rejected before decoding the pixels."""
     try:
         with Image.open(path) as image:
@@ -54,19 +78,31 @@ def decode_hub_value(decoder, value) -> Image.Image:
     return image
 
 
-def check_size(image: Image.Image, resolution: int) -> None:
+def check_size(image: Image.Image, resolution: Resolution) -> None:
+    """Images are only ever shrunk: one that would have to be enlarged to cover H x W is skipped."""
     width, height = image.size
-    if min(width, height) < resolution:
-        raise SkipImage(f"too small: {width}x{height}, short side {min(width, height)} < resolution {resolution}")
+    target_height, target_width = image_size(resolution)
+    if target_height == target_width and min(width, height) < target_height:
+        raise SkipImage(f"too small: {width}x{height}, short side {min(width, height)} < resolution {target_height}")
+    if width < target_width or height < target_height:
+        raise SkipImage(
+            f"too small: {width}x{height} (width x height) for resolution {target_height}x{target_width} "
+            "(height x width)"
+        )
 
 
-def image_to_tensor(image: Image.Image, resolution: int, channels: int, center_crop: bool) -> torch.Tensor:
-    """A decoded PIL image of any mode and size -> uint8 [channels x resolution x resolution]."""
+def image_to_array(image: Image.Image, resolution: Resolution, channels: int, center_crop: bool) -> np.ndarray:
+    """A decoded PIL image of any mode and size -> uint8 numpy [channels x H x W]."""
     check_size(image, resolution)
-    image = _resize(_convert_mode(image, channels), resolution, center_crop)
+    image = _resize(_convert_mode(image, channels), image_size(resolution), center_crop)
     pixels = np.asarray(image, dtype=np.uint8)  # [H x W] (L) or [H x W x 3] (RGB)
     pixels = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(pixels))
+    return np.ascontiguousarray(pixels)
+
+
+def image_to_tensor(image: Image.Image, resolution: Resolution, channels: int, center_crop: bool) -> torch.Tensor:
+    """A decoded PIL image of any mode and size -> uint8 [channels x H x W]."""
+    return torch.from_numpy(image_to_array(image, resolution, channels, center_crop))
 
 
 def _convert_mode(image: Image.Image, channels: int) -> Image.Image:
@@ -91,17 +127,21 @@ def _convert_mode(image: Image.Image, channels: int) -> Image.Image:
         raise SkipImage(f"unsupported image mode {mode!r} ({exc})") from exc
 
 
-def _resize(image: Image.Image, resolution: int, center_crop: bool) -> Image.Image:
-    """Short side to ``resolution`` + centre crop (torchvision Resize(int) + CenterCrop arithmetic), or squash."""
+def _resize(image: Image.Image, size: tuple[int, int], center_crop: bool) -> Image.Image:
+    """
+    Resize to cover `size` = (H, W) keeping the aspect ratio, then crop the centre H x W; or squash to H x W. For a
+    square size this is torchvision's Resize(int) + CenterCrop arithmetic: the short side becomes H.
+    """
+    target_height, target_width = size
     if not center_crop:
-        return image.resize((resolution, resolution), Image.Resampling.BILINEAR)
+        return image.resize((target_width, target_height), Image.Resampling.BILINEAR)
     width, height = image.size
-    if width <= height:
-        new_width, new_height = resolution, int(resolution * height / width)
+    if target_width * height >= target_height * width:  # the width limits: it becomes W, the height follows
+        new_width, new_height = target_width, int(target_width * height / width)
     else:
-        new_width, new_height = int(resolution * width / height), resolution
+        new_width, new_height = int(target_height * width / height), target_height
     if (new_width, new_height) != (width, height):
         image = image.resize((new_width, new_height), Image.Resampling.BILINEAR)
-    left = int(round((new_width - resolution) / 2.0))
-    top = int(round((new_height - resolution) / 2.0))
-    return image.crop((left, top, left + resolution, top + resolution))
+    left = int(round((new_width - target_width) / 2.0))
+    top = int(round((new_height - target_height) / 2.0))
+    return image.crop((left, top, left + target_width, top + target_height))

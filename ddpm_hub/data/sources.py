@@ -1,17 +1,25 @@
-"""The image sources of `ddpm_hub.data` (built-in digits, a folder, a Hub dataset), decoded into one uint8 tensor."""
+"""The image sources of `ddpm_hub.data` (built-in digits, a folder, a Hub dataset), decoded into one uint8 tensor.
 
+A source is first *planned* (`plan_source`: the folder listed, the Hub dataset loaded, nothing decoded; the plan
+knows the source's fingerprint, which the decoded cache's key uses), then decoded: into RAM (`load_images`) or into
+the on-disk cache (`ddpm_hub.data.cache`), in both cases by `ddpm_hub.data.parallel`.
+"""
+
+import hashlib
+import json
 import logging
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from ..errors import InputNotFoundError, UsageError
-from .decode import SkipImage, decode_hub_value, image_to_tensor, open_file, strict_truncation_check
+from .decode import Resolution, image_size
+from .parallel import DecodeSettings, FolderItems, HubItems, decode_all
 
 logger = logging.getLogger(__name__)
 
@@ -51,16 +59,36 @@ class DecodedImages:
     """A decoded dataset: the images, and their class labels when the source has them.
 
     Attributes:
-        images: uint8 ``[N x C x H x W]``.
+        images: uint8 ``[N x C x H x W]``: in RAM, or memory-mapped from the decoded cache (then ``file`` is set).
         labels: int64 ``[N]`` class ids, or None (a source without labels).
         label_names: the name of each class id (``label_names[i]`` is class i), or None.
         report: what was decoded and skipped.
+        file: the cache file ``images`` is memory-mapped from (`ddpm_hub.data.cache`), None for images in RAM.
     """
 
     images: torch.Tensor
     labels: torch.Tensor | None
     label_names: list[str] | None
     report: ImageDatasetReport
+    file: Path | None = None
+
+
+@dataclass
+class SourcePlan:
+    """
+    A source opened but not decoded. `items` (`FolderItems` / `HubItems`) are decoded by `ddpm_hub.data.parallel`;
+    built-in digits have `decode_directly` instead (one vectorised resize). `fingerprint` changes whenever the
+    source's content may have changed (a file's size or time, a Hub dataset's revision or data files).
+    """
+
+    description: str  # "train_data_dir '...'", "builtin:digits", "dataset '...' (split 'train')"
+    fingerprint: dict
+    capacity: int  # at most this many images: the items, or max_images
+    items: FolderItems | HubItems | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # known before decoding (non-image files)
+    label_names: list[str] | None = None
+    label_column: str | None = None
+    decode_directly: Callable[[], "DecodedImages"] | None = None
 
 
 def load_image_tensor(*args, **kwargs) -> tuple[torch.Tensor, ImageDatasetReport]:
@@ -73,36 +101,38 @@ def load_images(
     dataset_name: str | None = "builtin:digits",
     train_data_dir: str | None = None,
     image_column: str | None = None,
-    resolution: int = 16,
+    resolution: Resolution = 16,
     channels: int = 1,
     center_crop: bool = True,
     split: str = "train",
     cache_dir: str | None = None,
     max_images: int | None = None,
     class_column: str | None = None,
+    num_workers: int = 1,
 ) -> DecodedImages:
-    """Decode a whole image dataset once into a uint8 tensor, with its class labels when it has them.
+    """Decode a whole image dataset once into a uint8 tensor in RAM, with its class labels when it has them.
 
     Args:
         dataset_name: ``"builtin:digits"`` or a name/path for ``datasets.load_dataset``. Pass ``None`` when
             ``train_data_dir`` is given: exactly one of the two must be set.
         train_data_dir: a local folder of images, walked recursively in sorted path order.
         image_column: Hub datasets only; default: the first ``Image``-typed column, else ``"image"`` or ``"img"``.
-        resolution: height and width of the output images.
+        resolution: the size of the output images: an int (square) or (height, width).
         channels: 1 (L) or 3 (RGB), the UNet's ``in_channels``.
-        center_crop: resize the short side to ``resolution`` then crop the centre (True), or resize the whole image
-            to ``resolution x resolution`` (False). See the module docstring.
+        center_crop: resize so that the image covers H x W (for a square, the short side becomes H) then crop the
+            centre (True), or resize the whole image to H x W (False). See the module docstring.
         split: Hub datasets only.
         cache_dir: passed to ``datasets.load_dataset``.
         max_images: stop after this many usable images (files or rows after that are not examined).
         class_column: Hub datasets only: the label column (default: the first ``ClassLabel`` column, if any).
+        num_workers: decode with this many processes (`ddpm_hub.data.parallel`); the result is the same.
 
     Labels: the digits' targets ("0".."9"); a folder's first-level subfolders when every image is inside one (the
     ``imagefolder`` convention: ``cat/001.png`` is class "cat", classes in sorted name order); a Hub dataset's
     ``ClassLabel`` column (names from the feature) or the integer column ``class_column`` names.
 
     Returns:
-        `DecodedImages`: ``images`` is a uint8 tensor [N x channels x resolution x resolution] with values 0..255;
+        `DecodedImages`: ``images`` is a uint8 tensor [N x channels x H x W] with values 0..255;
         ``labels``/``label_names`` as above or None; ``report`` counts the decoded and skipped items and gives a
         reason per skipped item.
 
@@ -110,41 +140,93 @@ def load_images(
         ValueError: bad arguments (listing what is accepted), no usable image, a dataset that cannot be loaded.
         FileNotFoundError: ``train_data_dir`` does not exist.
     """
+    plan = plan_source(
+        dataset_name, train_data_dir, image_column, resolution, channels, center_crop, split, cache_dir, max_images,
+        class_column,
+    )  # fmt: skip
+    decoded = decode_in_ram(plan, DecodeSettings(resolution, channels, center_crop), num_workers)
+    check_and_warn(plan.description, decoded.report, stacklevel=2)
+    megabytes = decoded.images.numel() / 2**20
+    logger.info(
+        "Loaded %d images from %s into a uint8 tensor [%s] (%.1f MB); %d skipped.",
+        decoded.report.num_images,
+        plan.description,
+        " x ".join(str(size) for size in decoded.images.shape),
+        megabytes,
+        decoded.report.num_skipped,
+    )
+    return decoded
+
+
+def plan_source(
+    dataset_name: str | None,
+    train_data_dir: str | None,
+    image_column: str | None,
+    resolution: Resolution,
+    channels: int,
+    center_crop: bool,
+    split: str,
+    cache_dir: str | None,
+    max_images: int | None,
+    class_column: str | None,
+) -> SourcePlan:
+    """Check the arguments and open the source (list the folder, load the Hub dataset); decode nothing."""
     _check_arguments(dataset_name, train_data_dir, image_column, resolution, channels, split, max_images)
     if class_column is not None and (train_data_dir is not None or dataset_name in BUILTIN_DATASETS):
         raise UsageError(f"--class_column applies only to Hub datasets, got {class_column!r}.")
     if train_data_dir is not None:
-        source = f"train_data_dir {train_data_dir!r}"
-        decoded = _load_folder(train_data_dir, resolution, channels, center_crop, max_images)
-    elif dataset_name in BUILTIN_DATASETS:
-        source = dataset_name
-        decoded = _load_digits(resolution, channels, max_images)
-    else:
-        source = f"dataset {dataset_name!r} (split {split!r})"
-        decoded = _load_hub_dataset(
-            dataset_name, image_column, class_column, resolution, channels, center_crop, split, cache_dir, max_images
-        )
-    images, report = decoded.images, decoded.report
+        return _plan_folder(train_data_dir, resolution, max_images)
+    if dataset_name in BUILTIN_DATASETS:
+        return _plan_digits(resolution, channels, max_images)
+    return _plan_hub_dataset(dataset_name, image_column, class_column, split, cache_dir, max_images)
 
+
+def decode_in_ram(plan: SourcePlan, settings: DecodeSettings, num_workers: int) -> DecodedImages:
+    """The plan's images decoded into a uint8 tensor [N x C x H x W] owned by this process."""
+    if plan.decode_directly is not None:
+        return plan.decode_directly()
+    images = torch.empty((plan.capacity, *settings.shape), dtype=torch.uint8)
+
+    def write(block) -> None:
+        images[write.count : write.count + len(block)] = torch.from_numpy(block)
+        write.count += len(block)
+
+    write.count = 0
+    result = decode_all(plan.items, plan.capacity, settings, num_workers, write)
+    if result.count < plan.capacity:
+        images = images[: result.count].clone()  # own exactly the usable rows
+    return with_labels(images, result.labels, plan, plan.skipped + result.skipped)
+
+
+def with_labels(images: torch.Tensor, labels: list, plan: SourcePlan, skipped: list, file=None) -> DecodedImages:
+    """`DecodedImages` with the labels checked: all present and >= 0, or none at all."""
+    report = ImageDatasetReport(num_images=len(images), num_skipped=len(skipped), skipped=skipped)
+    ids = label_tensor(labels, plan)
+    return DecodedImages(images, ids, plan.label_names if ids is not None else None, report, file)
+
+
+def label_tensor(labels: list, plan: SourcePlan) -> torch.Tensor | None:
+    """int64 [N] class ids, or None for a source without labels; a missing or negative one is an error."""
+    if not labels or labels[0] is None:
+        return None
+    if any(label is None or label < 0 for label in labels):
+        raise UsageError(
+            f"the label column {plan.label_column!r} has missing or negative labels; every image needs one."
+        )
+    return torch.as_tensor(labels, dtype=torch.int64)
+
+
+def check_and_warn(description: str, report: ImageDatasetReport, stacklevel: int = 2, note: str = "") -> None:
+    """No usable image is an error; skipped items are summarised in one `SkippedImagesWarning`."""
     if report.num_images == 0:
-        raise UsageError(f"0 images usable in {source}, {report.num_skipped} skipped: {report.summary()}.")
+        raise UsageError(f"0 images usable in {description}, {report.num_skipped} skipped: {report.summary()}.")
     if report.num_skipped:
         warnings.warn(
-            f"Skipped {report.num_skipped} of {report.num_images + report.num_skipped} items in {source}: "
-            f"{report.summary()}. The full list is in the report's `skipped`.",
+            f"Skipped {report.num_skipped} of {report.num_images + report.num_skipped} items in {description}"
+            f"{note}: {report.summary()}. The full list is in the report's `skipped`.",
             SkippedImagesWarning,
-            stacklevel=2,
+            stacklevel=stacklevel + 1,
         )
-    megabytes = images.numel() * images.element_size() / 2**20
-    logger.info(
-        "Loaded %d images from %s into a uint8 tensor [%s] (%.1f MB); %d skipped.",
-        report.num_images,
-        source,
-        " x ".join(str(size) for size in images.shape),
-        megabytes,
-        report.num_skipped,
-    )
-    return decoded
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -156,15 +238,16 @@ def _check_arguments(
     dataset_name: str | None,
     train_data_dir: str | None,
     image_column: str | None,
-    resolution: int,
+    resolution: Resolution,
     channels: int,
     split: str,
     max_images: int | None,
 ) -> None:
     if channels not in VALID_CHANNELS:
         raise UsageError(f"channels must be one of {VALID_CHANNELS} (L or RGB), got {channels!r}.")
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
-        raise UsageError(f"resolution must be an integer >= 1, got {resolution!r}.")
+    sizes = [resolution] if not isinstance(resolution, (tuple, list)) else list(resolution)
+    if len(sizes) not in (1, 2) or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes):
+        raise UsageError(f"resolution must be an integer >= 1 or a pair (height, width) of them, got {resolution!r}.")
     if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1):
         raise UsageError(f"max_images must be None (all images) or an integer >= 1, got {max_images!r}.")
     check_source(dataset_name, train_data_dir, image_column, split)
@@ -209,16 +292,27 @@ def check_source(dataset_name: str | None, train_data_dir: str | None, image_col
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _load_digits(resolution: int, channels: int, max_images: int | None) -> DecodedImages:
-    """scikit-learn digits [1797 x 8 x 8] in 0..16 -> uint8 [N x channels x resolution x resolution], labels 0..9."""
+def _plan_digits(resolution: Resolution, channels: int, max_images: int | None) -> SourcePlan:
+    import sklearn
+
+    capacity = 1797 if max_images is None else min(max_images, 1797)
+    fingerprint = {"builtin": BUILTIN_DATASETS[0], "scikit-learn": sklearn.__version__}
+    plan = SourcePlan(BUILTIN_DATASETS[0], fingerprint, capacity, label_names=[str(i) for i in range(10)])
+    plan.decode_directly = lambda: _load_digits(resolution, channels, max_images)
+    return plan
+
+
+def _load_digits(resolution: Resolution, channels: int, max_images: int | None) -> DecodedImages:
+    """scikit-learn digits [1797 x 8 x 8] in 0..16 -> uint8 [N x channels x H x W] (resized), labels 0..9."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     digits = bunch.images[:max_images]  # [N x 8 x 8] float64, 0..16
     images = torch.from_numpy(digits).to(torch.float32).mul_(255.0 / 16.0).unsqueeze(1)  # [N x 1 x 8 x 8], 0..255
-    if resolution != images.shape[-1]:
+    size = image_size(resolution)
+    if size != tuple(images.shape[-2:]):
         # Bilinear like the folder path; antialias only matters when shrinking below 8x8.
-        images = F.interpolate(images, size=(resolution, resolution), mode="bilinear", antialias=True)
+        images = F.interpolate(images, size=size, mode="bilinear", antialias=True)
     images = images.round_().clamp_(0, 255).to(torch.uint8)
     if channels == 3:
         images = images.repeat(1, 3, 1, 1)
@@ -227,9 +321,7 @@ def _load_digits(resolution: int, channels: int, max_images: int | None) -> Deco
     return DecodedImages(images, labels, [str(name) for name in bunch.target_names], report)
 
 
-def _load_folder(
-    root: str, resolution: int, channels: int, center_crop: bool, max_images: int | None
-) -> DecodedImages:
+def _plan_folder(root: str, resolution: Resolution, max_images: int | None) -> SourcePlan:
     image_paths, skipped = _list_folder(root)
     if not image_paths:
         report = ImageDatasetReport(num_images=0, num_skipped=len(skipped), skipped=skipped)
@@ -237,18 +329,27 @@ def _load_folder(
             f"0 images usable in train_data_dir {root!r}, {len(skipped)} skipped: {report.summary()}. "
             f"Accepted extensions: {', '.join(IMAGE_EXTENSIONS)} (searched recursively)."
         )
-
     label_names = folder_classes(image_paths)
     class_ids = {name: i for i, name in enumerate(label_names or [])}
-
-    def items() -> Iterator[tuple[str, Callable[[], Image.Image], int | None]]:
-        for relative_path in image_paths:
-            path = os.path.join(root, relative_path)
-            label = class_ids[relative_path.split("/")[0]] if label_names else None
-            yield relative_path, lambda path=path: open_file(path, resolution), label
-
+    labels = [class_ids[path.split("/")[0]] if label_names else None for path in image_paths]
     capacity = len(image_paths) if max_images is None else min(max_images, len(image_paths))
-    return _decode_into_tensor(items(), capacity, resolution, channels, center_crop, skipped, label_names)
+    return SourcePlan(
+        description=f"train_data_dir {root!r}",
+        fingerprint={"folder": folder_fingerprint(root, image_paths + [path for path, _ in skipped])},
+        capacity=capacity,
+        items=FolderItems(root, image_paths, labels, resolution),
+        skipped=skipped,
+        label_names=label_names,
+    )
+
+
+def folder_fingerprint(root: str, paths: list[str]) -> str:
+    """sha256 of every listed file's relative path, size and modification time: any change makes a new one."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        stat = os.stat(os.path.join(root, path))
+        digest.update(json.dumps([path, stat.st_size, stat.st_mtime_ns]).encode())
+    return digest.hexdigest()
 
 
 def folder_classes(image_paths: list[str]) -> list[str] | None:
@@ -276,17 +377,14 @@ def _list_folder(root: str) -> tuple[list[str], list[tuple[str, str]]]:
     return sorted(image_paths), skipped
 
 
-def _load_hub_dataset(
+def _plan_hub_dataset(
     dataset_name: str,
     image_column: str | None,
     class_column: str | None,
-    resolution: int,
-    channels: int,
-    center_crop: bool,
     split: str,
     cache_dir: str | None,
     max_images: int | None,
-) -> DecodedImages:
+) -> SourcePlan:
     import datasets
 
     try:
@@ -301,30 +399,37 @@ def _load_hub_dataset(
 
     column = _resolve_image_column(dataset, image_column, dataset_name)
     label_column, label_names = resolve_class_column(dataset, class_column, dataset_name)
+    raw = raw_image_rows(dataset, column, label_column, dataset_name)
     feature = dataset.features[column]
-    # Read the raw {"bytes", "path"} values and decode one row at a time, so that a bad row is skipped, not fatal.
+    mode = feature.mode if isinstance(feature, datasets.Image) else None
+    return SourcePlan(
+        description=f"dataset {dataset_name!r} (split {split!r})",
+        # datasets' fingerprint follows the Hub revision or the local data files; the columns pick what is read
+        fingerprint={
+            "dataset": dataset_name,
+            "split": split,
+            "fingerprint": dataset._fingerprint,
+            "columns": [column, label_column],
+        },  # fmt: skip
+        capacity=len(raw) if max_images is None else min(max_images, len(raw)),
+        items=HubItems(raw, column, label_column, mode),
+        label_names=label_names,
+        label_column=label_column,
+    )
+
+
+def raw_image_rows(dataset, column: str, label_column: str | None, dataset_name: str):
+    """The image column read raw (`{"bytes", "path"}`), to decode one row at a time: a bad row is skipped."""
+    import datasets
+
     try:
         kept = [column] + ([label_column] if label_column else [])
-        raw = dataset.select_columns(kept).cast_column(column, datasets.Image(decode=False))
+        return dataset.select_columns(kept).cast_column(column, datasets.Image(decode=False))
     except Exception as exc:
         raise UsageError(
-            f"Column {column!r} of dataset {dataset_name!r} has type {feature} and cannot be read as images; "
-            f"give image_column=<an Image column>. Columns: {dataset.column_names}."
+            f"Column {column!r} of dataset {dataset_name!r} has type {dataset.features[column]} and cannot be read "
+            f"as images; give image_column=<an Image column>. Columns: {dataset.column_names}."
         ) from exc
-    decoder = datasets.Image(mode=feature.mode if isinstance(feature, datasets.Image) else None)
-
-    def items() -> Iterator[tuple[str, Callable[[], Image.Image], int | None]]:
-        row = 0
-        for batch in raw.iter(batch_size=256):
-            labels = batch[label_column] if label_column else [None] * len(batch[column])
-            for value, label in zip(batch[column], labels, strict=True):
-                name = value.get("path") if isinstance(value, dict) else None
-                item_id = f"row {row}" + (f" ({name})" if name else "")
-                yield item_id, lambda value=value: decode_hub_value(decoder, value), label
-                row += 1
-
-    capacity = len(raw) if max_images is None else min(max_images, len(raw))
-    return _decode_into_tensor(items(), capacity, resolution, channels, center_crop, [], label_names, label_column)
 
 
 def resolve_class_column(dataset, class_column: str | None, dataset_name: str) -> tuple[str | None, list | None]:
@@ -372,38 +477,3 @@ def _resolve_image_column(dataset, image_column: str | None, dataset_name: str) 
         f"Dataset {dataset_name!r} has no Image-typed column and no column named 'image' or 'img'; its columns are "
         f"{columns}. Give image_column=<column>."
     )
-
-
-def _decode_into_tensor(
-    items: Iterable[tuple[str, Callable[[], Image.Image], int | None]],
-    capacity: int,
-    resolution: int,
-    channels: int,
-    center_crop: bool,
-    skipped: list[tuple[str, str]],
-    label_names: list[str] | None = None,
-    label_column: str | None = None,
-) -> DecodedImages:
-    """Fill a preallocated uint8 [capacity x C x H x W] tensor; only one PIL image is alive at a time."""
-    images = torch.empty((capacity, channels, resolution, resolution), dtype=torch.uint8)
-    labels = []
-    count = 0
-    with strict_truncation_check():
-        for item_id, load, label in items:
-            if count == capacity:
-                break
-            try:
-                images[count] = image_to_tensor(load(), resolution, channels, center_crop)
-            except SkipImage as reason:
-                skipped.append((item_id, str(reason)))
-                continue
-            labels.append(label)
-            count += 1
-    if count < capacity:
-        images = images[:count].clone()  # own exactly the usable rows
-    report = ImageDatasetReport(num_images=count, num_skipped=len(skipped), skipped=skipped)
-    if not labels or labels[0] is None:
-        return DecodedImages(images, None, None, report)
-    if any(label is None or label < 0 for label in labels):
-        raise UsageError(f"the label column {label_column!r} has missing or negative labels; every image needs one.")
-    return DecodedImages(images, torch.as_tensor(labels, dtype=torch.int64), label_names, report)
