@@ -39,10 +39,16 @@ def option(
     above: float | None = None,
     below: float | None = None,
     at_most: float | None = None,
+    parse=None,
 ):
-    """A dataclass field with what the command line and the checks need: help, group, choices, aliases, range."""
+    """
+    A dataclass field with what the command line and the checks need: help, group, choices, aliases, range, and
+    `parse`, a function that turns a command-line string or a config-file value into the field's value (raising
+    ValueError with what is accepted) for fields that are not a plain int, float, str or bool.
+    """
     bounds = {"at_least": at_least, "above": above, "below": below, "at_most": at_most}
     metadata = {"help": help, "group": group, "choices": choices, "aliases": aliases, "bounds": bounds}
+    metadata["parse"] = parse
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -131,7 +137,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls, group_titles: dict[str, 
         if kind is bool:
             group.add_argument(f"--{f.name}", *meta["aliases"], action=argparse.BooleanOptionalAction, **kwargs)
         else:
-            parse = finite_float if kind is float else kind
+            parse = meta.get("parse") or (finite_float if kind is float else kind)
             group.add_argument(f"--{f.name}", *meta["aliases"], type=parse, choices=meta["choices"], **kwargs)
 
 
@@ -232,6 +238,11 @@ def _check_config_value(path: str, name: str, value, f: dataclasses.Field, hint)
     optional = type(None) in typing.get_args(hint)
     if value is None and optional:
         return None
+    if f.metadata.get("parse") is not None:
+        try:
+            return f.metadata["parse"](value)
+        except (ValueError, TypeError, argparse.ArgumentTypeError) as error:
+            raise UsageError(f"--config {path}: {name}: {error}") from None
     if kind is float and not isinstance(value, bool) and isinstance(value, (int, str)):
         with contextlib.suppress(ValueError):  # YAML 1.1 reads 3e-4 as a string; 3.0e-4 would be a float
             value = float(value)

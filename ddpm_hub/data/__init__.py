@@ -1,5 +1,11 @@
 """Image loading for DDPM training: every image is decoded once into one uint8 tensor [N x C x H x W].
 
+Where it goes (`DataOptions.load`): by default into the decoded cache on disk (`ddpm_hub.data.cache`), built once per
+machine by worker processes (`ddpm_hub.data.parallel`) and memory-mapped by every process, so that a process's
+memory does not grow with the dataset; with ``decoded_cache=False`` (and in `load_images`) into this process's RAM.
+A dataset too large for a disk is streamed instead (`ddpm_hub.data.streaming`). Sizes are square (``resolution``)
+or (height, width).
+
 Three sources, exactly one per call:
 
 - ``dataset_name="builtin:digits"``: scikit-learn's 8x8 handwritten digits (1797 images, ships with scikit-learn,
@@ -13,9 +19,11 @@ Choices (the tests check each one):
 - Resize and crop, as diffusers' ``train_unconditional.py`` does with ``--center_crop``: ``center_crop=True`` resizes
   (bilinear, antialiased by PIL) so the short side equals ``resolution`` (long side ``int(resolution * long /
   short)``, torchvision's ``Resize(int)`` arithmetic) and then crops the centre square (offset ``round((size -
-  resolution) / 2)``, torchvision's ``CenterCrop``). diffusers replaces the centre crop by a ``RandomCrop`` when the
-  flag is off; a random crop cannot survive decoding once, so here ``center_crop=False`` resizes the whole image to
-  ``resolution x resolution`` (bilinear, the aspect ratio may change) and nothing is cut off.
+  resolution) / 2)``, torchvision's ``CenterCrop``). For a (height, width) size the image is resized to just cover
+  H x W the same way (the side that limits becomes its target, the other follows) and the centre H x W is cropped.
+  diffusers replaces the centre crop by a ``RandomCrop`` when the flag is off; a random crop cannot survive decoding
+  once, so here ``center_crop=False`` resizes the whole image to H x W (bilinear, the aspect ratio may change) and
+  nothing is cut off. Images are never enlarged: one smaller than H x W is skipped as too small.
 - Alpha: images with transparency (RGBA, LA, PA, palette or L/RGB with a ``transparency`` entry) are composited on a
   white background (diffusers' ``image.convert("RGB")`` drops alpha instead, which turns the transparent background
   of a logo into whatever colour the hidden pixels hold, often black).
@@ -33,10 +41,11 @@ Example::
 
     images, report = load_image_tensor("builtin:digits", resolution=16, channels=1)  # uint8 [1797 x 1 x 16 x 16]
     dataset = UInt8ImageDataset(images, random_flip=True)  # items: float32 [1 x 16 x 16] in [-1, 1]
+    decoded = DataOptions(train_data_dir="photos", resolution=(32, 64)).load(channels=3)  # from the decoded cache
 """
 
-from .decode import SkipImage
-from .options import DataOptions
+from .decode import DECODER_VERSION, SkipImage, image_size
+from .options import DataOptions, parse_resolution
 from .sources import (
     BUILTIN_DATASETS,
     IMAGE_EXTENSIONS,
@@ -51,6 +60,7 @@ from .tensors import UInt8ImageDataset, from_model_range, to_model_range
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "DECODER_VERSION",
     "IMAGE_EXTENSIONS",
     "VALID_CHANNELS",
     "DataOptions",
@@ -60,7 +70,9 @@ __all__ = [
     "SkippedImagesWarning",
     "UInt8ImageDataset",
     "from_model_range",
+    "image_size",
     "load_image_tensor",
     "load_images",
+    "parse_resolution",
     "to_model_range",
 ]

@@ -1,9 +1,30 @@
 """`DataOptions`: which images, and how they are decoded; one object for training and `ddpm-hub eval` alike."""
 
+import argparse
+import re
 from dataclasses import dataclass, replace
 
+from ..errors import UsageError
 from ..options import option
-from .sources import BUILTIN_DATASETS, DecodedImages, check_source, load_images
+from .cache import Coordinator, load_cached
+from .decode import Resolution
+from .parallel import DecodeSettings, default_workers
+from .sources import BUILTIN_DATASETS, DecodedImages, check_source, load_images, plan_source
+
+
+def parse_resolution(value) -> Resolution:
+    """`16`, `"16"` -> 16; `"8x16"`, `[8, 16]` -> (8, 16) (height x width); a square pair -> its int."""
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", value)
+        if match is None:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a size: give N (square) or HxW, e.g. 32 or 8x16")
+        value = int(match.group(1)) if match.group(2) is None else (int(match.group(1)), int(match.group(2)))
+    sizes = list(value) if isinstance(value, (list, tuple)) else [value]
+    if len(sizes) not in (1, 2) or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a size: give an integer >= 1 (square) or [height, width] of them"
+        )
+    return sizes[0] if len(sizes) == 1 or sizes[0] == sizes[1] else (sizes[0], sizes[1])
 
 
 @dataclass(frozen=True)
@@ -12,8 +33,9 @@ class DataOptions:
 
     dataset_name: str | None = option(
         None,
-        f"a Hub dataset name, or {' / '.join(BUILTIN_DATASETS)} (scikit-learn's digits, offline); default: "
-        f"{BUILTIN_DATASETS[0]} unless --train_data_dir is given",
+        f"a Hub dataset name or a datasets.load_dataset path (parquet / webdataset shards), or "
+        f"{' / '.join(BUILTIN_DATASETS)} (scikit-learn's digits, offline); default: {BUILTIN_DATASETS[0]} unless "
+        "--train_data_dir is given",
         "data",
     )
     dataset_split: str = option("train", "the split of a Hub dataset", "data", aliases=("--split",))
@@ -29,10 +51,44 @@ class DataOptions:
         "column); folders take their first-level subfolders as classes, builtin:digits its digits",
         "data",
     )
-    cache_dir: str | None = option(None, "where Hub datasets are cached (default: the datasets cache)", "data")
-    resolution: int | None = option(None, "image size (default: the UNet's sample_size)", "data", at_least=1)
+    cache_dir: str | None = option(
+        None,
+        "where decoded images are cached (in <cache_dir>/ddpm_hub_decoded) and Hub datasets are downloaded "
+        "(default: the datasets cache, $HF_DATASETS_CACHE)",
+        "data",
+    )
+    decoded_cache: bool = option(
+        True,
+        "decode once per machine into a memory-mapped uint8 cache under --cache_dir, shared by the processes of the "
+        "machine and reused by later runs and ddpm-hub eval; --no-decoded_cache decodes into each process's RAM",
+        "data",
+    )
+    preprocessing_num_workers: int | None = option(
+        None, "processes that decode images (default: the physical cores)", "data", at_least=1
+    )
+    streaming: bool = option(
+        False,
+        "stream a Hub dataset (or parquet / webdataset shards) instead of downloading and decoding it first: each "
+        "process reads its own part (datasets.distributed.split_dataset_by_node); needs --max_train_steps",
+        "data",
+    )
+    shuffle_buffer_size: int = option(
+        0,
+        "--streaming: shuffle the shards and a buffer of this many examples per epoch (datasets' shuffle; 0: the "
+        "stream's own order). A resumed run is bit-identical only with 0: the examples in the buffer at the "
+        "checkpoint are not read again in that epoch",
+        "data",
+        at_least=0,
+    )
+    resolution: int | tuple[int, int] | None = option(
+        None,
+        "image size: N (square) or HxW, e.g. 8x16 (default: the UNet's sample_size)",
+        "data",
+        at_least=1,
+        parse=parse_resolution,
+    )
     center_crop: bool = option(
-        True, "resize the short side and crop the centre; --no-center_crop resizes the whole image instead", "data"
+        True, "resize to cover the size and crop the centre; --no-center_crop resizes the whole image instead", "data"
     )
     max_images: int | None = option(
         None,
@@ -42,20 +98,39 @@ class DataOptions:
         at_least=1,
     )
 
-    def resolved(self, resolution: int | None = None) -> "DataOptions":
+    def resolved(self, resolution: Resolution | list | None = None) -> "DataOptions":
         """The defaults filled in: digits when no source is given, the model's resolution when none is."""
         dataset_name = self.dataset_name if (self.dataset_name or self.train_data_dir) else BUILTIN_DATASETS[0]
-        return replace(self, dataset_name=dataset_name, resolution=self.resolution or resolution)
+        size = self.resolution or (parse_resolution(resolution) if resolution is not None else None)
+        return replace(self, dataset_name=dataset_name, resolution=size)
 
     def check(self) -> None:
         """The source and the settings that apply to it (a folder that exists), before any work."""
         resolved = self.resolved()
         check_source(resolved.dataset_name, self.train_data_dir, self.image_column, self.dataset_split)
+        if self.streaming:
+            from .streaming import check_streaming
 
-    def load(self, channels: int) -> DecodedImages:
-        """Decode the images once: uint8 `[N x channels x resolution x resolution]`, labels, what was skipped."""
+            check_streaming(self)
+        elif self.shuffle_buffer_size:
+            raise UsageError(
+                f"--shuffle_buffer_size {self.shuffle_buffer_size} applies to --streaming only: a decoded dataset is "
+                "shuffled completely every epoch."
+            )
+
+    def load(self, channels: int, coordinator: Coordinator | None = None) -> DecodedImages:
+        """
+        The images, decoded once: uint8 `[N x channels x H x W]` memory-mapped from the decoded cache (built by the
+        local main process of a distributed run, see `coordinator`), or in RAM with --no-decoded_cache (or the first
+        --max_images of a stream with --streaming); labels; what was skipped. Training streams with
+        `ddpm_hub.data.streaming.open_stream` instead.
+        """
         resolved = self.resolved()
-        return load_images(
+        if self.streaming:
+            from .streaming import load_streamed
+
+            return load_streamed(self, channels)
+        arguments = dict(
             dataset_name=resolved.dataset_name,
             train_data_dir=self.train_data_dir,
             image_column=self.image_column,
@@ -67,6 +142,11 @@ class DataOptions:
             max_images=self.max_images,
             class_column=self.class_column,
         )
+        workers = self.preprocessing_num_workers or default_workers()
+        if not self.decoded_cache:
+            return load_images(**arguments, num_workers=workers)
+        settings = DecodeSettings(resolved.resolution, channels, self.center_crop)
+        return load_cached(plan_source(**arguments), settings, self.max_images, self.cache_dir, workers, coordinator)
 
     @property
     def source(self) -> str:
@@ -83,4 +163,5 @@ class DataOptions:
         """A human description: `folder X`, `cifar10 (train)`, with `, first N` when limited."""
         source = f"folder {self.train_data_dir}" if self.train_data_dir else self.resolved().dataset_name
         source += f" ({self.split})" if self.split else ""
+        source += ", streamed" if self.streaming else ""
         return source if self.max_images is None else f"{source}, first {self.max_images}"

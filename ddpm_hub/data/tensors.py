@@ -1,5 +1,8 @@
 """uint8 images and the model's range: the conversions, and the dataset that serves a uint8 tensor to training."""
 
+from pathlib import Path
+
+import numpy as np
 import torch
 
 
@@ -40,12 +43,24 @@ class UInt8ImageDataset(torch.utils.data.Dataset):
 
     With ``random_flip=False`` no random number is drawn, so the RNG stream is the same as without this dataset.
 
+    A memory-mapped tensor (the decoded cache, `ddpm_hub.data.cache`) is served without a copy: `indices` selects
+    rows by index (the training part of a held-out split), and pickling (DataLoader workers started by spawn or
+    forkserver) sends the file's name, not the pixels.
+
     Args:
-        tensor: uint8 images [N x C x H x W] (from :func:`load_image_tensor`).
+        tensor: uint8 images [N x C x H x W] (from :func:`load_images`, in RAM or memory-mapped).
         random_flip: flip each item left-right with probability 1/2.
+        indices: int64 [M]: item i is row ``indices[i]`` of ``tensor`` (default: every row, in order).
+        file: the file ``tensor`` is memory-mapped from (`DecodedImages.file`), to reopen it after pickling.
     """
 
-    def __init__(self, tensor: torch.Tensor, random_flip: bool = False):
+    def __init__(
+        self,
+        tensor: torch.Tensor,
+        random_flip: bool = False,
+        indices: torch.Tensor | None = None,
+        file: str | Path | None = None,
+    ):
         if tensor.dtype != torch.uint8 or tensor.ndim != 4:
             raise ValueError(
                 f"UInt8ImageDataset expects a uint8 tensor [N x C x H x W], got dtype {tensor.dtype} "
@@ -53,27 +68,52 @@ class UInt8ImageDataset(torch.utils.data.Dataset):
             )
         self.tensor = tensor
         self.random_flip = random_flip
+        self.indices = None if indices is None else torch.as_tensor(indices, dtype=torch.int64)
+        self.file = file
 
     def __len__(self) -> int:
-        return self.tensor.shape[0]
+        return self.tensor.shape[0] if self.indices is None else len(self.indices)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         return self.get_item(index)
+
+    def rows(self, indices) -> torch.Tensor:
+        """uint8 items ``indices`` ([B x C x H x W] for a list, [C x H x W] for an int): one gather, no other copy."""
+        return self.tensor[indices if self.indices is None else self.indices[indices]]
 
     def get_batch(self, indices: list[int], generator: torch.Generator | None = None) -> torch.Tensor:
         """
         Items ``indices`` as one float32 [B x C x H x W] batch in [-1, 1]: one gather and one conversion, the flips
         drawn at once as ``torch.rand(B, generator=generator) < 0.5`` (what training reads).
         """
-        batch = to_model_range(self.tensor[indices])
-        if self.random_flip:
-            flip = torch.rand(len(indices), generator=generator) < 0.5
-            batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
-        return batch
+        return to_training_batch(self.rows(indices), self.random_flip, generator)
 
     def get_item(self, index: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Item ``index`` as float32 [C x H x W] in [-1, 1], the flip drawn from ``generator`` (None: global RNG)."""
-        image = to_model_range(self.tensor[index])
+        image = to_model_range(self.rows(index))
         if self.random_flip and torch.rand(1, generator=generator).item() < 0.5:
             image = image.flip(-1)
         return image
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if self.file is not None:  # the name and shape of the mapped file, not its pixels
+            state["tensor"] = tuple(self.tensor.shape)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if state["file"] is not None:
+            shape = state["tensor"]
+            state["tensor"] = torch.from_numpy(np.memmap(state["file"], dtype=np.uint8, mode="c", shape=shape))
+        self.__dict__.update(state)
+
+
+def to_training_batch(
+    images: torch.Tensor, random_flip: bool, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """uint8 [B x C x H x W] -> float32 in [-1, 1], each image flipped left-right if ``torch.rand(B) < 0.5``."""
+    batch = to_model_range(images)
+    if random_flip:
+        flip = torch.rand(len(images), generator=generator) < 0.5
+        batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
+    return batch

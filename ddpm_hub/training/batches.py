@@ -1,10 +1,18 @@
-"""The order of the data: micro-batch m of the run for one rank, a function of (seed, m, rank) only."""
+"""The order of the data: micro-batch m of the run for one rank, a function of (seed, m, rank) only; or, for a
+streamed dataset, the next images of the rank's part of the stream (`StreamedMicroBatches`)."""
 
+import json
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.tensors import to_training_batch
 from ..errors import UsageError
 from .randomness import FLIP, HOLDOUT, SHUFFLE, make_generator
+
+STREAM_STATE = "stream_state_rank_{rank}.json"
 
 
 class MicroBatches(Dataset):
@@ -61,6 +69,79 @@ class MicroBatches(Dataset):
 
     def __len__(self) -> int:  # the run is as long as the sampler says; one epoch is the natural length
         return self.batches_per_epoch
+
+    @property
+    def num_images(self) -> int:
+        return len(self.images)
+
+    @property
+    def has_labels(self) -> bool:
+        return self.labels is not None
+
+    def loader(self, first_micro_batch: int, end: int, num_workers: int, pin_memory: bool) -> DataLoader:
+        return make_loader(self, first_micro_batch, end, num_workers, pin_memory)
+
+    def write_state(self, folder: Path, rank: int) -> None:
+        """Nothing to save: the position is the micro-batch index, in the training state."""
+
+    def read_state(self, folder: Path, rank: int, num_processes: int) -> None:
+        """Nothing to read back (see `write_state`)."""
+
+
+class StreamedMicroBatches:
+    """
+    Micro-batch m of a streamed run as one rank sees it: `(m, x_0, labels)`, the next `train_batch_size` usable
+    images of the rank's part of the stream (`ddpm_hub.data.streaming.ImageStream`), flipped from (seed, m, rank) as
+    `MicroBatches` does. The position is the stream's state, which every checkpoint saves per rank (`write_state`):
+    what a resumed run reproduces is described in `ddpm_hub.data.streaming`.
+    """
+
+    batches_per_epoch = None  # a stream's length is not known: the run is --max_train_steps long
+    num_images = 0  # what the training state records for a stream (a decoded dataset records its size)
+
+    def __init__(self, stream, train_batch_size: int, num_processes: int, rank: int, seed: int, random_flip: bool):
+        self.stream, self.batch_size, self.rank, self.seed = stream, train_batch_size, rank, seed
+        self.random_flip = random_flip
+        self.global_batch_size = train_batch_size * num_processes
+        self.num_processes = num_processes
+
+    @property
+    def has_labels(self) -> bool:
+        return self.stream.label_column is not None
+
+    def position(self, m: int) -> tuple[int, int]:
+        """(epoch of this rank's stream, micro-batches into it), as far as the stream has been read."""
+        return self.stream.epoch, self.stream.images_in_epoch // self.batch_size
+
+    def loader(self, first_micro_batch: int, end: int, num_workers: int = 0, pin_memory: bool = False):
+        """Micro-batches `first_micro_batch` .. `end - 1`, read in this process (no worker reads ahead)."""
+        images = iter(self.stream)
+        for m in range(first_micro_batch, end):
+            pixels, labels = zip(*(next(images) for _ in range(self.batch_size)))
+            x_0 = to_training_batch(torch.from_numpy(np.stack(pixels)), self.random_flip, self._flips(m))
+            yield m, x_0, (torch.as_tensor(labels, dtype=torch.int64) if self.has_labels else None)
+
+    def _flips(self, m: int) -> torch.Generator:
+        return make_generator(self.seed, FLIP, m, self.rank)
+
+    def write_state(self, folder: Path, rank: int) -> None:
+        state = {"num_processes": self.num_processes, **self.stream.state_dict()}
+        (folder / STREAM_STATE.format(rank=rank)).write_text(json.dumps(state) + "\n")
+
+    def read_state(self, folder: Path, rank: int, num_processes: int) -> None:
+        path = folder / STREAM_STATE.format(rank=rank)
+        if not path.is_file():
+            raise UsageError(
+                f"Cannot resume the stream from {folder}: it has no {path.name}, so it was saved by a run without "
+                f"--streaming or with fewer processes than this one ({num_processes}). Resume with the same settings."
+            )
+        state = json.loads(path.read_text())
+        if state["num_processes"] != num_processes:
+            raise UsageError(
+                f"Cannot resume the stream from {folder}: it was read by {state['num_processes']} processes, this run "
+                f"has {num_processes}; each process's part of the stream depends on their number. Use the same."
+            )
+        self.stream.load_state_dict(state)
 
 
 def make_loader(

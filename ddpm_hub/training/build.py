@@ -15,13 +15,16 @@ from diffusers.optimization import get_scheduler
 
 from ..configs import build_pipeline, count_parameters
 from ..data import ImageDatasetReport, UInt8ImageDataset
+from ..data.cache import Coordinator
+from ..data.decode import image_size
+from ..data.streaming import ImageStream, open_stream
 from ..errors import UsageError
 from ..losses import DiffusionObjective
 from ..pipeline import DDPMHubPipeline
 from ..runtime import default_cpu_threads, distributed_without_accelerator
 from ..scheduling_ddpm_hub import DDPMHubScheduler
-from .batches import MicroBatches, holdout_indices
-from .checks import PipelineSource, scheduler_overrides, unet_overrides
+from .batches import MicroBatches, StreamedMicroBatches, holdout_indices
+from .checks import PipelineSource, sample_size_config, scheduler_overrides, unet_overrides
 from .ema import EMA
 from .options import TrainingOptions
 
@@ -40,7 +43,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     lr_scheduler: torch.optim.lr_scheduler.LRScheduler
     ema: EMA | None
-    data: MicroBatches
+    data: MicroBatches | StreamedMicroBatches
     report: ImageDatasetReport
     output_dir: Path
     holdout: torch.Tensor | None = None  # uint8 [N x C x H x W], not trained on
@@ -87,14 +90,20 @@ def make_accelerator(o: TrainingOptions) -> Accelerator:
 
 @dataclass
 class TrainingData:
-    """The decoded dataset split for training: images and held-out images, with labels for a conditional model."""
+    """
+    The decoded dataset split for training: the images (memory-mapped from the decoded cache, or in RAM) of which
+    training reads the rows `indices` (all when None: no copy of the training part is made), and the held-out
+    images (a small copy), with labels for a conditional model.
+    """
 
     images: torch.Tensor  # uint8 [N x C x H x W]
-    labels: torch.Tensor | None
+    labels: torch.Tensor | None  # [len(indices)]: the labels of the training rows
     label_names: list[str] | None
     holdout: torch.Tensor | None
     holdout_labels: torch.Tensor | None
     report: ImageDatasetReport
+    indices: torch.Tensor | None = None
+    file: Path | None = None  # the cache file `images` is memory-mapped from
 
 
 def cpu_threads(o: TrainingOptions) -> int:
@@ -110,16 +119,54 @@ def cpu_threads(o: TrainingOptions) -> int:
     return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
-def load_training_images(o: TrainingOptions, source: PipelineSource, accelerator: Accelerator) -> TrainingData:
-    """The dataset through ddpm_hub.data (a Hub dataset is downloaded by the main process first), checked against a
-    class-conditional model's labels, split into training and held-out images."""
-    with accelerator.main_process_first():
-        decoded = o.data.load(channels=source.unet_config["in_channels"])
+@dataclass
+class TrainingStream:
+    """A streamed dataset (--streaming): this rank's part of it, read as training goes."""
+
+    stream: ImageStream
+    label_names: list[str] | None
+    report: ImageDatasetReport = field(default_factory=lambda: ImageDatasetReport(num_images=0, num_skipped=0))
+    holdout = holdout_labels = None  # a stream has no held-out images
+
+
+def open_training_stream(o: TrainingOptions, source: PipelineSource, accelerator: Accelerator) -> TrainingStream:
+    """This rank's part of the stream (`ddpm_hub.data.streaming`), its labels checked against the model."""
+    stream = open_stream(
+        o.data, source.unet_config["in_channels"], accelerator.process_index, accelerator.num_processes, o.seed
+    )
+    num_class_embeds = source.unet_config.get("num_class_embeds")
+    if num_class_embeds is None:
+        stream.label_column = None  # an unconditional model ignores labels
+        return TrainingStream(stream, None)
+    names = stream.label_names
+    if stream.label_column is None or (names is not None and len(names) > num_class_embeds - 1):
+        labels = None if stream.label_column is None else torch.arange(len(names))
+        check_labels(o, source, labels)  # the message for no labels / too many classes
+    return TrainingStream(stream, names)
+
+
+def load_training_images(
+    o: TrainingOptions, source: PipelineSource, accelerator: Accelerator
+) -> TrainingData | TrainingStream:
+    """The dataset through ddpm_hub.data, checked against a class-conditional model's labels, split into training
+    and held-out images. The decoded cache is built by the local main process of each machine while the others wait
+    (`Coordinator`); with --no-decoded_cache the main process decodes (and downloads a Hub dataset) first. With
+    --streaming: this rank's part of the stream (`open_training_stream`)."""
+    if o.data.streaming:
+        return open_training_stream(o, source, accelerator)
+    channels = source.unet_config["in_channels"]
+    if o.data.decoded_cache:
+        coordinator = Coordinator(accelerator.is_local_main_process, accelerator.wait_for_everyone)
+        decoded = o.data.load(channels=channels, coordinator=coordinator)
+    else:
+        with accelerator.main_process_first():
+            decoded = o.data.load(channels=channels)
     report = decoded.report
     logger.info(
-        "Dataset: %d images [%s], %d skipped",
+        "Dataset: %d images [%s] %s, %d skipped",
         report.num_images,
         " x ".join(map(str, decoded.images.shape)),
+        f"memory-mapped from {decoded.file}" if decoded.file else "in RAM",
         report.num_skipped,
     )
     if report.num_skipped:
@@ -127,11 +174,12 @@ def load_training_images(o: TrainingOptions, source: PipelineSource, accelerator
     labels = check_labels(o, source, decoded.labels)
     label_names = decoded.label_names if labels is not None else None
     if not o.validation_holdout:
-        return TrainingData(decoded.images, labels, label_names, None, None, report)
+        return TrainingData(decoded.images, labels, label_names, None, None, report, file=decoded.file)
     kept, held = holdout_indices(len(decoded.images), o.validation_holdout, o.seed)
     logger.info("Held out %d images for validation; %d train", len(held), len(kept))
     pick = (lambda index: None) if labels is None else (lambda index: labels[index])  # noqa: E731
-    return TrainingData(decoded.images[kept], pick(kept), label_names, decoded.images[held], pick(held), report)
+    holdout = decoded.images[held]  # a copy of the few held-out rows; the training rows stay an index view
+    return TrainingData(decoded.images, pick(kept), label_names, holdout, pick(held), report, kept, decoded.file)
 
 
 def check_labels(o: TrainingOptions, source: PipelineSource, labels: torch.Tensor | None) -> torch.Tensor | None:
@@ -156,8 +204,11 @@ def check_labels(o: TrainingOptions, source: PipelineSource, labels: torch.Tenso
     return labels
 
 
-def resolve_training_length(o: TrainingOptions, data: MicroBatches) -> TrainingOptions:
-    """max_train_steps from num_epochs (in optimizer steps), and num_epochs from max_train_steps."""
+def resolve_training_length(o: TrainingOptions, data: MicroBatches | StreamedMicroBatches) -> TrainingOptions:
+    """max_train_steps from num_epochs (in optimizer steps), and num_epochs from max_train_steps (not for a stream,
+    whose length is unknown: there --max_train_steps is required)."""
+    if data.batches_per_epoch is None:
+        return o
     micro_batches_per_step = o.gradient_accumulation_steps
     if o.max_train_steps is None:
         steps = max(1, o.num_epochs * data.batches_per_epoch // micro_batches_per_step)
@@ -176,8 +227,8 @@ def build_training_pipeline(o: TrainingOptions, source: PipelineSource) -> DDPMH
         )
     pipeline = DDPMHubPipeline.from_pretrained(source.location)  # a Hub repo: HF_TOKEN or the login cache
     scheduler = DDPMHubScheduler.from_config({**pipeline.scheduler.config, **scheduler_overrides(o)})
-    if pipeline.unet.config.sample_size != o.data.resolution:
-        pipeline.unet.register_to_config(sample_size=o.data.resolution)
+    if image_size(pipeline.unet.config.sample_size) != image_size(o.data.resolution):
+        pipeline.unet.register_to_config(sample_size=sample_size_config(o.data.resolution))
     return DDPMHubPipeline(unet=pipeline.unet, scheduler=scheduler)
 
 
@@ -204,15 +255,20 @@ def make_optimizer(unet: UNet2DModel, o: TrainingOptions, device: torch.device) 
     )
 
 
-def build_run(o: TrainingOptions, source: PipelineSource, accelerator: Accelerator, dataset: TrainingData) -> Run:
-    data = MicroBatches(
-        UInt8ImageDataset(dataset.images, random_flip=o.random_flip),
-        o.train_batch_size,
-        accelerator.num_processes,
-        accelerator.process_index,
-        o.seed,
-        labels=dataset.labels,
-    )
+def make_micro_batches(
+    o: TrainingOptions, accelerator: Accelerator, dataset: TrainingData | TrainingStream
+) -> MicroBatches | StreamedMicroBatches:
+    processes, rank = accelerator.num_processes, accelerator.process_index
+    if isinstance(dataset, TrainingStream):
+        return StreamedMicroBatches(dataset.stream, o.train_batch_size, processes, rank, o.seed, o.random_flip)
+    images = UInt8ImageDataset(dataset.images, o.random_flip, indices=dataset.indices, file=dataset.file)
+    return MicroBatches(images, o.train_batch_size, processes, rank, o.seed, labels=dataset.labels)
+
+
+def build_run(
+    o: TrainingOptions, source: PipelineSource, accelerator: Accelerator, dataset: TrainingData | TrainingStream
+) -> Run:
+    data = make_micro_batches(o, accelerator, dataset)
     o = replace(resolve_training_length(o, data), mixed_precision=accelerator.mixed_precision)
     pipeline = build_training_pipeline(o, source)
     unet = pipeline.unet.train()
@@ -236,7 +292,7 @@ def build_run(o: TrainingOptions, source: PipelineSource, accelerator: Accelerat
         ema.model.to(accelerator.device)
     objective = DiffusionObjective(pipeline.scheduler, snr_gamma=o.snr_gamma, channels_last=o.channels_last)
     null_class_label = None
-    if dataset.labels is not None and o.class_dropout_prob != 0:  # conditional, trained with label dropout
+    if data.has_labels and o.class_dropout_prob != 0:  # conditional, trained with label dropout
         null_class_label = unet.config.num_class_embeds - 1
     return Run(
         o, accelerator, model, pipeline.scheduler, objective, optimizer, lr_scheduler, ema, data, dataset.report,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..configs import read_unet_config, resolve_pipeline_config
+from ..data.decode import image_size, size_text
 from ..errors import InputNotFoundError, UsageError
 from ..loading import check_unet_weights
 from ..options import check_ranges
@@ -31,6 +32,7 @@ def check_options(o: TrainingOptions) -> tuple[TrainingOptions, PipelineSource]:
     """All the checks, in order of cost; returns the options with the pipeline's defaults filled in."""
     check_ranges(o)
     o.data.check()
+    check_streaming_run(o)
     check_environment(o)
     check_output_dir(o)
     source = inspect_pipeline(o.pipeline)
@@ -38,6 +40,24 @@ def check_options(o: TrainingOptions) -> tuple[TrainingOptions, PipelineSource]:
     o = resolve_class_dropout(o, source)
     check_model_compatibility(o, source)
     return o, source
+
+
+def check_streaming_run(o: TrainingOptions) -> None:
+    """A stream has no known length, no index to hold images out by, and is read in the training process."""
+    if not o.data.streaming:
+        return
+    refused = {
+        "--max_train_steps is required (a stream's length is not known, so --num_epochs cannot set it)": (
+            o.max_train_steps is None
+        ),
+        f"--validation_holdout {o.validation_holdout} needs a decoded dataset": o.validation_holdout > 0,
+        f"--max_images {o.data.max_images} applies to decoded datasets": o.data.max_images is not None,
+        f"--dataloader_num_workers {o.dataloader_num_workers} must be 0 (each rank reads its stream in order, so that "
+        "a checkpoint holds its exact position)": o.dataloader_num_workers > 0,
+    }
+    problems = [text for text, wrong in refused.items() if wrong]
+    if problems:
+        raise UsageError(f"--streaming: {'; '.join(problems)}.")
 
 
 def resolve_class_dropout(o: TrainingOptions, source: PipelineSource) -> TrainingOptions:
@@ -150,13 +170,14 @@ def _inspect_hub_repo(repo_id: str) -> PipelineSource:
 
 
 def check_model_compatibility(o: TrainingOptions, source: PipelineSource) -> None:
-    unet, resolution = source.unet_config, o.data.resolution
+    unet = source.unet_config
     downsamplings = len(unet["block_out_channels"]) - 1
     multiple = 2**downsamplings
-    if resolution % multiple:
+    if any(side % multiple for side in image_size(o.data.resolution)):
         raise UsageError(
-            f"--resolution {resolution} does not fit the UNet of {o.pipeline}: it halves the image {downsamplings} "
-            f"times, so the resolution must be a multiple of {multiple} (its sample_size is {unet['sample_size']})."
+            f"--resolution {size_text(o.data.resolution)} does not fit the UNet of {o.pipeline}: it halves the image "
+            f"{downsamplings} times, so the resolution must be a multiple of {multiple} in height and width (its "
+            f"sample_size is {unet['sample_size']})."
         )
     scheduler = {**source.scheduler_config, **scheduler_overrides(o)}
     if scheduler.get("_class_name") not in ("DDPMHubScheduler", "DDPMScheduler"):
@@ -197,4 +218,9 @@ def unet_overrides(o: TrainingOptions, source: PipelineSource) -> dict:
     unet = source.unet_config
     variance_type = o.variance_type or source.scheduler_config.get("variance_type", "fixed_small")
     channels = unet["in_channels"] * (2 if variance_type == "learned_range" else 1)
-    return {"sample_size": o.data.resolution, "out_channels": channels}
+    return {"sample_size": sample_size_config(o.data.resolution), "out_channels": channels}
+
+
+def sample_size_config(resolution: int | tuple[int, int]) -> int | list[int]:
+    """The UNet's `sample_size` for a resolution: an int when square (as the paper's configurations), else [H, W]."""
+    return resolution if isinstance(resolution, int) else list(image_size(resolution))

@@ -10,7 +10,6 @@ from tqdm.auto import tqdm
 
 from ..errors import DDPMHubError
 from ..run_folder import CHECKPOINTS_DIR
-from .batches import make_loader
 from .build import Run
 from .checkpoints import TrainingState, latest_checkpoint
 from .randomness import DROPOUT, LABEL_DROPOUT, NOISE, derive_seed, make_generator
@@ -45,7 +44,7 @@ def train(run: Run, resumed: TrainingState | None) -> TrainingResult:
     first_micro_batch = resumed.micro_batch if resumed else 0
     end = o.max_train_steps * o.gradient_accumulation_steps
     pin_memory = accelerator.device.type == "cuda"
-    micro_batches = iter(make_loader(run.data, first_micro_batch, end, o.dataloader_num_workers, pin_memory))
+    micro_batches = iter(run.data.loader(first_micro_batch, end, o.dataloader_num_workers, pin_memory))
     progress = tqdm(
         total=o.max_train_steps, initial=first_step, desc="train", disable=not accelerator.is_local_main_process
     )

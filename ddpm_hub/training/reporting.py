@@ -12,7 +12,8 @@ from diffusers import UNet2DModel
 from PIL import Image
 
 from ..configs import count_parameters
-from ..data import to_model_range
+from ..data import ImageDatasetReport, to_model_range
+from ..data.decode import image_size
 from ..images import make_grid, to_uint8, upscale
 from ..likelihood import bits_per_dim
 from ..pipeline import DDPMHubPipeline
@@ -26,6 +27,7 @@ from ..run_folder import (
     TrainingSummary,
     write_json,
 )
+from .batches import StreamedMicroBatches
 from .build import Run
 from .checkpoints import weights_checksum
 from .options import recorded_options
@@ -70,6 +72,8 @@ def finish(run: Run, result) -> None:
         and result.global_step > result.first_step
     ):
         save_checkpoint(run, result.global_step)
+    if isinstance(run.data, StreamedMicroBatches):
+        run.report = stream_report(run)
     images = sample_images(run)
     write_guidance_strip(run)
     if accelerator.is_main_process:
@@ -79,6 +83,14 @@ def finish(run: Run, result) -> None:
         logger.info("Wrote the pipeline, %s and the summary to %s", SAMPLES_FILE, run.output_dir)
     accelerator.wait_for_everyone()
     accelerator.end_training()
+
+
+def stream_report(run: Run) -> ImageDatasetReport:
+    """What the ranks read from their parts of a stream, over the whole run (resumed runs included)."""
+    stream = run.data.stream
+    counts = gather_object([(stream.images, stream.skipped, stream.skipped_examples)])
+    skipped = [tuple(item) for _, _, examples in counts for item in examples]
+    return ImageDatasetReport(sum(c[0] for c in counts), sum(c[1] for c in counts), skipped)
 
 
 def final_unet(run: Run) -> UNet2DModel:
@@ -100,7 +112,7 @@ def sampling_pipeline(run: Run) -> DDPMHubPipeline:
 
 def grid_labels(run: Run) -> list[int] | None:
     """A conditional model's grid: one row per class, num_validation_images shared out (at least one per class)."""
-    if run.data.labels is None:
+    if not run.data.has_labels:
         return None
     num_classes = run.unet.config.num_class_embeds - 1
     per_class = max(1, -(-run.options.num_validation_images // num_classes))
@@ -117,7 +129,7 @@ def write_summary(run: Run, result, checksums: list[str]) -> None:
         stopped_by=result.stopped_by,
         resumed_from_step=result.first_step or None,
         images_seen=result.global_step * run.images_per_step,
-        epochs=round(result.global_step * run.images_per_step / len(run.data.images), 3),
+        epochs=epochs_done(run, result.global_step),
         wall_time_seconds=round(result.wall_time, 1),
         images_per_second=round(steps_done * run.images_per_step / result.step_time, 1) if steps_done else None,
         final_loss=result.losses[-1] if result.losses else None,
@@ -147,6 +159,11 @@ def write_summary(run: Run, result, checksums: list[str]) -> None:
         validation={"held_out_images": o.validation_holdout, **result.validation} if result.validation else None,
     )
     summary.write(run.output_dir)
+
+
+def epochs_done(run: Run, step: int) -> float | None:
+    """Passes over the dataset; None for a stream (its length is not known)."""
+    return round(step * run.images_per_step / run.data.num_images, 3) if run.data.num_images else None
 
 
 def publish_output(run: Run) -> str:
@@ -206,7 +223,7 @@ def sample_images(run: Run, labels: list[int] | None = None, guidance_scale: flo
 
 def write_guidance_strip(run: Run) -> None:
     """A conditional model with a null label: one row per class, one column per guidance scale, the same noise."""
-    if run.data.labels is None or run.null_class_label is None:
+    if not run.data.has_labels or run.null_class_label is None:
         return
     classes = list(range(run.unet.config.num_class_embeds - 1))
     columns = [sample_images(run, classes, w, first=GUIDANCE_SEEDS) for w in GUIDANCE_STRIP_SCALES]
@@ -215,9 +232,10 @@ def write_guidance_strip(run: Run) -> None:
         grid_image(rows, run.options.data.resolution, len(GUIDANCE_STRIP_SCALES)).save(run.output_dir / GUIDANCE_FILE)
 
 
-def grid_image(images: list[np.ndarray], resolution: int, columns: int | None = None) -> Image.Image:
+def grid_image(images: list[np.ndarray], resolution, columns: int | None = None) -> Image.Image:
+    """Tiles of [H x W x C] uint8 samples, enlarged so that the longer side of a tile is about 64 pixels."""
     tiles = [Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im) for im in images]
-    return upscale(make_grid(tiles, columns=columns), max(1, 64 // resolution))
+    return upscale(make_grid(tiles, columns=columns), max(1, 64 // max(image_size(resolution))))
 
 
 def grid_columns(run: Run) -> int | None:

@@ -45,6 +45,7 @@ def save_checkpoint(run: Run, step: int) -> Path:
     error = None
     try:
         accelerator.save_state(str(temporary))  # every rank writes its RNG state; the main process the rest
+        run.data.write_state(temporary, accelerator.process_index)  # a stream's position, per rank
         if accelerator.is_main_process:
             if run.ema is not None:
                 run.ema.save(temporary / EMA_FOLDER)
@@ -116,7 +117,7 @@ def training_state(run: Run, step: int) -> TrainingState:
         seed=run.options.seed,
         global_batch_size=run.data.global_batch_size,
         gradient_accumulation_steps=run.options.gradient_accumulation_steps,
-        num_images=len(run.data.images),
+        num_images=run.data.num_images,
         ema_updates=run.ema.num_updates if run.ema is not None else None,
     )
 
@@ -140,6 +141,7 @@ def resume(run: Run) -> TrainingState | None:
         return None
     state = TrainingState.read(folder)
     check_resumable(run, state, folder)
+    run.data.read_state(folder, run.accelerator.process_index, run.accelerator.num_processes)
     try:
         run.accelerator.load_state(str(folder))
         if run.ema is not None and (folder / EMA_FOLDER).is_dir():
@@ -163,13 +165,14 @@ def check_resumable(run: Run, state: TrainingState, folder: Path) -> None:
         "seed": run.options.seed,
         "global_batch_size": run.data.global_batch_size,
         "gradient_accumulation_steps": run.options.gradient_accumulation_steps,
-        "num_images": len(run.data.images),
+        "num_images": run.data.num_images,
     }
     for name, value in now.items():
         if getattr(state, name) != value:
             raise UsageError(
                 f"Cannot resume from {folder}: it was trained with {name}={getattr(state, name)}, this run has "
-                f"{name}={value} (global_batch_size = train_batch_size x processes; num_images after skips). "
+                f"{name}={value} (global_batch_size = train_batch_size x processes; num_images after skips, 0 for a "
+                "stream). "
                 "Use the same settings to continue it."
             )
 
