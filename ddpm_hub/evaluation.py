@@ -302,7 +302,7 @@ def run_eval(args: argparse.Namespace) -> int:
         features = features_for(args.features, data.resolved().dataset_name, args.inception_weights, args.device)
     pipeline = load_or_build_pipeline(args.model, args.seed).to(args.device)
     pipeline.set_progress_bar_config(disable=True)
-    data = data.resolved(resolution=_square_size(pipeline.unet))
+    data = data.resolved(resolution=pipeline.unet.config.sample_size)  # an int, or [height, width]
     decoded = data.load(channels=pipeline.unet.config.in_channels)
     images = decoded.images
     labels = decoded.labels if pipeline.unet.config.num_class_embeds is not None else None
@@ -343,13 +343,6 @@ def _metric_entries(report: dict, data: DataOptions, args: argparse.Namespace, f
 
 def _default_output_dir(model: str) -> Path:
     return Path(model) if is_trained_folder(model) else Path("eval")
-
-
-def _square_size(unet) -> int:
-    size = unet.config.sample_size
-    if not isinstance(size, int) and size[0] != size[1]:
-        raise UsageError(f"the dataset loader makes square images; this UNet has sample_size {size}.")
-    return size if isinstance(size, int) else size[0]
 
 
 def _eval_sample_quality(pipeline, images: torch.Tensor, features, samplers, data, args, output_dir: Path) -> dict:
@@ -425,6 +418,8 @@ def _command_line(args: argparse.Namespace, data: DataOptions) -> str:
         parts += ["--features", args.features]
     if args.guidance_scale != 1.0:
         parts += ["--guidance_scale", str(args.guidance_scale)]
+    if data.streaming:
+        parts.append("--streaming")
     if args.fid:
         parts += ["--sampler", args.sampler, "--steps", str(args.steps)]
     if args.sweep:

@@ -271,10 +271,18 @@ def _dataset_facts(summary: dict, options: dict) -> dict | None:
         "label": label,
         "num_images": recorded.get("num_images"),
         "num_skipped": recorded.get("num_skipped"),
-        "resolution": options.get("resolution"),
+        "resolution": _resolution_text(options.get("resolution")),
         "random_flip": options.get("random_flip"),
         "center_crop": None if source in BUILTIN_DATASETS and not folder else options.get("center_crop"),
     }
+
+
+def _resolution_text(resolution) -> str | None:
+    """`32×32`, or `8×16` (height × width) for a non-square size; None when not recorded."""
+    if resolution is None:
+        return None
+    height, width = (resolution, resolution) if isinstance(resolution, int) else resolution
+    return f"{height}×{width}"
 
 
 def _training_rows(summary: dict, options: dict) -> list[tuple[str, str]]:

@@ -17,6 +17,7 @@ SHIPPED = [
     "ddpm-digits-16",
     "ddpm-digits-16-cond",
     "ddpm-tiny-8",
+    "ddpm-tiny-8x16",
 ]
 
 

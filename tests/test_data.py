@@ -409,3 +409,46 @@ def test_a_hub_dataset_class_label_column_is_detected_or_chosen(tmp_path):
         load_images(path, resolution=8, channels=3, cache_dir=cache, class_column="nope")
     with pytest.raises(ValueError, match="--class_column applies only to Hub datasets"):
         load_images("builtin:digits", resolution=8, class_column="label")
+
+
+# ------------------------------------------------------------------------------------------------ non-square sizes
+
+
+def test_non_square_size_covers_then_crops_the_centre_or_squashes(tmp_path):
+    """(height, width) = (8, 16): a tall 20x40 image is resized to 16x32 (width limits) and its centre 8 rows kept."""
+    tall = Image.new("RGB", (20, 40), RED)
+    tall.paste(BLUE, (0, 0, 20, 10))  # the top quarter: cut off by the crop, kept by the squash
+    tall.save(tmp_path / "tall.png")
+    Image.new("RGB", (15, 40), RED).save(tmp_path / "narrow.png")  # 15 wide < 16: would need enlarging
+    with pytest.warns(SkippedImagesWarning, match="narrow.png: too small: 15x40 .width x height. for resolution 8x16"):
+        cropped, _ = load_image_tensor(None, str(tmp_path), resolution=(8, 16), channels=3)
+    assert cropped.shape == (1, 3, 8, 16)
+    assert torch.all(cropped[0] == torch.tensor(RED, dtype=torch.uint8)[:, None, None])
+    with pytest.warns(SkippedImagesWarning):
+        squashed, _ = load_image_tensor(None, str(tmp_path), resolution=(8, 16), channels=3, center_crop=False)
+    assert torch.all(squashed[0][2, 0] == 255) and torch.all(squashed[0][0, -1] == 255)  # blue on top, red below
+
+
+def test_digits_at_a_non_square_size():
+    images, _ = load_image_tensor("builtin:digits", resolution=(8, 16), channels=1, max_images=3)
+    assert images.shape == (3, 1, 8, 16)
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [("16", 16), ("8x16", (8, 16)), (" 8 X 16 ", (8, 16)), ("16x16", 16), ([8, 16], (8, 16)), (32, 32)],
+)
+def test_resolution_is_square_or_height_by_width(value, expected):
+    from ddpm_hub.data import parse_resolution
+
+    assert parse_resolution(value) == expected
+
+
+@pytest.mark.parametrize("value", ["8y16", "0", "8x0", [8, 16, 3], True, "x16"])
+def test_bad_resolutions_say_what_is_accepted(value):
+    import argparse
+
+    from ddpm_hub.data import parse_resolution
+
+    with pytest.raises(argparse.ArgumentTypeError, match="is not a size: give"):
+        parse_resolution(value)

@@ -199,6 +199,39 @@ def test_messy_image_folder_trains_and_reports_skips(tmp_path):
     assert DDPMHubPipeline.from_pretrained(out).unet.config.sample_size == 8
 
 
+def test_non_square_training_sampling_bits_per_dim_and_grid(tmp_path, capsys):
+    """ddpm-tiny-8x16 (8 high, 16 wide) on a folder of wide images: the loader, training, the held-out bits/dim,
+    sampling, the grid and `ddpm-hub eval --bpd` all follow the (height, width) size."""
+    from ddpm_hub.cli import main
+    from ddpm_hub.likelihood import bits_per_dim
+
+    data, out = tmp_path / "wide", tmp_path / "run"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (14, 30, 3), dtype=np.uint8)).save(data / f"{i:02d}.png")
+    args = [*TINY, "--pipeline", "ddpm-tiny-8x16", "--train_data_dir", str(data), "--output_dir", str(out)]
+    args += ["--max_train_steps", "2", "--validation_holdout", "4", "--validation_bpd_steps", "2"]
+    check_ok(run_script(args))
+    assert np.isfinite(summary(out)["validation"]["bits_per_dim"])
+    assert json.loads((out / "training_options.json").read_text())["resolution"] == [8, 16]
+
+    pipeline = DDPMHubPipeline.from_pretrained(out)
+    assert list(pipeline.unet.config.sample_size) == [8, 16]
+    images = pipeline(batch_size=2, num_inference_steps=2, generator=torch.manual_seed(0), output_type="np").images
+    assert images.shape == (2, 8, 16, 3)
+    pixels = torch.randint(0, 256, (2, 3, 8, 16), dtype=torch.uint8, generator=torch.manual_seed(0))
+    bpd = bits_per_dim(pipeline, pixels, num_steps=2, estimator="sampled", generator=torch.manual_seed(0))
+    assert np.isfinite(bpd.mean()) and bpd.mean() > 0
+    grid = Image.open(out / "samples.png")  # 4 samples, 2 x 2, upscaled 64 // 16 = 4 times
+    assert grid.size == ((2 * (16 + 2) + 2) * 4, (2 * (8 + 2) + 2) * 4)
+
+    evaluate = ["eval", str(out), "--bpd", "--bpd_steps", "2", "--train_data_dir", str(data), "--max_images", "2"]
+    assert main(evaluate) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["bpd"]["num_images"] == 2 and np.isfinite(report["bpd"]["bits_per_dim"])
+
+
 @pytest.mark.parametrize(
     "extra",
     [["--variance_type", "learned_range"], ["--prediction_type", "v_prediction", "--snr_gamma", "5"]],
@@ -258,6 +291,8 @@ def check(argv: list[str]):
     [
         (["--lr_scheduler", "warp"], SystemExit, None),  # argparse: invalid choice, exit 2
         (["--pipeline", "ddpm-digits-16", "--resolution", "6"], ValueError, "must be a multiple of 4"),
+        (["--pipeline", "ddpm-digits-16", "--resolution", "16x6"], ValueError, "must be a multiple of 4"),
+        (["--resolution", "16by8"], SystemExit, None),  # argparse: "is not a size: give N (square) or HxW"
         (["--pipeline", "no-such-config"], FileNotFoundError, "ddpm-digits-16"),
         (["--train_data_dir", "/nonexistent/x"], FileNotFoundError, "does not exist"),
         (["--train_batch_size", "0"], ValueError, "--train_batch_size must be at least 1"),
@@ -323,6 +358,19 @@ def test_config_file_sets_options_and_the_command_line_wins(tmp_path):
     as_json = tmp_path / "options.json"
     as_json.write_text(json.dumps(to_flat_dict(options)))  # training_options.json is a valid --config
     assert parse_options(["--config", str(as_json)])[0] == options
+
+
+def test_a_non_square_resolution_from_the_command_line_and_back_from_the_recorded_options(tmp_path):
+    options, _ = check(["--pipeline", "ddpm-tiny-8", "--resolution", "8x16"])
+    assert options.data.resolution == (8, 16)
+    options, _ = check(["--pipeline", "ddpm-tiny-8x16"])  # the UNet's sample_size [8, 16]
+    assert options.data.resolution == (8, 16)
+    recorded = tmp_path / "training_options.json"
+    recorded.write_text(json.dumps(to_flat_dict(options)))  # resolution: [8, 16]
+    assert parse_options(["--config", str(recorded)])[0].data.resolution == (8, 16)
+    (tmp_path / "bad.yaml").write_text("resolution: [8, 16, 3]\n")
+    with pytest.raises(ValueError, match="bad.yaml: resolution: .* is not a size"):
+        parse_options(["--config", str(tmp_path / "bad.yaml")])
 
 
 @pytest.mark.parametrize(
