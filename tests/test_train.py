@@ -135,7 +135,10 @@ def test_two_processes_equal_weights_lr_per_optimizer_step_and_one_publish(tmp_p
 
 
 def test_sigkill_and_resume_is_bit_identical_with_ema(tmp_path):
-    """Killed right after checkpoint 4 and resumed with `latest`: weights (EMA and raw) as if never interrupted."""
+    """
+    Killed right after checkpoint 4 and resumed with `latest`: weights (EMA and raw) as if never interrupted. The
+    images come from the decoded cache (memory-mapped), which the resumed run reuses.
+    """
     config = tmp_path / "tiny-dropout"  # dropout draws from the global RNG: resume must reproduce it too
     shutil.copytree(ROOT / "pipelines" / "ddpm-tiny-8", config)
     unet_config = json.loads((config / "unet" / "config.json").read_text())
@@ -153,7 +156,9 @@ def test_sigkill_and_resume_is_bit_identical_with_ema(tmp_path):
     assert [p.name for p in list_checkpoints(b / "checkpoints")] == ["checkpoint-2", "checkpoint-4"]
     assert not (b / "model_index.json").exists()
 
-    check_ok(run_script([*common, "--output_dir", str(b), "--resume_from_checkpoint", "latest"]))
+    resumed = run_script([*common, "--output_dir", str(b), "--resume_from_checkpoint", "latest"])
+    check_ok(resumed)
+    assert "Reusing the decoded cache" in resumed.stderr and "memory-mapped from" in resumed.stderr
     assert summary(b)["resumed_from_step"] == 4 and summary(b)["steps"] == 6
     assert_bit_identical(unet_weights(a), unet_weights(b))  # the EMA weights: the saved pipeline
     for name in ("model.safetensors", "ema_unet/diffusion_pytorch_model.safetensors"):
@@ -581,10 +586,16 @@ def test_conditional_sigkill_and_resume_is_bit_identical_with_label_dropout(tmp_
 
 
 def test_conditional_training_on_two_processes(tmp_path):
+    """Also: two ranks on one machine share one build of the decoded cache (the local main process builds it)."""
     out = tmp_path / "run"
     args = [*TINY, "--pipeline", str(conditional_config(tmp_path)), "--max_train_steps", "3", "--output_dir", str(out)]
     args += ["--validation_holdout", "8", "--validation_bpd_steps", "2", "--validation_guidance_scale", "2"]
-    check_ok(run_script(args, processes=2))
+    args += ["--cache_dir", str(tmp_path / "cache")]  # a new decoded cache: one rank builds it, the other waits
+    result = run_script(args, processes=2)
+    check_ok(result)
+    assert result.stderr.count("Decoding builtin:digits into the decoded cache") == 1
+    assert result.stderr.count("Reusing the decoded cache") == 1 and "memory-mapped from" in result.stderr
+    assert len(list((tmp_path / "cache" / "ddpm_hub_decoded").glob("digits-8-rgb-crop-*"))) == 1
     info = summary(out)
     assert info["num_processes"] == 2 and len(set(info["weights_sha256_per_rank"])) == 1
     assert info["samples"]["guidance_scale"] == 2.0 and np.isfinite(info["validation"]["bits_per_dim"])
