@@ -10,6 +10,7 @@ on runs it makes anyway (`test_conditional_training_on_two_processes`, `test_sig
 import io
 import json
 import pickle
+import shutil
 import signal
 import struct
 import subprocess
@@ -117,6 +118,24 @@ def test_digits_through_the_cache_equal_the_digits_in_ram(tmp_path):
     in_ram = load_images("builtin:digits", resolution=(8, 12), channels=1, max_images=50)
     assert torch.equal(cached.images, in_ram.images) and torch.equal(cached.labels, in_ram.labels)
     assert cached.label_names == [str(i) for i in range(10)] and built(tmp_path)[0].startswith("digits-8x12-l-crop-")
+
+
+def test_a_hub_dataset_is_cached_with_its_class_names_and_a_changed_file_makes_a_new_cache(tmp_path, monkeypatch):
+    folder = tmp_path / "hub_like"
+    write_shards(folder, 2)  # a parquet dataset as datasets.load_dataset reads a Hub repo; one broken row
+    data = DataOptions(dataset_name=str(folder), resolution=8, cache_dir=str(tmp_path / "cache"))
+    with pytest.warns(SkippedImagesWarning, match="Skipped 1 of 20 items in dataset .*row 3 .broken.png."):
+        first = data.load(channels=3)
+    reference = load_images(str(folder), resolution=8, channels=3, cache_dir=str(tmp_path / "cache"))
+    assert torch.equal(first.images, reference.images) and torch.equal(first.labels, reference.labels)
+    assert first.label_names == ["even", "odd"] and first.file is not None
+    with monkeypatch.context() as patch:
+        forbid_decoding(patch)
+        assert load_quietly(data).report == first.report
+    (folder / "train-00001-of-00002.parquet").unlink()  # the data files changed: datasets' fingerprint follows
+    write_shards(tmp_path / "other", 1)
+    shutil.move(tmp_path / "other" / "train-00000-of-00001.parquet", folder / "train-00001-of-00002.parquet")
+    assert load_quietly(data).report.num_images == 18 and len(built(tmp_path / "cache")) == 2  # 2 broken rows
 
 
 def test_changing_the_size_the_crop_the_channels_or_a_file_makes_a_new_cache(tmp_path, monkeypatch):
