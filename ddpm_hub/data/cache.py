@@ -18,11 +18,12 @@ The key (sha256 of JSON) holds what changes the pixels: the cache format, `DECOD
 files, for a Hub dataset; the scikit-learn version for the digits), height and width, channels, centre crop, and
 max_images. A cache whose manifest does not match its key, or whose files have the wrong size, is rebuilt.
 
-Building: under an exclusive lock (`flock`) on `<name>.lock`, into `.tmp-<name>-<pid>/`, renamed to `<name>/` when
+Building: under an exclusive lock (`flock`) on `.<name>.lock`, into `.tmp-<name>-<pid>/`, renamed to `<name>/` when
 every file is written and flushed. A build that is killed leaves only the temporary folder, which no reader opens
 and the next builder deletes (holding the lock, it knows no build is running). In a multi-process run the local main
 process takes the lock before the others are let go (`Coordinator`), so it builds while they wait on the lock (not
-in a collective, which would time out on a long build), then open what it built.
+in a collective, which would time out on a long build), then open what it built. The lock needs a filesystem with
+working `flock` (local disks; NFS v4).
 """
 
 import fcntl
@@ -131,18 +132,32 @@ def load_cached(
 
 @contextmanager
 def build_lock(root: Path, name: str, coordinator: Coordinator | None) -> Iterator[None]:
-    """Hold `<root>/.<name>.lock`; with a coordinator, the local main process takes it before the others try."""
+    """
+    Hold `<root>/.<name>.lock`. With a coordinator, the local main process takes it before the others are let past
+    the barrier, so it builds while they wait on the lock; if another process holds it already (another run, or the
+    main process of another machine sharing --cache_dir), everyone waits on the lock, none in the barrier.
+    """
     root.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(root / f".{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        if coordinator is not None and not coordinator.is_local_main:
-            coordinator.wait_for_everyone()  # the local main process holds the lock by now
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        if coordinator is not None and coordinator.is_local_main:
+        held = False
+        if coordinator is not None:
+            if coordinator.is_local_main:
+                held = _try_lock(descriptor)
             coordinator.wait_for_everyone()
+        if not held:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield
     finally:
         os.close(descriptor)  # releases the lock
+
+
+def _try_lock(descriptor: int) -> bool:
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def open_cache(folder: Path, key: str) -> DecodedImages | None:
