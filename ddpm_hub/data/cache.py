@@ -11,7 +11,8 @@ row i is at a fixed offset and a batch is one numpy gather from the mapping, wit
 list arrays and no copy; worker processes can write their rows in order without a concatenation step; and any tool
 reads it with `np.memmap(path, np.uint8, "r", shape=manifest["shape"])`. The mapping is private (copy on write):
 the process sees the file's pages, shared through the page cache by every process on the machine, and nothing it
-does can change the file.
+does can change the file. Training reads it through `UInt8ImageDataset`, which returns the pages it has read to the
+page cache as it goes, so that a rank's resident memory stays flat.
 
 The key (sha256 of JSON) holds what changes the pixels: the cache format, `DECODER_VERSION`, the source's fingerprint
 (every file's path, size and time for a folder; datasets' fingerprint, which follows the Hub revision or the data
@@ -46,6 +47,7 @@ from ..version import __version__
 from .decode import DECODER_VERSION, size_text
 from .parallel import DecodeSettings, decode_all
 from .sources import DecodedImages, ImageDatasetReport, SourcePlan, check_and_warn, label_tensor
+from .tensors import map_images
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +176,7 @@ def open_cache(folder: Path, key: str) -> DecodedImages | None:
         logger.warning("The decoded cache %s is not trusted: %s. It is rebuilt.", folder, problem)
         return None
     shape = tuple(manifest["shape"])
-    images = torch.from_numpy(np.memmap(folder / IMAGES_FILE, dtype=np.uint8, mode="c", shape=shape))
+    images, _ = map_images(folder / IMAGES_FILE, shape)
     labels = torch.from_numpy(np.load(folder / LABELS_FILE)) if manifest["labels"] else None
     skipped = [tuple(item) for item in manifest["skipped"]]
     report = ImageDatasetReport(num_images=shape[0], num_skipped=len(skipped), skipped=skipped)

@@ -1,9 +1,26 @@
 """uint8 images and the model's range: the conversions, and the dataset that serves a uint8 tensor to training."""
 
+import mmap
 from pathlib import Path
 
 import numpy as np
 import torch
+
+# A dataset reading a mapped file gives the pages it has read back to the page cache after this many bytes, so that
+# its resident memory stays below this much data whatever the dataset's size (the page cache keeps one shared copy).
+RELEASE_EVERY_BYTES = 64 * 2**20
+
+
+def map_images(file: str | Path, shape: tuple[int, ...]) -> tuple[torch.Tensor, mmap.mmap]:
+    """
+    A uint8 tensor of `shape` on the pages of `file` (no copy), and its mapping. The mapping is private (copy on
+    write): the pages are the page cache's, shared by every process that maps the file, and writes never reach it.
+    """
+    with open(file, "rb") as handle:
+        mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+    if len(mapping) != int(np.prod(shape)):
+        raise ValueError(f"{file} has {len(mapping)} bytes, not the {int(np.prod(shape))} of uint8 {list(shape)}.")
+    return torch.from_numpy(np.frombuffer(mapping, dtype=np.uint8).reshape(shape)), mapping
 
 
 def to_model_range(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -43,15 +60,17 @@ class UInt8ImageDataset(torch.utils.data.Dataset):
 
     With ``random_flip=False`` no random number is drawn, so the RNG stream is the same as without this dataset.
 
-    A memory-mapped tensor (the decoded cache, `ddpm_hub.data.cache`) is served without a copy: `indices` selects
-    rows by index (the training part of a held-out split), and pickling (DataLoader workers started by spawn or
-    forkserver) sends the file's name, not the pixels.
+    The decoded cache (`ddpm_hub.data.cache`) is served from its file without a copy: given ``file``, the dataset
+    maps it itself and, every `RELEASE_EVERY_BYTES` read, gives the pages back to the page cache (``madvise
+    MADV_DONTNEED``), so a process's resident memory does not grow with the dataset while the machine keeps one copy
+    in its page cache for every process. `indices` selects rows by index (the training part of a held-out split);
+    pickling (DataLoader workers started by spawn or forkserver) sends the file's name, not the pixels.
 
     Args:
         tensor: uint8 images [N x C x H x W] (from :func:`load_images`, in RAM or memory-mapped).
         random_flip: flip each item left-right with probability 1/2.
         indices: int64 [M]: item i is row ``indices[i]`` of ``tensor`` (default: every row, in order).
-        file: the file ``tensor`` is memory-mapped from (`DecodedImages.file`), to reopen it after pickling.
+        file: the file ``tensor`` is memory-mapped from (`DecodedImages.file`): the dataset reads its own mapping.
     """
 
     def __init__(
@@ -66,10 +85,12 @@ class UInt8ImageDataset(torch.utils.data.Dataset):
                 f"UInt8ImageDataset expects a uint8 tensor [N x C x H x W], got dtype {tensor.dtype} "
                 f"and shape {list(tensor.shape)}."
             )
-        self.tensor = tensor
         self.random_flip = random_flip
         self.indices = None if indices is None else torch.as_tensor(indices, dtype=torch.int64)
         self.file = file
+        self.tensor, self._mapping, self._read = tensor, None, 0
+        if file is not None:
+            self.tensor, self._mapping = map_images(file, tuple(tensor.shape))
 
     def __len__(self) -> int:
         return self.tensor.shape[0] if self.indices is None else len(self.indices)
@@ -79,7 +100,14 @@ class UInt8ImageDataset(torch.utils.data.Dataset):
 
     def rows(self, indices) -> torch.Tensor:
         """uint8 items ``indices`` ([B x C x H x W] for a list, [C x H x W] for an int): one gather, no other copy."""
-        return self.tensor[indices if self.indices is None else self.indices[indices]]
+        rows = self.tensor[indices if self.indices is None else self.indices[indices]]
+        if self._mapping is not None:
+            self._read += rows.numel()
+            if self._read >= RELEASE_EVERY_BYTES and hasattr(mmap, "MADV_DONTNEED"):
+                # Unmapped, not lost: the next read maps the page cache's copy again (nothing here is ever written).
+                self._mapping.madvise(mmap.MADV_DONTNEED)
+                self._read = 0
+        return rows
 
     def get_batch(self, indices: list[int], generator: torch.Generator | None = None) -> torch.Tensor:
         """
@@ -98,13 +126,12 @@ class UInt8ImageDataset(torch.utils.data.Dataset):
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         if self.file is not None:  # the name and shape of the mapped file, not its pixels
-            state["tensor"] = tuple(self.tensor.shape)
+            state.update(tensor=tuple(self.tensor.shape), _mapping=None, _read=0)
         return state
 
     def __setstate__(self, state: dict) -> None:
         if state["file"] is not None:
-            shape = state["tensor"]
-            state["tensor"] = torch.from_numpy(np.memmap(state["file"], dtype=np.uint8, mode="c", shape=shape))
+            state["tensor"], state["_mapping"] = map_images(state["file"], state["tensor"])
         self.__dict__.update(state)
 
 
