@@ -11,8 +11,8 @@ row i is at a fixed offset and a batch is one numpy gather from the mapping, wit
 list arrays and no copy; worker processes can write their rows in order without a concatenation step; and any tool
 reads it with `np.memmap(path, np.uint8, "r", shape=manifest["shape"])`. The mapping is private (copy on write):
 the process sees the file's pages, shared through the page cache by every process on the machine, and nothing it
-does can change the file. Training reads it through `UInt8ImageDataset`, which returns the pages it has read to the
-page cache as it goes, so that a rank's resident memory stays flat.
+does can change the file. Training reads its rows with `pread` (`UInt8ImageDataset`): the same shared page cache,
+without leaving the pages read mapped in the rank, whose resident memory therefore stays flat.
 
 The key (sha256 of JSON) holds what changes the pixels: the cache format, `DECODER_VERSION`, the source's fingerprint
 (every file's path, size and time for a folder; datasets' fingerprint, which follows the Hub revision or the data

@@ -1,14 +1,12 @@
 """uint8 images and the model's range: the conversions, and the dataset that serves a uint8 tensor to training."""
 
 import mmap
+import os
+import weakref
 from pathlib import Path
 
 import numpy as np
 import torch
-
-# A dataset reading a mapped file gives the pages it has read back to the page cache after this many bytes, so that
-# its resident memory stays below this much data whatever the dataset's size (the page cache keeps one shared copy).
-RELEASE_EVERY_BYTES = 64 * 2**20
 
 
 def map_images(file: str | Path, shape: tuple[int, ...]) -> tuple[torch.Tensor, mmap.mmap]:
@@ -60,17 +58,19 @@ class UInt8ImageDataset(torch.utils.data.Dataset):
 
     With ``random_flip=False`` no random number is drawn, so the RNG stream is the same as without this dataset.
 
-    The decoded cache (`ddpm_hub.data.cache`) is served from its file without a copy: given ``file``, the dataset
-    maps it itself and, every `RELEASE_EVERY_BYTES` read, gives the pages back to the page cache (``madvise
-    MADV_DONTNEED``), so a process's resident memory does not grow with the dataset while the machine keeps one copy
-    in its page cache for every process. `indices` selects rows by index (the training part of a held-out split);
-    pickling (DataLoader workers started by spawn or forkserver) sends the file's name, not the pixels.
+    The decoded cache (`ddpm_hub.data.cache`) is served from its file: given ``file``, each row of a batch is read
+    with one ``pread`` straight into the batch. The file's pages live in the page cache, one copy for every process
+    of the machine, and nothing of the dataset stays in the process: its resident memory does not grow with the
+    dataset. (Reading through the memory mapping instead would leave every page read mapped, and counted in the
+    process's resident memory, until unmapped; on Linux 6.x a random 3 KB read maps a whole 2 MB page-cache folio.)
+    `indices` selects rows by index (the training part of a held-out split); pickling (DataLoader workers started by
+    spawn or forkserver) sends the file's name, not the pixels.
 
     Args:
         tensor: uint8 images [N x C x H x W] (from :func:`load_images`, in RAM or memory-mapped).
         random_flip: flip each item left-right with probability 1/2.
         indices: int64 [M]: item i is row ``indices[i]`` of ``tensor`` (default: every row, in order).
-        file: the file ``tensor`` is memory-mapped from (`DecodedImages.file`): the dataset reads its own mapping.
+        file: the file ``tensor`` is memory-mapped from (`DecodedImages.file`): rows are read from it with pread.
     """
 
     def __init__(
@@ -88,9 +88,8 @@ class UInt8ImageDataset(torch.utils.data.Dataset):
         self.random_flip = random_flip
         self.indices = None if indices is None else torch.as_tensor(indices, dtype=torch.int64)
         self.file = file
-        self.tensor, self._mapping, self._read = tensor, None, 0
-        if file is not None:
-            self.tensor, self._mapping = map_images(file, tuple(tensor.shape))
+        self.tensor = tensor
+        self._descriptor = None if file is None else _open_for_reads(self, file)
 
     def __len__(self) -> int:
         return self.tensor.shape[0] if self.indices is None else len(self.indices)
@@ -100,14 +99,21 @@ class UInt8ImageDataset(torch.utils.data.Dataset):
 
     def rows(self, indices) -> torch.Tensor:
         """uint8 items ``indices`` ([B x C x H x W] for a list, [C x H x W] for an int): one gather, no other copy."""
-        rows = self.tensor[indices if self.indices is None else self.indices[indices]]
-        if self._mapping is not None:
-            self._read += rows.numel()
-            if self._read >= RELEASE_EVERY_BYTES and hasattr(mmap, "MADV_DONTNEED"):
-                # Unmapped, not lost: the next read maps the page cache's copy again (nothing here is ever written).
-                self._mapping.madvise(mmap.MADV_DONTNEED)
-                self._read = 0
-        return rows
+        rows = indices if self.indices is None else self.indices[indices]
+        if self._descriptor is None:
+            return self.tensor[rows]
+        single = isinstance(rows, int) or (isinstance(rows, torch.Tensor) and rows.ndim == 0)
+        batch = self._read_rows([int(rows)] if single else [int(row) for row in rows])
+        return batch[0] if single else batch
+
+    def _read_rows(self, rows: list[int]) -> torch.Tensor:
+        """Rows of the file, one pread each, into a new uint8 [len(rows) x C x H x W] array."""
+        batch = np.empty((len(rows), *self.tensor.shape[1:]), dtype=np.uint8)
+        row_bytes = batch[0].nbytes if len(rows) else 0
+        for position, row in enumerate(rows):
+            if os.preadv(self._descriptor, [batch[position]], row * row_bytes) != row_bytes:
+                raise OSError(f"{self.file}: row {row} is incomplete; the decoded cache is damaged, delete it.")
+        return torch.from_numpy(batch)
 
     def get_batch(self, indices: list[int], generator: torch.Generator | None = None) -> torch.Tensor:
         """
@@ -126,13 +132,22 @@ class UInt8ImageDataset(torch.utils.data.Dataset):
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         if self.file is not None:  # the name and shape of the mapped file, not its pixels
-            state.update(tensor=tuple(self.tensor.shape), _mapping=None, _read=0)
+            state.update(tensor=tuple(self.tensor.shape), _descriptor=None)
         return state
 
     def __setstate__(self, state: dict) -> None:
         if state["file"] is not None:
-            state["tensor"], state["_mapping"] = map_images(state["file"], state["tensor"])
+            state["tensor"], _ = map_images(state["file"], state["tensor"])
+            state["_descriptor"] = _open_for_reads(self, state["file"])
         self.__dict__.update(state)
+
+
+def _open_for_reads(owner, file: str | Path) -> int:
+    """A read-only descriptor of `file`, closed when `owner` is collected (pread needs no file position, so forked
+    DataLoader workers can share it)."""
+    descriptor = os.open(file, os.O_RDONLY)
+    weakref.finalize(owner, os.close, descriptor)
+    return descriptor
 
 
 def to_training_batch(
