@@ -8,17 +8,19 @@ folder of PNGs this script writes into a temporary folder (and deletes). Not a t
 For each size (the first N images of the folder, `--max_images N`) it runs, each in its own process:
 
 1. the cache build with 1 worker, then with `--workers` (the physical cores): decode images/s, the builder's memory;
-2. two ranks at once reading the built cache (the local main process has built it; they memory-map it) for one
-   epoch of training batches (`MicroBatches`, batch 64, random flips): loader images/s and memory per rank;
+2. two ranks at once reading the built cache (the local main process has built it; training reads its rows with
+   pread through the page cache) for one epoch of training batches (`MicroBatches`, batch 64, random flips): loader
+   images/s and memory per rank;
 3. two ranks at once with today's loader (`--no-decoded_cache`: each decodes everything into its own RAM, in one
    process), the same epoch: decode and loader images/s, memory per rank.
 
 Memory per rank comes from /proc/self/status and /proc/self/smaps_rollup: `peak_rss_mb` (VmHWM: everything resident,
 the pages of the mapped cache included), `private_mb` (the largest RssAnon seen: memory the rank owns), `mapped_mb`
-(RssFile at the end: pages of files, the cache and the libraries, which live in the page cache and are shared by every
-process that maps them), `pss_mb` (proportional set size: shared pages divided among the processes sharing them), and
-`baseline_rss_mb` (after the imports, before any data). Then the training images/s of `--pipeline` (forward, loss,
-backward, AdamW at `--train_batch_size`, as benchmarks/train_throughput.py times it), against the loader's.
+(RssFile at the end: pages of mapped files, mostly the libraries, which live in the page cache and are shared by
+every process that maps them), `pss_mb` (proportional set size: shared pages divided among the processes sharing
+them), and `baseline_rss_mb` (after the imports, before any data). Then the training images/s of `--pipeline`
+(forward, loss, backward, AdamW at `--train_batch_size`, as benchmarks/train_throughput.py times it), against the
+loader's.
 
 Prints one JSON object.
 """
