@@ -91,10 +91,7 @@ def cache_key(fields: dict) -> str:
 
 def cache_name(plan: SourcePlan, settings: DecodeSettings, key: str) -> str:
     """A folder name a person can read: `digits-16-l-crop-<key>`, `my_images-32-rgb-crop-<key>`."""
-    source = plan.fingerprint.get("dataset") or plan.description
-    if "train_data_dir" in plan.description:
-        source = os.path.basename(os.path.normpath(plan.description.split("'")[1]))
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", source.replace("builtin:", "")).strip("_.")[:40] or "images"
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", plan.name).strip("_.")[:40] or "images"
     channels = "rgb" if settings.channels == 3 else "l"
     crop = "crop" if settings.center_crop else "squash"
     return f"{slug}-{size_text(settings.resolution)}-{channels}-{crop}-{key[:16]}"

@@ -82,6 +82,7 @@ class SourcePlan:
     """
 
     description: str  # "train_data_dir '...'", "builtin:digits", "dataset '...' (split 'train')"
+    name: str  # short, for file names: the folder's name, "digits", the dataset's name
     fingerprint: dict
     capacity: int  # at most this many images: the items, or max_images
     items: FolderItems | HubItems | None = None
@@ -297,7 +298,7 @@ def _plan_digits(resolution: Resolution, channels: int, max_images: int | None) 
 
     capacity = 1797 if max_images is None else min(max_images, 1797)
     fingerprint = {"builtin": BUILTIN_DATASETS[0], "scikit-learn": sklearn.__version__}
-    plan = SourcePlan(BUILTIN_DATASETS[0], fingerprint, capacity, label_names=[str(i) for i in range(10)])
+    plan = SourcePlan(BUILTIN_DATASETS[0], "digits", fingerprint, capacity, label_names=[str(i) for i in range(10)])
     plan.decode_directly = lambda: _load_digits(resolution, channels, max_images)
     return plan
 
@@ -335,6 +336,7 @@ def _plan_folder(root: str, resolution: Resolution, max_images: int | None) -> S
     capacity = len(image_paths) if max_images is None else min(max_images, len(image_paths))
     return SourcePlan(
         description=f"train_data_dir {root!r}",
+        name=os.path.basename(os.path.normpath(root)),
         fingerprint={"folder": folder_fingerprint(root, image_paths + [path for path, _ in skipped])},
         capacity=capacity,
         items=FolderItems(root, image_paths, labels, resolution),
@@ -397,13 +399,14 @@ def _plan_hub_dataset(
             "(--train_data_dir DIR); to train without any download use dataset_name='builtin:digits'."
         ) from exc
 
-    column = _resolve_image_column(dataset, image_column, dataset_name)
+    column = resolve_image_column(dataset, image_column, dataset_name)
     label_column, label_names = resolve_class_column(dataset, class_column, dataset_name)
     raw = raw_image_rows(dataset, column, label_column, dataset_name)
     feature = dataset.features[column]
     mode = feature.mode if isinstance(feature, datasets.Image) else None
     return SourcePlan(
         description=f"dataset {dataset_name!r} (split {split!r})",
+        name=os.path.basename(os.path.normpath(dataset_name)) if os.path.isdir(dataset_name) else dataset_name,
         # datasets' fingerprint follows the Hub revision or the local data files; the columns pick what is read
         fingerprint={
             "dataset": dataset_name,
@@ -457,7 +460,7 @@ def resolve_class_column(dataset, class_column: str | None, dataset_name: str) -
     )
 
 
-def _resolve_image_column(dataset, image_column: str | None, dataset_name: str) -> str:
+def resolve_image_column(dataset, image_column: str | None, dataset_name: str) -> str:
     import datasets
 
     columns = dataset.column_names

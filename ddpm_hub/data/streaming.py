@@ -31,10 +31,10 @@ from .sources import (
     BUILTIN_DATASETS,
     DecodedImages,
     ImageDatasetReport,
-    _resolve_image_column,
     check_and_warn,
     raw_image_rows,
     resolve_class_column,
+    resolve_image_column,
 )
 
 logger = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ def open_stream(data, channels: int, rank: int = 0, world_size: int = 1, seed: i
             f"The stream of {name!r} does not declare its features (columns and types); a streamed dataset needs "
             "them to find its image column. Give a dataset with parquet or webdataset shards."
         )
-    column = _resolve_image_column(dataset, data.image_column, name)
+    column = resolve_image_column(dataset, data.image_column, name)
     label_column, label_names = resolve_class_column(dataset, data.class_column, name)
     feature = dataset.features[column]
     raw = raw_image_rows(dataset, column, label_column, name)
