@@ -156,6 +156,7 @@ def sampler_sweep(
     classify=None,
     guidance_scale: float = 1.0,
     progress: bool = False,
+    standardize_kernel: bool = False,
 ) -> list[dict]:
     """
     One row per sampler: the Frechet and kernel distances (`fid`, `kid_mean`: FID/KID with Inception features), NFE
@@ -168,7 +169,7 @@ def sampler_sweep(
             with_sampler(pipeline, sampler.name), num_images, sampler.steps, seed, batch_size, guidance_scale, progress
         )
         quality = sample_quality(
-            extract_features(images, feature_extractor), reference_features, kid_subset_size, seed
+            extract_features(images, feature_extractor), reference_features, kid_subset_size, seed, standardize_kernel
         )
         row = {"sampler": sampler.name, "label": sampler.label, "steps": sampler.steps, **timing, **quality}
         if classify is not None:
@@ -187,7 +188,8 @@ def sweep_markdown(rows: list[dict], settings: dict) -> str:
     """The Markdown table the model card includes, with the settings that produced it underneath."""
     metric = settings.get("metric_label", "FID ↓")
     balance = all("class_balance_tv" in row for row in rows)
-    header = f"| sampler | steps | NFE | {metric} | KID × 10³ ↓ |" + (" classes (TV) ↓ |" if balance else "")
+    kernel = settings.get("kernel_label", "KID × 10³ ↓")
+    header = f"| sampler | steps | NFE | {metric} | {kernel} |" + (" classes (TV) ↓ |" if balance else "")
     lines = [header + " images/s |", "| --- " + "| ---: " * (5 + balance) + "|"]
     for row in rows:
         line = (
@@ -352,6 +354,7 @@ def _eval_sample_quality(pipeline, images: torch.Tensor, features, samplers, dat
     settings = _sweep_settings(args, data, len(reference), features)
     options = dict(seed=args.seed, batch_size=args.batch_size, kid_subset_size=args.kid_subset_size)
     options.update(classify=features.classify, guidance_scale=args.guidance_scale, progress=True)
+    options.update(standardize_kernel=features.standardize_kernel)
     report = {}
     if args.fid:
         fid_sampler = [Sampler(args.sampler, args.steps)]
@@ -393,6 +396,7 @@ def _sweep_settings(args: argparse.Namespace, data: DataOptions, num_reference: 
         "num_reference": num_reference,
         "features": features.description,
         "metric_label": features.metric_label,
+        "kernel_label": features.kernel_label,
         "guidance_scale": args.guidance_scale,
         "device": _device_name(args.device),
         "batch_size": args.batch_size,

@@ -191,11 +191,25 @@ def kernel_inception_distance(
 
 
 def sample_quality(
-    generated_features: np.ndarray, reference_features: np.ndarray, kid_subset_size: int = 1000, seed: int = 0
+    generated_features: np.ndarray,
+    reference_features: np.ndarray,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+    standardize_kernel: bool = False,
 ) -> dict:
-    """FID and KID of generated against reference features, with the set sizes (small sets bias FID upwards)."""
+    """
+    FID and KID of generated against reference features, with the set sizes (small sets bias FID upwards).
+    `standardize_kernel`: the kernel distance on both sets standardized by the reference set's mean and standard
+    deviation per feature. KID's cubic kernel (x . y / D + 1)^3 expects features of about unit scale, as Inception's
+    2048 pool features are; on 64 unscaled ReLU features its estimate is dominated by a few large activations (its
+    spread over subsets was larger than its mean).
+    """
+    kernel_generated, kernel_reference = generated_features, reference_features
+    if standardize_kernel:
+        mean, std = reference_features.mean(axis=0), reference_features.std(axis=0) + 1e-6
+        kernel_generated, kernel_reference = (generated_features - mean) / std, (reference_features - mean) / std
     kid_mean, kid_std = kernel_inception_distance(
-        generated_features, reference_features, subset_size=kid_subset_size, seed=seed
+        kernel_generated, kernel_reference, subset_size=kid_subset_size, seed=seed
     )
     return {
         "fid": frechet_distance(generated_features, reference_features),
@@ -218,6 +232,8 @@ class Features:
     description: str  # for the tables: what the features are
     metric_key: str  # metrics.json key of the Frechet distance: "fid", or "fd_digits"
     metric_label: str  # the table's column
+    kernel_label: str = "KID × 10³ ↓"  # the kernel distance's column
+    standardize_kernel: bool = False  # the kernel distance on features standardized by the reference set
     classify: Callable[[torch.Tensor], torch.Tensor] | None = None  # uint8 images -> class ids (class balance)
 
 
@@ -238,6 +254,8 @@ def features_for(kind: str, dataset_name: str | None, inception_weights=None, de
             "held-out accuracy; `python -m ddpm_hub.digit_classifier`)",
             metric_key="fd_digits",
             metric_label="FD (digit features) ↓",
+            kernel_label="KD × 10³ (standardized) ↓",
+            standardize_kernel=True,
             classify=lambda images: classify(model, images)[0],
         )
     return Features(

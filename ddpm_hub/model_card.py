@@ -55,7 +55,7 @@ METRIC_NAMES = {
     "fid": "FID",
     "kid": "KID",
     "fd_digits": "Fréchet distance in the repo's digit-classifier features",
-    "kd_digits": "Kernel distance in the repo's digit-classifier features",
+    "kd_digits": "Kernel distance in the repo's digit-classifier features, standardized by the reference set",
     "is": "Inception score",
 }
 

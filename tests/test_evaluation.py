@@ -30,6 +30,7 @@ from ddpm_hub.metrics import (
     inception_feature_extractor,
     kernel_inception_distance,
     polynomial_mmd2_unbiased,
+    sample_quality,
 )
 
 
@@ -93,6 +94,21 @@ def test_kid_is_the_unbiased_polynomial_mmd():
     assert kernel_inception_distance(a, b, subset_size=6, seed=1) == kernel_inception_distance(a, b, 100, 6, 1)
     with pytest.raises(ValueError, match="at least 2"):
         kernel_inception_distance(a[:1], b)
+
+
+def test_the_standardized_kernel_distance_ignores_the_features_scale_and_the_plain_one_does_not():
+    a, b = gaussian_features(60, 8, seed=0), gaussian_features(50, 8, shift=0.5, seed=1)
+    scale = np.linspace(1, 40, 8)  # unscaled features, like a ReLU layer's: some large, some small
+
+    def kid(x, y, standardize):
+        return sample_quality(x, y, kid_subset_size=40, standardize_kernel=standardize)["kid_mean"]
+
+    assert kid(a * scale, b * scale, True) == pytest.approx(kid(a, b, True), rel=1e-4)
+    assert abs(kid(a * scale, b * scale, False)) > 100 * abs(kid(a, b, False))
+    # the Frechet distance stays on the features as they are
+    assert sample_quality(a * scale, b * scale, 40, standardize_kernel=True)["fid"] == pytest.approx(
+        frechet_distance(a * scale, b * scale)
+    )
 
 
 def test_extract_features_repeats_grey_to_rgb():
@@ -268,7 +284,7 @@ def test_offline_sweep_on_digits_uses_the_repos_classifier_and_caches_the_refere
     assert cli.main(argv) == 0
     table = (tmp_path / "eval" / "sweep.md").read_text()
     assert table.startswith(
-        "| sampler | steps | NFE | FD (digit features) ↓ | KID × 10³ ↓ | classes (TV) ↓ | images/s |"
+        "| sampler | steps | NFE | FD (digit features) ↓ | KD × 10³ (standardized) ↓ | classes (TV) ↓ | images/s |"
     )
     rows = json.loads((tmp_path / "eval" / "sweep.json").read_text())["rows"]
     assert len(rows) == 2 and all(0 <= row["class_balance_tv"] <= 0.9 and row["fid"] > 0 for row in rows)
