@@ -70,9 +70,7 @@ def markdown(rows: list[dict], settings: dict) -> str:
     ]
     for row in rows:
         per_class = " | ".join(f"{share:.0%}" for share in row["per_class"])
-        lines.append(
-            f"| {row['guidance_scale']:g} | **{row['accuracy']:.1%}** | {per_class} | {row['images_per_second']:.0f} |"
-        )
+        lines.append(f"| {row['guidance_scale']:g} | **{row['accuracy']:.1%}** | {per_class} |")
     lines += [
         "",
         f"Share of {settings['num_per_class']} samples per class ({settings['steps']} respaced DDPM steps) that the "
