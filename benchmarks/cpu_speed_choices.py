@@ -7,7 +7,8 @@ process with the variants interleaved round by round, so that the machine's drif
 
 Variants: fp32 (plain: foreach AdamW, NCHW memory, all physical cores), threads1 (one thread, what `accelerate
 launch` gives a single CPU process), channels_last, fused_adamw, flush_denormal (floats below 1e-38 flushed to
-zero), default (all three: what training/train.py uses on a CPU), bf16 (autocast, on top of fp32), compile
+zero), default (all three: what training/train.py uses on a CPU), bf16 (autocast, on top of fp32), default_bf16
+(autocast on top of default: what `--mixed_precision bf16` gives on a CPU), compile
 (torch.compile, inductor; its compile time is reported apart). Prints one JSON line: per variant the best 10-step
 window in ms per step, and the ratio to fp32.
 """
@@ -28,7 +29,17 @@ if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without 
 from ddpm_hub.configs import build_pipeline
 from ddpm_hub.losses import DiffusionObjective
 
-VARIANTS = ("fp32", "threads1", "channels_last", "fused_adamw", "flush_denormal", "default", "bf16", "compile")
+VARIANTS = (
+    "fp32",
+    "threads1",
+    "channels_last",
+    "fused_adamw",
+    "flush_denormal",
+    "default",
+    "bf16",
+    "default_bf16",
+    "compile",
+)
 
 
 def make_step(pipeline_name: str, variant: str, batch_size: int):
@@ -36,16 +47,22 @@ def make_step(pipeline_name: str, variant: str, batch_size: int):
     started = time.perf_counter()
     pipeline = build_pipeline(pipeline_name, seed=0)
     unet = pipeline.unet.train()
-    channels_last = variant in ("channels_last", "default")
+    channels_last = variant in ("channels_last", "default", "default_bf16")
     if channels_last:
         unet = unet.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4, fused=variant in ("fused_adamw", "default"))
+    optimizer = torch.optim.AdamW(
+        unet.parameters(), lr=1e-4, fused=variant in ("fused_adamw", "default", "default_bf16")
+    )
     model = torch.compile(unet) if variant == "compile" else unet
     objective = DiffusionObjective(pipeline.scheduler, channels_last=channels_last)
     size = unet.config.sample_size
     x_0 = torch.rand(batch_size, unet.config.in_channels, size, size) * 2 - 1
     generator = torch.Generator().manual_seed(0)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if variant == "bf16" else contextlib.nullcontext()
+    autocast = (
+        torch.autocast("cpu", dtype=torch.bfloat16)
+        if variant in ("bf16", "default_bf16")
+        else contextlib.nullcontext()
+    )
 
     def step() -> None:
         with autocast:
@@ -78,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     for _ in range(args.rounds):
         for variant in variants:
             torch.set_num_threads(1 if variant == "threads1" else threads)
-            torch.set_flush_denormal(variant in ("flush_denormal", "default"))
+            torch.set_flush_denormal(variant in ("flush_denormal", "default", "default_bf16"))
             started = time.perf_counter()
             for _ in range(10):
                 steps[variant]()

@@ -20,4 +20,7 @@ if [ "${1:-}" = "--dry-run" ]; then
     args+=(--dry_run)
 fi
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-exec python3 benchmarks/gpu_bench.py "${args[@]}"
+python3 benchmarks/gpu_bench.py "${args[@]}"
+if [ "${1:-}" != "--dry-run" ]; then
+    python3 benchmarks/gpu_same_images.py
+fi

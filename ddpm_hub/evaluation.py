@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
 from .configs import load_or_build_pipeline
 from .data import DataOptions
@@ -61,9 +61,24 @@ class Sampler:
         return f"{self.name}-{self.steps}"
 
 
-SAMPLER_CLASSES = {"ddpm": DDPMHubScheduler, "ddim": DDIMScheduler, "dpmsolver++": DPMSolverMultistepScheduler}
-SAMPLER_KWARGS = {"dpmsolver++": {"algorithm_type": "dpmsolver++", "solver_order": 2}}
-SAMPLER_LABELS = {"ddpm": "DDPM ancestral", "ddim": "DDIM (eta = 0)", "dpmsolver++": "DPM-Solver++ (2M)"}
+SAMPLER_CLASSES = {
+    "ddpm": DDPMHubScheduler,
+    "ddim": DDIMScheduler,
+    "dpmsolver++": DPMSolverMultistepScheduler,
+    "sde-dpmsolver++": DPMSolverMultistepScheduler,
+    "unipc": UniPCMultistepScheduler,
+}
+SAMPLER_KWARGS = {
+    "dpmsolver++": {"algorithm_type": "dpmsolver++", "solver_order": 2},
+    "sde-dpmsolver++": {"algorithm_type": "sde-dpmsolver++", "solver_order": 2},
+}
+SAMPLER_LABELS = {
+    "ddpm": "DDPM ancestral",
+    "ddim": "DDIM (eta = 0)",
+    "dpmsolver++": "DPM-Solver++ (2M)",
+    "sde-dpmsolver++": "SDE-DPM-Solver++ (2M, stochastic)",
+    "unipc": "UniPC",
+}
 DEFAULT_SWEEP = (
     Sampler("ddpm", 1000),
     Sampler("ddpm", 250),

@@ -190,6 +190,9 @@ def test_default_sweep_is_the_issue_list_and_every_sampler_builds():
         scheduler.set_timesteps(sampler.steps)
         assert len(scheduler.timesteps) == sampler.steps
     assert with_sampler(pipeline, "dpmsolver++").scheduler.config.algorithm_type == "dpmsolver++"
+    assert with_sampler(pipeline, "sde-dpmsolver++").scheduler.config.algorithm_type == "sde-dpmsolver++"
+    assert type(with_sampler(pipeline, "unipc").scheduler).__name__ == "UniPCMultistepScheduler"
+    assert parse_sampler("sde-dpmsolver++-20") == Sampler("sde-dpmsolver++", 20)
     assert pipeline.scheduler is not with_sampler(pipeline, "ddpm").scheduler  # the pipeline is left alone
     assert parse_sampler("dpmsolver++-20") == Sampler("dpmsolver++", 20)
     for bad in ("euler-10", "ddim", "ddim-0", "ddim-x"):
@@ -203,6 +206,20 @@ def test_generate_images_is_seeded_per_image_and_counts_nfe():
     again, _ = generate_images(pipeline, 3, steps=4, seed=7, batch_size=2)
     assert images.dtype == torch.uint8 and images.shape == (3, 3, 8, 8)
     assert torch.equal(images, again) and timing["nfe"] == 4 and timing["images_per_second"] > 0
+
+
+def test_the_stochastic_sampler_draws_its_noise_from_the_callers_generator():
+    pipeline = build_pipeline("ddpm-tiny-8", seed=0)
+    start = torch.randn(2, 3, 8, 8, generator=torch.manual_seed(5))  # the same x_T for every call
+
+    def sample(name, seed):
+        call = with_sampler(pipeline, name)
+        generator = torch.manual_seed(seed)
+        return call(batch_size=2, num_inference_steps=3, noise=start, generator=generator, output_type="np").images
+
+    assert np.array_equal(sample("sde-dpmsolver++", 0), sample("sde-dpmsolver++", 0))
+    assert not np.allclose(sample("sde-dpmsolver++", 0), sample("sde-dpmsolver++", 1))  # its step noise
+    assert np.array_equal(sample("dpmsolver++", 0), sample("dpmsolver++", 1))  # the ODE sampler has none
 
 
 def test_sweep_table_on_a_tiny_model(tmp_path):
