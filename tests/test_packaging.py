@@ -20,11 +20,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def repository_files() -> list[str]:
-    """What a clean clone holds (tracked files, plus new ones git does not ignore)."""
+    """What a clean clone holds (tracked files, plus new ones git does not ignore), without links (a venv's python)."""
     listed = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
     )
-    return [name for name in listed.stdout.splitlines() if (ROOT / name).is_file()]
+    return [name for name in listed.stdout.splitlines() if (ROOT / name).is_file() and not (ROOT / name).is_symlink()]
 
 
 @pytest.fixture(scope="module")
