@@ -166,7 +166,7 @@ def load_training_images(
         "Dataset: %d images [%s] %s, %d skipped",
         report.num_images,
         " x ".join(map(str, decoded.images.shape)),
-        f"memory-mapped from {decoded.file}" if decoded.file else "in RAM",
+        f"rows read from the decoded cache {decoded.file}" if decoded.file else "in RAM",
         report.num_skipped,
     )
     if report.num_skipped:
