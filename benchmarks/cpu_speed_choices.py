@@ -26,6 +26,8 @@ import torch
 if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from training_step import training_step  # benchmarks/, this script's folder
+
 from ddpm_hub.configs import build_pipeline
 from ddpm_hub.losses import DiffusionObjective
 
@@ -64,12 +66,7 @@ def make_step(pipeline_name: str, variant: str, batch_size: int):
         else contextlib.nullcontext()
     )
 
-    def step() -> None:
-        with autocast:
-            loss = objective(model, x_0, generator).mean()
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    step = training_step(model, objective, optimizer, x_0, generator, autocast)
 
     for _ in range(3):  # warm-up (and, for compile, the compilation)
         step()

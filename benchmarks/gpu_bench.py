@@ -25,16 +25,12 @@ if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from diffusers import DDPMPipeline, DDPMScheduler
+from training_step import synchronize, training_step  # benchmarks/, this script's folder
 
 from ddpm_hub.configs import build_pipeline
 from ddpm_hub.losses import DiffusionObjective
 
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L4": 121.0}
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(step, steps: int, device: torch.device) -> float:
@@ -49,7 +45,7 @@ def timed(step, steps: int, device: torch.device) -> float:
     return (time.perf_counter() - started) / steps
 
 
-def training_step(pipeline_name: str, batch_size: int, device: torch.device, recipe: bool, compile: bool):
+def configured_step(pipeline_name: str, batch_size: int, device: torch.device, recipe: bool, compile: bool):
     """One training step as train.py sets it up on this device (or, `recipe`, with PyTorch's defaults)."""
     pipeline = build_pipeline(pipeline_name, seed=0)
     unet = pipeline.unet.train().to(device)
@@ -64,12 +60,7 @@ def training_step(pipeline_name: str, batch_size: int, device: torch.device, rec
     generator = torch.Generator(device).manual_seed(0)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=not recipe)
 
-    def step() -> None:
-        with autocast:
-            loss = objective(model, x_0, generator).mean()
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    step = training_step(model, objective, optimizer, x_0, generator, autocast)
 
     def flops() -> int:
         from torch.utils.flop_counter import FlopCounterMode
@@ -131,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
         ("ddpm_hub_eager", False, False),
         ("ddpm_hub_compiled", False, True),
     ):
-        step, flops = training_step(name, batch, device, recipe, compile)
+        step, flops = configured_step(name, batch, device, recipe, compile)
         seconds = timed(step, train_steps, device)
         row = {"images_per_second": round(batch / seconds, 1), "ms_per_step": round(1000 * seconds, 2)}
         if not recipe:

@@ -25,6 +25,8 @@ import torch
 if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from training_step import synchronize  # benchmarks/, this script's folder
+
 from ddpm_hub.configs import build_pipeline, count_parameters
 from ddpm_hub.losses import DiffusionObjective
 from ddpm_hub.training.build import apply_speed_settings, make_optimizer
@@ -88,11 +90,6 @@ def time_steps(args: argparse.Namespace, model, objective, optimizer, x_0: torch
         step()
     synchronize(args.device)
     return (time.perf_counter() - start) / args.steps
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def device_name(device: torch.device) -> str:

@@ -45,6 +45,12 @@ def image_size(resolution: Resolution) -> tuple[int, int]:
     return int(height), int(width)
 
 
+def is_size(value) -> bool:
+    """An int >= 1 (square), or a (height, width) pair of them (a list or a tuple)."""
+    sides = list(value) if isinstance(value, (list, tuple)) else [value]
+    return len(sides) in (1, 2) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sides)
+
+
 def size_text(resolution: Resolution) -> str:
     """`"16"` for a square resolution, `"8x16"` (height x width) otherwise: what messages and file names show."""
     height, width = image_size(resolution)

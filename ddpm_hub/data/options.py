@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from ..errors import UsageError
 from ..options import option
 from .cache import Coordinator, load_cached
-from .decode import Resolution
+from .decode import Resolution, is_size
 from .parallel import DecodeSettings, default_workers
 from .sources import BUILTIN_DATASETS, DecodedImages, check_source, load_images, plan_source
 
@@ -19,11 +19,11 @@ def parse_resolution(value) -> Resolution:
         if match is None:
             raise argparse.ArgumentTypeError(f"{value!r} is not a size: give N (square) or HxW, e.g. 32 or 8x16")
         value = int(match.group(1)) if match.group(2) is None else (int(match.group(1)), int(match.group(2)))
-    sizes = list(value) if isinstance(value, (list, tuple)) else [value]
-    if len(sizes) not in (1, 2) or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes):
+    if not is_size(value):
         raise argparse.ArgumentTypeError(
             f"{value!r} is not a size: give an integer >= 1 (square) or [height, width] of them"
         )
+    sizes = list(value) if isinstance(value, (list, tuple)) else [value]
     return sizes[0] if len(sizes) == 1 or sizes[0] == sizes[1] else (sizes[0], sizes[1])
 
 

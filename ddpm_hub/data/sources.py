@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputNotFoundError, UsageError
-from .decode import Resolution, image_size
+from .decode import Resolution, image_size, is_size
 from .parallel import DecodeSettings, FolderItems, HubItems, decode_all
 
 logger = logging.getLogger(__name__)
@@ -246,8 +246,7 @@ def _check_arguments(
 ) -> None:
     if channels not in VALID_CHANNELS:
         raise UsageError(f"channels must be one of {VALID_CHANNELS} (L or RGB), got {channels!r}.")
-    sizes = [resolution] if not isinstance(resolution, (tuple, list)) else list(resolution)
-    if len(sizes) not in (1, 2) or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes):
+    if not is_size(resolution):
         raise UsageError(f"resolution must be an integer >= 1 or a pair (height, width) of them, got {resolution!r}.")
     if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1):
         raise UsageError(f"max_images must be None (all images) or an integer >= 1, got {max_images!r}.")

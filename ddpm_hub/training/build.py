@@ -2,7 +2,6 @@
 
 import logging
 import math
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -50,7 +49,6 @@ class Run:
     holdout_labels: torch.Tensor | None = None  # [N], a class-conditional model's
     label_names: list[str] | None = None  # class i's name, saved with the pipeline as id2label
     null_class_label: int | None = None  # the class id label dropout uses (classifier-free guidance)
-    step_seconds: list[float] = field(default_factory=list)  # training time between loss exchanges (no grids)
 
     @property
     def unet(self) -> UNet2DModel:
@@ -104,19 +102,6 @@ class TrainingData:
     report: ImageDatasetReport
     indices: torch.Tensor | None = None
     file: Path | None = None  # the cache file `images` is memory-mapped from
-
-
-def cpu_threads(o: TrainingOptions) -> int:
-    """
-    --cpu_threads, else the physical cores shared by the processes of this machine. `accelerate launch` on a CPU
-    sets OMP_NUM_THREADS=1 for a single process, which leaves half of a 2-core machine idle.
-    """
-    if o.cpu_threads:
-        return o.cpu_threads
-    import psutil
-
-    cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
-    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 @dataclass

@@ -50,6 +50,7 @@ def train(run: Run, resumed: TrainingState | None) -> TrainingResult:
     )
     started = synced_at = time.monotonic()
     step, stopped_by, last_checkpoint, losses, pending = first_step, "max_train_steps", None, [], []
+    step_time = 0.0  # training time between loss exchanges: grids and checkpoints left out
     while step < o.max_train_steps:
         batch = [next(micro_batches) for _ in range(o.gradient_accumulation_steps)]
         pending.append(optimizer_step(run, batch))
@@ -59,7 +60,8 @@ def train(run: Run, resumed: TrainingState | None) -> TrainingResult:
         validation = o.validation_steps and step % o.validation_steps == 0 and step < o.max_train_steps
         if step % o.logging_steps == 0 or checkpoint or validation or step == o.max_train_steps:
             time_up = o.max_train_minutes is not None and time.monotonic() - started > 60 * o.max_train_minutes
-            seconds, synced_at = time.monotonic() - synced_at, time.monotonic()
+            seconds = time.monotonic() - synced_at
+            step_time += seconds
             values, stop = sync_losses(run, pending, step, time_up, seconds, progress)
             losses += values
             pending = []
@@ -76,7 +78,6 @@ def train(run: Run, resumed: TrainingState | None) -> TrainingResult:
     progress.close()
     validation = log_holdout_metrics(run, step)
     wall_time = time.monotonic() - started
-    step_time = sum(run.step_seconds)
     return TrainingResult(first_step, step, stopped_by, wall_time, step_time, losses, last_checkpoint, validation)
 
 
@@ -140,7 +141,6 @@ def sync_losses(run: Run, pending: list, step: int, time_up: bool, seconds: floa
         bad = int((~torch.isfinite(per_step)).any(dim=0).nonzero()[0])
         raise NonFiniteLossError(non_finite_message(run, first + bad, per_step[:, bad].tolist()))
     values = per_step.mean(dim=0).tolist()
-    run.step_seconds.append(seconds)
     lr = run.lr_scheduler.get_last_lr()[0]
     speed = run.images_per_step * len(values) / seconds
     for offset, loss in enumerate(values):
