@@ -190,8 +190,10 @@ def export(pipeline, args: argparse.Namespace) -> int:
     )
     from accelerate import PartialState
 
-    if PartialState().is_main_process:
+    state = PartialState()
+    if state.is_main_process:
         print(json.dumps(result))
+    state.destroy_process_group()  # under `accelerate launch`: each rank leaves the group before exiting
     return 0
 
 

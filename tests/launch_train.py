@@ -8,6 +8,8 @@ environment, so that fault injection and the Hub stand-in live in the tests, not
     FAULT_NONFINITE_WEIGHTS_AT_STEP=<n>  after optimizer step n, one weight tensor becomes NaN (the loss was finite)
     FAULT_DISK_FULL_AT_CHECKPOINT=<n> from the checkpoint of step n on, files may not grow past 4 kB (RLIMIT_FSIZE:
                                       writes fail with EFBIG, as on a full disk)
+    CLOSE_RECORD=<file>               `close_accelerator` appends one JSON line per rank: how many DDP models were
+                                      alive before it and after it, and whether the process group was still there
 
     python tests/launch_train.py <train.py arguments>
 """
@@ -52,6 +54,31 @@ def install_fake_hub() -> None:
     module.PublishError = type("PublishError", (DDPMHubError, RuntimeError), {})
     sys.modules["ddpm_hub.hub"] = module
     ddpm_hub.hub = module
+
+
+def record_close() -> None:
+    """Wrap `close_accelerator`: the process group must outlive every DDP model (its reducer), and be gone after."""
+    import gc
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from ddpm_hub.training import build
+
+    close_accelerator = build.close_accelerator
+
+    def ddp_alive() -> int:
+        return sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects())
+
+    def close_and_record(accelerator):
+        before = ddp_alive()
+        close_accelerator(accelerator)
+        record = {"rank": int(os.environ.get("RANK", "0")), "ddp_before": before, "ddp_after": ddp_alive()}
+        record["group_after"] = dist.is_initialized()
+        with open(os.environ["CLOSE_RECORD"], "a") as file:
+            file.write(json.dumps(record) + "\n")
+
+    build.close_accelerator = close_and_record
 
 
 def install_faults(faults: dict[str, int]) -> None:
@@ -103,6 +130,8 @@ if __name__ == "__main__":
     faults = {name[len("FAULT_") :]: int(value) for name, value in os.environ.items() if name.startswith("FAULT_")}
     if faults:
         install_faults(faults)
+    if "CLOSE_RECORD" in os.environ:
+        record_close()
     script = ROOT / "training" / "train.py"
     sys.argv = [str(script), *sys.argv[1:]]
     runpy.run_path(str(script), run_name="__main__")

@@ -98,7 +98,8 @@ def assert_bit_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
 def test_two_processes_equal_weights_lr_per_optimizer_step_and_one_publish(tmp_path):
     """
     2 ranks (gloo), gradient accumulation 2: one loadable pipeline, equal weights on both ranks, the LR schedule
-    stepped once per optimizer step, and `publish` called once, by the main process, with the private flag.
+    stepped once per optimizer step, `publish` called once, by the main process, with the private flag, and the
+    process group destroyed only after the DDP model is gone.
     """
     out, record = tmp_path / "run", tmp_path / "publish.jsonl"
     lr, warmup, steps = 1e-3, 10, 6
@@ -106,8 +107,14 @@ def test_two_processes_equal_weights_lr_per_optimizer_step_and_one_publish(tmp_p
     args += ["--lr_scheduler", "linear", "--learning_rate", str(lr), "--lr_warmup_steps", str(warmup)]
     args += ["--checkpointing_steps", "3", "--validation_steps", "3", "--num_validation_images", "3"]
     args += ["--push_to_hub", "--hub_model_id", "alice/tiny", "--hub_private_repo"]
-    env = {"FAKE_HUB_RECORD": str(record), "HF_TOKEN": "hf_alice_write"}
+    closed = tmp_path / "close.jsonl"
+    env = {"FAKE_HUB_RECORD": str(record), "HF_TOKEN": "hf_alice_write", "CLOSE_RECORD": str(closed)}
     check_ok(run_script(args, processes=2, script=LAUNCHER, env=env))
+    # No DDP model is alive when the group is destroyed: its reducer must never be the group's last owner, or the
+    # ranks can hang at exit (see close_accelerator)
+    assert sorted(closed.read_text().splitlines()) == [
+        json.dumps({"rank": r, "ddp_before": 0, "ddp_after": 0, "group_after": False}) for r in range(2)
+    ]
     calls = [json.loads(line) for line in record.read_text().splitlines()]
     assert calls == [
         {"output_dir": str(out), "repo_id": "alice/tiny", "private": True, "token": None, "rank": 0,

@@ -27,11 +27,13 @@ from pathlib import Path
 if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from accelerate import Accelerator
+
 from ddpm_hub.errors import exit_on_error
-from ddpm_hub.training.build import build_run, load_training_images, make_accelerator
-from ddpm_hub.training.checks import check_options
+from ddpm_hub.training.build import build_run, close_accelerator, load_training_images, make_accelerator
+from ddpm_hub.training.checks import PipelineSource, check_options
 from ddpm_hub.training.loop import train
-from ddpm_hub.training.options import dry_run_report, parse_options
+from ddpm_hub.training.options import TrainingOptions, dry_run_report, parse_options
 from ddpm_hub.training.reporting import finish, publish_output, start_output
 from ddpm_hub.training.run_state import resume
 
@@ -43,6 +45,11 @@ def main(argv: list[str] | None = None) -> None:
         print(dry_run_report(options, source))
         return
     accelerator = make_accelerator(options)
+    train_and_write(options, source, accelerator)
+    close_accelerator(accelerator)  # after the model is gone: see close_accelerator
+
+
+def train_and_write(options: TrainingOptions, source: PipelineSource, accelerator: Accelerator) -> None:
     dataset = load_training_images(options, source, accelerator)
     run = build_run(options, source, accelerator, dataset)
     resumed = resume(run)

@@ -1,5 +1,6 @@
 """Setting up a run: the accelerator, the data, the model, the objective, the optimizer, the EMA: one `Run`."""
 
+import gc
 import logging
 import math
 from dataclasses import dataclass, field, replace
@@ -84,6 +85,20 @@ def make_accelerator(o: TrainingOptions) -> Accelerator:
         accelerator.mixed_precision,
     )
     return accelerator
+
+
+def close_accelerator(accelerator: Accelerator) -> None:
+    """
+    Stop the trackers and destroy the process group, once the prepared model is gone: call it after the `Run`.
+
+    A gloo group must not be freed by DDP's reducer. The reducer's destructor holds the GIL; the group's destructor
+    waits for its worker threads; a worker dropping the last reference to a finished collective's tensors needs the
+    GIL. Both then wait forever: a 2-process CPU run that had written everything hung at exit (pytorch/pytorch#56297).
+    Freed first (accelerate keeps only the bare model), while the group is still registered, the reducer is not the
+    group's last owner; the group then goes with its Python handle in `end_training`, which lets go of the GIL.
+    """
+    gc.collect()  # a reference cycle still holding the DDP model
+    accelerator.end_training()
 
 
 @dataclass

@@ -82,7 +82,6 @@ def finish(run: Run, result) -> None:
         write_summary(run, result, checksums)
         logger.info("Wrote the pipeline, %s and the summary to %s", SAMPLES_FILE, run.output_dir)
     accelerator.wait_for_everyone()
-    accelerator.end_training()
 
 
 def stream_report(run: Run) -> ImageDatasetReport:
