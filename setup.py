@@ -60,7 +60,7 @@ setup(
         "Jinja2>=3",  # huggingface_hub's ModelCard.from_template renders model_card.md with it
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff>=0.5"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "psutil>=5.9", "ruff>=0.5"],
         "wandb": ["wandb"],
         # FID/KID Inception features (torch-fidelity's port of the TF-FID network); it pulls in torchvision.
         "metrics": ["torch-fidelity>=0.3"],
