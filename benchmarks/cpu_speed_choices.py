@@ -31,17 +31,20 @@ from training_step import training_step  # benchmarks/, this script's folder
 from ddpm_hub.configs import build_pipeline
 from ddpm_hub.losses import DiffusionObjective
 
-VARIANTS = (
-    "fp32",
-    "threads1",
-    "channels_last",
-    "fused_adamw",
-    "flush_denormal",
-    "default",
-    "bf16",
-    "default_bf16",
-    "compile",
-)
+# What each variant turns on. "default" is what training/train.py uses on a CPU; threads1 only changes the threads.
+DEFAULT = frozenset({"channels_last", "fused_adamw", "flush_denormal"})
+SETTINGS = {
+    "fp32": frozenset(),
+    "threads1": frozenset(),
+    "channels_last": frozenset({"channels_last"}),
+    "fused_adamw": frozenset({"fused_adamw"}),
+    "flush_denormal": frozenset({"flush_denormal"}),
+    "default": DEFAULT,
+    "bf16": frozenset({"bf16"}),
+    "default_bf16": DEFAULT | {"bf16"},
+    "compile": frozenset({"compile"}),
+}
+VARIANTS = tuple(SETTINGS)
 
 
 def make_step(pipeline_name: str, variant: str, batch_size: int):
@@ -49,23 +52,17 @@ def make_step(pipeline_name: str, variant: str, batch_size: int):
     started = time.perf_counter()
     pipeline = build_pipeline(pipeline_name, seed=0)
     unet = pipeline.unet.train()
-    channels_last = variant in ("channels_last", "default", "default_bf16")
+    settings = SETTINGS[variant]
+    channels_last = "channels_last" in settings
     if channels_last:
         unet = unet.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(
-        unet.parameters(), lr=1e-4, fused=variant in ("fused_adamw", "default", "default_bf16")
-    )
-    model = torch.compile(unet) if variant == "compile" else unet
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4, fused="fused_adamw" in settings)
+    model = torch.compile(unet) if "compile" in settings else unet
     objective = DiffusionObjective(pipeline.scheduler, channels_last=channels_last)
     size = unet.config.sample_size
     x_0 = torch.rand(batch_size, unet.config.in_channels, size, size) * 2 - 1
     generator = torch.Generator().manual_seed(0)
-    autocast = (
-        torch.autocast("cpu", dtype=torch.bfloat16)
-        if variant in ("bf16", "default_bf16")
-        else contextlib.nullcontext()
-    )
-
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if "bf16" in settings else contextlib.nullcontext()
     step = training_step(model, objective, optimizer, x_0, generator, autocast)
 
     for _ in range(3):  # warm-up (and, for compile, the compilation)
@@ -92,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     for _ in range(args.rounds):
         for variant in variants:
             torch.set_num_threads(1 if variant == "threads1" else threads)
-            torch.set_flush_denormal(variant in ("flush_denormal", "default", "default_bf16"))
+            torch.set_flush_denormal("flush_denormal" in SETTINGS[variant])
             started = time.perf_counter()
             for _ in range(10):
                 steps[variant]()

@@ -24,8 +24,8 @@ import torch
 if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from diffusers import DDPMPipeline, DDPMScheduler
 from training_step import synchronize, training_step  # benchmarks/, this script's folder
+from twins import diffusers_twin
 
 from ddpm_hub.configs import build_pipeline
 from ddpm_hub.losses import DiffusionObjective
@@ -76,8 +76,7 @@ def configured_step(pipeline_name: str, batch_size: int, device: torch.device, r
 
 def sampling_runs(pipeline_name: str, batch_size: int, steps: int, device: torch.device, dry_run: bool) -> dict:
     ours = build_pipeline(pipeline_name, seed=0).to(device)
-    config = {k: v for k, v in ours.scheduler.config.items() if not k.startswith("_")}
-    theirs = DDPMPipeline(unet=ours.unet, scheduler=DDPMScheduler(**config)).to(device)
+    theirs = diffusers_twin(ours).to(device)
     for pipeline in (ours, theirs):
         pipeline.set_progress_bar_config(disable=True)
 

@@ -14,7 +14,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from diffusers import DDPMPipeline, DDPMScheduler  # noqa: E402
+from twins import diffusers_twin  # noqa: E402  (benchmarks/, this script's folder)
 
 from ddpm_hub.configs import build_pipeline  # noqa: E402
 
@@ -22,8 +22,7 @@ dev = torch.device("cuda")
 for tf32 in (True, False):
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     ours = build_pipeline("ddpm-cifar10-32", seed=0).to(dev)
-    cfg = {k: v for k, v in ours.scheduler.config.items() if not k.startswith("_")}
-    theirs = DDPMPipeline(unet=ours.unet, scheduler=DDPMScheduler(**cfg)).to(dev)
+    theirs = diffusers_twin(ours).to(dev)
 
     def run(p, seed=0):
         p.set_progress_bar_config(disable=True)

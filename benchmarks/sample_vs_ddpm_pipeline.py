@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import DDPMPipeline, DDPMScheduler
 
 if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from twins import diffusers_twin  # benchmarks/, this script's folder
 
 from ddpm_hub.configs import build_pipeline
 
@@ -32,8 +33,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
     ours = build_pipeline(args.pipeline, seed=0)
-    config = {k: v for k, v in ours.scheduler.config.items() if not k.startswith("_")}
-    theirs = DDPMPipeline(unet=ours.unet, scheduler=DDPMScheduler(**config))
+    theirs = diffusers_twin(ours)
     pipelines = {"ddpm_hub": ours, "diffusers": theirs}
     for pipeline in pipelines.values():
         pipeline.set_progress_bar_config(disable=True)
