@@ -24,9 +24,10 @@ if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ddpm_hub import DDPMHubPipeline
+from ddpm_hub.conditioning import ImageConditions
 from ddpm_hub.digit_classifier import class_balance, classify, load_digit_classifier
-from ddpm_hub.images import to_uint8
 from ddpm_hub.run_folder import CLASS_ACCURACY_FILE
+from ddpm_hub.sampling import sample_images
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,20 +47,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def sample_scale(pipeline, labels: list[int], scale: float, args: argparse.Namespace) -> torch.Tensor:
-    """uint8 samples `[N x C x H x W]` of `labels` at guidance `scale`, noise fixed by (class, index)."""
-    seeds = [args.seed + 1000 * label + i % args.num_per_class for i, label in enumerate(labels)]
-    batches = []
-    for start in range(0, len(labels), args.batch_size):
-        chunk = slice(start, start + args.batch_size)
-        output = pipeline(
-            class_labels=labels[chunk],
-            guidance_scale=scale,
-            num_inference_steps=args.steps,
-            generator=[torch.Generator().manual_seed(s) for s in seeds[chunk]],
-            output_type="pt",
-        )
-        batches.append(to_uint8(output.images))
-    return torch.cat(batches)
+    """uint8 samples `[N x C x H x W]` of `labels` at guidance `scale`: image i is `ddpm_hub.sampling`'s image i
+    (the same noise at every scale)."""
+    conditions = ImageConditions(len(labels), {"class_labels": labels})
+    call_kwargs = {"guidance_scale": scale, "num_inference_steps": args.steps}
+    return sample_images(
+        pipeline, range(len(labels)), args.seed, args.batch_size, inputs=conditions.of, call_kwargs=call_kwargs
+    )
 
 
 def markdown(rows: list[dict], settings: dict) -> str:
@@ -85,10 +79,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     pipeline = DDPMHubPipeline.from_pretrained(args.model)
     pipeline.set_progress_bar_config(disable=True)
-    if pipeline.config.null_class_label is None:
+    kind = pipeline.conditioning.classes
+    if kind is None or not kind.has_null:
         raise SystemExit(f"{args.model} is not a class-conditional model with a null label.")
     classifier, report = load_digit_classifier()
-    classes = list(range(pipeline.unet.config.num_class_embeds - 1))
+    classes = list(range(kind.num_classes))
     labels = [c for c in classes for _ in range(args.num_per_class)]
     rows = []
     for scale in args.scales:

@@ -141,7 +141,7 @@ def child(mode: str, folder: str, cache_dir: str, max_images: int, workers: int,
         result["decode_images_per_second"] = round(decoded.report.num_images / load_seconds, 1)
     if mode != "build":
         dataset = UInt8ImageDataset(decoded.images, random_flip=True, file=decoded.file)
-        batches = MicroBatches(dataset, batch_size, 1, 0, seed=0, labels=decoded.labels)
+        batches = MicroBatches(dataset, batch_size, 1, 0, seed=0, columns={"labels": decoded.labels})
         started = time.monotonic()
         for m in range(batches.batches_per_epoch):  # one epoch, in the training order
             batches[m]
@@ -203,15 +203,15 @@ def training_images_per_second(args) -> float:
     from ddpm_hub.configs import build_pipeline
     from ddpm_hub.losses import DiffusionObjective
     from ddpm_hub.runtime import default_cpu_threads
-    from ddpm_hub.training.build import apply_speed_settings, make_optimizer
+    from ddpm_hub.training.model import apply_speed_settings, make_optimizer
     from ddpm_hub.training.options import TrainingOptions
 
     torch.set_num_threads(default_cpu_threads())
     pipeline = build_pipeline(args.pipeline, seed=0)
     unet, options, device = pipeline.unet.train(), TrainingOptions(), torch.device("cpu")
-    apply_speed_settings(unet, options, device)
-    optimizer = make_optimizer(unet, options, device)
-    objective = DiffusionObjective(pipeline.scheduler, channels_last=options.channels_last)
+    apply_speed_settings(unet, options.speed, device)
+    optimizer = make_optimizer(unet.parameters(), options.optimizer, device)
+    objective = DiffusionObjective(pipeline.scheduler, channels_last=options.speed.channels_last)
     size = unet.config.sample_size
     height, width = (size, size) if isinstance(size, int) else size
     x_0 = torch.rand(args.train_batch_size, unet.config.in_channels, height, width) * 2 - 1

@@ -1,7 +1,7 @@
 """
 Training throughput (images/s) of a pipeline configuration on the current device: forward, L_simple / L_hybrid,
 backward and AdamW step, exactly as training/train.py does them (`ddpm_hub.losses.DiffusionObjective`,
-`ddpm_hub.training.build`). Not a test.
+`ddpm_hub.training.model`). Not a test.
 
     python benchmarks/train_throughput.py --pipeline ddpm-digits-16 --batch_size 64
     python benchmarks/train_throughput.py --pipeline ddpm-cifar10-32 --batch_size 128 --mixed_precision bf16 --compile
@@ -29,7 +29,7 @@ from training_step import synchronize  # benchmarks/, this script's folder
 
 from ddpm_hub.configs import build_pipeline, count_parameters
 from ddpm_hub.losses import DiffusionObjective
-from ddpm_hub.training.build import apply_speed_settings, make_optimizer
+from ddpm_hub.training.model import apply_speed_settings, make_optimizer
 from ddpm_hub.training.options import TrainingOptions
 
 
@@ -61,10 +61,10 @@ def setup(args: argparse.Namespace):
     pipeline = build_pipeline(args.pipeline, seed=args.seed)
     unet = pipeline.unet.train().to(args.device)
     options = TrainingOptions()  # train.py's defaults: TF32 on CUDA, channels_last, fused AdamW
-    apply_speed_settings(unet, options, args.device)
-    optimizer = make_optimizer(unet, options, args.device)
+    apply_speed_settings(unet, options.speed, args.device)
+    optimizer = make_optimizer(unet.parameters(), options.optimizer, args.device)
     model = torch.compile(unet) if args.compile else unet
-    return unet, model, DiffusionObjective(pipeline.scheduler, channels_last=options.channels_last), optimizer
+    return unet, model, DiffusionObjective(pipeline.scheduler, channels_last=options.speed.channels_last), optimizer
 
 
 def time_steps(args: argparse.Namespace, model, objective, optimizer, x_0: torch.Tensor) -> float:

@@ -75,15 +75,18 @@ def write_digit_pngs(folder: Path) -> Path:
 def ddpm_hub_step(argv: list[str]):
     """A closure running one step of training/train.py's loop, on a Run built from `argv` by train.py's functions."""
     from ddpm_hub.training.batches import make_loader
-    from ddpm_hub.training.build import build_run, load_training_images, make_accelerator
     from ddpm_hub.training.checks import check_options
+    from ddpm_hub.training.data import load_training_data
     from ddpm_hub.training.loop import optimizer_step, sync_losses
     from ddpm_hub.training.options import parse_options
+    from ddpm_hub.training.run import build_run, make_accelerator
 
-    options, source = check_options(parse_options(argv)[0])
-    accelerator = make_accelerator(options)
-    run = build_run(options, source, accelerator, load_training_images(options, source, accelerator))
-    loader = iter(make_loader(run.data, 0, run.options.max_train_steps, 0, False))
+    o, source = check_options(parse_options(argv)[0])
+    accelerator = make_accelerator(o)
+    channels = source.unet_config["in_channels"]
+    dataset = load_training_data(o.data, 0, o.seed, source.conditioning(), channels, o.model.pipeline, accelerator)
+    run = build_run(o, source, accelerator, dataset)
+    loader = iter(make_loader(run.data, 0, run.options.length.max_train_steps, 0, False))
     pending, state = [], {"step": 0, "synced": time.monotonic()}
 
     class Quiet:
@@ -93,7 +96,7 @@ def ddpm_hub_step(argv: list[str]):
     def step() -> None:
         pending.append(optimizer_step(run, [next(loader)]))
         state["step"] += 1
-        if state["step"] % run.options.logging_steps == 0:
+        if state["step"] % run.options.logging.logging_steps == 0:
             seconds = time.monotonic() - state["synced"]
             sync_losses(run, pending, state["step"], False, seconds, Quiet())
             pending.clear()

@@ -17,13 +17,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .configs import build_pipeline, load_or_build_pipeline
+from .conditioning import ImageConditions
+from .configs import build_pipeline
 from .errors import InputNotFoundError, UsageError
-from .evaluation import SAMPLER_CLASSES, with_sampler
 from .export import export_samples
 from .options import int_at_least
-from .pictures import forward_strip, reverse_trajectory, strip, to_pil
+from .pictures import forward_strip, reverse_trajectory, strip, to_pil, to_pil_images
 from .pipeline import DDPMHubImg2ImgPipeline, DDPMHubInpaintPipeline
+from .resolver import load_pipeline
+from .sampling import SAMPLERS, image_generator, sample_images, with_sampler
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -53,50 +55,40 @@ def add_model_arguments(parser: argparse.ArgumentParser, steps: int, num_images:
 
 
 def load_model(args: argparse.Namespace):
-    pipeline = load_or_build_pipeline(args.model, seed=args.seed).to(args.device)  # untrained: checks the plumbing
-    return pipeline
+    return load_pipeline(args.model, seed=args.seed).to(args.device)  # untrained: checks the plumbing
 
 
-def class_labels(pipeline, args: argparse.Namespace) -> list[int] | None:
-    """--class_labels as ids (names looked up), one per image; every class in turn for a conditional model."""
-    conditional = pipeline.unet.config.num_class_embeds is not None
+def image_conditions(pipeline, args: argparse.Namespace) -> ImageConditions:
+    """
+    --class_labels (names or ids, comma separated, one per image or one for all) as each image's condition, checked
+    by the pipeline before any sampling; without it, the model's cycle (every class in turn, a column per class).
+    """
     if args.class_labels is None:
-        if not conditional:
-            return None
-        classes = len(pipeline.labels) or pipeline.unet.config.num_class_embeds - 1
-        return [i % classes for i in range(args.num_images)]
-    ids = []
-    for item in (part.strip() for part in args.class_labels.split(",")):
-        if item in pipeline.labels:
-            ids.append(pipeline.labels[item])
-        elif item.lstrip("-").isdigit():
-            ids.append(int(item))
-        else:
-            names = ", ".join(pipeline.labels) or "none (use ids)"
-            raise UsageError(f"--class_labels: unknown label {item!r}; this model's labels are: {names}.")
-    ids = ids * args.num_images if len(ids) == 1 else ids
-    if len(ids) != args.num_images:
-        raise UsageError(
-            f"--class_labels gives {len(ids)} labels for --num_images {args.num_images}: one each, or one."
-        )
-    try:  # the pipeline's own checks (an unconditional model, no null label, ids out of range), before sampling
-        pipeline.prepare_class_labels(ids, args.num_images, args.guidance_scale)
+        conditions = pipeline.conditioning.cycle(args.num_images)
+    else:
+        items = [part.strip() for part in args.class_labels.split(",")]
+        values = [int(item) if item.lstrip("-").isdigit() else item for item in items]
+        values = values * args.num_images if len(values) == 1 else values
+        if len(values) != args.num_images:
+            raise UsageError(
+                f"--class_labels gives {len(values)} labels for --num_images {args.num_images}: one each, or one."
+            )
+        conditions = ImageConditions(args.num_images, {"class_labels": values})
+    try:  # the pipeline's own checks (an unconditional model, unknown names, no null label, ids out of range)
+        pipeline.prepare_condition(args.num_images, args.guidance_scale, **conditions.inputs)
     except ValueError as error:
         raise UsageError(f"--class_labels/--guidance_scale: {error}") from None
-    return ids
+    return conditions
 
 
 def generators(args: argparse.Namespace) -> list[torch.Generator]:
-    return [torch.Generator(args.device).manual_seed(args.seed + i) for i in range(args.num_images)]
+    return [image_generator(args.seed, i) for i in range(args.num_images)]
 
 
 def conditioning(pipeline, args: argparse.Namespace) -> dict:
-    labels = class_labels(pipeline, args)
-    if labels is None:
-        if args.guidance_scale != 1:
-            raise UsageError("--guidance_scale needs a class-conditional model.")
-        return {}
-    return {"class_labels": labels, "guidance_scale": args.guidance_scale}
+    """The condition arguments of a call on all --num_images images, with --guidance_scale where it applies."""
+    conditions = image_conditions(pipeline, args)
+    return {**conditions.inputs, "guidance_scale": args.guidance_scale} if pipeline.conditioning else {}
 
 
 def read_image(path: str, what: str) -> Image.Image:
@@ -124,7 +116,7 @@ def save(picture: Image.Image, args: argparse.Namespace, **facts) -> int:
 def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, steps=1000, num_images=16)
     parser.add_argument(
-        "--sampler", choices=list(SAMPLER_CLASSES), default="ddpm", help="the reverse process (default: ddpm)"
+        "--sampler", choices=list(SAMPLERS), default="ddpm", help="the reverse process (default: ddpm)"
     )
     parser.add_argument(
         "--output_dir",
@@ -151,32 +143,34 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_sample(args: argparse.Namespace) -> int:
     """A grid (a conditional model: a column per class when no labels are given), the reverse trajectory, or
-    --output_dir: one file per image."""
+    --output_dir: one file per image. Image i is `ddpm_hub.sampling`'s image i in all three."""
     pipeline = with_sampler(load_model(args), args.sampler)
     pipeline.set_progress_bar_config(disable=args.output_dir is not None)
+    conditions = image_conditions(pipeline, args)
+    call_kwargs = {"num_inference_steps": args.steps}
+    if pipeline.conditioning:
+        call_kwargs["guidance_scale"] = args.guidance_scale
     if args.output_dir is not None:
-        return export(pipeline, args)
-    call = {"num_inference_steps": args.steps, "generator": generators(args), "batch_size": args.num_images}
-    call.update(conditioning(pipeline, args))
+        return export(pipeline, args, conditions, call_kwargs)
     if args.trajectory:
+        call = {"generator": generators(args), "batch_size": args.num_images, **conditions.inputs, **call_kwargs}
         rows, timesteps = reverse_trajectory(pipeline, num_frames=args.frames, **call)
         return save(strip(rows, args.scale), args, num_images=args.num_images, steps=args.steps, timesteps=timesteps)
-    images = pipeline(**call).images
-    labels = call.get("class_labels")
-    if labels is not None and args.class_labels is None:  # every class in turn: a column per class
-        columns = max(labels) + 1
-    else:
-        columns = int(np.ceil(np.sqrt(len(images))))
-    grid = strip([images[i : i + columns] for i in range(0, len(images), columns)], args.scale)
+    images = sample_images(
+        pipeline, range(args.num_images), args.seed, args.batch_size, inputs=conditions.of, call_kwargs=call_kwargs
+    )
+    columns = conditions.columns if args.class_labels is None and conditions.columns else None
+    tiles = to_pil_images(images)
+    columns = columns or int(np.ceil(np.sqrt(len(tiles))))
+    grid = strip([tiles[i : i + columns] for i in range(0, len(tiles), columns)], args.scale)
+    labels = conditions.inputs.get("class_labels")
     return save(grid, args, num_images=args.num_images, steps=args.steps, class_labels=labels)
 
 
-def export(pipeline, args: argparse.Namespace) -> int:
+def export(pipeline, args: argparse.Namespace, conditions: ImageConditions, call_kwargs: dict) -> int:
     """`ddpm-hub sample --output_dir`: the missing images of 0 .. N-1, then the .npz if asked."""
-    conditioning_args = conditioning(pipeline, args)
-    labels = conditioning_args.pop("class_labels", None)
     settings = {"model": args.model, "sampler": args.sampler, "steps": args.steps, "seed": args.seed}
-    settings["guidance_scale"] = conditioning_args.get("guidance_scale", 1.0)
+    settings["guidance_scale"] = call_kwargs.get("guidance_scale", 1.0)
     result = export_samples(
         pipeline,
         args.output_dir,
@@ -184,8 +178,8 @@ def export(pipeline, args: argparse.Namespace) -> int:
         settings,
         batch_size=args.batch_size,
         formats=(args.format,),
-        call_kwargs={"num_inference_steps": args.steps, **conditioning_args},
-        labels=labels,
+        call_kwargs=call_kwargs,
+        conditions=conditions,
         seed=args.seed,
     )
     from accelerate import PartialState

@@ -19,17 +19,14 @@ import platform
 import shlex
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
-from .configs import load_or_build_pipeline
 from .data import DataOptions
 from .errors import UsageError
-from .images import to_uint8
 from .metrics import (
     FEATURE_KINDS,
     FeatureExtractor,
@@ -39,46 +36,13 @@ from .metrics import (
     sample_quality,
 )
 from .options import add_arguments, check_ranges, from_namespace, int_at_least
-from .run_folder import FID_FILE, SWEEP_FILE, SWEEP_JSON_FILE, is_trained_folder, update_metrics
-from .scheduling_ddpm_hub import DDPMHubScheduler
+from .resolver import load_pipeline
+from .run_folder import BPD_FILE, FID_FILE, SWEEP_FILE, SWEEP_JSON_FILE, is_trained_folder, update_metrics
+from .sampling import SAMPLERS, Sampler, sample_batches, with_sampler
 
 # ----------------------------------------------------------------------------------------------------------------
-# Samplers and the sweep
+# The sweep
 
-
-@dataclass(frozen=True)
-class Sampler:
-    """A scheduler to sample with, and its number of steps. `name`: one of `SAMPLER_CLASSES`."""
-
-    name: str
-    steps: int
-
-    @property
-    def label(self) -> str:
-        return SAMPLER_LABELS[self.name]
-
-    def __str__(self) -> str:
-        return f"{self.name}-{self.steps}"
-
-
-SAMPLER_CLASSES = {
-    "ddpm": DDPMHubScheduler,
-    "ddim": DDIMScheduler,
-    "dpmsolver++": DPMSolverMultistepScheduler,
-    "sde-dpmsolver++": DPMSolverMultistepScheduler,
-    "unipc": UniPCMultistepScheduler,
-}
-SAMPLER_KWARGS = {
-    "dpmsolver++": {"algorithm_type": "dpmsolver++", "solver_order": 2},
-    "sde-dpmsolver++": {"algorithm_type": "sde-dpmsolver++", "solver_order": 2},
-}
-SAMPLER_LABELS = {
-    "ddpm": "DDPM ancestral",
-    "ddim": "DDIM (eta = 0)",
-    "dpmsolver++": "DPM-Solver++ (2M)",
-    "sde-dpmsolver++": "SDE-DPM-Solver++ (2M, stochastic)",
-    "unipc": "UniPC",
-}
 DEFAULT_SWEEP = (
     Sampler("ddpm", 1000),
     Sampler("ddpm", 250),
@@ -88,28 +52,6 @@ DEFAULT_SWEEP = (
     Sampler("dpmsolver++", 20),
     Sampler("dpmsolver++", 10),
 )
-
-
-def parse_sampler(text: str) -> Sampler:
-    """`"ddim-50"` -> Sampler("ddim", 50)."""
-    name, _, steps = text.strip().rpartition("-")
-    if name not in SAMPLER_CLASSES or not steps.isdigit() or int(steps) < 1:
-        raise UsageError(
-            f"Unknown sampler {text!r}: write NAME-STEPS with NAME one of {', '.join(SAMPLER_CLASSES)} "
-            "(e.g. ddpm-250, ddim-50, dpmsolver++-20)."
-        )
-    return Sampler(name, int(steps))
-
-
-def with_sampler(pipeline, name: str):
-    """A new pipeline sharing `pipeline.unet`, with the sampler built by `XScheduler.from_config(scheduler.config)`."""
-    if name not in SAMPLER_CLASSES:
-        raise UsageError(f"Unknown sampler {name!r}; valid choices are: {', '.join(SAMPLER_CLASSES)}.")
-    scheduler = SAMPLER_CLASSES[name].from_config(pipeline.scheduler.config, **SAMPLER_KWARGS.get(name, {}))
-    settings = {"id2label": pipeline.config.id2label, "null_class_label": pipeline.config.null_class_label}
-    swapped = type(pipeline)(unet=pipeline.unet, scheduler=scheduler, **settings)
-    swapped.set_progress_bar_config(disable=True)
-    return swapped
 
 
 @torch.no_grad()
@@ -123,40 +65,29 @@ def generate_images(
     progress: bool = False,
 ) -> tuple[torch.Tensor, dict]:
     """
-    `num_images` samples as uint8 `[N x C x H x W]` (round(255 x), as PIL saves them), and the timing: image i uses
-    `torch.Generator().manual_seed(seed + i)`, so it is the same whatever the batch size, and every sampler starts
-    from the same x_T; a class-conditional model draws class i mod classes, at `guidance_scale`. Returns
-    `(images, {"seconds", "images_per_second", "nfe"})`, NFE counted as UNet calls per image.
+    `num_images` samples as uint8 `[N x C x H x W]` (`ddpm_hub.sampling.sample_images`: image i from seed + i, the
+    same whatever the batch size, and every sampler starts from the same x_T; a class-conditional model draws class
+    i mod classes, at `guidance_scale`), and the timing: `{"seconds", "images_per_second", "nfe"}`, NFE counted as
+    UNet calls per image.
     """
     from tqdm.auto import tqdm
 
     if not isinstance(num_images, int) or num_images < 1:
         raise UsageError(f"num_images must be a positive integer, got {num_images!r}.")
-    classes = None
-    if getattr(pipeline.unet.config, "num_class_embeds", None) is not None:
-        classes = len(pipeline.labels) or pipeline.unet.config.num_class_embeds - 1
     calls = []
     hook = pipeline.unet.register_forward_hook(lambda *_: calls.append(1))
-    batches, start_time = [], time.perf_counter()
+    call_kwargs = {"num_inference_steps": steps}
+    if pipeline.conditioning:
+        call_kwargs["guidance_scale"] = guidance_scale
+    bar = partial(tqdm, desc=f"{steps} steps", unit="batch", disable=not progress)
+    start_time = time.perf_counter()
     try:
-        for start in tqdm(range(0, num_images, batch_size), desc=f"{steps} steps", unit="batch", disable=not progress):
-            count = min(batch_size, num_images - start)
-            generator = [torch.Generator().manual_seed(seed + start + i) for i in range(count)]  # CPU: any device
-            conditioning = {}
-            if classes is not None:
-                conditioning = {
-                    "class_labels": [(start + i) % classes for i in range(count)],
-                    "guidance_scale": guidance_scale,
-                }
-            images = pipeline(
-                batch_size=count, num_inference_steps=steps, generator=generator, output_type="pt", **conditioning
-            )
-            batches.append(to_uint8(images.images).cpu())
+        batches = list(sample_batches(pipeline, range(num_images), seed, batch_size, None, call_kwargs, bar))
     finally:
         hook.remove()
     seconds = time.perf_counter() - start_time
     timing = {"seconds": seconds, "images_per_second": num_images / seconds, "nfe": len(calls) // len(batches)}
-    return torch.cat(batches), timing
+    return torch.cat([images for _, images in batches]), timing
 
 
 def sampler_sweep(
@@ -272,7 +203,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_argument(
         "--num_images", type=int_at_least(2), default=1000, help="samples per sampler for FID (default: 1000)"
     )
-    options.add_argument("--sampler", default="ddpm", choices=list(SAMPLER_CLASSES), help="--fid sampler")
+    options.add_argument("--sampler", default="ddpm", choices=list(SAMPLERS), help="--fid sampler")
     options.add_argument("--steps", type=int_at_least(1), default=1000, help="--fid sampler steps (default: 1000)")
     options.add_argument(
         "--samplers",
@@ -313,20 +244,19 @@ def run_eval(args: argparse.Namespace) -> int:
     data = from_namespace(DataOptions, args)
     check_ranges(data)
     data.check()
-    samplers = [parse_sampler(s) for s in args.samplers.split(",")] if args.sweep else []
+    samplers = [Sampler.parse(s) for s in args.samplers.split(",")] if args.sweep else []
     features = None
     if args.fid or args.sweep:  # before any slow work: offline without the Inception weights fails here
         features = features_for(args.features, data.resolved().dataset_name, args.inception_weights, args.device)
-    pipeline = load_or_build_pipeline(args.model, args.seed).to(args.device)
+    pipeline = load_pipeline(args.model, args.seed).to(args.device)
     pipeline.set_progress_bar_config(disable=True)
     data = data.resolved(resolution=pipeline.unet.config.sample_size)  # an int, or [height, width]
     decoded = data.load(channels=pipeline.unet.config.in_channels)
     images = decoded.images
-    labels = decoded.labels if pipeline.unet.config.num_class_embeds is not None else None
     output_dir = Path(args.output_dir) if args.output_dir else _default_output_dir(args.model)
     report = {"model": args.model, "dataset": data.label(), "output_dir": str(output_dir)}
     if args.bpd:
-        report["bpd"] = _eval_bpd(pipeline, images, labels, args, output_dir)
+        report["bpd"] = _eval_bpd(pipeline, decoded, data, args, output_dir)
     if features is not None:
         report.update(_eval_sample_quality(pipeline, images, features, samplers, data, args, output_dir))
     report["metrics"] = str(update_metrics(output_dir, _metric_entries(report, data, args, features)))
@@ -383,24 +313,25 @@ def _eval_sample_quality(pipeline, images: torch.Tensor, features, samplers, dat
     return report
 
 
-def _eval_bpd(pipeline, images: torch.Tensor, labels, args: argparse.Namespace, output_dir: Path) -> dict:
+def _eval_bpd(pipeline, decoded, data: DataOptions, args: argparse.Namespace, output_dir: Path) -> dict:
+    """The bound on the dataset; for a conditional model, on -log p(x | the dataset's condition of each image)."""
     from .likelihood import bits_per_dim, write_likelihood_report
 
     generator = torch.Generator().manual_seed(args.seed)
     result = bits_per_dim(
         pipeline,
-        images,
+        decoded.images,
         num_steps=args.bpd_steps,
         generator=generator,
         batch_size=args.batch_size,
         estimator=args.bpd_estimator,
         progress=True,
-        class_labels=labels,  # a conditional model with a labelled dataset: -log p(x | label)
+        **pipeline.conditioning.dataset_inputs(decoded),
     )
     summary = write_likelihood_report(result, output_dir)
     if not math.isfinite(summary["bits_per_dim"]):
         raise UsageError(f"the bound is not finite ({summary['bits_per_dim']}); the model output has NaN or inf.")
-    return {**summary, "json": str(output_dir / "bpd.json")}
+    return {**summary, "json": str(output_dir / BPD_FILE)}
 
 
 def _sweep_settings(args: argparse.Namespace, data: DataOptions, num_reference: int, features) -> dict:

@@ -3,10 +3,11 @@
     ddpm-hub sample MODEL --num_images 50000 --batch_size 256 --output_dir samples --format npz --sampler ddim
     accelerate launch --num_processes 8 -m ddpm_hub.cli sample MODEL --num_images 50000 --output_dir samples
 
-Image i is drawn from `torch.Generator().manual_seed(seed + i)` (and, for a class-conditional model, class
-i mod classes unless labels are given), so it is the same whatever the batch size, the number of processes or the
-interruptions. `DIR/000000.png` ... are written under a temporary name and renamed, so a killed run leaves only
-complete files, and a rerun samples only the missing ones. `samples.json` records the settings: a rerun with other
+Image i is drawn by `ddpm_hub.sampling` (from `torch.Generator().manual_seed(seed + i)`, and for a
+class-conditional model class i mod classes unless labels are given), so it is the same whatever the batch size, the
+number of processes or the interruptions, and the same as image i of the grid of `ddpm-hub sample`.
+`DIR/000000.png` ... are written under a temporary name and renamed, so a killed run leaves only complete files, and
+a rerun samples only the missing ones. `samples.json` records the settings: a rerun with other
 settings is refused instead of mixing two models' samples. `--format npz` also packs all of them into
 `samples_NxHxWxC.npz` (`arr_0`: uint8 `[N x H x W x C]`, `arr_1`: the labels of a conditional model), the layout
 that guided-diffusion's evaluator and clean-fid read.
@@ -14,16 +15,17 @@ that guided-diffusion's evaluator and clean-fid read.
 
 import json
 import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .conditioning import ImageConditions
 from .errors import UsageError
-from .images import to_uint8
 from .run_folder import write_json
+from .sampling import sample_batches
 
 MANIFEST = "samples.json"
 FORMATS = ("png", "npz")
@@ -54,13 +56,15 @@ def export_samples(
     batch_size: int = 64,
     formats: tuple[str, ...] = ("png",),
     call_kwargs: dict | None = None,
-    labels: list[int] | None = None,
+    conditions: ImageConditions | None = None,
     seed: int = 0,
 ) -> dict:
     """
     Write the missing ones of images 0 .. num_images - 1 into `output_dir` (this process's share of them under
-    `accelerate launch`), then the `.npz` if asked. `settings` (what changes the images: model, sampler, steps, seed,
-    guidance) go to `samples.json`. Returns counts of images written (by all processes) and already there.
+    `accelerate launch`), then the `.npz` if asked. `conditions` holds the condition of every image (default: the
+    model's cycle, class i mod classes); `settings` (what changes the images:
+    model, sampler, steps, seed, guidance) go to `samples.json` with the labels. Returns counts of images written
+    (by all processes) and already there.
     """
     from accelerate import PartialState
 
@@ -68,6 +72,8 @@ def export_samples(
 
     state = PartialState(cpu=distributed_without_accelerator())
     folder = Path(output_dir)
+    conditions = conditions or pipeline.conditioning.cycle(num_images)
+    labels = conditions.inputs.get("class_labels")
     settings = {**settings, "num_images": num_images, "labels": labels}
     if state.is_main_process:
         folder.mkdir(parents=True, exist_ok=True)
@@ -78,14 +84,9 @@ def export_samples(
     missing = sorted(set(range(num_images)) - set(present))
     state.wait_for_everyone()  # every process listed the folder before any writes
     mine = missing[state.process_index :: state.num_processes]
-    batches = [mine[start : start + batch_size] for start in range(0, len(mine), batch_size)]
-    for batch in tqdm(batches, desc="sample", unit="batch", disable=not state.is_local_main_process):
-        generator = [torch.Generator().manual_seed(seed + i) for i in batch]
-        conditioning = {"class_labels": [labels[i] for i in batch]} if labels is not None else {}
-        output = pipeline(
-            batch_size=len(batch), generator=generator, output_type="pt", **conditioning, **(call_kwargs or {})
-        )
-        for index, image in zip(batch, to_uint8(output.images).cpu().permute(0, 2, 3, 1).numpy(), strict=True):
+    progress = partial(tqdm, desc="sample", unit="batch", disable=not state.is_local_main_process)
+    for batch, images in sample_batches(pipeline, mine, seed, batch_size, conditions.of, call_kwargs, progress):
+        for index, image in zip(batch, images.permute(0, 2, 3, 1).numpy(), strict=True):
             final = image_path(folder, index)
             temporary = final.with_name(f".{final.name}.tmp")
             Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(temporary, format="PNG")

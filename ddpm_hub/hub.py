@@ -41,11 +41,11 @@ from huggingface_hub import HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
-from . import hub_errors
+from . import hub_errors, loading
 from .errors import DDPMHubError, InputNotFoundError, UsageError
 from .errors import exception_chain as chain
 from .hub_errors import TOKEN_ADVICE, brief, status_of
-from .loading import LIBRARY_COMPONENTS, read_model_index
+from .loading import LIBRARY_COMPONENTS, components_of, read_model_index
 from .model_card import DEFAULT_LICENSE, render_model_card
 from .run_folder import (
     BPD_PLOT_FILE,
@@ -66,12 +66,9 @@ from .run_folder import (
 
 logger = logging.getLogger(__name__)
 
-# Files published from the output folder, besides the code files model_index.json names. A `*` stays in one folder.
-UPLOAD_PATTERNS = (
-    MODEL_INDEX,
-    "unet/*.json",
-    "unet/*.safetensors",
-    "scheduler/*.json",
+# The run's files published from the output folder, besides the components' folders and the code. A `*` stays in one
+# folder.
+RUN_FILES = (
     SAMPLES_FILE,
     GUIDANCE_FILE,
     CLASS_ACCURACY_FILE,
@@ -80,11 +77,9 @@ UPLOAD_PATTERNS = (
     BPD_PLOT_FILE,
     OPTIONS_FILE,
     SUMMARY_FILE,
-    "pipeline_ddpm_hub*.py",  # the task pipelines (inpainting, img2img) shipped with the base one
 )
-# Remote files a push owns: one of these that the new push does not have is deleted in the same commit, so that a
-# stale metrics.json or weights file never sits next to new weights. Other files in the repo are left alone.
-MANAGED_PATTERNS = [*UPLOAD_PATTERNS, CARD_FILE, "unet/*", "scheduler/*", "pipeline_*.py"]
+# In a component's folder: its configs, safetensors weights and a tokenizer's vocabulary; never pickles or code.
+COMPONENT_FILES = ("*.json", "*.safetensors", "*.txt", "*.model")
 # Seconds to wait before each retry of a transient failure; the client retries some requests itself as well.
 RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)
 # One deadline over every call and retry of a publish (and of the checks before training): a failing Hub is reported
@@ -167,7 +162,7 @@ def _publish(folder, files, repo_id, private, revision, commit_message, token, l
                 folder_path=staging,
                 revision=revision,
                 commit_message=commit_message or _default_commit_message(folder),
-                delete_patterns=MANAGED_PATTERNS,
+                delete_patterns=managed_patterns(read_model_index(folder)),
             ),
         )
     logger.info("Published %s to %s: %s", folder, repo_id, commit.commit_url)
@@ -206,15 +201,32 @@ def is_main_process() -> bool:
 # Checks before anything is sent
 
 
+def upload_patterns(index: dict) -> list[str]:
+    """What a push takes from the folder: the index, every component's files (`COMPONENT_FILES`), the run's files."""
+    components = [f"{name}/{pattern}" for name in components_of(index) for pattern in COMPONENT_FILES]
+    return [MODEL_INDEX, *components, *RUN_FILES]
+
+
+def managed_patterns(index: dict) -> list[str]:
+    """
+    Remote files a push owns: one of these that the new push does not have is deleted in the same commit, so that a
+    stale metrics.json, weights or code file never sits next to new weights. Other files in the repo are left alone.
+    """
+    return [*upload_patterns(index), CARD_FILE, *(f"{name}/*" for name in components_of(index)), "*.py"]
+
+
 def files_to_upload(folder: Path) -> list[str]:
-    """The relative paths to publish; checks the folder is a loadable pipeline with safetensors weights."""
+    """
+    The relative paths to publish from the folder (the code files are staged from the installed package, see
+    `code_files`); checks the folder is a loadable pipeline with safetensors weights.
+    """
     if not folder.is_dir():
         raise InputNotFoundError(
             f"{folder} is not a folder; pass the output_dir of a training run (a pipeline folder)."
         )
     index = read_model_index(folder)
     present = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-    files = [path for path in present if any(_match(path, pattern) for pattern in UPLOAD_PATTERNS)]
+    files = [path for path in present if any(_match(path, pattern) for pattern in upload_patterns(index))]
     if not any(_match(path, "unet/*.safetensors") for path in files):
         pickles = [path for path in present if path.startswith("unet/")]
         raise UsageError(
@@ -225,9 +237,8 @@ def files_to_upload(folder: Path) -> list[str]:
     for path in (UNET_CONFIG, SCHEDULER_CONFIG):
         if path not in files:
             raise InputNotFoundError(f"{folder} has no {path}: it is not a complete pipeline folder.")
-    check_finite_weights(folder, [path for path in files if _match(path, "unet/*.safetensors")])
-    shipped = _shipped_code(index)
-    missing = [path for path in shipped if not (folder / path).is_file()]
+    check_finite_weights(folder, [path for path in files if path.endswith(".safetensors")])
+    missing = [path for path in code_files(folder, index) if not (folder / path).is_file()]
     if missing:
         raise InputNotFoundError(
             f"{folder}/{MODEL_INDEX} names code files that are not there: {', '.join(missing)}. Without them the "
@@ -237,7 +248,31 @@ def files_to_upload(folder: Path) -> list[str]:
     for name in (METRICS_FILE, OPTIONS_FILE, SUMMARY_FILE):
         read_json(folder / name)  # invalid JSON fails here, before any upload
     TrainingSummary.read(folder)
-    return sorted(set(files + shipped))
+    return files
+
+
+def code_files(folder: Path, index: dict) -> dict[str, Path]:
+    """
+    The code a repo of this folder ships, by path in the repo, as the installed package has it: the pipeline's file
+    and what it imports, the task pipelines saved with it, and custom components' modules (`ddpm_hub.loading`).
+    What goes up is always the code of this release of ddpm_hub, never the copy found in the folder.
+    """
+    files = {path.name: path for path in loading.code_files_of(index)}
+    for path in sorted(folder.glob("*.py")):  # the task pipelines of its family, saved with it
+        installed = loading.installed_code_file(path.name)
+        if installed is not None:
+            files.setdefault(path.name, installed)
+    for name, entry in components_of(index).items():
+        if entry[0] in (None, *LIBRARY_COMPONENTS):
+            continue
+        installed = loading.installed_code_file(f"{entry[0]}.py")
+        if installed is None:
+            raise UsageError(
+                f"{folder / MODEL_INDEX} names the module {entry[0]}.py for {name}, which is not a file of ddpm_hub; "
+                "only ddpm_hub's own code is published."
+            )
+        files[f"{name}/{installed.name}"] = installed
+    return files
 
 
 def check_finite_weights(folder: Path, weight_files: list[str]) -> None:
@@ -259,19 +294,6 @@ def _match(path: str, pattern: str) -> bool:
     """fnmatch per path segment, so that `unet/*.json` never reaches into a subfolder and `*.py` stays at the root."""
     parts, pattern_parts = path.split("/"), pattern.split("/")
     return len(parts) == len(pattern_parts) and all(map(fnmatch.fnmatchcase, parts, pattern_parts))
-
-
-def _shipped_code(index: dict) -> list[str]:
-    """The code files model_index.json names: the pipeline module at the root, custom component modules."""
-    files = []
-    class_name = index.get("_class_name")
-    if isinstance(class_name, list) and class_name[0]:
-        files.append(f"{class_name[0]}.py")
-    for name, entry in index.items():
-        if name.startswith("_") or not isinstance(entry, list) or entry[0] in (None, *LIBRARY_COMPONENTS):
-            continue
-        files.append(f"{name}/{entry[0]}.py")
-    return files
 
 
 def resolve_token(token: str | None) -> str:
@@ -354,6 +376,10 @@ def stage(
             target.write_text(json.dumps(options, indent=2) + "\n", encoding="utf-8")
         else:
             shutil.copyfile(folder / path, target)
+    for path, source in code_files(folder, read_model_index(folder)).items():
+        target = staging / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
     card = render_model_card(staging, repo_id, revision=revision, license=license, private=private)
     card.save(staging / CARD_FILE)
 

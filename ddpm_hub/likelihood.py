@@ -45,12 +45,13 @@ from typing import Literal
 
 import numpy as np
 import torch
-from diffusers import DDPMScheduler
 
+from .conditioning_ddpm_hub import ConditionBatch
 from .data import to_model_range
 from .errors import UsageError
 from .losses import prior_bits_per_dim, vb_terms_bits_per_dim
-from .scheduling_ddpm_hub import DDPMHubScheduler
+from .run_folder import BPD_FILE, BPD_PLOT_FILE
+from .scheduling_ddpm_hub import DDPMHubScheduler, is_ddpm_family
 
 ESTIMATORS = ("strided", "sampled")
 
@@ -145,7 +146,7 @@ def likelihood_scheduler(scheduler, num_steps: int | None = None) -> DDPMHubSche
     """
     if isinstance(scheduler, DDPMHubScheduler):
         chain_scheduler = copy.deepcopy(scheduler)
-    elif type(scheduler) is DDPMScheduler:
+    elif is_ddpm_family(scheduler):  # diffusers' DDPMScheduler, or the shipped copy of ours: the same chain
         chain_scheduler = DDPMHubScheduler.from_config(scheduler.config)
     else:
         raise UsageError(
@@ -201,7 +202,7 @@ def vb_terms_loop(
     generator: torch.Generator | None = None,
     batch_size: int = 256,
     on_call: Callable[[], None] | None = None,
-    class_labels: torch.Tensor | None = None,
+    condition: ConditionBatch | None = None,
 ) -> torch.Tensor:
     """
     Terms of the bound on `scheduler`'s current chain for one batch of images (improved-diffusion's
@@ -213,15 +214,17 @@ def vb_terms_loop(
     the noise.
 
     Args:
-        unet: the model; called as `unet(x_t, timesteps).sample` with x_t in the UNet's dtype.
+        unet: the model; called through `condition` (`ConditionBatch.__call__`) with x_t in the UNet's dtype.
         scheduler: a `DDPMHubScheduler` set to the chain (see `likelihood_scheduler`).
         x_0: `[N x C x H x W]` float64 in [-1, 1] on the 8-bit grid, on the UNet's device.
         timesteps: `[N x K]` timesteps on the chain, one row per image; default: the whole chain (descending t)
             for every image.
         on_call: called after every UNet call (progress reporting).
-        class_labels: `[N]` class ids for a class-conditional UNet (the bound is then on -log p(x_0 | label)).
+        condition: what the UNet is called with for the N images (class ids, ...); the bound is then on
+            -log p(x_0 | condition). None for an unconditional UNet.
     """
     n = x_0.shape[0]
+    condition = condition or ConditionBatch()
     if timesteps is None:
         timesteps = scheduler.timesteps.cpu().expand(n, -1)
     columns_per_call = max(1, batch_size // n)
@@ -236,8 +239,7 @@ def vb_terms_loop(
         t_flat = t_chunk.T.reshape(-1)  # [k*N], column-major
         x_0_rep = x_0.repeat(k, 1, 1, 1)
         x_t = scheduler.add_noise(x_0_rep, noise, t_flat)
-        labels = {} if class_labels is None else {"class_labels": class_labels.to(x_0.device).repeat(k)}
-        model_output = unet(x_t.to(unet.dtype), t_flat.to(x_0.device), **labels).sample.to(torch.float64)
+        model_output = condition.repeat(k)(unet, x_t.to(unet.dtype), t_flat.to(x_0.device)).to(torch.float64)
         terms = vb_terms_bits_per_dim(scheduler, model_output, x_0_rep, x_t, t_flat)  # [k*N]
         columns.append(terms.reshape(k, n).T)
         if on_call is not None:
@@ -254,7 +256,7 @@ def bits_per_dim(
     batch_size: int = 256,
     estimator: Literal["strided", "sampled"] = "strided",
     progress: bool = False,
-    class_labels: torch.Tensor | None = None,
+    **condition_inputs,
 ) -> LikelihoodResult:
     """
     The variational bound on -log p(x_0) in bits per dimension for each image (DDPM eq. 5 with the discretized
@@ -274,9 +276,9 @@ def bits_per_dim(
             processed `batch_size` at a time, each batch drawing its own noise (see `vb_terms_loop`).
         estimator (`"strided"` or `"sampled"`, defaults to `"strided"`): what to do with K < T steps.
         progress (`bool`): show a progress bar counting UNet calls.
-        class_labels (`torch.Tensor` `[N]`, *optional*): for a class-conditional model, each image's class: the
-            bound is then on -log p(x_0 | label). Without them a conditional model is evaluated with its null label
-            (the "no label" model of classifier-free guidance).
+        **condition_inputs: the condition of each image, as the pipeline call takes it (`class_labels` `[N]` for a
+            class-conditional model): the bound is then on -log p(x_0 | condition). Without it a conditional model is
+            evaluated with its null branch (the "no label" model of classifier-free guidance).
 
     The UNet runs in eval mode (dropout off) and is put back in its previous mode afterwards.
 
@@ -285,7 +287,7 @@ def bits_per_dim(
         `timesteps`, and `label` ("full chain (T steps)", "strided bound (K of T steps)" or "sampled estimate ...").
     """
     _check_images(images, pipeline.unet)
-    class_labels = _class_labels(pipeline, class_labels, len(images))
+    condition = _condition(pipeline, condition_inputs, len(images))
     if not isinstance(batch_size, int) or batch_size < 1:
         raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}.")
     if estimator not in ESTIMATORS:
@@ -309,9 +311,10 @@ def bits_per_dim(
                 timesteps, weights, columns = chain.expand(len(x_0), -1), torch.ones(len(chain)).double(), chain
             priors.append(prior_bits_per_dim(scheduler, x_0).cpu())
             on_call = bar.update if bar is not None else None
-            labels = None if class_labels is None else class_labels[start : start + batch_size]
+            batch_condition = condition.select(slice(start, start + batch_size))
             terms.append(
-                vb_terms_loop(unet, scheduler, x_0, timesteps, generator, batch_size, on_call, labels) * weights
+                vb_terms_loop(unet, scheduler, x_0, timesteps, generator, batch_size, on_call, batch_condition)
+                * weights
             )
     finally:
         unet.train(was_training)
@@ -329,20 +332,16 @@ def bits_per_dim(
     )
 
 
-def _class_labels(pipeline, class_labels: torch.Tensor | None, num_images: int) -> torch.Tensor | None:
-    """The labels to condition on: none for an unconditional UNet; given ones, or the null label, for a conditional."""
-    if getattr(pipeline.unet.config, "num_class_embeds", None) is None:
-        if class_labels is not None:
-            raise UsageError("class_labels were given, but the model is unconditional.")
-        return None
-    if class_labels is None:
-        null = getattr(pipeline.config, "null_class_label", None)
-        if null is None:
-            raise UsageError("this class-conditional model has no null label: give class_labels for the images.")
-        return torch.full((num_images,), null, dtype=torch.long)
-    if len(class_labels) != num_images:
-        raise UsageError(f"got {len(class_labels)} class labels for {num_images} images.")
-    return torch.as_tensor(class_labels, dtype=torch.long)
+def _condition(pipeline, inputs: dict, num_images: int) -> ConditionBatch:
+    """
+    What the bound is conditioned on, for each image, from the pipeline call's condition arguments (`class_labels`
+    `[N]`, ...): none for an unconditional model; for a conditional one the given condition, else its null branch.
+    """
+    try:
+        guided, _ = pipeline.prepare_condition(num_images, 1.0, **inputs)
+    except ValueError as error:
+        raise UsageError(f"the likelihood's condition: {error}") from None
+    return guided.condition
 
 
 def _progress_bar(num_images: int, num_steps: int, batch_size: int):
@@ -414,11 +413,11 @@ def write_likelihood_report(result: LikelihoodResult, output_dir: str | os.PathL
     """`bpd.json` (the summary plus mean bits per timestep) and `bits_per_timestep.png` in `output_dir`."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    plot = plot_bits_per_timestep(result, output_dir / "bits_per_timestep.png")
+    plot = plot_bits_per_timestep(result, output_dir / BPD_PLOT_FILE)
     summary = {**result.summary(), "plot": str(plot)}
     per_timestep = {
         "timesteps": result.timesteps.tolist(),
         "mean_terms_bpd": result.terms_bpd.mean(dim=0).tolist(),
     }
-    (output_dir / "bpd.json").write_text(json.dumps({**summary, **per_timestep}, indent=2) + "\n")
+    (output_dir / BPD_FILE).write_text(json.dumps({**summary, **per_timestep}, indent=2) + "\n")
     return summary

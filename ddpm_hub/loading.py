@@ -1,12 +1,18 @@
 """Loading and saving pipeline folders with the installed ddpm_hub: the library side of `DDPMHubPipeline`.
 
-- `load_components`: the UNet and the scheduler of a local folder or a Hub repo, in ddpm_hub's layout or in diffusers'
-  `DDPMPipeline` layout, with the installed classes (no code from the folder or repo is run); safetensors only unless
-  the caller trusts pickles.
-- `save_with_code`: the code files that let plain diffusers load a saved folder with `trust_remote_code=True`.
-- `read_model_index`, `scheduler_class`: what a `model_index.json` names, checked, with errors that name the file.
+Everything follows from the components a folder's `model_index.json` names (`[library, class]` entries: the UNet, the
+scheduler, and any other diffusers or transformers component such as a text encoder and its tokenizer):
+
+- `load_components`: each component of a local folder or a Hub repo with the installed classes (no code from the
+  folder or repo is run), safetensors weights only unless the caller trusts pickles; the pipeline settings
+  (`id2label`, ...) the conditioning kinds declare;
+- `load_patterns`: what is downloaded from a repo: the index, and each component's folder without code or pickles;
+- `save_with_code`: the code files that let plain diffusers load a saved folder with `trust_remote_code=True`:
+  the pipeline's own file, the task pipelines of its family, what they import, and custom components' modules;
+- `read_model_index`, `component_class`: what a `model_index.json` names, checked, with errors that name the file.
 """
 
+import ast
 import inspect
 import json
 import os
@@ -14,24 +20,26 @@ import shutil
 from pathlib import Path
 
 import diffusers
-from diffusers import DDPMScheduler, UNet2DModel
+from diffusers import DDPMScheduler
+from diffusers.models.modeling_utils import ModelMixin
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from . import hub_errors
-from .errors import InputNotFoundError, UsageError
-from .run_folder import MODEL_INDEX, PICKLE_WEIGHT_SUFFIXES, UNET_CONFIG, read_json, unet_weight_files
+from .conditioning_ddpm_hub import KINDS
+from .errors import DDPMHubError, InputNotFoundError, UsageError
+from .run_folder import MODEL_INDEX, PICKLE_WEIGHT_SUFFIXES, read_json, weight_files
 from .scheduling_ddpm_hub import DDPMHubScheduler
 
 # Scheduler classes loadable by name without trust_remote_code; diffusers' own are found in diffusers.
 SCHEDULER_CLASSES: dict[str, type] = {"DDPMHubScheduler": DDPMHubScheduler}
 # Libraries whose classes diffusers imports by name; anything else is shipped as a code file next to its config.
 LIBRARY_COMPONENTS = ("diffusers", "transformers")
-# Only these files are downloaded: no shipped code (the installed classes are used), no pickles unless allowed.
-LOAD_PATTERNS = [MODEL_INDEX, "scheduler/*.json", "unet/*.json", "unet/*.safetensors"]
-PICKLE_PATTERNS = ["unet/*.bin"]
+# The denoising networks a DDPM pipeline may have: pixel-space UNets, with or without cross-attention.
+UNET_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
 DOWNLOAD_KWARGS = ("revision", "token", "cache_dir", "local_files_only")
-# Pipeline settings saved in model_index.json besides the components (diffusers' DiTPipeline keeps id2label there).
-PIPELINE_SETTINGS = ("id2label", "null_class_label")
+# Pipeline settings saved in model_index.json besides the components, as the conditioning kinds declare them.
+PIPELINE_SETTINGS = tuple(name for kind in KINDS for name in kind.setting_names)
+NO_CODE = ["*.py"]  # shipped code is never downloaded: the installed classes are used
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -39,39 +47,72 @@ PIPELINE_SETTINGS = ("id2label", "null_class_label")
 
 
 def load_components(
-    name_or_path: str | os.PathLike,
-    unet: UNet2DModel | None = None,
-    scheduler: SchedulerMixin | None = None,
-    torch_dtype=None,
-    allow_pickle: bool = False,
-    **download_kwargs,
+    name_or_path: str | os.PathLike, pipeline_class: type, torch_dtype=None, allow_pickle: bool = False, **kwargs
 ) -> dict:
     """
-    `{"unet": ..., "scheduler": ...}` of a pipeline folder or Hub repo; a component given is used instead of loading
-    it. A missing repo, a private repo without access, a missing revision or an uncached repo offline raise
+    The components of a pipeline folder or Hub repo for `pipeline_class` (which declares them: the arguments of its
+    `__init__`), by name, and its settings; a component given in `kwargs` (e.g. `unet=...`) is used instead of
+    loading it. A missing repo, a private repo without access, a missing revision or an uncached repo offline raise
     huggingface_hub's exception types with a message naming the repo, the cause and the fix.
     """
-    unknown = sorted(set(download_kwargs) - set(DOWNLOAD_KWARGS))
+    download_kwargs = {key: kwargs.pop(key) for key in DOWNLOAD_KWARGS if key in kwargs}
+    declared = inspect.signature(pipeline_class.__init__).parameters
+    unknown = sorted(name for name in kwargs if name not in declared or name in PIPELINE_SETTINGS)
     if unknown:
-        raise TypeError(f"DDPMHubPipeline.from_pretrained got unexpected arguments: {', '.join(unknown)}.")
+        raise TypeError(f"{pipeline_class.__name__}.from_pretrained got unexpected arguments: {', '.join(unknown)}.")
     folder = pipeline_folder(name_or_path, allow_pickle, **download_kwargs)
     index = read_model_index(folder, name_or_path)
-    if unet is None:
-        read_json(Path(folder, UNET_CONFIG), "the UNet configuration")  # a broken file is named, not a traceback
-        check_unet_weights(folder, name_or_path, allow_pickle, download_kwargs)
-        unet = UNet2DModel.from_pretrained(
-            folder, subfolder="unet", torch_dtype=torch_dtype, use_safetensors=None if allow_pickle else True
-        )
-    if scheduler is None:
-        scheduler_type = scheduler_class(index["scheduler"], Path(folder, MODEL_INDEX))
-        scheduler = upgrade_ddpm_scheduler(scheduler_type.from_pretrained(folder, subfolder="scheduler"))
-    labels = {key: index.get(key) for key in PIPELINE_SETTINGS}  # class names and the null label, if any
-    return {"unet": unet, "scheduler": scheduler, **labels}
+    loaded = {}
+    for name, entry in components_of(index).items():
+        if name in kwargs:
+            loaded[name] = kwargs[name]
+            continue
+        loaded[name] = load_component(folder, name, entry, name_or_path, torch_dtype, allow_pickle, download_kwargs)
+    settings = {key: index.get(key) for key in PIPELINE_SETTINGS}
+    return {**loaded, **settings}
 
 
-def pipeline_folder(name_or_path: str | os.PathLike, allow_pickle: bool = False, **download_kwargs) -> Path:
+def load_component(folder: Path, name: str, entry: list, source, torch_dtype, allow_pickle: bool, download_kwargs):
+    """One component from `folder/name` with the installed class its `[library, class]` entry names."""
+    klass = component_class(entry, Path(folder, MODEL_INDEX))
+    path = Path(folder, name)
+    if issubclass(klass, SchedulerMixin):
+        return upgrade_ddpm_scheduler(klass.from_pretrained(folder, subfolder=name))
+    if _has_weights(klass):
+        read_json(path / "config.json", f"the {name} configuration")  # a broken file is named, not a traceback
+        check_weights(folder, name, source, allow_pickle, download_kwargs)
+        use_safetensors = None if allow_pickle else True
+        dtype = {} if torch_dtype is None else {"dtype": torch_dtype}
+        if issubclass(klass, ModelMixin):
+            return klass.from_pretrained(folder, subfolder=name, use_safetensors=use_safetensors, **dtype)
+        return klass.from_pretrained(path, use_safetensors=use_safetensors, **dtype)
+    return klass.from_pretrained(path)  # a tokenizer: vocabulary files, no weights
+
+
+def components_of(index: dict) -> dict[str, list]:
+    """The `[library, class]` entries of a model index, by component name (settings and `_` keys left out)."""
+    return {name: entry for name, entry in index.items() if not name.startswith("_") and isinstance(entry, list)}
+
+
+def _has_weights(klass: type) -> bool:
+    import transformers
+
+    return issubclass(klass, (ModelMixin, transformers.PreTrainedModel))
+
+
+def load_patterns(index: dict, allow_pickle: bool = False) -> tuple[list[str], list[str]]:
+    """(allow, ignore) patterns of a repo download: the index and every component's folder, no code, no pickles."""
+    allow = [MODEL_INDEX] + [f"{name}/*" for name in components_of(index)]
+    ignore = NO_CODE + ([] if allow_pickle else [f"*{suffix}" for suffix in PICKLE_WEIGHT_SUFFIXES])
+    return allow, ignore
+
+
+def pipeline_folder(
+    name_or_path: str | os.PathLike, allow_pickle: bool = False, config_only: bool = False, **download_kwargs
+) -> Path:
     """
-    A local folder as is; otherwise a snapshot of the Hub repo with only the files loading needs.
+    A local folder as is; otherwise a snapshot of the Hub repo with only the files loading needs (with
+    `config_only`: the index and the components' JSON files).
 
     What a cached copy promises: when the Hub can be reached it decides. If it answers that the repo does not exist,
     or that this token may not read it (401/403/404), loading fails even when an earlier download is in the cache
@@ -80,14 +121,28 @@ def pipeline_folder(name_or_path: str | os.PathLike, allow_pickle: bool = False,
     """
     if os.path.isdir(name_or_path):
         return Path(name_or_path)
-    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub import constants, hf_hub_download, snapshot_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     repo_id = str(name_or_path)
-    patterns = LOAD_PATTERNS + (PICKLE_PATTERNS if allow_pickle else [])
     try:
         if not (constants.HF_HUB_OFFLINE or download_kwargs.get("local_files_only")):
             _check_access(repo_id, download_kwargs)
-        return Path(snapshot_download(repo_id, allow_patterns=patterns, **download_kwargs))
+        try:
+            index_file = hf_hub_download(repo_id, MODEL_INDEX, **download_kwargs)
+        except EntryNotFoundError as error:
+            if isinstance(error, LocalEntryNotFoundError):  # offline and not cached: worded below
+                raise
+            raise InputNotFoundError(
+                f"{repo_id} has no {MODEL_INDEX}; it is not a diffusers pipeline folder or repo."
+            ) from None
+        index = read_model_index(Path(index_file).parent, repo_id)
+        allow, ignore = load_patterns(index, allow_pickle)
+        if config_only:
+            allow = [MODEL_INDEX] + [f"{name}/*.json" for name in components_of(index)]
+        return Path(snapshot_download(repo_id, allow_patterns=allow, ignore_patterns=ignore, **download_kwargs))
+    except DDPMHubError:
+        raise
     except Exception as error:
         message = hub_errors.describe(error, repo_id, **download_kwargs)
         cause = None if message else hub_errors.http_cause(error, repo_id, download_kwargs.get("token"))
@@ -115,16 +170,21 @@ def _check_access(repo_id: str, download_kwargs: dict) -> None:
         pass
 
 
-def check_unet_weights(folder: Path, source, allow_pickle: bool, download_kwargs: dict) -> None:
-    """Safetensors UNet weights, or pickle weights the caller opted in to; otherwise say what exists and what to do."""
-    if any(folder.glob("unet/*.safetensors")):
+def check_weights(folder: Path, name: str, source, allow_pickle: bool, download_kwargs: dict) -> None:
+    """
+    Safetensors weights for component `name`, or pickle weights the caller opted in to; otherwise say what exists
+    and what to do.
+    """
+    if any(Path(folder, name).glob("*.safetensors")):
         return
-    files = unet_weight_files(folder) if os.path.isdir(source) else _remote_files(str(source), download_kwargs)
-    pickles = sorted(f for f in files if f.startswith("unet/") and f.endswith(PICKLE_WEIGHT_SUFFIXES))
+    files = weight_files(folder, name) if os.path.isdir(source) else _remote_files(str(source), download_kwargs)
+    pickles = sorted(f for f in files if f.startswith(f"{name}/") and f.endswith(PICKLE_WEIGHT_SUFFIXES))
     if not pickles:
+        config = f"{name}/config.json"
         raise InputNotFoundError(
-            f"{source} has no UNet weights: expected unet/diffusion_pytorch_model.safetensors next to "
-            "unet/config.json."
+            f"{source} has no {name} weights: expected {name}/*.safetensors next to {config}."
+            if name != "unet"
+            else f"{source} has no UNet weights: expected unet/diffusion_pytorch_model.safetensors next to {config}."
         )
     if not allow_pickle:
         raise UsageError(
@@ -132,10 +192,10 @@ def check_unet_weights(folder: Path, source, allow_pickle: bool, download_kwargs
             "code, so they are not loaded by default. If you trust this source, pass allow_pickle=True to "
             "from_pretrained (then save_pretrained writes safetensors)."
         )
-    if not any(f.endswith(".bin") for f in pickles):  # allow_pickle: diffusers reads unet/*.bin only
+    if not any(f.endswith(".bin") for f in pickles):  # allow_pickle: the libraries read *.bin only
         raise InputNotFoundError(
-            f"{source} has UNet weights only as {', '.join(pickles)}; diffusers loads "
-            "unet/diffusion_pytorch_model.safetensors or unet/diffusion_pytorch_model.bin."
+            f"{source} has {name} weights only as {', '.join(pickles)}; diffusers loads "
+            f"{name}/diffusion_pytorch_model.safetensors or {name}/diffusion_pytorch_model.bin."
         )
 
 
@@ -152,7 +212,10 @@ def _remote_files(repo_id: str, download_kwargs: dict) -> list[str]:
 
 
 def read_model_index(folder: str | os.PathLike, source=None) -> dict:
-    """The folder's `model_index.json`, checked to name a UNet2DModel `unet` and a `scheduler` ([library, class])."""
+    """
+    The folder's `model_index.json`, checked: every component a `[library, class]` pair, a `unet` that is a pixel
+    UNet (`UNet2DModel` or `UNet2DConditionModel`) and a `scheduler`.
+    """
     source = folder if source is None else source
     path = Path(folder, MODEL_INDEX)
     index = read_json(path, "the pipeline's model index")
@@ -169,27 +232,46 @@ def read_model_index(folder: str | os.PathLike, source=None) -> dict:
                 f'"UNet2DModel"], got {entry!r}.'
             )
     unet_entry, scheduler_entry = index.get("unet"), index.get("scheduler")
-    if not unet_entry or unet_entry[1] != "UNet2DModel" or not scheduler_entry or not scheduler_entry[1]:
+    if not unet_entry or unet_entry[1] not in UNET_CLASSES or not scheduler_entry or not scheduler_entry[1]:
         components = {k: v for k, v in index.items() if not k.startswith("_")}
         raise UsageError(
-            f"{source} is not a DDPM pipeline: expected a UNet2DModel 'unet' and a 'scheduler' in {MODEL_INDEX}, "
-            f"found {components}."
+            f"{source} is not a DDPM pipeline: expected a 'unet' ({' or '.join(UNET_CLASSES)}) and a 'scheduler' in "
+            f"{MODEL_INDEX}, found {components}."
         )
     return index
 
 
-def scheduler_class(entry: list, where: str | os.PathLike) -> type:
-    """The installed class a `[library, class]` scheduler entry names: ddpm_hub's, or a diffusers scheduler."""
+def component_class(entry: list, where: str | os.PathLike, role: str = "component") -> type:
+    """
+    The installed class a `[library, class]` entry names: ddpm_hub's scheduler, a diffusers model or scheduler, or a
+    transformers model or tokenizer. Nothing else is imported by name.
+    """
     library, name = entry
     if name in SCHEDULER_CLASSES:
         return SCHEDULER_CLASSES[name]
-    found = getattr(diffusers, name, None) if library == "diffusers" else None
-    if not (isinstance(found, type) and issubclass(found, SchedulerMixin)):
+    found, allowed = None, ()
+    if library == "diffusers":
+        found, allowed = getattr(diffusers, name, None), (SchedulerMixin, ModelMixin)
+    elif library == "transformers":
+        import transformers
+
+        found = getattr(transformers, name, None)
+        allowed = (transformers.PreTrainedModel, transformers.PreTrainedTokenizerBase)
+    if not (isinstance(found, type) and issubclass(found, allowed)):
         raise UsageError(
-            f"{where}: the scheduler is {library}.{name}, which is neither a diffusers scheduler nor one installed "
-            f"here ({', '.join(SCHEDULER_CLASSES)}). Install ddpm_hub, or load with "
-            "DiffusionPipeline.from_pretrained(..., trust_remote_code=True) to run the shipped code."
+            f"{where}: the {role} is {library}.{name}, which is neither a diffusers model or scheduler, a "
+            f"transformers model or tokenizer, nor a class installed here ({', '.join(SCHEDULER_CLASSES)}). Install "
+            "ddpm_hub, or load with DiffusionPipeline.from_pretrained(..., trust_remote_code=True) to run the shipped "
+            "code."
         )
+    return found
+
+
+def scheduler_class(entry: list, where: str | os.PathLike) -> type:
+    """The installed scheduler class a `[library, class]` entry names."""
+    found = component_class(entry, where, role="scheduler")
+    if not issubclass(found, SchedulerMixin):
+        raise UsageError(f"{where}: the scheduler is {entry[0]}.{entry[1]}, which is not a scheduler.")
     return found
 
 
@@ -209,23 +291,70 @@ def upgrade_ddpm_scheduler(scheduler: SchedulerMixin) -> SchedulerMixin:
 
 def save_with_code(pipeline, folder: str | os.PathLike) -> None:
     """
-    After diffusers' `save_pretrained`: copy the shipped pipeline file and every non-library component's module into
-    the folder, and name them in `model_index.json`, so that plain diffusers can load it with trust_remote_code.
+    After diffusers' `save_pretrained`: copy the pipeline's code files (`code_files`) and every non-library
+    component's module into the folder, and name them in `model_index.json`, so that plain diffusers can load it
+    with trust_remote_code.
     """
     folder = Path(folder)
     index_path = folder / MODEL_INDEX
     index = json.loads(index_path.read_text())
-    pipeline_file = shipped_source(type(pipeline))
-    for task_file in sorted(pipeline_file.parent.glob("pipeline_ddpm_hub*.py")):  # every task reads every folder
-        shutil.copyfile(task_file, folder / task_file.name)
-    index["_class_name"] = [pipeline_file.stem, type(pipeline).__name__]
-    for name, entry in list(index.items()):
-        if name.startswith("_") or name in PIPELINE_SETTINGS or entry[0] in LIBRARY_COMPONENTS or entry[0] is None:
+    for source in code_files(type(pipeline)):
+        shutil.copyfile(source, folder / source.name)
+    index["_class_name"] = [shipped_source(type(pipeline)).stem, type(pipeline).__name__]
+    for name, entry in components_of(index).items():
+        if entry[0] in LIBRARY_COMPONENTS or entry[0] is None:
             continue
         source = Path(inspect.getsourcefile(type(getattr(pipeline, name))))
         shutil.copyfile(source, folder / name / source.name)
         index[name] = [source.stem, entry[1]]
     index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
+def code_files(pipeline_class: type) -> list[Path]:
+    """
+    The shipped files a folder of `pipeline_class` needs at its root: its own `pipeline_*.py`, those of the task
+    pipelines of its family (`task_pipelines`: they load from the same folder), and every file they import
+    relatively (the base pipeline, `conditioning_ddpm_hub.py`), as diffusers' dynamic-module loader follows them.
+    """
+    family = [pipeline_class, *getattr(pipeline_class, "task_pipelines", ())]
+    return _import_closure([shipped_source(klass) for klass in family])
+
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+SHIPPED_NAME = "_ddpm_hub"  # shipped files are named so: pipeline_ddpm_hub*.py, conditioning_ddpm_hub.py, ...
+
+
+def installed_code_file(name: str) -> Path | None:
+    """This package's copy of a shipped code file (`pipeline_ddpm_hub_inpaint.py`), or None if it has none."""
+    path = PACKAGE_DIR / name
+    return path if SHIPPED_NAME in path.stem and path.suffix == ".py" and path.is_file() else None
+
+
+def code_files_of(index: dict) -> list[Path]:
+    """The installed code files a model index's pipeline module needs: that module and what it imports."""
+    class_name = index.get("_class_name")
+    module = class_name[0] if isinstance(class_name, list) and class_name[0] else "pipeline_ddpm_hub"
+    first = installed_code_file(f"{module}.py")
+    if first is None:
+        raise UsageError(f"{MODEL_INDEX} names the pipeline module {module}.py, which is not a file of ddpm_hub.")
+    return _import_closure([first])
+
+
+def _import_closure(files: list[Path]) -> list[Path]:
+    """`files` and every file they import relatively, transitively (as diffusers' dynamic-module loader follows)."""
+    files = list(dict.fromkeys(files))
+    for path in files:  # grows while it is walked
+        for name in relative_imports(path):
+            found = path.parent / f"{name}.py"
+            if found not in files:
+                files.append(found)
+    return files
+
+
+def relative_imports(path: Path) -> list[str]:
+    """The modules a file imports with `from .name import ...`."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1]
 
 
 def shipped_source(pipeline_class: type) -> Path:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .conditioning_ddpm_hub import ConditionBatch
 from .scheduling_ddpm_hub import DDPMHubScheduler
 
 LN2 = math.log(2.0)
@@ -126,10 +127,11 @@ class DiffusionObjective:
       the mean frozen (stop-gradient) inside L_vlb so that it only trains the variance.
 
     Args (of a call):
-        model: called as `model(x_t, t).sample` (a UNet2DModel, possibly wrapped by DDP or compiled).
+        model: called as `model(x_t, t, **condition.kwargs).sample` (a UNet, possibly wrapped by DDP or compiled).
         x_0: `[N x C x H x W]` in [-1, 1].
         generator: draws t and eps on x_0's device, unless `timesteps` `[N]` and `noise` (like x_0) are given.
-        class_labels: `[N]` class ids for a class-conditional UNet (the null label where dropped for guidance).
+        condition: what the UNet is called with besides (x_t, t) (`ddpm_hub.conditioning.ConditionBatch`: class ids,
+            the null label where dropped for guidance, ...), passed through untouched; None for an unconditional UNet.
     """
 
     scheduler: DDPMHubScheduler
@@ -144,7 +146,7 @@ class DiffusionObjective:
         generator: torch.Generator | None = None,
         timesteps: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
-        class_labels: torch.Tensor | None = None,
+        condition: ConditionBatch | None = None,
     ) -> torch.Tensor:
         if timesteps is None:
             num_timesteps = self.scheduler.config.num_train_timesteps
@@ -154,8 +156,8 @@ class DiffusionObjective:
         x_t = self.scheduler.add_noise(x_0, noise, timesteps)  # q(x_t | x_0), eq. 4
         if self.channels_last:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
-        conditioning = {} if class_labels is None else {"class_labels": class_labels}
-        return self.loss(model(x_t, timesteps, **conditioning).sample, x_0, x_t, noise, timesteps)
+        output = (condition or ConditionBatch())(model, x_t, timesteps)
+        return self.loss(output, x_0, x_t, noise, timesteps)
 
     def loss(
         self,

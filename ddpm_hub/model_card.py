@@ -199,17 +199,17 @@ def _model_facts(folder: Path) -> dict:
 
 def _conditional_facts(folder: Path, summary: dict) -> dict | None:
     """A class-conditional model: its classes, its null label, the guidance scale of the grid, the guidance strip."""
+    from .conditioning import Conditioning
+
     unet = read_json(folder / UNET_CONFIG, "the UNet configuration") or {}
-    if unet.get("num_class_embeds") is None:
-        return None
     index = read_json(folder / MODEL_INDEX, "the pipeline's model index") or {}
-    names = [name for _, name in sorted((int(k), v) for k, v in (index.get("id2label") or {}).items())]
-    null = index.get("null_class_label")
+    classes = Conditioning.of(unet, index).classes
+    if classes is None:
+        return None
+    facts = classes.card_facts()
     return {
-        "num_classes": len(names) or unet["num_class_embeds"] - (1 if null is not None else 0),
-        "names": ", ".join(f"`{name}`" for name in names) or None,
-        "example": names[min(3, len(names) - 1)] if names else None,
-        "null_class_label": null,
+        **facts,
+        "names": ", ".join(f"`{name}`" for name in facts["names"]) or None,
         "guidance_scale": ((summary.get("samples") or {}).get("guidance_scale")),
         "guidance_plot": GUIDANCE_FILE if (folder / GUIDANCE_FILE).is_file() else None,
     }

@@ -20,7 +20,12 @@ from .scheduling_ddpm_hub import DDPMHubScheduler
 def to_pil(images: torch.Tensor) -> list[Image.Image]:
     """Float images `[N x C x H x W]` in [-1, 1] -> PIL (mode L for one channel)."""
     pixels = ((images.detach().float().cpu() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
-    arrays = pixels.permute(0, 2, 3, 1).numpy()
+    return to_pil_images(pixels)
+
+
+def to_pil_images(images: torch.Tensor) -> list[Image.Image]:
+    """uint8 images `[N x C x H x W]` -> PIL (mode L for one channel)."""
+    arrays = images.permute(0, 2, 3, 1).numpy()
     return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in arrays]
 
 

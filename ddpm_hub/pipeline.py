@@ -1,21 +1,40 @@
 """The pipelines that `import ddpm_hub` gives: the sampling code of the shipped files (`pipeline_ddpm_hub.py`,
 `pipeline_ddpm_hub_inpaint.py`, `pipeline_ddpm_hub_img2img.py`) plus what only the installed package does, loading
 with the installed classes (`ddpm_hub.loading`), saving the code files next to the weights, publishing
-(`ddpm_hub.hub`) and the likelihood (`ddpm_hub.likelihood`).
+(`ddpm_hub.hub`), the likelihood (`ddpm_hub.likelihood`) and the library side of the conditioning carrier
+(`ddpm_hub.conditioning`).
 
 Each class has the name of its shipped class, so that a saved folder's `model_index.json` names the same class
 whether it is loaded with this package or, through the shipped file, with plain diffusers and `trust_remote_code`.
-All three load from the same folders and repos, and `from_pipe` moves between them without copying weights.
+The task pipelines are `DDPMHubPipeline`s (subclasses: `isinstance`, the likelihood, loading and publishing), all
+three load from the same folders and repos, and `from_pipe` moves between them without copying weights.
 """
 
+import contextlib
+import logging
 import os
 import tempfile
 
-from . import loading
+from . import conditioning, loading
 from . import pipeline_ddpm_hub as shipped
 from . import pipeline_ddpm_hub_img2img as shipped_img2img
 from . import pipeline_ddpm_hub_inpaint as shipped_inpaint
 from .errors import UsageError
+
+
+@contextlib.contextmanager
+def quiet_cast_warning():
+    """
+    diffusers' `ModelMixin.to(dtype)` warns "There are modules in UNet2DModel that should be kept in float32: []" on
+    every cast, even when no module is to be kept (an empty list): nothing a user can act on.
+    """
+    model_logger = logging.getLogger("diffusers.models.modeling_utils")
+    level = model_logger.level
+    model_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        model_logger.setLevel(level)
 
 
 class HubPipelineMixin:
@@ -26,18 +45,30 @@ class HubPipelineMixin:
         """
         Load a pipeline folder or Hub repo saved by `DDPMHubPipeline.save_pretrained` or by diffusers' `DDPMPipeline`.
 
-        Keyword arguments: `torch_dtype`, `revision`, `token`, `cache_dir`, `local_files_only`, `unet` / `scheduler`
-        (use these components instead of loading them), `allow_pickle` (default `False`: safetensors weights only;
-        pickle weights can run code when unpickled).
+        Keyword arguments: `torch_dtype`, `revision`, `token`, `cache_dir`, `local_files_only`, a component by its
+        name (`unet=...`, `scheduler=...`: used instead of loading it), `allow_pickle` (default `False`: safetensors
+        weights only; pickle weights can run code when unpickled).
 
-        From the Hub only `model_index.json`, the configs and `unet/*.safetensors` are downloaded (no shipped code: the
-        installed classes are used); with `HF_HUB_OFFLINE=1` the cached snapshot is used. A missing repo, a private
-        repo without access, a missing revision, or an uncached repo offline raise huggingface_hub's exception types
-        with a message naming the repo, the cause and the fix. When the Hub can be reached it decides: a private repo
-        it refuses to this token raises even if an earlier download is in the cache, which is used offline or when the
-        Hub cannot be reached.
+        From the Hub only `model_index.json` and the components' folders are downloaded, without code files (the
+        installed classes are used) or pickles; with `HF_HUB_OFFLINE=1` the cached snapshot is used. A missing repo,
+        a private repo without access, a missing revision, or an uncached repo offline raise huggingface_hub's
+        exception types with a message naming the repo, the cause and the fix. When the Hub can be reached it
+        decides: a private repo it refuses to this token raises even if an earlier download is in the cache, which is
+        used offline or when the Hub cannot be reached.
         """
-        return cls(**loading.load_components(pretrained_model_name_or_path, **kwargs))
+        return cls(**loading.load_components(pretrained_model_name_or_path, cls, **kwargs))
+
+    @classmethod
+    def from_pipe(cls, pipeline, **kwargs):
+        """
+        diffusers' `from_pipe` (a pipeline of this class sharing `pipeline`'s components, some replaced by
+        `kwargs`), keeping the components' dtype: diffusers casts every shared component to float32 by default, which
+        would change a bfloat16 pipeline in place, and says so each time.
+        """
+        if "torch_dtype" not in kwargs:
+            kwargs.setdefault("dtype", pipeline.unet.dtype)
+        with quiet_cast_warning():
+            return super().from_pipe(pipeline, **kwargs)
 
     def save_pretrained(
         self, save_directory: str | os.PathLike, safe_serialization: bool = True, push_to_hub: bool = False, **kwargs
@@ -101,6 +132,9 @@ class HubPipelineMixin:
 
 class DDPMHubPipeline(HubPipelineMixin, shipped.DDPMHubPipeline):
     __doc__ = shipped.DDPMHubPipeline.__doc__
+    conditioning_class = conditioning.Conditioning  # the library kinds: data, dropout, grids, card
+    # Pipelines of the same family: they load from every folder of this one, so their shipped files go with it.
+    task_pipelines: tuple[type, ...] = ()
 
     def likelihood(self, images, **kwargs):
         """
@@ -112,9 +146,22 @@ class DDPMHubPipeline(HubPipelineMixin, shipped.DDPMHubPipeline):
         return bits_per_dim(self, images, **kwargs)
 
 
-class DDPMHubInpaintPipeline(HubPipelineMixin, shipped_inpaint.DDPMHubInpaintPipeline):
+class DDPMHubInpaintPipeline(shipped_inpaint.DDPMHubInpaintPipeline, DDPMHubPipeline):
     __doc__ = shipped_inpaint.DDPMHubInpaintPipeline.__doc__
 
 
-class DDPMHubImg2ImgPipeline(HubPipelineMixin, shipped_img2img.DDPMHubImg2ImgPipeline):
+class DDPMHubImg2ImgPipeline(shipped_img2img.DDPMHubImg2ImgPipeline, DDPMHubPipeline):
     __doc__ = shipped_img2img.DDPMHubImg2ImgPipeline.__doc__
+
+
+DDPMHubPipeline.task_pipelines = (DDPMHubInpaintPipeline, DDPMHubImg2ImgPipeline)
+
+
+# The installed pipeline classes, by the name a model index gives in `_class_name`.
+PIPELINE_CLASSES = {klass.__name__: klass for klass in (DDPMHubPipeline, *DDPMHubPipeline.task_pipelines)}
+
+
+def pipeline_class(model_index: dict) -> type:
+    """The installed class a model index names (`_class_name`); `DDPMHubPipeline` for other DDPM layouts."""
+    name = model_index.get("_class_name")
+    return PIPELINE_CLASSES.get(name[1] if isinstance(name, list) else name, DDPMHubPipeline)

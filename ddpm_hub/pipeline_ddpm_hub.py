@@ -22,10 +22,29 @@ from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNe
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
+from .conditioning_ddpm_hub import Conditioning, Guided
+
 OUTPUT_TYPES = ("pil", "np", "pt")
 # What a `callback_on_step_end` may ask to see (and replace) after each step.
 CALLBACK_TENSOR_INPUTS = ("image", "pred_original_sample")
 ClassLabels = int | str | list[int | str] | torch.Tensor | None
+
+
+# Copied from ddpm_hub.scheduling_ddpm_hub.is_ddpm_family (tests/test_conditioning.py checks the copy)
+def is_ddpm_family(scheduler) -> bool:
+    """
+    A DDPM-family scheduler (an instance or a class): DDPMHubScheduler (installed, or loaded from a repo's shipped
+    file) or diffusers' DDPMScheduler. Their steps are the ancestral steps of the DDPM chain, stateless (any timestep
+    in any order: RePaint walks back and forth), and they carry the variance type that the likelihood and a learned
+    variance need; DDIM, DPM-Solver and the other samplers do not.
+    """
+    klass = scheduler if isinstance(scheduler, type) else type(scheduler)
+    return bool(getattr(klass, "ddpm_family", False)) or issubclass(klass, DDPMScheduler)
+
+
+def _is_component(entry) -> bool:
+    """A model_index.json entry that names a component ([library, class]), not a setting."""
+    return isinstance(entry, (list, tuple)) and len(entry) == 2
 
 
 class DDPMHubPipeline(DiffusionPipeline):
@@ -34,8 +53,8 @@ class DDPMHubPipeline(DiffusionPipeline):
 
     Args:
         unet ([`UNet2DModel`]): the noise (or x_0, or v) prediction network; `out_channels` is twice `in_channels`
-            when the scheduler learns the variance (`variance_type="learned_range"`). A class-conditional UNet has
-            `num_class_embeds` set.
+            when the scheduler learns the variance (`variance_type="learned_range"`). A class-conditional UNet has a
+            class embedding (what a model is conditioned on: `conditioning_ddpm_hub.py`).
         scheduler ([`SchedulerMixin`]): `DDPMHubScheduler`, or any diffusers scheduler built from its config
             (`DDIMScheduler`, `DPMSolverMultistepScheduler`, `UniPCMultistepScheduler`, `DDPMScheduler`, ...).
         id2label (`dict[int, str]`, *optional*): class names, as diffusers' `DiTPipeline` keeps them.
@@ -54,6 +73,7 @@ class DDPMHubPipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "unet"
     _callback_tensor_inputs = list(CALLBACK_TENSOR_INPUTS)
+    conditioning_class = Conditioning  # the installed package uses its library kinds (ddpm_hub.conditioning)
 
     def __init__(
         self,
@@ -66,15 +86,19 @@ class DDPMHubPipeline(DiffusionPipeline):
         self.register_modules(unet=unet, scheduler=scheduler)
         id2label = {int(k): str(v) for k, v in id2label.items()} if id2label else None  # JSON keys are strings
         self.register_to_config(id2label=id2label, null_class_label=null_class_label)
-        self.labels = {name: i for i, name in (id2label or {}).items()}
+
+    @property
+    def labels(self) -> dict[str, int]:
+        """Class names to ids (as diffusers' `DiTPipeline.labels`); empty without names."""
+        classes = self.conditioning.get("class")
+        return dict(classes.labels) if classes is not None else {}
 
     def get_label_ids(self, label: str | list[str]) -> list[int]:
         """Class ids of label names (as diffusers' `DiTPipeline.get_label_ids`)."""
-        names = [label] if isinstance(label, str) else list(label)
-        unknown = [name for name in names if name not in self.labels]
-        if unknown:
-            raise ValueError(f"Unknown label {unknown[0]!r}; this model's labels are: {', '.join(self.labels)}.")
-        return [self.labels[name] for name in names]
+        classes = self.conditioning.get("class")
+        if classes is None:
+            raise ValueError("This model has no class labels (its UNet has no class embedding).")
+        return classes.label_ids([label] if isinstance(label, str) else list(label))
 
     # ----------------------------------------------------------------------------------------------------------------
     # Sampling
@@ -124,7 +148,7 @@ class DDPMHubPipeline(DiffusionPipeline):
         """
         if batch_size is None and isinstance(generator, list):
             batch_size = len(generator)
-        labels, batch_size = self.prepare_class_labels(class_labels, batch_size, guidance_scale)
+        guided, batch_size = self.prepare_condition(batch_size, guidance_scale, class_labels=class_labels)
         shape = self.sample_shape(batch_size)
         step_kwargs = self.check_inputs(batch_size, generator, eta, output_type, callback_on_step_end_tensor_inputs)
         if noise is not None and tuple(noise.shape) != shape:
@@ -145,78 +169,32 @@ class DDPMHubPipeline(DiffusionPipeline):
 
         # 3. x_t -> x_{t-1} for t = T..1 (Algorithm 2, lines 2-5), the model output guided when asked.
         callback = (callback_on_step_end, callback_on_step_end_tensor_inputs)
-        image = self.denoise(image, self.scheduler.timesteps, labels, guidance_scale, step_kwargs, callback)
+        image = self.denoise(image, self.scheduler.timesteps, guided, step_kwargs, callback)
         return self.output(image, output_type, return_dict)
 
-    def denoise(self, image, timesteps, labels, guidance_scale, step_kwargs, callback=(None, ())) -> torch.Tensor:
+    @property
+    def conditioning(self) -> Conditioning:
+        """What this model is conditioned on (`conditioning_ddpm_hub`): read from the UNet config and settings."""
+        components = {name: getattr(self, name, None) for name, entry in self.config.items() if _is_component(entry)}
+        return self.conditioning_class.of(self.unet.config, dict(self.config), components)
+
+    def prepare_condition(self, batch_size: int | None, guidance_scale: float, **inputs) -> tuple[Guided, int]:
+        """The condition arguments of a call (`class_labels=...`) for the UNet, with the null branch guidance needs."""
+        return self.conditioning.prepare(inputs, batch_size, guidance_scale, self.device)
+
+    def denoise(self, image, timesteps, guided: Guided, step_kwargs, callback=(None, ())) -> torch.Tensor:
         """Reverse steps over `timesteps` from x_t = `image`; `callback` is (callback_on_step_end, tensor names)."""
         for i, t in enumerate(self.progress_bar(timesteps)):
-            model_output = self.model_output(self.scheduler.scale_model_input(image, t), t, labels, guidance_scale)
+            model_output = self.model_output(self.scheduler.scale_model_input(image, t), t, guided)
             step = self.scheduler.step(model_output, t, image, **step_kwargs)
             image = step.prev_sample
             if callback[0] is not None:
                 image = self.run_callback(callback[0], callback[1], i, t, image, step)
         return image
 
-    def model_output(self, x_t: torch.Tensor, t, labels: torch.Tensor | None, guidance_scale: float) -> torch.Tensor:
-        """
-        The UNet output at (x_t, t) in the scheduler's view, classifier-free guided when `labels` are given and
-        guidance_scale is not 1: eps_null + w (eps_c - eps_null) on the first C channels (the mean part), the
-        conditional variance channels kept.
-        """
-        if labels is None:
-            output = self.unet(x_t, t).sample
-        elif guidance_scale == 1 or guidance_scale == 0:  # the conditional or the "no label" model: one call, exact
-            chosen = labels if guidance_scale == 1 else torch.full_like(labels, self.config.null_class_label)
-            output = self.unet(x_t, t, class_labels=chosen).sample
-        else:
-            null = torch.full_like(labels, self.config.null_class_label)
-            both = self.unet(torch.cat([x_t, x_t]), t, class_labels=torch.cat([labels, null])).sample
-            conditional, unconditional = both.chunk(2)
-            channels = x_t.shape[1]
-            guided = unconditional[:, :channels] + guidance_scale * (
-                conditional[:, :channels] - unconditional[:, :channels]
-            )
-            output = torch.cat([guided, conditional[:, channels:]], dim=1)
-        return self._scheduler_view(output, x_t)
-
-    def prepare_class_labels(
-        self, class_labels: ClassLabels, batch_size: int | None, guidance_scale: float
-    ) -> tuple[torch.Tensor | None, int]:
-        """Class labels as ids `[batch_size]` on the device (None for an unconditional model), and the batch size."""
-        conditional = getattr(self.unet.config, "num_class_embeds", None) is not None
-        if class_labels is None:
-            batch_size = 1 if batch_size is None else batch_size
-            if not conditional:
-                if guidance_scale != 1:
-                    raise ValueError("guidance_scale needs class_labels and a class-conditional model.")
-                return None, batch_size
-            if self.config.null_class_label is None:
-                raise ValueError("This class-conditional model has no null label: pass class_labels.")
-            return torch.full((batch_size,), self.config.null_class_label, device=self.device), batch_size
-        if not conditional:
-            raise ValueError(
-                "class_labels were given, but this model is unconditional (its UNet has no class embedding)."
-            )
-        if guidance_scale != 1 and self.config.null_class_label is None:
-            raise ValueError(
-                f"guidance_scale={guidance_scale} needs a null label, and this model has none (it was trained without "
-                "label dropout). Use guidance_scale=1."
-            )
-        if isinstance(class_labels, torch.Tensor):
-            ids = class_labels.reshape(-1).long().tolist()
-        else:
-            items = class_labels if isinstance(class_labels, (list, tuple)) else [class_labels]
-            ids = [self.get_label_ids(item)[0] if isinstance(item, str) else int(item) for item in items]
-        batch_size = len(ids) if batch_size is None else batch_size
-        if len(ids) == 1:
-            ids = ids * batch_size
-        if len(ids) != batch_size:
-            raise ValueError(f"Got {len(ids)} class labels for batch_size={batch_size}; pass one per image, or one.")
-        limit = self.unet.config.num_class_embeds
-        if not all(0 <= i < limit for i in ids):
-            raise ValueError(f"class labels must be ids in 0..{limit - 1} (num_class_embeds={limit}), got {ids}.")
-        return torch.tensor(ids, device=self.device), batch_size
+    def model_output(self, x_t: torch.Tensor, t, guided: Guided) -> torch.Tensor:
+        """The UNet output at (x_t, t), classifier-free guided as `guided` says, in the scheduler's view."""
+        return self._scheduler_view(guided(self.unet, x_t, t), x_t)
 
     def sample_shape(self, batch_size: int) -> tuple[int, int, int, int]:
         size = self.unet.config.sample_size
@@ -257,9 +235,7 @@ class DDPMHubPipeline(DiffusionPipeline):
         if model_output.shape[1] == channels:
             return model_output
         learns_variance = getattr(self.scheduler.config, "variance_type", None) in ("learned", "learned_range")
-        if learns_variance and (
-            hasattr(self.scheduler, "p_mean_variance") or isinstance(self.scheduler, DDPMScheduler)
-        ):
+        if learns_variance and is_ddpm_family(self.scheduler):
             return model_output
         return model_output[:, :channels]
 

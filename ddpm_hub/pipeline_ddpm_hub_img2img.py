@@ -14,6 +14,8 @@ import torch
 from diffusers import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+# Imported here too, not only through pipeline_ddpm_hub: diffusers copies a local folder's code files one import deep.
+from .conditioning_ddpm_hub import Guided  # noqa: F401
 from .pipeline_ddpm_hub import ClassLabels, DDPMHubPipeline
 
 
@@ -60,8 +62,8 @@ class DDPMHubImg2ImgPipeline(DDPMHubPipeline):
         if not 0 <= strength <= 1:
             raise ValueError(f"strength must be in [0, 1], got {strength}.")
         x_0 = self.preprocess(image, self.unet.config.in_channels) * 2 - 1  # [N x C x H x W] in [-1, 1]
-        labels, batch_size = self.prepare_class_labels(
-            class_labels, None if class_labels is not None else len(x_0), guidance_scale
+        guided, batch_size = self.prepare_condition(
+            None if class_labels is not None else len(x_0), guidance_scale, class_labels=class_labels
         )
         if len(x_0) not in (1, batch_size):
             raise ValueError(f"Got {len(x_0)} images for {batch_size} class labels; pass one image, or one per label.")
@@ -87,7 +89,7 @@ class DDPMHubImg2ImgPipeline(DDPMHubPipeline):
 
         # 3. The reverse chain from there (Algorithm 2).
         callback = (callback_on_step_end, callback_on_step_end_tensor_inputs)
-        image = self.denoise(x_t, timesteps, labels, guidance_scale, step_kwargs, callback)
+        image = self.denoise(x_t, timesteps, guided, step_kwargs, callback)
         return self.output(image, output_type, return_dict)
 
 

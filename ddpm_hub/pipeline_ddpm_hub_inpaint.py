@@ -16,7 +16,9 @@ import torch
 from diffusers import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .pipeline_ddpm_hub import ClassLabels, DDPMHubPipeline
+# Imported here too, not only through pipeline_ddpm_hub: diffusers copies a local folder's code files one import deep.
+from .conditioning_ddpm_hub import Guided  # noqa: F401
+from .pipeline_ddpm_hub import ClassLabels, DDPMHubPipeline, is_ddpm_family
 
 
 def repaint_levels(num_steps: int, jump_length: int, jump_n_sample: int) -> list[int]:
@@ -87,15 +89,15 @@ class DDPMHubInpaintPipeline(DDPMHubPipeline):
             raise ValueError(
                 f"jump_length and jump_n_sample must be integers >= 1, got {jump_length}, {jump_n_sample}."
             )
-        if type(self.scheduler).__name__ not in ("DDPMHubScheduler", "DDPMScheduler"):
+        if not is_ddpm_family(self.scheduler):
             raise ValueError(
                 f"RePaint steps the chain back and forth, which needs a stateless ancestral scheduler "
                 f"(DDPMHubScheduler or DDPMScheduler), not {type(self.scheduler).__name__}."
             )
         x_0 = self.preprocess(image, self.unet.config.in_channels) * 2 - 1  # [N x C x H x W] in [-1, 1]
         keep = self.preprocess(mask_image, 1, what="mask_image") < 0.5  # [N x 1 x H x W], True = known pixel
-        labels, batch_size = self.prepare_class_labels(
-            class_labels, None if class_labels is not None else len(x_0), guidance_scale
+        guided, batch_size = self.prepare_condition(
+            None if class_labels is not None else len(x_0), guidance_scale, class_labels=class_labels
         )
         if {len(x_0), len(keep)} - {1, batch_size}:
             raise ValueError(
@@ -117,7 +119,7 @@ class DDPMHubInpaintPipeline(DDPMHubPipeline):
         for level, next_level in self.progress_bar(list(zip(levels, levels[1:]))):
             if next_level < level:  # reverse step: unknown pixels from p(x_{t-1} | x_t), known from q(x_{t-1} | x_0)
                 t = chain[len(chain) - level]
-                output = self.model_output(self.scheduler.scale_model_input(x, t), t, labels, guidance_scale)
+                output = self.model_output(self.scheduler.scale_model_input(x, t), t, guided)
                 step = self.scheduler.step(output, t, x, **step_kwargs)
                 alpha_bar = alpha_bars[next_level]
                 known = alpha_bar**0.5 * x_0 + (1 - alpha_bar) ** 0.5 * noise_like() if next_level else x_0

@@ -51,13 +51,13 @@ PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 # What a folder is
 
 
-def unet_weight_files(folder: str | os.PathLike) -> list[str]:
-    """The UNet weight files of a pipeline folder, any format, as `unet/<name>` paths (sorted)."""
-    unet = Path(folder, "unet")
-    if not unet.is_dir():
+def weight_files(folder: str | os.PathLike, component: str = "unet") -> list[str]:
+    """A component's weight files in a pipeline folder, any format, as `<component>/<name>` paths (sorted)."""
+    path = Path(folder, component)
+    if not path.is_dir():
         return []
     suffixes = SAFE_WEIGHT_SUFFIXES + PICKLE_WEIGHT_SUFFIXES
-    return sorted(f"unet/{p.name}" for p in unet.iterdir() if p.is_file() and p.name.endswith(suffixes))
+    return sorted(f"{component}/{p.name}" for p in path.iterdir() if p.is_file() and p.name.endswith(suffixes))
 
 
 def is_pipeline_folder(folder: str | os.PathLike) -> bool:
@@ -70,7 +70,7 @@ def is_trained_folder(folder: str | os.PathLike) -> bool:
     A pipeline folder with UNet weights in any format. Pickle-only weights count: such a folder is trained, and
     loading it refuses the pickles with a message (it is never mistaken for a configuration and re-initialised).
     """
-    return is_pipeline_folder(folder) and bool(unet_weight_files(folder))
+    return is_pipeline_folder(folder) and bool(weight_files(folder, "unet"))
 
 
 # ----------------------------------------------------------------------------------------------------------------

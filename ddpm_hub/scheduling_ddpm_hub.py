@@ -16,6 +16,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
+from diffusers import DDPMScheduler
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
 from diffusers.utils import BaseOutput
@@ -124,6 +125,7 @@ class DDPMHubScheduler(SchedulerMixin, ConfigMixin):
 
     _compatibles = [e.name for e in KarrasDiffusionSchedulers]
     order = 1
+    ddpm_family = True  # `is_ddpm_family`: the DDPM chain and its variance, stateless steps
 
     @register_to_config
     def __init__(
@@ -446,6 +448,17 @@ class DDPMHubScheduler(SchedulerMixin, ConfigMixin):
 
     def __len__(self) -> int:
         return self.config.num_train_timesteps
+
+
+def is_ddpm_family(scheduler) -> bool:
+    """
+    A DDPM-family scheduler (an instance or a class): DDPMHubScheduler (installed, or loaded from a repo's shipped
+    file) or diffusers' DDPMScheduler. Their steps are the ancestral steps of the DDPM chain, stateless (any timestep
+    in any order: RePaint walks back and forth), and they carry the variance type that the likelihood and a learned
+    variance need; DDIM, DPM-Solver and the other samplers do not.
+    """
+    klass = scheduler if isinstance(scheduler, type) else type(scheduler)
+    return bool(getattr(klass, "ddpm_family", False)) or issubclass(klass, DDPMScheduler)
 
 
 def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:

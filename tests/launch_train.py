@@ -1,5 +1,6 @@
-"""Helper of tests/test_train.py (no tests here): runs training/train.py with test doubles installed from the
-environment, so that fault injection and the Hub stand-in live in the tests, not in the product's options.
+"""Helper of tests/test_training_runs.py and others (no tests here): runs training/train.py with test doubles
+installed from the environment, so that fault injection and the Hub stand-in live in the tests, not in the product's
+options.
 
     FAKE_HUB_RECORD=<file>            `ddpm_hub.hub` is a stand-in whose `publish` appends its arguments as one JSON
                                       line (its `check_can_publish` only asks for a token)
@@ -63,9 +64,9 @@ def record_close() -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from ddpm_hub.training import build
+    from ddpm_hub.training import run
 
-    close_accelerator = build.close_accelerator
+    close_accelerator = run.close_accelerator
 
     def ddp_alive() -> int:
         return sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects())
@@ -78,7 +79,7 @@ def record_close() -> None:
         with open(os.environ["CLOSE_RECORD"], "a") as file:
             file.write(json.dumps(record) + "\n")
 
-    build.close_accelerator = close_and_record
+    run.close_accelerator = close_and_record
 
 
 def install_faults(faults: dict[str, int]) -> None:
@@ -103,14 +104,14 @@ def install_faults(faults: dict[str, int]) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         return saved
 
-    def loss_with_faults(run, m, x_0, labels=None):
-        loss = micro_batch_loss(run, m, x_0, labels)
-        step = m // run.options.gradient_accumulation_steps + 1
+    def loss_with_faults(run, m, x_0, values):
+        loss = micro_batch_loss(run, m, x_0, values)
+        step = m // run.options.batches.gradient_accumulation_steps + 1
         return loss * float("nan") if step == faults.get("NONFINITE_LOSS_AT_STEP") else loss
 
     def step_with_faults(run, micro_batches):
         result = optimizer_step(run, micro_batches)
-        if micro_batches[-1][0] // run.options.gradient_accumulation_steps + 1 == faults.get(
+        if micro_batches[-1][0] // run.options.batches.gradient_accumulation_steps + 1 == faults.get(
             "NONFINITE_WEIGHTS_AT_STEP"
         ):
             with torch.no_grad():

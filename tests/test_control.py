@@ -82,7 +82,7 @@ def test_guided_output_is_the_classifier_free_formula_in_one_batched_call():
         lambda module, args, kwargs, output: calls.append(args[0].shape[0]), with_kwargs=True
     )
     with torch.no_grad():
-        guided = pipeline.model_output(x_t, t, labels, 3.0)
+        guided = pipeline.model_output(x_t, t, pipeline.prepare_condition(None, 3.0, class_labels=labels)[0])
         hook.remove()
         conditional_eps = pipeline.unet(x_t, t, class_labels=labels).sample
         null_eps = pipeline.unet(x_t, t, class_labels=torch.tensor([10, 10])).sample
@@ -94,7 +94,7 @@ def test_learned_range_guides_the_mean_and_keeps_the_conditional_variance():
     pipeline = conditional(variance_type="learned_range")
     x_t, labels, t = torch.randn(2, 3, 8, 8), torch.tensor([1, 2]), torch.tensor(100)
     with torch.no_grad():
-        guided = pipeline.model_output(x_t, t, labels, 2.0)
+        guided = pipeline.model_output(x_t, t, pipeline.prepare_condition(None, 2.0, class_labels=labels)[0])
         conditional_output = pipeline.unet(x_t, t, class_labels=labels).sample
     assert guided.shape == (2, 6, 8, 8)
     torch.testing.assert_close(guided[:, 3:], conditional_output[:, 3:], atol=1e-6, rtol=1e-6)
@@ -141,7 +141,7 @@ def test_labels_or_guidance_for_an_unconditional_model_are_refused():
     pipeline = build_pipeline("ddpm-tiny-8")
     with pytest.raises(ValueError, match="this model is unconditional"):
         pipeline(class_labels=[1], num_inference_steps=2)
-    with pytest.raises(ValueError, match="guidance_scale needs class_labels"):
+    with pytest.raises(ValueError, match="guidance_scale=2.0 needs a condition to guide .* is unconditional"):
         pipeline(guidance_scale=2.0, num_inference_steps=2)
 
 
@@ -299,6 +299,7 @@ PLAIN_DIFFUSERS_INPAINT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_plain_diffusers_reaches_inpainting_with_custom_pipeline(tmp_path):
     pipeline = conditional()
     pipeline.save_pretrained(tmp_path / "folder")
@@ -357,7 +358,7 @@ def test_command_errors_are_messages(tmp_path, capsys):
     model = tmp_path / "model"
     conditional(null=None).save_pretrained(model)
     assert cli.main(["sample", str(model), "--class_labels", "ten", "--steps", "2"]) == 2
-    assert "unknown label 'ten'" in capsys.readouterr().err
+    assert "--class_labels/--guidance_scale: Unknown label 'ten'" in capsys.readouterr().err
     assert cli.main(["sample", str(model), "--class_labels", "1", "--guidance_scale", "2", "--steps", "2"]) == 2
     assert "needs a null label" in capsys.readouterr().err
     assert cli.main(["noise", str(tmp_path / "missing.png")]) == 2
@@ -437,9 +438,10 @@ def test_export_writes_one_png_per_image_resumes_and_refuses_other_settings(tmp_
     assert "holds samples of other settings (steps: 2" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_export_under_two_processes_writes_each_image_once(tmp_path):
+    from helpers import ROOT, free_port
     from processes import run_process_group
-    from test_train import ROOT, free_port
 
     model, out = tmp_path / "model", tmp_path / "samples"
     build_pipeline("ddpm-tiny-8").save_pretrained(model)

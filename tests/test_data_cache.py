@@ -3,8 +3,9 @@ streaming (`ddpm_hub.data.streaming`), on folders of tens of images and parquet 
 
     pytest tests/test_data_cache.py -q --durations=0
 
-Two ranks sharing one cache build and exact resume from the cache after SIGKILL are checked in tests/test_train.py,
-on runs it makes anyway (`test_conditional_training_on_two_processes`, `test_sigkill_and_resume_is_...`).
+Two ranks sharing one cache build and exact resume from the cache after SIGKILL are checked in
+tests/test_training_runs.py, on runs it makes anyway (`test_conditional_training_on_two_processes`,
+`test_sigkill_and_resume_is_...`).
 """
 
 import io
@@ -199,6 +200,7 @@ DataOptions(train_data_dir=sys.argv[1], resolution=8, cache_dir=sys.argv[2], pre
 """
 
 
+@pytest.mark.slow
 def test_a_killed_build_leaves_nothing_trusted_and_the_next_run_rebuilds(tmp_path, caplog):
     folder, cache = make_folder(tmp_path / "images"), tmp_path / "cache"
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
@@ -388,12 +390,13 @@ def test_streaming_options_are_checked_before_any_work(tmp_path):
     assert first.labels.tolist() == [0, 1, 0, 0, 1] and first.report.num_skipped == 1
 
 
+@pytest.mark.slow
 def test_streaming_from_local_shards_trains_on_two_ranks_and_resumes_bit_identically(tmp_path):
     """
     2 ranks, 4 shards (2 per rank), 6 steps crossing each rank's epoch. Run C resumes from checkpoint 2 of run A
     (each rank's stream position is in it) and ends with A's weights, bit for bit.
     """
-    from test_train import TINY, check_ok, run_script, summary
+    from helpers import TINY, check_ok, run_script, summary
 
     write_shards(tmp_path / "shards", 4)
     a, c = tmp_path / "a", tmp_path / "c"

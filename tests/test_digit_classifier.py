@@ -26,6 +26,7 @@ def _forbid_training(monkeypatch):
     monkeypatch.setattr(dc, "train_digit_classifier", fail)
 
 
+@pytest.mark.slow
 def test_heldout_accuracy_is_reported_and_reproducible(trained):
     model, report, cache_dir, images, labels = trained
     assert not model.training

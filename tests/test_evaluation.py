@@ -13,15 +13,7 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
 from ddpm_hub import DDPMHubScheduler, cli, metrics
 from ddpm_hub.configs import build_pipeline
-from ddpm_hub.evaluation import (
-    DEFAULT_SWEEP,
-    Sampler,
-    generate_images,
-    parse_sampler,
-    sampler_sweep,
-    with_sampler,
-    write_sweep,
-)
+from ddpm_hub.evaluation import DEFAULT_SWEEP, generate_images, sampler_sweep, write_sweep
 from ddpm_hub.metrics import (
     FeatureExtractorUnavailable,
     extract_features,
@@ -32,6 +24,7 @@ from ddpm_hub.metrics import (
     polynomial_mmd2_unbiased,
     sample_quality,
 )
+from ddpm_hub.sampling import Sampler, with_sampler
 
 
 def pixel_features(images: torch.Tensor) -> torch.Tensor:
@@ -192,12 +185,12 @@ def test_default_sweep_is_the_issue_list_and_every_sampler_builds():
     assert with_sampler(pipeline, "dpmsolver++").scheduler.config.algorithm_type == "dpmsolver++"
     assert with_sampler(pipeline, "sde-dpmsolver++").scheduler.config.algorithm_type == "sde-dpmsolver++"
     assert type(with_sampler(pipeline, "unipc").scheduler).__name__ == "UniPCMultistepScheduler"
-    assert parse_sampler("sde-dpmsolver++-20") == Sampler("sde-dpmsolver++", 20)
+    assert Sampler.parse("sde-dpmsolver++-20") == Sampler("sde-dpmsolver++", 20)
     assert pipeline.scheduler is not with_sampler(pipeline, "ddpm").scheduler  # the pipeline is left alone
-    assert parse_sampler("dpmsolver++-20") == Sampler("dpmsolver++", 20)
+    assert Sampler.parse("dpmsolver++-20") == Sampler("dpmsolver++", 20)
     for bad in ("euler-10", "ddim", "ddim-0", "ddim-x"):
         with pytest.raises(ValueError, match="NAME-STEPS"):
-            parse_sampler(bad)
+            Sampler.parse(bad)
 
 
 def test_generate_images_is_seeded_per_image_and_counts_nfe():
@@ -291,6 +284,7 @@ def test_cli_offline_is_a_message_not_a_traceback(monkeypatch, capsys, tmp_path)
     assert "Give exactly one image source" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_offline_sweep_on_digits_uses_the_repos_classifier_and_caches_the_reference(tmp_path, monkeypatch, capsys):
     """builtin:digits: the Frechet distance in the digit classifier's features, the class balance; no download."""
     monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # Inception is not needed

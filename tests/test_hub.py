@@ -39,6 +39,7 @@ ALICE, ALICE_READ, BOB = "hf_alice_write", "hf_alice_read", "hf_bob_write"
 # What a published repo holds (besides .gitattributes): the pipeline, its shipped code, the card and the run's files.
 PIPELINE_FILES = {
     "model_index.json",
+    "conditioning_ddpm_hub.py",
     "pipeline_ddpm_hub.py",
     "pipeline_ddpm_hub_img2img.py",
     "pipeline_ddpm_hub_inpaint.py",
@@ -180,6 +181,7 @@ OFFLINE_SCRIPT = textwrap.dedent(
 # The whole path: train -> push -> load both ways, and offline
 
 
+@pytest.mark.slow
 def test_train_push_and_load_both_ways(
     hub_server: HubServer, repo_id: str, tmp_path: Path, hub_cache: Path, monkeypatch: pytest.MonkeyPatch
 ):

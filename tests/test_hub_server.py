@@ -295,6 +295,7 @@ def test_delete_operations_and_parent_commit(repo_id: str, tmp_path: Path) -> No
         api.create_commit(repo_id, [CommitOperationDelete("config.json")], commit_message="again")
 
 
+@pytest.mark.slow
 def test_injected_failures_are_retried(hub_server: HubServer, repo_id: str, tmp_path: Path) -> None:
     api = HfApi(token=ALICE)
     api.create_repo(repo_id)
@@ -306,6 +307,7 @@ def test_injected_failures_are_retried(hub_server: HubServer, repo_id: str, tmp_
     assert api.repo_info(repo_id).sha == sha
 
 
+@pytest.mark.slow
 def test_commit_is_retried_by_the_pipelined_upload(
     hub_server: HubServer, repo_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

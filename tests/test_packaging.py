@@ -53,6 +53,7 @@ def run_installed(python: Path, args: list[str], cwd: Path, timeout: float = 240
     return run_process_group([str(python), *args], timeout, cwd=cwd, env=env)
 
 
+@pytest.mark.slow
 def test_wheel_has_the_configurations_and_trains_from_the_training_entry(installed_wheel, tmp_path):
     python = installed_wheel
     where = run_installed(python, ["-c", "import ddpm_hub; print(ddpm_hub.__file__)"], tmp_path)
@@ -76,6 +77,7 @@ def test_wheel_has_the_configurations_and_trains_from_the_training_entry(install
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file() and (out / "samples.png").is_file()
 
 
+@pytest.mark.slow
 def test_dry_run_prints_the_resolved_options_and_builds_nothing(tmp_path):
     out = tmp_path / "run"
     args = ["--pipeline", "ddpm-digits-16", "--max_train_samples", "64", "--output_dir", str(out), "--dry-run"]

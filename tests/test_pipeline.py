@@ -217,6 +217,7 @@ REMOTE_CODE_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_plain_diffusers_loads_the_folder_with_trust_remote_code(tmp_path):
     pipeline = tiny(variance_type="fixed_large")
     folder = tmp_path / "pipeline"

@@ -19,6 +19,7 @@ child.wait()
 """
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_a_timeout_kills_children_in_other_sessions_and_reports_the_output():
     started = time.monotonic()

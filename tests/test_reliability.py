@@ -16,17 +16,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import LAUNCHER, TINY, check, run_script
 from huggingface_hub import HfApi
 from huggingface_hub.errors import RepositoryNotFoundError
 from safetensors.torch import load_file, save_file
-from test_train import LAUNCHER, TINY, check, run_script
 
 import ddpm_hub.hub
 from ddpm_hub import DDPMHubPipeline, cli
 from ddpm_hub.configs import build_pipeline
 from ddpm_hub.errors import UsageError
 from ddpm_hub.hub import PublishError, publish
-from ddpm_hub.training.checkpoints import list_checkpoints
+from ddpm_hub.training.checkpoint_folders import list_checkpoints
 from ddpm_hub.training.options import parse_options
 
 ALICE, ALICE_READ, BOB = "hf_alice_write", "hf_alice_read", "hf_bob_write"
@@ -61,6 +61,7 @@ def test_a_token_on_the_command_line_or_in_a_config_file_is_refused_without_echo
     assert "--token is refused" in error and "HF_TOKEN" in error and secret not in error
 
 
+@pytest.mark.slow
 def test_a_failing_launched_run_with_a_token_leaks_it_nowhere(hub_server, tmp_path):
     """Two ranks, --push_to_hub, the token in HF_TOKEN (checked with the Hub), then a NaN loss stops the run."""
     out = tmp_path / "run"
@@ -117,6 +118,7 @@ def test_non_finite_float_in_a_config_file_is_refused(tmp_path):
         parse_options(["--config", str(config)])
 
 
+@pytest.mark.slow
 def test_non_finite_weights_are_never_saved_over_a_good_checkpoint_nor_published(tmp_path):
     out, record = tmp_path / "run", tmp_path / "publish.jsonl"
     args = [*TINY, "--output_dir", str(out), "--max_train_steps", "4", "--checkpointing_steps", "2", "--use_ema"]
@@ -144,6 +146,7 @@ def test_publish_refuses_non_finite_weights(hub_server, tmp_path):
 # 4. Checked before any work
 
 
+@pytest.mark.slow
 def test_bad_seed_and_output_folders_fail_before_anything_is_written(tmp_path, monkeypatch):
     out = tmp_path / "run"
     result = run_script([*TINY, "--output_dir", str(out), "--seed", "-1"])
@@ -236,6 +239,7 @@ def test_a_damaged_checkpoint_state_is_named(tmp_path):
         check(["--output_dir", str(tmp_path), "--resume_from_checkpoint", str(checkpoint)])
 
 
+@pytest.mark.slow
 def test_a_corrupt_checkpoint_names_itself_and_the_one_to_resume_from(tmp_path):
     out = tmp_path / "run"
     common = [*TINY, "--output_dir", str(out), "--max_train_steps", "6", "--checkpointing_steps", "2"]
@@ -249,6 +253,7 @@ def test_a_corrupt_checkpoint_names_itself_and_the_one_to_resume_from(tmp_path):
     assert f"--resume_from_checkpoint {out / 'checkpoints' / 'checkpoint-2'}" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_a_checkpoint_leaves_the_earlier_ones_intact(tmp_path):
     out = tmp_path / "run"
     args = [*TINY, "--output_dir", str(out), "--max_train_steps", "6", "--checkpointing_steps", "2"]

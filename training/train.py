@@ -30,12 +30,14 @@ if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without 
 from accelerate import Accelerator
 
 from ddpm_hub.errors import exit_on_error
-from ddpm_hub.training.build import build_run, close_accelerator, load_training_images, make_accelerator
-from ddpm_hub.training.checks import PipelineSource, check_options
+from ddpm_hub.resolver import PipelineSource
+from ddpm_hub.training.checkpointing import resume
+from ddpm_hub.training.checks import check_options
+from ddpm_hub.training.data import load_training_data
 from ddpm_hub.training.loop import train
 from ddpm_hub.training.options import TrainingOptions, dry_run_report, parse_options
-from ddpm_hub.training.reporting import finish, publish_output, start_output
-from ddpm_hub.training.run_state import resume
+from ddpm_hub.training.output import finish, publish_output, start_output
+from ddpm_hub.training.run import build_run, close_accelerator, make_accelerator
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,14 +51,17 @@ def main(argv: list[str] | None = None) -> None:
     close_accelerator(accelerator)  # after the model is gone: see close_accelerator
 
 
-def train_and_write(options: TrainingOptions, source: PipelineSource, accelerator: Accelerator) -> None:
-    dataset = load_training_images(options, source, accelerator)
-    run = build_run(options, source, accelerator, dataset)
+def train_and_write(o: TrainingOptions, source: PipelineSource, accelerator: Accelerator) -> None:
+    channels = source.unet_config["in_channels"]
+    dataset = load_training_data(
+        o.data, o.validation.validation_holdout, o.seed, source.conditioning(), channels, o.model.pipeline, accelerator
+    )
+    run = build_run(o, source, accelerator, dataset)
     resumed = resume(run)
     start_output(run)
     result = train(run, resumed)
     finish(run, result)
-    if options.push_to_hub and accelerator.is_main_process:
+    if o.hub.push_to_hub and accelerator.is_main_process:
         publish_output(run)
 
 

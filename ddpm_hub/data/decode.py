@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
-import torch
 from PIL import ExifTags, Image, ImageFile, ImageOps
 
 # The loader's own version: part of the decoded cache's key (`ddpm_hub.data.cache`). Bump it whenever a change here
@@ -104,11 +103,6 @@ def image_to_array(image: Image.Image, resolution: Resolution, channels: int, ce
     pixels = np.asarray(image, dtype=np.uint8)  # [H x W] (L) or [H x W x 3] (RGB)
     pixels = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
     return np.ascontiguousarray(pixels)
-
-
-def image_to_tensor(image: Image.Image, resolution: Resolution, channels: int, center_crop: bool) -> torch.Tensor:
-    """A decoded PIL image of any mode and size -> uint8 [channels x H x W]."""
-    return torch.from_numpy(image_to_array(image, resolution, channels, center_crop))
 
 
 def _convert_mode(image: Image.Image, channels: int) -> Image.Image:

@@ -1,12 +1,17 @@
 """The parts of training, behind the thin script `training/train.py` (whose `main()` is their table of contents).
 
-options.py      TrainingOptions: every option, typed; --help, --config and --dry-run
-checks.py       everything a user can get wrong, checked before any work (PipelineSource)
-build.py        the accelerator, data, model, objective, optimizer and EMA of a run (Run)
-randomness.py   every random draw a function of (seed, stream, position, rank)
-batches.py      MicroBatches: micro-batch m of a rank; the loader; the held-out split
-ema.py          EMA of the weights
-checkpoints.py  atomic checkpoints, exact resume
-loop.py         optimizer steps, schedules, the non-finite stop
-reporting.py    the output folder, grids, held-out metrics, the summary, publishing
+options.py             TrainingOptions: every option, typed, in the groups the parts take; --help, --config, --dry-run
+checks.py              everything a user can get wrong, checked before any work
+randomness.py          every random draw a function of (seed, stream, position, rank)
+data.py                the dataset of a run, checked against the model's conditioning, split, held out
+batches.py             MicroBatches: micro-batch m of a rank; the loader; the held-out split
+model.py               the pipeline to train (from its source, with the run's overrides), speed settings, optimizer
+run.py                 Run: what the loop touches, built from the options' groups; the accelerator
+ema.py                 EMA of the weights
+checkpoint_folders.py  checkpoint folders on disk: atomic, listed, pruned, their training_state.json
+checkpointing.py       saving a run into a checkpoint and resuming from one, exactly
+loop.py                optimizer steps, schedules, the non-finite stop
+grids.py               sample grids and the guidance strip
+validation.py          held-out loss and bits/dim
+output.py              the output folder, the saved pipeline, the summary, publishing
 """

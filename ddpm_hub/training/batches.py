@@ -17,8 +17,9 @@ STREAM_STATE = "stream_state_rank_{rank}.json"
 
 class MicroBatches(Dataset):
     """
-    Micro-batch `m` of the run as one rank sees it: `(m, x_0, labels)`, x_0 float32 `[train_batch_size x C x H x W]`
-    in [-1, 1], labels int64 `[train_batch_size]` (None without labels).
+    Micro-batch `m` of the run as one rank sees it: `(m, x_0, values)`, x_0 float32 `[train_batch_size x C x H x W]`
+    in [-1, 1], `values` the rows of each per-image column the model's condition reads (`{"labels": int64
+    [train_batch_size]}` for a class-conditional model, `{}` for an unconditional one).
 
     The run walks micro-batches m = 0, 1, 2, ...; micro-batch m is batch b = m % batches_per_epoch of epoch
     e = m // batches_per_epoch. Epoch e visits the images in the order `randperm(N)` drawn from (seed, e); its batch b
@@ -29,12 +30,12 @@ class MicroBatches(Dataset):
     Args:
         images: the dataset of `ddpm_hub.data`: `len(images)` and `images.get_batch(indices, generator)`, a float
             batch with its flips drawn from the generator.
-        labels: int64 `[N]` class ids of the images, for a class-conditional model.
+        columns: per-image values `[N x ...]` by name, what the model's condition reads (`ddpm_hub.conditioning`).
     """
 
-    def __init__(self, images, train_batch_size: int, num_processes: int, rank: int, seed: int, labels=None):
+    def __init__(self, images, train_batch_size: int, num_processes: int, rank: int, seed: int, columns=None):
         self.images, self.batch_size, self.rank, self.seed = images, train_batch_size, rank, seed
-        self.labels = labels
+        self.columns = columns or {}
         self.global_batch_size = train_batch_size * num_processes
         self.batches_per_epoch = len(images) // self.global_batch_size
         if self.batches_per_epoch == 0:
@@ -61,11 +62,11 @@ class MicroBatches(Dataset):
         start = batch * self.global_batch_size + self.rank * self.batch_size
         return self.order(epoch)[start : start + self.batch_size].tolist()
 
-    def __getitem__(self, m: int) -> tuple[int, torch.Tensor, torch.Tensor | None]:
+    def __getitem__(self, m: int) -> tuple[int, torch.Tensor, dict]:
         generator = make_generator(self.seed, FLIP, m, self.rank)
         indices = self.indices(m)
-        labels = None if self.labels is None else self.labels[indices]
-        return m, self.images.get_batch(indices, generator), labels
+        values = {name: column[indices] for name, column in self.columns.items()}
+        return m, self.images.get_batch(indices, generator), values
 
     def __len__(self) -> int:  # the run is as long as the sampler says; one epoch is the natural length
         return self.batches_per_epoch
@@ -73,10 +74,6 @@ class MicroBatches(Dataset):
     @property
     def num_images(self) -> int:
         return len(self.images)
-
-    @property
-    def has_labels(self) -> bool:
-        return self.labels is not None
 
     def loader(self, first_micro_batch: int, end: int, num_workers: int, pin_memory: bool) -> DataLoader:
         return make_loader(self, first_micro_batch, end, num_workers, pin_memory)
@@ -90,7 +87,7 @@ class MicroBatches(Dataset):
 
 class StreamedMicroBatches:
     """
-    Micro-batch m of a streamed run as one rank sees it: `(m, x_0, labels)`, the next `train_batch_size` usable
+    Micro-batch m of a streamed run as one rank sees it: `(m, x_0, values)`, the next `train_batch_size` usable
     images of the rank's part of the stream (`ddpm_hub.data.streaming.ImageStream`), flipped from (seed, m, rank) as
     `MicroBatches` does. The position is the stream's state, which every checkpoint saves per rank (`write_state`):
     what a resumed run reproduces is described in `ddpm_hub.data.streaming`.
@@ -105,10 +102,6 @@ class StreamedMicroBatches:
         self.global_batch_size = train_batch_size * num_processes
         self.num_processes = num_processes
 
-    @property
-    def has_labels(self) -> bool:
-        return self.stream.label_column is not None
-
     def position(self, m: int) -> tuple[int, int]:
         """(epoch of this rank's stream, micro-batches into it), as far as the stream has been read."""
         return self.stream.epoch, self.stream.images_in_epoch // self.batch_size
@@ -119,7 +112,8 @@ class StreamedMicroBatches:
         for m in range(first_micro_batch, end):
             pixels, labels = zip(*(next(images) for _ in range(self.batch_size)))
             x_0 = to_training_batch(torch.from_numpy(np.stack(pixels)), self.random_flip, self._flips(m))
-            yield m, x_0, (torch.as_tensor(labels, dtype=torch.int64) if self.has_labels else None)
+            labelled = self.stream.label_column is not None
+            yield m, x_0, ({"labels": torch.as_tensor(labels, dtype=torch.int64)} if labelled else {})
 
     def _flips(self, m: int) -> torch.Generator:
         return make_generator(self.seed, FLIP, m, self.rank)

@@ -10,11 +10,12 @@ from tqdm.auto import tqdm
 
 from ..errors import DDPMHubError
 from ..run_folder import CHECKPOINTS_DIR
-from .build import Run
-from .checkpoints import TrainingState, latest_checkpoint
-from .randomness import DROPOUT, LABEL_DROPOUT, NOISE, derive_seed, make_generator
-from .reporting import log_holdout_metrics, write_validation_grid
-from .run_state import save_checkpoint
+from .checkpoint_folders import TrainingState, latest_checkpoint
+from .checkpointing import save_checkpoint
+from .grids import write_validation_grid
+from .randomness import CONDITION_DROPOUT, DROPOUT, NOISE, derive_seed, make_generator
+from .run import Run
+from .validation import log_holdout_metrics
 
 
 class NonFiniteLossError(DDPMHubError, RuntimeError):
@@ -40,26 +41,27 @@ def train(run: Run, resumed: TrainingState | None) -> TrainingResult:
     loss stops every rank (naming the step), the time limit is agreed on, and the losses are logged.
     """
     o, accelerator = run.options, run.accelerator
+    max_steps, accumulation = o.length.max_train_steps, o.batches.gradient_accumulation_steps
+    every_checkpoint, every_grid = o.checkpoints.checkpointing_steps, o.validation.validation_steps
     first_step = resumed.global_step if resumed else 0
     first_micro_batch = resumed.micro_batch if resumed else 0
-    end = o.max_train_steps * o.gradient_accumulation_steps
     pin_memory = accelerator.device.type == "cuda"
-    micro_batches = iter(run.data.loader(first_micro_batch, end, o.dataloader_num_workers, pin_memory))
-    progress = tqdm(
-        total=o.max_train_steps, initial=first_step, desc="train", disable=not accelerator.is_local_main_process
-    )
+    loader = run.data.loader(first_micro_batch, max_steps * accumulation, o.batches.dataloader_num_workers, pin_memory)
+    micro_batches = iter(loader)
+    progress = tqdm(total=max_steps, initial=first_step, desc="train", disable=not accelerator.is_local_main_process)
     started = synced_at = time.monotonic()
     step, stopped_by, last_checkpoint, losses, pending = first_step, "max_train_steps", None, [], []
     step_time = 0.0  # training time between loss exchanges: grids and checkpoints left out
-    while step < o.max_train_steps:
-        batch = [next(micro_batches) for _ in range(o.gradient_accumulation_steps)]
+    while step < max_steps:
+        batch = [next(micro_batches) for _ in range(accumulation)]
         pending.append(optimizer_step(run, batch))
         step += 1
         progress.update(1)
-        checkpoint = o.checkpointing_steps and step % o.checkpointing_steps == 0
-        validation = o.validation_steps and step % o.validation_steps == 0 and step < o.max_train_steps
-        if step % o.logging_steps == 0 or checkpoint or validation or step == o.max_train_steps:
-            time_up = o.max_train_minutes is not None and time.monotonic() - started > 60 * o.max_train_minutes
+        checkpoint = every_checkpoint and step % every_checkpoint == 0
+        validation = every_grid and step % every_grid == 0 and step < max_steps
+        if step % o.logging.logging_steps == 0 or checkpoint or validation or step == max_steps:
+            minutes = o.length.max_train_minutes
+            time_up = minutes is not None and time.monotonic() - started > 60 * minutes
             seconds = time.monotonic() - synced_at
             step_time += seconds
             values, stop = sync_losses(run, pending, step, time_up, seconds, progress)
@@ -81,43 +83,35 @@ def train(run: Run, resumed: TrainingState | None) -> TrainingResult:
     return TrainingResult(first_step, step, stopped_by, wall_time, step_time, losses, last_checkpoint, validation)
 
 
-def micro_batch_loss(run: Run, m: int, x_0: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-    """The mean loss of micro-batch m: its noise, timesteps, dropout and label dropout come from (seed, m, rank)."""
-    o, accelerator = run.options, run.accelerator
+def micro_batch_loss(run: Run, m: int, x_0: torch.Tensor, values: dict) -> torch.Tensor:
+    """
+    The mean loss of micro-batch m: its noise, timesteps, dropout and condition dropout come from (seed, m, rank);
+    `values` are what its images carry for the model's condition (`ddpm_hub.conditioning`).
+    """
+    seed, accelerator = run.options.seed, run.accelerator
     rank = accelerator.process_index
     x_0 = x_0.to(accelerator.device, non_blocking=True)
-    if labels is not None:
-        labels = drop_labels(
-            labels, o.class_dropout_prob, run.null_class_label, make_generator(o.seed, LABEL_DROPOUT, m, rank)
-        )
-        labels = labels.to(accelerator.device, non_blocking=True)
-    torch.manual_seed(derive_seed(o.seed, DROPOUT, m, rank))  # dropout uses the global RNG
-    generator = make_generator(o.seed, NOISE, m, rank, device=accelerator.device)
-    return run.objective(run.model, x_0, generator, class_labels=labels).mean()
-
-
-def drop_labels(
-    labels: torch.Tensor, p: float, null_class_label: int | None, generator: torch.Generator
-) -> torch.Tensor:
-    """Classifier-free guidance training (Ho & Salimans 2022): each label becomes the null label with probability p."""
-    if not p or null_class_label is None:
-        return labels
-    dropped = torch.rand(labels.shape, generator=generator) < p
-    return torch.where(dropped, torch.full_like(labels, null_class_label), labels)
+    condition = None
+    if run.conditioning:
+        dropout = make_generator(seed, CONDITION_DROPOUT, m, rank)
+        condition = run.conditioning.training_batch(values, dropout, accelerator.device)
+    torch.manual_seed(derive_seed(seed, DROPOUT, m, rank))  # dropout uses the global RNG
+    generator = make_generator(seed, NOISE, m, rank, device=accelerator.device)
+    return run.objective(run.model, x_0, generator, condition=condition).mean()
 
 
 def optimizer_step(run: Run, micro_batches: list) -> torch.Tensor:
     """One optimizer step over `gradient_accumulation_steps` micro-batches; returns the loss, on the device."""
-    accelerator, o = run.accelerator, run.options
+    accelerator, optimizer = run.accelerator, run.options.optimizer
     losses = []
-    for i, (m, x_0, labels) in enumerate(micro_batches):
+    for i, (m, x_0, values) in enumerate(micro_batches):
         last = i == len(micro_batches) - 1
         with contextlib.nullcontext() if last else accelerator.no_sync(run.model):  # all-reduce once per step
-            loss = micro_batch_loss(run, m, x_0, labels)
+            loss = micro_batch_loss(run, m, x_0, values)
             accelerator.backward(loss / len(micro_batches))
         losses.append(loss.detach().float())
-    if o.max_grad_norm > 0:
-        accelerator.clip_grad_norm_(run.model.parameters(), o.max_grad_norm)
+    if optimizer.max_grad_norm > 0:
+        accelerator.clip_grad_norm_(run.model.parameters(), optimizer.max_grad_norm)
     run.optimizer.step()
     run.lr_scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)

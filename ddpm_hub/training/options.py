@@ -1,6 +1,6 @@
-"""`TrainingOptions`: every option of training, one typed frozen object; `--help`, `--config` and the checks of
-value ranges come from its fields (`ddpm_hub.options`). The data options are `ddpm_hub.data.DataOptions`, shared
-with `ddpm-hub eval`.
+"""`TrainingOptions`: every option of training, one typed frozen object in groups (`ModelOptions`, `OptimizerOptions`,
+...), each the options one part of training takes; `--help`, `--config` and the checks of value ranges come from the
+fields (`ddpm_hub.options`), flat. The data options are `ddpm_hub.data.DataOptions`, shared with `ddpm-hub eval`.
 """
 
 import argparse
@@ -19,8 +19,9 @@ MIXED_PRECISIONS = ("no", "fp16", "bf16")
 
 
 @dataclass(frozen=True)
-class TrainingOptions:
-    # Model
+class ModelOptions:
+    """The model and its objective (`--pipeline` and the scheduler settings it is trained with)."""
+
     pipeline: str = option(
         "ddpm-digits-16",
         "a pipelines/<name> configuration (name or folder) to train from scratch, or a trained pipeline folder or "
@@ -53,27 +54,38 @@ class TrainingOptions:
         "model",
         above=0,
     )
+
+
+@dataclass(frozen=True)
+class ConditioningOptions:
+    """How the condition of a conditional model is trained (`ddpm_hub.conditioning`)."""
+
     class_dropout_prob: float | None = option(
         None,
-        "a class-conditional model (num_class_embeds in its UNet config): the share of labels replaced by the null "
+        "a class-conditional model (a class embedding in its UNet config): the share of labels replaced by the null "
         "label (the last class id), which classifier-free guidance needs; 0 trains no null label (default: 0.1)",
         "model",
         at_least=0,
         below=1,
     )
-    # Data: which images and how they are decoded (shared with ddpm-hub eval), then how training reads them
-    data: DataOptions = field(default_factory=DataOptions)
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How training reads the data: batches, flips, workers."""
+
+    train_batch_size: int = option(16, "images per process per micro-batch", "training", at_least=1)
+    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step", "training", at_least=1)
     random_flip: bool = option(False, "flip images left-right at random", "data")
     dataloader_num_workers: int = option(
         0, "data loading worker processes (0: in the main process)", "data", at_least=0
     )
-    # Training
-    output_dir: str = option("ddpm-model", "where the pipeline, samples, checkpoints and logs are written", "training")
-    overwrite_output_dir: bool = option(
-        False, "delete checkpoints an earlier run left in output_dir and start over", "training"
-    )
-    seed: int = option(0, "seeds the weights and every random draw; same seed, same run", "training", at_least=0)
-    train_batch_size: int = option(16, "images per process per micro-batch", "training", at_least=1)
+
+
+@dataclass(frozen=True)
+class LengthOptions:
+    """How long training runs."""
+
     num_epochs: int = option(
         100, "passes over the data; ignored when --max_train_steps is given", "training", at_least=1
     )
@@ -89,8 +101,12 @@ class TrainingOptions:
         "training",
         above=0,
     )
-    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step", "training", at_least=1)
-    # Optimizer
+
+
+@dataclass(frozen=True)
+class OptimizerOptions:
+    """AdamW, its learning-rate schedule and gradient clipping."""
+
     learning_rate: float = option(1e-4, "peak learning rate (after warmup)", "optimizer", above=0)
     lr_scheduler: str = option("cosine", "learning-rate schedule over optimizer steps", "optimizer", LR_SCHEDULERS)
     lr_warmup_steps: int = option(500, "optimizer steps of linear warmup", "optimizer", at_least=0)
@@ -99,7 +115,12 @@ class TrainingOptions:
     adam_weight_decay: float = option(1e-6, "AdamW weight decay", "optimizer", at_least=0)
     adam_epsilon: float = option(1e-8, "AdamW epsilon", "optimizer", above=0)
     max_grad_norm: float = option(1.0, "gradient clipping norm (0: no clipping)", "optimizer", at_least=0)
-    # EMA
+
+
+@dataclass(frozen=True)
+class EMAOptions:
+    """The exponential moving average of the weights (`ddpm_hub.training.ema`)."""
+
     use_ema: bool = option(
         False, "keep an exponential moving average of the weights and save it as the pipeline", "ema"
     )
@@ -108,7 +129,12 @@ class TrainingOptions:
     )
     ema_inv_gamma: float = option(1.0, "EMA warmup: decay = 1 - (1 + step / inv_gamma) ** -power", "ema", above=0)
     ema_power: float = option(0.75, "EMA warmup power (2/3 suits runs of a few thousand steps)", "ema", above=0)
-    # Speed
+
+
+@dataclass(frozen=True)
+class SpeedOptions:
+    """Precision and speed."""
+
     mixed_precision: str | None = option(
         None,
         "autocast precision (fp16 needs a GPU); default: Accelerate's configuration, else no",
@@ -132,7 +158,12 @@ class TrainingOptions:
     enable_xformers_memory_efficient_attention: bool = option(
         False, "xformers attention (needs xformers; PyTorch's SDPA is used otherwise)", "speed"
     )
-    # Checkpoints
+
+
+@dataclass(frozen=True)
+class CheckpointOptions:
+    """Checkpoints in output_dir/checkpoints, and resuming from one."""
+
     checkpointing_steps: int = option(
         500, "save a checkpoint every N optimizer steps and at the end (0: never)", "checkpoints", at_least=0
     )
@@ -144,7 +175,12 @@ class TrainingOptions:
         "'latest' (the newest in output_dir/checkpoints; a fresh start if none) or a checkpoint folder",
         "checkpoints",
     )
-    # Validation
+
+
+@dataclass(frozen=True)
+class ValidationOptions:
+    """Sample grids and held-out metrics."""
+
     validation_steps: int = option(
         500, "sample a grid every N optimizer steps (0: only at the end)", "validation", at_least=0
     )
@@ -171,7 +207,12 @@ class TrainingOptions:
         "validation",
         at_least=2,
     )
-    # Logging
+
+
+@dataclass(frozen=True)
+class LoggingOptions:
+    """The tracker and how often losses are exchanged."""
+
     logger: str = option("tensorboard", "experiment tracker (wandb must be installed)", "logging", LOGGERS)
     logging_dir: str = option("logs", "tracker logs and validation grids, relative to output_dir", "logging")
     logging_steps: int = option(
@@ -181,13 +222,49 @@ class TrainingOptions:
         "logging",
         at_least=1,
     )
-    # Hub
+
+
+@dataclass(frozen=True)
+class HubOptions:
+    """Publishing at the end (`ddpm_hub.hub`)."""
+
     push_to_hub: bool = option(False, "publish output_dir with ddpm_hub.hub.publish at the end", "hub")
     hub_model_id: str | None = option(None, "the repo id (default: the name of output_dir)", "hub")
     hub_private_repo: bool = option(False, "create the repo private", "hub")
 
-    def with_data(self, **changes) -> "TrainingOptions":
-        return replace(self, data=replace(self.data, **changes))
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """
+    Every option of a training run, in the groups the parts of training take (as EDM passes `network_kwargs`,
+    `loss_kwargs`, ...): `o.model` to the model and objective, `o.data` to the data, `o.optimizer` to the optimizer,
+    and so on. On the command line, in config files and in `training_options.json` the options are flat (`--seed`,
+    `--learning_rate`): a group is only how the code passes them around.
+    """
+
+    model: ModelOptions = field(default_factory=ModelOptions)
+    conditioning: ConditioningOptions = field(default_factory=ConditioningOptions)
+    # Data: which images and how they are decoded (shared with ddpm-hub eval), then how training reads them
+    data: DataOptions = field(default_factory=DataOptions)
+    batches: BatchOptions = field(default_factory=BatchOptions)
+    # The run
+    output_dir: str = option("ddpm-model", "where the pipeline, samples, checkpoints and logs are written", "training")
+    overwrite_output_dir: bool = option(
+        False, "delete checkpoints an earlier run left in output_dir and start over", "training"
+    )
+    seed: int = option(0, "seeds the weights and every random draw; same seed, same run", "training", at_least=0)
+    length: LengthOptions = field(default_factory=LengthOptions)
+    optimizer: OptimizerOptions = field(default_factory=OptimizerOptions)
+    ema: EMAOptions = field(default_factory=EMAOptions)
+    speed: SpeedOptions = field(default_factory=SpeedOptions)
+    checkpoints: CheckpointOptions = field(default_factory=CheckpointOptions)
+    validation: ValidationOptions = field(default_factory=ValidationOptions)
+    logging: LoggingOptions = field(default_factory=LoggingOptions)
+    hub: HubOptions = field(default_factory=HubOptions)
+
+    def changed(self, group: str, **changes) -> "TrainingOptions":
+        """A copy with fields of one group (`"data"`, `"length"`, ...) replaced."""
+        return replace(self, **{group: replace(getattr(self, group), **changes)})
 
 
 GROUP_TITLES = {

@@ -6,7 +6,9 @@ import numpy as np
 import torch
 
 # Streams of randomness; each is seeded separately so that adding one never shifts another.
-SHUFFLE, FLIP, NOISE, DROPOUT, SAMPLING, HOLDOUT, LABEL_DROPOUT = range(7)
+# CONDITION_DROPOUT: classifier-free guidance's dropout of labels (and of every guided kind of condition). SAMPLING is
+# no longer drawn from (grids follow `ddpm_hub.sampling`), but keeps its number so that the others keep theirs.
+SHUFFLE, FLIP, NOISE, DROPOUT, SAMPLING, HOLDOUT, CONDITION_DROPOUT = range(7)
 
 
 def derive_seed(seed: int, *keys: int) -> int:

@@ -1,7 +1,7 @@
 """Checkpoint folders, `output_dir/checkpoints/checkpoint-<step>/`: Accelerate's state (model, optimizer, LR
 schedule, RNG states) plus the EMA weights and the data position (`training_state.json`). Written under a temporary
-name and renamed when complete, so that a kill leaves either the old set of checkpoints or the new one. Saving a
-run into one and resuming from one: `ddpm_hub.training.run_state`.
+name and renamed when complete, so that a kill leaves either the old set of checkpoints or the new one: the folders
+and their files. Saving a run into one and resuming from one: `ddpm_hub.training.checkpointing`.
 """
 
 import hashlib

@@ -1,4 +1,5 @@
-"""Saving a run's state into a checkpoint (`ddpm_hub.training.checkpoints`) and resuming from one, exactly."""
+"""Saving a run's state into a checkpoint folder (`ddpm_hub.training.checkpoint_folders`) and resuming from one,
+exactly."""
 
 import errno
 import os
@@ -10,8 +11,7 @@ from accelerate.logging import get_logger
 
 from ..errors import DDPMHubError, UsageError, exception_chain, one_line
 from ..run_folder import CHECKPOINTS_DIR
-from .build import Run
-from .checkpoints import (
+from .checkpoint_folders import (
     CHECKPOINT_PREFIX,
     EMA_FOLDER,
     TrainingState,
@@ -22,6 +22,7 @@ from .checkpoints import (
     temporary_checkpoint_dir,
 )
 from .ema import EMA
+from .run import Run
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -60,7 +61,7 @@ def save_checkpoint(run: Run, step: int) -> Path:
     final = temporary.with_name(f"{CHECKPOINT_PREFIX}{step}")
     if accelerator.is_main_process:
         final = commit_checkpoint(temporary, checkpoints_dir, step)
-        pruned = prune_checkpoints(checkpoints_dir, run.options.checkpoints_total_limit)
+        pruned = prune_checkpoints(checkpoints_dir, run.options.checkpoints.checkpoints_total_limit)
         logger.info("Saved %s%s", final, f"; pruned {', '.join(p.name for p in pruned)}" if pruned else "")
     accelerator.wait_for_everyone()
     return final
@@ -107,7 +108,7 @@ def check_finite_weights(run: Run, step: int) -> None:
 
 
 def training_state(run: Run, step: int) -> TrainingState:
-    micro_batch = step * run.options.gradient_accumulation_steps
+    micro_batch = step * run.options.batches.gradient_accumulation_steps
     epoch, batch_in_epoch = run.data.position(micro_batch)
     return TrainingState(
         global_step=step,
@@ -116,7 +117,7 @@ def training_state(run: Run, step: int) -> TrainingState:
         batch_in_epoch=batch_in_epoch,
         seed=run.options.seed,
         global_batch_size=run.data.global_batch_size,
-        gradient_accumulation_steps=run.options.gradient_accumulation_steps,
+        gradient_accumulation_steps=run.options.batches.gradient_accumulation_steps,
         num_images=run.data.num_images,
         ema_updates=run.ema.num_updates if run.ema is not None else None,
     )
@@ -136,7 +137,7 @@ def find_checkpoint(resume_from_checkpoint: str | None, output_dir: str | os.Pat
 def resume(run: Run) -> TrainingState | None:
     """Load the checkpoint named by --resume_from_checkpoint, if any; returns its position."""
     o = run.options
-    folder = find_checkpoint(o.resume_from_checkpoint, o.output_dir)
+    folder = find_checkpoint(o.checkpoints.resume_from_checkpoint, o.output_dir)
     if folder is None:
         return None
     state = TrainingState.read(folder)
@@ -152,7 +153,7 @@ def resume(run: Run) -> TrainingState | None:
         raise CheckpointError(corrupt_checkpoint_message(folder, error)) from error
     if run.ema is not None and not (folder / EMA_FOLDER).is_dir():
         logger.warning("%s has no EMA weights; the EMA starts from the checkpoint's weights.", folder)
-        run.ema = EMA(run.unet, o.ema_max_decay, o.ema_inv_gamma, o.ema_power)
+        run.ema = EMA(run.unet, o.ema.ema_max_decay, o.ema.ema_inv_gamma, o.ema.ema_power)
     logger.info(
         "Resumed from %s: step %d, epoch %d, batch %d", folder, state.global_step, state.epoch, state.batch_in_epoch
     )
@@ -164,7 +165,7 @@ def check_resumable(run: Run, state: TrainingState, folder: Path) -> None:
     now = {
         "seed": run.options.seed,
         "global_batch_size": run.data.global_batch_size,
-        "gradient_accumulation_steps": run.options.gradient_accumulation_steps,
+        "gradient_accumulation_steps": run.options.batches.gradient_accumulation_steps,
         "num_images": run.data.num_images,
     }
     for name, value in now.items():

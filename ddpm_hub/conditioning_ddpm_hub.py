@@ -1,0 +1,310 @@
+# Copyright 2026 The ddpm_hub authors. Apache License 2.0.
+"""What a DDPM is conditioned on, as sampling sees it: one carrier for every kind of condition.
+
+A model's `Conditioning` is the list of its `ConditionKind`s (none for an unconditional model). Each kind knows
+
+- which model it belongs to (`from_model`: read from the UNet config, the pipeline's settings and its components),
+- which arguments of the pipeline call are its own (`call_arguments`, e.g. `class_labels`) and how they become what
+  the network is called with (`prepare`),
+- its null branch for classifier-free guidance (`null`: the null class id; an empty prompt; none for a kind that
+  guidance keeps, such as a low-resolution image).
+
+What the network is called with is one `ConditionBatch`: keyword arguments passed to the UNet untouched (improved
+diffusion's `model_kwargs`, k-diffusion's `extra_args`) plus, for kinds that add input channels, a tensor
+concatenated to x_t. `ConditionBatch.__call__` is the one place a UNet is called with a condition, in sampling,
+training (`ddpm_hub.losses`) and the likelihood alike; `guided_output` is the one classifier-free guidance formula.
+
+A new kind is one class here (the sampling side) and one in `ddpm_hub/conditioning.py` (the data and training
+side): a prompt is `encoder_hidden_states` + `encoder_attention_mask` with an empty prompt as its null branch; a
+low-resolution image is channels concatenated to x_t with its noise level as `class_labels`, not guided.
+
+This file is shipped next to `pipeline_ddpm_hub.py` in every published repo (plain diffusers loads it with
+`trust_remote_code=True`), so it stays self-contained: torch and the standard library only.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class ConditionBatch:
+    """
+    What the UNet is called with besides (x_t, t), for a batch of N images.
+
+    Attributes:
+        kwargs: keyword arguments of the UNet call, each a tensor `[N x ...]` (`class_labels` `[N]`,
+            `encoder_hidden_states` `[N x L x D]`, ...), passed through untouched.
+        concat: `[N x C' x H x W]` channels concatenated to x_t on the channel axis, or None.
+    """
+
+    kwargs: dict[str, torch.Tensor] = field(default_factory=dict)
+    concat: torch.Tensor | None = None
+
+    def __call__(self, model, x_t: torch.Tensor, t) -> torch.Tensor:
+        """`model(x_t (+ concat), t, **kwargs).sample`: the one place a UNet is called with a condition."""
+        x = x_t if self.concat is None else torch.cat([x_t, self.concat.to(x_t.dtype)], dim=1)
+        return model(x, t, **self.kwargs).sample
+
+    def __len__(self) -> int:
+        tensors = [*self.kwargs.values(), *([self.concat] if self.concat is not None else [])]
+        return len(tensors[0]) if tensors else 0
+
+    def _map(self, function) -> "ConditionBatch":
+        concat = None if self.concat is None else function(self.concat)
+        return ConditionBatch({name: function(value) for name, value in self.kwargs.items()}, concat)
+
+    def cat(self, other: "ConditionBatch") -> "ConditionBatch":
+        """This batch followed by `other` (the same keys): the 2N batch of one guided UNet call."""
+        concat = None if self.concat is None else torch.cat([self.concat, other.concat])
+        return ConditionBatch(
+            {name: torch.cat([value, other.kwargs[name]]) for name, value in self.kwargs.items()}, concat
+        )
+
+    def merge(self, other: "ConditionBatch") -> "ConditionBatch":
+        """The conditions of two kinds for the same images: keyword arguments joined, channels stacked."""
+        clash = set(self.kwargs) & set(other.kwargs)
+        if clash:
+            raise ValueError(f"Two kinds of condition both set the UNet argument(s) {sorted(clash)}.")
+        parts = [c for c in (self.concat, other.concat) if c is not None]
+        return ConditionBatch({**self.kwargs, **other.kwargs}, torch.cat(parts, dim=1) if parts else None)
+
+    def repeat(self, times: int) -> "ConditionBatch":
+        """The batch tiled `times` times along N (`[N x ...]` -> `[times N x ...]`, as `tensor.repeat`)."""
+        return self._map(lambda value: value.repeat(times, *[1] * (value.ndim - 1)))
+
+    def select(self, index) -> "ConditionBatch":
+        """Images `index` (a slice, a list or a tensor of positions)."""
+        return self._map(lambda value: value[index])
+
+    def to(self, device=None, dtype=None) -> "ConditionBatch":
+        """On `device`; floating tensors cast to `dtype` when given (ids stay integers)."""
+        return self._map(lambda value: value.to(device=device, dtype=dtype if value.is_floating_point() else None))
+
+
+class ConditionKind:
+    """
+    One kind of condition, the sampling side (see the module docstring). Subclasses set `name`, `call_arguments`
+    and `guided`, and implement `from_model`, `prepare` and, when guided, `null`.
+    """
+
+    name: str = ""
+    call_arguments: tuple[str, ...] = ()  # the pipeline __call__ arguments this kind reads
+    setting_names: tuple[str, ...] = ()  # the pipeline settings (model_index.json entries) it is built from
+    guided: bool = False  # classifier-free guidance has a null branch for it
+
+    @classmethod
+    def from_model(cls, unet_config, settings: dict, components: dict) -> "ConditionKind | None":
+        """This kind, if the model (its UNet config, pipeline settings and components) takes it; else None."""
+        raise NotImplementedError
+
+    @property
+    def has_null(self) -> bool:
+        """Whether classifier-free guidance can use this kind: guided, and the model has its null branch."""
+        return self.guided
+
+    def batch_size(self, inputs: dict) -> int | None:
+        """How many images the given inputs describe (None: they fit any batch size)."""
+        return None
+
+    def check(self, inputs: dict, guidance_scale: float) -> None:
+        """Refuse inputs this kind cannot serve (before any model work)."""
+
+    def prepare(self, inputs: dict, batch_size: int, device) -> ConditionBatch:
+        """The call's arguments (`inputs`, by name) as what the UNet is called with, for `batch_size` images."""
+        raise NotImplementedError
+
+    def null(self, inputs: dict, batch_size: int, device) -> ConditionBatch:
+        """The null branch of classifier-free guidance for the same images (guided kinds only)."""
+        raise NotImplementedError(f"{type(self).__name__} has no null branch.")
+
+
+class ClassCondition(ConditionKind):
+    """
+    A class label: `class_labels` (ids or names, one per image or one for all) reach the UNet's class embedding,
+    `num_class_embeds` rows of which the last is the null label when the model was trained with label dropout.
+
+    The two rules of a class-conditional UNet live here: the classes are the ids below the null label, which is the
+    last id (`num_class_embeds - 1`); names come from `id2label`.
+    """
+
+    name = "class"
+    call_arguments = ("class_labels",)
+    setting_names = ("id2label", "null_class_label")
+    guided = True
+
+    def __init__(self, num_class_embeds: int, id2label: dict | None = None, null_class_label: int | None = None):
+        self.num_class_embeds = num_class_embeds
+        self.id2label = {int(k): str(v) for k, v in (id2label or {}).items()}
+        self.null_class_label = null_class_label
+        self.labels = {name: i for i, name in self.id2label.items()}
+
+    @classmethod
+    def from_model(cls, unet_config, settings: dict, components: dict) -> "ClassCondition | None":
+        num_class_embeds = _config_value(unet_config, "num_class_embeds")
+        if num_class_embeds is None:
+            return None
+        return cls(num_class_embeds, settings.get("id2label"), settings.get("null_class_label"))
+
+    @property
+    def has_null(self) -> bool:
+        return self.null_class_label is not None
+
+    @property
+    def num_classes(self) -> int:
+        """The classes a label may name: the named ones, else every id below the null label (the last id)."""
+        return len(self.id2label) or self.num_class_embeds - 1
+
+    @staticmethod
+    def null_id(num_class_embeds: int) -> int:
+        """The id label dropout trains as "no label": the last row of the class embedding."""
+        return num_class_embeds - 1
+
+    def label_ids(self, labels) -> list[int]:
+        """Ids of labels given as ids, names, a list of them or a tensor; unknown names are refused."""
+        if isinstance(labels, torch.Tensor):
+            return labels.reshape(-1).long().tolist()
+        items = labels if isinstance(labels, (list, tuple)) else [labels]
+        unknown = [item for item in items if isinstance(item, str) and item not in self.labels]
+        if unknown:
+            raise ValueError(f"Unknown label {unknown[0]!r}; this model's labels are: {', '.join(self.labels)}.")
+        return [self.labels[item] if isinstance(item, str) else int(item) for item in items]
+
+    def batch_size(self, inputs: dict) -> int | None:
+        labels = inputs.get("class_labels")
+        if labels is None:
+            return None
+        ids = self.label_ids(labels)
+        return None if len(ids) == 1 else len(ids)
+
+    def check(self, inputs: dict, guidance_scale: float) -> None:
+        if inputs.get("class_labels") is None and self.null_class_label is None:
+            raise ValueError("This class-conditional model has no null label: pass class_labels.")
+        if guidance_scale != 1 and self.null_class_label is None:
+            raise ValueError(
+                f"guidance_scale={guidance_scale} needs a null label, and this model has none (it was trained without "
+                "label dropout). Use guidance_scale=1."
+            )
+
+    def prepare(self, inputs: dict, batch_size: int, device) -> ConditionBatch:
+        labels = inputs.get("class_labels")
+        if labels is None:  # no label given: the "no label" class
+            return self.null(inputs, batch_size, device)
+        ids = self.label_ids(labels)
+        if len(ids) == 1:
+            ids = ids * batch_size
+        if len(ids) != batch_size:
+            raise ValueError(f"Got {len(ids)} class labels for batch_size={batch_size}; pass one per image, or one.")
+        limit = self.num_class_embeds
+        if not all(0 <= i < limit for i in ids):
+            raise ValueError(f"class labels must be ids in 0..{limit - 1} (num_class_embeds={limit}), got {ids}.")
+        return ConditionBatch({"class_labels": torch.tensor(ids, device=device)})
+
+    def null(self, inputs: dict, batch_size: int, device) -> ConditionBatch:
+        return ConditionBatch({"class_labels": torch.full((batch_size,), self.null_class_label, device=device)})
+
+
+# The kinds a model may take, in the order their channels are concatenated (later issues add prompts and images).
+KINDS: tuple[type[ConditionKind], ...] = (ClassCondition,)
+
+
+class Conditioning:
+    """What a model is conditioned on: its kinds, none for an unconditional model."""
+
+    def __init__(self, kinds: list[ConditionKind]):
+        self.kinds = list(kinds)
+
+    @classmethod
+    def of(cls, unet_config, settings: dict | None = None, components: dict | None = None, kinds=KINDS):
+        """The conditioning of a model from its UNet config, pipeline settings (`id2label`, ...) and components."""
+        found = (kind.from_model(unet_config, settings or {}, components or {}) for kind in kinds)
+        return cls([kind for kind in found if kind is not None])
+
+    def __bool__(self) -> bool:
+        return bool(self.kinds)
+
+    def get(self, name: str) -> ConditionKind | None:
+        return next((kind for kind in self.kinds if kind.name == name), None)
+
+    def describe(self) -> str:
+        """`this model is unconditional`, or what it is conditioned on and the call arguments that say it."""
+        if not self.kinds:
+            return "this model is unconditional (its UNet takes no condition)"
+        kinds = " and ".join(kind.name for kind in self.kinds)
+        return f"this model is conditioned on a {kinds} ({', '.join(self.call_arguments)})"
+
+    @property
+    def call_arguments(self) -> tuple[str, ...]:
+        return tuple(argument for kind in self.kinds for argument in kind.call_arguments)
+
+    def prepare(
+        self, inputs: dict[str, Any], batch_size: int | None, guidance_scale: float, device
+    ) -> tuple["Guided", int]:
+        """
+        The call's conditioning arguments (`inputs`, by name) as what the UNet is called with, and the batch size
+        (given, or the one the inputs describe, else 1). The null branch is made only when guidance needs it
+        (guidance_scale != 1). Arguments of a kind the model does not take are refused.
+        """
+        given = sorted(name for name, value in inputs.items() if value is not None and name not in self.call_arguments)
+        if given:
+            raise ValueError(f"{', '.join(given)} given, but {self.describe()}.")
+        if guidance_scale != 1 and not any(kind.guided for kind in self.kinds):
+            raise ValueError(
+                f"guidance_scale={guidance_scale} needs a condition to guide (class_labels or a prompt), and "
+                f"{self.describe()}."
+            )
+        for kind in self.kinds:
+            kind.check(inputs, guidance_scale)
+        sizes = {size for kind in self.kinds if (size := kind.batch_size(inputs)) is not None}
+        if len(sizes) > 1:
+            raise ValueError(f"The conditions describe different numbers of images: {sorted(sizes)}.")
+        batch_size = (sizes.pop() if sizes else 1) if batch_size is None else batch_size
+        condition = ConditionBatch()
+        for kind in self.kinds:
+            condition = condition.merge(kind.prepare(inputs, batch_size, device))
+        null = None
+        if guidance_scale != 1:
+            null = ConditionBatch()
+            for kind in self.kinds:
+                part = (
+                    kind.null(inputs, batch_size, device) if kind.guided else kind.prepare(inputs, batch_size, device)
+                )
+                null = null.merge(part)
+        return Guided(condition, null, guidance_scale), batch_size
+
+
+@dataclass
+class Guided:
+    """A batch's condition, its null branch (None without guidance) and the guidance scale w: what a step needs."""
+
+    condition: ConditionBatch
+    null: ConditionBatch | None = None
+    scale: float = 1.0
+
+    def __call__(self, model, x_t: torch.Tensor, t) -> torch.Tensor:
+        return guided_output(model, x_t, t, self.condition, self.null, self.scale)
+
+
+def guided_output(
+    model, x_t: torch.Tensor, t, condition: ConditionBatch, null: ConditionBatch | None, guidance_scale: float
+) -> torch.Tensor:
+    """
+    The UNet output at (x_t, t) under classifier-free guidance (Ho & Salimans 2022): eps_null + w (eps_c - eps_null)
+    on the first C channels (the mean part), the conditional variance channels kept (GLIDE), from one UNet call on
+    2N images. w = 1 is the conditional model and w = 0 the null branch, each one exact call on N images.
+    """
+    if null is None or guidance_scale == 1:
+        return condition(model, x_t, t)
+    if guidance_scale == 0:
+        return null(model, x_t, t)
+    both = condition.cat(null)(model, torch.cat([x_t, x_t]), t)
+    conditional, unconditional = both.chunk(2)
+    channels = x_t.shape[1]
+    guided = unconditional[:, :channels] + guidance_scale * (conditional[:, :channels] - unconditional[:, :channels])
+    return torch.cat([guided, conditional[:, channels:]], dim=1)
+
+
+def _config_value(config, key: str):
+    """A key of a diffusers config (a FrozenDict with attributes) or of a plain dict."""
+    return config.get(key) if isinstance(config, dict) else getattr(config, key, None)

@@ -1,0 +1,117 @@
+"""The data of a run: the decoded dataset (or this rank's part of a stream) checked against what the model is
+conditioned on, split into training and held-out images, and served as micro-batches (`ddpm_hub.training.batches`).
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+
+from ..conditioning import Conditioning
+from ..data import DataOptions, ImageDatasetReport, UInt8ImageDataset
+from ..data.cache import Coordinator
+from ..data.streaming import ImageStream, open_stream
+from .batches import MicroBatches, StreamedMicroBatches, holdout_indices
+from .options import BatchOptions
+
+logger = get_logger(__name__, log_level="INFO")
+
+
+@dataclass
+class TrainingData:
+    """
+    The decoded dataset split for training: the images (memory-mapped from the decoded cache, or in RAM) of which
+    training reads the rows `indices` (all when None: no copy of the training part is made), and the held-out
+    images (a small copy). `columns` are what the model's condition reads per training row (`{"labels": ...}` for a
+    class-conditional model; empty for an unconditional one), `holdout_columns` the same for the held-out rows.
+    """
+
+    images: torch.Tensor  # uint8 [N x C x H x W]
+    columns: dict[str, torch.Tensor]
+    label_names: list[str] | None
+    holdout: torch.Tensor | None
+    holdout_columns: dict[str, torch.Tensor] | None
+    report: ImageDatasetReport
+    indices: torch.Tensor | None = None
+    file: Path | None = None  # the cache file `images` is memory-mapped from
+
+
+@dataclass
+class TrainingStream:
+    """A streamed dataset (--streaming): this rank's part of it, read as training goes."""
+
+    stream: ImageStream
+    label_names: list[str] | None
+    report: ImageDatasetReport = field(default_factory=lambda: ImageDatasetReport(num_images=0, num_skipped=0))
+    holdout = holdout_columns = None  # a stream has no held-out images
+
+
+def load_training_data(
+    data: DataOptions,
+    holdout: int,
+    seed: int,
+    conditioning: Conditioning,
+    channels: int,
+    pipeline_name: str,
+    accelerator: Accelerator,
+) -> TrainingData | TrainingStream:
+    """
+    The dataset through ddpm_hub.data, checked against the model's conditioning, split into training and `holdout`
+    held-out images. The decoded cache is built by the local main process of each machine while the others wait
+    (`Coordinator`); with --no-decoded_cache the main process decodes (and downloads a Hub dataset) first. With
+    --streaming: this rank's part of the stream (`open_training_stream`).
+    """
+    if data.streaming:
+        return open_training_stream(data, seed, conditioning, channels, pipeline_name, accelerator)
+    if data.decoded_cache:
+        coordinator = Coordinator(accelerator.is_local_main_process, accelerator.wait_for_everyone)
+        decoded = data.load(channels=channels, coordinator=coordinator)
+    else:
+        with accelerator.main_process_first():
+            decoded = data.load(channels=channels)
+    report = decoded.report
+    logger.info(
+        "Dataset: %d images [%s] %s, %d skipped",
+        report.num_images,
+        " x ".join(map(str, decoded.images.shape)),
+        f"rows read from the decoded cache {decoded.file}" if decoded.file else "in RAM",
+        report.num_skipped,
+    )
+    if report.num_skipped:
+        logger.warning("Skipped %d items: %s", report.num_skipped, report.summary())
+    columns = conditioning.columns(decoded, data.source, pipeline_name)
+    label_names = decoded.label_names if conditioning.classes is not None else None
+    if not holdout:
+        return TrainingData(decoded.images, columns, label_names, None, None, report, file=decoded.file)
+    kept, held = holdout_indices(len(decoded.images), holdout, seed)
+    logger.info("Held out %d images for validation; %d train", len(held), len(kept))
+    held_images = decoded.images[held]  # a copy of the few held-out rows; the training rows stay an index view
+    training = {name: column[kept] for name, column in columns.items()}
+    held_columns = {name: column[held] for name, column in columns.items()}
+    return TrainingData(decoded.images, training, label_names, held_images, held_columns, report, kept, decoded.file)
+
+
+def open_training_stream(
+    data: DataOptions, seed: int, conditioning: Conditioning, channels: int, pipeline_name: str, accelerator
+) -> TrainingStream:
+    """This rank's part of the stream (`ddpm_hub.data.streaming`), its labels checked against the model."""
+    stream = open_stream(data, channels, accelerator.process_index, accelerator.num_processes, seed)
+    if conditioning.classes is None:
+        stream.label_column = None  # an unconditional model ignores labels
+        return TrainingStream(stream, None)
+    conditioning.check_stream(stream, data.source, pipeline_name)
+    return TrainingStream(stream, stream.label_names)
+
+
+def make_micro_batches(
+    batches: BatchOptions, seed: int, accelerator: Accelerator, dataset: TrainingData | TrainingStream
+) -> MicroBatches | StreamedMicroBatches:
+    processes, rank = accelerator.num_processes, accelerator.process_index
+    if isinstance(dataset, TrainingStream):
+        return StreamedMicroBatches(
+            dataset.stream, batches.train_batch_size, processes, rank, seed, batches.random_flip
+        )
+    images = UInt8ImageDataset(dataset.images, batches.random_flip, indices=dataset.indices, file=dataset.file)
+    return MicroBatches(images, batches.train_batch_size, processes, rank, seed, columns=dataset.columns)

@@ -1,0 +1,133 @@
+"""What a run writes and tells: the output folder (options, pipeline, grids, summary) and publishing at the end."""
+
+import shutil
+
+import numpy as np
+import torch
+from accelerate.logging import get_logger
+from accelerate.utils import gather_object
+
+from ..configs import count_parameters
+from ..data import ImageDatasetReport
+from ..run_folder import (
+    CHECKPOINTS_DIR,
+    OPTIONS_FILE,
+    SAMPLES_FILE,
+    DatasetRecord,
+    SamplesRecord,
+    TrainingSummary,
+    write_json,
+)
+from .batches import StreamedMicroBatches
+from .checkpoint_folders import weights_checksum
+from .checkpointing import check_finite_weights, save_checkpoint
+from .grids import samples_record, write_final_grids
+from .options import recorded_options
+from .run import Run
+
+logger = get_logger(__name__, log_level="INFO")
+
+
+def start_output(run: Run) -> None:
+    """Create output_dir, clear old checkpoints if asked, write the resolved options, start the tracker."""
+    accelerator, o = run.accelerator, run.options
+    if accelerator.is_main_process:
+        run.output_dir.mkdir(parents=True, exist_ok=True)
+        if o.overwrite_output_dir:
+            shutil.rmtree(run.output_dir / CHECKPOINTS_DIR, ignore_errors=True)
+        write_json(run.output_dir / OPTIONS_FILE, recorded_options(o))
+    accelerator.wait_for_everyone()
+    tracker_config = {
+        k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in recorded_options(o).items()
+    }
+    accelerator.init_trackers("train", config=tracker_config)
+
+
+def finish(run: Run, result) -> None:
+    """Final checkpoint, grids, pipeline and summary; the main process writes, every rank samples."""
+    accelerator = run.accelerator
+    check_finite_weights(run, result.global_step)  # a NaN model is never saved over good state nor published
+    checksums = gather_object([weights_checksum(run.unet)])
+    if len(set(checksums)) != 1:
+        raise RuntimeError(f"The processes ended with different weights (sha256 per rank: {checksums}).")
+    if (
+        run.options.checkpoints.checkpointing_steps
+        and result.last_checkpoint != result.global_step
+        and result.global_step > result.first_step
+    ):
+        save_checkpoint(run, result.global_step)
+    if isinstance(run.data, StreamedMicroBatches):
+        run.report = stream_report(run)
+    write_final_grids(run, result.global_step)
+    if accelerator.is_main_process:
+        run.sampling_pipeline().save_pretrained(run.output_dir)
+        write_summary(run, result, checksums)
+        logger.info("Wrote the pipeline, %s and the summary to %s", SAMPLES_FILE, run.output_dir)
+    accelerator.wait_for_everyone()
+
+
+def stream_report(run: Run) -> ImageDatasetReport:
+    """What the ranks read from their parts of a stream, over the whole run (resumed runs included)."""
+    stream = run.data.stream
+    counts = gather_object([(stream.images, stream.skipped, stream.skipped_examples)])
+    skipped = [tuple(item) for _, _, examples in counts for item in examples]
+    return ImageDatasetReport(sum(c[0] for c in counts), sum(c[1] for c in counts), skipped)
+
+
+def write_summary(run: Run, result, checksums: list[str]) -> None:
+    o, accelerator = run.options, run.accelerator
+    steps_done = result.global_step - result.first_step
+    device = accelerator.device
+    summary = TrainingSummary(
+        steps=result.global_step,
+        max_train_steps=o.length.max_train_steps,
+        stopped_by=result.stopped_by,
+        resumed_from_step=result.first_step or None,
+        images_seen=result.global_step * run.images_per_step,
+        epochs=epochs_done(run, result.global_step),
+        wall_time_seconds=round(result.wall_time, 1),
+        images_per_second=round(steps_done * run.images_per_step / result.step_time, 1) if steps_done else None,
+        final_loss=result.losses[-1] if result.losses else None,
+        mean_loss_last_100_steps=float(np.mean(result.losses[-100:])) if result.losses else None,
+        final_learning_rate=run.lr_scheduler.get_last_lr()[0],
+        device=torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
+        num_processes=accelerator.num_processes,
+        mixed_precision=accelerator.mixed_precision,
+        global_batch_size=run.images_per_step,
+        ema=run.ema is not None,
+        parameters=count_parameters(run.unet),
+        pipeline=o.model.pipeline,
+        dataset=DatasetRecord(
+            source=o.data.source,
+            num_images=run.report.num_images,
+            num_skipped=run.report.num_skipped,
+            skipped=[list(item) for item in run.report.skipped[:20]],
+        ),
+        samples=SamplesRecord(**samples_record(run, o.validation)),
+        weights_sha256_per_rank=checksums,
+        validation={"held_out_images": o.validation.validation_holdout, **result.validation}
+        if result.validation
+        else None,
+    )
+    summary.write(run.output_dir)
+
+
+def epochs_done(run: Run, step: int) -> float | None:
+    """Passes over the dataset; None for a stream (its length is not known)."""
+    return round(step * run.images_per_step / run.data.num_images, 3) if run.data.num_images else None
+
+
+def publish_output(run: Run) -> str:
+    """`ddpm_hub.hub.publish(output_dir)` on the main process; a PublishError says the folder is saved."""
+    from .. import hub
+    from .checks import hub_repo_id
+
+    o = run.options
+    try:
+        url = hub.publish(o.output_dir, repo_id=hub_repo_id(o), private=o.hub.hub_private_repo)
+    except hub.PublishError as error:
+        raise hub.PublishError(
+            f"training finished and {o.output_dir} is saved, but publishing failed: {error}"
+        ) from None
+    logger.info("Published %s to %s", o.output_dir, url)
+    return url

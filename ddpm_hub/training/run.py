@@ -1,0 +1,173 @@
+"""A run and what it holds: the accelerator, the data, the pipeline and its prepared UNet, the conditioning, the
+objective, the optimizer and the EMA: one `Run`, built by `build_run` from the options' groups."""
+
+import gc
+import logging
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration
+from diffusers import UNet2DModel
+from diffusers.optimization import get_scheduler
+
+from ..conditioning import Conditioning
+from ..configs import count_parameters
+from ..data import ImageDatasetReport
+from ..errors import UsageError
+from ..losses import DiffusionObjective
+from ..resolver import PipelineSource
+from ..runtime import default_cpu_threads, distributed_without_accelerator
+from ..scheduling_ddpm_hub import DDPMHubScheduler
+from .batches import MicroBatches, StreamedMicroBatches
+from .data import TrainingData, TrainingStream, make_micro_batches
+from .ema import EMA
+from .model import apply_speed_settings, make_optimizer, training_pipeline
+from .options import TrainingOptions
+
+logger = get_logger(__name__, log_level="INFO")
+
+
+@dataclass
+class Run:
+    """Everything the training loop touches."""
+
+    options: TrainingOptions
+    accelerator: Accelerator
+    pipeline: object  # the pipeline being trained (its `unet` is the bare model, its settings the conditioning's)
+    model: torch.nn.Module  # the UNet prepared (DDP, autocast, compiled): the one to call in training
+    conditioning: Conditioning  # what the model is conditioned on, as this run trains it
+    objective: DiffusionObjective
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler
+    ema: EMA | None
+    data: MicroBatches | StreamedMicroBatches
+    report: ImageDatasetReport
+    output_dir: Path
+    holdout: torch.Tensor | None = None  # uint8 [N x C x H x W], not trained on
+    holdout_columns: dict | None = None  # what the condition reads of the held-out images
+
+    @property
+    def unet(self) -> UNet2DModel:
+        """The bare UNet: what is saved, checksummed and averaged."""
+        return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+
+    @property
+    def scheduler(self) -> DDPMHubScheduler:
+        """The training scheduler, on the full training chain: never set_timesteps on it."""
+        return self.pipeline.scheduler
+
+    @property
+    def images_per_step(self) -> int:
+        return self.data.global_batch_size * self.options.batches.gradient_accumulation_steps
+
+    def final_unet(self) -> UNet2DModel:
+        """The weights that are saved and sampled: the EMA when on."""
+        return self.ema.model if self.ema is not None else self.unet
+
+    def sampling_pipeline(self):
+        """
+        The saved weights in a pipeline of their own (diffusers' `from_pipe`: the components shared, no copy) with a
+        scheduler of its own: set_timesteps(n) respaces the chain, which the training scheduler must keep whole.
+        """
+        scheduler = type(self.scheduler).from_config(self.scheduler.config)
+        pipeline = type(self.pipeline).from_pipe(self.pipeline, unet=self.final_unet(), scheduler=scheduler)
+        pipeline.set_progress_bar_config(disable=True)
+        return pipeline
+
+
+def make_accelerator(o: TrainingOptions) -> Accelerator:
+    output_dir = Path(o.output_dir)
+    accelerator = Accelerator(
+        cpu=distributed_without_accelerator(),
+        mixed_precision=o.speed.mixed_precision,
+        log_with=None if o.logging.logger == "none" else o.logging.logger,
+        project_config=ProjectConfiguration(
+            project_dir=str(output_dir), logging_dir=str(output_dir / o.logging.logging_dir)
+        ),
+        step_scheduler_with_optimizer=False,  # we step the LR schedule once per optimizer step, whatever the world
+        dynamo_backend="inductor" if o.speed.compile else None,
+    )
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        raise UsageError("fp16 mixed precision needs a GPU; on a CPU use --mixed_precision bf16 or no.")
+    if accelerator.device.type == "cpu":  # --cpu_threads, else the physical cores this process may use
+        torch.set_num_threads(o.speed.cpu_threads or default_cpu_threads())
+        torch.set_flush_denormal(o.speed.flush_denormal)  # floats below 1e-38 as 0: no slow denormal arithmetic
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per file of every checkpoint otherwise
+    logger.info(
+        "%d process(es), device %s, mixed precision %s",
+        accelerator.num_processes,
+        accelerator.device,
+        accelerator.mixed_precision,
+    )
+    return accelerator
+
+
+def close_accelerator(accelerator: Accelerator) -> None:
+    """
+    Stop the trackers and destroy the process group, once the prepared model is gone: call it after the `Run`.
+
+    A gloo group must not be freed by DDP's reducer. The reducer's destructor holds the GIL; the group's destructor
+    waits for its worker threads; a worker dropping the last reference to a finished collective's tensors needs the
+    GIL. Both then wait forever: a 2-process CPU run that had written everything hung at exit (pytorch/pytorch#56297).
+    Freed first (accelerate keeps only the bare model), while the group is still registered, the reducer is not the
+    group's last owner; the group then goes with its Python handle in `end_training`, which lets go of the GIL.
+    """
+    gc.collect()  # a reference cycle still holding the DDP model
+    accelerator.end_training()
+
+
+def resolve_training_length(o: TrainingOptions, data: MicroBatches | StreamedMicroBatches) -> TrainingOptions:
+    """max_train_steps from num_epochs (in optimizer steps), and num_epochs from max_train_steps (not for a stream,
+    whose length is unknown: there --max_train_steps is required)."""
+    if data.batches_per_epoch is None:
+        return o
+    micro_batches_per_step = o.batches.gradient_accumulation_steps
+    if o.length.max_train_steps is None:
+        steps = max(1, o.length.num_epochs * data.batches_per_epoch // micro_batches_per_step)
+        return o.changed("length", max_train_steps=steps)
+    epochs = math.ceil(o.length.max_train_steps * micro_batches_per_step / data.batches_per_epoch)
+    return o.changed("length", num_epochs=epochs)
+
+
+def build_run(
+    o: TrainingOptions, source: PipelineSource, accelerator: Accelerator, dataset: TrainingData | TrainingStream
+) -> Run:
+    data = make_micro_batches(o.batches, o.seed, accelerator, dataset)
+    o = replace(resolve_training_length(o, data), speed=replace(o.speed, mixed_precision=accelerator.mixed_precision))
+    conditioning = source.conditioning().trained(dataset.label_names, o.conditioning)
+    pipeline = training_pipeline(o, source)
+    pipeline.register_to_config(**conditioning.settings())  # class names and the null label, saved with it
+    unet = pipeline.unet.train()
+    apply_speed_settings(unet, o.speed, accelerator.device)
+    scheduler = pipeline.scheduler.config
+    logger.info(
+        "UNet: %s parameters; %s betas, T=%d, %s prediction, %s variance",
+        f"{count_parameters(unet):,}",
+        scheduler.beta_schedule,
+        scheduler.num_train_timesteps,
+        scheduler.prediction_type,
+        scheduler.variance_type,
+    )
+    optimizer = make_optimizer(unet.parameters(), o.optimizer, accelerator.device)
+    lr_scheduler = get_scheduler(
+        o.optimizer.lr_scheduler,
+        optimizer,
+        num_warmup_steps=o.optimizer.lr_warmup_steps,
+        num_training_steps=o.length.max_train_steps,
+    )
+    ema = EMA(unet, o.ema.ema_max_decay, o.ema.ema_inv_gamma, o.ema.ema_power) if o.ema.use_ema else None
+    model, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+    if ema is not None:
+        ema.model.to(accelerator.device)
+    objective = DiffusionObjective(
+        pipeline.scheduler, snr_gamma=o.model.snr_gamma, channels_last=o.speed.channels_last
+    )
+    return Run(
+        o, accelerator, pipeline, model, conditioning, objective, optimizer, lr_scheduler, ema, data, dataset.report,
+        Path(o.output_dir), dataset.holdout, dataset.holdout_columns,
+    )  # fmt: skip

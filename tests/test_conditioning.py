@@ -1,0 +1,236 @@
+"""The conditioning carrier, the one sampling rule, the resolver, and the shape they give the pipelines."""
+
+import inspect
+import json
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from PIL import Image
+
+from ddpm_hub import DDPMHubImg2ImgPipeline, DDPMHubInpaintPipeline, DDPMHubPipeline, cli, pipeline_ddpm_hub
+from ddpm_hub import conditioning_ddpm_hub as shipped
+from ddpm_hub.conditioning import ClassCondition, ConditionBatch, Conditioning, ImageConditions
+from ddpm_hub.configs import build_pipeline
+from ddpm_hub.evaluation import generate_images
+from ddpm_hub.loading import code_files
+from ddpm_hub.resolver import ModelLoadError, load_pipeline, resolve_pipeline
+from ddpm_hub.sampling import image_generator, sample_images, with_sampler
+from ddpm_hub.scheduling_ddpm_hub import DDPMHubScheduler, is_ddpm_family
+
+NAMES = [str(i) for i in range(10)]
+
+
+def conditional(null: int | None = 10) -> DDPMHubPipeline:
+    base = build_pipeline("ddpm-tiny-8", seed=0, unet_overrides={"num_class_embeds": 11})
+    with torch.no_grad():
+        base.unet.class_embedding.weight.normal_(0, 1, generator=torch.Generator().manual_seed(1))
+    pipeline = DDPMHubPipeline(base.unet, base.scheduler, id2label=dict(enumerate(NAMES)), null_class_label=null)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The carrier
+
+
+def test_condition_batch_calls_the_unet_with_its_arguments_and_its_channels():
+    calls = []
+
+    def model(x, t, **kwargs):
+        calls.append((x, t, kwargs))
+        return type("Output", (), {"sample": x * 2})()
+
+    x_t = torch.ones(2, 3, 4, 4)
+    low_res = torch.full((2, 3, 4, 4), 5.0)
+    batch = ConditionBatch({"class_labels": torch.tensor([1, 2])}, concat=low_res)
+    output = batch(model, x_t, 7)
+    x, t, kwargs = calls[0]
+    assert x.shape == (2, 6, 4, 4) and torch.equal(x[:, 3:], low_res) and t == 7  # x_t, then the concatenated
+    assert kwargs["class_labels"].tolist() == [1, 2] and torch.equal(output, x * 2)
+    both = batch.cat(ConditionBatch({"class_labels": torch.tensor([9, 9])}, concat=low_res * 0))
+    assert both.kwargs["class_labels"].tolist() == [1, 2, 9, 9] and len(both) == 4 and both.concat.shape[0] == 4
+    assert batch.repeat(3).kwargs["class_labels"].tolist() == [1, 2, 1, 2, 1, 2]  # as tensor.repeat: tiled
+    assert batch.select(slice(1, 2)).kwargs["class_labels"].tolist() == [2] and len(ConditionBatch()) == 0
+    merged = ConditionBatch({"a": torch.zeros(2)}).merge(ConditionBatch({"b": torch.ones(2)}, concat=low_res))
+    assert set(merged.kwargs) == {"a", "b"} and torch.equal(merged.concat, low_res)
+    with pytest.raises(ValueError, match="both set the UNet argument"):
+        batch.merge(ConditionBatch({"class_labels": torch.tensor([0, 0])}))
+
+
+def test_the_class_rules_live_in_the_class_kind():
+    kind = ClassCondition(11)
+    assert kind.num_classes == 10 and ClassCondition.null_id(11) == 10 and not kind.has_null
+    named = ClassCondition(11, {0: "cat", 1: "dog"}, 10)
+    assert named.num_classes == 2 and named.has_null and named.label_ids(["dog", 0]) == [1, 0]
+    trained = kind.trained(["cat", "dog"], type("Options", (), {"class_dropout_prob": 0.1})())
+    assert trained.null_class_label == 10 and trained.id2label == {0: "cat", 1: "dog"} and trained.dropout_prob == 0.1
+    assert trained.settings() == {"id2label": {0: "cat", 1: "dog"}, "null_class_label": 10}
+    no_dropout = kind.trained(None, type("Options", (), {"class_dropout_prob": 0})())
+    assert no_dropout.null_class_label is None and no_dropout.settings()["id2label"] is None
+    grid = named.grid(5)  # one row per class, the images shared out
+    assert grid.inputs == {"class_labels": [0, 0, 0, 1, 1, 1]} and grid.columns == 3 and grid.num_images == 6
+    assert Conditioning.of({"num_class_embeds": 11}, {"id2label": {"0": "cat"}}).classes.id2label == {0: "cat"}
+    assert not Conditioning.of({"num_class_embeds": None})  # unconditional: no kinds
+
+
+def test_label_dropout_is_a_seeded_draw_per_micro_batch():
+    kind = ClassCondition(11).trained(None, type("Options", (), {"class_dropout_prob": 0.5})())
+    labels = torch.arange(10).repeat(10)
+    first = kind.drop(labels, torch.Generator().manual_seed(3))
+    again = kind.drop(labels, torch.Generator().manual_seed(3))
+    assert torch.equal(first, again) and 30 < int((first == 10).sum()) < 70
+    assert torch.equal(first[first != 10], labels[first != 10])  # the others untouched
+    batch = Conditioning([kind]).training_batch({"labels": labels}, torch.Generator().manual_seed(3), "cpu")
+    assert torch.equal(batch.kwargs["class_labels"], first)
+
+
+def test_the_pipeline_and_the_library_see_the_same_kinds():
+    pipeline = conditional()
+    assert type(pipeline.conditioning) is Conditioning  # the installed pipeline: the library kinds
+    assert isinstance(pipeline.conditioning.classes, shipped.ClassCondition)
+    assert pipeline.labels["3"] == 3 and pipeline.get_label_ids(["7"]) == [7]
+    guided, batch_size = pipeline.prepare_condition(None, 2.0, class_labels=["3", 4])
+    assert batch_size == 2 and guided.condition.kwargs["class_labels"].tolist() == [3, 4]
+    assert guided.null.kwargs["class_labels"].tolist() == [10, 10] and guided.scale == 2.0
+    unguided, _ = pipeline.prepare_condition(None, 1.0, class_labels=3)
+    assert unguided.null is None  # w = 1 makes no null branch
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One sampling rule
+
+
+def tiles(grid: Image.Image, size: int, count: int, columns: int) -> list[np.ndarray]:
+    """The `count` tiles of a strip / grid of `size` x `size` images with padding 2, scale 1."""
+    pixels = np.asarray(grid)
+    found = []
+    for i in range(count):
+        row, column = divmod(i, columns)
+        top, left = 2 + row * (size + 2), 2 + column * (size + 2)
+        found.append(pixels[top : top + size, left : left + size])
+    return found
+
+
+def test_image_i_is_the_same_in_the_grid_the_export_and_the_eval_sampler(tmp_path, capsys):
+    model = tmp_path / "model"
+    conditional().save_pretrained(model)
+    common = ["sample", str(model), "--num_images", "4", "--steps", "3", "--seed", "5", "--guidance_scale", "2"]
+    common += ["--sampler", "ddim"]
+    assert cli.main([*common, "--scale", "1", "--output", str(tmp_path / "grid.png"), "--batch_size", "3"]) == 0
+    assert cli.main([*common, "--output_dir", str(tmp_path / "files"), "--batch_size", "2"]) == 0
+    capsys.readouterr()
+    pipeline = with_sampler(DDPMHubPipeline.from_pretrained(model), "ddim")
+    evaluated, _ = generate_images(pipeline, 4, steps=3, seed=5, batch_size=1, guidance_scale=2.0)
+    grid = tiles(Image.open(tmp_path / "grid.png"), 8, 4, columns=10)  # a column per class: one row of 4
+    for i in range(4):
+        exported = np.asarray(Image.open(tmp_path / "files" / f"{i:06d}.png"))
+        np.testing.assert_array_equal(grid[i], exported)
+        np.testing.assert_array_equal(evaluated[i].permute(1, 2, 0).numpy(), exported)
+    # image i: its own CPU generator from seed + i, class i mod classes
+    direct = pipeline(
+        class_labels=[2],
+        guidance_scale=2.0,
+        num_inference_steps=3,
+        generator=[image_generator(5, 2)],
+        output_type="pt",
+    ).images
+    np.testing.assert_array_equal((direct[0] * 255).round().permute(1, 2, 0).to(torch.uint8).numpy(), grid[2])
+
+
+def test_image_conditions_select_and_the_default_cycle():
+    conditions = ImageConditions(4, {"class_labels": [5, 6, 7, 8]})
+    assert conditions.of([3, 1]) == {"class_labels": [8, 6]}
+    assert conditional().conditioning.cycle(12).inputs == {"class_labels": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]}
+    assert build_pipeline("ddpm-tiny-8").conditioning.cycle(3) == ImageConditions(3, {}, None)
+    images = sample_images(
+        build_pipeline("ddpm-tiny-8"), [4, 1], seed=0, batch_size=1, call_kwargs={"num_inference_steps": 2}
+    )
+    assert images.dtype == torch.uint8 and images.shape == (2, 3, 8, 8)
+
+
+def test_swapping_the_sampler_shares_the_components_and_keeps_the_dtype():
+    pipeline = conditional().to(torch.bfloat16)
+    swapped = with_sampler(pipeline, "dpmsolver++")
+    assert swapped.unet is pipeline.unet and swapped.unet.dtype == torch.bfloat16
+    assert type(swapped.scheduler) is DPMSolverMultistepScheduler and type(pipeline.scheduler) is DDPMHubScheduler
+    assert swapped.config.null_class_label == 10 and swapped.labels == pipeline.labels
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The pipelines, the DDPM family, the shipped files
+
+
+def test_task_pipelines_are_ddpm_hub_pipelines_with_the_likelihood():
+    base = build_pipeline("ddpm-tiny-8")
+    for cls in (DDPMHubInpaintPipeline, DDPMHubImg2ImgPipeline):
+        task = cls.from_pipe(base)
+        assert isinstance(task, DDPMHubPipeline) and task.unet is base.unet
+        images = torch.randint(0, 256, (1, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+        direct = base.likelihood(images, num_steps=3, generator=torch.Generator().manual_seed(1))
+        via_task = task.likelihood(images, num_steps=3, generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(direct.bits_per_dim, via_task.bits_per_dim)
+
+
+def test_one_predicate_for_the_ddpm_family_and_its_shipped_copy():
+    assert is_ddpm_family(DDPMHubScheduler) and is_ddpm_family(DDPMScheduler()) and is_ddpm_family(DDPMHubScheduler())
+    assert not is_ddpm_family(DDIMScheduler) and not is_ddpm_family(DPMSolverMultistepScheduler())
+    # the shipped pipeline must stand alone, so it carries a copy: the same code, word for word
+    original = inspect.getsource(is_ddpm_family)
+    copy = inspect.getsource(pipeline_ddpm_hub.is_ddpm_family)
+    assert copy == original
+    assert "Copied from ddpm_hub.scheduling_ddpm_hub.is_ddpm_family" in inspect.getsource(pipeline_ddpm_hub)
+
+
+def test_a_saved_folder_ships_only_its_family_and_what_it_imports(tmp_path):
+    names = [path.name for path in code_files(DDPMHubPipeline)]
+    assert sorted(names) == [
+        "conditioning_ddpm_hub.py", "pipeline_ddpm_hub.py", "pipeline_ddpm_hub_img2img.py",
+        "pipeline_ddpm_hub_inpaint.py",
+    ]  # fmt: skip
+    build_pipeline("ddpm-tiny-8").save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("*.py")) == sorted(names)
+    assert [p.name for p in (tmp_path / "scheduler").glob("*.py")] == ["scheduling_ddpm_hub.py"]
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["_class_name"] == ["pipeline_ddpm_hub", "DDPMHubPipeline"]
+    assert index["scheduler"] == ["scheduling_ddpm_hub", "DDPMHubScheduler"]
+
+
+def test_the_shipped_carrier_stays_self_contained():
+    source = inspect.getsource(shipped)
+    imports = [line for line in source.splitlines() if line.startswith(("import ", "from "))]
+    assert imports == ["from dataclasses import dataclass, field", "from typing import Any", "import torch"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One resolver
+
+
+def test_one_resolver_for_configurations_folders_and_errors(tmp_path):
+    config = resolve_pipeline("ddpm-tiny-8")
+    assert config.kind == "config" and not config.trained and config.unet_config["sample_size"] == 8
+    assert not config.conditioning()  # unconditional
+    conditional().save_pretrained(tmp_path / "trained")
+    trained = resolve_pipeline(tmp_path / "trained")
+    assert trained.kind == "folder" and trained.conditioning().classes.null_class_label == 10
+    loaded = load_pipeline(tmp_path / "trained")
+    assert type(loaded) is DDPMHubPipeline and loaded.config.null_class_label == 10
+    fresh = load_pipeline("ddpm-tiny-8", seed=3)
+    assert torch.equal(fresh.unet.conv_in.weight, build_pipeline("ddpm-tiny-8", seed=3).unet.conv_in.weight)
+    overridden = trained.pipeline(scheduler_overrides={"prediction_type": "v_prediction"})
+    assert (
+        type(overridden.scheduler) is DDPMHubScheduler
+        and overridden.scheduler.config.prediction_type == "v_prediction"
+    )
+    with pytest.raises(FileNotFoundError, match="ddpm-digits-16"):  # the error lists the configurations
+        resolve_pipeline("no-such-configuration")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "model_index.json").write_text("{not json")
+    with pytest.raises(ValueError, match="is not valid JSON"):
+        resolve_pipeline(tmp_path / "bad")
+
+
+def test_a_hub_name_that_does_not_exist_is_one_message(hub_server, hub_cache):
+    with pytest.raises(ModelLoadError, match="cannot load alice/no-such-pipeline: Repository 'alice/no-such"):
+        resolve_pipeline("alice/no-such-pipeline")

@@ -1,0 +1,238 @@
+"""Unit tests of ddpm_hub.training, in-process: options and their checks, micro-batches, randomness, EMA,
+checkpoint folders, the held-out split (the launched runs are in test_training_runs.py)."""
+
+import importlib.util
+import json
+
+import pytest
+import torch
+from helpers import ROOT, check
+
+from ddpm_hub.configs import build_pipeline
+from ddpm_hub.data import UInt8ImageDataset
+from ddpm_hub.options import HelpFormatter, flat_fields, to_flat_dict
+from ddpm_hub.training.batches import MicroBatches, holdout_indices, make_loader
+from ddpm_hub.training.checkpoint_folders import (
+    commit_checkpoint,
+    latest_checkpoint,
+    list_checkpoints,
+    prune_checkpoints,
+    temporary_checkpoint_dir,
+)
+from ddpm_hub.training.ema import EMA
+from ddpm_hub.training.options import TrainingOptions, build_parser, parse_options
+from ddpm_hub.training.randomness import derive_seed
+
+
+@pytest.mark.parametrize(
+    "argv, error, message",
+    [
+        (["--lr_scheduler", "warp"], SystemExit, None),  # argparse: invalid choice, exit 2
+        (["--pipeline", "ddpm-digits-16", "--resolution", "6"], ValueError, "must be a multiple of 4"),
+        (["--pipeline", "ddpm-digits-16", "--resolution", "16x6"], ValueError, "must be a multiple of 4"),
+        (["--resolution", "16by8"], SystemExit, None),  # argparse: "is not a size: give N (square) or HxW"
+        (["--pipeline", "no-such-config"], FileNotFoundError, "ddpm-digits-16"),
+        (["--train_data_dir", "/nonexistent/x"], FileNotFoundError, "does not exist"),
+        (["--train_batch_size", "0"], ValueError, "--train_batch_size must be at least 1"),
+        (["--learning_rate", "-1"], ValueError, "--learning_rate must be > 0"),
+        (["--ddpm_num_inference_steps", "2000"], ValueError, "exceeds the 1000 training timesteps"),
+        (["--dataset_name", "cifar10", "--train_data_dir", "."], ValueError, "Give exactly one image source"),
+        (["--resume_from_checkpoint", "/nonexistent/checkpoint-3"], FileNotFoundError, "is not a folder"),
+        (["--resume_from_checkpoint", "latest", "--overwrite_output_dir"], ValueError, "contradict"),
+    ],
+)
+def test_option_errors(argv, error, message, capsys):
+    with pytest.raises(error) as raised:
+        check(argv)
+    if message is not None:
+        assert message in str(raised.value)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed")
+def test_wandb_logger_needs_wandb():
+    with pytest.raises(ValueError, match="pip install wandb"):
+        check(["--logger", "wandb"])
+
+
+@pytest.mark.parametrize("token,message", [(None, "token"), ("hf_alice_read", "read")])
+def test_push_to_hub_checks_the_token_before_training(hub_server, token, message, monkeypatch):
+    """No token, or a read-only one, is refused at validation (against the loopback Hub), before any model is built."""
+    if token:
+        monkeypatch.setenv("HF_TOKEN", token)
+    with pytest.raises(ValueError, match=f"--push_to_hub: .*{message}"):
+        check(["--push_to_hub", "--hub_model_id", "alice/digits", "--hub_private_repo"])
+
+
+def test_stale_checkpoints_need_resume_or_overwrite(tmp_path):
+    (tmp_path / "checkpoints" / "checkpoint-10").mkdir(parents=True)
+    with pytest.raises(ValueError, match="--resume_from_checkpoint latest"):
+        check(["--output_dir", str(tmp_path)])
+    check(["--output_dir", str(tmp_path), "--overwrite_output_dir"])
+    check(["--output_dir", str(tmp_path), "--resume_from_checkpoint", "latest"])
+
+
+def test_learned_range_cannot_be_forced_on_a_trained_fixed_variance_unet(tmp_path):
+    pipeline = build_pipeline("ddpm-tiny-8")
+    pipeline.save_pretrained(tmp_path / "trained")
+    options, source = check(["--pipeline", str(tmp_path / "trained")])
+    assert source.kind == "folder" and options.data.resolution == 8
+    with pytest.raises(ValueError, match="needs a UNet with 6 output channels"):
+        check(["--pipeline", str(tmp_path / "trained"), "--variance_type", "learned_range"])
+
+
+def test_defaults_resolve_from_the_pipeline_and_data_source():
+    options, source = check(["--pipeline", "ddpm-digits-16"])
+    assert source.kind == "config" and options.data.resolution == 16 and options.data.dataset_name == "builtin:digits"
+    options, _ = check(["--train_data_dir", str(ROOT)])
+    assert options.data.dataset_name is None
+
+
+def test_config_file_sets_options_and_the_command_line_wins(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("learning_rate: 3e-4\nuse_ema: true\ntrain_batch_size: 32\nlr_scheduler: constant\n")
+    options, _ = parse_options(["--config", str(config), "--train_batch_size", "8"])
+    assert options.optimizer.learning_rate == 3e-4 and options.optimizer.lr_scheduler == "constant"
+    assert options.ema.use_ema
+    assert options.batches.train_batch_size == 8
+    as_json = tmp_path / "options.json"
+    as_json.write_text(json.dumps(to_flat_dict(options)))  # training_options.json is a valid --config
+    assert parse_options(["--config", str(as_json)])[0] == options
+
+
+def test_a_non_square_resolution_from_the_command_line_and_back_from_the_recorded_options(tmp_path):
+    options, _ = check(["--pipeline", "ddpm-tiny-8", "--resolution", "8x16"])
+    assert options.data.resolution == (8, 16)
+    options, _ = check(["--pipeline", "ddpm-tiny-8x16"])  # the UNet's sample_size [8, 16]
+    assert options.data.resolution == (8, 16)
+    recorded = tmp_path / "training_options.json"
+    recorded.write_text(json.dumps(to_flat_dict(options)))  # resolution: [8, 16]
+    assert parse_options(["--config", str(recorded)])[0].data.resolution == (8, 16)
+    (tmp_path / "bad.yaml").write_text("resolution: [8, 16, 3]\n")
+    with pytest.raises(ValueError, match="bad.yaml: resolution: .* is not a size"):
+        parse_options(["--config", str(tmp_path / "bad.yaml")])
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("learning_rat: 0.1\n", "unknown options ['learning_rat']"),
+        ("train_batch_size: 1.5\n", "train_batch_size must be a int"),
+        ("lr_scheduler: warp\n", "is not one of"),
+        ("- 1\n", "expected a mapping"),
+    ],
+)
+def test_config_file_errors(tmp_path, text, message):
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    with pytest.raises(ValueError) as raised:
+        parse_options(["--config", str(config)])
+    assert message in str(raised.value)
+
+
+def test_help_documents_every_option_with_its_default():
+    text = build_parser().format_help()
+    spec = (
+        "pipeline dataset_name train_data_dir image_column resolution center_crop random_flip output_dir seed "
+        "train_batch_size max_train_steps num_epochs gradient_accumulation_steps learning_rate lr_scheduler "
+        "lr_warmup_steps adam_beta1 adam_beta2 adam_weight_decay adam_epsilon max_grad_norm mixed_precision use_ema "
+        "ema_max_decay checkpointing_steps checkpoints_total_limit resume_from_checkpoint validation_steps "
+        "num_validation_images logger dataloader_num_workers push_to_hub hub_model_id hub_private_repo snr_gamma "
+        "compile max_train_minutes"
+    ).split()
+    fields = [f.name for f, _, _ in flat_fields(TrainingOptions)]
+    assert set(spec) <= set(fields)
+    for name in fields:
+        assert f"--{name}" in text
+    formatter = HelpFormatter("train.py")
+    for action in build_parser()._actions:
+        if action.dest in fields:
+            assert "default" in formatter._get_help_string(action), action.dest
+    assert "debug_kill_at_step" not in text
+
+
+def test_accelerate_configs_load():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    expected = {"single_gpu": (1, 1), "multi_gpu_8": (8, 1), "multi_node_2x8": (16, 2)}
+    for name, (processes, machines) in expected.items():
+        config = load_config_from_file(str(ROOT / "training" / "accelerate_configs" / f"{name}.yaml"))
+        assert (config.num_processes, config.num_machines) == (processes, machines)
+
+
+def test_derive_seed_is_a_deterministic_mix():
+    assert derive_seed(0, 1, 2) == derive_seed(0, 1, 2)
+    assert len({derive_seed(0, 1, m) for m in range(100)} | {derive_seed(1, 1, 0), derive_seed(0, 2, 0)}) == 102
+    assert 0 <= derive_seed(2**40, 3) < 2**63
+
+
+def test_micro_batches_shard_each_global_batch_and_depend_only_on_position():
+    images = torch.arange(20, dtype=torch.uint8).reshape(20, 1, 1, 1).expand(20, 1, 2, 2).contiguous()
+    dataset = UInt8ImageDataset(images, random_flip=True)
+    ranks = [MicroBatches(dataset, 3, 2, rank, seed=7) for rank in range(2)]
+    assert ranks[0].batches_per_epoch == 3  # 20 // (3 x 2): the incomplete last batch is dropped
+    for m in range(7):
+        epoch, batch = ranks[0].position(m)
+        together = ranks[0].indices(m) + ranks[1].indices(m)
+        assert together == ranks[0].order(epoch)[batch * 6 : batch * 6 + 6].tolist()
+    assert not torch.equal(ranks[0].order(0), ranks[0].order(1))
+    fresh = MicroBatches(dataset, 3, 2, 1, seed=7)
+    m, x, values = fresh[5]
+    assert m == 5 and torch.equal(x, ranks[1][5][1]) and values == {}  # no history: flips, order from (seed, m, rank)
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        MicroBatches(dataset, 16, 2, 0, seed=7)
+
+
+def test_ema_warmup_and_update():
+    model = torch.nn.Linear(2, 2)
+    ema = EMA(model, max_decay=0.999, inv_gamma=1.0, power=0.75)
+    assert ema.decay(0) == 0.0
+    assert ema.decay(9) == pytest.approx(1 - 10**-0.75)
+    assert ema.decay(10**9) == 0.999
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)  # decay 0: a copy
+    assert torch.equal(ema.model.weight, model.weight)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    ema.update(model)  # decay 1 - 2^-0.75
+    d = 1 - 2**-0.75
+    assert torch.allclose(ema.model.weight, torch.full((2, 2), d * 1.0 + (1 - d) * 3.0))
+    assert ema.num_updates == 2 and not ema.model.weight.requires_grad
+
+
+def test_checkpoint_commit_latest_and_prune(tmp_path):
+    for step in (2, 4, 6):
+        temporary = temporary_checkpoint_dir(tmp_path, step)
+        temporary.mkdir()
+        (temporary / "weights").write_text(str(step))
+        commit_checkpoint(temporary, tmp_path, step)
+    temporary_checkpoint_dir(tmp_path, 8).mkdir()  # a save killed half-way
+    assert latest_checkpoint(tmp_path).name == "checkpoint-6"
+    deleted = prune_checkpoints(tmp_path, total_limit=2)
+    assert sorted(p.name for p in deleted) == [".tmp-checkpoint-8", "checkpoint-2"]
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-4", "checkpoint-6"]
+    again = temporary_checkpoint_dir(tmp_path, 6)
+    again.mkdir()
+    (again / "weights").write_text("new")
+    commit_checkpoint(again, tmp_path, 6)  # the same step saved twice replaces it
+    assert (tmp_path / "checkpoint-6" / "weights").read_text() == "new"
+    assert latest_checkpoint(tmp_path / "missing") is None
+
+
+def test_resume_starts_the_loader_at_the_saved_position_without_replaying_batches():
+    images = UInt8ImageDataset(torch.zeros(40, 1, 2, 2, dtype=torch.uint8))
+    data = MicroBatches(images, 4, 1, 0, seed=0)
+    # resumed after optimizer step 4 of 10, 2 micro-batches each
+    loader = make_loader(data, first_micro_batch=8, end=20, num_workers=0, pin_memory=False)
+    assert list(loader.sampler) == list(range(8, 20))
+    assert [m for m, _, _ in loader] == list(range(8, 20))
+
+
+def test_held_out_split_is_seeded_and_checked():
+    kept, held = holdout_indices(10, 3, seed=0)
+    kept_again, held_again = holdout_indices(10, 3, seed=0)
+    assert torch.equal(held, held_again) and len(held) == 3 and len(kept) == 7
+    assert sorted(torch.cat([kept, held]).tolist()) == list(range(10))
+    assert not torch.equal(holdout_indices(10, 3, seed=1)[1], held)
+    with pytest.raises(ValueError, match="leaves no training images: the dataset has 10"):
+        holdout_indices(10, 10, seed=0)
