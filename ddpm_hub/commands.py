@@ -48,6 +48,18 @@ def add_model_arguments(parser: argparse.ArgumentParser, steps: int, num_images:
         "(default: every class in turn, a column per class)",
     )
     parser.add_argument(
+        "--prompt", default=None, help="a text-to-image model: the prompt of every image (or see --prompts_file)"
+    )
+    parser.add_argument(
+        "--prompts_file",
+        default=None,
+        help="a text-to-image model: a text file of prompts, one per line; image i gets prompt i mod their number "
+        "(a column per prompt)",
+    )
+    parser.add_argument(
+        "--negative_prompt", default=None, help="a text-to-image model: the null branch of guidance (default: '')"
+    )
+    parser.add_argument(
         "--guidance_scale", type=float, default=1.0, help="classifier-free guidance w (1: none; default: 1)"
     )
     parser.add_argument("--scale", type=int_at_least(1), default=4, help="nearest-neighbour enlargement (default: 4)")
@@ -60,10 +72,18 @@ def load_model(args: argparse.Namespace):
 
 def image_conditions(pipeline, args: argparse.Namespace) -> ImageConditions:
     """
-    --class_labels (names or ids, comma separated, one per image or one for all) as each image's condition, checked
-    by the pipeline before any sampling; without it, the model's cycle (every class in turn, a column per class).
+    --class_labels (names or ids, comma separated, one per image or one for all) or --prompt / --prompts_file as
+    each image's condition, checked by the pipeline before any sampling; without them, the model's cycle (every
+    class in turn, a column per class).
     """
-    if args.class_labels is None:
+    prompts = read_prompts(args)
+    if prompts is not None:
+        conditions = ImageConditions(
+            args.num_images, {"prompt": [prompts[i % len(prompts)] for i in range(args.num_images)]}, len(prompts)
+        )
+        if args.class_labels is not None:
+            raise UsageError("--class_labels and --prompt/--prompts_file: give one kind of condition.")
+    elif args.class_labels is None:
         conditions = pipeline.conditioning.cycle(args.num_images)
     else:
         items = [part.strip() for part in args.class_labels.split(",")]
@@ -74,11 +94,32 @@ def image_conditions(pipeline, args: argparse.Namespace) -> ImageConditions:
                 f"--class_labels gives {len(values)} labels for --num_images {args.num_images}: one each, or one."
             )
         conditions = ImageConditions(args.num_images, {"class_labels": values})
+    if args.negative_prompt is not None:
+        conditions = ImageConditions(
+            conditions.num_images, {**conditions.inputs, "negative_prompt": [args.negative_prompt] * args.num_images},
+            conditions.columns,
+        )  # fmt: skip
     try:  # the pipeline's own checks (an unconditional model, unknown names, no null label, ids out of range)
         pipeline.prepare_condition(args.num_images, args.guidance_scale, **conditions.inputs)
     except ValueError as error:
-        raise UsageError(f"--class_labels/--guidance_scale: {error}") from None
+        given = [name for name, value in (("--class_labels", args.class_labels), ("--prompt", prompts)) if value]
+        raise UsageError(f"{'/'.join([*given, '--guidance_scale'])}: {error}") from None
     return conditions
+
+
+def read_prompts(args: argparse.Namespace) -> list[str] | None:
+    """--prompt, or the lines of --prompts_file (blank lines skipped), or None."""
+    if args.prompt is not None and args.prompts_file is not None:
+        raise UsageError("--prompt and --prompts_file: give one.")
+    if args.prompts_file is None:
+        return None if args.prompt is None else [args.prompt]
+    path = Path(args.prompts_file)
+    if not path.is_file():
+        raise InputNotFoundError(f"--prompts_file {args.prompts_file!r} is not a file.")
+    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not prompts:
+        raise UsageError(f"--prompts_file {args.prompts_file!r} holds no prompt (one per line).")
+    return prompts
 
 
 def generators(args: argparse.Namespace) -> list[torch.Generator]:
@@ -163,8 +204,8 @@ def run_sample(args: argparse.Namespace) -> int:
     tiles = to_pil_images(images)
     columns = columns or int(np.ceil(np.sqrt(len(tiles))))
     grid = strip([tiles[i : i + columns] for i in range(0, len(tiles), columns)], args.scale)
-    labels = conditions.inputs.get("class_labels")
-    return save(grid, args, num_images=args.num_images, steps=args.steps, class_labels=labels)
+    facts = {key: conditions.inputs[key] for key in ("class_labels", "prompt") if key in conditions.inputs}
+    return save(grid, args, num_images=args.num_images, steps=args.steps, **facts)
 
 
 def export(pipeline, args: argparse.Namespace, conditions: ImageConditions, call_kwargs: dict) -> int:

@@ -26,10 +26,18 @@ from dataclasses import dataclass
 import torch
 
 from . import conditioning_ddpm_hub as shipped
-from .conditioning_ddpm_hub import ConditionBatch, Guided, guided_output
+from .conditioning_ddpm_hub import ConditionBatch, Guided, guided_output, pad_tokens
 from .errors import UsageError
 
-__all__ = ["ClassCondition", "ConditionBatch", "Conditioning", "ImageConditions", "Guided", "guided_output"]
+__all__ = [
+    "ClassCondition",
+    "ConditionBatch",
+    "Conditioning",
+    "Guided",
+    "ImageConditions",
+    "PromptCondition",
+    "guided_output",
+]
 
 
 @dataclass(frozen=True)
@@ -55,11 +63,12 @@ class ClassCondition(shipped.ClassCondition):
 
     dropout_prob: float | None = None  # training: the share of labels replaced by the null label
 
-    def trained(self, label_names: list[str] | None, options) -> "ClassCondition":
+    def trained(self, data, options) -> "ClassCondition":
         """
-        The kind a run trains (`options`: the run's `ConditioningOptions`): the dataset's class names, and the null
-        label when labels are dropped (`class_dropout_prob`).
+        The kind a run trains (`data`: the run's dataset, `options`: its `ConditioningOptions`): the dataset's class
+        names, and the null label when labels are dropped (`class_dropout_prob`).
         """
+        label_names = data.label_names
         id2label = dict(enumerate(label_names)) if label_names else None
         dropout = options.class_dropout_prob
         kind = type(self)(self.num_class_embeds, id2label, self.null_id(self.num_class_embeds) if dropout else None)
@@ -114,6 +123,10 @@ class ClassCondition(shipped.ClassCondition):
         dropped = torch.rand(labels.shape, generator=generator) < self.dropout_prob
         return torch.where(dropped, torch.full_like(labels, self.null_class_label), labels)
 
+    def kept(self, labels: torch.Tensor) -> torch.Tensor:
+        """The values of a batch that is not dropped (held-out metrics): the labels."""
+        return labels
+
     def training_batch(self, labels: torch.Tensor, device) -> ConditionBatch:
         return ConditionBatch({"class_labels": labels.to(device, non_blocking=True)})
 
@@ -129,6 +142,10 @@ class ClassCondition(shipped.ClassCondition):
         per_class = max(1, -(-num_images // self.num_classes))
         labels = [label for label in range(self.num_classes) for _ in range(per_class)]
         return ImageConditions(len(labels), {"class_labels": labels}, columns=per_class)
+
+    def strip(self) -> ImageConditions:
+        """The rows of the guidance strip: one per class."""
+        return ImageConditions(self.num_classes, {"class_labels": list(range(self.num_classes))})
 
     def inputs_of(self, labels: torch.Tensor | None) -> dict:
         """The call argument that conditions on these labels, one per image (None: the null label)."""
@@ -148,7 +165,123 @@ class ClassCondition(shipped.ClassCondition):
         }
 
 
-KINDS = (ClassCondition,)
+class PromptCondition(shipped.PromptCondition):
+    """
+    A text prompt (see the shipped kind), with its data (each image's captions), caption dropout, encoding for
+    training, grids of prompts and card. A frozen text encoder encodes each distinct caption once, on its own, and
+    keeps the result (`embed`): a batch is then the stack of its captions' states, the same whatever batch or rank
+    a caption came in first (so a resumed run encodes exactly what an uninterrupted one does). A trained encoder
+    encodes every batch, with gradients.
+    """
+
+    data_column = "captions"  # each image's captions (`DecodedImages.captions`), one drawn per epoch
+
+    def __init__(self, tokenizer=None, text_encoder=None):
+        super().__init__(tokenizer, text_encoder)
+        self.dropout_prob: float | None = None  # training: the share of captions replaced by the empty prompt
+        self.frozen = True
+        self.prompts: list[str] = []  # the grid's prompts: --validation_prompts, else captions of the data
+        self.memo: dict[str, torch.Tensor] = {}  # a frozen encoder's states of each caption
+
+    def trained(self, data, options) -> "PromptCondition":
+        """The kind a run trains: caption dropout (`caption_dropout_prob`), frozen or trained encoder, grid prompts."""
+        kind = type(self)(self.tokenizer, self.text_encoder)
+        kind.dropout_prob, kind.frozen = options.caption_dropout_prob, not options.train_text_encoder
+        kind.prompts = list(options.validation_prompts or default_prompts((data.columns or {}).get(self.data_column)))
+        return kind
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Data
+
+    def column(self, decoded, source: str, pipeline: str) -> list[list[str]]:
+        if decoded.captions is None:
+            raise UsageError(
+                f"{pipeline} is a text-to-image model, but {source} gave no captions: use builtin:digit-pairs, a "
+                "Hub dataset with a text column (--caption_column), or an image folder with metadata.jsonl."
+            )
+        return decoded.captions
+
+    def check_stream(self, stream, source: str, pipeline: str) -> None:
+        if stream.caption_column is None:
+            raise UsageError(f"{pipeline} is a text-to-image model, but the stream of {source} has no captions.")
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Training
+
+    def drop(self, captions: list[list[str]], generator: torch.Generator) -> list[str]:
+        """
+        One caption per image, drawn uniformly among its captions, then replaced by the empty prompt (the null
+        condition) with probability `dropout_prob`; both from `generator`, one draw per micro-batch.
+        """
+        choices = torch.rand(len(captions), generator=generator)
+        chosen = [texts[min(int(u * len(texts)), len(texts) - 1)] for u, texts in zip(choices.tolist(), captions)]
+        if not self.dropout_prob:
+            return chosen
+        dropped = (torch.rand(len(captions), generator=generator) < self.dropout_prob).tolist()
+        return ["" if drop else text for drop, text in zip(dropped, chosen)]
+
+    def kept(self, captions: list[list[str]]) -> list[str]:
+        """A batch that is not dropped (held-out metrics): each image's first caption."""
+        return [texts[0] for texts in captions]
+
+    def training_batch(self, captions: list[str], device) -> ConditionBatch:
+        if not self.frozen:
+            return self.batch(*self.encode(captions, device, warn=False))
+        states = [self.embed(caption, device) for caption in captions]
+        length = max(len(state) for state in states)
+        hidden = torch.stack([pad_tokens(state[None], torch.ones(1, len(state)), length)[0][0] for state in states])
+        mask = torch.tensor([[1] * len(state) + [0] * (length - len(state)) for state in states], device=device)
+        return self.batch(hidden, mask)
+
+    @torch.no_grad()
+    def embed(self, caption: str, device) -> torch.Tensor:
+        """A caption's hidden states `[L x D]` from the frozen encoder, encoded alone (no padding) and kept."""
+        if caption not in self.memo:
+            self.memo[caption] = self.encode([caption], device, warn=False)[0][0]
+        return self.memo[caption]
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # What is saved and shown
+
+    def settings(self) -> dict:
+        return {}
+
+    def grid(self, num_images: int) -> ImageConditions:
+        """One row per prompt, `num_images` shared out (the null prompt when there is none)."""
+        prompts = self.prompts or [""]
+        per_prompt = max(1, -(-num_images // len(prompts)))
+        inputs = {"prompt": [prompt for prompt in prompts for _ in range(per_prompt)]}
+        return ImageConditions(len(inputs["prompt"]), inputs, columns=per_prompt)
+
+    def strip(self) -> ImageConditions:
+        prompts = self.prompts or [""]
+        return ImageConditions(len(prompts), {"prompt": list(prompts)})
+
+    def inputs_of(self, captions: list[list[str]] | None) -> dict:
+        """The prompts that condition on these captions (each image's first); None: the empty prompt."""
+        return {"prompt": [texts[0] for texts in captions] if captions is not None else None}
+
+    def cycle(self, indices: list[int]) -> dict:
+        """The prompts of images `indices` when none are given: the grid prompts in turn (none: the null prompt)."""
+        if not self.prompts:
+            return {}
+        return {"prompt": [self.prompts[i % len(self.prompts)] for i in indices]}
+
+    def card_facts(self) -> dict:
+        encoder = self.text_encoder
+        return {
+            "encoder": type(encoder).__name__ if encoder is not None else None,
+            "encoder_parameters": sum(p.numel() for p in encoder.parameters()) if encoder is not None else None,
+            "prompts": list(self.prompts),
+        }
+
+
+def default_prompts(captions: list[list[str]] | None, count: int = 8) -> list[str]:
+    """The grid's prompts when none are given: the first `count` distinct first captions of the data."""
+    return list(dict.fromkeys(texts[0] for texts in captions or []))[:count]
+
+
+KINDS = (ClassCondition, PromptCondition)
 
 
 class Conditioning(shipped.Conditioning):
@@ -167,11 +300,15 @@ class Conditioning(shipped.Conditioning):
         """Whether classifier-free guidance applies: a guided kind with its null branch."""
         return any(kind.guided and kind.has_null for kind in self.kinds)
 
-    def trained(self, label_names: list[str] | None, options) -> "Conditioning":
-        """The conditioning a run trains, from the dataset (class names) and the run's `ConditioningOptions`."""
-        return type(self)([kind.trained(label_names, options) for kind in self.kinds])
+    @property
+    def prompts(self) -> PromptCondition | None:
+        return self.get("prompt")
 
-    def columns(self, decoded, source: str, pipeline: str) -> dict[str, torch.Tensor]:
+    def trained(self, data, options) -> "Conditioning":
+        """The conditioning a run trains, from its dataset (class names, captions) and `ConditioningOptions`."""
+        return type(self)([kind.trained(data, options) for kind in self.kinds])
+
+    def columns(self, decoded, source: str, pipeline: str) -> dict:
         """What each kind reads of every decoded image (`{"labels": ...}`), checked against the model."""
         return {kind.data_column: kind.column(decoded, source, pipeline) for kind in self.kinds}
 
@@ -210,7 +347,7 @@ class Conditioning(shipped.Conditioning):
         """What the UNet is called with for images of these values, none dropped (held-out metrics)."""
         batch = ConditionBatch()
         for kind in self.kinds:
-            batch = batch.merge(kind.training_batch(columns[kind.data_column], device))
+            batch = batch.merge(kind.training_batch(kind.kept(columns[kind.data_column]), device))
         return batch
 
     def default_inputs(self, indices: list[int]) -> dict:
@@ -221,12 +358,21 @@ class Conditioning(shipped.Conditioning):
         return inputs
 
     def cycle(self, num_images: int) -> ImageConditions:
-        """The default condition of images 0 .. num_images - 1 (`default_inputs`), a column per class."""
+        """The default condition of images 0 .. num_images - 1 (`default_inputs`), a column per class or prompt."""
         columns = self.classes.num_classes if self.classes is not None else None
+        if self.prompts is not None and self.prompts.prompts:
+            columns = len(self.prompts.prompts)
         return ImageConditions(num_images, self.default_inputs(list(range(num_images))), columns)
 
     def grid(self, num_images: int) -> ImageConditions:
-        """The sample grid of a run: the first guided kind lays it out (a row per class); else plain samples."""
+        """The sample grid of a run: the first guided kind lays it out (a row per class or prompt); else plain."""
         for kind in self.kinds:
             return kind.grid(num_images)
         return ImageConditions(num_images, {})
+
+    def strip(self) -> ImageConditions | None:
+        """The rows of the guidance strip (one per class or prompt), None without a kind guidance can use."""
+        for kind in self.kinds:
+            if kind.guided and kind.has_null:
+                return kind.strip()
+        return None

@@ -22,6 +22,7 @@ This file is shipped next to `pipeline_ddpm_hub.py` in every published repo (pla
 `trust_remote_code=True`), so it stays self-contained: torch and the standard library only.
 """
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +120,13 @@ class ConditionKind:
         """The null branch of classifier-free guidance for the same images (guided kinds only)."""
         raise NotImplementedError(f"{type(self).__name__} has no null branch.")
 
+    def prepare_pair(self, inputs: dict, batch_size: int, device, null: bool) -> tuple[ConditionBatch, ConditionBatch]:
+        """The condition and, when `null`, its null branch (a kind guidance keeps gives the condition twice)."""
+        condition = self.prepare(inputs, batch_size, device)
+        if not null:
+            return condition, None
+        return condition, self.null(inputs, batch_size, device) if self.guided else condition
+
 
 class ClassCondition(ConditionKind):
     """
@@ -205,8 +213,187 @@ class ClassCondition(ConditionKind):
         return ConditionBatch({"class_labels": torch.full((batch_size,), self.null_class_label, device=device)})
 
 
-# The kinds a model may take, in the order their channels are concatenated (later issues add prompts and images).
-KINDS: tuple[type[ConditionKind], ...] = (ClassCondition,)
+class PromptCondition(ConditionKind):
+    """
+    A text prompt (GLIDE, Imagen, Stable Diffusion): the tokenizer's ids, encoded by the text encoder in float32 (T5
+    overflows in float16), reach the UNet's cross-attention as `encoder_hidden_states` `[N x L x D]` with
+    `encoder_attention_mask` `[N x L]` (1 for a token, 0 for padding, so that padding never changes the output).
+    The null branch of guidance is the empty prompt (what caption dropout trains), or the negative prompt.
+
+    Call arguments (diffusers' names): `prompt` (a string, or one per image), `negative_prompt`, or instead of text
+    `prompt_embeds` `[N x L x D]` / `negative_prompt_embeds` with `prompt_attention_mask` /
+    `negative_prompt_attention_mask` `[N x L]` (all ones when not given).
+    """
+
+    name = "prompt"
+    call_arguments = (
+        "prompt",
+        "negative_prompt",
+        "prompt_embeds",
+        "negative_prompt_embeds",
+        "prompt_attention_mask",
+        "negative_prompt_attention_mask",
+    )
+    guided = True
+
+    def __init__(self, tokenizer=None, text_encoder=None):
+        self.tokenizer, self.text_encoder = tokenizer, text_encoder
+
+    @classmethod
+    def from_model(cls, unet_config, settings: dict, components: dict) -> "PromptCondition | None":
+        if _config_value(unet_config, "cross_attention_dim") is None:  # a UNet2DModel has no cross-attention
+            return None
+        return cls(components.get("tokenizer"), components.get("text_encoder"))
+
+    @property
+    def max_length(self) -> int:
+        """Tokens the encoder takes: the tokenizer's limit, else the encoder's positions."""
+        limit = getattr(self.tokenizer, "model_max_length", None)
+        if limit is None or limit > 100_000:  # transformers' "no limit" placeholder
+            limit = getattr(getattr(self.text_encoder, "config", None), "max_position_embeddings", 512)
+        return int(limit)
+
+    def batch_size(self, inputs: dict) -> int | None:
+        prompt, embeds = inputs.get("prompt"), inputs.get("prompt_embeds")
+        if embeds is not None:
+            return len(embeds) if len(embeds) > 1 else None
+        if isinstance(prompt, (list, tuple)) and len(prompt) > 1:
+            return len(prompt)
+        return None
+
+    def check(self, inputs: dict, guidance_scale: float) -> None:
+        if inputs.get("prompt") is not None and inputs.get("prompt_embeds") is not None:
+            raise ValueError("Give prompt or prompt_embeds, not both.")
+        if inputs.get("negative_prompt") is not None and inputs.get("negative_prompt_embeds") is not None:
+            raise ValueError("Give negative_prompt or negative_prompt_embeds, not both.")
+        text = inputs.get("prompt") is not None or inputs.get("negative_prompt") is not None
+        if text and (self.tokenizer is None or self.text_encoder is None):
+            raise ValueError(
+                "This model has no text encoder and tokenizer loaded: pass prompt_embeds (and negative_prompt_embeds)."
+            )
+        for name in ("prompt", "negative_prompt"):
+            value = inputs.get(name)
+            items = value if isinstance(value, (list, tuple)) else [value]
+            if value is not None and not all(isinstance(item, str) for item in items):
+                raise ValueError(f"{name} must be a string or a list of strings, got {value!r}.")
+        if inputs.get("prompt") is None and inputs.get("prompt_embeds") is None:
+            warnings.warn(
+                "This is a text-to-image model and no prompt was given: it samples the null condition (the empty "
+                "prompt, as caption dropout trained it).",
+                stacklevel=4,
+            )
+
+    def prepare_pair(self, inputs: dict, batch_size: int, device, null: bool):
+        """The prompts and (for guidance) the negative or empty prompts, tokenized and encoded together."""
+        texts, embeds = [], []
+        for kind, wanted in (("", True), ("negative_", null)):
+            if not wanted:
+                continue
+            given = inputs.get(f"{kind}prompt_embeds")
+            if given is not None:
+                mask = inputs.get(f"{kind}prompt_attention_mask")
+                mask = torch.ones(given.shape[:2], dtype=torch.long) if mask is None else mask
+                embeds.append(
+                    (
+                        kind,
+                        self._expand(given, batch_size, f"{kind}prompt_embeds"),
+                        self._expand(mask, batch_size, f"{kind}prompt_attention_mask"),
+                    )
+                )
+            else:
+                prompt = inputs.get(f"{kind}prompt")
+                prompt = "" if prompt is None else prompt
+                texts.append((kind, self._expand_text(prompt, batch_size, f"{kind}prompt")))
+        encoded = {}
+        if texts:
+            hidden, mask = self.encode([text for _, batch in texts for text in batch], device)
+            for i, (kind, _) in enumerate(texts):
+                encoded[kind] = (
+                    hidden[i * batch_size : (i + 1) * batch_size],
+                    mask[i * batch_size : (i + 1) * batch_size],
+                )
+        for kind, hidden, mask in embeds:
+            encoded[kind] = (hidden.to(device), mask.to(device))
+        if null and encoded[""][0].shape[1] != encoded["negative_"][0].shape[1]:
+            length = max(encoded[""][0].shape[1], encoded["negative_"][0].shape[1])
+            encoded = {kind: pad_tokens(hidden, mask, length) for kind, (hidden, mask) in encoded.items()}
+        batches = {kind: self.batch(*encoded[kind]) for kind in encoded}
+        return batches[""], batches.get("negative_")
+
+    def batch(self, hidden: torch.Tensor, mask: torch.Tensor) -> ConditionBatch:
+        return ConditionBatch({"encoder_hidden_states": hidden, "encoder_attention_mask": mask})
+
+    def encode(self, prompts: list[str], device, warn: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        Prompts as the encoder's last hidden states `[N x L x D]` (float32) and the attention mask `[N x L]`, padded
+        to the longest. Words the tokenizer does not know and prompts longer than the encoder takes are warned of.
+        """
+        if warn:
+            self.warn_about(prompts)
+        tokens = self.tokenizer(
+            list(prompts), padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        ids, mask = tokens.input_ids.to(device), tokens.attention_mask.to(device)
+        with torch.autocast(device_type=torch.device(device).type, enabled=False):
+            hidden = self.text_encoder(ids, attention_mask=mask).last_hidden_state
+        return hidden.float(), mask
+
+    def warn_about(self, prompts: list[str]) -> None:
+        """Warn of the words the tokenizer does not know (naming them) and of prompts cut at the encoder's limit."""
+        unknown_id = getattr(self.tokenizer, "unk_token_id", None)
+        unknown, too_long = set(), []
+        for prompt in dict.fromkeys(prompts):
+            tokens = self.tokenizer(prompt, return_offsets_mapping=unknown_id is not None)
+            if len(tokens.input_ids) > self.max_length:
+                too_long.append(prompt)
+            if unknown_id is not None:
+                for token, (start, end) in zip(tokens.input_ids, tokens.offset_mapping):
+                    if token == unknown_id and end > start:
+                        unknown.add(prompt[start:end])
+        if unknown:
+            warnings.warn(
+                "Words this model's tokenizer does not know (each read as one unknown token): "
+                f"{', '.join(sorted(unknown))}.",
+                stacklevel=5,
+            )
+        if too_long:
+            warnings.warn(
+                f"{len(too_long)} prompt(s) longer than the {self.max_length} tokens the text encoder takes were cut "
+                f"there, e.g. {too_long[0][:80]!r}.",
+                stacklevel=5,
+            )
+
+    @staticmethod
+    def _expand_text(prompt, batch_size: int, name: str) -> list[str]:
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if len(prompts) == 1:
+            prompts = prompts * batch_size
+        if len(prompts) != batch_size:
+            raise ValueError(f"Got {len(prompts)} {name}s for batch_size={batch_size}; pass one per image, or one.")
+        return prompts
+
+    @staticmethod
+    def _expand(tensor: torch.Tensor, batch_size: int, name: str) -> torch.Tensor:
+        if len(tensor) == 1:
+            tensor = tensor.expand(batch_size, *tensor.shape[1:])
+        if len(tensor) != batch_size:
+            raise ValueError(
+                f"Got {len(tensor)} rows of {name} for batch_size={batch_size}; pass one per image, or one."
+            )
+        return tensor
+
+
+def pad_tokens(hidden: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder states `[N x L x D]` and mask `[N x L]` padded with zeros (masked out) to `length` tokens."""
+    extra = length - hidden.shape[1]
+    if extra <= 0:
+        return hidden, mask
+    hidden = torch.cat([hidden, hidden.new_zeros(hidden.shape[0], extra, hidden.shape[2])], dim=1)
+    return hidden, torch.cat([mask, mask.new_zeros(mask.shape[0], extra)], dim=1)
+
+
+# The kinds a model may take, in the order their channels are concatenated.
+KINDS: tuple[type[ConditionKind], ...] = (ClassCondition, PromptCondition)
 
 
 class Conditioning:
@@ -260,17 +447,11 @@ class Conditioning:
         if len(sizes) > 1:
             raise ValueError(f"The conditions describe different numbers of images: {sorted(sizes)}.")
         batch_size = (sizes.pop() if sizes else 1) if batch_size is None else batch_size
-        condition = ConditionBatch()
+        condition, null = ConditionBatch(), ConditionBatch() if guidance_scale != 1 else None
         for kind in self.kinds:
-            condition = condition.merge(kind.prepare(inputs, batch_size, device))
-        null = None
-        if guidance_scale != 1:
-            null = ConditionBatch()
-            for kind in self.kinds:
-                part = (
-                    kind.null(inputs, batch_size, device) if kind.guided else kind.prepare(inputs, batch_size, device)
-                )
-                null = null.merge(part)
+            part, null_part = kind.prepare_pair(inputs, batch_size, device, null is not None)
+            condition = condition.merge(part)
+            null = null.merge(null_part) if null is not None else None
         return Guided(condition, null, guidance_scale), batch_size
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .errors import InputNotFoundError, UsageError
-from .loading import component_class, read_model_index, scheduler_class
+from .loading import component_class, components_of, read_model_index, scheduler_class
 from .resources import resource_path
 from .run_folder import MODEL_INDEX, UNET_CONFIG, is_pipeline_folder, read_json
 
@@ -64,9 +64,29 @@ def build_pipeline(
     try:
         unet = unet_class.from_config(unet_config).eval()  # as from_pretrained returns it; training sets train()
         scheduler = scheduler_type.from_config(scheduler_config)
-    except (ValueError, TypeError, KeyError) as error:
+        others = {
+            name: build_component(folder, name, entry)
+            for name, entry in components_of(index).items()
+            if name not in ("unet", "scheduler")
+        }
+    except (ValueError, TypeError, KeyError, OSError) as error:
         raise UsageError(f"{folder}: the configuration cannot be built: {error}") from error
-    return pipeline_class(index)(unet=unet, scheduler=scheduler)
+    return pipeline_class(index)(unet=unet, scheduler=scheduler, **others)
+
+
+def build_component(folder: Path, name: str, entry: list):
+    """
+    A component other than the UNet and the scheduler, from its folder: a transformers model with fresh weights from
+    its `config.json` (after the UNet, from the same seeded generator), a tokenizer from its files; None if absent.
+    """
+    if entry[0] is None:
+        return None
+    klass = component_class(entry, folder / MODEL_INDEX)
+    import transformers
+
+    if issubclass(klass, transformers.PreTrainedModel):
+        return klass(klass.config_class.from_pretrained(folder / name)).eval()
+    return klass.from_pretrained(folder / name)
 
 
 def read_unet_config(folder: str | os.PathLike) -> dict:

@@ -13,6 +13,7 @@ scheduler, and any other diffusers or transformers component such as a text enco
 """
 
 import ast
+import contextlib
 import inspect
 import json
 import os
@@ -73,11 +74,20 @@ def load_components(
 
 
 def load_component(folder: Path, name: str, entry: list, source, torch_dtype, allow_pickle: bool, download_kwargs):
-    """One component from `folder/name` with the installed class its `[library, class]` entry names."""
+    """One component from `folder/name` with the installed class its `[library, class]` entry names (None: absent)."""
+    if entry[0] is None:  # an optional component the pipeline was saved without ([null, null])
+        return None
     klass = component_class(entry, Path(folder, MODEL_INDEX))
     path = Path(folder, name)
     if issubclass(klass, SchedulerMixin):
         return upgrade_ddpm_scheduler(klass.from_pretrained(folder, subfolder=name))
+    if issubclass(klass, ModelMixin) or not _has_weights(klass):
+        return _load_model_or_tokenizer(klass, folder, name, path, torch_dtype, allow_pickle, source, download_kwargs)
+    with quiet_transformers():
+        return _load_model_or_tokenizer(klass, folder, name, path, torch_dtype, allow_pickle, source, download_kwargs)
+
+
+def _load_model_or_tokenizer(klass, folder, name, path, torch_dtype, allow_pickle, source, download_kwargs):
     if _has_weights(klass):
         read_json(path / "config.json", f"the {name} configuration")  # a broken file is named, not a traceback
         check_weights(folder, name, source, allow_pickle, download_kwargs)
@@ -87,6 +97,20 @@ def load_component(folder: Path, name: str, entry: list, source, torch_dtype, al
             return klass.from_pretrained(folder, subfolder=name, use_safetensors=use_safetensors, **dtype)
         return klass.from_pretrained(path, use_safetensors=use_safetensors, **dtype)
     return klass.from_pretrained(path)  # a tokenizer: vocabulary files, no weights
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """transformers 5 draws a progress bar for every model it loads or saves, however small: not while loading."""
+    from transformers.utils import logging as transformers_logging
+
+    enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            transformers_logging.enable_progress_bar()
 
 
 def components_of(index: dict) -> dict[str, list]:
@@ -102,7 +126,7 @@ def _has_weights(klass: type) -> bool:
 
 def load_patterns(index: dict, allow_pickle: bool = False) -> tuple[list[str], list[str]]:
     """(allow, ignore) patterns of a repo download: the index and every component's folder, no code, no pickles."""
-    allow = [MODEL_INDEX] + [f"{name}/*" for name in components_of(index)]
+    allow = [MODEL_INDEX] + [f"{name}/*" for name, entry in components_of(index).items() if entry[0] is not None]
     ignore = NO_CODE + ([] if allow_pickle else [f"*{suffix}" for suffix in PICKLE_WEIGHT_SUFFIXES])
     return allow, ignore
 
@@ -139,7 +163,7 @@ def pipeline_folder(
         index = read_model_index(Path(index_file).parent, repo_id)
         allow, ignore = load_patterns(index, allow_pickle)
         if config_only:
-            allow = [MODEL_INDEX] + [f"{name}/*.json" for name in components_of(index)]
+            allow = [MODEL_INDEX] + [f"{name}/*.json" for name, entry in components_of(index).items() if entry[0]]
         return Path(snapshot_download(repo_id, allow_patterns=allow, ignore_patterns=ignore, **download_kwargs))
     except DDPMHubError:
         raise
@@ -302,12 +326,25 @@ def save_with_code(pipeline, folder: str | os.PathLike) -> None:
         shutil.copyfile(source, folder / source.name)
     index["_class_name"] = [shipped_source(type(pipeline)).stem, type(pipeline).__name__]
     for name, entry in components_of(index).items():
+        if entry[0] == "transformers":
+            index[name] = ["transformers", portable_transformers_name(entry[1])]
         if entry[0] in LIBRARY_COMPONENTS or entry[0] is None:
             continue
         source = Path(inspect.getsourcefile(type(getattr(pipeline, name))))
         shutil.copyfile(source, folder / name / source.name)
         index[name] = [source.stem, entry[1]]
     index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
+def portable_transformers_name(name: str) -> str:
+    """
+    transformers 5 names its fast tokenizers `TokenizersBackend`, of which `PreTrainedTokenizerFast` is an alias that
+    transformers 4 knows too: the index names the alias, so that either version loads the repo.
+    """
+    import transformers
+
+    alias = "PreTrainedTokenizerFast"
+    return alias if getattr(transformers, alias, None) is getattr(transformers, name, False) else name
 
 
 def code_files(pipeline_class: type) -> list[Path]:

@@ -84,7 +84,8 @@ class HubPipelineMixin:
         hub_kwargs = {
             k: kwargs.pop(k) for k in ("repo_id", "token", "private", "commit_message", "revision") if k in kwargs
         }
-        super().save_pretrained(save_directory, safe_serialization=True, **kwargs)
+        with loading.quiet_transformers():
+            super().save_pretrained(save_directory, safe_serialization=True, **kwargs)
         loading.save_with_code(self, save_directory)
         if push_to_hub:
             self._publish(save_directory, **hub_kwargs)

@@ -18,7 +18,7 @@ import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
+from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DConditionModel, UNet2DModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -42,6 +42,21 @@ def is_ddpm_family(scheduler) -> bool:
     return bool(getattr(klass, "ddpm_family", False)) or issubclass(klass, DDPMScheduler)
 
 
+PROMPT_ARGUMENTS = (
+    "prompt",
+    "negative_prompt",
+    "prompt_embeds",
+    "negative_prompt_embeds",
+    "prompt_attention_mask",
+    "negative_prompt_attention_mask",
+)
+
+
+def prompt_arguments(call_locals: dict) -> dict:
+    """The prompt arguments of a pipeline call, by name (from its `locals()`)."""
+    return {name: call_locals[name] for name in PROMPT_ARGUMENTS}
+
+
 def _is_component(entry) -> bool:
     """A model_index.json entry that names a component ([library, class]), not a setting."""
     return isinstance(entry, (list, tuple)) and len(entry) == 2
@@ -49,14 +64,19 @@ def _is_component(entry) -> bool:
 
 class DDPMHubPipeline(DiffusionPipeline):
     """
-    Pipeline for image generation with a DDPM (Ho et al. 2020), unconditional or class-conditional.
+    Pipeline for image generation with a DDPM (Ho et al. 2020): unconditional, class-conditional, or text-to-image.
 
     Args:
-        unet ([`UNet2DModel`]): the noise (or x_0, or v) prediction network; `out_channels` is twice `in_channels`
-            when the scheduler learns the variance (`variance_type="learned_range"`). A class-conditional UNet has a
-            class embedding (what a model is conditioned on: `conditioning_ddpm_hub.py`).
+        unet ([`UNet2DModel`] or [`UNet2DConditionModel`]): the noise (or x_0, or v) prediction network;
+            `out_channels` is twice `in_channels` when the scheduler learns the variance
+            (`variance_type="learned_range"`). A class-conditional UNet has a class embedding; a text-to-image one is
+            a `UNet2DConditionModel` whose cross-attention reads the text encoder's hidden states (what a model is
+            conditioned on: `conditioning_ddpm_hub.py`).
         scheduler ([`SchedulerMixin`]): `DDPMHubScheduler`, or any diffusers scheduler built from its config
             (`DDIMScheduler`, `DPMSolverMultistepScheduler`, `UniPCMultistepScheduler`, `DDPMScheduler`, ...).
+        text_encoder ([`~transformers.PreTrainedModel`], *optional*): a transformers text encoder (`T5EncoderModel`,
+            `CLIPTextModel`, ...) whose `last_hidden_state` the UNet attends to; run in float32.
+        tokenizer ([`~transformers.PreTrainedTokenizerBase`], *optional*): its tokenizer.
         id2label (`dict[int, str]`, *optional*): class names, as diffusers' `DiTPipeline` keeps them.
         null_class_label (`int`, *optional*): the class id the model was trained to read as "no label" (label
             dropout); classifier-free guidance needs it.
@@ -68,22 +88,27 @@ class DDPMHubPipeline(DiffusionPipeline):
 
         >>> pipeline = DDPMHubPipeline.from_pretrained("runs/ddpm-digits-16-cond")  # a folder or a Hub repo id
         >>> images = pipeline(class_labels=[3, 7], guidance_scale=2.0, num_inference_steps=50).images
+        >>> text = DDPMHubPipeline.from_pretrained("runs/ddpm-digit-pairs-text")
+        >>> images = text(prompt="3 left of seven", guidance_scale=3.0, num_inference_steps=50).images
         ```
     """
 
-    model_cpu_offload_seq = "unet"
+    model_cpu_offload_seq = "text_encoder->unet"
+    _optional_components = ["text_encoder", "tokenizer"]
     _callback_tensor_inputs = list(CALLBACK_TENSOR_INPUTS)
     conditioning_class = Conditioning  # the installed package uses its library kinds (ddpm_hub.conditioning)
 
     def __init__(
         self,
-        unet: UNet2DModel,
+        unet: UNet2DModel | UNet2DConditionModel,
         scheduler: SchedulerMixin,
+        text_encoder=None,
+        tokenizer=None,
         id2label: dict[int, str] | None = None,
         null_class_label: int | None = None,
     ):
         super().__init__()
-        self.register_modules(unet=unet, scheduler=scheduler)
+        self.register_modules(unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer)
         id2label = {int(k): str(v) for k, v in id2label.items()} if id2label else None  # JSON keys are strings
         self.register_to_config(id2label=id2label, null_class_label=null_class_label)
 
@@ -118,6 +143,12 @@ class DDPMHubPipeline(DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ("image",),
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
     ) -> ImagePipelineOutput | tuple:
         """
         Generate images with the reverse process (Algorithm 2).
@@ -141,6 +172,11 @@ class DDPMHubPipeline(DiffusionPipeline):
             output_type (`"pil"`, `"np"` or `"pt"`, defaults to `"pil"`): PIL images (mode "L" for one channel),
                 a float numpy array `[N x H x W x C]` in [0, 1], or a torch tensor `[N x C x H x W]` in [0, 1].
             return_dict (`bool`, defaults to `True`): return an [`ImagePipelineOutput`] rather than a tuple.
+            prompt (`str` or a list of them, *optional*): a text-to-image model's prompt, one per image or one for all;
+                without one it samples the null condition (the empty prompt). `negative_prompt` replaces the empty
+                prompt as the null branch of guidance. `prompt_embeds` `[N x L x D]` / `negative_prompt_embeds`
+                (with `prompt_attention_mask` / `negative_prompt_attention_mask` `[N x L]`) instead of text, as
+                diffusers' pipelines take them. With guidance, one UNet call on 2N images per step.
             callback_on_step_end (`Callable`, *optional*): called after every step as
                 `callback_on_step_end(pipeline, i, t, callback_kwargs)` with the tensors named in
                 `callback_on_step_end_tensor_inputs` ("image": x_{t-1}, "pred_original_sample": the predicted x_0, in
@@ -148,7 +184,9 @@ class DDPMHubPipeline(DiffusionPipeline):
         """
         if batch_size is None and isinstance(generator, list):
             batch_size = len(generator)
-        guided, batch_size = self.prepare_condition(batch_size, guidance_scale, class_labels=class_labels)
+        guided, batch_size = self.prepare_condition(
+            batch_size, guidance_scale, class_labels=class_labels, **prompt_arguments(locals())
+        )
         shape = self.sample_shape(batch_size)
         step_kwargs = self.check_inputs(batch_size, generator, eta, output_type, callback_on_step_end_tensor_inputs)
         if noise is not None and tuple(noise.shape) != shape:
@@ -179,8 +217,15 @@ class DDPMHubPipeline(DiffusionPipeline):
         return self.conditioning_class.of(self.unet.config, dict(self.config), components)
 
     def prepare_condition(self, batch_size: int | None, guidance_scale: float, **inputs) -> tuple[Guided, int]:
-        """The condition arguments of a call (`class_labels=...`) for the UNet, with the null branch guidance needs."""
-        return self.conditioning.prepare(inputs, batch_size, guidance_scale, self.device)
+        """
+        The condition arguments of a call (`class_labels=...`, `prompt=...`) as what the UNet is called with, in its
+        dtype, with the null branch guidance needs; and the batch size.
+        """
+        guided, batch_size = self.conditioning.prepare(inputs, batch_size, guidance_scale, self.device)
+        dtype = self.unet.dtype
+        guided.condition = guided.condition.to(dtype=dtype)
+        guided.null = guided.null.to(dtype=dtype) if guided.null is not None else None
+        return guided, batch_size
 
     def denoise(self, image, timesteps, guided: Guided, step_kwargs, callback=(None, ())) -> torch.Tensor:
         """Reverse steps over `timesteps` from x_t = `image`; `callback` is (callback_on_step_end, tensor names)."""

@@ -16,7 +16,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 # Imported here too, not only through pipeline_ddpm_hub: diffusers copies a local folder's code files one import deep.
 from .conditioning_ddpm_hub import Guided  # noqa: F401
-from .pipeline_ddpm_hub import ClassLabels, DDPMHubPipeline
+from .pipeline_ddpm_hub import ClassLabels, DDPMHubPipeline, prompt_arguments
 
 
 class DDPMHubImg2ImgPipeline(DDPMHubPipeline):
@@ -47,6 +47,12 @@ class DDPMHubImg2ImgPipeline(DDPMHubPipeline):
         return_dict: bool = True,
         callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ("image",),
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
     ) -> ImagePipelineOutput | tuple:
         """
         Args:
@@ -57,14 +63,14 @@ class DDPMHubImg2ImgPipeline(DDPMHubPipeline):
                 1 starts from x_T ~ N(0, I) as Algorithm 2 does (q(x_T | x_0) is N(0, I) up to the image's weight
                 sqrt(alpha-bar_T), e.g. 0.006 for the linear schedule), so it equals plain sampling from `noise`.
             noise (`torch.Tensor` `[N x C x H x W]`, *optional*): the eps of q(x_t | x_0), or x_T at strength 1.
-            Others: as `DDPMHubPipeline.__call__`; one input image serves every class label given.
+            Others: as `DDPMHubPipeline.__call__`; one input image serves every class label or prompt given.
         """
         if not 0 <= strength <= 1:
             raise ValueError(f"strength must be in [0, 1], got {strength}.")
         x_0 = self.preprocess(image, self.unet.config.in_channels) * 2 - 1  # [N x C x H x W] in [-1, 1]
-        guided, batch_size = self.prepare_condition(
-            None if class_labels is not None else len(x_0), guidance_scale, class_labels=class_labels
-        )
+        conditions = {"class_labels": class_labels, **prompt_arguments(locals())}
+        described = any(conditions[name] is not None for name in ("class_labels", "prompt", "prompt_embeds"))
+        guided, batch_size = self.prepare_condition(None if described else len(x_0), guidance_scale, **conditions)
         if len(x_0) not in (1, batch_size):
             raise ValueError(f"Got {len(x_0)} images for {batch_size} class labels; pass one image, or one per label.")
         x_0 = x_0.expand(batch_size, *x_0.shape[1:])

@@ -18,7 +18,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 # Imported here too, not only through pipeline_ddpm_hub: diffusers copies a local folder's code files one import deep.
 from .conditioning_ddpm_hub import Guided  # noqa: F401
-from .pipeline_ddpm_hub import ClassLabels, DDPMHubPipeline, is_ddpm_family
+from .pipeline_ddpm_hub import ClassLabels, DDPMHubPipeline, is_ddpm_family, prompt_arguments
 
 
 def repaint_levels(num_steps: int, jump_length: int, jump_n_sample: int) -> list[int]:
@@ -70,6 +70,12 @@ class DDPMHubInpaintPipeline(DDPMHubPipeline):
         return_dict: bool = True,
         callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ("image",),
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
     ) -> ImagePipelineOutput | tuple:
         """
         Args:
@@ -81,7 +87,7 @@ class DDPMHubInpaintPipeline(DDPMHubPipeline):
             num_inference_steps (`int`, defaults to 250): the (respaced) chain, as in RePaint's experiments.
             jump_length (`int`, defaults to 10) and jump_n_sample (`int`, defaults to 10): RePaint's resampling;
                 jump_n_sample = 1 turns it off.
-            Others: as `DDPMHubPipeline.__call__`; one image and mask serve every class label given.
+            Others: as `DDPMHubPipeline.__call__`; one image and mask serve every class label or prompt given.
         """
         if not (
             isinstance(jump_length, int) and jump_length >= 1 and isinstance(jump_n_sample, int) and jump_n_sample >= 1
@@ -96,9 +102,9 @@ class DDPMHubInpaintPipeline(DDPMHubPipeline):
             )
         x_0 = self.preprocess(image, self.unet.config.in_channels) * 2 - 1  # [N x C x H x W] in [-1, 1]
         keep = self.preprocess(mask_image, 1, what="mask_image") < 0.5  # [N x 1 x H x W], True = known pixel
-        guided, batch_size = self.prepare_condition(
-            None if class_labels is not None else len(x_0), guidance_scale, class_labels=class_labels
-        )
+        conditions = {"class_labels": class_labels, **prompt_arguments(locals())}
+        described = any(conditions[name] is not None for name in ("class_labels", "prompt", "prompt_embeds"))
+        guided, batch_size = self.prepare_condition(None if described else len(x_0), guidance_scale, **conditions)
         if {len(x_0), len(keep)} - {1, batch_size}:
             raise ValueError(
                 f"Got {len(x_0)} images and {len(keep)} masks for {batch_size} samples; pass one or one each."

@@ -64,10 +64,13 @@ def test_the_class_rules_live_in_the_class_kind():
     assert kind.num_classes == 10 and ClassCondition.null_id(11) == 10 and not kind.has_null
     named = ClassCondition(11, {0: "cat", 1: "dog"}, 10)
     assert named.num_classes == 2 and named.has_null and named.label_ids(["dog", 0]) == [1, 0]
-    trained = kind.trained(["cat", "dog"], type("Options", (), {"class_dropout_prob": 0.1})())
+    data = type("Data", (), {"label_names": ["cat", "dog"], "columns": {}})()
+    trained = kind.trained(data, type("Options", (), {"class_dropout_prob": 0.1})())
     assert trained.null_class_label == 10 and trained.id2label == {0: "cat", 1: "dog"} and trained.dropout_prob == 0.1
     assert trained.settings() == {"id2label": {0: "cat", 1: "dog"}, "null_class_label": 10}
-    no_dropout = kind.trained(None, type("Options", (), {"class_dropout_prob": 0})())
+    no_dropout = kind.trained(
+        type("Data", (), {"label_names": None})(), type("Options", (), {"class_dropout_prob": 0})()
+    )
     assert no_dropout.null_class_label is None and no_dropout.settings()["id2label"] is None
     grid = named.grid(5)  # one row per class, the images shared out
     assert grid.inputs == {"class_labels": [0, 0, 0, 1, 1, 1]} and grid.columns == 3 and grid.num_images == 6
@@ -76,7 +79,8 @@ def test_the_class_rules_live_in_the_class_kind():
 
 
 def test_label_dropout_is_a_seeded_draw_per_micro_batch():
-    kind = ClassCondition(11).trained(None, type("Options", (), {"class_dropout_prob": 0.5})())
+    data = type("Data", (), {"label_names": None})()
+    kind = ClassCondition(11).trained(data, type("Options", (), {"class_dropout_prob": 0.5})())
     labels = torch.arange(10).repeat(10)
     first = kind.drop(labels, torch.Generator().manual_seed(3))
     again = kind.drop(labels, torch.Generator().manual_seed(3))
@@ -200,7 +204,12 @@ def test_a_saved_folder_ships_only_its_family_and_what_it_imports(tmp_path):
 def test_the_shipped_carrier_stays_self_contained():
     source = inspect.getsource(shipped)
     imports = [line for line in source.splitlines() if line.startswith(("import ", "from "))]
-    assert imports == ["from dataclasses import dataclass, field", "from typing import Any", "import torch"]
+    assert imports == [
+        "import warnings",
+        "from dataclasses import dataclass, field",
+        "from typing import Any",
+        "import torch",
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------------------

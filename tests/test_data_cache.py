@@ -307,7 +307,7 @@ def test_each_rank_streams_a_disjoint_part_and_together_they_read_everything(tmp
     for rank in range(2):
         stream = open_stream(data, channels=3, rank=rank, world_size=2)
         numbers = []
-        for pixels, label in stream:
+        for pixels, label, captions in stream:
             if stream.epoch == 1:
                 break
             numbers.append(int(pixels[0, 0, 0]))
@@ -345,7 +345,7 @@ def test_with_a_shuffle_buffer_resume_loses_at_most_the_buffer_and_repeats_nothi
     first = open_stream(data, 3, seed=5)
     iterator = iter(first)
     before = take(iterator, 15)
-    uninterrupted_rest = [int(p[0, 0, 0]) for p, _ in _until_epoch(first, iterator, 1)]
+    uninterrupted_rest = [int(p[0, 0, 0]) for p, *_ in _until_epoch(first, iterator, 1)]
     assert sorted(before + uninterrupted_rest) == values  # a shuffled epoch reads every example once
 
     replay = open_stream(data, 3, seed=5)
@@ -353,10 +353,10 @@ def test_with_a_shuffle_buffer_resume_loses_at_most_the_buffer_and_repeats_nothi
     assert take(replay_iterator, 15) == before  # (seed, epoch) fix the order
     resumed = open_stream(data, 3, seed=5)
     resumed.load_state_dict(json.loads(json.dumps(replay.state_dict())))
-    after = [int(p[0, 0, 0]) for p, _ in _until_epoch(resumed, iter(resumed), 1)]
+    after = [int(p[0, 0, 0]) for p, *_ in _until_epoch(resumed, iter(resumed), 1)]
     assert not set(before) & set(after) and len(set(after)) == len(after)  # nothing read twice
     assert 0 < len(values) - len(before) - len(after) <= 4  # the buffer's examples are lost for this epoch
-    next_epoch = [int(p[0, 0, 0]) for p, _ in _until_epoch(resumed, iter(resumed), 2)]
+    next_epoch = [int(p[0, 0, 0]) for p, *_ in _until_epoch(resumed, iter(resumed), 2)]
     assert sorted(next_epoch) == values  # the next epoch reads everything again
 
 

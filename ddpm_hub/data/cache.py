@@ -3,6 +3,7 @@
     <cache_dir>/ddpm_hub_decoded/<name>/        name: <source>-<size>-<l|rgb>-<crop|squash>-<16 hex digits of the key>
         images.u8       uint8 [N x C x H x W], C order, no header: image i is bytes [i * C*H*W, (i + 1) * C*H*W)
         labels.npy      int64 [N] class ids (only for a source with labels)
+        captions.json   each image's captions, a JSON list of lists of strings (only when captions are read)
         manifest.json   the key and what it was made of, the shape, the class names, every skipped item and why,
                         and how the build went (seconds, processes)
 
@@ -54,6 +55,7 @@ logger = logging.getLogger(__name__)
 CACHE_FORMAT = 1
 CACHE_SUBDIR = "ddpm_hub_decoded"
 IMAGES_FILE, LABELS_FILE, MANIFEST_FILE = "images.u8", "labels.npy", "manifest.json"
+CAPTIONS_FILE = "captions.json"
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ def key_fields(plan: SourcePlan, settings: DecodeSettings, max_images: int | Non
         "shape": list(settings.shape),
         "center_crop": settings.center_crop,
         "max_images": max_images,
+        **({"captions": True} if plan.captions else {}),  # absent otherwise: the keys of earlier caches hold
     }
 
 
@@ -175,9 +178,10 @@ def open_cache(folder: Path, key: str) -> DecodedImages | None:
     shape = tuple(manifest["shape"])
     images, _ = map_images(folder / IMAGES_FILE, shape)
     labels = torch.from_numpy(np.load(folder / LABELS_FILE)) if manifest["labels"] else None
+    captions = json.loads((folder / CAPTIONS_FILE).read_text()) if manifest.get("captions") else None
     skipped = [tuple(item) for item in manifest["skipped"]]
     report = ImageDatasetReport(num_images=shape[0], num_skipped=len(skipped), skipped=skipped)
-    return DecodedImages(images, labels, manifest["label_names"], report, folder / IMAGES_FILE)
+    return DecodedImages(images, labels, manifest["label_names"], report, folder / IMAGES_FILE, captions)
 
 
 def _mismatch(folder: Path, manifest: dict, key: str) -> str | None:
@@ -193,6 +197,10 @@ def _mismatch(folder: Path, manifest: dict, key: str) -> str | None:
         labels = np.load(folder / LABELS_FILE, mmap_mode="r")
         if labels.shape != (shape[0],) or labels.dtype != np.int64:
             return f"{LABELS_FILE} holds {labels.dtype} {list(labels.shape)}, not int64 [{shape[0]}]"
+    if manifest.get("captions"):
+        captions = json.loads((folder / CAPTIONS_FILE).read_text()) if (folder / CAPTIONS_FILE).is_file() else None
+        if not isinstance(captions, list) or len(captions) != shape[0]:
+            return f"{CAPTIONS_FILE} does not hold the captions of {shape[0]} images"
     return None
 
 
@@ -233,10 +241,13 @@ def _decode_into(plan: SourcePlan, settings: DecodeSettings, folder: Path, field
         if plan.decode_directly is not None:
             direct = plan.decode_directly()
             file.write(direct.images.numpy().tobytes())
-            labels, skipped, count = direct.labels.tolist(), [], len(direct.images)
+            count = len(direct.images)
+            labels = direct.labels.tolist() if direct.labels is not None else [None] * count
+            skipped, captions = [], direct.captions
         else:
             result = decode_all(plan.items, plan.capacity, settings, num_workers, file.write, progress=True)
             labels, skipped, count = result.labels, plan.skipped + result.skipped, result.count
+            captions = result.captions
         file.flush()
         os.fsync(file.fileno())
     seconds = time.monotonic() - started
@@ -245,6 +256,8 @@ def _decode_into(plan: SourcePlan, settings: DecodeSettings, folder: Path, field
     ids = label_tensor(labels, plan)  # a missing or negative label is an error
     if ids is not None:
         np.save(folder / LABELS_FILE, ids.numpy())
+    if plan.captions:
+        _write_file(folder / CAPTIONS_FILE, json.dumps(captions, ensure_ascii=False).encode())
     examined = count + len(skipped)
     return {
         "format": CACHE_FORMAT,
@@ -254,6 +267,7 @@ def _decode_into(plan: SourcePlan, settings: DecodeSettings, folder: Path, field
         "shape": [count, *settings.shape],
         "labels": ids is not None,
         "label_names": plan.label_names if ids is not None else None,
+        "captions": plan.captions,
         "skipped": [list(item) for item in skipped],
         "build": {
             "seconds": round(seconds, 3),

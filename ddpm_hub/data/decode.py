@@ -36,6 +36,22 @@ def strict_truncation_check() -> Iterator[None]:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
+def caption_list(value) -> list[str]:
+    """
+    An example's captions as a list of non-empty strings: a string, or a list of them (one is drawn per epoch); a
+    missing or empty caption, or another type, skips the example.
+    """
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise SkipImage(
+            "no caption" if value is None or items == [] else f"caption is a {type(value).__name__}, not text"
+        )
+    texts = [item.strip() for item in items if isinstance(item, str) and item.strip()]
+    if len(texts) != len(items):
+        raise SkipImage(f"missing, empty or non-text caption(s) in {value!r}"[:120])
+    return texts
+
+
 def image_size(resolution: Resolution) -> tuple[int, int]:
     """(height, width) of an int (square) or a (height, width) pair."""
     if isinstance(resolution, int):

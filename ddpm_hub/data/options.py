@@ -9,7 +9,7 @@ from ..options import option
 from .cache import Coordinator, load_cached
 from .decode import Resolution, is_size
 from .parallel import DecodeSettings, default_workers
-from .sources import BUILTIN_DATASETS, DecodedImages, check_source, load_images, plan_source
+from .sources import BUILTIN_DATASETS, CAPTION_COLUMN, DecodedImages, check_source, load_images, plan_source
 
 
 def parse_resolution(value) -> Resolution:
@@ -49,6 +49,13 @@ class DataOptions:
         None,
         "the class-label column of a Hub dataset, for a class-conditional model (default: its first ClassLabel "
         "column); folders take their first-level subfolders as classes, builtin:digits its digits",
+        "data",
+    )
+    caption_column: str | None = option(
+        None,
+        f"a text-to-image model's captions: the text column of a Hub dataset or of streamed shards (a string or a "
+        f"list of strings per row: one is drawn per epoch), or the key in a folder's metadata.jsonl (default: "
+        f"{CAPTION_COLUMN!r}); builtin:digit-pairs has its own",
         "data",
     )
     cache_dir: str | None = option(
@@ -118,18 +125,18 @@ class DataOptions:
                 "shuffled completely every epoch."
             )
 
-    def load(self, channels: int, coordinator: Coordinator | None = None) -> DecodedImages:
+    def load(self, channels: int, coordinator: Coordinator | None = None, captions: bool = False) -> DecodedImages:
         """
         The images, decoded once: uint8 `[N x channels x H x W]` memory-mapped from the decoded cache (built by the
         local main process of a distributed run, see `coordinator`), or in RAM with --no-decoded_cache (or the first
-        --max_images of a stream with --streaming); labels; what was skipped. Training streams with
-        `ddpm_hub.data.streaming.open_stream` instead.
+        --max_images of a stream with --streaming); labels; with `captions`, each image's captions (an image without
+        one is skipped); what was skipped. Training streams with `ddpm_hub.data.streaming.open_stream` instead.
         """
         resolved = self.resolved()
         if self.streaming:
             from .streaming import load_streamed
 
-            return load_streamed(self, channels)
+            return load_streamed(self, channels, captions)
         arguments = dict(
             dataset_name=resolved.dataset_name,
             train_data_dir=self.train_data_dir,
@@ -141,12 +148,19 @@ class DataOptions:
             cache_dir=self.cache_dir,
             max_images=self.max_images,
             class_column=self.class_column,
+            caption_column=self.caption_column_for(captions),
         )
         workers = self.preprocessing_num_workers or default_workers()
         if not self.decoded_cache:
             return load_images(**arguments, num_workers=workers)
         settings = DecodeSettings(resolved.resolution, channels, self.center_crop)
         return load_cached(plan_source(**arguments), settings, self.max_images, self.cache_dir, workers, coordinator)
+
+    def caption_column_for(self, captions: bool) -> str | None:
+        """The caption column to read: --caption_column, else the default, when captions are wanted; else None."""
+        if not captions:
+            return None
+        return self.caption_column or CAPTION_COLUMN
 
     @property
     def source(self) -> str:

@@ -18,6 +18,7 @@ from PIL import Image
 from .decode import (
     Resolution,
     SkipImage,
+    caption_list,
     decode_hub_value,
     image_size,
     image_to_array,
@@ -47,14 +48,19 @@ class DecodeSettings:
         return math.prod(self.shape)
 
 
-Item = tuple[str, Callable[[], Image.Image], int | None]  # (id for the report, open the image, class id or None)
+# (id for the report, open the image, class id or None, captions as the source gives them or None)
+Item = tuple[str, Callable[[], Image.Image], int | None, object]
 
 
 class FolderItems:
-    """The image files of a folder: item i is `paths[i]` (relative, `/`-separated) under `root`, with `labels[i]`."""
+    """
+    The image files of a folder: item i is `paths[i]` (relative, `/`-separated) under `root`, with `labels[i]` and
+    `captions[i]` (from metadata.jsonl; None when captions are not read).
+    """
 
-    def __init__(self, root: str, paths: list[str], labels: list[int | None], resolution: Resolution):
+    def __init__(self, root: str, paths: list[str], labels: list[int | None], resolution: Resolution, captions=None):
         self.root, self.paths, self.labels, self.resolution = root, paths, labels, resolution
+        self.captions = captions
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -62,14 +68,18 @@ class FolderItems:
     def read(self, start: int, stop: int) -> Iterator[Item]:
         for index in range(start, stop):
             path = os.path.join(self.root, self.paths[index])
-            yield self.paths[index], lambda path=path: open_file(path, self.resolution), self.labels[index]
+            caption = self.captions[index] if self.captions is not None else None
+            yield self.paths[index], lambda path=path: open_file(path, self.resolution), self.labels[index], caption
 
 
 class HubItems:
     """Rows of a `datasets.Dataset` whose image column is read raw (`{"bytes", "path"}`) and decoded row by row."""
 
-    def __init__(self, raw, column: str, label_column: str | None, mode: str | None):
+    def __init__(
+        self, raw, column: str, label_column: str | None, mode: str | None, caption_column: str | None = None
+    ):
         self.raw, self.column, self.label_column, self.mode = raw, column, label_column, mode
+        self.caption_column = caption_column
 
     def __len__(self) -> int:
         return len(self.raw)
@@ -81,35 +91,41 @@ class HubItems:
         batch = self.raw[start:stop]
         values = batch[self.column]
         labels = batch[self.label_column] if self.label_column else [None] * len(values)
-        for offset, (value, label) in enumerate(zip(values, labels, strict=True)):
+        captions = batch[self.caption_column] if self.caption_column else [None] * len(values)
+        for offset, (value, label, caption) in enumerate(zip(values, labels, captions, strict=True)):
             name = value.get("path") if isinstance(value, dict) else None
             item_id = f"row {start + offset}" + (f" ({name})" if name else "")
-            yield item_id, lambda value=value: decode_hub_value(decoder, value), label
+            yield item_id, lambda value=value: decode_hub_value(decoder, value), label, caption
 
 
 @dataclass
 class DecodedChunk:
-    """Items [start, stop) decoded: the usable images in order, their labels, and every item's outcome in order."""
+    """Items [start, stop) decoded: the usable images in order, their labels and captions, and every item's outcome
+    in order."""
 
     images: np.ndarray  # uint8 [k x C x H x W]
     labels: list[int | None]
+    captions: list[list[str] | None]
     outcomes: list[tuple[str, str | None]]  # (item id, why it was skipped, or None for a usable image)
 
 
 def decode_range(items, start: int, stop: int, settings: DecodeSettings) -> DecodedChunk:
     """Decode items [start, stop) of `items` (`FolderItems` or `HubItems`); bad items are recorded, not raised."""
-    pixels, labels, outcomes = [], [], []
+    pixels, labels, captions, outcomes = [], [], [], []
+    read_captions = getattr(items, "captions", None) is not None or getattr(items, "caption_column", None) is not None
     with strict_truncation_check():
-        for item_id, load, label in items.read(start, stop):
+        for item_id, load, label, caption in items.read(start, stop):
             try:
+                texts = caption_list(caption) if read_captions else None
                 pixels.append(image_to_array(load(), settings.resolution, settings.channels, settings.center_crop))
             except SkipImage as reason:
                 outcomes.append((item_id, str(reason)))
                 continue
             labels.append(label)
+            captions.append(texts)
             outcomes.append((item_id, None))
     images = np.stack(pixels) if pixels else np.empty((0, *settings.shape), dtype=np.uint8)
-    return DecodedChunk(images, labels, outcomes)
+    return DecodedChunk(images, labels, captions, outcomes)
 
 
 @dataclass
@@ -118,6 +134,7 @@ class DecodeResult:
 
     count: int = 0
     labels: list[int | None] = field(default_factory=list)
+    captions: list[list[str] | None] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -161,6 +178,7 @@ def _take(chunk: DecodedChunk, capacity: int, result: DecodeResult, write: Calla
     if taken:
         write(chunk.images[:taken])
         result.labels += chunk.labels[:taken]
+        result.captions += chunk.captions[:taken]
         result.count += taken
     return result.count == capacity
 

@@ -18,12 +18,15 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputNotFoundError, UsageError
+from . import digit_pairs
 from .decode import Resolution, image_size, is_size
 from .parallel import DecodeSettings, FolderItems, HubItems, decode_all
 
 logger = logging.getLogger(__name__)
 
-BUILTIN_DATASETS = ("builtin:digits",)
+BUILTIN_DATASETS = ("builtin:digits", "builtin:digit-pairs")
+CAPTION_COLUMN = "text"  # the default text column (diffusers' text-to-image scripts and metadata.jsonl use it)
+METADATA_FILE = "metadata.jsonl"  # an image folder's captions: one {"file_name": ..., "text": ...} per line
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 VALID_CHANNELS = (1, 3)
 MAX_REASONS_SHOWN = 5
@@ -56,7 +59,7 @@ class ImageDatasetReport:
 
 @dataclass
 class DecodedImages:
-    """A decoded dataset: the images, and their class labels when the source has them.
+    """A decoded dataset: the images, and their class labels and captions when the source has them.
 
     Attributes:
         images: uint8 ``[N x C x H x W]``: in RAM, or memory-mapped from the decoded cache (then ``file`` is set).
@@ -64,6 +67,8 @@ class DecodedImages:
         label_names: the name of each class id (``label_names[i]`` is class i), or None.
         report: what was decoded and skipped.
         file: the cache file ``images`` is memory-mapped from (`ddpm_hub.data.cache`), None for images in RAM.
+        captions: each image's captions (a list of one or more strings: training draws one per epoch), or None
+            (captions were not asked for).
     """
 
     images: torch.Tensor
@@ -71,6 +76,7 @@ class DecodedImages:
     label_names: list[str] | None
     report: ImageDatasetReport
     file: Path | None = None
+    captions: list[list[str]] | None = None
 
 
 @dataclass
@@ -90,6 +96,7 @@ class SourcePlan:
     label_names: list[str] | None = None
     label_column: str | None = None
     decode_directly: Callable[[], "DecodedImages"] | None = None
+    captions: bool = False  # each item's captions are read (a text-to-image model), missing ones skip the item
 
 
 def load_image_tensor(*args, **kwargs) -> tuple[torch.Tensor, ImageDatasetReport]:
@@ -110,8 +117,9 @@ def load_images(
     max_images: int | None = None,
     class_column: str | None = None,
     num_workers: int = 1,
+    caption_column: str | None = None,
 ) -> DecodedImages:
-    """Decode a whole image dataset once into a uint8 tensor in RAM, with its class labels when it has them.
+    """Decode a whole image dataset once into a uint8 tensor in RAM, with its class labels and captions.
 
     Args:
         dataset_name: ``"builtin:digits"`` or a name/path for ``datasets.load_dataset``. Pass ``None`` when
@@ -127,6 +135,9 @@ def load_images(
         max_images: stop after this many usable images (files or rows after that are not examined).
         class_column: Hub datasets only: the label column (default: the first ``ClassLabel`` column, if any).
         num_workers: decode with this many processes (`ddpm_hub.data.parallel`); the result is the same.
+        caption_column: read captions (for a text-to-image model): a Hub dataset's text column (a string, or a list
+            of strings per row), a folder's `metadata.jsonl` (`file_name` + this key), built-in digit pairs' own; an
+            item without a caption is skipped and counted. None: no captions are read.
 
     Labels: the digits' targets ("0".."9"); a folder's first-level subfolders when every image is inside one (the
     ``imagefolder`` convention: ``cat/001.png`` is class "cat", classes in sorted name order); a Hub dataset's
@@ -143,7 +154,7 @@ def load_images(
     """
     plan = plan_source(
         dataset_name, train_data_dir, image_column, resolution, channels, center_crop, split, cache_dir, max_images,
-        class_column,
+        class_column, caption_column,
     )  # fmt: skip
     decoded = decode_in_ram(plan, DecodeSettings(resolution, channels, center_crop), num_workers)
     check_and_warn(plan.description, decoded.report, stacklevel=2)
@@ -170,16 +181,24 @@ def plan_source(
     cache_dir: str | None,
     max_images: int | None,
     class_column: str | None,
+    caption_column: str | None = None,
 ) -> SourcePlan:
     """Check the arguments and open the source (list the folder, load the Hub dataset); decode nothing."""
     _check_arguments(dataset_name, train_data_dir, image_column, resolution, channels, split, max_images)
     if class_column is not None and (train_data_dir is not None or dataset_name in BUILTIN_DATASETS):
         raise UsageError(f"--class_column applies only to Hub datasets, got {class_column!r}.")
     if train_data_dir is not None:
-        return _plan_folder(train_data_dir, resolution, max_images)
+        return _plan_folder(train_data_dir, resolution, max_images, caption_column)
+    if dataset_name == "builtin:digit-pairs":
+        return _plan_digit_pairs(resolution, channels, max_images, caption_column is not None)
     if dataset_name in BUILTIN_DATASETS:
+        if caption_column is not None:
+            raise UsageError(
+                f"{dataset_name} has no captions: a text-to-image model trains on builtin:digit-pairs, an image "
+                f"folder with {METADATA_FILE}, or a Hub dataset with a text column."
+            )
         return _plan_digits(resolution, channels, max_images)
-    return _plan_hub_dataset(dataset_name, image_column, class_column, split, cache_dir, max_images)
+    return _plan_hub_dataset(dataset_name, image_column, class_column, split, cache_dir, max_images, caption_column)
 
 
 def decode_in_ram(plan: SourcePlan, settings: DecodeSettings, num_workers: int) -> DecodedImages:
@@ -196,14 +215,17 @@ def decode_in_ram(plan: SourcePlan, settings: DecodeSettings, num_workers: int) 
     result = decode_all(plan.items, plan.capacity, settings, num_workers, write)
     if result.count < plan.capacity:
         images = images[: result.count].clone()  # own exactly the usable rows
-    return with_labels(images, result.labels, plan, plan.skipped + result.skipped)
+    captions = result.captions if plan.captions else None
+    return with_labels(images, result.labels, plan, plan.skipped + result.skipped, captions=captions)
 
 
-def with_labels(images: torch.Tensor, labels: list, plan: SourcePlan, skipped: list, file=None) -> DecodedImages:
+def with_labels(
+    images: torch.Tensor, labels: list, plan: SourcePlan, skipped: list, file=None, captions=None
+) -> DecodedImages:
     """`DecodedImages` with the labels checked: all present and >= 0, or none at all."""
     report = ImageDatasetReport(num_images=len(images), num_skipped=len(skipped), skipped=skipped)
     ids = label_tensor(labels, plan)
-    return DecodedImages(images, ids, plan.label_names if ids is not None else None, report, file)
+    return DecodedImages(images, ids, plan.label_names if ids is not None else None, report, file, captions)
 
 
 def label_tensor(labels: list, plan: SourcePlan) -> torch.Tensor | None:
@@ -321,7 +343,30 @@ def _load_digits(resolution: Resolution, channels: int, max_images: int | None) 
     return DecodedImages(images, labels, [str(name) for name in bunch.target_names], report)
 
 
-def _plan_folder(root: str, resolution: Resolution, max_images: int | None) -> SourcePlan:
+def _plan_digit_pairs(resolution: Resolution, channels: int, max_images: int | None, captions: bool) -> SourcePlan:
+    """`builtin:digit-pairs` (`ddpm_hub.data.digit_pairs`), decoded directly: a resize of the digits and a gather."""
+    import sklearn
+
+    capacity = digit_pairs.NUM_CANVASES if max_images is None else min(max_images, digit_pairs.NUM_CANVASES)
+    fingerprint = {
+        "builtin": "builtin:digit-pairs", "scikit-learn": sklearn.__version__, "canvases": digit_pairs.NUM_CANVASES,
+    }  # fmt: skip
+    plan = SourcePlan("builtin:digit-pairs", "digit-pairs", fingerprint, capacity, captions=captions)
+
+    def decode() -> DecodedImages:
+        height, width = image_size(resolution)
+        if width % 2:
+            raise UsageError(f"builtin:digit-pairs needs an even width (two halves), got {height}x{width}.")
+        digits = _load_digits((height, width // 2), channels, None)  # each half exactly builtin:digits
+        canvases, texts = digit_pairs.compose(digits.images, digits.labels.numpy(), capacity, captions)
+        report = ImageDatasetReport(num_images=capacity, num_skipped=0)
+        return DecodedImages(canvases, None, None, report, captions=texts)
+
+    plan.decode_directly = decode
+    return plan
+
+
+def _plan_folder(root: str, resolution: Resolution, max_images: int | None, caption_column: str | None) -> SourcePlan:
     image_paths, skipped = _list_folder(root)
     if not image_paths:
         report = ImageDatasetReport(num_images=0, num_skipped=len(skipped), skipped=skipped)
@@ -333,15 +378,67 @@ def _plan_folder(root: str, resolution: Resolution, max_images: int | None) -> S
     class_ids = {name: i for i, name in enumerate(label_names or [])}
     labels = [class_ids[path.split("/")[0]] if label_names else None for path in image_paths]
     capacity = len(image_paths) if max_images is None else min(max_images, len(image_paths))
+    captions = folder_captions(root, image_paths, caption_column) if caption_column is not None else None
+    metadata = [path for path in _metadata_files(root)]
     return SourcePlan(
         description=f"train_data_dir {root!r}",
         name=os.path.basename(os.path.normpath(root)),
-        fingerprint={"folder": folder_fingerprint(root, image_paths + [path for path, _ in skipped])},
+        fingerprint={
+            "folder": folder_fingerprint(root, image_paths + [path for path, _ in skipped] + metadata),
+            **({"captions": caption_column} if caption_column is not None else {}),
+        },
         capacity=capacity,
-        items=FolderItems(root, image_paths, labels, resolution),
+        items=FolderItems(root, image_paths, labels, resolution, captions),
         skipped=skipped,
         label_names=label_names,
+        captions=caption_column is not None,
     )
+
+
+def _metadata_files(root: str) -> list[str]:
+    """The `metadata.jsonl` files of a folder and its subfolders, relative to it."""
+    return sorted(
+        os.path.relpath(os.path.join(folder, METADATA_FILE), root).replace(os.sep, "/")
+        for folder, _, files in os.walk(root)
+        if METADATA_FILE in files
+    )
+
+
+def folder_captions(root: str, image_paths: list[str], caption_column: str) -> list:
+    """
+    Each image's captions from the folder's `metadata.jsonl` files (diffusers' imagefolder convention: one JSON
+    object per line with `file_name`, relative to that file's folder, and the caption under `caption_column`, a
+    string or a list of strings); None for an image no line names (it is skipped when decoded). A folder without any
+    metadata.jsonl, or a line that is not JSON or lacks the column, is an error that names the file and line.
+    """
+    files = _metadata_files(root)
+    if not files:
+        raise UsageError(
+            f"train_data_dir {root!r} has no {METADATA_FILE}: a text-to-image model needs a caption per image, as "
+            f'lines such as {{"file_name": "0001.png", "{caption_column}": "a red square"}} in {METADATA_FILE}.'
+        )
+    captions: dict[str, object] = {}
+    for relative in files:
+        folder = os.path.dirname(relative)
+        with open(os.path.join(root, relative), encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    entry = json.loads(line)
+                    name = entry["file_name"]
+                except (ValueError, KeyError, TypeError):
+                    raise UsageError(
+                        f"{os.path.join(root, relative)} line {number}: expected a JSON object with file_name, got "
+                        f"{line.strip()[:80]!r}."
+                    ) from None
+                if caption_column not in entry:
+                    raise UsageError(
+                        f"{os.path.join(root, relative)} line {number} has no {caption_column!r}; its keys: "
+                        f"{sorted(entry)}. Give --caption_column one of them."
+                    )
+                captions[os.path.normpath(os.path.join(folder, name)).replace(os.sep, "/")] = entry[caption_column]
+    return [captions.get(path) for path in image_paths]
 
 
 def folder_fingerprint(root: str, paths: list[str]) -> str:
@@ -366,7 +463,7 @@ def _list_folder(root: str) -> tuple[list[str], list[tuple[str, str]]]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [name for name in dirnames if not name.startswith(".")]  # .git, .ipynb_checkpoints
         for name in filenames:
-            if name.startswith("."):  # .DS_Store and friends
+            if name.startswith(".") or name == METADATA_FILE:  # .DS_Store and friends; the captions
                 continue
             relative_path = os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
             extension = os.path.splitext(name)[1].lower()
@@ -385,6 +482,7 @@ def _plan_hub_dataset(
     split: str,
     cache_dir: str | None,
     max_images: int | None,
+    caption_column: str | None = None,
 ) -> SourcePlan:
     import datasets
 
@@ -400,7 +498,8 @@ def _plan_hub_dataset(
 
     column = resolve_image_column(dataset, image_column, dataset_name)
     label_column, label_names = resolve_class_column(dataset, class_column, dataset_name)
-    raw = raw_image_rows(dataset, column, label_column, dataset_name)
+    text_column = resolve_caption_column(dataset, caption_column, dataset_name)
+    raw = raw_image_rows(dataset, column, label_column, dataset_name, text_column)
     feature = dataset.features[column]
     mode = feature.mode if isinstance(feature, datasets.Image) else None
     return SourcePlan(
@@ -411,21 +510,34 @@ def _plan_hub_dataset(
             "dataset": dataset_name,
             "split": split,
             "fingerprint": dataset._fingerprint,
-            "columns": [column, label_column],
+            "columns": [column, label_column] + ([text_column] if text_column else []),
         },  # fmt: skip
         capacity=len(raw) if max_images is None else min(max_images, len(raw)),
-        items=HubItems(raw, column, label_column, mode),
+        items=HubItems(raw, column, label_column, mode, text_column),
         label_names=label_names,
         label_column=label_column,
+        captions=text_column is not None,
     )
 
 
-def raw_image_rows(dataset, column: str, label_column: str | None, dataset_name: str):
+def resolve_caption_column(dataset, caption_column: str | None, dataset_name: str) -> str | None:
+    """The text column of a dataset when captions are read (`caption_column`); an error naming the columns."""
+    if caption_column is None:
+        return None
+    if caption_column not in dataset.column_names:
+        raise UsageError(
+            f"--caption_column {caption_column!r} is not a column of dataset {dataset_name!r}: a text-to-image model "
+            f"needs captions. Its columns: {dataset.column_names}; give --caption_column one of them."
+        )
+    return caption_column
+
+
+def raw_image_rows(dataset, column: str, label_column: str | None, dataset_name: str, caption_column=None):
     """The image column read raw (`{"bytes", "path"}`), to decode one row at a time: a bad row is skipped."""
     import datasets
 
     try:
-        kept = [column] + ([label_column] if label_column else [])
+        kept = [column] + ([label_column] if label_column else []) + ([caption_column] if caption_column else [])
         return dataset.select_columns(kept).cast_column(column, datasets.Image(decode=False))
     except Exception as exc:
         raise UsageError(

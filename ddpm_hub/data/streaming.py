@@ -25,7 +25,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..errors import UsageError
-from .decode import SkipImage, decode_hub_value, image_to_array, strict_truncation_check
+from .decode import SkipImage, caption_list, decode_hub_value, image_to_array, strict_truncation_check
 from .parallel import DecodeSettings
 from .sources import (
     BUILTIN_DATASETS,
@@ -33,6 +33,7 @@ from .sources import (
     ImageDatasetReport,
     check_and_warn,
     raw_image_rows,
+    resolve_caption_column,
     resolve_class_column,
     resolve_image_column,
 )
@@ -56,18 +57,28 @@ def check_streaming(data) -> None:
 class ImageStream:
     """
     One process's part of a streamed dataset, decoded image by image, epoch after epoch (see the module docstring).
-    Iterating yields `(uint8 [C x H x W], class id or None)`; `state_dict()` after the last image taken is where a
-    resumed stream continues.
+    Iterating yields `(uint8 [C x H x W], class id or None, captions or None)`; an example without a caption is
+    skipped when captions are read (`caption_column`). `state_dict()` after the last image taken is where a resumed
+    stream continues.
     """
 
-    def __init__(self, dataset, column: str, label_column: str | None, label_names, settings: DecodeSettings, mode):
+    def __init__(
+        self,
+        dataset,
+        column: str,
+        label_column: str | None,
+        label_names,
+        settings: DecodeSettings,
+        mode,
+        caption_column: str | None = None,
+    ):
         self.dataset, self.column, self.label_column, self.label_names = dataset, column, label_column, label_names
-        self.settings, self.mode = settings, mode
+        self.settings, self.mode, self.caption_column = settings, mode, caption_column
         self.epoch, self.images_in_epoch = 0, 0
         self.images, self.skipped = 0, 0  # over the whole run (restored on resume)
         self.skipped_examples: list[tuple[str, str]] = []
 
-    def __iter__(self) -> Iterator[tuple[np.ndarray, int | None]]:
+    def __iter__(self) -> Iterator[tuple[np.ndarray, int | None, list[str] | None]]:
         while True:
             self.dataset.set_epoch(self.epoch)
             yield from self._one_epoch()
@@ -80,13 +91,14 @@ class ImageStream:
                 )
             self.epoch, self.images_in_epoch = self.epoch + 1, 0
 
-    def _one_epoch(self) -> Iterator[tuple[np.ndarray, int | None]]:
+    def _one_epoch(self) -> Iterator[tuple[np.ndarray, int | None, list[str] | None]]:
         import datasets
 
         decoder = datasets.Image(mode=self.mode)
         for row in self.dataset:
             value = row[self.column]
             try:
+                captions = caption_list(row[self.caption_column]) if self.caption_column else None
                 with strict_truncation_check():
                     pixels = image_to_array(decode_hub_value(decoder, value), *self._settings())
             except SkipImage as reason:
@@ -94,7 +106,7 @@ class ImageStream:
                 continue
             label = row[self.label_column] if self.label_column else None
             self.images, self.images_in_epoch = self.images + 1, self.images_in_epoch + 1
-            yield pixels, label
+            yield pixels, label, captions
 
     def _settings(self) -> tuple:
         return self.settings.resolution, self.settings.channels, self.settings.center_crop
@@ -111,16 +123,20 @@ class ImageStream:
         """The first `count` usable images of the current epoch (fewer if it ends first), in RAM: for evaluation."""
         import torch
 
-        pixels, labels = [], []
-        for image, label in self._one_epoch():
+        pixels, labels, captions = [], [], []
+        for image, label, texts in self._one_epoch():
             pixels.append(image)
             labels.append(label)
+            captions.append(texts)
             if len(pixels) == count:
                 break
         images = torch.from_numpy(np.stack(pixels)) if pixels else torch.empty((0, *self.settings.shape))
         report = ImageDatasetReport(len(pixels), self.skipped, list(self.skipped_examples))
         ids = torch.as_tensor(labels, dtype=torch.int64) if pixels and labels[0] is not None else None
-        return DecodedImages(images.to(torch.uint8), ids, self.label_names if ids is not None else None, report)
+        names = self.label_names if ids is not None else None
+        return DecodedImages(
+            images.to(torch.uint8), ids, names, report, None, captions if self.caption_column else None
+        )
 
     def state_dict(self) -> dict:
         """JSON-able: datasets' position in this process's part, and the counts."""
@@ -141,8 +157,10 @@ class ImageStream:
         self.dataset.load_state_dict(state["stream"])
 
 
-def open_stream(data, channels: int, rank: int = 0, world_size: int = 1, seed: int = 0) -> ImageStream:
-    """Process `rank`'s part of the stream `data` (`DataOptions` with --streaming) names."""
+def open_stream(
+    data, channels: int, rank: int = 0, world_size: int = 1, seed: int = 0, captions: bool = False
+) -> ImageStream:
+    """Process `rank`'s part of the stream `data` (`DataOptions` with --streaming) names, with captions if asked."""
     import datasets
     from datasets.distributed import split_dataset_by_node
 
@@ -163,8 +181,9 @@ def open_stream(data, channels: int, rank: int = 0, world_size: int = 1, seed: i
         )
     column = resolve_image_column(dataset, data.image_column, name)
     label_column, label_names = resolve_class_column(dataset, data.class_column, name)
+    text_column = resolve_caption_column(dataset, data.caption_column_for(captions), name)
     feature = dataset.features[column]
-    raw = raw_image_rows(dataset, column, label_column, name)
+    raw = raw_image_rows(dataset, column, label_column, name, text_column)
     if data.shuffle_buffer_size:
         raw = raw.shuffle(seed=seed, buffer_size=data.shuffle_buffer_size)  # the same seed on every process
     part = split_dataset_by_node(raw, rank=rank, world_size=world_size)
@@ -179,13 +198,13 @@ def open_stream(data, channels: int, rank: int = 0, world_size: int = 1, seed: i
         world_size,
         "whole shards" if raw.num_shards % world_size == 0 else f"every {world_size}-th example",
     )
-    return ImageStream(part, column, label_column, label_names, settings, mode)
+    return ImageStream(part, column, label_column, label_names, settings, mode, text_column)
 
 
-def load_streamed(data, channels: int) -> DecodedImages:
+def load_streamed(data, channels: int, captions: bool = False) -> DecodedImages:
     """`--streaming --max_images N` outside training (`ddpm-hub eval`): the first N usable images, in RAM."""
     if data.max_images is None:
         raise UsageError("--streaming outside training needs --max_images N: the first N usable images are read.")
-    decoded = open_stream(data, channels).take(data.max_images)
+    decoded = open_stream(data, channels, captions=captions).take(data.max_images)
     check_and_warn(f"the stream of {data.resolved().dataset_name!r}", decoded.report, stacklevel=2)
     return decoded

@@ -65,7 +65,7 @@ class MicroBatches(Dataset):
     def __getitem__(self, m: int) -> tuple[int, torch.Tensor, dict]:
         generator = make_generator(self.seed, FLIP, m, self.rank)
         indices = self.indices(m)
-        values = {name: column[indices] for name, column in self.columns.items()}
+        values = {name: take_rows(column, indices) for name, column in self.columns.items()}
         return m, self.images.get_batch(indices, generator), values
 
     def __len__(self) -> int:  # the run is as long as the sampler says; one epoch is the natural length
@@ -110,10 +110,14 @@ class StreamedMicroBatches:
         """Micro-batches `first_micro_batch` .. `end - 1`, read in this process (no worker reads ahead)."""
         images = iter(self.stream)
         for m in range(first_micro_batch, end):
-            pixels, labels = zip(*(next(images) for _ in range(self.batch_size)))
+            pixels, labels, captions = zip(*(next(images) for _ in range(self.batch_size)))
             x_0 = to_training_batch(torch.from_numpy(np.stack(pixels)), self.random_flip, self._flips(m))
-            labelled = self.stream.label_column is not None
-            yield m, x_0, ({"labels": torch.as_tensor(labels, dtype=torch.int64)} if labelled else {})
+            values = {}
+            if self.stream.label_column is not None:
+                values["labels"] = torch.as_tensor(labels, dtype=torch.int64)
+            if self.stream.caption_column is not None:
+                values["captions"] = list(captions)
+            yield m, x_0, values
 
     def _flips(self, m: int) -> torch.Generator:
         return make_generator(self.seed, FLIP, m, self.rank)
@@ -136,6 +140,13 @@ class StreamedMicroBatches:
                 f"has {num_processes}; each process's part of the stream depends on their number. Use the same."
             )
         self.stream.load_state_dict(state)
+
+
+def take_rows(column, indices):
+    """Rows `indices` of a per-image column: a tensor's rows, or a list's items (captions)."""
+    if isinstance(column, torch.Tensor):
+        return column[indices]
+    return [column[int(i)] for i in indices]
 
 
 def make_loader(

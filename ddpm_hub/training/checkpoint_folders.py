@@ -21,6 +21,7 @@ CHECKPOINT_PREFIX = "checkpoint-"
 TEMPORARY_PREFIX = ".tmp-" + CHECKPOINT_PREFIX
 TRAINING_STATE = "training_state.json"
 EMA_FOLDER = "ema_unet"
+TEXT_EMA_FOLDER = "ema_text_encoder"  # --train_text_encoder with --use_ema
 
 
 @dataclass

@@ -14,6 +14,7 @@ from ..run_folder import CHECKPOINTS_DIR
 from .checkpoint_folders import (
     CHECKPOINT_PREFIX,
     EMA_FOLDER,
+    TEXT_EMA_FOLDER,
     TrainingState,
     commit_checkpoint,
     latest_checkpoint,
@@ -50,6 +51,8 @@ def save_checkpoint(run: Run, step: int) -> Path:
         if accelerator.is_main_process:
             if run.ema is not None:
                 run.ema.save(temporary / EMA_FOLDER)
+            if run.text_ema is not None:
+                run.text_ema.save(temporary / TEXT_EMA_FOLDER)
             training_state(run, step).write(temporary)
     except Exception as caught:  # noqa: BLE001 - torch, safetensors and the OS raise many types on a failed write
         error = caught
@@ -96,6 +99,9 @@ def check_finite_weights(run: Run, step: int) -> None:
     bad = [f"{name}" for name, p in run.unet.named_parameters() if not bool(torch.isfinite(p).all())]
     if run.ema is not None:
         bad += [f"EMA {name}" for name, p in run.ema.model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if run.trained_text_encoder is not None:
+        named = run.trained_text_encoder.named_parameters()
+        bad += [f"text encoder {name}" for name, p in named if not bool(torch.isfinite(p).all())]
     if not bad:
         return
     last = latest_checkpoint(run.output_dir / CHECKPOINTS_DIR)
@@ -147,6 +153,8 @@ def resume(run: Run) -> TrainingState | None:
         run.accelerator.load_state(str(folder))
         if run.ema is not None and (folder / EMA_FOLDER).is_dir():
             run.ema.load(folder / EMA_FOLDER, state.ema_updates)
+        if run.text_ema is not None and (folder / TEXT_EMA_FOLDER).is_dir():
+            run.text_ema.load(folder / TEXT_EMA_FOLDER, state.ema_updates)
     except DDPMHubError:
         raise
     except Exception as error:  # noqa: BLE001 - safetensors, torch.load and pickle raise many types on bad files

@@ -26,6 +26,7 @@ def check_options(o: TrainingOptions) -> tuple[TrainingOptions, PipelineSource]:
     source = inspect_pipeline(o.model.pipeline)
     o = replace(o, data=o.data.resolved(resolution=source.unet_config["sample_size"]))
     o = resolve_class_dropout(o, source)
+    o = resolve_text_options(o, source)
     check_model_compatibility(o, source)
     return o, source
 
@@ -69,6 +70,44 @@ def resolve_class_dropout(o: TrainingOptions, source: PipelineSource) -> Trainin
             )
         return o
     return o if dropout is not None else o.changed("conditioning", class_dropout_prob=0.1)
+
+
+def resolve_text_options(o: TrainingOptions, source: PipelineSource) -> TrainingOptions:
+    """
+    The text options apply to a text-to-image model only (a UNet with cross-attention); there caption dropout
+    defaults to 0.1, and --text_encoder must name a text encoder (its config read here, before any work).
+    """
+    c = o.conditioning
+    text_model = source.conditioning().prompts is not None
+    given = {
+        f"--caption_dropout_prob {c.caption_dropout_prob}": c.caption_dropout_prob,
+        f"--text_encoder {c.text_encoder}": c.text_encoder is not None,
+        "--train_text_encoder": c.train_text_encoder,
+        "--validation_prompts": c.validation_prompts is not None,
+    }
+    if not text_model:
+        wrong = [name for name, value in given.items() if value]
+        if wrong:
+            raise UsageError(
+                f"{', '.join(wrong)}: text options apply to text-to-image models; {o.model.pipeline} has no "
+                "cross-attention (a UNet2DModel). Use a text configuration, e.g. ddpm-digit-pairs-text."
+            )
+        return o
+    if c.text_encoder is not None:
+        if source.trained:
+            raise UsageError(
+                f"--text_encoder {c.text_encoder}: {o.model.pipeline} is trained with its own text encoder; "
+                "fine-tune it with that one (leave --text_encoder out)."
+            )
+        from ..text import text_encoder_config
+
+        text_encoder_config(c.text_encoder)  # not a text encoder, or unreadable: a message now
+    elif "text_encoder" not in source.components or source.components["text_encoder"][0] is None:
+        raise UsageError(
+            f"{o.model.pipeline} is a text-to-image configuration without a text encoder: give --text_encoder "
+            "NAME_OR_PATH (a transformers text encoder and its tokenizer, e.g. google/t5-v1_1-base)."
+        )
+    return o if c.caption_dropout_prob is not None else o.changed("conditioning", caption_dropout_prob=0.1)
 
 
 def check_environment(o: TrainingOptions) -> None:

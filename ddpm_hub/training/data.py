@@ -13,7 +13,7 @@ from ..conditioning import Conditioning
 from ..data import DataOptions, ImageDatasetReport, UInt8ImageDataset
 from ..data.cache import Coordinator
 from ..data.streaming import ImageStream, open_stream
-from .batches import MicroBatches, StreamedMicroBatches, holdout_indices
+from .batches import MicroBatches, StreamedMicroBatches, holdout_indices, take_rows
 from .options import BatchOptions
 
 logger = get_logger(__name__, log_level="INFO")
@@ -45,7 +45,7 @@ class TrainingStream:
     stream: ImageStream
     label_names: list[str] | None
     report: ImageDatasetReport = field(default_factory=lambda: ImageDatasetReport(num_images=0, num_skipped=0))
-    holdout = holdout_columns = None  # a stream has no held-out images
+    holdout = holdout_columns = columns = None  # a stream has no held-out images, and no columns read upfront
 
 
 def load_training_data(
@@ -65,12 +65,13 @@ def load_training_data(
     """
     if data.streaming:
         return open_training_stream(data, seed, conditioning, channels, pipeline_name, accelerator)
+    captions = conditioning.prompts is not None  # a text-to-image model reads each image's captions
     if data.decoded_cache:
         coordinator = Coordinator(accelerator.is_local_main_process, accelerator.wait_for_everyone)
-        decoded = data.load(channels=channels, coordinator=coordinator)
+        decoded = data.load(channels=channels, coordinator=coordinator, captions=captions)
     else:
         with accelerator.main_process_first():
-            decoded = data.load(channels=channels)
+            decoded = data.load(channels=channels, captions=captions)
     report = decoded.report
     logger.info(
         "Dataset: %d images [%s] %s, %d skipped",
@@ -88,8 +89,8 @@ def load_training_data(
     kept, held = holdout_indices(len(decoded.images), holdout, seed)
     logger.info("Held out %d images for validation; %d train", len(held), len(kept))
     held_images = decoded.images[held]  # a copy of the few held-out rows; the training rows stay an index view
-    training = {name: column[kept] for name, column in columns.items()}
-    held_columns = {name: column[held] for name, column in columns.items()}
+    training = {name: take_rows(column, kept) for name, column in columns.items()}
+    held_columns = {name: take_rows(column, held) for name, column in columns.items()}
     return TrainingData(decoded.images, training, label_names, held_images, held_columns, report, kept, decoded.file)
 
 
@@ -97,12 +98,12 @@ def open_training_stream(
     data: DataOptions, seed: int, conditioning: Conditioning, channels: int, pipeline_name: str, accelerator
 ) -> TrainingStream:
     """This rank's part of the stream (`ddpm_hub.data.streaming`), its labels checked against the model."""
-    stream = open_stream(data, channels, accelerator.process_index, accelerator.num_processes, seed)
+    captions = conditioning.prompts is not None
+    stream = open_stream(data, channels, accelerator.process_index, accelerator.num_processes, seed, captions)
     if conditioning.classes is None:
-        stream.label_column = None  # an unconditional model ignores labels
-        return TrainingStream(stream, None)
+        stream.label_column = None  # a model without a class embedding ignores labels
     conditioning.check_stream(stream, data.source, pipeline_name)
-    return TrainingStream(stream, stream.label_names)
+    return TrainingStream(stream, stream.label_names if conditioning.classes is not None else None)
 
 
 def make_micro_batches(

@@ -40,9 +40,10 @@ def sample_grid_images(
     conditions given, shared among the ranks and gathered in order on every rank.
     """
     validation, accelerator = run.options.validation, run.accelerator
-    unet = run.final_unet()
-    was_training = unet.training
-    unet.eval()
+    modules = list(run.final_components().values())
+    was_training = [module.training for module in modules]
+    for module in modules:
+        module.eval()
     pipeline = run.sampling_pipeline()
     call_kwargs = {"num_inference_steps": validation.ddpm_num_inference_steps}
     if guidance_scale is not None:
@@ -60,7 +61,8 @@ def sample_grid_images(
                     call_kwargs=call_kwargs,
                 )
             images = list(batch.permute(0, 2, 3, 1).numpy())
-    unet.train(was_training)
+    for module, mode in zip(modules, was_training):
+        module.train(mode)
     return gather_object(images)
 
 
@@ -108,11 +110,10 @@ def write_final_grids(run: Run, step: int) -> None:
 
 
 def guidance_strip(run: Run) -> Image.Image | None:
-    """A model with a null branch: one row per grid condition (class), a column per guidance scale, the same noise."""
-    if grid_guidance(run) is None:
+    """A model with a null branch: one row per class or prompt, a column per guidance scale, the same noise."""
+    conditions = run.conditioning.strip()
+    if conditions is None:
         return None
-    classes = run.conditioning.classes
-    conditions = ImageConditions(classes.num_classes, {"class_labels": list(range(classes.num_classes))})
     columns = [sample_grid_images(run, conditions, w, first=GUIDANCE_FIRST) for w in GUIDANCE_STRIP_SCALES]
     rows = [column[c] for c in range(conditions.num_images) for column in columns]
     return grid_image(rows, run.options.data.resolution, len(GUIDANCE_STRIP_SCALES))
@@ -123,5 +124,5 @@ def samples_record(run: Run, validation: ValidationOptions) -> dict:
     return {
         "num_images": grid_conditions(run).num_images,
         "steps": validation.ddpm_num_inference_steps,
-        "guidance_scale": grid_guidance(run) if run.conditioning.classes is not None else None,
+        "guidance_scale": grid_guidance(run) if run.conditioning else None,
     }

@@ -111,12 +111,14 @@ def optimizer_step(run: Run, micro_batches: list) -> torch.Tensor:
             accelerator.backward(loss / len(micro_batches))
         losses.append(loss.detach().float())
     if optimizer.max_grad_norm > 0:
-        accelerator.clip_grad_norm_(run.model.parameters(), optimizer.max_grad_norm)
+        accelerator.clip_grad_norm_(run.trained_parameters(), optimizer.max_grad_norm)
     run.optimizer.step()
     run.lr_scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     if run.ema is not None:
         run.ema.update(run.unet)
+    if run.text_ema is not None:
+        run.text_ema.update(run.trained_text_encoder)
     return torch.stack(losses).mean()
 
 

@@ -25,6 +25,7 @@ def unet_overrides(o: TrainingOptions, source: PipelineSource) -> dict:
     learned_range (a trained UNet keeps its channels: its weights fix them).
     """
     sample_size = sample_size_config(o.data.resolution)
+    text = text_encoder_overrides(o, source)
     if source.trained:
         return (
             {"sample_size": sample_size}
@@ -33,7 +34,23 @@ def unet_overrides(o: TrainingOptions, source: PipelineSource) -> dict:
         )
     variance_type = o.model.variance_type or source.scheduler_config.get("variance_type", "fixed_small")
     channels = source.unet_config["in_channels"] * (2 if variance_type == "learned_range" else 1)
-    return {"sample_size": sample_size, "out_channels": channels}
+    return {"sample_size": sample_size, "out_channels": channels, **text}
+
+
+def text_encoder_overrides(o: TrainingOptions, source: PipelineSource) -> dict:
+    """
+    --text_encoder on a configuration: the UNet's cross-attention reads that encoder's hidden states, projected to
+    its `cross_attention_dim` when their widths differ (`encoder_hid_dim_type="text_proj"`).
+    """
+    name = o.conditioning.text_encoder
+    if name is None or source.trained:
+        return {}
+    from ..text import hidden_size, text_encoder_config
+
+    width = hidden_size(text_encoder_config(name))
+    if width == source.unet_config.get("cross_attention_dim"):
+        return {}
+    return {"encoder_hid_dim": width, "encoder_hid_dim_type": "text_proj"}
 
 
 def sample_size_config(resolution: int | tuple[int, int]) -> int | list[int]:
@@ -42,10 +59,22 @@ def sample_size_config(resolution: int | tuple[int, int]) -> int | list[int]:
 
 
 def training_pipeline(o: TrainingOptions, source: PipelineSource):
-    """The pipeline to train: a configuration built fresh from --seed, or a trained one loaded, with the overrides."""
-    return source.pipeline(
+    """
+    The pipeline to train: a configuration built fresh from --seed, or a trained one loaded, with the overrides; a
+    text model's encoder (the configuration's, or --text_encoder's) frozen unless --train_text_encoder.
+    """
+    pipeline = source.pipeline(
         seed=o.seed, unet_overrides=unet_overrides(o, source), scheduler_overrides=scheduler_overrides(o.model)
     )
+    if o.conditioning.text_encoder is not None:
+        from ..text import load_text_encoder
+
+        text_encoder, tokenizer = load_text_encoder(o.conditioning.text_encoder)
+        pipeline.register_modules(text_encoder=text_encoder, tokenizer=tokenizer)
+    if getattr(pipeline, "text_encoder", None) is not None:
+        pipeline.text_encoder.float().train(o.conditioning.train_text_encoder)
+        pipeline.text_encoder.requires_grad_(o.conditioning.train_text_encoder)
+    return pipeline
 
 
 def apply_speed_settings(unet: UNet2DModel, speed: SpeedOptions, device: torch.device) -> None:

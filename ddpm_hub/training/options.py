@@ -13,6 +13,15 @@ from ..hub_errors import TOKEN_ADVICE
 from ..options import HelpFormatter, add_arguments, from_namespace, option, read_config_file, to_flat_dict
 from ..scheduling_ddpm_hub import BETA_SCHEDULES, PREDICTION_TYPES, VARIANCE_TYPES
 
+
+def parse_prompts(value) -> tuple[str, ...]:
+    """`"3 left of 7|one right of two"` (or a list of strings in a config file) -> the prompts."""
+    items = value.split("|") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) and item.strip() for item in items):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a list of prompts: give 'first prompt|second prompt'")
+    return tuple(item.strip() for item in items)
+
+
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 LOGGERS = ("tensorboard", "wandb", "none")
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
@@ -67,6 +76,30 @@ class ConditioningOptions:
         "model",
         at_least=0,
         below=1,
+    )
+    caption_dropout_prob: float | None = option(
+        None,
+        "a text-to-image model: the share of captions replaced by the empty prompt (the null condition of "
+        "classifier-free guidance), drawn per batch from the seeded stream (default: 0.1)",
+        "model",
+        at_least=0,
+        below=1,
+    )
+    text_encoder: str | None = option(
+        None,
+        "a text-to-image configuration: the transformers text encoder (a Hub name or a folder with its tokenizer; "
+        "T5EncoderModel, CLIPTextModel, ...) instead of the one in the configuration (default: the configuration's)",
+        "model",
+    )
+    train_text_encoder: bool = option(
+        False, "train the text encoder with the UNet (default: frozen, as Imagen keeps T5)", "model"
+    )
+    validation_prompts: tuple[str, ...] | None = option(
+        None,
+        "a text-to-image model: the prompts of the grids, one row each, separated by '|' (a list in a config file); "
+        "default: the first 8 distinct captions of the data",
+        "validation",
+        parse=parse_prompts,
     )
 
 

@@ -49,6 +49,15 @@ class Run:
     output_dir: Path
     holdout: torch.Tensor | None = None  # uint8 [N x C x H x W], not trained on
     holdout_columns: dict | None = None  # what the condition reads of the held-out images
+    text_encoder: torch.nn.Module | None = None  # --train_text_encoder: the encoder prepared (DDP), trained with it
+    text_ema: EMA | None = None  # its EMA
+
+    @property
+    def trained_text_encoder(self) -> torch.nn.Module | None:
+        """The bare text encoder when it is trained (saved, averaged); None when frozen or absent."""
+        if self.text_encoder is None:
+            return None
+        return self.accelerator.unwrap_model(self.text_encoder, keep_torch_compile=False)
 
     @property
     def unet(self) -> UNet2DModel:
@@ -64,9 +73,23 @@ class Run:
     def images_per_step(self) -> int:
         return self.data.global_batch_size * self.options.batches.gradient_accumulation_steps
 
+    def trained_parameters(self) -> list[torch.nn.Parameter]:
+        """What the optimizer updates: the UNet's parameters, and the text encoder's when it is trained."""
+        modules = [self.model] + ([self.text_encoder] if self.text_encoder is not None else [])
+        return [parameter for module in modules for parameter in module.parameters()]
+
     def final_unet(self) -> UNet2DModel:
         """The weights that are saved and sampled: the EMA when on."""
         return self.ema.model if self.ema is not None else self.unet
+
+    def final_components(self) -> dict:
+        """The components that are saved and sampled: the UNet, and a trained text encoder (EMA when on)."""
+        components = {"unet": self.final_unet()}
+        if self.trained_text_encoder is not None:
+            components["text_encoder"] = (
+                self.text_ema.model if self.text_ema is not None else self.trained_text_encoder
+            )
+        return components
 
     def sampling_pipeline(self):
         """
@@ -74,7 +97,7 @@ class Run:
         scheduler of its own: set_timesteps(n) respaces the chain, which the training scheduler must keep whole.
         """
         scheduler = type(self.scheduler).from_config(self.scheduler.config)
-        pipeline = type(self.pipeline).from_pipe(self.pipeline, unet=self.final_unet(), scheduler=scheduler)
+        pipeline = type(self.pipeline).from_pipe(self.pipeline, scheduler=scheduler, **self.final_components())
         pipeline.set_progress_bar_config(disable=True)
         return pipeline
 
@@ -139,10 +162,11 @@ def build_run(
 ) -> Run:
     data = make_micro_batches(o.batches, o.seed, accelerator, dataset)
     o = replace(resolve_training_length(o, data), speed=replace(o.speed, mixed_precision=accelerator.mixed_precision))
-    conditioning = source.conditioning().trained(dataset.label_names, o.conditioning)
     pipeline = training_pipeline(o, source)
+    conditioning = pipeline.conditioning.trained(dataset, o.conditioning)
     pipeline.register_to_config(**conditioning.settings())  # class names and the null label, saved with it
     unet = pipeline.unet.train()
+    text_encoder = pipeline.text_encoder if o.conditioning.train_text_encoder else None
     apply_speed_settings(unet, o.speed, accelerator.device)
     scheduler = pipeline.scheduler.config
     logger.info(
@@ -153,7 +177,16 @@ def build_run(
         scheduler.prediction_type,
         scheduler.variance_type,
     )
-    optimizer = make_optimizer(unet.parameters(), o.optimizer, accelerator.device)
+    if getattr(pipeline, "text_encoder", None) is not None:
+        pipeline.text_encoder.to(accelerator.device)
+        logger.info(
+            "Text encoder: %s, %s parameters, %s",
+            type(pipeline.text_encoder).__name__,
+            f"{count_parameters(pipeline.text_encoder):,}",
+            "trained with the UNet" if text_encoder is not None else "frozen",
+        )
+    parameters = [*unet.parameters(), *(text_encoder.parameters() if text_encoder is not None else [])]
+    optimizer = make_optimizer(parameters, o.optimizer, accelerator.device)
     lr_scheduler = get_scheduler(
         o.optimizer.lr_scheduler,
         optimizer,
@@ -161,13 +194,20 @@ def build_run(
         num_training_steps=o.length.max_train_steps,
     )
     ema = EMA(unet, o.ema.ema_max_decay, o.ema.ema_inv_gamma, o.ema.ema_power) if o.ema.use_ema else None
-    model, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
-    if ema is not None:
-        ema.model.to(accelerator.device)
+    text_ema = None
+    if text_encoder is not None:
+        text_ema = EMA(text_encoder, o.ema.ema_max_decay, o.ema.ema_inv_gamma, o.ema.ema_power) if ema else None
+        model, text_encoder, optimizer, lr_scheduler = accelerator.prepare(unet, text_encoder, optimizer, lr_scheduler)
+        conditioning.prompts.text_encoder = text_encoder  # training batches go through the prepared encoder
+    else:
+        model, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+    for average in (ema, text_ema):
+        if average is not None:
+            average.model.to(accelerator.device)
     objective = DiffusionObjective(
         pipeline.scheduler, snr_gamma=o.model.snr_gamma, channels_last=o.speed.channels_last
     )
     return Run(
         o, accelerator, pipeline, model, conditioning, objective, optimizer, lr_scheduler, ema, data, dataset.report,
-        Path(o.output_dir), dataset.holdout, dataset.holdout_columns,
+        Path(o.output_dir), dataset.holdout, dataset.holdout_columns, text_encoder, text_ema,
     )  # fmt: skip

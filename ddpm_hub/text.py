@@ -1,0 +1,99 @@
+"""Text encoders and tokenizers for text-to-image models, through transformers.
+
+- `load_text_encoder(name_or_path)`: any transformers text encoder with its tokenizer, from a Hub name or a folder
+  (`T5EncoderModel` for T5 checkpoints, Imagen's choice; `CLIPTextModel` for CLIP; else the `AutoModel` of the
+  config), kept in float32; refused with a message when the config is not a text model.
+- `word_tokenizer(captions)`: a word-level tokenizer built with the `tokenizers` library from a caption vocabulary
+  (the offline configurations carry one: `pipelines/ddpm-digit-pairs-text/tokenizer/`), a real
+  `PreTrainedTokenizerFast` that saves and loads as any transformers tokenizer.
+"""
+
+import os
+import re
+from collections.abc import Iterable
+
+from .errors import UsageError
+
+PAD, UNKNOWN, END = "[PAD]", "[UNK]", "[EOS]"
+# The encoder class of a config's model_type where AutoModel would give more than the encoder.
+ENCODER_CLASSES = {
+    "t5": "T5EncoderModel",
+    "mt5": "MT5EncoderModel",
+    "umt5": "UMT5EncoderModel",
+    "clip": "CLIPTextModel",
+}
+
+
+def words_of(captions: Iterable[str]) -> list[str]:
+    """The distinct words of the captions, lower-cased, split as the word tokenizer splits them (sorted)."""
+    return sorted({word for caption in captions for word in re.findall(r"\w+|[^\w\s]", caption.lower())})
+
+
+def word_tokenizer(captions: Iterable[str], max_length: int = 16):
+    """
+    A word-level `PreTrainedTokenizerFast` over the captions' words: lower-cased, split on white space and
+    punctuation, every sequence ending in [EOS] (so the empty prompt, the null condition, is one token), padded with
+    [PAD], unknown words read as [UNK]; `model_max_length` = `max_length` tokens.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocabulary = {token: i for i, token in enumerate([PAD, UNKNOWN, END, *words_of(captions)])}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocabulary, unk_token=UNKNOWN))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(single=f"$A {END}", special_tokens=[(END, 2)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token=PAD, unk_token=UNKNOWN, eos_token=END, model_max_length=max_length
+    )
+
+
+def load_text_encoder(name_or_path: str | os.PathLike, **kwargs):
+    """
+    `(text_encoder, tokenizer)` of a transformers text encoder by Hub name or folder (a folder holding both, or
+    `text_encoder/` and `tokenizer/` subfolders as a pipeline repo has them), the encoder in float32.
+    """
+    import transformers
+
+    encoder_path, tokenizer_path = _paths(name_or_path)
+    config = text_encoder_config(encoder_path, **kwargs)
+    class_name = ENCODER_CLASSES.get(config.model_type)
+    klass = getattr(transformers, class_name) if class_name else transformers.AutoModel
+    encoder = klass.from_pretrained(encoder_path, dtype="float32", **kwargs)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_path, **kwargs)
+    return encoder.eval(), tokenizer
+
+
+def text_encoder_config(name_or_path: str | os.PathLike, **kwargs):
+    """The config of a text encoder, checked to be one: a model of token ids (a vocabulary), not images or audio."""
+    import transformers
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(_paths(name_or_path)[0], **kwargs)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--text_encoder {name_or_path!r} cannot be read as a transformers model: {error}") from None
+    text = getattr(config, "text_config", None)
+    if config.model_type == "clip" and text is not None:  # a whole CLIP model: its text tower
+        config = text
+    vocabulary = getattr(config, "vocab_size", None)
+    hidden = hidden_size(config)
+    if not vocabulary or not hidden or getattr(config, "is_encoder_decoder", False) and config.model_type != "t5":
+        raise UsageError(
+            f"--text_encoder {name_or_path!r} is a {config.model_type} model, not a text encoder: give a model that "
+            "encodes token ids into hidden states (T5EncoderModel checkpoints such as google/t5-v1_1-base, CLIP "
+            "text models such as openai/clip-vit-base-patch32, BERT-like encoders)."
+        )
+    return config
+
+
+def hidden_size(config) -> int | None:
+    """The width of an encoder's hidden states (`d_model` for T5)."""
+    return getattr(config, "hidden_size", None) or getattr(config, "d_model", None)
+
+
+def _paths(name_or_path) -> tuple[str, str]:
+    """(encoder, tokenizer) locations: a pipeline-like folder's subfolders, else the name itself for both."""
+    name = str(name_or_path)
+    if os.path.isdir(os.path.join(name, "text_encoder")):
+        return os.path.join(name, "text_encoder"), os.path.join(name, "tokenizer")
+    return name, name
