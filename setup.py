@@ -61,6 +61,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.3", "psutil>=5.9", "ruff>=0.5"],
+        # benchmarks/sr_quality.py: photographs that builtin:photos does not hold (scikit-image ships them)
+        "bench": ["scikit-image>=0.22"],
         "wandb": ["wandb"],
         # FID/KID Inception features (torch-fidelity's port of the TF-FID network); it pulls in torchvision.
         "metrics": ["torch-fidelity>=0.3"],

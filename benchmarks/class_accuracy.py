@@ -5,7 +5,8 @@ overall and per class. Not a test.
 
     python benchmarks/class_accuracy.py runs/ddpm-digits-16-cond --guidance_scales 0,1,2,4 --num_per_class 50
 
-Every scale samples the same noise for the same (class, index), so the rows differ by w only. Prints one JSON line;
+Every scale samples the same noise for the same image (`ddpm_hub.sampling`: image i from seed + i), so the rows
+differ by w only. Prints one JSON line;
 writes class_accuracy.md (the table the model card includes) and class_accuracy.json into --output_dir (default: the
 model folder).
 """
@@ -37,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num_per_class", type=int, default=50, help="samples per class and scale (default: 50)")
     parser.add_argument("--steps", type=int, default=100, help="respaced DDPM steps (default: %(default)s)")
     parser.add_argument("--batch_size", type=int, default=250, help="images per pipeline call (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="sample i of class c uses seed + 1000 c + i")
+    parser.add_argument("--seed", type=int, default=0, help="image i uses seed + i (default: %(default)s)")
     parser.add_argument("--output_dir", default=None, help="where the table goes (default: the model folder)")
     args = parser.parse_args(argv)
     args.scales = [float(w) for w in args.guidance_scales.split(",")]

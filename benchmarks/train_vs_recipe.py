@@ -83,7 +83,7 @@ def ddpm_hub_step(argv: list[str]):
 
     o, source = check_options(parse_options(argv)[0])
     accelerator = make_accelerator(o)
-    channels = source.unet_config["in_channels"]
+    channels = source.conditioning().image_channels(source.unet_config["in_channels"])
     dataset = load_training_data(o.data, 0, o.seed, source.conditioning(), channels, o.model.pipeline, accelerator)
     run = build_run(o, source, accelerator, dataset)
     loader = iter(make_loader(run.data, 0, run.options.length.max_train_steps, 0, False))

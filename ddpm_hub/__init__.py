@@ -1,6 +1,6 @@
 """ddpm_hub: DDPM (Ho et al. 2020) as a Hugging Face diffusers extension: train, evaluate, publish, load."""
 
-from .pipeline import DDPMHubImg2ImgPipeline, DDPMHubInpaintPipeline, DDPMHubPipeline
+from .pipeline import DDPMHubImg2ImgPipeline, DDPMHubInpaintPipeline, DDPMHubPipeline, DDPMHubSuperResolutionPipeline
 from .scheduling_ddpm_hub import DDPMHubScheduler, DDPMHubSchedulerOutput
 from .version import __version__
 
@@ -9,6 +9,7 @@ __all__ = [
     "DDPMHubInpaintPipeline",
     "DDPMHubPipeline",
     "DDPMHubScheduler",
+    "DDPMHubSuperResolutionPipeline",
     "DDPMHubSchedulerOutput",
     "__version__",
 ]

@@ -20,12 +20,15 @@ def _info(args: argparse.Namespace) -> int:
         "pipeline": str(resolve_pipeline_config(args.pipeline)),
         "parameters": count_parameters(pipeline.unet),
         "resolution": unet.sample_size,
-        "channels": unet.in_channels,
+        "channels": pipeline.image_channels,
         "beta_schedule": scheduler.beta_schedule,
         "variance_type": scheduler.variance_type,
         "prediction_type": scheduler.prediction_type,
         "num_train_timesteps": scheduler.num_train_timesteps,
     }
+    if getattr(pipeline, "text_encoder", None) is not None:
+        info["text_encoder"] = type(pipeline.text_encoder).__name__
+        info["text_encoder_parameters"] = count_parameters(pipeline.text_encoder)
     print(json.dumps(info, indent=2))
     return 0
 

@@ -23,7 +23,7 @@ from .errors import InputNotFoundError, UsageError
 from .export import export_samples
 from .options import int_at_least
 from .pictures import forward_strip, reverse_trajectory, strip, to_pil, to_pil_images
-from .pipeline import DDPMHubImg2ImgPipeline, DDPMHubInpaintPipeline
+from .pipeline import DDPMHubImg2ImgPipeline, DDPMHubInpaintPipeline, DDPMHubSuperResolutionPipeline
 from .resolver import load_pipeline
 from .sampling import SAMPLERS, image_generator, sample_images, with_sampler
 
@@ -179,6 +179,23 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
         "--frames steps",
     )
     parser.add_argument("--frames", type=int_at_least(2), default=8, help="steps shown by --trajectory (default: 8)")
+    parser.add_argument(
+        "--upscale",
+        action="append",
+        default=None,
+        metavar="SR",
+        help="a super-resolution model (folder or repo id) to upsample the samples with; repeat for a cascade. The "
+        "picture: the base samples enlarged (nearest), then each stage's",
+    )
+    parser.add_argument(
+        "--upscale_steps", type=int_at_least(1), default=100, help="steps of each --upscale stage (default: 100)"
+    )
+    parser.add_argument(
+        "--noise_level",
+        type=int_at_least(0),
+        default=None,
+        help="--upscale: the augmentation level of every stage (default: each model's own)",
+    )
     parser.add_argument("--output", default="samples.png", help="PNG path (default: samples.png)")
 
 
@@ -191,6 +208,10 @@ def run_sample(args: argparse.Namespace) -> int:
     call_kwargs = {"num_inference_steps": args.steps}
     if pipeline.conditioning:
         call_kwargs["guidance_scale"] = args.guidance_scale
+    if args.upscale:
+        if args.output_dir is not None or args.trajectory:
+            raise UsageError("--upscale makes a picture of the cascade: not with --output_dir or --trajectory.")
+        return sample_cascade(pipeline, args, conditions, call_kwargs)
     if args.output_dir is not None:
         return export(pipeline, args, conditions, call_kwargs)
     if args.trajectory:
@@ -206,6 +227,82 @@ def run_sample(args: argparse.Namespace) -> int:
     grid = strip([tiles[i : i + columns] for i in range(0, len(tiles), columns)], args.scale)
     facts = {key: conditions.inputs[key] for key in ("class_labels", "prompt") if key in conditions.inputs}
     return save(grid, args, num_images=args.num_images, steps=args.steps, **facts)
+
+
+def sample_cascade(pipeline, args: argparse.Namespace, conditions: ImageConditions, call_kwargs: dict) -> int:
+    """`ddpm-hub sample BASE --upscale SR [--upscale SR2]`: a row per stage, the same images upsampled."""
+    from .cascade import DDPMHubCascadePipeline
+
+    stages = [load_pipeline(name, seed=args.seed).to(args.device) for name in args.upscale]
+    for name, stage in zip(args.upscale, stages):
+        if not isinstance(stage, DDPMHubSuperResolutionPipeline):
+            raise UsageError(f"--upscale {name}: it is not a super-resolution model.")
+    cascade = DDPMHubCascadePipeline(pipeline, stages)
+    steps = [args.steps] + [args.upscale_steps] * len(stages)
+    output = cascade(
+        generator=generators(args), batch_size=args.num_images, num_inference_steps=steps,
+        noise_level=args.noise_level, output_type="pt", **conditions.inputs,
+        **({"guidance_scale": call_kwargs["guidance_scale"]} if "guidance_scale" in call_kwargs else {}),
+    )  # fmt: skip
+    size = output.images.shape[-2:]
+    rows = []
+    for images in output.stages:  # enlarged (nearest) to the last stage's size, in its channels
+        enlarged = torch.nn.functional.interpolate(images, size=size, mode="nearest")
+        if enlarged.shape[1] != output.images.shape[1]:
+            enlarged = enlarged.expand(-1, output.images.shape[1], -1, -1)
+        rows.append(to_pil(enlarged * 2 - 1))
+    return save(strip(rows, args.scale), args, num_images=args.num_images, stages=[args.model, *args.upscale])
+
+
+def add_upscale_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="a trained super-resolution folder or Hub repo id")
+    parser.add_argument("images", nargs="+", help="image files to upsample (each is upsampled on its own)")
+    parser.add_argument(
+        "--noise_level", type=int_at_least(0), default=None, help="augmentation level (default: the model's)"
+    )
+    parser.add_argument("--steps", type=int_at_least(1), default=100, help="respaced DDPM steps (default: 100)")
+    parser.add_argument("--num_samples", type=int_at_least(1), default=1, help="samples per image (default: 1)")
+    parser.add_argument(
+        "--seed", type=int_at_least(0), default=0, help="sample j of image k uses seed + ... (default: 0)"
+    )
+    parser.add_argument("--prompt", default=None, help="a text-conditioned upscaler's prompt")
+    parser.add_argument("--guidance_scale", type=float, default=1.0, help="classifier-free guidance w (default: 1)")
+    parser.add_argument("--device", default=DEVICE, help=f"torch device (default: {DEVICE})")
+    parser.add_argument("--output_dir", default="upscaled", help="where NAME_upscaled[_j].png go (default: upscaled)")
+
+
+def run_upscale(args: argparse.Namespace) -> int:
+    """`ddpm-hub upscale MODEL IMAGE...`: each image upsampled `low_res_scale` times, one PNG per sample."""
+    from tqdm.auto import tqdm
+
+    pipeline = load_pipeline(args.model, seed=args.seed).to(args.device)
+    if not isinstance(pipeline, DDPMHubSuperResolutionPipeline):
+        raise UsageError(f"{args.model} is not a super-resolution model: upscale takes one (e.g. ddpm-sr-16-to-64).")
+    pipeline.set_progress_bar_config(disable=True)
+    images = [read_image(path, "IMAGE") for path in args.images]  # every file read before any work
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written, index = [], 0
+    extra = {"prompt": args.prompt} if args.prompt is not None else {}
+    if args.guidance_scale != 1:
+        extra["guidance_scale"] = args.guidance_scale
+    for path, image in tqdm(list(zip(args.images, images)), desc="upscale", unit="image"):
+        generator = [image_generator(args.seed, index + j) for j in range(args.num_samples)]
+        index += args.num_samples
+        try:
+            results = pipeline(
+                image=image, noise_level=args.noise_level, num_inference_steps=args.steps, generator=generator,
+                batch_size=args.num_samples, **extra,
+            ).images  # fmt: skip
+        except ValueError as error:
+            raise UsageError(f"{path}: {error}") from None
+        for j, result in enumerate(results):
+            suffix = f"_{j}" if args.num_samples > 1 else ""
+            target = output_dir / f"{Path(path).stem}_upscaled{suffix}.png"
+            result.save(target)
+            written.append(str(target))
+    print(json.dumps({"written": written, "scale": pipeline.config.low_res_scale}))
+    return 0
 
 
 def export(pipeline, args: argparse.Namespace, conditions: ImageConditions, call_kwargs: dict) -> int:
@@ -284,7 +381,7 @@ def run_inpaint(args: argparse.Namespace) -> int:
     call = {"num_inference_steps": args.steps, "generator": generators(args), "jump_length": args.jump_length}
     call.update(conditioning(pipeline, args), jump_n_sample=args.jump_n_sample)
     with torch.no_grad():
-        x_0 = pipeline.preprocess(image, pipeline.unet.config.in_channels)
+        x_0 = pipeline.preprocess(image, pipeline.image_channels)
         unknown = pipeline.preprocess(mask, 1, what="MASK") >= 0.5
     results = pipeline(image=[image] * args.num_images, mask_image=mask, **call).images
     shown = [to_pil(x_0 * 2 - 1)[0], to_pil(torch.where(unknown, torch.zeros_like(x_0), x_0 * 2 - 1))[0]]
@@ -307,7 +404,7 @@ def run_img2img(args: argparse.Namespace) -> int:
     call = {"num_inference_steps": args.steps, "generator": generators(args), "strength": args.strength}
     call.update(conditioning(pipeline, args))
     results = pipeline(image=[image] * args.num_images, **call).images
-    shown = to_pil(pipeline.preprocess(image, pipeline.unet.config.in_channels) * 2 - 1)
+    shown = to_pil(pipeline.preprocess(image, pipeline.image_channels) * 2 - 1)
     return save(strip([shown + list(results)], args.scale), args, num_images=args.num_images, strength=args.strength)
 
 
@@ -320,4 +417,5 @@ COMMANDS = {
     "noise": ("the forward process of an image: x_t at chosen t", add_noise_arguments, run_noise),
     "inpaint": ("complete the white region of a mask (RePaint)", add_inpaint_arguments, run_inpaint),
     "img2img": ("edit an image by noising and denoising it (SDEdit)", add_img2img_arguments, run_img2img),
+    "upscale": ("upsample images with a super-resolution model", add_upscale_arguments, run_upscale),
 }

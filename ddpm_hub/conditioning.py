@@ -281,7 +281,87 @@ def default_prompts(captions: list[list[str]] | None, count: int = 8) -> list[st
     return list(dict.fromkeys(texts[0] for texts in captions or []))[:count]
 
 
-KINDS = (ClassCondition, PromptCondition)
+class LowResCondition(shipped.LowResCondition):
+    """
+    A low-resolution image (see the shipped kind), made from each training image itself: box-downsampled by the
+    scale and corrupted at a level s drawn uniformly in 0 .. max_noise_level per example (noise conditioning
+    augmentation, Ho et al. 2021), from the seeded draw of each micro-batch. Grids upsample held-out images.
+    """
+
+    data_column = "images"  # what it reads is the training image x_0 itself (`values["images"]`)
+
+    def __init__(self, low_res_scale: int = 4, max_noise_level: int = 250, default_noise_level: int = 0):
+        super().__init__(low_res_scale, max_noise_level, default_noise_level)
+        self.alphas_cumprod = None  # the training scheduler's, for the augmentation
+        self.grid_images: torch.Tensor | None = None  # uint8 high-resolution images whose low-res the grids upsample
+
+    def trained(self, data, options) -> "LowResCondition":
+        kind = type(self)(self.scale, self.max_noise_level, self.default_noise_level)
+        images = data.holdout if getattr(data, "holdout", None) is not None else getattr(data, "images", None)
+        kind.grid_images = images[:64].clone() if images is not None else None
+        return kind
+
+    def column(self, decoded, source: str, pipeline: str):
+        height, width = decoded.images.shape[-2:]
+        if height % self.scale or width % self.scale:
+            raise UsageError(
+                f"{pipeline} upsamples {self.scale}x: its training images ({height}x{width}) must be multiples of "
+                f"{self.scale} on each side."
+            )
+        return None  # nothing stored: the low-resolution image is made from each image as it is trained on
+
+    def check_stream(self, stream, source: str, pipeline: str) -> None:
+        """A stream's images are made low-resolution as they come."""
+
+    def drop(self, images: torch.Tensor, generator: torch.Generator):
+        """The augmented low-resolution images of a micro-batch and their levels: (z_s, s)."""
+        low_res = self.downsample(images, self.scale)
+        levels = torch.randint(0, self.max_noise_level + 1, (len(images),), generator=generator)
+        noise = torch.randn(low_res.shape, generator=generator, dtype=torch.float32)
+        return self.augment(low_res, levels, noise, self.alphas_cumprod), levels
+
+    def kept(self, images: torch.Tensor):
+        """Held-out metrics: the clean low-resolution images (level 0)."""
+        return self.downsample(images, self.scale), torch.zeros(len(images), dtype=torch.long)
+
+    def training_batch(self, values, device) -> ConditionBatch:
+        low_res, levels = values
+        return self.condition(low_res.to(device), levels.to(device))
+
+    def inputs_of(self, images: torch.Tensor | None) -> dict:
+        """The call arguments conditioning on the clean low-resolution version of each image (uint8 or [-1, 1])."""
+        if images is None:
+            return {}
+        x = images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images
+        low_res = self.downsample(x, self.scale)
+        return {"low_res": low_res, "noise_level": torch.zeros(len(low_res), dtype=torch.long)}
+
+    def settings(self) -> dict:
+        return {
+            "low_res_scale": self.scale,
+            "max_noise_level": self.max_noise_level,
+            "default_noise_level": self.default_noise_level,
+        }
+
+    def grid(self, num_images: int) -> ImageConditions:
+        """Held-out (else training) images, box-downsampled: the grid shows what the model makes of them."""
+        if self.grid_images is None:
+            return ImageConditions(0, {"image": []})
+        count = min(num_images, len(self.grid_images))
+        low_res = self.downsample(self.grid_images[:count].float() / 255, self.scale)
+        return ImageConditions(count, {"image": list(low_res)})
+
+    def strip(self) -> ImageConditions | None:
+        return None
+
+    def cycle(self, indices: list[int]) -> dict:
+        return {}
+
+    def card_facts(self) -> dict:
+        return {"scale": self.scale, **self.settings()}
+
+
+KINDS = (LowResCondition, ClassCondition, PromptCondition)
 
 
 class Conditioning(shipped.Conditioning):
@@ -310,7 +390,12 @@ class Conditioning(shipped.Conditioning):
 
     def columns(self, decoded, source: str, pipeline: str) -> dict:
         """What each kind reads of every decoded image (`{"labels": ...}`), checked against the model."""
-        return {kind.data_column: kind.column(decoded, source, pipeline) for kind in self.kinds}
+        columns = {kind.data_column: kind.column(decoded, source, pipeline) for kind in self.kinds}
+        return {name: column for name, column in columns.items() if column is not None}
+
+    @property
+    def low_res(self) -> LowResCondition | None:
+        return self.get("low_res")
 
     def check_stream(self, stream, source: str, pipeline: str) -> None:
         """A streamed dataset has what each kind reads."""

@@ -392,8 +392,96 @@ def pad_tokens(hidden: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[t
     return hidden, torch.cat([mask, mask.new_zeros(mask.shape[0], extra)], dim=1)
 
 
+class LowResCondition(ConditionKind):
+    """
+    A low-resolution image, for super-resolution (the stages of Imagen's and DALL-E 2's cascades; Ho et al. 2021,
+    Cascaded Diffusion Models). The image z_0 `[N x C x h x w]` in [-1, 1], `low_res_scale` times smaller than the
+    output, is corrupted by the forward process at an augmentation level s (noise conditioning augmentation:
+    z_s ~ q(z_s | z_0), `augment`; s = 0 leaves it unchanged), upsampled bilinearly to the output's size
+    (`upsample`) and concatenated to x_t on the channel axis; s reaches the UNet as `class_labels`, through its
+    timestep-like class embedding (`class_embed_type="timestep"`, as DeepFloyd IF stage II and the SD upscaler pass
+    `noise_level`). Guidance keeps it (it has no null branch). In training, z_0 is the high-resolution image
+    box-downsampled by the scale (`downsample`) and s is drawn per example in 0 .. `max_noise_level`.
+
+    Call arguments (the super-resolution pipeline makes them from its `image` and `noise_level`): `low_res` (z_s)
+    and `noise_level` (s per image, `[N]`).
+    """
+
+    name = "low_res"
+    concatenates_image = True  # the UNet takes x_t and the image, of the same channels: twice the image's
+    call_arguments = ("low_res", "noise_level")
+    setting_names = ("low_res_scale", "max_noise_level", "default_noise_level")
+    guided = False
+
+    def __init__(self, low_res_scale: int = 4, max_noise_level: int = 250, default_noise_level: int = 0):
+        self.scale, self.max_noise_level, self.default_noise_level = (
+            low_res_scale,
+            max_noise_level,
+            default_noise_level,
+        )
+
+    @classmethod
+    def from_model(cls, unet_config, settings: dict, components: dict) -> "LowResCondition | None":
+        scale = settings.get("low_res_scale")
+        if scale is None:
+            return None
+        return cls(scale, settings.get("max_noise_level", 250), settings.get("default_noise_level") or 0)
+
+    def check(self, inputs: dict, guidance_scale: float) -> None:
+        if inputs.get("low_res") is None:
+            raise ValueError(
+                "This is a super-resolution model: it upsamples an image. Load it with "
+                "DDPMHubSuperResolutionPipeline and pass image=..."
+            )
+        levels = inputs.get("noise_level")
+        if levels is not None and not bool(((levels >= 0) & (levels <= self.max_noise_level)).all()):
+            raise ValueError(
+                f"noise_level must be in 0..{self.max_noise_level} (the levels this model was trained on), got "
+                f"{levels.tolist()}."
+            )
+
+    def batch_size(self, inputs: dict) -> int | None:
+        low_res = inputs.get("low_res")
+        return None if low_res is None or len(low_res) == 1 else len(low_res)
+
+    def prepare(self, inputs: dict, batch_size: int, device) -> ConditionBatch:
+        low_res = inputs["low_res"].to(device)
+        levels = inputs.get("noise_level")
+        levels = torch.full((len(low_res),), self.default_noise_level) if levels is None else levels
+        if len(low_res) == 1:
+            low_res, levels = low_res.expand(batch_size, *low_res.shape[1:]), levels.expand(batch_size)
+        return self.condition(low_res, levels.to(device))
+
+    def condition(self, low_res: torch.Tensor, levels: torch.Tensor) -> ConditionBatch:
+        """What the UNet is called with: z_s upsampled to the output size, concatenated; s as `class_labels`."""
+        size = (low_res.shape[-2] * self.scale, low_res.shape[-1] * self.scale)
+        return ConditionBatch({"class_labels": levels.long()}, concat=self.upsample(low_res, size))
+
+    @staticmethod
+    def upsample(low_res: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Bilinear upsampling (pixel centres aligned: `align_corners=False`), in training and sampling alike."""
+        return torch.nn.functional.interpolate(low_res.float(), size=size, mode="bilinear", align_corners=False)
+
+    @staticmethod
+    def downsample(image: torch.Tensor, scale: int) -> torch.Tensor:
+        """The low-resolution image of a training example: a box (area) filter of `scale` x `scale` pixels."""
+        return torch.nn.functional.avg_pool2d(image, kernel_size=scale)
+
+    @staticmethod
+    def augment(low_res: torch.Tensor, levels: torch.Tensor, noise: torch.Tensor, alphas_cumprod) -> torch.Tensor:
+        """
+        z_s = sqrt(ab_s) z_0 + sqrt(1 - ab_s) eps (DDPM eq. 4) at level s (the paper's timestep: s = 1 is the first
+        step, diffusers' index s - 1); s = 0 is z_0 itself.
+        """
+        alpha_bar = torch.ones(len(levels), dtype=torch.float32)
+        noisy = levels > 0
+        alpha_bar[noisy] = torch.as_tensor(alphas_cumprod, dtype=torch.float32)[(levels[noisy] - 1).long().cpu()]
+        alpha_bar = alpha_bar.to(low_res.device).view(-1, *[1] * (low_res.ndim - 1))
+        return alpha_bar.sqrt() * low_res + (1 - alpha_bar).sqrt() * noise.to(low_res)
+
+
 # The kinds a model may take, in the order their channels are concatenated.
-KINDS: tuple[type[ConditionKind], ...] = (ClassCondition, PromptCondition)
+KINDS: tuple[type[ConditionKind], ...] = (LowResCondition, ClassCondition, PromptCondition)
 
 
 class Conditioning:
@@ -413,6 +501,19 @@ class Conditioning:
 
     def get(self, name: str) -> ConditionKind | None:
         return next((kind for kind in self.kinds if kind.name == name), None)
+
+    def image_channels(self, in_channels: int) -> int:
+        """The channels of the images (x_t) of a UNet of `in_channels`: half, when a kind concatenates an image."""
+        return (
+            in_channels // 2 if any(getattr(kind, "concatenates_image", False) for kind in self.kinds) else in_channels
+        )
+
+    def batch_size(self, inputs: dict[str, Any], default: int = 1) -> int:
+        """How many images the condition arguments describe (`default` when they fit any number)."""
+        sizes = {size for kind in self.kinds if (size := kind.batch_size(inputs)) is not None}
+        if len(sizes) > 1:
+            raise ValueError(f"The conditions describe different numbers of images: {sorted(sizes)}.")
+        return sizes.pop() if sizes else default
 
     def describe(self) -> str:
         """`this model is unconditional`, or what it is conditioned on and the call arguments that say it."""
@@ -443,10 +544,7 @@ class Conditioning:
             )
         for kind in self.kinds:
             kind.check(inputs, guidance_scale)
-        sizes = {size for kind in self.kinds if (size := kind.batch_size(inputs)) is not None}
-        if len(sizes) > 1:
-            raise ValueError(f"The conditions describe different numbers of images: {sorted(sizes)}.")
-        batch_size = (sizes.pop() if sizes else 1) if batch_size is None else batch_size
+        batch_size = self.batch_size(inputs) if batch_size is None else batch_size
         condition, null = ConditionBatch(), ConditionBatch() if guidance_scale != 1 else None
         for kind in self.kinds:
             part, null_part = kind.prepare_pair(inputs, batch_size, device, null is not None)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .errors import InputNotFoundError, UsageError
-from .loading import component_class, components_of, read_model_index, scheduler_class
+from .loading import PIPELINE_SETTINGS, component_class, components_of, read_model_index, scheduler_class
 from .resources import resource_path
 from .run_folder import MODEL_INDEX, UNET_CONFIG, is_pipeline_folder, read_json
 
@@ -71,7 +71,8 @@ def build_pipeline(
         }
     except (ValueError, TypeError, KeyError, OSError) as error:
         raise UsageError(f"{folder}: the configuration cannot be built: {error}") from error
-    return pipeline_class(index)(unet=unet, scheduler=scheduler, **others)
+    settings = {key: index[key] for key in PIPELINE_SETTINGS if key in index}  # e.g. a super-resolution's scale
+    return pipeline_class(index)(unet=unet, scheduler=scheduler, **others, **settings)
 
 
 def build_component(folder: Path, name: str, entry: list):

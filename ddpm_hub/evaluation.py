@@ -252,7 +252,7 @@ def run_eval(args: argparse.Namespace) -> int:
     pipeline.set_progress_bar_config(disable=True)
     data = data.resolved(resolution=pipeline.unet.config.sample_size)  # an int, or [height, width]
     captions = pipeline.conditioning.prompts is not None  # a text model is measured on the dataset's captions
-    decoded = data.load(channels=pipeline.unet.config.in_channels, captions=captions)
+    decoded = data.load(channels=pipeline.image_channels, captions=captions)
     images = decoded.images
     output_dir = Path(args.output_dir) if args.output_dir else _default_output_dir(args.model)
     report = {"model": args.model, "dataset": data.label(), "output_dir": str(output_dir)}

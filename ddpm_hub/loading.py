@@ -48,13 +48,20 @@ NO_CODE = ["*.py"]  # shipped code is never downloaded: the installed classes ar
 
 
 def load_components(
-    name_or_path: str | os.PathLike, pipeline_class: type, torch_dtype=None, allow_pickle: bool = False, **kwargs
-) -> dict:
+    name_or_path: str | os.PathLike,
+    pipeline_class: type,
+    torch_dtype=None,
+    allow_pickle: bool = False,
+    choose=None,
+    **kwargs,
+) -> tuple[type, dict]:
     """
-    The components of a pipeline folder or Hub repo for `pipeline_class` (which declares them: the arguments of its
-    `__init__`), by name, and its settings; a component given in `kwargs` (e.g. `unet=...`) is used instead of
-    loading it. A missing repo, a private repo without access, a missing revision or an uncached repo offline raise
-    huggingface_hub's exception types with a message naming the repo, the cause and the fix.
+    `(class, components)`: the components of a pipeline folder or Hub repo for `pipeline_class` (which declares
+    them: the arguments of its `__init__`), by name, and its settings; a component given in `kwargs` (e.g.
+    `unet=...`) is used instead of loading it. `choose(index)`, if given, picks the class from the model index
+    (a base class loading a folder of a subclass). A missing repo, a private repo without access, a missing revision
+    or an uncached repo offline raise huggingface_hub's exception types with a message naming the repo, the cause
+    and the fix.
     """
     download_kwargs = {key: kwargs.pop(key) for key in DOWNLOAD_KWARGS if key in kwargs}
     declared = inspect.signature(pipeline_class.__init__).parameters
@@ -63,14 +70,16 @@ def load_components(
         raise TypeError(f"{pipeline_class.__name__}.from_pretrained got unexpected arguments: {', '.join(unknown)}.")
     folder = pipeline_folder(name_or_path, allow_pickle, **download_kwargs)
     index = read_model_index(folder, name_or_path)
+    pipeline_class = choose(index) if choose is not None else pipeline_class
+    declared = inspect.signature(pipeline_class.__init__).parameters
     loaded = {}
     for name, entry in components_of(index).items():
         if name in kwargs:
             loaded[name] = kwargs[name]
             continue
         loaded[name] = load_component(folder, name, entry, name_or_path, torch_dtype, allow_pickle, download_kwargs)
-    settings = {key: index.get(key) for key in PIPELINE_SETTINGS}
-    return {**loaded, **settings}
+    settings = {key: index[key] for key in PIPELINE_SETTINGS if key in index and key in declared}
+    return pipeline_class, {**loaded, **settings}
 
 
 def load_component(folder: Path, name: str, entry: list, source, torch_dtype, allow_pickle: bool, download_kwargs):

@@ -30,6 +30,7 @@ from .run_folder import (
     SAMPLES_FILE,
     SCHEDULER_CONFIG,
     SWEEP_FILE,
+    TEXT_ACCURACY_FILE,
     UNET_CONFIG,
     Metric,
     TrainingSummary,
@@ -42,7 +43,9 @@ TEMPLATE_NAME = "model_card.md"
 DEFAULT_LICENSE = "apache-2.0"
 TAGS = ["pytorch", "diffusers", "unconditional-image-generation", "ddpm", "ddpm_hub"]
 CONDITIONAL_TAGS = ["class-conditional", "classifier-free-guidance"]
+TEXT_TAGS = ["text-to-image", "classifier-free-guidance"]
 PIPELINE_TAG = "unconditional-image-generation"
+TEXT_PIPELINE_TAG = "text-to-image"
 
 BUILTIN_DATASETS = {
     "builtin:digits": (
@@ -90,11 +93,14 @@ def render_model_card(
     """
     folder = Path(output_dir)
     facts = collect_facts(folder)
+    tags = list(TAGS) + (CONDITIONAL_TAGS if facts["conditional"] else []) + (TEXT_TAGS if facts["text"] else [])
+    if facts["text"]:
+        tags.remove(PIPELINE_TAG)
     card_data = ModelCardData(
         library_name="diffusers",
         license=license,
-        tags=list(TAGS) + (CONDITIONAL_TAGS if facts["conditional"] else []),
-        pipeline_tag=PIPELINE_TAG,
+        tags=list(dict.fromkeys(tags)),
+        pipeline_tag=TEXT_PIPELINE_TAG if facts["text"] else PIPELINE_TAG,
         datasets=[facts["dataset"]["hub_id"]] if facts["dataset"] and facts["dataset"]["hub_id"] else None,
         model_name=repo_id.split("/")[-1] if facts["metrics"] else None,
         eval_results=_eval_results(facts) or None,
@@ -138,8 +144,10 @@ def collect_facts(folder: Path) -> dict:
         "metrics": _metric_rows(read_metrics(folder)),
         "sweep": _read_text(folder / SWEEP_FILE),
         "conditional": (conditional := _conditional_facts(folder, summary)),
-        "usage_call": _usage_call(conditional, summary),
+        "text": (text := _text_facts(folder, summary, options)),
+        "usage_call": _usage_call(conditional, summary, text),
         "class_accuracy": _read_text(folder / CLASS_ACCURACY_FILE),
+        "text_accuracy": _read_text(folder / TEXT_ACCURACY_FILE),
         "bpd_plot": BPD_PLOT_FILE if (folder / BPD_PLOT_FILE).is_file() else None,
         "steps": summary.get("steps"),
         "epochs": summary.get("epochs"),
@@ -152,12 +160,12 @@ def _read_text(path: Path) -> str | None:
     return path.read_text(encoding="utf-8").strip() if path.is_file() else None
 
 
-def count_safetensors_parameters(folder: Path) -> int:
-    """Parameters of the UNet, read from the safetensors headers (no weights are loaded)."""
+def count_safetensors_parameters(folder: Path, component: str = "unet") -> int:
+    """Parameters of a component (the UNet), read from the safetensors headers (no weights are loaded)."""
     from safetensors import safe_open
 
     total = 0
-    for path in sorted(folder.glob("unet/*.safetensors")):
+    for path in sorted(folder.glob(f"{component}/*.safetensors")):
         with safe_open(str(path), framework="pt") as weights:
             total += sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
     return total
@@ -170,9 +178,9 @@ def _model_facts(folder: Path) -> dict:
     height, width = (size, size) if isinstance(size, int) else tuple(size or (None, None))
     channels = unet.get("in_channels")
     attention = [
-        height // 2**i if height else None
+        f"{height // 2**i}×{width // 2**i}" if height else "?"
         for i, block in enumerate(unet.get("down_block_types", []))
-        if block.startswith("Attn")
+        if block.startswith(("Attn", "CrossAttn"))
     ]
     beta_schedule = scheduler.get("beta_schedule")
     betas = f"{beta_schedule} betas"
@@ -188,7 +196,9 @@ def _model_facts(folder: Path) -> dict:
         "parameters": f"{count_safetensors_parameters(folder):,}",
         "block_out_channels": ", ".join(map(str, unet.get("block_out_channels", []))),
         "layers_per_block": unet.get("layers_per_block"),
-        "attention": ", ".join(f"{r}×{r}" for r in attention) or "none",
+        "attention": ", ".join(attention) or "none",
+        "unet_class": unet.get("_class_name") or "UNet2DModel",
+        "cross_attention": unet.get("cross_attention_dim") is not None,
         "scheduler_class": scheduler.get("_class_name"),
         "num_train_timesteps": scheduler.get("num_train_timesteps"),
         "betas": betas,
@@ -215,14 +225,39 @@ def _conditional_facts(folder: Path, summary: dict) -> dict | None:
     }
 
 
-def _usage_call(conditional: dict | None, summary: dict) -> str:
-    """The arguments of the sampling call the card shows: the grid's steps, a class and guidance if conditional."""
+def _text_facts(folder: Path, summary: dict, options: dict) -> dict | None:
+    """A text-to-image model: its text encoder, whether it was trained, the captions, the grid's prompts."""
+    index = read_json(folder / MODEL_INDEX, "the pipeline's model index") or {}
+    encoder = (index.get("text_encoder") or [None, None])[1]
+    if encoder is None:
+        return None
+    samples = summary.get("samples") or {}
+    return {
+        "encoder": encoder,
+        "tokenizer": (index.get("tokenizer") or [None, None])[1],
+        "encoder_parameters": f"{count_safetensors_parameters(folder, 'text_encoder'):,}",
+        "source": options.get("text_encoder"),  # --text_encoder, else the configuration's own
+        "trained": options.get("train_text_encoder") if options else None,
+        "caption_dropout_prob": options.get("caption_dropout_prob"),
+        "prompts": samples.get("prompts"),
+        "guidance_scale": samples.get("guidance_scale"),
+        "guidance_plot": GUIDANCE_FILE if (folder / GUIDANCE_FILE).is_file() else None,
+        "example": (samples.get("prompts") or ["a prompt"])[0],
+    }
+
+
+def _usage_call(conditional: dict | None, summary: dict, text: dict | None = None) -> str:
+    """The arguments of the sampling call the card shows: the grid's steps, a class or prompt and guidance."""
     arguments = []
     if conditional:
         arguments.append(f"class_labels={conditional['example']!r}" if conditional["example"] else "class_labels=3")
+    if text:
+        arguments.append(f"prompt={text['example']!r}")
     arguments.append("batch_size=4")
     if conditional and conditional["null_class_label"] is not None:
         arguments.append(f"guidance_scale={conditional['guidance_scale'] or 2.0}")
+    if text:
+        arguments.append(f"guidance_scale={text['guidance_scale'] or 3.0}")
     steps = (summary.get("samples") or {}).get("steps")
     if steps:
         arguments.append(f"num_inference_steps={steps}")

@@ -19,6 +19,7 @@ from . import conditioning, loading
 from . import pipeline_ddpm_hub as shipped
 from . import pipeline_ddpm_hub_img2img as shipped_img2img
 from . import pipeline_ddpm_hub_inpaint as shipped_inpaint
+from . import pipeline_ddpm_hub_superres as shipped_superres
 from .errors import UsageError
 
 
@@ -56,7 +57,9 @@ class HubPipelineMixin:
         decides: a private repo it refuses to this token raises even if an earlier download is in the cache, which is
         used offline or when the Hub cannot be reached.
         """
-        return cls(**loading.load_components(pretrained_model_name_or_path, cls, **kwargs))
+        choose = pipeline_class if cls is DDPMHubPipeline else None  # the base class loads every DDPM folder
+        klass, components = loading.load_components(pretrained_model_name_or_path, cls, choose=choose, **kwargs)
+        return klass(**components)
 
     @classmethod
     def from_pipe(cls, pipeline, **kwargs):
@@ -155,14 +158,26 @@ class DDPMHubImg2ImgPipeline(shipped_img2img.DDPMHubImg2ImgPipeline, DDPMHubPipe
     __doc__ = shipped_img2img.DDPMHubImg2ImgPipeline.__doc__
 
 
+class DDPMHubSuperResolutionPipeline(shipped_superres.DDPMHubSuperResolutionPipeline, DDPMHubPipeline):
+    __doc__ = shipped_superres.DDPMHubSuperResolutionPipeline.__doc__
+    task_pipelines: tuple[type, ...] = ()  # inpainting and img2img are for image models, not upscalers
+
+
 DDPMHubPipeline.task_pipelines = (DDPMHubInpaintPipeline, DDPMHubImg2ImgPipeline)
 
 
 # The installed pipeline classes, by the name a model index gives in `_class_name`.
-PIPELINE_CLASSES = {klass.__name__: klass for klass in (DDPMHubPipeline, *DDPMHubPipeline.task_pipelines)}
+PIPELINE_CLASSES = {
+    klass.__name__: klass
+    for klass in (DDPMHubPipeline, *DDPMHubPipeline.task_pipelines, DDPMHubSuperResolutionPipeline)
+}
 
 
 def pipeline_class(model_index: dict) -> type:
-    """The installed class a model index names (`_class_name`); `DDPMHubPipeline` for other DDPM layouts."""
+    """
+    The installed class a model index names (`_class_name`), `DDPMHubPipeline` for other DDPM layouts; a folder saved
+    by a task pipeline (inpainting, img2img) holds a `DDPMHubPipeline`'s model, which loads as one.
+    """
     name = model_index.get("_class_name")
-    return PIPELINE_CLASSES.get(name[1] if isinstance(name, list) else name, DDPMHubPipeline)
+    klass = PIPELINE_CLASSES.get(name[1] if isinstance(name, list) else name, DDPMHubPipeline)
+    return klass if klass is DDPMHubSuperResolutionPipeline else DDPMHubPipeline

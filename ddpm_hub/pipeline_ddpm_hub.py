@@ -244,7 +244,12 @@ class DDPMHubPipeline(DiffusionPipeline):
     def sample_shape(self, batch_size: int) -> tuple[int, int, int, int]:
         size = self.unet.config.sample_size
         height, width = (size, size) if isinstance(size, int) else size
-        return (batch_size, self.unet.config.in_channels, height, width)
+        return (batch_size, self.image_channels, height, width)
+
+    @property
+    def image_channels(self) -> int:
+        """The channels of the images (the UNet's input, less a low-resolution image it concatenates)."""
+        return self.conditioning.image_channels(self.unet.config.in_channels)
 
     def check_inputs(self, batch_size, generator, eta, output_type, callback_inputs) -> dict[str, Any]:
         """Validate the call before any model work; returns the keyword arguments for `scheduler.step`."""
@@ -299,11 +304,11 @@ class DDPMHubPipeline(DiffusionPipeline):
         self.maybe_free_model_hooks()
         return ImagePipelineOutput(images=images) if return_dict else (images,)
 
-    def preprocess(self, image, channels: int, what: str = "image") -> torch.Tensor:
+    def preprocess(self, image, channels: int, what: str = "image", resize: bool = True) -> torch.Tensor:
         """
         An image (PIL, numpy `[H x W (x C)]` / `[N x H x W x C]` in [0, 1] or uint8, or torch `[(N x) C x H x W]` in
         [0, 1]), any size and mode, as float `[N x channels x H x W]` in [0, 1] at the model's size (resized
-        bilinearly, with a warning).
+        bilinearly, with a warning; with `resize=False` at its own size).
         """
         images = image if isinstance(image, list) else [image]
         tensors = []
@@ -330,7 +335,7 @@ class DDPMHubPipeline(DiffusionPipeline):
             else:
                 raise ValueError(f"{what} has {batch.shape[1]} channels; the model has {channels}.")
         size = tuple(self.sample_shape(1)[2:])
-        if tuple(batch.shape[2:]) != size:
+        if resize and tuple(batch.shape[2:]) != size:
             warnings.warn(f"{what} of size {tuple(batch.shape[2:])} resized to the model's {size}.", stacklevel=3)
             batch = F.interpolate(batch, size=size, mode="bilinear", antialias=True, align_corners=False)
         return batch.clamp(0, 1).to(device=self.device, dtype=self.unet.dtype)

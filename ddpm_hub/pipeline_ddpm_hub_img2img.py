@@ -67,7 +67,7 @@ class DDPMHubImg2ImgPipeline(DDPMHubPipeline):
         """
         if not 0 <= strength <= 1:
             raise ValueError(f"strength must be in [0, 1], got {strength}.")
-        x_0 = self.preprocess(image, self.unet.config.in_channels) * 2 - 1  # [N x C x H x W] in [-1, 1]
+        x_0 = self.preprocess(image, self.image_channels) * 2 - 1  # [N x C x H x W] in [-1, 1]
         conditions = {"class_labels": class_labels, **prompt_arguments(locals())}
         described = any(conditions[name] is not None for name in ("class_labels", "prompt", "prompt_embeds"))
         guided, batch_size = self.prepare_condition(None if described else len(x_0), guidance_scale, **conditions)

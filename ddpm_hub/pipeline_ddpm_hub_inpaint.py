@@ -100,7 +100,7 @@ class DDPMHubInpaintPipeline(DDPMHubPipeline):
                 f"RePaint steps the chain back and forth, which needs a stateless ancestral scheduler "
                 f"(DDPMHubScheduler or DDPMScheduler), not {type(self.scheduler).__name__}."
             )
-        x_0 = self.preprocess(image, self.unet.config.in_channels) * 2 - 1  # [N x C x H x W] in [-1, 1]
+        x_0 = self.preprocess(image, self.image_channels) * 2 - 1  # [N x C x H x W] in [-1, 1]
         keep = self.preprocess(mask_image, 1, what="mask_image") < 0.5  # [N x 1 x H x W], True = known pixel
         conditions = {"class_labels": class_labels, **prompt_arguments(locals())}
         described = any(conditions[name] is not None for name in ("class_labels", "prompt", "prompt_embeds"))

@@ -8,6 +8,8 @@ is a trained folder with the run's record next to the weights:
     samples.png                              a grid sampled from it                    (training, publishing)
     guidance.png                             a conditional model: classes x guidance   (training, model card)
     class_accuracy.md / .json                samples classified by label and w         (benchmarks, model card)
+    text_accuracy.md / .json                 digit pairs read as the prompt asks, by w (benchmarks, model card)
+    sr_quality.md / .json                    super-resolution against bicubic on unseen photos (benchmarks, card)
     training_options.json                    the resolved options (a valid --config)    (training, model card)
     training_summary.json                    `TrainingSummary`                          (training, model card)
     metrics.json                             `Metric` entries by key: bpd, fid, kid     (ddpm-hub eval, model card)
@@ -32,6 +34,8 @@ SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
 SAMPLES_FILE = "samples.png"
 GUIDANCE_FILE = "guidance.png"  # a conditional model: a row per class at guidance scales 0, 1, 2, 4
 CLASS_ACCURACY_FILE = "class_accuracy.md"  # benchmarks/class_accuracy.py
+TEXT_ACCURACY_FILE = "text_accuracy.md"  # benchmarks/text_accuracy.py
+SR_QUALITY_FILE = "sr_quality.md"  # benchmarks/sr_quality.py
 OPTIONS_FILE = "training_options.json"
 SUMMARY_FILE = "training_summary.json"
 METRICS_FILE = "metrics.json"
@@ -120,7 +124,8 @@ class SamplesRecord:
     file: str = SAMPLES_FILE
     num_images: int | None = None
     steps: int | None = None
-    guidance_scale: float | None = None  # a class-conditional model's grid: one row per class at this scale
+    guidance_scale: float | None = None  # a conditional model's grid: one row per class or prompt at this scale
+    prompts: list | None = None  # a text-to-image model's grid: its prompts, one row each
 
 
 @dataclass

@@ -77,3 +77,40 @@ def conditional_config(tmp_path: Path, num_class_embeds: int = 11) -> Path:
     unet_config = json.loads((config / "unet" / "config.json").read_text())
     (config / "unet" / "config.json").write_text(json.dumps({**unet_config, "num_class_embeds": num_class_embeds}))
     return config
+
+
+def text_config(tmp_path: Path, encoder: str = "clip") -> Path:
+    """
+    A tiny text-to-image configuration: an 8 x 16 UNet2DConditionModel with cross-attention on a one-layer CLIP or
+    T5 text encoder (built from its config), and the digit-pairs word tokenizer.
+    """
+    from transformers import CLIPTextConfig, T5Config
+
+    config = tmp_path / f"tiny-text-{encoder}"
+    if config.exists():
+        return config
+    shutil.copytree(ROOT / "pipelines" / "ddpm-digit-pairs-text", config)
+    unet = json.loads((config / "unet" / "config.json").read_text())
+    unet.update(sample_size=[8, 16], block_out_channels=[16, 32], layers_per_block=1, cross_attention_dim=24)
+    unet.update(down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"], attention_head_dim=4)
+    unet.update(up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"])
+    (config / "unet" / "config.json").write_text(json.dumps(unet))
+    vocabulary = len(json.loads((config / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"])
+    shutil.rmtree(config / "text_encoder")
+    if encoder == "clip":
+        text = CLIPTextConfig(
+            vocab_size=vocabulary, hidden_size=24, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
+            max_position_embeddings=16, pad_token_id=0, bos_token_id=2, eos_token_id=2,
+        )  # fmt: skip
+        name = "CLIPTextModel"
+    else:
+        text = T5Config(
+            vocab_size=vocabulary, d_model=24, d_kv=12, d_ff=48, num_layers=1, num_heads=2, pad_token_id=0,
+            eos_token_id=2, decoder_start_token_id=0,
+        )  # fmt: skip
+        name = "T5EncoderModel"
+    text.save_pretrained(config / "text_encoder")
+    index = json.loads((config / "model_index.json").read_text())
+    index["text_encoder"] = ["transformers", name]
+    (config / "model_index.json").write_text(json.dumps(index))
+    return config

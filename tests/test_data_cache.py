@@ -307,7 +307,7 @@ def test_each_rank_streams_a_disjoint_part_and_together_they_read_everything(tmp
     for rank in range(2):
         stream = open_stream(data, channels=3, rank=rank, world_size=2)
         numbers = []
-        for pixels, label, captions in stream:
+        for pixels, label, _captions in stream:
             if stream.epoch == 1:
                 break
             numbers.append(int(pixels[0, 0, 0]))

@@ -52,9 +52,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def train_and_write(o: TrainingOptions, source: PipelineSource, accelerator: Accelerator) -> None:
-    channels = source.unet_config["in_channels"]
+    conditioning = source.conditioning()
+    channels = conditioning.image_channels(source.unet_config["in_channels"])
     dataset = load_training_data(
-        o.data, o.validation.validation_holdout, o.seed, source.conditioning(), channels, o.model.pipeline, accelerator
+        o.data, o.validation.validation_holdout, o.seed, conditioning, channels, o.model.pipeline, accelerator
     )
     run = build_run(o, source, accelerator, dataset)
     resumed = resume(run)

@@ -94,6 +94,14 @@ class DataOptions:
         at_least=1,
         parse=parse_resolution,
     )
+    random_crop: int | tuple[int, int] | None = option(
+        None,
+        "training: train on a random crop of this size (N or HxW) of each decoded image, drawn per image and batch "
+        "from the seeded stream; the images are decoded at --resolution (default: no crop, the whole image)",
+        "data",
+        at_least=1,
+        parse=parse_resolution,
+    )
     center_crop: bool = option(
         True, "resize to cover the size and crop the centre; --no-center_crop resizes the whole image instead", "data"
     )
@@ -104,6 +112,11 @@ class DataOptions:
         aliases=("--max_train_samples",),
         at_least=1,
     )
+
+    @property
+    def training_size(self) -> Resolution:
+        """The size training sees: the random crop, else the decoded resolution."""
+        return self.random_crop or self.resolution
 
     def resolved(self, resolution: Resolution | list | None = None) -> "DataOptions":
         """The defaults filled in: digits when no source is given, the model's resolution when none is."""

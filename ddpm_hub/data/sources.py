@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputNotFoundError, UsageError
-from . import digit_pairs
+from . import digit_pairs, photos
 from .decode import Resolution, image_size, is_size
 from .parallel import DecodeSettings, FolderItems, HubItems, decode_all
 
 logger = logging.getLogger(__name__)
 
-BUILTIN_DATASETS = ("builtin:digits", "builtin:digit-pairs")
+BUILTIN_DATASETS = ("builtin:digits", "builtin:digit-pairs", "builtin:photos")
 CAPTION_COLUMN = "text"  # the default text column (diffusers' text-to-image scripts and metadata.jsonl use it)
 METADATA_FILE = "metadata.jsonl"  # an image folder's captions: one {"file_name": ..., "text": ...} per line
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
@@ -191,6 +191,8 @@ def plan_source(
         return _plan_folder(train_data_dir, resolution, max_images, caption_column)
     if dataset_name == "builtin:digit-pairs":
         return _plan_digit_pairs(resolution, channels, max_images, caption_column is not None)
+    if dataset_name == "builtin:photos" and caption_column is None:
+        return _plan_photos(resolution, channels, max_images)
     if dataset_name in BUILTIN_DATASETS:
         if caption_column is not None:
             raise UsageError(
@@ -361,6 +363,28 @@ def _plan_digit_pairs(resolution: Resolution, channels: int, max_images: int | N
         canvases, texts = digit_pairs.compose(digits.images, digits.labels.numpy(), capacity, captions)
         report = ImageDatasetReport(num_images=capacity, num_skipped=0)
         return DecodedImages(canvases, None, None, report, captions=texts)
+
+    plan.decode_directly = decode
+    return plan
+
+
+def _plan_photos(resolution: Resolution, channels: int, max_images: int | None) -> SourcePlan:
+    """`builtin:photos` (`ddpm_hub.data.photos`): crops of the two scikit-learn photographs at the resolution."""
+    import sklearn
+
+    capacity = photos.NUM_CROPS if max_images is None else min(max_images, photos.NUM_CROPS)
+    fingerprint = {"builtin": "builtin:photos", "scikit-learn": sklearn.__version__, "crops": photos.NUM_CROPS}
+    plan = SourcePlan("builtin:photos", "photos", fingerprint, capacity)
+
+    def decode() -> DecodedImages:
+        try:
+            crops = torch.from_numpy(photos.crop_photos(*image_size(resolution), capacity))
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        if channels == 1:  # ITU-R 601 luma, as every other source converts to one channel
+            luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            crops = (crops.float() * luma).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+        return DecodedImages(crops, None, None, ImageDatasetReport(num_images=capacity, num_skipped=0))
 
     plan.decode_directly = decode
     return plan

@@ -8,9 +8,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.decode import image_size
 from ..data.tensors import to_training_batch
 from ..errors import UsageError
-from .randomness import FLIP, HOLDOUT, SHUFFLE, make_generator
+from .randomness import CROP, FLIP, HOLDOUT, SHUFFLE, make_generator
 
 STREAM_STATE = "stream_state_rank_{rank}.json"
 
@@ -33,9 +34,11 @@ class MicroBatches(Dataset):
         columns: per-image values `[N x ...]` by name, what the model's condition reads (`ddpm_hub.conditioning`).
     """
 
-    def __init__(self, images, train_batch_size: int, num_processes: int, rank: int, seed: int, columns=None):
+    def __init__(
+        self, images, train_batch_size: int, num_processes: int, rank: int, seed: int, columns=None, crop=None
+    ):
         self.images, self.batch_size, self.rank, self.seed = images, train_batch_size, rank, seed
-        self.columns = columns or {}
+        self.columns, self.crop = columns or {}, crop
         self.global_batch_size = train_batch_size * num_processes
         self.batches_per_epoch = len(images) // self.global_batch_size
         if self.batches_per_epoch == 0:
@@ -66,7 +69,8 @@ class MicroBatches(Dataset):
         generator = make_generator(self.seed, FLIP, m, self.rank)
         indices = self.indices(m)
         values = {name: take_rows(column, indices) for name, column in self.columns.items()}
-        return m, self.images.get_batch(indices, generator), values
+        x_0 = self.images.get_batch(indices, generator)
+        return m, random_crops(x_0, self.crop, make_generator(self.seed, CROP, m, self.rank)), values
 
     def __len__(self) -> int:  # the run is as long as the sampler says; one epoch is the natural length
         return self.batches_per_epoch
@@ -96,9 +100,11 @@ class StreamedMicroBatches:
     batches_per_epoch = None  # a stream's length is not known: the run is --max_train_steps long
     num_images = 0  # what the training state records for a stream (a decoded dataset records its size)
 
-    def __init__(self, stream, train_batch_size: int, num_processes: int, rank: int, seed: int, random_flip: bool):
+    def __init__(
+        self, stream, train_batch_size: int, num_processes: int, rank: int, seed: int, random_flip: bool, crop=None
+    ):
         self.stream, self.batch_size, self.rank, self.seed = stream, train_batch_size, rank, seed
-        self.random_flip = random_flip
+        self.random_flip, self.crop = random_flip, crop
         self.global_batch_size = train_batch_size * num_processes
         self.num_processes = num_processes
 
@@ -112,6 +118,7 @@ class StreamedMicroBatches:
         for m in range(first_micro_batch, end):
             pixels, labels, captions = zip(*(next(images) for _ in range(self.batch_size)))
             x_0 = to_training_batch(torch.from_numpy(np.stack(pixels)), self.random_flip, self._flips(m))
+            x_0 = random_crops(x_0, self.crop, make_generator(self.seed, CROP, m, self.rank))
             values = {}
             if self.stream.label_column is not None:
                 values["labels"] = torch.as_tensor(labels, dtype=torch.int64)
@@ -140,6 +147,30 @@ class StreamedMicroBatches:
                 f"has {num_processes}; each process's part of the stream depends on their number. Use the same."
             )
         self.stream.load_state_dict(state)
+
+
+def random_crops(images: torch.Tensor, size, generator: torch.Generator) -> torch.Tensor:
+    """
+    A crop of `size` (H x W) of each image `[B x C x H' x W']`, its top-left corner uniform over the image, drawn from
+    `generator` (--random_crop); the images as they are without a size.
+    """
+    if size is None:
+        return images
+    height, width = image_size(size)
+    if tuple(images.shape[-2:]) == (height, width):
+        return images
+    tops = torch.randint(0, images.shape[-2] - height + 1, (len(images),), generator=generator).tolist()
+    lefts = torch.randint(0, images.shape[-1] - width + 1, (len(images),), generator=generator).tolist()
+    return torch.stack([image[:, t : t + height, s : s + width] for image, t, s in zip(images, tops, lefts)])
+
+
+def center_crops(images: torch.Tensor, size) -> torch.Tensor:
+    """The centre `size` (H x W) of each image `[B x C x H' x W']` (held-out images under --random_crop)."""
+    if size is None:
+        return images
+    height, width = image_size(size)
+    top, left = (images.shape[-2] - height) // 2, (images.shape[-1] - width) // 2
+    return images[..., top : top + height, left : left + width].contiguous()
 
 
 def take_rows(column, indices):

@@ -25,6 +25,7 @@ def check_options(o: TrainingOptions) -> tuple[TrainingOptions, PipelineSource]:
     check_output_dir(o)
     source = inspect_pipeline(o.model.pipeline)
     o = replace(o, data=o.data.resolved(resolution=source.unet_config["sample_size"]))
+    check_random_crop(o)
     o = resolve_class_dropout(o, source)
     o = resolve_text_options(o, source)
     check_model_compatibility(o, source)
@@ -37,6 +38,18 @@ def inspect_pipeline(name: str) -> PipelineSource:
         return resolve_pipeline(name)
     except ModelLoadError as error:
         raise UsageError(f"--pipeline {name!r}: {error}") from error
+
+
+def check_random_crop(o: TrainingOptions) -> None:
+    """A random crop is smaller than the decoded images (or as large)."""
+    crop = o.data.random_crop
+    if crop is None:
+        return
+    if any(c > r for c, r in zip(image_size(crop), image_size(o.data.resolution))):
+        raise UsageError(
+            f"--random_crop {size_text(crop)} is larger than the decoded images ({size_text(o.data.resolution)}, "
+            "--resolution): crop at most that, or decode larger."
+        )
 
 
 def check_streaming_run(o: TrainingOptions) -> None:
@@ -176,9 +189,10 @@ def check_model_compatibility(o: TrainingOptions, source: PipelineSource) -> Non
     unet = source.unet_config
     downsamplings = len(unet["block_out_channels"]) - 1
     multiple = 2**downsamplings
-    if any(side % multiple for side in image_size(o.data.resolution)):
+    if any(side % multiple for side in image_size(o.data.training_size)):
+        option = "--random_crop" if o.data.random_crop else "--resolution"
         raise UsageError(
-            f"--resolution {size_text(o.data.resolution)} does not fit the UNet of {o.model.pipeline}: it halves the "
+            f"{option} {size_text(o.data.training_size)} does not fit the UNet of {o.model.pipeline}: it halves the "
             f"image {downsamplings} times, so the resolution must be a multiple of {multiple} in height and width "
             f"(its sample_size is {unet['sample_size']})."
         )
@@ -192,7 +206,7 @@ def check_model_compatibility(o: TrainingOptions, source: PipelineSource) -> Non
     if variance_type not in VARIANCE_TYPES:
         raise UsageError(f"{o.model.pipeline}: variance_type {variance_type!r} is not one of {VARIANCE_TYPES}.")
     out_channels = unet_overrides(o, source).get("out_channels", unet["out_channels"])
-    wanted = unet["in_channels"] * (2 if variance_type == "learned_range" else 1)
+    wanted = source.conditioning().image_channels(unet["in_channels"]) * (2 if variance_type == "learned_range" else 1)
     if out_channels != wanted:
         raise UsageError(
             f"variance_type {variance_type} needs a UNet with {wanted} output channels; the trained UNet of "

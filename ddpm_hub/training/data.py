@@ -13,7 +13,7 @@ from ..conditioning import Conditioning
 from ..data import DataOptions, ImageDatasetReport, UInt8ImageDataset
 from ..data.cache import Coordinator
 from ..data.streaming import ImageStream, open_stream
-from .batches import MicroBatches, StreamedMicroBatches, holdout_indices, take_rows
+from .batches import MicroBatches, StreamedMicroBatches, center_crops, holdout_indices, take_rows
 from .options import BatchOptions
 
 logger = get_logger(__name__, log_level="INFO")
@@ -88,7 +88,7 @@ def load_training_data(
         return TrainingData(decoded.images, columns, label_names, None, None, report, file=decoded.file)
     kept, held = holdout_indices(len(decoded.images), holdout, seed)
     logger.info("Held out %d images for validation; %d train", len(held), len(kept))
-    held_images = decoded.images[held]  # a copy of the few held-out rows; the training rows stay an index view
+    held_images = center_crops(decoded.images[held], data.random_crop)  # a copy of the few held-out rows
     training = {name: take_rows(column, kept) for name, column in columns.items()}
     held_columns = {name: take_rows(column, held) for name, column in columns.items()}
     return TrainingData(decoded.images, training, label_names, held_images, held_columns, report, kept, decoded.file)
@@ -107,12 +107,12 @@ def open_training_stream(
 
 
 def make_micro_batches(
-    batches: BatchOptions, seed: int, accelerator: Accelerator, dataset: TrainingData | TrainingStream
+    batches: BatchOptions, seed: int, accelerator: Accelerator, dataset: TrainingData | TrainingStream, crop=None
 ) -> MicroBatches | StreamedMicroBatches:
     processes, rank = accelerator.num_processes, accelerator.process_index
     if isinstance(dataset, TrainingStream):
         return StreamedMicroBatches(
-            dataset.stream, batches.train_batch_size, processes, rank, seed, batches.random_flip
+            dataset.stream, batches.train_batch_size, processes, rank, seed, batches.random_flip, crop
         )
     images = UInt8ImageDataset(dataset.images, batches.random_flip, indices=dataset.indices, file=dataset.file)
-    return MicroBatches(images, batches.train_batch_size, processes, rank, seed, columns=dataset.columns)
+    return MicroBatches(images, batches.train_batch_size, processes, rank, seed, columns=dataset.columns, crop=crop)

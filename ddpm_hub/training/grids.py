@@ -88,7 +88,7 @@ def write_validation_grid(run: Run, step: int) -> None:
     conditions = grid_conditions(run)
     images = sample_grid_images(run, conditions, grid_guidance(run))
     if run.accelerator.is_main_process:
-        grid = grid_image(images, run.options.data.resolution, conditions.columns)
+        grid = grid_image(images, run.options.data.training_size, conditions.columns)
         folder = run.output_dir / run.options.logging.logging_dir / "samples"
         folder.mkdir(parents=True, exist_ok=True)
         grid.save(folder / f"step-{step:07d}.png")
@@ -102,7 +102,7 @@ def write_final_grids(run: Run, step: int) -> None:
     images = sample_grid_images(run, conditions, grid_guidance(run))
     strip = guidance_strip(run)
     if run.accelerator.is_main_process:
-        grid = grid_image(images, run.options.data.resolution, conditions.columns)
+        grid = grid_image(images, run.options.data.training_size, conditions.columns)
         grid.save(run.output_dir / SAMPLES_FILE)
         log_grid(run, grid, step)
         if strip is not None:
@@ -116,13 +116,15 @@ def guidance_strip(run: Run) -> Image.Image | None:
         return None
     columns = [sample_grid_images(run, conditions, w, first=GUIDANCE_FIRST) for w in GUIDANCE_STRIP_SCALES]
     rows = [column[c] for c in range(conditions.num_images) for column in columns]
-    return grid_image(rows, run.options.data.resolution, len(GUIDANCE_STRIP_SCALES))
+    return grid_image(rows, run.options.data.training_size, len(GUIDANCE_STRIP_SCALES))
 
 
 def samples_record(run: Run, validation: ValidationOptions) -> dict:
     """What the summary says of the grid: its size, steps and guidance."""
+    prompts = run.conditioning.prompts
     return {
         "num_images": grid_conditions(run).num_images,
         "steps": validation.ddpm_num_inference_steps,
         "guidance_scale": grid_guidance(run) if run.conditioning else None,
+        "prompts": (prompts.prompts or [""]) if prompts is not None else None,
     }

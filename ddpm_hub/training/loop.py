@@ -94,7 +94,7 @@ def micro_batch_loss(run: Run, m: int, x_0: torch.Tensor, values: dict) -> torch
     condition = None
     if run.conditioning:
         dropout = make_generator(seed, CONDITION_DROPOUT, m, rank)
-        condition = run.conditioning.training_batch(values, dropout, accelerator.device)
+        condition = run.conditioning.training_batch({**values, "images": x_0}, dropout, accelerator.device)
     torch.manual_seed(derive_seed(seed, DROPOUT, m, rank))  # dropout uses the global RNG
     generator = make_generator(seed, NOISE, m, rank, device=accelerator.device)
     return run.objective(run.model, x_0, generator, condition=condition).mean()

@@ -24,16 +24,17 @@ def unet_overrides(o: TrainingOptions, source: PipelineSource) -> dict:
     The run's resolution as the UNet's `sample_size`; a configuration also gets 2C output channels for
     learned_range (a trained UNet keeps its channels: its weights fix them).
     """
-    sample_size = sample_size_config(o.data.resolution)
+    sample_size = sample_size_config(o.data.training_size)
     text = text_encoder_overrides(o, source)
     if source.trained:
         return (
             {"sample_size": sample_size}
-            if image_size(source.unet_config["sample_size"]) != image_size(o.data.resolution)
+            if image_size(source.unet_config["sample_size"]) != image_size(o.data.training_size)
             else {}
         )
     variance_type = o.model.variance_type or source.scheduler_config.get("variance_type", "fixed_small")
-    channels = source.unet_config["in_channels"] * (2 if variance_type == "learned_range" else 1)
+    image_channels = source.conditioning().image_channels(source.unet_config["in_channels"])
+    channels = image_channels * (2 if variance_type == "learned_range" else 1)
     return {"sample_size": sample_size, "out_channels": channels, **text}
 
 

@@ -160,10 +160,12 @@ def resolve_training_length(o: TrainingOptions, data: MicroBatches | StreamedMic
 def build_run(
     o: TrainingOptions, source: PipelineSource, accelerator: Accelerator, dataset: TrainingData | TrainingStream
 ) -> Run:
-    data = make_micro_batches(o.batches, o.seed, accelerator, dataset)
+    data = make_micro_batches(o.batches, o.seed, accelerator, dataset, o.data.random_crop)
     o = replace(resolve_training_length(o, data), speed=replace(o.speed, mixed_precision=accelerator.mixed_precision))
     pipeline = training_pipeline(o, source)
     conditioning = pipeline.conditioning.trained(dataset, o.conditioning)
+    if conditioning.low_res is not None:  # noise conditioning augmentation follows the training chain
+        conditioning.low_res.alphas_cumprod = pipeline.scheduler.alphas_cumprod
     pipeline.register_to_config(**conditioning.settings())  # class names and the null label, saved with it
     unet = pipeline.unet.train()
     text_encoder = pipeline.text_encoder if o.conditioning.train_text_encoder else None

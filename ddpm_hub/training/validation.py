@@ -26,7 +26,8 @@ def holdout_metrics(run: Run) -> dict:
     generator = make_generator(o.seed, HOLDOUT, 1)
     timesteps = torch.randint(0, run.scheduler.config.num_train_timesteps, (len(x_0),), generator=generator)
     noise = torch.randn(x_0.shape, generator=generator).to(device)
-    condition = run.conditioning.batch(run.holdout_columns, device)
+    columns = {**run.holdout_columns, "images": x_0}  # a super-resolution model reads the images themselves
+    condition = run.conditioning.batch(columns, device)
     with torch.no_grad():
         loss = run.objective(unet, x_0, timesteps=timesteps.to(device), noise=noise, condition=condition)
     pipeline = type(run.pipeline).from_pipe(run.pipeline, unet=unet)  # bits_per_dim copies the scheduler
@@ -36,7 +37,7 @@ def holdout_metrics(run: Run) -> dict:
         num_steps=o.validation.validation_bpd_steps,
         estimator="sampled",
         generator=make_generator(o.seed, HOLDOUT, 2),
-        **run.conditioning.inputs_of(run.holdout_columns),  # conditional: the bound on -log p(x | label)
+        **run.conditioning.inputs_of(columns),  # conditional: the bound on -log p(x | label, prompt, low-res)
     )
     unet.train(was_training)
     return {

@@ -1,0 +1,256 @@
+"""Super-resolution and cascades: the low-resolution kind of the carrier, the pipeline, builtin:photos, training,
+the Hub round trip (tiny configurations built in the test)."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from helpers import LAUNCHER, ROOT, TINY, assert_bit_identical, check_ok, run_script, unet_weights
+from PIL import Image
+
+from ddpm_hub import DDPMHubPipeline, DDPMHubSuperResolutionPipeline, cli
+from ddpm_hub.cascade import DDPMHubCascadePipeline
+from ddpm_hub.conditioning_ddpm_hub import LowResCondition
+from ddpm_hub.configs import build_pipeline
+from ddpm_hub.data import load_images
+from ddpm_hub.data.photos import photographs
+
+
+def sr_config(tmp_path, channels: int = 3):
+    """ddpm-sr-16-to-64 made tiny: widths (8, 16), one downsampling."""
+    config = tmp_path / f"tiny-sr-{channels}"
+    if config.exists():
+        return config
+    shutil.copytree(ROOT / "pipelines" / "ddpm-sr-16-to-64", config)
+    unet = json.loads((config / "unet" / "config.json").read_text())
+    unet.update(block_out_channels=[8, 16], down_block_types=["DownBlock2D"] * 2, up_block_types=["UpBlock2D"] * 2)
+    unet.update(norm_num_groups=4, in_channels=2 * channels, out_channels=channels, sample_size=16)
+    (config / "unet" / "config.json").write_text(json.dumps(unet))
+    return config
+
+
+DEEP = {
+    "block_out_channels": [8, 8, 8, 8], "down_block_types": ["DownBlock2D"] * 4, "up_block_types": ["UpBlock2D"] * 4,
+}  # fmt: skip
+
+
+def tiny_sr(tmp_path, channels: int = 3) -> DDPMHubSuperResolutionPipeline:
+    pipeline = build_pipeline(sr_config(tmp_path, channels), seed=0)
+    with torch.no_grad():  # the low-resolution channels matter: a random model barely reads them otherwise
+        pipeline.unet.conv_in.weight[:, channels:] *= 20
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def low_res_image(seed: int = 0, size: int = 4) -> torch.Tensor:
+    return torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def run(pipeline, image, seeds=(0,), steps: int = 3, **kwargs) -> torch.Tensor:
+    generator = [torch.Generator().manual_seed(s) for s in seeds]
+    return pipeline(image=image, num_inference_steps=steps, generator=generator, output_type="pt", **kwargs).images
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The kind
+
+
+def test_noise_level_zero_leaves_the_condition_unchanged_and_higher_levels_follow_eq_4():
+    from ddpm_hub.scheduling_ddpm_hub import DDPMHubScheduler
+
+    scheduler = DDPMHubScheduler(beta_schedule="cosine")
+    z_0 = torch.rand(3, 3, 4, 4) * 2 - 1
+    noise = torch.randn(3, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    levels = torch.tensor([0, 1, 500])
+    z = LowResCondition.augment(z_0, levels, noise, scheduler.alphas_cumprod)
+    assert torch.equal(z[0], z_0[0])  # level 0: the image itself
+    for i in (1, 2):
+        alpha_bar = scheduler.alphas_cumprod[levels[i] - 1]
+        torch.testing.assert_close(z[i], alpha_bar.sqrt() * z_0[i] + (1 - alpha_bar).sqrt() * noise[i])
+    batch = LowResCondition(4).condition(z, levels)
+    assert batch.concat.shape == (3, 3, 16, 16) and batch.kwargs["class_labels"].tolist() == [0, 1, 500]
+    # the upsampling is bilinear, and a box filter of it gives the input back where the input is constant
+    flat = torch.full((1, 3, 4, 4), 0.3)
+    torch.testing.assert_close(LowResCondition.downsample(LowResCondition.upsample(flat, (16, 16)), 4), flat)
+
+
+def test_the_output_depends_on_the_input_and_is_four_times_its_size(tmp_path):
+    pipeline = tiny_sr(tmp_path)
+    a, b = run(pipeline, low_res_image(0)), run(pipeline, low_res_image(1))
+    assert a.shape == (1, 3, 16, 16) and not torch.allclose(a, b, atol=1e-3)  # a changed input changes the samples
+    assert torch.equal(run(pipeline, low_res_image(0)), a)  # seeded
+    larger = run(pipeline, low_res_image(0, size=8))  # fully convolutional: trained at 16, upsamples 8 -> 32
+    assert larger.shape == (1, 3, 32, 32)
+    pil = Image.fromarray((low_res_image(0)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    torch.testing.assert_close(run(pipeline, pil), a, atol=0.02, rtol=0)  # PIL: the same input at 8 bits
+    levels = [run(pipeline, low_res_image(0), noise_level=level) for level in (0, 200)]
+    assert not torch.equal(levels[0], levels[1])
+
+
+def test_consistency_projects_each_steps_x_0_onto_the_input(tmp_path):
+    pipeline = tiny_sr(tmp_path)
+    target = low_res_image(3) * 2 - 1  # the input, in [-1, 1]
+    x_t = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    guided, _ = pipeline.prepare_condition(1, 1.0, low_res=target, noise_level=torch.zeros(1, dtype=torch.long))
+    t = torch.tensor(500)  # mid-chain: x_0 = (x_t - sqrt(1 - ab) eps) / sqrt(ab) amplifies rounding little
+    alpha_bar = pipeline.scheduler.alphas_cumprod[int(t)]
+    x_0 = lambda eps: (x_t - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()  # noqa: E731 - eq. 4 solved for x_0
+    with torch.no_grad():
+        plain = pipeline.model_output(x_t, t, guided)
+        pipeline._consistency_target = target
+        projected = pipeline.model_output(x_t, t, guided)
+        pipeline._consistency_target = None
+    torch.testing.assert_close(LowResCondition.downsample(x_0(projected), 4), target, atol=1e-5, rtol=0)
+    assert (LowResCondition.downsample(x_0(plain), 4) - target).abs().max() > 0.1
+    # what the box filter does not see is the model's own
+    detail = x_0(projected) - torch.nn.functional.interpolate(
+        LowResCondition.downsample(x_0(projected), 4), scale_factor=4
+    )
+    plain_detail = x_0(plain) - torch.nn.functional.interpolate(
+        LowResCondition.downsample(x_0(plain), 4), scale_factor=4
+    )
+    torch.testing.assert_close(detail, plain_detail, atol=1e-4, rtol=0)
+    assert run(pipeline, low_res_image(3), consistency=True).shape == (1, 3, 16, 16)
+
+
+def test_bad_inputs_are_refused_or_warned_of(tmp_path):
+    pipeline = tiny_sr(tmp_path)
+    with pytest.raises(ValueError, match=r"noise_level must be an integer in 0..250"):
+        run(pipeline, low_res_image(), noise_level=300)
+    deep = build_pipeline(sr_config(tmp_path), seed=0, unet_overrides=DEEP)  # halves 3 times: sides of 8
+    with pytest.raises(ValueError, match="upsamples to 12x12, which this UNet cannot take: its output sides must be"):
+        run(deep, torch.rand(1, 3, 3, 3))
+    with pytest.warns(UserWarning, match="The input is grayscale and the model RGB: it was converted"):
+        run(pipeline, Image.fromarray(np.zeros((4, 4), dtype=np.uint8)))
+    with pytest.raises(ValueError, match="This is a super-resolution model"):
+        DDPMHubPipeline.__call__(pipeline, num_inference_steps=2)
+    with pytest.raises(ValueError, match="not a super-resolution model"):
+        DDPMHubSuperResolutionPipeline.__call__(build_pipeline("ddpm-tiny-8"), image=low_res_image())
+
+
+def test_the_likelihood_is_conditioned_on_the_low_resolution_image(tmp_path):
+    pipeline = tiny_sr(tmp_path)
+    images = (torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 255).round().to(torch.uint8)
+    inputs = pipeline.conditioning.inputs_of({"images": images})
+    own = pipeline.likelihood(images, num_steps=3, generator=torch.Generator().manual_seed(0), **inputs)
+    other = pipeline.conditioning.inputs_of({"images": images.flip(0)})
+    swapped = pipeline.likelihood(images, num_steps=3, generator=torch.Generator().manual_seed(0), **other)
+    assert np.isfinite(own.mean()) and own.mean() != swapped.mean()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data, cascades, commands
+
+
+def test_builtin_photos_are_crops_of_the_two_sample_photographs_only():
+    decoded = load_images("builtin:photos", resolution=16, channels=3, max_images=6)
+    china, flower = (torch.from_numpy(p).permute(2, 0, 1) for p in photographs())
+    for i, crop in enumerate(decoded.images):
+        photo = (china, flower)[i % 2]
+        windows = photo.unfold(1, 16, 1).unfold(2, 16, 1)  # [3 x H' x W' x 16 x 16]
+        assert (windows == crop[:, None, None]).all(0).all(-1).all(-1).any()  # a window of its photograph
+    assert decoded.images.shape == (6, 3, 16, 16)
+
+
+def test_a_cascade_upsamples_the_base_models_own_samples(tmp_path):
+    base = build_pipeline("ddpm-tiny-8", seed=0)
+    base.set_progress_bar_config(disable=True)
+    cascade = DDPMHubCascadePipeline(base, [tiny_sr(tmp_path)])
+    generator = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    output = cascade(batch_size=2, generator=generator, num_inference_steps=[3, 2], output_type="pt")
+    alone = base(
+        batch_size=2,
+        generator=[torch.Generator().manual_seed(s) for s in (0, 1)],
+        num_inference_steps=3,
+        output_type="pt",
+    )
+    assert torch.equal(output.stages[0], alone.images) and output.images.shape == (2, 3, 32, 32)
+    deep = build_pipeline(sr_config(tmp_path), seed=0, unet_overrides=DEEP)
+    with pytest.raises(ValueError, match="cannot take"):  # a 5x5 base upsampled to 20x20: not sides of 8
+        DDPMHubCascadePipeline(build_pipeline("ddpm-tiny-8", seed=0, unet_overrides={"sample_size": 5}), [deep])
+    with pytest.raises(ValueError, match="needs at least one super-resolution stage"):
+        DDPMHubCascadePipeline(base, [])
+
+
+def test_the_commands_upscale_and_sample_a_cascade(tmp_path, capsys):
+    tiny_sr(tmp_path).save_pretrained(tmp_path / "sr")
+    Image.fromarray(np.full((4, 4, 3), 128, dtype=np.uint8)).save(tmp_path / "small.png")
+    assert cli.main(["upscale", str(tmp_path / "sr"), str(tmp_path / "small.png"), "--steps", "2",
+                     "--output_dir", str(tmp_path / "out"), "--num_samples", "2"]) == 0  # fmt: skip
+    written = json.loads(capsys.readouterr().out.splitlines()[-1])["written"]
+    assert [Image.open(path).size for path in written] == [(16, 16), (16, 16)]
+    assert cli.main(["upscale", "ddpm-tiny-8", str(tmp_path / "small.png")]) == 2
+    assert "is not a super-resolution model" in capsys.readouterr().err
+    command = ["sample", "ddpm-tiny-8", "--num_images", "2", "--steps", "2", "--upscale", str(tmp_path / "sr")]
+    assert cli.main([*command, "--upscale_steps", "2", "--output", str(tmp_path / "cascade.png"), "--scale", "1"]) == 0
+    assert Image.open(tmp_path / "cascade.png").size == (2 + 2 * (32 + 2), 2 + 2 * (32 + 2))  # 2 rows of 2
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training and the Hub (launched runs)
+
+
+def sr_run(tmp_path, *extra, name="run"):
+    args = [*TINY, "--pipeline", str(sr_config(tmp_path)), "--dataset_name", "builtin:photos", "--resolution", "16"]
+    return [*args, "--output_dir", str(tmp_path / name), *extra]
+
+
+@pytest.mark.slow
+def test_training_resumes_bit_identically_after_sigkill(tmp_path):
+    common = ["--max_train_steps", "6", "--checkpointing_steps", "2", "--use_ema", "--validation_holdout", "4"]
+    check_ok(run_script(sr_run(tmp_path, *common, name="a")))
+    killed = run_script(sr_run(tmp_path, *common, name="b"), script=LAUNCHER, env={"FAULT_KILL_AFTER_CHECKPOINT": "4"})
+    assert killed.returncode == -9
+    check_ok(run_script(sr_run(tmp_path, *common, "--resume_from_checkpoint", "latest", name="b")))
+    assert_bit_identical(unet_weights(tmp_path / "a"), unet_weights(tmp_path / "b"))
+    loaded = DDPMHubPipeline.from_pretrained(tmp_path / "a")
+    assert type(loaded) is DDPMHubSuperResolutionPipeline and loaded.config.low_res_scale == 4
+
+
+@pytest.mark.slow
+def test_training_on_two_ranks_with_random_crops(tmp_path):
+    args = sr_run(tmp_path, "--max_train_steps", "3", "--resolution", "32", "--random_crop", "16")
+    check_ok(run_script(args, processes=2))
+    summary = json.loads((tmp_path / "run" / "training_summary.json").read_text())
+    assert summary["num_processes"] == 2 and len(set(summary["weights_sha256_per_rank"])) == 1
+    assert DDPMHubPipeline.from_pretrained(tmp_path / "run").unet.config.sample_size == 16  # the crops' size
+
+
+@pytest.mark.slow
+def test_a_super_resolution_model_round_trips_through_the_hub_both_ways(hub_server, tmp_path, hub_cache):
+    from ddpm_hub.hub import publish
+
+    pipeline = tiny_sr(tmp_path)
+    pipeline.save_pretrained(tmp_path / "folder")
+    assert sorted(p.name for p in (tmp_path / "folder").glob("*.py")) == [
+        "conditioning_ddpm_hub.py", "pipeline_ddpm_hub.py", "pipeline_ddpm_hub_superres.py",
+    ]  # fmt: skip
+    repo_id = "alice/tiny-sr-round-trip"
+    publish(tmp_path / "folder", repo_id, token="hf_alice_write")
+    loaded = DDPMHubSuperResolutionPipeline.from_pretrained(repo_id, cache_dir=hub_cache, token="hf_alice_write")
+    loaded.set_progress_bar_config(disable=True)
+    expected = run(pipeline, low_res_image(0), seeds=(0, 1), noise_level=20)
+    torch.testing.assert_close(run(loaded, low_res_image(0), seeds=(0, 1), noise_level=20), expected)
+    np.save(tmp_path / "input.npy", low_res_image(0).numpy())
+    script = (
+        "import sys, numpy as np, torch\n"
+        "sys.modules['ddpm_hub'] = None\n"
+        "torch.set_num_threads(1)\n"
+        "from diffusers import DiffusionPipeline\n"
+        f"p = DiffusionPipeline.from_pretrained({repo_id!r}, trust_remote_code=True, token='hf_alice_write')\n"
+        "p.set_progress_bar_config(disable=True)\n"
+        "g = [torch.Generator().manual_seed(s) for s in (0, 1)]\n"
+        "image = torch.from_numpy(np.load(sys.argv[2]))\n"
+        "out = p(image=image, noise_level=20, num_inference_steps=3, generator=g, output_type='pt')\n"
+        "np.save(sys.argv[1], out.images.numpy())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "plain.npy"), str(tmp_path / "input.npy")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    torch.testing.assert_close(torch.from_numpy(np.load(tmp_path / "plain.npy")), expected)
