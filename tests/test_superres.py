@@ -233,8 +233,8 @@ def test_a_super_resolution_model_round_trips_through_the_hub_both_ways(hub_serv
     publish(tmp_path / "folder", repo_id, token="hf_alice_write")
     loaded = DDPMHubSuperResolutionPipeline.from_pretrained(repo_id, cache_dir=hub_cache, token="hf_alice_write")
     loaded.set_progress_bar_config(disable=True)
-    expected = run(pipeline, low_res_image(0), seeds=(0, 1), noise_level=20)
-    torch.testing.assert_close(run(loaded, low_res_image(0), seeds=(0, 1), noise_level=20), expected)
+    expected = run(pipeline, low_res_image(0), seeds=(0,), noise_level=20)
+    torch.testing.assert_close(run(loaded, low_res_image(0), seeds=(0,), noise_level=20), expected)
     np.save(tmp_path / "input.npy", low_res_image(0).numpy())
     script = (
         "import sys, numpy as np, torch\n"
@@ -243,7 +243,7 @@ def test_a_super_resolution_model_round_trips_through_the_hub_both_ways(hub_serv
         "from diffusers import DiffusionPipeline\n"
         f"p = DiffusionPipeline.from_pretrained({repo_id!r}, trust_remote_code=True, token='hf_alice_write')\n"
         "p.set_progress_bar_config(disable=True)\n"
-        "g = [torch.Generator().manual_seed(s) for s in (0, 1)]\n"
+        "g = [torch.Generator().manual_seed(0)]\n"
         "image = torch.from_numpy(np.load(sys.argv[2]))\n"
         "out = p(image=image, noise_level=20, num_inference_steps=3, generator=g, output_type='pt')\n"
         "np.save(sys.argv[1], out.images.numpy())\n"

@@ -210,7 +210,7 @@ def write_captioned_parquet(folder, rows: int = 12):
     images, texts = [], []
     for i in range(rows):
         buffer = __import__("io").BytesIO()
-        Image.fromarray(np.full((8, 16), 20 * i, dtype=np.uint8)).save(buffer, format="PNG")
+        Image.fromarray(np.full((8, 16), 12 * i, dtype=np.uint8)).save(buffer, format="PNG")
         images.append({"bytes": buffer.getvalue(), "path": f"{i}.png"})
         texts.append(prompt(i % 10, (i + 1) % 10) if i != 4 else None)  # row 4 has no caption
     data = datasets.Dataset.from_dict({"image": images, "caption": texts}, features=features)
@@ -304,11 +304,18 @@ def test_a_trained_text_encoder_on_two_ranks_stays_in_step(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("encoder", ["t5"])
 def test_text_encoder_by_path_trains(tmp_path, encoder):
-    tiny_text(tmp_path, encoder).save_pretrained(tmp_path / "encoder")
+    from transformers import T5Config, T5EncoderModel
+
+    source = tiny_text(tmp_path, encoder)  # its tokenizer, with an encoder 40 wide where the UNet attends to 24
+    wide = T5Config(vocab_size=source.text_encoder.config.vocab_size, d_model=40, d_kv=8, d_ff=48, num_layers=1,
+                    num_heads=2, pad_token_id=0, eos_token_id=2, decoder_start_token_id=0)  # fmt: skip
+    T5EncoderModel(wide).save_pretrained(tmp_path / "encoder" / "text_encoder")
+    source.tokenizer.save_pretrained(tmp_path / "encoder" / "tokenizer")
     check_ok(run_script(text_run(tmp_path, "--max_train_steps", "2", "--text_encoder", str(tmp_path / "encoder"))))
     loaded = DDPMHubPipeline.from_pretrained(tmp_path / "run")
     assert type(loaded.text_encoder).__name__ == "T5EncoderModel"
-    assert loaded.unet.config.encoder_hid_dim == 24 and loaded.unet.config.encoder_hid_dim_type == "text_proj"
+    assert loaded.text_encoder.config.d_model == 40
+    assert loaded.unet.config.encoder_hid_dim == 40 and loaded.unet.config.encoder_hid_dim_type == "text_proj"
 
 
 @pytest.mark.slow
