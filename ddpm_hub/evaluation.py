@@ -17,6 +17,7 @@ import math
 import os
 import platform
 import shlex
+import sys
 import time
 from collections.abc import Sequence
 from functools import partial
@@ -30,9 +31,11 @@ from .errors import UsageError
 from .metrics import (
     FEATURE_KINDS,
     FeatureExtractor,
+    Reference,
     cached_reference_features,
     extract_features,
     features_for,
+    reference_split,
     sample_quality,
 )
 from .options import add_arguments, check_ranges, from_namespace, int_at_least
@@ -108,7 +111,15 @@ def sampler_sweep(
     One row per sampler: the Frechet and kernel distances (`fid`, `kid_mean`: FID/KID with Inception features), NFE
     and images/s for `num_images` samples against `reference_features`; with `classify` (uint8 images -> class ids)
     also the class balance of the samples, `class_balance_tv`: the total-variation distance from uniform classes.
+
+    With a `metrics.Reference` (a reference half and a held-out half of the dataset), every row also has the floor:
+    the same distances of `num_images` real held-out images to the reference (`fid_floor`, `kid_floor`), and
+    `fid_ratio` = fid / fid_floor (1.0: as close as real images are).
     """
+    floor = None
+    if isinstance(reference_features, Reference):
+        floor = reference_features.floor(num_images, kid_subset_size, seed, standardize_kernel)
+        reference_features = reference_features.features
     rows = []
     for sampler in samplers:
         images, timing = generate_images(
@@ -118,6 +129,8 @@ def sampler_sweep(
             extract_features(images, feature_extractor), reference_features, kid_subset_size, seed, standardize_kernel
         )
         row = {"sampler": sampler.name, "label": sampler.label, "steps": sampler.steps, **timing, **quality}
+        if floor is not None:
+            row.update(fid_floor=floor["fid"], kid_floor=floor["kid_mean"], fid_ratio=quality["fid"] / floor["fid"])
         if classify is not None:
             row["class_balance_tv"] = _class_balance(classify(images))
         rows.append(row)
@@ -134,24 +147,42 @@ def sweep_markdown(rows: list[dict], settings: dict) -> str:
     """The Markdown table the model card includes, with the settings that produced it underneath."""
     metric = settings.get("metric_label", "FID ↓")
     balance = all("class_balance_tv" in row for row in rows)
+    floor = all("fid_ratio" in row for row in rows)
     kernel = settings.get("kernel_label", "KID × 10³ ↓")
-    header = f"| sampler | steps | NFE | {metric} | {kernel} |" + (" classes (TV) ↓ |" if balance else "")
-    lines = [header + " images/s |", "| --- " + "| ---: " * (5 + balance) + "|"]
+    header = f"| sampler | steps | NFE | {metric} |" + (" ÷ floor ↓ |" if floor else "") + f" {kernel} |"
+    header += " classes (TV) ↓ |" if balance else ""
+    lines = [header + " images/s |", "| --- " + "| ---: " * (5 + balance + floor) + "|"]
     for row in rows:
+        ratio = f" **{row['fid_ratio']:.2f}** |" if floor else ""
         line = (
-            f"| {row['label']} | {row['steps']} | {row['nfe']} | {row['fid']:.2f} | "
+            f"| {row['label']} | {row['steps']} | {row['nfe']} | {row['fid']:.2f} |{ratio} "
             f"{1e3 * row['kid_mean']:.2f} ± {1e3 * row['kid_std']:.2f} |"
         )
         line += f" {row['class_balance_tv']:.3f} |" if balance else ""
         lines.append(line + f" {row['images_per_second']:.2f} |")
+    if floor:
+        first = rows[0]
+        lines += [
+            "",
+            f"Floor: {first['num_generated']} real images of the held-out half against the reference half score "
+            f"{first['fid_floor']:.2f} ({metric.split(' ')[0]}) and {1e3 * first['kid_floor']:.2f} (kernel distance "
+            "× 10³); ÷ floor is the samples' distance divided by it: 1.0 means as close to the reference as real "
+            "images are.",
+        ]
     setup = f"device: {settings['device']}"
     if settings.get("batch_size"):
         setup += f", batch size {settings['batch_size']}"
+    against = (
+        f"a seeded half of {settings['dataset']} ({settings['num_reference']} images; the other half gives the floor)"
+        if floor
+        else f"{settings['num_reference']} images of {settings['dataset']}"
+    )
     lines += [
         "",
-        f"{settings['num_images']} generated images per sampler against {settings['num_reference']} images of "
-        f"{settings['dataset']}; features: {settings['features']}; {setup}. Distances of small sets are biased "
-        "upwards: compare rows of one table, not numbers from other papers."
+        f"{rows[0].get('num_generated', settings['num_images'])} generated images per sampler against {against}; "
+        f"features: "
+        f"{settings['features']}; {setup}. Distances of small sets are biased upwards: compare with the floor and "
+        "the rows of one table, not with numbers from other papers."
         + (
             " Classes (TV): how far the classes the digit classifier reads in the samples are from uniform."
             if balance
@@ -220,6 +251,13 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_argument(
         "--guidance_scale", type=float, default=1.0, help="a class-conditional model: guidance of the samples"
     )
+    options.add_argument(
+        "--reference_split",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure against a seeded half of the dataset and report the floor: the same distance for as many real "
+        "images of the other half (--no-reference_split: against the whole dataset, no floor)",
+    )
     options.add_argument("--inception_weights", default=None, help="local Inception weights (default: download)")
     options.add_argument(
         "--kid_subset_size", type=int_at_least(2), default=1000, help="KID subset size (default: 1000)"
@@ -284,7 +322,8 @@ def _metric_entries(report: dict, data: DataOptions, args: argparse.Namespace, f
         )
         common = {"num_images": row["num_generated"], "method": method, **dataset, "seed": args.seed}
         frechet, kernel = (features.metric_key, features.metric_key.replace("fd", "kd").replace("fid", "kid"))
-        entries[frechet] = {"value": row["fid"], **common}
+        floor = {"floor": row["fid_floor"], "ratio_to_floor": row["fid_ratio"]} if "fid_ratio" in row else {}
+        entries[frechet] = {"value": row["fid"], **floor, **common}
         entries[kernel] = {"value": row["kid_mean"], "std": row["kid_std"], **common}
     return entries
 
@@ -297,7 +336,17 @@ def _eval_sample_quality(pipeline, images: torch.Tensor, features, samplers, dat
     """--fid: one sampler, `fid.json`; --sweep: every sampler, `sweep.md` + `sweep.json`. One reference set, cached."""
     key = {"dataset": data.label(), "shape": list(images.shape)}
     reference = cached_reference_features(images, features, key, args.batch_size)
-    settings = _sweep_settings(args, data, len(reference), features)
+    if args.reference_split:  # a reference half and a held-out half: distances with their floor
+        reference = reference_split(reference, args.seed)
+        if args.num_images > len(reference.held_out):
+            print(
+                f"--num_images {args.num_images}: the held-out half has {len(reference.held_out)} real images, so the "
+                f"floor and the samples are {len(reference.held_out)} each.",
+                file=sys.stderr,
+            )
+            args.num_images = len(reference.held_out)
+    count = len(reference.features) if isinstance(reference, Reference) else len(reference)
+    settings = _sweep_settings(args, data, count, features)
     options = dict(seed=args.seed, batch_size=args.batch_size, kid_subset_size=args.kid_subset_size)
     options.update(classify=features.classify, guidance_scale=args.guidance_scale, progress=True)
     options.update(standardize_kernel=features.standardize_kernel)
@@ -376,6 +425,7 @@ def _command_line(args: argparse.Namespace, data: DataOptions) -> str:
     if args.sweep:
         parts += ["--samplers", args.samplers]
     parts += ["--num_images", str(args.num_images), "--kid_subset_size", str(args.kid_subset_size)]
+    parts += [] if args.reference_split else ["--no-reference_split"]
     parts += ["--seed", str(args.seed), "--batch_size", str(args.batch_size)]
     return " ".join(part for part in parts if part)
 

@@ -39,7 +39,8 @@ LIBRARY_COMPONENTS = ("diffusers", "transformers")
 UNET_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
 DOWNLOAD_KWARGS = ("revision", "token", "cache_dir", "local_files_only")
 # Pipeline settings saved in model_index.json besides the components, as the conditioning kinds declare them.
-PIPELINE_SETTINGS = tuple(name for kind in KINDS for name in kind.setting_names)
+# model_index.json entries that are settings, not components: the kinds' and a distilled student's calls
+PIPELINE_SETTINGS = (*(name for kind in KINDS for name in kind.setting_names), "default_num_inference_steps")
 NO_CODE = ["*.py"]  # shipped code is never downloaded: the installed classes are used
 
 

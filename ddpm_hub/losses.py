@@ -4,7 +4,9 @@ Shapes: images `[N x C x H x W]`, timesteps `[N]`; every loss here is returned p
 weight, average or sum as they need (training averages, the likelihood sums over timesteps).
 """
 
+import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -178,3 +180,105 @@ class DiffusionObjective:
             vb = vb_terms_bits_per_dim(self.scheduler, frozen, x_0.float(), x_t.float(), timesteps)
             loss = loss + self.vlb_weight * self.scheduler.config.num_train_timesteps * vb
         return loss
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Progressive distillation (Salimans & Ho 2022)
+
+
+def predicted_x_0(prediction_type: str, output: torch.Tensor, x_t: torch.Tensor, alpha, sigma) -> torch.Tensor:
+    """x_0 from a model output of `prediction_type` at x_t = alpha x_0 + sigma eps (alpha, sigma `[N x 1 x 1 x 1]`)."""
+    if prediction_type == "epsilon":
+        return (x_t - sigma * output) / alpha
+    if prediction_type == "v_prediction":  # v = alpha eps - sigma x_0
+        return alpha * x_t - sigma * output
+    return output
+
+
+def distillation_timesteps(num_train_timesteps: int, calls: int) -> torch.Tensor:
+    """
+    The 2 `calls` + 1 points of a teacher's chain of 2 `calls` DDIM steps, ascending from x_0 (-1) to T - 1: point
+    j is timestep round(j T / (2 calls)) - 1 (diffusers' "trailing" spacing), so that the student's `calls` steps
+    are the even points and the teacher's two steps per student step pass through the odd ones.
+    """
+    j = torch.arange(2 * calls + 1, dtype=torch.float64)
+    return (j * num_train_timesteps / (2 * calls)).round().long() - 1
+
+
+@dataclass(frozen=True)
+class DistillationObjective:
+    """
+    One stage of progressive distillation (Salimans & Ho 2022, Algorithm 2), per sample (`[N]`): the student learns in
+    one DDIM step from t to t'' what the teacher does in two (t to t' to t''), on the student's `calls` steps.
+
+    - t is a student timestep (drawn uniformly among `calls`), z_t = alpha_t x_0 + sigma_t eps (eq. 4);
+    - the teacher takes two deterministic DDIM steps, t -> t' -> t'', from its x_0 predictions (clipped to [-1, 1]);
+    - the target is the x_0 that makes one DDIM step of the student from z_t land on the teacher's z_t'':
+      x~ = (z_t'' - (sigma_t'' / sigma_t) z_t) / (alpha_t'' - (sigma_t'' / sigma_t) alpha_t);
+    - the loss is max(SNR_t, 1) || x_0(student) - x~ ||^2 averaged over dimensions ("truncated SNR" weighting: the
+      x_0 error, weighted as the epsilon error where the noise is small).
+
+    The student predicts v (`scheduler`'s prediction type, v_prediction: stable at few steps, where the epsilon
+    parameterisation divides by alpha ~ 0); the teacher's outputs are read in its own `teacher_prediction_type`.
+    """
+
+    scheduler: DDPMHubScheduler  # the student's (v_prediction) on the training chain
+    teacher: torch.nn.Module
+    teacher_prediction_type: str
+    calls: int  # the student's number of steps in this stage
+    channels_last: bool = False
+    teacher_context: Callable = contextlib.nullcontext  # e.g. the accelerator's autocast: the teacher is not prepared
+
+    def __call__(
+        self,
+        model: torch.nn.Module,
+        x_0: torch.Tensor,
+        generator: torch.Generator | None = None,
+        timesteps: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        condition: ConditionBatch | None = None,
+    ) -> torch.Tensor:
+        condition = condition or ConditionBatch()
+        points = distillation_timesteps(self.scheduler.config.num_train_timesteps, self.calls).to(x_0.device)
+        if timesteps is None:  # the student step i in 1 .. calls: from point 2i to 2i - 2 through 2i - 1
+            steps = torch.randint(1, self.calls + 1, (x_0.shape[0],), generator=generator, device=x_0.device)
+        else:  # given: student timesteps, each one of the even points but the first (x_0)
+            student = points[2::2]
+            found = (timesteps.to(points)[:, None] == student[None]).long()
+            if not bool((found.sum(dim=1) == 1).all()):
+                raise ValueError(f"timesteps must be the student's {student.tolist()}, got {timesteps.tolist()}.")
+            steps = found.argmax(dim=1) + 1
+        if noise is None:
+            noise = torch.randn(x_0.shape, generator=generator, device=x_0.device, dtype=x_0.dtype)
+        t, t_mid, t_end = points[2 * steps], points[2 * steps - 1], points[2 * steps - 2]
+        alpha, sigma = self._alpha_sigma(t, x_0)
+        x_t = alpha * x_0 + sigma * noise  # q(x_t | x_0), eq. 4
+        with torch.no_grad(), self.teacher_context():
+            z_mid = self._teacher_step(x_t, t, t_mid, condition)
+            z_end = self._teacher_step(z_mid, t_mid, t_end, condition)
+            alpha_end, sigma_end = self._alpha_sigma(t_end, x_0)
+            ratio = sigma_end / sigma
+            target = ((z_end - ratio * x_t) / (alpha_end - ratio * alpha)).float()
+        student_input = x_t.contiguous(memory_format=torch.channels_last) if self.channels_last else x_t
+        output = condition(model, student_input, t)
+        prediction = predicted_x_0(self.scheduler.config.prediction_type, output.float(), x_t, alpha, sigma)
+        weight = (alpha**2 / sigma**2).clamp(min=1.0).flatten()
+        return weight * mean_flat((prediction - target.float()) ** 2)
+
+    def _alpha_sigma(self, timesteps: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """alpha_t = sqrt(ab_t), sigma_t = sqrt(1 - ab_t) `[N x 1 x 1 x 1]`; timestep -1 is x_0 (alpha 1, sigma 0)."""
+        alpha_bar = torch.ones(len(timesteps), dtype=torch.float64, device=like.device)
+        inside = timesteps >= 0
+        table = self.scheduler.alphas_cumprod.to(device=like.device, dtype=torch.float64)
+        alpha_bar[inside] = table[timesteps[inside]]
+        shape = (-1, *[1] * (like.ndim - 1))
+        return alpha_bar.sqrt().to(like.dtype).view(shape), (1 - alpha_bar).sqrt().to(like.dtype).view(shape)
+
+    def _teacher_step(self, z: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, condition) -> torch.Tensor:
+        """One deterministic DDIM step (eta = 0) of the teacher from z at t to t_next."""
+        alpha, sigma = self._alpha_sigma(t, z)
+        alpha_next, sigma_next = self._alpha_sigma(t_next, z)
+        teacher_input = z.contiguous(memory_format=torch.channels_last) if self.channels_last else z
+        output = condition(self.teacher, teacher_input, t).float()[:, : z.shape[1]]
+        x_0 = predicted_x_0(self.teacher_prediction_type, output, z, alpha, sigma).clamp(-1, 1)
+        return alpha_next * x_0 + sigma_next * (z - alpha * x_0) / sigma

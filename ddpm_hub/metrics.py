@@ -225,6 +225,33 @@ def sample_quality(
 
 
 @dataclass(frozen=True)
+class Reference:
+    """
+    What samples are measured against, with a floor: the features of a reference half of the dataset (a seeded
+    split), and of real images of the other half, never compared with themselves. The floor is the distance of `n`
+    of those real images to the reference: what the same metric says of real data at the samples' own number, which
+    the small-sample bias of the Frechet distance makes far from 0. A ratio to it of 1.0 means "as close as real
+    images are".
+    """
+
+    features: np.ndarray  # the reference half
+    held_out: np.ndarray  # the other half: real images at the samples' number come from it
+
+    def floor(self, num_images: int, kid_subset_size: int, seed: int, standardize_kernel: bool) -> dict:
+        """The distances of `num_images` real held-out images (a seeded choice) to the reference."""
+        count = min(num_images, len(self.held_out))
+        chosen = np.random.default_rng(seed).permutation(len(self.held_out))[:count]
+        return sample_quality(self.held_out[chosen], self.features, kid_subset_size, seed, standardize_kernel)
+
+
+def reference_split(features: np.ndarray, seed: int = 0) -> Reference:
+    """The dataset's features split in two halves by a seeded permutation: the reference and the held-out half."""
+    order = np.random.default_rng(seed).permutation(len(features))
+    half = len(features) // 2
+    return Reference(features[np.sort(order[:half])], features[np.sort(order[half:])])
+
+
+@dataclass(frozen=True)
 class Features:
     """A feature extractor and how its numbers are named: FID only when the features are Inception's."""
 

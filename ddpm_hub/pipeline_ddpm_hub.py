@@ -106,11 +106,14 @@ class DDPMHubPipeline(DiffusionPipeline):
         tokenizer=None,
         id2label: dict[int, str] | None = None,
         null_class_label: int | None = None,
+        default_num_inference_steps: int | None = None,
     ):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer)
         id2label = {int(k): str(v) for k, v in id2label.items()} if id2label else None  # JSON keys are strings
         self.register_to_config(id2label=id2label, null_class_label=null_class_label)
+        if default_num_inference_steps is not None:  # a distilled student's own number of calls
+            self.register_to_config(default_num_inference_steps=int(default_num_inference_steps))
 
     @property
     def labels(self) -> dict[str, int]:
@@ -133,7 +136,7 @@ class DDPMHubPipeline(DiffusionPipeline):
         self,
         batch_size: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
-        num_inference_steps: int = 1000,
+        num_inference_steps: int | None = None,
         timesteps: list[int] | None = None,
         eta: float = 0.0,
         noise: torch.Tensor | None = None,
@@ -158,8 +161,9 @@ class DDPMHubPipeline(DiffusionPipeline):
                 label given, else 1).
             generator (`torch.Generator` or a list of `batch_size` of them): makes sampling deterministic; a list
                 gives each image its own stream, so image i is the same whatever the batch size.
-            num_inference_steps (`int`, defaults to 1000): steps of the (respaced) chain; at most the number of
-                training timesteps.
+            num_inference_steps (`int`, *optional*): steps of the (respaced) chain; at most the number of training
+                timesteps. Defaults to the model's `default_num_inference_steps` (a distilled student's calls), else
+                1000.
             timesteps (`list[int]`, *optional*): an explicit descending chain; overrides `num_inference_steps`.
             eta (`float`, defaults to 0.0): DDIM's noise scale; only for schedulers whose `step` takes `eta`.
             noise (`torch.Tensor` `[batch_size x C x H x W]`, *optional*): x_T to start from instead of fresh noise.
@@ -203,12 +207,17 @@ class DDPMHubPipeline(DiffusionPipeline):
         if timesteps is not None:
             self.scheduler.set_timesteps(timesteps=timesteps, device=self.device)
         else:
-            self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+            self.scheduler.set_timesteps(num_inference_steps or self.default_num_inference_steps, device=self.device)
 
         # 3. x_t -> x_{t-1} for t = T..1 (Algorithm 2, lines 2-5), the model output guided when asked.
         callback = (callback_on_step_end, callback_on_step_end_tensor_inputs)
         image = self.denoise(image, self.scheduler.timesteps, guided, step_kwargs, callback)
         return self.output(image, output_type, return_dict)
+
+    @property
+    def default_num_inference_steps(self) -> int:
+        """The steps a call takes when not told: a distilled student's calls (its setting), else the paper's 1000."""
+        return self.config.get("default_num_inference_steps") or 1000
 
     @property
     def conditioning(self) -> Conditioning:

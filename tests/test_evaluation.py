@@ -249,7 +249,12 @@ def test_cli_fid_and_sweep_with_a_passed_in_feature_extractor(tmp_path, monkeypa
     argv += ["--samplers", "ddpm-5,dpmsolver++-3", "--max_images", "12", "--output_dir", str(output_dir)]
     assert cli.main([*argv, "--kid_subset_size", "3", "--device", "cpu"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["fid"]["sampler"] == "ddim" and report["fid"]["nfe"] == 4 and report["fid"]["num_reference"] == 12
+    # 12 images split in a reference half and a held-out half: distances against 6, and the floor of 3 real ones
+    assert report["fid"]["sampler"] == "ddim" and report["fid"]["nfe"] == 4 and report["fid"]["num_reference"] == 6
+    assert (
+        report["fid"]["fid_floor"] > 0
+        and report["fid"]["fid_ratio"] == report["fid"]["fid"] / report["fid"]["fid_floor"]
+    )
     saved = json.loads((output_dir / "sweep.json").read_text())
     assert [row["steps"] for row in saved["rows"]] == [5, 3]
     command = saved["settings"]["command"]
@@ -262,6 +267,8 @@ def test_cli_fid_and_sweep_with_a_passed_in_feature_extractor(tmp_path, monkeypa
         saved_metrics["fid"]["value"] == report["fid"]["fid"]
         and saved_metrics["kid"]["std"] == report["fid"]["kid_std"]
     )
+    assert saved_metrics["fid"]["ratio_to_floor"] == report["fid"]["fid_ratio"]
+    assert "÷ floor" in (output_dir / "sweep.md").read_text()
     assert saved_metrics["fid"]["num_images"] == 3 and saved_metrics["fid"]["method"].startswith(
         "DDIM (eta = 0), 4 steps; 3 sa"
     )
@@ -295,7 +302,7 @@ def test_offline_sweep_on_digits_uses_the_repos_classifier_and_caches_the_refere
     assert cli.main(argv) == 0
     table = (tmp_path / "eval" / "sweep.md").read_text()
     assert table.startswith(
-        "| sampler | steps | NFE | FD (digit features) ↓ | KD × 10³ (standardized) ↓ | classes (TV) ↓ | images/s |"
+        "| sampler | steps | NFE | FD (digit features) ↓ | ÷ floor ↓ | KD × 10³ (standardized) ↓ | classes (TV) ↓ | images/s |"
     )
     rows = json.loads((tmp_path / "eval" / "sweep.json").read_text())["rows"]
     assert len(rows) == 2 and all(0 <= row["class_balance_tv"] <= 0.9 and row["fid"] > 0 for row in rows)

@@ -53,6 +53,8 @@ def save_checkpoint(run: Run, step: int) -> Path:
                 run.ema.save(temporary / EMA_FOLDER)
             if run.text_ema is not None:
                 run.text_ema.save(temporary / TEXT_EMA_FOLDER)
+            if run.distillation is not None:
+                run.distillation.save(temporary)
             training_state(run, step).write(temporary)
     except Exception as caught:  # noqa: BLE001 - torch, safetensors and the OS raise many types on a failed write
         error = caught
@@ -155,6 +157,8 @@ def resume(run: Run) -> TrainingState | None:
             run.ema.load(folder / EMA_FOLDER, state.ema_updates)
         if run.text_ema is not None and (folder / TEXT_EMA_FOLDER).is_dir():
             run.text_ema.load(folder / TEXT_EMA_FOLDER, state.ema_updates)
+        if run.distillation is not None:  # the stage after this step, and its teacher
+            run.distillation.resume(run, state.global_step, folder)
     except DDPMHubError:
         raise
     except Exception as error:  # noqa: BLE001 - safetensors, torch.load and pickle raise many types on bad files

@@ -12,6 +12,7 @@ from ..resolver import ModelLoadError, PipelineSource, resolve_pipeline
 from ..run_folder import CHECKPOINTS_DIR
 from ..scheduling_ddpm_hub import VARIANCE_TYPES, is_ddpm_family
 from .checkpoint_folders import TrainingState, list_checkpoints
+from .distillation import check_teacher, distill_options
 from .model import scheduler_overrides, unet_overrides
 from .options import TrainingOptions
 
@@ -19,6 +20,7 @@ from .options import TrainingOptions
 def check_options(o: TrainingOptions) -> tuple[TrainingOptions, PipelineSource]:
     """All the checks, in order of cost; returns the options with the pipeline's defaults filled in."""
     check_ranges(o)
+    o = distill_options(o)  # --distill_from: the teacher is the pipeline, the student predicts v
     o.data.check()
     check_streaming_run(o)
     check_environment(o)
@@ -29,6 +31,7 @@ def check_options(o: TrainingOptions) -> tuple[TrainingOptions, PipelineSource]:
     o = resolve_class_dropout(o, source)
     o = resolve_text_options(o, source)
     check_model_compatibility(o, source)
+    check_teacher(o, source)
     return o, source
 
 

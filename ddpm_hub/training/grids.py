@@ -39,13 +39,13 @@ def sample_grid_images(
     uint8 [H x W x C] images first .. first + N - 1 (`ddpm_hub.sampling`, from the run's --seed) with the
     conditions given, shared among the ranks and gathered in order on every rank.
     """
-    validation, accelerator = run.options.validation, run.accelerator
+    accelerator = run.accelerator
     modules = list(run.final_components().values())
     was_training = [module.training for module in modules]
     for module in modules:
         module.eval()
     pipeline = run.sampling_pipeline()
-    call_kwargs = {"num_inference_steps": validation.ddpm_num_inference_steps}
+    call_kwargs = {"num_inference_steps": run.sampling_steps}
     if guidance_scale is not None:
         call_kwargs["guidance_scale"] = guidance_scale
     with accelerator.split_between_processes(list(range(conditions.num_images))) as mine:
@@ -124,7 +124,7 @@ def samples_record(run: Run, validation: ValidationOptions) -> dict:
     prompts = run.conditioning.prompts
     return {
         "num_images": grid_conditions(run).num_images,
-        "steps": validation.ddpm_num_inference_steps,
+        "steps": run.sampling_steps,
         "guidance_scale": grid_guidance(run) if run.conditioning else None,
         "prompts": (prompts.prompts or [""]) if prompts is not None else None,
     }

@@ -54,6 +54,8 @@ def train(run: Run, resumed: TrainingState | None) -> TrainingResult:
     step_time = 0.0  # training time between loss exchanges: grids and checkpoints left out
     while step < max_steps:
         batch = [next(micro_batches) for _ in range(accumulation)]
+        if run.distillation is not None:  # a new stage: the student so far becomes the teacher
+            run.distillation.begin_step(run, step + 1)
         pending.append(optimizer_step(run, batch))
         step += 1
         progress.update(1)

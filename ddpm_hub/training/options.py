@@ -150,6 +150,40 @@ class OptimizerOptions:
     max_grad_norm: float = option(1.0, "gradient clipping norm (0: no clipping)", "optimizer", at_least=0)
 
 
+def parse_calls(value) -> tuple[int, ...]:
+    """`"32,16,8,4,2,1"` (or a list in a config file) -> the student's calls, stage by stage."""
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        calls = tuple(int(item) for item in items)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a list of numbers of calls: give e.g. 32,16,8,4") from None
+    if not calls or any(c < 1 for c in calls) or any(a != 2 * b for a, b in zip(calls, calls[1:])):
+        raise argparse.ArgumentTypeError(f"{value!r}: the calls halve stage by stage, e.g. 32,16,8,4,2,1")
+    return calls
+
+
+@dataclass(frozen=True)
+class DistillOptions:
+    """Progressive distillation of a trained model (`ddpm_hub.training.distillation`)."""
+
+    distill_from: str | None = option(
+        None,
+        "distil this trained model (a folder or Hub repo id) into a student that takes one step where it took two, "
+        "stage by stage (progressive distillation, Salimans & Ho 2022); the student starts from its weights",
+        "distillation",
+    )
+    distill_calls: tuple[int, ...] = option(
+        (32, 16, 8, 4),
+        "the student's calls, stage by stage, each half the one before: the first stage's teacher takes twice the "
+        "first (DDIM); the last is what the student samples with",
+        "distillation",
+        parse=parse_calls,
+    )
+    distill_steps_per_stage: int = option(
+        500, "optimizer steps of each stage (the run has stages x this many)", "distillation", at_least=1
+    )
+
+
 @dataclass(frozen=True)
 class EMAOptions:
     """The exponential moving average of the weights (`ddpm_hub.training.ema`)."""
@@ -289,6 +323,7 @@ class TrainingOptions:
     length: LengthOptions = field(default_factory=LengthOptions)
     optimizer: OptimizerOptions = field(default_factory=OptimizerOptions)
     ema: EMAOptions = field(default_factory=EMAOptions)
+    distillation: DistillOptions = field(default_factory=DistillOptions)
     speed: SpeedOptions = field(default_factory=SpeedOptions)
     checkpoints: CheckpointOptions = field(default_factory=CheckpointOptions)
     validation: ValidationOptions = field(default_factory=ValidationOptions)
@@ -306,6 +341,7 @@ GROUP_TITLES = {
     "training": "training length and output",
     "optimizer": "optimizer (AdamW) and learning-rate schedule",
     "ema": "exponential moving average",
+    "distillation": "progressive distillation (--distill_from)",
     "speed": "precision and speed",
     "checkpoints": "checkpoints (output_dir/checkpoints)",
     "validation": "sample grids",

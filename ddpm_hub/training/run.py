@@ -24,6 +24,7 @@ from ..runtime import default_cpu_threads, distributed_without_accelerator
 from ..scheduling_ddpm_hub import DDPMHubScheduler
 from .batches import MicroBatches, StreamedMicroBatches
 from .data import TrainingData, TrainingStream, make_micro_batches
+from .distillation import Distillation, student_scheduler
 from .ema import EMA
 from .model import apply_speed_settings, make_optimizer, training_pipeline
 from .options import TrainingOptions
@@ -51,6 +52,7 @@ class Run:
     holdout_columns: dict | None = None  # what the condition reads of the held-out images
     text_encoder: torch.nn.Module | None = None  # --train_text_encoder: the encoder prepared (DDP), trained with it
     text_ema: EMA | None = None  # its EMA
+    distillation: Distillation | None = None  # --distill_from: the stage's teacher, and the stages
 
     @property
     def trained_text_encoder(self) -> torch.nn.Module | None:
@@ -94,12 +96,27 @@ class Run:
     def sampling_pipeline(self):
         """
         The saved weights in a pipeline of their own (diffusers' `from_pipe`: the components shared, no copy) with a
-        scheduler of its own: set_timesteps(n) respaces the chain, which the training scheduler must keep whole.
+        scheduler of its own: set_timesteps(n) respaces the chain, which the training scheduler must keep whole. A
+        distilled student's is DDIM on its own timesteps, and it samples in its calls by default.
         """
-        scheduler = type(self.scheduler).from_config(self.scheduler.config)
+        if self.distillation is not None:
+            calls = self.distillation.calls_now
+            scheduler = student_scheduler(self.scheduler.config)
+            extra = {"default_num_inference_steps": calls}
+        else:
+            scheduler, extra = type(self.scheduler).from_config(self.scheduler.config), {}
         pipeline = type(self.pipeline).from_pipe(self.pipeline, scheduler=scheduler, **self.final_components())
+        if extra:
+            pipeline.register_to_config(**extra)
         pipeline.set_progress_bar_config(disable=True)
         return pipeline
+
+    @property
+    def sampling_steps(self) -> int:
+        """The steps of the run's grids: --ddpm_num_inference_steps, or a student's calls."""
+        if self.distillation is not None:
+            return self.distillation.calls_now
+        return self.options.validation.ddpm_num_inference_steps
 
 
 def make_accelerator(o: TrainingOptions) -> Accelerator:
@@ -209,7 +226,15 @@ def build_run(
     objective = DiffusionObjective(
         pipeline.scheduler, snr_gamma=o.model.snr_gamma, channels_last=o.speed.channels_last
     )
+    distillation = None
+    if o.distillation.distill_from is not None:  # the teacher: the given model as loaded, before any step
+        teacher_prediction = source.scheduler_config.get("prediction_type", "epsilon")
+        distillation = Distillation(
+            o.distillation, unet, teacher_prediction, pipeline.scheduler, o.speed.channels_last, accelerator.autocast
+        )
+        distillation.teacher.to(accelerator.device)
+        objective = distillation.objective()
     return Run(
         o, accelerator, pipeline, model, conditioning, objective, optimizer, lr_scheduler, ema, data, dataset.report,
-        Path(o.output_dir), dataset.holdout, dataset.holdout_columns, text_encoder, text_ema,
+        Path(o.output_dir), dataset.holdout, dataset.holdout_columns, text_encoder, text_ema, distillation,
     )  # fmt: skip
