@@ -302,7 +302,8 @@ def test_offline_sweep_on_digits_uses_the_repos_classifier_and_caches_the_refere
     assert cli.main(argv) == 0
     table = (tmp_path / "eval" / "sweep.md").read_text()
     assert table.startswith(
-        "| sampler | steps | NFE | FD (digit features) ↓ | ÷ floor ↓ | KD × 10³ (standardized) ↓ | classes (TV) ↓ | images/s |"
+        "| sampler | steps | NFE | FD (digit features) ↓ | ÷ floor ↓ | KD × 10³ (standardized) ↓ | classes (TV) ↓ |"
+        " images/s |"
     )
     rows = json.loads((tmp_path / "eval" / "sweep.json").read_text())["rows"]
     assert len(rows) == 2 and all(0 <= row["class_balance_tv"] <= 0.9 and row["fid"] > 0 for row in rows)
