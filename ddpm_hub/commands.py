@@ -21,7 +21,7 @@ from .conditioning import ImageConditions
 from .configs import build_pipeline
 from .errors import InputNotFoundError, UsageError
 from .export import export_samples
-from .options import int_at_least
+from .options import guidance_scale, int_at_least
 from .pictures import forward_strip, reverse_trajectory, strip, to_pil, to_pil_images
 from .pipeline import DDPMHubImg2ImgPipeline, DDPMHubInpaintPipeline
 from .resolver import load_pipeline
@@ -48,7 +48,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, steps: int, num_images:
         "(default: every class in turn, a column per class)",
     )
     parser.add_argument(
-        "--guidance_scale", type=float, default=1.0, help="classifier-free guidance w (1: none; default: 1)"
+        "--guidance_scale",
+        type=guidance_scale,
+        default=1.0,
+        help="classifier-free guidance w, in [0, 100] (1: none; 0: the null label; default: 1)",
     )
     parser.add_argument("--scale", type=int_at_least(1), default=4, help="nearest-neighbour enlargement (default: 4)")
     parser.add_argument("--device", default=DEVICE, help=f"torch device (default: {DEVICE})")

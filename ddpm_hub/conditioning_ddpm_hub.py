@@ -22,10 +22,29 @@ This file is shipped next to `pipeline_ddpm_hub.py` in every published repo (pla
 `trust_remote_code=True`), so it stays self-contained: torch and the standard library only.
 """
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+# The guidance scales w a pipeline accepts (classifier-free guidance, Ho & Salimans 2022): 0 is the null branch alone,
+# 1 the conditional model, w > 1 guided. Far above ~30 every image saturates (Imagen's sweeps stop at 30, with dynamic
+# thresholding), so 100 bounds the range well past any useful value; beyond it lie only overflow (1e308 is inf in
+# float32) and NaN. One range for every place a scale enters: the pipeline call here, the command lines and training.
+GUIDANCE_SCALE_RANGE = (0.0, 100.0)
+
+
+def check_guidance_scale(guidance_scale) -> float:
+    """`guidance_scale` as a float; a ValueError unless it is a finite real number in `GUIDANCE_SCALE_RANGE`."""
+    low, high = GUIDANCE_SCALE_RANGE
+    valid = isinstance(guidance_scale, numbers.Real) and not isinstance(guidance_scale, bool)
+    if not (valid and low <= float(guidance_scale) <= high):  # NaN fails both comparisons
+        raise ValueError(
+            f"guidance_scale must be a number in [{low:g}, {high:g}] (1: no guidance, 0: the null label alone, "
+            f"2-8: typical), got {guidance_scale!r}."
+        )
+    return float(guidance_scale)
 
 
 @dataclass
@@ -244,8 +263,10 @@ class Conditioning:
         """
         The call's conditioning arguments (`inputs`, by name) as what the UNet is called with, and the batch size
         (given, or the one the inputs describe, else 1). The null branch is made only when guidance needs it
-        (guidance_scale != 1). Arguments of a kind the model does not take are refused.
+        (guidance_scale != 1). Arguments of a kind the model does not take, and a guidance scale out of
+        `GUIDANCE_SCALE_RANGE`, are refused.
         """
+        guidance_scale = check_guidance_scale(guidance_scale)
         given = sorted(name for name, value in inputs.items() if value is not None and name not in self.call_arguments)
         if given:
             raise ValueError(f"{', '.join(given)} given, but {self.describe()}.")

@@ -13,7 +13,6 @@ with what is there), `bpd.json` + `bits_per_timestep.png`, `fid.json`, `sweep.md
 
 import argparse
 import json
-import math
 import os
 import platform
 import shlex
@@ -35,9 +34,17 @@ from .metrics import (
     features_for,
     sample_quality,
 )
-from .options import add_arguments, check_ranges, from_namespace, int_at_least
+from .options import add_arguments, check_ranges, from_namespace, guidance_scale, int_at_least
 from .resolver import load_pipeline
-from .run_folder import BPD_FILE, FID_FILE, SWEEP_FILE, SWEEP_JSON_FILE, is_trained_folder, update_metrics
+from .run_folder import (
+    BPD_FILE,
+    FID_FILE,
+    SWEEP_FILE,
+    SWEEP_JSON_FILE,
+    check_finite,
+    is_trained_folder,
+    update_metrics,
+)
 from .sampling import SAMPLERS, Sampler, sample_batches, with_sampler
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -165,6 +172,8 @@ def sweep_markdown(rows: list[dict], settings: dict) -> str:
 
 def write_sweep(rows: list[dict], settings: dict, output_dir: str | os.PathLike) -> dict:
     """`sweep.md` and `sweep.json` in `output_dir`; returns their paths."""
+    for row in rows:
+        check_finite(row, f"the sweep's row {row.get('label', row.get('sampler'))!r}")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     markdown, data = output_dir / SWEEP_FILE, output_dir / SWEEP_JSON_FILE
@@ -218,7 +227,10 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         "own digit classifier, offline); auto: digits for builtin:digits, else inception",
     )
     options.add_argument(
-        "--guidance_scale", type=float, default=1.0, help="a class-conditional model: guidance of the samples"
+        "--guidance_scale",
+        type=guidance_scale,
+        default=1.0,
+        help="a class-conditional model: classifier-free guidance of the samples, in [0, 100] (default: 1)",
     )
     options.add_argument("--inception_weights", default=None, help="local Inception weights (default: download)")
     options.add_argument(
@@ -304,6 +316,7 @@ def _eval_sample_quality(pipeline, images: torch.Tensor, features, samplers, dat
     if args.fid:
         fid_sampler = [Sampler(args.sampler, args.steps)]
         (row,) = sampler_sweep(pipeline, reference, features.extract, args.num_images, fid_sampler, **options)
+        check_finite(row, f"--fid ({args.sampler}, {args.steps} steps)")
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / FID_FILE).write_text(json.dumps({"settings": settings, **row}, indent=2) + "\n")
         report["fid"] = {**row, "json": str(output_dir / FID_FILE)}
@@ -328,9 +341,8 @@ def _eval_bpd(pipeline, decoded, data: DataOptions, args: argparse.Namespace, ou
         progress=True,
         **pipeline.conditioning.dataset_inputs(decoded),
     )
+    check_finite(result.summary(), "--bpd: the bound")  # the model output has NaN or inf: nothing is written
     summary = write_likelihood_report(result, output_dir)
-    if not math.isfinite(summary["bits_per_dim"]):
-        raise UsageError(f"the bound is not finite ({summary['bits_per_dim']}); the model output has NaN or inf.")
     return {**summary, "json": str(output_dir / BPD_FILE)}
 
 

@@ -2,6 +2,7 @@
 
 import inspect
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -199,8 +200,8 @@ def test_a_saved_folder_ships_only_its_family_and_what_it_imports(tmp_path):
 
 def test_the_shipped_carrier_stays_self_contained():
     source = inspect.getsource(shipped)
-    imports = [line for line in source.splitlines() if line.startswith(("import ", "from "))]
-    assert imports == ["from dataclasses import dataclass, field", "from typing import Any", "import torch"]
+    imports = [line.split()[1] for line in source.splitlines() if line.startswith(("import ", "from "))]
+    assert "torch" in imports and all(name == "torch" or name in sys.stdlib_module_names for name in imports)
 
 
 # ----------------------------------------------------------------------------------------------------------------
