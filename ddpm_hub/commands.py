@@ -11,6 +11,7 @@ forward process), inpaint (RePaint) and img2img (SDEdit). Each writes one PNG an
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,7 @@ def image_conditions(pipeline, args: argparse.Namespace) -> ImageConditions:
         conditions = pipeline.conditioning.cycle(args.num_images)
     else:
         items = [part.strip() for part in args.class_labels.split(",")]
-        values = [int(item) if item.lstrip("-").isdigit() else item for item in items]
+        values = [int(item) if re.fullmatch(r"-?[0-9]+", item) else item for item in items]  # else a name
         values = values * args.num_images if len(values) == 1 else values
         if len(values) != args.num_images:
             raise UsageError(

@@ -12,8 +12,8 @@ package does:
 - the pipeline settings it is saved with (`settings`), how sample grids are laid out (`grid`) and what the model
   card says of it (`card_facts`).
 
-A class-conditional model carries class ids; the rules "the classes are the ids below the null label" and "the null
-label is the last id" are `ClassCondition.num_classes` and `ClassCondition.null_id`, nowhere else.
+A class-conditional model carries class ids; the rules "a model takes the ids of the classes it was trained on" and
+"the null label is the last id" are `ClassCondition.num_classes` and `ClassCondition.null_id`, nowhere else.
 
 How a parameter travels: a class id is a column of the decoded dataset (or a field of a streamed row), sliced into
 each micro-batch by `ddpm_hub.training.batches`, dropped and turned into a `ConditionBatch` here, and passed
@@ -55,14 +55,17 @@ class ClassCondition(shipped.ClassCondition):
 
     dropout_prob: float | None = None  # training: the share of labels replaced by the null label
 
-    def trained(self, label_names: list[str] | None, options) -> "ClassCondition":
+    def trained(self, label_names: list[str] | None, options, num_labels: int | None = None) -> "ClassCondition":
         """
-        The kind a run trains (`options`: the run's `ConditioningOptions`): the dataset's class names, and the null
-        label when labels are dropped (`class_dropout_prob`).
+        The kind a run trains (`options`: the run's `ConditioningOptions`): the dataset's classes (their names, or
+        `num_labels` unnamed integer labels: the largest id + 1; neither for a stream without names, which may hold
+        every id below the null label), and the null label when labels are dropped (`class_dropout_prob`).
         """
         id2label = dict(enumerate(label_names)) if label_names else None
+        num_classes = len(label_names) if label_names else num_labels
         dropout = options.class_dropout_prob
-        kind = type(self)(self.num_class_embeds, id2label, self.null_id(self.num_class_embeds) if dropout else None)
+        null = self.null_id(self.num_class_embeds) if dropout else None
+        kind = type(self)(self.num_class_embeds, id2label, null, num_classes)
         kind.dropout_prob = dropout
         return kind
 
@@ -122,7 +125,11 @@ class ClassCondition(shipped.ClassCondition):
 
     def settings(self) -> dict:
         """The pipeline settings saved in model_index.json (diffusers' DiTPipeline keeps id2label there too)."""
-        return {"id2label": self.id2label or None, "null_class_label": self.null_class_label}
+        return {
+            "id2label": self.id2label or None,
+            "null_class_label": self.null_class_label,
+            "num_classes": self.num_classes,
+        }
 
     def grid(self, num_images: int) -> ImageConditions:
         """One row per class, `num_images` shared out (at least one per class)."""
@@ -167,9 +174,12 @@ class Conditioning(shipped.Conditioning):
         """Whether classifier-free guidance applies: a guided kind with its null branch."""
         return any(kind.guided and kind.has_null for kind in self.kinds)
 
-    def trained(self, label_names: list[str] | None, options) -> "Conditioning":
-        """The conditioning a run trains, from the dataset (class names) and the run's `ConditioningOptions`."""
-        return type(self)([kind.trained(label_names, options) for kind in self.kinds])
+    def trained(self, label_names: list[str] | None, options, num_labels: int | None = None) -> "Conditioning":
+        """
+        The conditioning a run trains, from the dataset (class names, or the number of unnamed integer labels) and
+        the run's `ConditioningOptions`.
+        """
+        return type(self)([kind.trained(label_names, options, num_labels) for kind in self.kinds])
 
     def columns(self, decoded, source: str, pipeline: str) -> dict[str, torch.Tensor]:
         """What each kind reads of every decoded image (`{"labels": ...}`), checked against the model."""

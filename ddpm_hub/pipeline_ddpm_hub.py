@@ -57,9 +57,12 @@ class DDPMHubPipeline(DiffusionPipeline):
             class embedding (what a model is conditioned on: `conditioning_ddpm_hub.py`).
         scheduler ([`SchedulerMixin`]): `DDPMHubScheduler`, or any diffusers scheduler built from its config
             (`DDIMScheduler`, `DPMSolverMultistepScheduler`, `UniPCMultistepScheduler`, `DDPMScheduler`, ...).
-        id2label (`dict[int, str]`, *optional*): class names, as diffusers' `DiTPipeline` keeps them.
+        id2label (`dict[int, str]`, *optional*): class names, as diffusers' `DiTPipeline` keeps them (read back
+            from `model_index.json` with string keys).
         null_class_label (`int`, *optional*): the class id the model was trained to read as "no label" (label
             dropout); classifier-free guidance needs it.
+        num_classes (`int`, *optional*): how many classes the model was trained on (ids 0 .. num_classes - 1, the
+            only labels it takes); saved by training. Default: the names, else every id below the null label.
 
     Examples:
         ```py
@@ -79,13 +82,14 @@ class DDPMHubPipeline(DiffusionPipeline):
         self,
         unet: UNet2DModel,
         scheduler: SchedulerMixin,
-        id2label: dict[int, str] | None = None,
+        id2label: dict[int, str] | dict[str, str] | None = None,  # diffusers checks the types: JSON keys are strings
         null_class_label: int | None = None,
+        num_classes: int | None = None,
     ):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
-        id2label = {int(k): str(v) for k, v in id2label.items()} if id2label else None  # JSON keys are strings
-        self.register_to_config(id2label=id2label, null_class_label=null_class_label)
+        id2label = {int(k): str(v) for k, v in id2label.items()} if id2label else None
+        self.register_to_config(id2label=id2label, null_class_label=null_class_label, num_classes=num_classes)
 
     @property
     def labels(self) -> dict[str, int]:
@@ -132,12 +136,13 @@ class DDPMHubPipeline(DiffusionPipeline):
             timesteps (`list[int]`, *optional*): an explicit descending chain; overrides `num_inference_steps`.
             eta (`float`, defaults to 0.0): DDIM's noise scale; only for schedulers whose `step` takes `eta`.
             noise (`torch.Tensor` `[batch_size x C x H x W]`, *optional*): x_T to start from instead of fresh noise.
-            class_labels (int, label name, list of them, or a tensor `[batch_size]`; *optional*): the class of each
-                image, or one for all. A class-conditional model without labels samples its "no label" class.
-            guidance_scale (`float`, defaults to 1.0): classifier-free guidance w (Ho & Salimans 2022): the model
-                output is eps_null + w (eps_c - eps_null), from one UNet call on 2B images per step. w = 1 is the
-                conditional model (one call on B images), w = 0 the "no label" model. With `learned_range` the mean
-                part is guided and the conditional variance kept, as GLIDE does.
+            class_labels (int, label name, list of them, or an integer tensor `[batch_size]`; *optional*): the class
+                of each image, or one for all: ids or names of the classes the model was trained on. A
+                class-conditional model without labels samples its "no label" class.
+            guidance_scale (`float` in [0, 100], defaults to 1.0): classifier-free guidance w (Ho & Salimans 2022):
+                the model output is eps_null + w (eps_c - eps_null), from one UNet call on 2B images per step. w = 1
+                is the conditional model (one call on B images), w = 0 the "no label" model. With `learned_range` the
+                mean part is guided and the conditional variance kept, as GLIDE does.
             output_type (`"pil"`, `"np"` or `"pt"`, defaults to `"pil"`): PIL images (mode "L" for one channel),
                 a float numpy array `[N x H x W x C]` in [0, 1], or a torch tensor `[N x C x H x W]` in [0, 1].
             return_dict (`bool`, defaults to `True`): return an [`ImagePipelineOutput`] rather than a tuple.

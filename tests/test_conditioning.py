@@ -67,7 +67,7 @@ def test_the_class_rules_live_in_the_class_kind():
     assert named.num_classes == 2 and named.has_null and named.label_ids(["dog", 0]) == [1, 0]
     trained = kind.trained(["cat", "dog"], type("Options", (), {"class_dropout_prob": 0.1})())
     assert trained.null_class_label == 10 and trained.id2label == {0: "cat", 1: "dog"} and trained.dropout_prob == 0.1
-    assert trained.settings() == {"id2label": {0: "cat", 1: "dog"}, "null_class_label": 10}
+    assert trained.settings() == {"id2label": {0: "cat", 1: "dog"}, "null_class_label": 10, "num_classes": 2}
     no_dropout = kind.trained(None, type("Options", (), {"class_dropout_prob": 0})())
     assert no_dropout.null_class_label is None and no_dropout.settings()["id2label"] is None
     grid = named.grid(5)  # one row per class, the images shared out

@@ -15,6 +15,7 @@ and the tracebacks that became one-line errors, the README's snippets, local pat
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -100,3 +101,125 @@ def test_a_non_finite_metric_is_neither_written_nor_published(tmp_path):
         read_metrics(folder)
     with pytest.raises(UsageError, match="not a finite number"):
         render_model_card(folder, "alice/model")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 8. A model knows the class ids it was trained on
+
+
+def test_only_the_trained_classes_are_labels_and_the_null_label_is_not_advertised():
+    pipeline = conditional(num_classes=6)  # 11 embeddings: 6 classes trained, the null label 10, rows 6..9 never
+    images = pipeline(class_labels=[0, 5], num_inference_steps=1, output_type="np").images
+    assert images.shape == (2, 8, 8, 3)
+    for untrained in (6, 7, 9, -1):
+        with pytest.raises(ValueError) as refused:
+            pipeline(class_labels=untrained, num_inference_steps=1)
+        message = str(refused.value)
+        assert f"got {untrained}" in message and "the 6 classes this model was trained on (ids 0..5: c0, c1" in message
+        assert "10" not in message  # the null label is never offered as a label
+    with pytest.raises(ValueError, match=r"class label 10 is the null label .* leave class_labels out"):
+        pipeline(class_labels=10, num_inference_steps=1)
+    with pytest.raises(ValueError, match="integer ids or class names, got 2.5"):
+        pipeline(class_labels=[2.5], num_inference_steps=1)
+    # the null label stays reachable the documented ways: no labels, or guidance 0
+    null = pipeline(batch_size=1, num_inference_steps=2, output_type="np", generator=torch.manual_seed(0)).images
+    guided = pipeline(
+        class_labels=3, guidance_scale=0, num_inference_steps=2, output_type="np", generator=torch.manual_seed(0)
+    ).images
+    np.testing.assert_array_equal(null, guided)
+    assert pipeline.conditioning.classes.num_classes == 6
+
+
+def test_the_number_of_trained_classes_is_a_saved_setting_read_by_both_loaders(tmp_path):
+    from diffusers import DiffusionPipeline
+
+    from ddpm_hub.conditioning import Conditioning
+    from ddpm_hub.training.options import ConditioningOptions
+
+    base = build_pipeline("ddpm-tiny-8", seed=0, unet_overrides={"num_class_embeds": 11})
+    kind = Conditioning.of(base.unet.config).trained(None, ConditioningOptions(class_dropout_prob=0.1), num_labels=4)
+    settings = kind.settings()
+    assert settings == {"id2label": None, "null_class_label": 10, "num_classes": 4}  # unnamed integer labels 0..3
+    base.register_to_config(**settings)
+    base.save_pretrained(tmp_path / "model")
+    assert json.loads((tmp_path / "model" / "model_index.json").read_text())["num_classes"] == 4
+    loaded = DDPMHubPipeline.from_pretrained(tmp_path / "model")
+    plain = DiffusionPipeline.from_pretrained(tmp_path / "model", trust_remote_code=True)
+    for pipeline in (loaded, plain):
+        pipeline.set_progress_bar_config(disable=True)
+        assert pipeline(class_labels=3, num_inference_steps=1, output_type="np").images.shape == (1, 8, 8, 3)
+        with pytest.raises(ValueError, match=r"ids or names of the 4 classes this model was trained on \(ids 0..3\)"):
+            pipeline(class_labels=4, num_inference_steps=1)
+
+
+def test_a_run_counts_the_classes_of_unnamed_integer_labels(tmp_path):
+    import contextlib
+    import io
+
+    import datasets
+    from PIL import Image
+
+    from ddpm_hub.conditioning import Conditioning
+    from ddpm_hub.data import DataOptions
+    from ddpm_hub.training.data import load_training_data
+
+    def png(value: int) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8), (value, 0, 0)).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    folder = tmp_path / "parquet" / "data"
+    folder.mkdir(parents=True)
+    rows = {"image": [{"bytes": png(v), "path": f"{v}.png"} for v in range(8)], "kind": [0, 1, 2, 3, 0, 1, 2, 3]}
+    features = datasets.Features({"image": datasets.Image(), "kind": datasets.Value("int64")})
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(folder / "train-00000-of-00001.parquet"))
+    data = DataOptions(dataset_name=str(folder.parent), class_column="kind", resolution=8, decoded_cache=False)
+    data = data.resolved()
+    conditioning = Conditioning.of({"num_class_embeds": 11})
+
+    class OneProcess:
+        is_local_main_process = True
+
+        def main_process_first(self):
+            return contextlib.nullcontext()
+
+    from accelerate import PartialState
+
+    PartialState(cpu=True)  # the training modules log through accelerate
+    dataset = load_training_data(data, 0, 0, conditioning, 3, "tiny-cond", OneProcess())
+    assert dataset.label_names is None and dataset.num_labels == 4
+
+
+def test_class_labels_that_are_neither_ids_nor_names_are_one_line(tmp_path, capsys):
+    model = tmp_path / "model"
+    conditional(num_classes=6).save_pretrained(model)
+    common = ["--steps", "1", "--num_images", "2", "--output", str(tmp_path / "grid.png")]
+    for given in ("--3", "²", "3.5"):
+        assert cli.main(["sample", str(model), f"--class_labels={given}", *common]) == 2
+        assert f"Unknown label {given!r}: this model takes ids or names of the 6 classes" in error_of(capsys)
+    assert cli.main(["sample", str(model), "--class_labels", "7", *common]) == 2
+    assert "class labels must be ids or names of the 6 classes this model was trained on" in error_of(capsys)
+    assert cli.main(["sample", str(model), "--class_labels", "-3", *common]) == 2
+    assert "got -3" in error_of(capsys) and not (tmp_path / "grid.png").exists()
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_a_six_class_folder_refuses_class_seven(tmp_path, capsys):
+    from helpers import TINY, check_ok, conditional_config, run_script
+    from PIL import Image
+
+    folder = tmp_path / "six"
+    for c in range(6):
+        (folder / f"class{c}").mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (8, 8), (40 * c, 20 * i, 0)).save(folder / f"class{c}" / f"{i}.png")
+    out = tmp_path / "run"
+    args = [*TINY, "--pipeline", str(conditional_config(tmp_path)), "--train_data_dir", str(folder)]
+    args += ["--output_dir", str(out), "--max_train_steps", "1", "--cache_dir", str(tmp_path / "cache")]
+    check_ok(run_script(args))
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["num_classes"] == 6 and index["null_class_label"] == 10 and len(index["id2label"]) == 6
+    grid = ["--steps", "1", "--num_images", "2", "--output", str(tmp_path / "g.png")]
+    assert cli.main(["sample", str(out), "--class_labels", "7", *grid]) == 2
+    assert "the 6 classes this model was trained on (ids 0..5: class0" in error_of(capsys)
+    assert cli.main(["sample", str(out), "--class_labels", "class5", *grid]) == 0

@@ -139,7 +139,7 @@ def build_run(
 ) -> Run:
     data = make_micro_batches(o.batches, o.seed, accelerator, dataset)
     o = replace(resolve_training_length(o, data), speed=replace(o.speed, mixed_precision=accelerator.mixed_precision))
-    conditioning = source.conditioning().trained(dataset.label_names, o.conditioning)
+    conditioning = source.conditioning().trained(dataset.label_names, o.conditioning, dataset.num_labels)
     pipeline = training_pipeline(o, source)
     pipeline.register_to_config(**conditioning.settings())  # class names and the null label, saved with it
     unet = pipeline.unet.train()
