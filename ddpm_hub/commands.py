@@ -20,8 +20,10 @@ from PIL import Image
 
 from .conditioning import ImageConditions
 from .configs import build_pipeline
+from .data.decode import SkipImage, open_file
 from .errors import InputNotFoundError, UsageError
 from .export import export_samples
+from .image_processing_ddpm_hub import SIXTEEN_BIT_MODES, convert_mode
 from .options import guidance_scale, int_at_least
 from .pictures import forward_strip, reverse_trajectory, strip, to_pil, to_pil_images
 from .pipeline import DDPMHubImg2ImgPipeline, DDPMHubInpaintPipeline
@@ -29,6 +31,7 @@ from .resolver import load_pipeline
 from .sampling import SAMPLERS, image_generator, sample_images, with_sampler
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+GRAYSCALE_MODES = ("1", "L", "LA", "La", "F", *SIXTEEN_BIT_MODES)  # `ddpm-hub noise` keeps these one channel
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -96,14 +99,13 @@ def conditioning(pipeline, args: argparse.Namespace) -> dict:
 
 
 def read_image(path: str, what: str) -> Image.Image:
+    """An image file as training reads one (`ddpm_hub.data.decode.open_file`: decoded fully, EXIF orientation)."""
     if not Path(path).is_file():
         raise InputNotFoundError(f"{what} {path!r} is not a file.")
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image
-    except Exception as error:  # noqa: BLE001 - PIL raises many types for a bad file
-        raise UsageError(f"{what} {path!r} cannot be read as an image ({type(error).__name__}: {error}).") from None
+        return open_file(path)
+    except SkipImage as reason:
+        raise UsageError(f"{what} {path!r} cannot be read as an image: {reason}.") from None
 
 
 def save(picture: Image.Image, args: argparse.Namespace, **facts) -> int:
@@ -217,7 +219,7 @@ def run_noise(args: argparse.Namespace) -> int:
         raise UsageError(f"--timesteps must be integers separated by commas, got {args.timesteps!r}.") from None
     scheduler = build_pipeline(args.pipeline, seed=None).scheduler
     image = read_image(args.image, "IMAGE")
-    image = image.convert("L" if image.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB")
+    image = convert_mode(image, 1 if image.mode in GRAYSCALE_MODES else 3)  # 16-bit, float, alpha: as training
     if args.size:
         image = image.resize((args.size, args.size), Image.Resampling.BILINEAR)
     pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1)
@@ -248,7 +250,7 @@ def run_inpaint(args: argparse.Namespace) -> int:
     call.update(conditioning(pipeline, args), jump_n_sample=args.jump_n_sample)
     with torch.no_grad():
         x_0 = pipeline.preprocess(image, pipeline.unet.config.in_channels)
-        unknown = pipeline.preprocess(mask, 1, what="MASK") >= 0.5
+        unknown = pipeline.preprocess_mask(mask, what="MASK") == 1
     results = pipeline(image=[image] * args.num_images, mask_image=mask, **call).images
     shown = [to_pil(x_0 * 2 - 1)[0], to_pil(torch.where(unknown, torch.zeros_like(x_0), x_0 * 2 - 1))[0]]
     return save(strip([shown + list(results)], args.scale), args, num_images=args.num_images, steps=args.steps)

@@ -23,6 +23,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 from .conditioning_ddpm_hub import Conditioning, Guided
+from .image_processing_ddpm_hub import convert_mask, convert_mode, unit_array
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 # What a `callback_on_step_end` may ask to see (and replace) after each step.
@@ -261,27 +262,56 @@ class DDPMHubPipeline(DiffusionPipeline):
 
     def preprocess(self, image, channels: int, what: str = "image") -> torch.Tensor:
         """
-        An image (PIL, numpy `[H x W (x C)]` / `[N x H x W x C]` in [0, 1] or uint8, or torch `[(N x) C x H x W]` in
-        [0, 1]), any size and mode, as float `[N x channels x H x W]` in [0, 1] at the model's size (resized
-        bilinearly, with a warning).
+        An image or a list of images as float `[N x channels x H x W]` in [0, 1] at the model's size, decoded as
+        training decodes (`image_processing_ddpm_hub`): PIL of any mode (16-bit and float modes scaled, alpha on
+        white), numpy `[H x W (x C)]` / `[N x H x W x C]` (uint8 0..255, uint16 0..65535, bool, floats in [0, 1]),
+        torch `[(N x) C x H x W]` (uint8, or floats in [0, 1]). Each item of another size is resized bilinearly to
+        the model's, with a warning; RGB becomes L by ITU-R 601 luma, L becomes RGB by repetition.
         """
-        images = image if isinstance(image, list) else [image]
-        tensors = []
-        for item in images:
-            if isinstance(item, PIL.Image.Image):
-                item = np.asarray(item.convert("L" if channels == 1 else "RGB"))
-            if isinstance(item, np.ndarray):
-                scale = 255.0 if item.dtype == np.uint8 else 1.0
-                item = torch.from_numpy(np.array(item)).float() / scale  # a copy: PIL arrays are read-only
-                item = item[None, None] if item.ndim == 2 else item.permute(*range(item.ndim - 3), -1, -3, -2)
-            if isinstance(item, torch.Tensor) and item.dtype == torch.uint8:
-                item = item.float() / 255.0
-            if not isinstance(item, torch.Tensor):
-                raise ValueError(
-                    f"{what} must be a PIL image, a numpy array or a torch tensor, got {type(item).__name__}."
-                )
-            tensors.append(item.float().reshape(*[1] * (4 - item.ndim), *item.shape))  # [H x W], [C x H x W] -> 4-D
-        batch = torch.cat(tensors)
+        items = image if isinstance(image, list) else [image]
+        if not items:
+            raise ValueError(f"{what} is an empty list; pass an image or a list of images.")
+        batch = [self._fit(self._pixels(item, channels, what, mask=False), channels, what) for item in items]
+        return torch.cat(batch).clamp(0, 1).to(device=self.device, dtype=self.unet.dtype)
+
+    def preprocess_mask(self, mask_image, what: str = "mask_image") -> torch.Tensor:
+        """
+        A mask or a list of masks as `[N x 1 x H x W]` of 0 (keep) and 1 (generate) at the model's size, by
+        diffusers' conventions (`image_processing_ddpm_hub`): a PIL mask in "L" / 255, a numpy or torch mask as its
+        values (0/1 and 0/255 alike), binarised at 0.5; a transparent PIL pixel is kept.
+        """
+        items = mask_image if isinstance(mask_image, list) else [mask_image]
+        if not items:
+            raise ValueError(f"{what} is an empty list; pass a mask or a list of masks.")
+        batch = torch.cat([self._fit(self._pixels(item, 1, what, mask=True), 1, what) for item in items])
+        return (batch >= 0.5).to(device=self.device, dtype=self.unet.dtype)
+
+    def _pixels(self, item, channels: int, what: str, mask: bool) -> torch.Tensor:
+        """One item (PIL, numpy or torch) as a float tensor `[n x c x h x w]`: images in [0, 1], masks as values."""
+        if isinstance(item, PIL.Image.Image):
+            item = np.asarray(convert_mask(item) if mask else convert_mode(item, channels))
+            item = item.astype(np.float32) / 255.0
+        elif isinstance(item, np.ndarray):
+            item = item.astype(np.float32) if mask and item.dtype != np.bool_ else unit_array(item, what)
+        if isinstance(item, np.ndarray):
+            item = torch.from_numpy(np.array(item))  # a copy: PIL arrays are read-only
+            item = item[None, None] if item.ndim == 2 else item.permute(*range(item.ndim - 3), -1, -3, -2)
+        if not isinstance(item, torch.Tensor):
+            raise ValueError(
+                f"{what} must be a PIL image, a numpy array or a torch tensor, got {type(item).__name__}."
+            )
+        if item.dtype == torch.uint8 and not mask:
+            item = item.float() / 255.0
+        elif not (item.is_floating_point() or item.dtype in (torch.uint8, torch.bool)):
+            raise ValueError(
+                f"{what}: a tensor of dtype {item.dtype} has no known range; pass uint8 or floats in [0, 1]."
+            )
+        if not 2 <= item.ndim <= 4:
+            raise ValueError(f"{what} must have 2 to 4 dimensions ([(N x) C x H x W]), got shape {tuple(item.shape)}.")
+        return item.float().reshape(*[1] * (4 - item.ndim), *item.shape)  # [H x W], [C x H x W] -> 4-D
+
+    def _fit(self, batch: torch.Tensor, channels: int, what: str) -> torch.Tensor:
+        """`[n x c x h x w]` with `channels` channels at the model's size (resized with a warning)."""
         if batch.shape[1] != channels:  # RGB -> L by ITU-R 601 luma, L -> RGB by repetition
             if batch.shape[1] == 3 and channels == 1:
                 batch = (batch * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
@@ -291,6 +321,6 @@ class DDPMHubPipeline(DiffusionPipeline):
                 raise ValueError(f"{what} has {batch.shape[1]} channels; the model has {channels}.")
         size = tuple(self.sample_shape(1)[2:])
         if tuple(batch.shape[2:]) != size:
-            warnings.warn(f"{what} of size {tuple(batch.shape[2:])} resized to the model's {size}.", stacklevel=3)
+            warnings.warn(f"{what} of size {tuple(batch.shape[2:])} resized to the model's {size}.", stacklevel=4)
             batch = F.interpolate(batch, size=size, mode="bilinear", antialias=True, align_corners=False)
-        return batch.clamp(0, 1).to(device=self.device, dtype=self.unet.dtype)
+        return batch

@@ -10,7 +10,14 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from PIL import Image
 
-from ddpm_hub import DDPMHubImg2ImgPipeline, DDPMHubInpaintPipeline, DDPMHubPipeline, cli, pipeline_ddpm_hub
+from ddpm_hub import (
+    DDPMHubImg2ImgPipeline,
+    DDPMHubInpaintPipeline,
+    DDPMHubPipeline,
+    cli,
+    image_processing_ddpm_hub,
+    pipeline_ddpm_hub,
+)
 from ddpm_hub import conditioning_ddpm_hub as shipped
 from ddpm_hub.conditioning import ClassCondition, ConditionBatch, Conditioning, ImageConditions
 from ddpm_hub.configs import build_pipeline
@@ -187,8 +194,8 @@ def test_one_predicate_for_the_ddpm_family_and_its_shipped_copy():
 def test_a_saved_folder_ships_only_its_family_and_what_it_imports(tmp_path):
     names = [path.name for path in code_files(DDPMHubPipeline)]
     assert sorted(names) == [
-        "conditioning_ddpm_hub.py", "pipeline_ddpm_hub.py", "pipeline_ddpm_hub_img2img.py",
-        "pipeline_ddpm_hub_inpaint.py",
+        "conditioning_ddpm_hub.py", "image_processing_ddpm_hub.py", "pipeline_ddpm_hub.py",
+        "pipeline_ddpm_hub_img2img.py", "pipeline_ddpm_hub_inpaint.py",
     ]  # fmt: skip
     build_pipeline("ddpm-tiny-8").save_pretrained(tmp_path)
     assert sorted(p.name for p in tmp_path.glob("*.py")) == sorted(names)
@@ -202,6 +209,10 @@ def test_the_shipped_carrier_stays_self_contained():
     source = inspect.getsource(shipped)
     imports = [line.split()[1] for line in source.splitlines() if line.startswith(("import ", "from "))]
     assert "torch" in imports and all(name == "torch" or name in sys.stdlib_module_names for name in imports)
+    # the shipped image decoding: numpy and PIL only (training's decoder imports it too)
+    source = inspect.getsource(image_processing_ddpm_hub)
+    imports = [line.split()[1] for line in source.splitlines() if line.startswith(("import ", "from "))]
+    assert imports == ["numpy", "PIL.Image"]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -223,3 +223,124 @@ def test_a_model_trained_on_a_six_class_folder_refuses_class_seven(tmp_path, cap
     assert cli.main(["sample", str(out), "--class_labels", "7", *grid]) == 2
     assert "the 6 classes this model was trained on (ids 0..5: class0" in error_of(capsys)
     assert cli.main(["sample", str(out), "--class_labels", "class5", *grid]) == 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 7. One decoding path for every image that enters; masks by diffusers' conventions
+
+
+def ramp(dtype, scale: float) -> np.ndarray:
+    """An 8x8 ramp of squares in [0, 1] (mean 0.336, so that clipping or a wrong scale shows), in `dtype` units."""
+    return (np.linspace(0, 1, 64).reshape(8, 8) ** 2 * scale).astype(dtype)
+
+
+def saved(image, path):
+    from PIL import Image
+
+    image.save(path)
+    with Image.open(path) as loaded:
+        loaded.load()
+        return loaded
+
+
+def test_sixteen_bit_and_float_images_decode_as_training_decodes_them(tmp_path):
+    from PIL import Image
+
+    from ddpm_hub.data.decode import image_to_array
+
+    pipeline = build_pipeline("ddpm-tiny-8")
+    sixteen = saved(Image.fromarray(ramp(np.uint16, 65535)), tmp_path / "sixteen.png")
+    floats = saved(Image.fromarray(ramp(np.float32, 1.0), mode="F"), tmp_path / "float.tif")
+    assert (sixteen.mode, floats.mode) == ("I;16", "F")
+    true_mean = float(ramp(np.float64, 1.0).mean())
+    for image in (sixteen, floats):
+        training = image_to_array(image, 8, 3, center_crop=True).astype(np.float32) / 255  # [C x H x W]
+        given = pipeline.preprocess(image, 3)[0].numpy()
+        np.testing.assert_array_equal(given, training)  # the same pixels, bit for bit
+        assert abs(given.mean() - true_mean) < 1 / 255
+    for array in (ramp(np.uint16, 65535), ramp(np.float32, 1.0), ramp(np.float64, 1.0)):
+        assert abs(pipeline.preprocess(array, 1).mean().item() - true_mean) < 1e-4
+    with pytest.raises(ValueError, match="dtype int32 has no known range; pass uint8 .*, uint16"):
+        pipeline.preprocess(ramp(np.int32, 65535), 3)
+
+
+def test_the_command_lines_read_image_files_through_the_training_decoder(tmp_path, capsys):
+    from PIL import Image
+
+    from ddpm_hub.data.decode import image_to_array
+
+    saved(Image.fromarray(ramp(np.uint16, 65535)), tmp_path / "sixteen.png")
+    output = tmp_path / "forward.png"
+    args = ["noise", str(tmp_path / "sixteen.png"), "--timesteps", "0", "--scale", "1", "--output", str(output)]
+    assert cli.main(args) == 0
+    frame = np.asarray(Image.open(output).convert("L"))[2:10, 2:10].astype(np.float32)  # t = 0: x_0, in the padding
+    with Image.open(tmp_path / "sixteen.png") as image:
+        training = image_to_array(image, 8, 1, center_crop=True)[0].astype(np.float32)
+    assert np.abs(frame - training).max() <= 1  # was clipped to white: mean 0.95 instead of 0.34
+    assert abs(frame.mean() / 255 - 0.336) < 0.01
+
+
+def test_masks_follow_diffusers_conventions_and_transparency_keeps_pixels():
+    from diffusers.image_processor import VaeImageProcessor
+    from PIL import Image
+
+    pipeline = build_pipeline("ddpm-tiny-8")
+    right_half = np.zeros((8, 8), np.uint8)
+    right_half[:, 4:] = 1
+    expected = right_half.astype(np.float32)
+
+    def generated(mask) -> np.ndarray:
+        return pipeline.preprocess_mask(mask)[0, 0].numpy()
+
+    for mask in (right_half, right_half * 255, right_half.astype(bool), torch.from_numpy(right_half)):
+        np.testing.assert_array_equal(generated(mask), expected)  # 0/1 and 0/255 alike: values, not /255
+    rgba = np.full((8, 8, 4), 255, np.uint8)  # white everywhere; only the right half opaque
+    rgba[:, :4, 3] = 0
+    np.testing.assert_array_equal(generated(Image.fromarray(rgba, "RGBA")), expected)  # transparent = kept
+    la = Image.fromarray(rgba, "RGBA").convert("LA")
+    np.testing.assert_array_equal(generated(la), expected)
+    # an opaque mask reads exactly as diffusers' mask processor reads it (PIL / 255 and numpy values, at 0.5)
+    reference = VaeImageProcessor(do_normalize=False, do_binarize=True, do_convert_grayscale=True)
+    gray = np.linspace(0, 255, 64).reshape(8, 8).astype(np.uint8)
+    values = np.linspace(0, 1, 64).reshape(8, 8).astype(np.float32)
+    for mask in (Image.fromarray(gray), Image.fromarray(gray).convert("RGB"), values[..., None]):
+        ours = generated(mask)
+        theirs = reference.preprocess(mask, height=8, width=8)[0, 0].numpy()
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_inpainting_honours_a_transparent_mask_and_a_uint8_mask_of_zeros_and_ones():
+    from PIL import Image
+
+    pipeline = DDPMHubInpaintPipeline.from_pipe(build_pipeline("ddpm-tiny-8"))
+    pipeline.set_progress_bar_config(disable=True)
+    image = np.full((8, 8, 3), 0.25, np.float32)
+    rgba = np.full((8, 8, 4), 255, np.uint8)
+    rgba[:, :4, 3] = 0
+    ones = np.zeros((8, 8), np.uint8)
+    ones[:, 4:] = 1
+    for mask in (Image.fromarray(rgba, "RGBA"), ones):
+        call = {"num_inference_steps": 2, "jump_n_sample": 1, "output_type": "np"}
+        result = pipeline(image=image, mask_image=mask, generator=torch.manual_seed(0), **call).images[0]
+        np.testing.assert_allclose(result[:, :4], 0.25, atol=1e-6)  # the left half kept exactly
+        assert np.abs(result[:, 4:] - 0.25).max() > 0.05  # the right half generated
+
+
+def test_a_list_of_images_of_two_sizes_and_a_noise_of_the_wrong_shape(recwarn):
+    from PIL import Image
+
+    base = build_pipeline("ddpm-tiny-8")
+    inpaint = DDPMHubInpaintPipeline.from_pipe(base)
+    inpaint.set_progress_bar_config(disable=True)
+    small, large = Image.new("RGB", (8, 8), (200, 0, 0)), Image.new("RGB", (16, 16), (200, 0, 0))
+    batch = inpaint.preprocess([small, large], 3)
+    assert batch.shape == (2, 3, 8, 8) and torch.allclose(batch[0], batch[1])  # each resized: the same red
+    call = {"num_inference_steps": 1, "jump_n_sample": 1, "output_type": "np"}
+    assert inpaint([small, large], Image.new("L", (8, 8), 255), **call).images.shape == (2, 8, 8, 3)
+    assert any("(16, 16) resized to the model's (8, 8)" in str(w.message) for w in recwarn)
+    img2img = DDPMHubImg2ImgPipeline.from_pipe(base)
+    img2img.set_progress_bar_config(disable=True)
+    with pytest.raises(ValueError, match=r"noise must be a tensor of shape \(1, 3, 8, 8\) .* got \(1, 3, 4, 4\)"):
+        img2img(small, strength=0.5, num_inference_steps=2, noise=torch.randn(1, 3, 4, 4))
+    with pytest.raises(ValueError, match=r"noise must be a tensor of shape \(2, 3, 8, 8\)"):
+        img2img([small, small], strength=0.5, num_inference_steps=2, noise=torch.randn(1, 3, 8, 8))
