@@ -21,13 +21,14 @@ from PIL import Image
 from .conditioning import ImageConditions
 from .configs import build_pipeline
 from .data.decode import SkipImage, open_file
-from .errors import InputNotFoundError, UsageError
+from .errors import InputNotFoundError, UsageError, writing
 from .export import export_samples
 from .image_processing_ddpm_hub import SIXTEEN_BIT_MODES, convert_mode
 from .options import guidance_scale, int_at_least
 from .pictures import forward_strip, reverse_trajectory, strip, to_pil, to_pil_images
 from .pipeline import DDPMHubImg2ImgPipeline, DDPMHubInpaintPipeline
 from .resolver import load_pipeline
+from .run_folder import check_writable_folder
 from .sampling import SAMPLERS, image_generator, sample_images, with_sampler
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -108,9 +109,25 @@ def read_image(path: str, what: str) -> Image.Image:
         raise UsageError(f"{what} {path!r} cannot be read as an image: {reason}.") from None
 
 
+def check_output(args: argparse.Namespace) -> None:
+    """--output, before any work: a file name PIL can write (by its extension) in a folder that can be written."""
+    output = Path(args.output)
+    extension = output.suffix.lower()
+    writable = sorted(ext for ext, kind in Image.registered_extensions().items() if kind in Image.SAVE)
+    if extension not in writable:
+        shown = ", ".join(ext for ext in (".png", ".jpg", ".webp", ".tif", ".bmp", ".gif") if ext in writable)
+        raise UsageError(
+            f"--output {args.output}: {extension or 'no extension'} is not an image format PIL writes; use {shown}."
+        )
+    if output.is_dir():
+        raise UsageError(f"--output {args.output} is a folder; give a file name such as {output / 'samples.png'}.")
+    check_writable_folder(output.parent, f"--output {args.output}: the folder")
+
+
 def save(picture: Image.Image, args: argparse.Namespace, **facts) -> int:
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    picture.save(args.output)
+    with writing(args.output, "--output"):
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        picture.save(args.output)
     print(json.dumps({"output": args.output, **facts}))
     return 0
 
@@ -150,6 +167,10 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
 def run_sample(args: argparse.Namespace) -> int:
     """A grid (a conditional model: a column per class when no labels are given), the reverse trajectory, or
     --output_dir: one file per image. Image i is `ddpm_hub.sampling`'s image i in all three."""
+    if args.output_dir is None:
+        check_output(args)
+    else:
+        check_writable_folder(Path(args.output_dir), "--output_dir")
     pipeline = with_sampler(load_model(args), args.sampler)
     pipeline.set_progress_bar_config(disable=args.output_dir is not None)
     conditions = image_conditions(pipeline, args)
@@ -213,6 +234,7 @@ def add_noise_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_noise(args: argparse.Namespace) -> int:
     """The forward process of one image: x_t ~ q(x_t | x_0) at each of --timesteps."""
+    check_output(args)
     try:
         timesteps = [int(t) for t in args.timesteps.split(",")]
     except ValueError:
@@ -244,6 +266,7 @@ def add_inpaint_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_inpaint(args: argparse.Namespace) -> int:
     """A row: the input, the input with the region to generate greyed, then --num_images completions."""
+    check_output(args)
     pipeline = DDPMHubInpaintPipeline.from_pipe(load_model(args))
     image, mask = read_image(args.image, "IMAGE"), read_image(args.mask, "MASK")
     call = {"num_inference_steps": args.steps, "generator": generators(args), "jump_length": args.jump_length}
@@ -265,6 +288,7 @@ def add_img2img_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_img2img(args: argparse.Namespace) -> int:
     """A row: the input, then --num_images SDEdit results."""
+    check_output(args)
     if not 0 <= args.strength <= 1:
         raise UsageError(f"--strength must be in [0, 1], got {args.strength}.")
     pipeline = DDPMHubImg2ImgPipeline.from_pipe(load_model(args))

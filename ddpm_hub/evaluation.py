@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .data import DataOptions
-from .errors import UsageError
+from .errors import UsageError, writing
 from .metrics import (
     FEATURE_KINDS,
     FeatureExtractor,
@@ -39,9 +39,11 @@ from .resolver import load_pipeline
 from .run_folder import (
     BPD_FILE,
     FID_FILE,
+    METRICS_FILE,
     SWEEP_FILE,
     SWEEP_JSON_FILE,
     check_finite,
+    check_writable_folder,
     is_trained_folder,
     update_metrics,
 )
@@ -257,6 +259,8 @@ def run_eval(args: argparse.Namespace) -> int:
     check_ranges(data)
     data.check()
     samplers = [Sampler.parse(s) for s in args.samplers.split(",")] if args.sweep else []
+    output_dir = Path(args.output_dir) if args.output_dir else _default_output_dir(args.model)
+    check_writable_folder(output_dir, "--output_dir")  # before the work, not after it
     features = None
     if args.fid or args.sweep:  # before any slow work: offline without the Inception weights fails here
         features = features_for(args.features, data.resolved().dataset_name, args.inception_weights, args.device)
@@ -265,13 +269,13 @@ def run_eval(args: argparse.Namespace) -> int:
     data = data.resolved(resolution=pipeline.unet.config.sample_size)  # an int, or [height, width]
     decoded = data.load(channels=pipeline.unet.config.in_channels)
     images = decoded.images
-    output_dir = Path(args.output_dir) if args.output_dir else _default_output_dir(args.model)
     report = {"model": args.model, "dataset": data.label(), "output_dir": str(output_dir)}
     if args.bpd:
         report["bpd"] = _eval_bpd(pipeline, decoded, data, args, output_dir)
     if features is not None:
         report.update(_eval_sample_quality(pipeline, images, features, samplers, data, args, output_dir))
-    report["metrics"] = str(update_metrics(output_dir, _metric_entries(report, data, args, features)))
+    with writing(output_dir / METRICS_FILE, "the metrics", kept="The other results written are kept."):
+        report["metrics"] = str(update_metrics(output_dir, _metric_entries(report, data, args, features)))
     print(json.dumps(report, indent=2))
     return 0
 

@@ -21,6 +21,7 @@ Training, evaluation, the model card and publishing all take the names and the s
 import json
 import math
 import os
+import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -63,6 +64,24 @@ def weight_files(folder: str | os.PathLike, component: str = "unet") -> list[str
 def is_pipeline_folder(folder: str | os.PathLike) -> bool:
     """A folder with a `model_index.json`: a configuration or a trained pipeline."""
     return Path(folder, MODEL_INDEX).is_file()
+
+
+def check_writable_folder(folder: str | os.PathLike, option: str) -> None:
+    """
+    `folder` is a folder, or can be created, and a file can be written in it (a real write: root ignores modes):
+    checked before any work, so that an output folder nobody can write to fails first, not after the work.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{option} {folder} is a file, not a folder; choose a folder (it is created if missing).")
+    existing = next(parent for parent in (folder, *folder.parents) if parent.exists())
+    if not existing.is_dir():
+        raise UsageError(f"{option} {folder} cannot be created: {existing} is a file.")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise UsageError(f"{option} {folder} is not writable ({existing}: {error.strerror or error}).") from None
 
 
 def is_trained_folder(folder: str | os.PathLike) -> bool:

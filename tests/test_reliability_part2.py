@@ -344,3 +344,141 @@ def test_a_list_of_images_of_two_sizes_and_a_noise_of_the_wrong_shape(recwarn):
         img2img(small, strength=0.5, num_inference_steps=2, noise=torch.randn(1, 3, 4, 4))
     with pytest.raises(ValueError, match=r"noise must be a tensor of shape \(2, 3, 8, 8\)"):
         img2img([small, small], strength=0.5, num_inference_steps=2, noise=torch.randn(1, 3, 8, 8))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 2. `ddpm-hub sample --output_dir` records what was sampled and checks the folder first; output paths
+
+
+@pytest.fixture
+def read_only():
+    """Makes folders read-only for this process (chmod; as root, which ignores modes, the immutable attribute)."""
+    import os
+    import subprocess
+    import tempfile
+
+    made = []
+
+    def make(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, 0o555)
+        made.append(folder)
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError:
+            return folder
+        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+            pytest.skip("no way to make a folder read-only for this user here")
+        return folder
+
+    yield make
+    for folder in made:
+        subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+        os.chmod(folder, 0o755)
+
+
+def sample_into(model, out, *extra) -> list[str]:
+    return ["sample", str(model), "--num_images", "3", "--steps", "1", "--output_dir", str(out), *extra]
+
+
+def test_an_export_refuses_to_complete_samples_of_other_weights_at_the_same_path(tmp_path, capsys):
+    model, out = tmp_path / "model", tmp_path / "samples"
+    build_pipeline("ddpm-tiny-8", seed=1).save_pretrained(model)
+    assert cli.main(sample_into(model, out)) == 0
+    manifest = json.loads((out / "samples.json").read_text())
+    from ddpm_hub.configs import weights_checksum
+
+    assert manifest["weights_sha256"] == {"unet": weights_checksum(DDPMHubPipeline.from_pretrained(model).unet)}
+    assert len(manifest["config_sha256"]) == 64
+    capsys.readouterr()
+    build_pipeline("ddpm-tiny-8", seed=2).save_pretrained(model)  # other weights at the same path
+    assert cli.main(sample_into(model, out, "--num_images", "6")) == 2
+    assert "holds samples of other weights than" in error_of(capsys)
+    assert sorted(p.name for p in out.glob("*.png")) == ["000000.png", "000001.png", "000002.png"]  # nothing mixed
+    manifest.pop("weights_sha256")  # a manifest of an older version: it cannot tell
+    (out / "samples.json").write_text(json.dumps(manifest))
+    assert cli.main(sample_into(model, out)) == 2
+    assert "does not record which weights its samples were drawn from" in error_of(capsys)
+
+
+def test_an_export_checks_the_folder_before_sampling(tmp_path, capsys):
+    from PIL import Image
+
+    model, out = tmp_path / "model", tmp_path / "samples"
+    build_pipeline("ddpm-tiny-8", seed=1).save_pretrained(model)
+    assert cli.main(sample_into(model, out)) == 0
+    capsys.readouterr()
+    good = (out / "000001.png").read_bytes()
+    foreign = {
+        "another size": lambda path: Image.new("RGB", (16, 16)).save(path, format="PNG"),
+        "another mode": lambda path: Image.new("L", (8, 8)).save(path, format="PNG"),
+        "not a PNG": lambda path: Image.new("RGB", (8, 8)).save(path, format="JPEG"),
+        "not an image": lambda path: path.write_bytes(b"hello"),
+    }
+    for what, write in foreign.items():
+        write(out / "000001.png")
+        assert cli.main(sample_into(model, out, "--num_images", "5", "--format", "npz")) == 2, what
+        assert f"{out / '000001.png'} is not a sample of this model" in error_of(capsys)
+        assert not (out / "000003.png").exists() and not list(out.glob("*.npz"))  # refused before sampling
+    (out / "000001.png").write_bytes(good)
+    (out / "samples.json").write_text('{"model": "x", "sampler"')  # truncated
+    assert cli.main(sample_into(model, out)) == 2
+    assert "samples.json (the samples' manifest) is not valid JSON" in error_of(capsys)
+
+
+def test_output_paths_are_checked_before_any_sampling_and_a_failed_write_is_one_line(
+    tmp_path, capsys, read_only, monkeypatch
+):
+    import ddpm_hub.commands
+
+    model = tmp_path / "model"
+    build_pipeline("ddpm-tiny-8").save_pretrained(model)
+    sampled = []
+    monkeypatch.setattr(ddpm_hub.commands, "load_model", lambda args: sampled.append(1) or _load(args))
+    grid = ["sample", str(model), "--steps", "1", "--num_images", "2"]
+    (tmp_path / "a file").write_text("x")
+    locked = read_only(tmp_path / "locked")
+    cases = {
+        "x.jpgx": ".jpgx is not an image format PIL writes; use .png, .jpg",
+        "noextension": "no extension is not an image format PIL writes",
+        "locked/grid.png": "the folder " + str(locked) + " is not writable",
+        "a file/grid.png": str(tmp_path / "a file") + " is a file, not a folder",
+    }
+    for output, message in cases.items():
+        assert cli.main([*grid, "--output", str(tmp_path / output)]) == 2
+        assert message in error_of(capsys), output
+    for folder in (tmp_path / "a file", locked / "samples"):
+        assert cli.main([*grid, "--output_dir", str(folder)]) == 2
+        assert "--output_dir" in error_of(capsys)
+    assert cli.main(["noise", str(tmp_path / "a file"), "--output", str(tmp_path / "forward.jpgx")]) == 2
+    assert sampled == []  # all refused before a model was loaded
+    # a folder that becomes read-only while sampling: one line, no traceback
+    late = tmp_path / "late"
+    monkeypatch.setattr(ddpm_hub.commands, "load_model", lambda args: (read_only(late), _load(args))[1])
+    assert cli.main([*grid, "--output", str(late / "grid.png")]) == 1
+    assert f"could not write {late / 'grid.png'} (--output):" in error_of(capsys)
+    # an export whose folder becomes read-only after its first image: that image is kept, the message says so
+    import ddpm_hub.export
+
+    batches = ddpm_hub.export.sample_batches
+    late = tmp_path / "late-export"
+
+    def then_read_only(*args, **kwargs):
+        for number, batch in enumerate(batches(*args, **kwargs)):
+            if number == 1:
+                read_only(late)
+            yield batch
+
+    monkeypatch.setattr(ddpm_hub.commands, "load_model", _load)
+    monkeypatch.setattr(ddpm_hub.export, "sample_batches", then_read_only)
+    assert cli.main(sample_into(model, late, "--batch_size", "1")) == 1
+    message = error_of(capsys)
+    assert f"could not write {late / '000001.png'}" in message and "written before are complete and kept" in message
+    assert sorted(p.name for p in late.glob("*.png")) == ["000000.png"]
+
+
+def _load(args):
+    from ddpm_hub.resolver import load_pipeline
+
+    return load_pipeline(args.model, seed=args.seed).to(args.device)

@@ -4,7 +4,6 @@ name and renamed when complete, so that a kill leaves either the old set of chec
 and their files. Saving a run into one and resuming from one: `ddpm_hub.training.checkpointing`.
 """
 
-import hashlib
 import json
 import os
 import re
@@ -12,8 +11,7 @@ import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import torch
-
+from ..configs import weights_checksum  # noqa: F401 - where training takes it from
 from ..errors import InputNotFoundError, UsageError
 from ..run_folder import read_json
 
@@ -120,12 +118,3 @@ def prune_checkpoints(checkpoints_dir: str | os.PathLike, total_limit: int | Non
     for path in deleted:
         shutil.rmtree(path, ignore_errors=True)
     return deleted
-
-
-def weights_checksum(module: torch.nn.Module) -> str:
-    """sha256 of every tensor of the state dict, in key order: equal iff the weights are bit-identical."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
