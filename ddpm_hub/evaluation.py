@@ -35,6 +35,7 @@ from .metrics import (
     sample_quality,
 )
 from .options import add_arguments, check_ranges, from_namespace, guidance_scale, int_at_least
+from .public import code_span, escape_markdown
 from .resolver import load_pipeline
 from .run_folder import (
     BPD_FILE,
@@ -159,8 +160,8 @@ def sweep_markdown(rows: list[dict], settings: dict) -> str:
     lines += [
         "",
         f"{settings['num_images']} generated images per sampler against {settings['num_reference']} images of "
-        f"{settings['dataset']}; features: {settings['features']}; {setup}. Distances of small sets are biased "
-        "upwards: compare rows of one table, not numbers from other papers."
+        f"{escape_markdown(settings['dataset'])}; features: {settings['features']}; {setup}. Distances of small "
+        "sets are biased upwards: compare rows of one table, not numbers from other papers."
         + (
             " Classes (TV): how far the classes the digit classifier reads in the samples are from uniform."
             if balance
@@ -168,7 +169,7 @@ def sweep_markdown(rows: list[dict], settings: dict) -> str:
         ),
     ]
     if settings.get("command"):
-        lines += ["", f"Produced by `{settings['command']}`."]
+        lines += ["", f"Produced by {code_span(settings['command'])}."]
     return "\n".join(lines) + "\n"
 
 

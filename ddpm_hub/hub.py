@@ -9,7 +9,8 @@ What goes up, in one commit: the pipeline (`model_index.json`, the `unet/` and `
 weights), the code files `model_index.json` names (they let plain diffusers load the repo with
 `trust_remote_code=True`), the model card `README.md` rendered from the top-level `model_card.md`, `samples.png`,
 `metrics.json`, `sweep.md`, `bits_per_timestep.png`, `training_options.json` (token-like values removed) and
-`training_summary.json`. Nothing else: never `checkpoints/`, `logs/`, optimizer states or pickles. Unchanged files
+`training_summary.json`, with every local path in them made relative to the folder or cut to its name
+(`ddpm_hub.public`). Nothing else: never `checkpoints/`, `logs/`, optimizer states or pickles. Unchanged files
 are not uploaded again, and a push with nothing changed makes no commit.
 
 The order makes failures harmless: the folder is checked, then the token (present, valid, allowed to write to the
@@ -47,6 +48,7 @@ from .errors import exception_chain as chain
 from .hub_errors import TOKEN_ADVICE, brief, status_of
 from .loading import LIBRARY_COMPONENTS, components_of, read_model_index
 from .model_card import DEFAULT_LICENSE, render_model_card
+from .public import PublicPaths, is_local_path
 from .run_folder import (
     BPD_PLOT_FILE,
     CARD_FILE,
@@ -78,6 +80,9 @@ RUN_FILES = (
     OPTIONS_FILE,
     SUMMARY_FILE,
 )
+# The run's records whose strings are published with local paths rewritten (JSON objects, and Markdown tables).
+RECORD_FILES = (OPTIONS_FILE, SUMMARY_FILE, METRICS_FILE)
+TEXT_FILES = (SWEEP_FILE, CLASS_ACCURACY_FILE)
 # In a component's folder: its configs, safetensors weights and a tokenizer's vocabulary; never pickles or code.
 COMPONENT_FILES = ("*.json", "*.safetensors", "*.txt", "*.model")
 # Seconds to wait before each retry of a transient failure; the client retries some requests itself as well.
@@ -367,20 +372,34 @@ def stage(
     private: bool = False,
     license: str = DEFAULT_LICENSE,
 ) -> None:
-    """Copy `files` from `folder` to `staging` (the options scrubbed of secrets) and render README.md there."""
+    """
+    Copy `files` from `folder` to `staging` and render README.md there: the options scrubbed of secrets, and every
+    local path in the run's records (options, summary, metrics, the sweep and class-accuracy tables) made relative to
+    the run folder or cut to its name (`ddpm_hub.public.PublicPaths`), so that nothing published names this machine.
+    """
+    options = read_json(folder / OPTIONS_FILE, "the training options") or {}
+    summary = read_json(folder / SUMMARY_FILE, "a training summary") or {}
+    recorded = [*options.values(), summary.get("pipeline"), (summary.get("dataset") or {}).get("source")]
+    paths = PublicPaths(folder, [value for value in recorded if isinstance(value, str)])
     for path in files:
         target = staging / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        if path == OPTIONS_FILE:
-            options = scrub_secrets(read_json(folder / path))
-            target.write_text(json.dumps(options, indent=2) + "\n", encoding="utf-8")
+        if path in RECORD_FILES:
+            data = read_json(folder / path)
+            data = scrub_secrets(data) if path == OPTIONS_FILE else data
+            target.write_text(json.dumps(paths.json(data), indent=2) + "\n", encoding="utf-8")
+        elif path in TEXT_FILES:
+            target.write_text(paths.text((folder / path).read_text(encoding="utf-8")), encoding="utf-8")
         else:
             shutil.copyfile(folder / path, target)
     for path, source in code_files(folder, read_model_index(folder)).items():
         target = staging / path
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
-    card = render_model_card(staging, repo_id, revision=revision, license=license, private=private)
+    local_dataset = is_local_path(options.get("dataset_name"))  # staged as its name only: say it is not a Hub one
+    card = render_model_card(
+        staging, repo_id, revision=revision, license=license, private=private, local_dataset=local_dataset
+    )
     card.save(staging / CARD_FILE)
 
 

@@ -14,6 +14,7 @@ and the tracebacks that became one-line errors, the README's snippets, local pat
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -482,3 +483,88 @@ def _load(args):
     from ddpm_hub.resolver import load_pipeline
 
     return load_pipeline(args.model, seed=args.seed).to(args.device)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 4. Markup injection into the model card; local paths in published files
+
+HOSTILE = ["x`<img src=x onerror=alert(1)>`y", "a|b", "new\nline", "**bold** [link](http://evil) ~~s~~ $x$ &amp;"]
+
+
+def rendered_html(markdown: str) -> str:
+    markdown_it = pytest.importorskip("markdown_it")
+    return markdown_it.MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(markdown)
+
+
+def test_hostile_class_and_dataset_names_are_shown_literally_in_the_card(tmp_path):
+    import html
+
+    folder = tmp_path / "model"
+    base = build_pipeline("ddpm-tiny-8", seed=0, unet_overrides={"num_class_embeds": 5})
+    DDPMHubPipeline(base.unet, base.scheduler, id2label=dict(enumerate(HOSTILE)), null_class_label=4).save_pretrained(
+        folder
+    )
+    evil = "evil|set<script>alert(1)</script>"
+    (folder / "training_options.json").write_text(
+        json.dumps({"dataset_name": evil, "dataset_split": "tr|ain\n<b>x</b>", "pipeline": "p`<i>q"})
+    )
+    (folder / "training_summary.json").write_text(json.dumps({"steps": 3, "dataset": {"source": evil}}))
+    metric = {"value": 1.5, "dataset": evil, "split": "a|b", "method": "<u>m</u>|x", "command": "eval `x` | <b>"}
+    (folder / METRICS_FILE).write_text(json.dumps({"fid": metric}))
+    card = str(render_model_card(folder, "alice/hostile"))
+    page = rendered_html(card.split("---", 2)[2])
+    for tag in ("<img", "<script", "<b>", "<i>", "<u>", "<strong>", "<del>", 'href="http://evil"'):
+        assert tag not in page, tag
+    text = html.unescape(re.sub(r"</?code>", "", page))  # the text a reader sees
+    for name in (
+        "x`<img src=x onerror=alert(1)>`y",
+        "a|b",
+        "new line",
+        "**bold** [link](http://evil) ~~s~~ $x$ &amp;",
+    ):
+        assert name in text  # shown, literally
+    classes = next(line for line in card.splitlines() if line.startswith("| classes |"))
+    cells = [cell for cell in re.split(r"(?<!\\)\|", classes)][1:-1]
+    assert len(cells) == 2  # one row, two cells: no name split the table
+    assert "a dataset (evil|set<script>alert(1)</script>), split tr|ain <b>x</b>." in text.replace("local ", "")
+
+
+def test_published_files_carry_no_local_paths(tmp_path):
+    from ddpm_hub.hub import files_to_upload, stage
+
+    run, data = tmp_path / "runs" / "digits", tmp_path / "my data" / "photos"
+    data.mkdir(parents=True)
+    build_pipeline("ddpm-tiny-8").save_pretrained(run)
+    options = {
+        "output_dir": str(run),
+        "train_data_dir": str(data),
+        "cache_dir": str(tmp_path / "cache"),
+        "pipeline": str(tmp_path / "pipelines" / "ddpm-tiny-8"),
+        "resume_from_checkpoint": str(run / "checkpoints" / "checkpoint-30"),
+        "logging_dir": "logs",
+        "seed": 0,
+    }
+    (run / "training_options.json").write_text(json.dumps(options))
+    skipped = [["cat/broken.png", f"cannot identify image file '{data}/cat/broken.png'"]]
+    summary = {"steps": 3, "pipeline": options["pipeline"], "dataset": {"source": str(data), "skipped": skipped}}
+    (run / "training_summary.json").write_text(json.dumps(summary))
+    (run / METRICS_FILE).write_text(json.dumps({"fid": {"value": 3.0, "dataset": str(data), "method": "m"}}))
+    (run / "sweep.md").write_text(
+        f"| a |\n| --- |\n| 1 |\n\nProduced by `ddpm-hub eval {run} --train_data_dir {data}`.\n"
+    )
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    stage(run, files_to_upload(run), staging, "alice/digits")
+    published = {
+        path.relative_to(staging).as_posix(): path.read_bytes() for path in staging.rglob("*") if path.is_file()
+    }
+    leaks = [name for name, content in published.items() if str(tmp_path).encode() in content]
+    assert not leaks
+    staged = json.loads(published["training_options.json"])
+    assert staged["output_dir"] == "." and staged["train_data_dir"] == "photos" and staged["cache_dir"] == "cache"
+    assert staged["pipeline"] == "ddpm-tiny-8" and staged["resume_from_checkpoint"] == "checkpoints/checkpoint-30"
+    assert staged["logging_dir"] == "logs" and staged["seed"] == 0
+    record = json.loads(published["training_summary.json"])
+    assert record["dataset"]["skipped"] == [["cat/broken.png", "cannot identify image file 'photos/cat/broken.png'"]]
+    assert b"Produced by `ddpm-hub eval . --train_data_dir photos`" in published["sweep.md"]
+    assert b"a local image folder (`photos`)" in published["README.md"]
