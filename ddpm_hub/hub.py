@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from huggingface_hub import HfApi, constants, get_token
-from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled, RepositoryNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
 from . import hub_errors, loading
@@ -65,6 +65,7 @@ from .run_folder import (
     TrainingSummary,
     read_json,
 )
+from .version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +141,7 @@ def publish(
     if not is_main_process():
         logger.info("Process %s is not the main process: publishing is left to rank 0.", os.environ.get("RANK"))
         return None
+    check_repo_id(repo_id)
     folder = Path(output_dir)
     files = files_to_upload(folder)
     with deadline(PUBLISH_TIMEOUT):
@@ -186,11 +188,38 @@ def check_can_publish(repo_id: str, private: bool = False, token: str | None = N
 
 def _check_access(repo_id: str, private: bool, token: str | None):
     """(api, namespace/name, the existing repo's info or None)."""
-    if "/" in repo_id:
-        validate_repo_id(repo_id)
+    check_repo_id(repo_id)
     api = HfApi(token=resolve_token(token))
     repo_id = check_write_access(api, repo_id)
     return api, repo_id, _existing_repo(api, repo_id, private)
+
+
+MAX_NAME_LENGTH = 96  # the Hub's limit on a repo name (and on a namespace)
+
+
+def check_repo_id(repo_id: str) -> str:
+    """
+    `repo_id` is `NAME` or `NAMESPACE/NAME` as the Hub accepts them (huggingface_hub's `validate_repo_id`, plus the
+    Hub's length limit), checked before anything is read or sent; otherwise a UsageError naming it and what is
+    accepted. Returns it.
+    """
+    problem = None
+    if not isinstance(repo_id, str) or not repo_id:
+        problem = "it is empty"
+    else:
+        try:
+            validate_repo_id(repo_id)
+        except HFValidationError as error:
+            problem = str(error).split(":")[0].rstrip(".")
+        if problem is None and any(len(part) > MAX_NAME_LENGTH for part in repo_id.split("/")):
+            problem = f"a name is longer than {MAX_NAME_LENGTH} characters"
+    if problem:
+        raise UsageError(
+            f"The repo id {repo_id!r} is not one the Hub accepts ({problem}). Accepted: NAME or NAMESPACE/NAME, each "
+            "made of letters, digits, '-', '_' and '.', not starting or ending with '-' or '.', without '--' or '..', "
+            f"at most {MAX_NAME_LENGTH} characters, e.g. alice/ddpm-digits-16. Nothing was published."
+        )
+    return repo_id
 
 
 def is_main_process() -> bool:
@@ -325,8 +354,7 @@ def check_write_access(api: HfApi, repo_id: str) -> str:
     namespaces = [user, *(org.get("name") for org in whoami.get("orgs", []))]
     role = whoami.get("auth", {}).get("accessToken", {}).get("role")
     if "/" not in repo_id:
-        repo_id = f"{user}/{repo_id}"
-        validate_repo_id(repo_id)
+        repo_id = check_repo_id(f"{user}/{repo_id}")
     if role is not None and role not in WRITE_ROLES:
         raise PublishError(
             f"The token of {user} is a {role} token: publishing {repo_id} needs a write token. Create one at "
@@ -392,15 +420,39 @@ def stage(
             target.write_text(paths.text((folder / path).read_text(encoding="utf-8")), encoding="utf-8")
         else:
             shutil.copyfile(folder / path, target)
-    for path, source in code_files(folder, read_model_index(folder)).items():
+    code = code_files(folder, read_model_index(folder))
+    for path, source in code.items():
         target = staging / path
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
+    warn_about_local_code(folder, code)
     local_dataset = is_local_path(options.get("dataset_name"))  # staged as its name only: say it is not a Hub one
     card = render_model_card(
         staging, repo_id, revision=revision, license=license, private=private, local_dataset=local_dataset
     )
     card.save(staging / CARD_FILE)
+
+
+def warn_about_local_code(folder: Path, code: dict[str, Path]) -> list[str]:
+    """
+    The code files of `folder` that are not published as they are, named in one warning: copies that differ from the
+    installed package's (edited, or of another release: the installed ones go up instead) and code files that are
+    no shipped file of ddpm_hub (never published). Returns their paths.
+    """
+    local = sorted(p.relative_to(folder).as_posix() for p in [*folder.glob("*.py"), *folder.glob("*/*.py")])
+    differing = [path for path in local if path in code and (folder / path).read_bytes() != code[path].read_bytes()]
+    foreign = [path for path in local if path not in code]
+    if differing or foreign:
+        parts = [f"differ from ddpm_hub {__version__}'s: {', '.join(differing)}"] if differing else []
+        parts += [f"are not files of ddpm_hub: {', '.join(foreign)}"] if foreign else []
+        logger.warning(
+            "Code files in %s that are not published: they %s. What goes up is the code of the installed ddpm_hub "
+            "%s, so that a repo loaded with trust_remote_code=True runs a released ddpm_hub.",
+            folder,
+            "; they ".join(parts),
+            __version__,
+        )
+    return differing + foreign
 
 
 def scrub_secrets(value):

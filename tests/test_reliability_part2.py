@@ -568,3 +568,50 @@ def test_published_files_carry_no_local_paths(tmp_path):
     assert record["dataset"]["skipped"] == [["cat/broken.png", "cannot identify image file 'photos/cat/broken.png'"]]
     assert b"Produced by `ddpm-hub eval . --train_data_dir photos`" in published["sweep.md"]
     assert b"a local image folder (`photos`)" in published["README.md"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 5. The code published is the installed package's; push refuses a repo id the Hub would refuse
+
+
+def test_a_tampered_code_file_is_never_published_and_is_named(tmp_path, hub_server, hub_cache, caplog):
+    import logging
+    from pathlib import Path
+
+    from huggingface_hub import hf_hub_download
+
+    import ddpm_hub
+    from ddpm_hub.hub import publish
+
+    folder = tmp_path / "model"
+    build_pipeline("ddpm-tiny-8").save_pretrained(folder)
+    pipeline_file, scheduler_file = folder / "pipeline_ddpm_hub.py", folder / "scheduler" / "scheduling_ddpm_hub.py"
+    pipeline_file.write_text(pipeline_file.read_text() + "\nimport os\nos.system('echo pwned')\n")
+    scheduler_file.write_text("raise SystemExit('tampered')\n")
+    (folder / "helper_of_mine.py").write_text("x = 1\n")
+    repo_id = f"alice/tampered-{tmp_path.name[-8:]}"
+    with caplog.at_level(logging.WARNING, logger="ddpm_hub.hub"):
+        publish(folder, repo_id, token="hf_alice_write")
+    installed = Path(ddpm_hub.__file__).parent
+    for name, source in (("pipeline_ddpm_hub.py", "pipeline_ddpm_hub.py"), ("scheduler/scheduling_ddpm_hub.py", None)):
+        remote = Path(hf_hub_download(repo_id, name, cache_dir=hub_cache))
+        assert remote.read_bytes() == (installed / (source or "scheduling_ddpm_hub.py")).read_bytes()
+    warning = " ".join(record.getMessage() for record in caplog.records)
+    assert "differ from ddpm_hub" in warning and "pipeline_ddpm_hub.py, scheduler/scheduling_ddpm_hub.py" in warning
+    assert "are not files of ddpm_hub: helper_of_mine.py" in warning
+
+
+@pytest.mark.parametrize(
+    "repo_id", ["probe/bad name", "../../etc", "probe/x/y", "-probe/x", "probe/", "p" * 120, "probe/" + "x" * 100]
+)
+def test_push_refuses_an_invalid_repo_id_in_one_line_before_any_work(tmp_path, capsys, repo_id, monkeypatch):
+    import ddpm_hub.hub
+
+    folder = tmp_path / "model"
+    build_pipeline("ddpm-tiny-8").save_pretrained(folder)
+    monkeypatch.setenv("HF_TOKEN", "hf_alice_write")
+    monkeypatch.setattr(ddpm_hub.hub, "files_to_upload", lambda folder: pytest.fail("the folder was read"))
+    assert cli.main(["push", str(folder), f"--repo-id={repo_id}"]) == 2
+    message = error_of(capsys)
+    assert f"The repo id {repo_id!r} is not one the Hub accepts (" in message
+    assert "Accepted: NAME or NAMESPACE/NAME, each made of letters, digits" in message

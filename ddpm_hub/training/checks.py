@@ -88,6 +88,8 @@ def check_can_publish(o: TrainingOptions) -> None:
 
     try:
         hub.check_can_publish(hub_repo_id(o), private=o.hub.hub_private_repo)
+    except UsageError as error:  # the repo id (--hub_model_id, or the name of --output_dir)
+        raise UsageError(f"--push_to_hub (--hub_model_id): {error}") from None
     except hub.PublishError as error:
         raise UsageError(f"--push_to_hub: {error}") from error
 
