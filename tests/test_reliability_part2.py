@@ -615,3 +615,74 @@ def test_push_refuses_an_invalid_repo_id_in_one_line_before_any_work(tmp_path, c
     message = error_of(capsys)
     assert f"The repo id {repo_id!r} is not one the Hub accepts (" in message
     assert "Accepted: NAME or NAMESPACE/NAME, each made of letters, digits" in message
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 6. Resume: the checkpoint records its model; another one is named, and the checkpoint is never called damaged
+
+
+def test_record_differences_name_each_changed_value_and_the_option_that_sets_it():
+    from ddpm_hub.training.checkpoint_folders import TrainingState, record_differences
+
+    saved = {
+        "unet": {"in_channels": 3, "num_class_embeds": 11, "sample_size": 8, "block_out_channels": [32, 64]},
+        "scheduler": {"prediction_type": "epsilon", "beta_schedule": "linear", "num_train_timesteps": 1000},
+        "conditioning": {"id2label": {"0": "cat"}, "null_class_label": 10},
+        "objective": {"snr_gamma": None},
+    }
+    same = {
+        **saved,
+        "unet": {**saved["unet"], "block_out_channels": (32, 64)},
+        "conditioning": {"id2label": {0: "cat"}},
+    }
+    assert record_differences(saved, same) == []  # tuples and int keys are what JSON made of them
+    other = {
+        "unet": {**saved["unet"], "num_class_embeds": None, "new_field_of_a_newer_diffusers": 1},
+        "scheduler": {**saved["scheduler"], "prediction_type": "v_prediction", "beta_schedule": "cosine"},
+        "objective": {"snr_gamma": 5.0},
+    }
+    assert record_differences(saved, other) == [
+        "objective.snr_gamma: None in the checkpoint, 5.0 in this run (--snr_gamma)",
+        "scheduler.beta_schedule: 'linear' in the checkpoint, 'cosine' in this run (--ddpm_beta_schedule)",
+        "scheduler.prediction_type: 'epsilon' in the checkpoint, 'v_prediction' in this run (--prediction_type)",
+        "unet.num_class_embeds: 11 in the checkpoint, None in this run (--pipeline)",
+    ]
+    state = TrainingState(4, 4, 0, 4, 0, 4, 1, 64, None, saved)
+    assert state.model == saved
+
+
+@pytest.mark.slow
+def test_resuming_with_another_model_or_objective_names_what_differs_and_keeps_the_checkpoint(tmp_path):
+    from helpers import TINY, check_ok, conditional_config, run_script
+
+    out = tmp_path / "run"
+    common = [*TINY, "--output_dir", str(out), "--max_train_steps", "2", "--checkpointing_steps", "2"]
+    check_ok(run_script(common))
+    checkpoint = out / "checkpoints" / "checkpoint-2"
+    state = json.loads((checkpoint / "training_state.json").read_text())
+    assert state["model"]["scheduler"]["prediction_type"] == "epsilon" and state["model"]["unet"]["in_channels"] == 3
+    resume = [
+        *common[:-4],
+        "--max_train_steps",
+        "4",
+        "--checkpointing_steps",
+        "2",
+        "--resume_from_checkpoint",
+        "latest",
+    ]
+    beta = "scheduler.beta_schedule: 'linear' in the checkpoint, 'squaredcos_cap_v2' in this run"
+    cases = {
+        ("--prediction_type", "v_prediction"): "scheduler.prediction_type: 'epsilon' in the checkpoint, "
+        "'v_prediction' in this run (--prediction_type)",
+        ("--ddpm_beta_schedule", "cosine"): f"{beta} (--ddpm_beta_schedule)",
+        ("--pipeline", str(conditional_config(tmp_path))): "unet.num_class_embeds: None in the checkpoint, 11 in this",
+    }  # fmt: skip
+    for extra, message in cases.items():
+        result = run_script([*resume, *extra])
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert message in result.stderr and "The checkpoint is intact" in result.stderr
+        assert "damaged" not in result.stderr and "delete" not in result.stderr
+    assert (checkpoint / "model.safetensors").is_file() and state == json.loads(
+        (checkpoint / "training_state.json").read_text()
+    )
+    check_ok(run_script(resume))  # the same options resume
