@@ -78,12 +78,18 @@ class ClassCondition(shipped.ClassCondition):
         return decoded.labels
 
     def check_stream(self, stream, source: str, pipeline: str) -> None:
-        """A streamed dataset: a label column, with no more class names than the model has room for."""
+        """
+        A streamed dataset: a label column, with no more class names than the model has room for. Its rows are
+        checked as they come (`ImageStream.check_label`): a label outside the classes (the names', else the model's
+        room below the null label) is skipped and counted like a bad image, never reaching the class embedding.
+        """
         names = stream.label_names
         if stream.label_column is None:
             self.check_labels(None, source, pipeline)
         elif names is not None:
             self.check_labels(torch.arange(len(names)), source, pipeline)
+        room = self.null_id(self.num_class_embeds)
+        stream.num_labels = min(stream.num_labels, room) if stream.num_labels is not None else room
 
     def check_labels(self, labels: torch.Tensor | None, source: str, pipeline: str) -> None:
         """A class-conditional UNet needs a label per image, every one below its null label."""

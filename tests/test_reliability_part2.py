@@ -686,3 +686,73 @@ def test_resuming_with_another_model_or_objective_names_what_differs_and_keeps_t
         (checkpoint / "training_state.json").read_text()
     )
     check_ok(run_script(resume))  # the same options resume
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 1. A streamed label outside the classes is skipped and counted, never reaches the class embedding
+
+
+def labelled_shards(folder, labels: list, names: list[str] | None = None):
+    """One parquet shard of 8x8 images (red = the row's number) with `labels` (a ClassLabel column with `names`)."""
+    import io
+
+    import datasets
+    from PIL import Image
+
+    def png(value: int) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8), (value * 10, 0, 0)).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    label = datasets.ClassLabel(names=names) if names else datasets.Value("int64")
+    features = datasets.Features({"image": datasets.Image(), "label": label})
+    rows = {"image": [{"bytes": png(i), "path": f"row{i}.png"} for i in range(len(labels))], "label": labels}
+    folder.mkdir(parents=True)
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(folder / "train-00000-of-00001.parquet"))
+    return folder
+
+
+def test_a_streamed_label_outside_the_classes_is_skipped_and_counted(tmp_path):
+    from dataclasses import replace
+
+    from ddpm_hub.conditioning import Conditioning
+    from ddpm_hub.data import DataOptions
+    from ddpm_hub.data.streaming import open_stream
+
+    cases = {
+        "named": (labelled_shards(tmp_path / "named", [0, 1, -1, 1, 0, 1], ["even", "odd"]), [2], "(0..1)"),
+        "unnamed": (labelled_shards(tmp_path / "unnamed", [0, 57, 3, -1, 9, 10]), [1, 3, 5], "(0..9)"),
+    }
+    conditioning = Conditioning.of({"num_class_embeds": 11})  # 10 classes and the null label 10
+    for name, (folder, bad_rows, classes) in cases.items():
+        column = None if name == "named" else "label"  # an integer column is a label column when named so
+        data = DataOptions(dataset_name=str(folder), streaming=True, resolution=8, cache_dir=str(tmp_path / "hf"))
+        stream = open_stream(replace(data, class_column=column), channels=3)
+        conditioning.check_stream(stream, str(folder), "tiny-cond")
+        read = []
+        for pixels, label in stream:
+            if stream.epoch == 1:
+                break
+            read.append((int(pixels[0, 0, 0]) // 10, label))
+        assert [row for row, _ in read] == [row for row in range(6) if row not in bad_rows], name
+        assert all(0 <= label <= 9 for _, label in read)
+        assert stream.skipped == len(bad_rows)
+        reasons = [reason for _, reason in stream.skipped_examples]
+        assert all(f"in column 'label' is not one of the classes {classes}" in reason for reason in reasons)
+        assert stream.skipped_examples[0][0] == f"epoch 0 (row{bad_rows[0]}.png)"
+
+
+@pytest.mark.slow
+def test_streaming_training_skips_a_row_labelled_minus_one_instead_of_crashing(tmp_path):
+    from helpers import TINY, check_ok, conditional_config, run_script, summary
+
+    shards = labelled_shards(tmp_path / "shards", [0, 1, -1, 1, 0, 1, 0, 1, 0, 1], ["even", "odd"])
+    tiny = [arg for arg, before in zip(TINY, [None, *TINY]) if "--max_train_samples" not in (arg, before)]
+    out = tmp_path / "run"
+    args = [*tiny, "--pipeline", str(conditional_config(tmp_path)), "--dataset_name", str(shards), "--streaming"]
+    args += ["--max_train_steps", "3", "--output_dir", str(out), "--cache_dir", str(tmp_path / "hf")]
+    result = run_script(args)
+    check_ok(result)
+    assert "IndexError" not in result.stderr and "Skipped a streamed example" in result.stderr
+    record = summary(out)["dataset"]
+    assert record["num_skipped"] >= 1 and "label -1 in column 'label' is not one of the classes" in str(record)
