@@ -756,3 +756,99 @@ def test_streaming_training_skips_a_row_labelled_minus_one_instead_of_crashing(t
     assert "IndexError" not in result.stderr and "Skipped a streamed example" in result.stderr
     record = summary(out)["dataset"]
     assert record["num_skipped"] >= 1 and "label -1 in column 'label' is not one of the classes" in str(record)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 9. The decoded cache: what it checks cheaply, what it reads without write access, what it checks on demand
+
+
+def two_class_folder(root):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def cached(folder, cache):
+    from ddpm_hub.data import DataOptions
+
+    return DataOptions(train_data_dir=str(folder), cache_dir=str(cache), resolution=8).load(channels=3)
+
+
+def test_a_hand_edited_manifest_or_labels_file_is_not_trusted(tmp_path, caplog):
+    import logging
+
+    folder, cache = two_class_folder(tmp_path / "pets"), tmp_path / "cache"
+    first = cached(folder, cache)
+    (built,) = (cache / "ddpm_hub_decoded").glob("pets-*")
+    manifest_path, labels_path = built / "manifest.json", built / "labels.npy"
+    manifest = json.loads(manifest_path.read_text())
+    assert first.label_names == ["cat", "dog"] and set(manifest["sha256"]) == {"images.u8", "labels.npy"}
+    edits = {
+        "class names": lambda m: {**m, "label_names": ["cat", "x`<img src=x onerror=alert(1)>`"]},
+        "shape": lambda m: {**m, "shape": [m["shape"][0], 1, 8, 24]},  # the same bytes, another shape
+        "labels": None,
+        "labels, no checksum recorded": lambda m: {k: v for k, v in m.items() if k != "sha256"},
+    }
+    reasons = {
+        "class names": "its class names ['cat', 'x`<img src=x onerror=alert(1)>`'] are not the source's "
+        "['cat', 'dog']",
+        "shape": "its shape [8, 1, 8, 24] is not of [N x 3 x 8 x 8] images",
+        "labels": "labels.npy is not the file the build wrote",
+        "labels, no checksum recorded": "labels.npy holds labels 0..57, not class ids 0..1",
+    }
+    for what, edit in edits.items():
+        manifest = json.loads(manifest_path.read_text())
+        if edit is not None:
+            manifest_path.write_text(json.dumps(edit(manifest)))
+        if what.startswith("labels"):
+            labels = np.load(labels_path)
+            labels[3] = 57
+            np.save(labels_path, labels)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="ddpm_hub.data.cache"):
+            again = cached(folder, cache)
+        assert f"The decoded cache {built} is not trusted: {reasons[what]}" in caplog.text, what
+        assert "It is rebuilt." in caplog.text
+        assert again.label_names == ["cat", "dog"] and again.images.shape == (8, 3, 8, 8)
+        assert again.labels.tolist() == first.labels.tolist() and torch.equal(again.images, first.images)
+
+
+def test_a_complete_cache_is_read_without_write_access_and_a_build_there_is_one_line(tmp_path, read_only):
+    import shutil
+
+    from ddpm_hub.data import DataOptions
+
+    folder, built_in = two_class_folder(tmp_path / "pets"), tmp_path / "cache"
+    first = cached(folder, built_in)
+    shipped = tmp_path / "shipped"  # the cache copied somewhere read-only, without its lock files
+    shutil.copytree(built_in, shipped, ignore=shutil.ignore_patterns(".*.lock"))
+    read_only(shipped / "ddpm_hub_decoded")
+    again = cached(folder, shipped)
+    assert torch.equal(again.images, first.images) and again.label_names == ["cat", "dog"]
+    other = DataOptions(train_data_dir=str(folder), cache_dir=str(shipped), resolution=(8, 4))
+    with pytest.raises(UsageError, match=r"ddpm_hub_decoded is not writable and holds no usable cache pets-8x4-"):
+        other.load(channels=3)
+
+
+def test_flipped_pixel_bytes_are_found_on_demand_not_at_every_open(tmp_path):
+    from ddpm_hub.data.cache import verify_cache
+
+    folder, cache = two_class_folder(tmp_path / "pets"), tmp_path / "cache"
+    before = cached(folder, cache).images.clone()  # a copy: the decoded images are a mapping of the file
+    (built,) = (cache / "ddpm_hub_decoded").glob("pets-*")
+    assert verify_cache(built) == []
+    with open(built / "images.u8", "r+b") as file:
+        file.seek(100)
+        byte = file.read(1)
+        file.seek(100)
+        file.write(bytes([byte[0] ^ 0xFF]))
+    recorded = json.loads((built / "manifest.json").read_text())["sha256"]["images.u8"]
+    expected = f"{built / 'images.u8'} does not match the sha256 recorded at build ({recorded[:12]}...)"
+    assert verify_cache(built) == [expected]
+    again = cached(folder, cache)  # opening reads no pixels: the documented decision
+    assert int((again.images != before).sum()) == 1
