@@ -10,6 +10,7 @@ The task pipelines `pipeline_ddpm_hub_inpaint.py` and `pipeline_ddpm_hub_img2img
 """
 
 import inspect
+import logging
 import warnings
 from collections.abc import Callable
 from typing import Any, Literal
@@ -29,6 +30,27 @@ OUTPUT_TYPES = ("pil", "np", "pt")
 # What a `callback_on_step_end` may ask to see (and replace) after each step.
 CALLBACK_TENSOR_INPUTS = ("image", "pred_original_sample")
 ClassLabels = int | str | list[int | str] | torch.Tensor | None
+
+
+class EmptyFloat32ListFilter(logging.Filter):
+    """
+    Drops diffusers' "There are modules in UNet2DModel that should be kept in float32: []": `ModelMixin.to(dtype)`
+    says it on every cast (`pipeline.to(torch.bfloat16)`, `from_pipe`) even when the list of modules is empty,
+    which no user can act on. A model that does keep modules in float32 still warns.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "should be kept in float32: []" not in record.getMessage()
+
+
+def _install_float32_filter() -> None:
+    """Once per process, whichever copy of this file is imported (ddpm_hub's, or the one diffusers loaded)."""
+    model_logger = logging.getLogger("diffusers.models.modeling_utils")
+    if not any(type(f).__name__ == EmptyFloat32ListFilter.__name__ for f in model_logger.filters):
+        model_logger.addFilter(EmptyFloat32ListFilter())
+
+
+_install_float32_filter()
 
 
 # Copied from ddpm_hub.scheduling_ddpm_hub.is_ddpm_family (tests/test_conditioning.py checks the copy)

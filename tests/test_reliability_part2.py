@@ -852,3 +852,42 @@ def test_flipped_pixel_bytes_are_found_on_demand_not_at_every_open(tmp_path):
     assert verify_cache(built) == [expected]
     again = cached(folder, cache)  # opening reads no pixels: the documented decision
     assert int((again.images != before).sum()) == 1
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Also: the noise of every run that a user cannot act on
+
+
+@pytest.fixture
+def diffusers_warnings():
+    """The messages diffusers' loggers emit at WARNING (they do not propagate to the root logger's capture)."""
+    import logging
+
+    from diffusers.utils import logging as diffusers_logging
+
+    messages = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    root = logging.getLogger("diffusers")
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_warning()
+    root.addHandler(handler)
+    yield messages
+    root.removeHandler(handler)
+    diffusers_logging.set_verbosity(verbosity)
+
+
+def test_loading_and_casting_say_nothing_a_user_cannot_act_on(tmp_path, diffusers_warnings):
+    from diffusers import DiffusionPipeline
+
+    conditional().save_pretrained(tmp_path / "model")
+    plain = DiffusionPipeline.from_pretrained(tmp_path / "model", trust_remote_code=True)
+    ours = DDPMHubPipeline.from_pretrained(tmp_path / "model")
+    assert plain.config.id2label == ours.config.id2label == {i: f"c{i}" for i in range(10)}
+    ours.to(torch.bfloat16)
+    plain.to("cpu", torch.float32)
+    DDPMHubInpaintPipeline.from_pipe(ours, torch_dtype=torch.float32)
+    assert not [m for m in diffusers_warnings if "Expected types for id2label" in m or "kept in float32" in m]
+    ours.unet._keep_in_fp32_modules = ["conv_in"]  # a model that does keep modules in float32 is still told
+    ours.to(torch.bfloat16)
+    assert any("should be kept in float32: ['conv_in']" in m for m in diffusers_warnings)
