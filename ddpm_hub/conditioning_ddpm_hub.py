@@ -168,6 +168,27 @@ class ClassCondition(ConditionKind):
         self.null_class_label = null_class_label
         self.labels = {name: i for i, name in self.id2label.items()}
         self.trained_classes = num_classes
+        self.check_settings()
+
+    def check_settings(self) -> None:
+        """The settings fit the class embedding (a hand-edited model_index.json would reach rows that do not exist)."""
+        embeds, null = self.num_class_embeds, self.null_class_label
+        room = embeds - 1 if null is not None else embeds  # the null label takes the last row
+        problems = []
+        if null is not None and not (isinstance(null, int) and 0 <= null < embeds):
+            problems.append(f"null_class_label={null!r} is not a row of the class embedding (0..{embeds - 1})")
+        count = self.trained_classes
+        if count is not None and not (isinstance(count, int) and not isinstance(count, bool) and 1 <= count <= room):
+            problems.append(f"num_classes={count!r} is not in 1..{room}")
+        if self.id2label and (max(self.id2label) >= room or min(self.id2label) < 0):
+            problems.append(
+                f"id2label names ids {min(self.id2label)}..{max(self.id2label)}, beyond the {room} classes"
+            )
+        if problems:
+            raise ValueError(
+                f"This model's class settings do not fit its UNet (num_class_embeds={embeds}): {'; '.join(problems)}. "
+                "Fix model_index.json (num_classes, id2label, null_class_label) or save the pipeline again."
+            )
 
     @classmethod
     def from_model(cls, unet_config, settings: dict, components: dict) -> "ClassCondition | None":

@@ -935,3 +935,18 @@ def test_every_python_snippet_of_the_readme_runs_as_written(tmp_path, monkeypatc
         exec(compile(small, f"README.md snippet {number}", "exec"), namespace)  # each on its own: self-contained
     assert len(namespace["completed"]) == 1 and namespace["cleaned"][0].size == (16, 16)
     assert len(namespace["sevens"]) == 2
+
+
+def test_class_settings_that_do_not_fit_the_embedding_are_refused_by_name(tmp_path):
+    conditional(num_classes=6).save_pretrained(tmp_path / "model")
+    index_path = tmp_path / "model" / "model_index.json"
+    index = json.loads(index_path.read_text())
+    for edit, message in (
+        ({"num_classes": 20}, r"num_classes=20 is not in 1..10"),
+        ({"null_class_label": 11}, r"null_class_label=11 is not a row of the class embedding \(0..10\)"),
+        ({"id2label": {str(i): f"c{i}" for i in range(12)}}, r"id2label names ids 0..11, beyond the 10 classes"),
+    ):
+        index_path.write_text(json.dumps({**index, **edit}))
+        pipeline = DDPMHubPipeline.from_pretrained(tmp_path / "model")
+        with pytest.raises(ValueError, match=message):  # before any UNet call reaches a row that does not exist
+            pipeline(class_labels=0, num_inference_steps=1)
