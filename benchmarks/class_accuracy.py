@@ -27,6 +27,7 @@ if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without 
 from ddpm_hub import DDPMHubPipeline
 from ddpm_hub.conditioning import ImageConditions
 from ddpm_hub.digit_classifier import class_balance, classify, load_digit_classifier
+from ddpm_hub.options import guidance_scale
 from ddpm_hub.run_folder import CLASS_ACCURACY_FILE
 from ddpm_hub.sampling import sample_images
 
@@ -41,7 +42,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="image i uses seed + i (default: %(default)s)")
     parser.add_argument("--output_dir", default=None, help="where the table goes (default: the model folder)")
     args = parser.parse_args(argv)
-    args.scales = [float(w) for w in args.guidance_scales.split(",")]
+    try:  # the pipelines' one range, checked before any sampling
+        args.scales = [guidance_scale(w) for w in args.guidance_scales.split(",")]
+    except argparse.ArgumentTypeError as error:
+        parser.error(f"--guidance_scales: {error}")
     if args.num_per_class < 1 or args.steps < 1 or args.batch_size < 1:
         parser.error("--num_per_class, --steps and --batch_size must be >= 1.")
     return args

@@ -11,6 +11,7 @@ forward process), inpaint (RePaint) and img2img (SDEdit). Each writes one PNG an
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +20,19 @@ from PIL import Image
 
 from .conditioning import ImageConditions
 from .configs import build_pipeline
-from .errors import InputNotFoundError, UsageError
+from .data.decode import SkipImage, open_file
+from .errors import InputNotFoundError, UsageError, writing
 from .export import export_samples
-from .options import int_at_least
+from .image_processing_ddpm_hub import SIXTEEN_BIT_MODES, convert_mode
+from .options import guidance_scale, int_at_least
 from .pictures import forward_strip, reverse_trajectory, strip, to_pil, to_pil_images
 from .pipeline import DDPMHubImg2ImgPipeline, DDPMHubInpaintPipeline, DDPMHubSuperResolutionPipeline
 from .resolver import load_pipeline
+from .run_folder import check_writable_folder
 from .sampling import SAMPLERS, image_generator, sample_images, with_sampler
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+GRAYSCALE_MODES = ("1", "L", "LA", "La", "F", *SIXTEEN_BIT_MODES)  # `ddpm-hub noise` keeps these one channel
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -60,7 +65,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, steps: int, num_images:
         "--negative_prompt", default=None, help="a text-to-image model: the null branch of guidance (default: '')"
     )
     parser.add_argument(
-        "--guidance_scale", type=float, default=1.0, help="classifier-free guidance w (1: none; default: 1)"
+        "--guidance_scale",
+        type=guidance_scale,
+        default=1.0,
+        help="classifier-free guidance w, in [0, 100] (1: none; 0: the null branch; default: 1)",
     )
     parser.add_argument("--scale", type=int_at_least(1), default=4, help="nearest-neighbour enlargement (default: 4)")
     parser.add_argument("--device", default=DEVICE, help=f"torch device (default: {DEVICE})")
@@ -87,7 +95,7 @@ def image_conditions(pipeline, args: argparse.Namespace) -> ImageConditions:
         conditions = pipeline.conditioning.cycle(args.num_images)
     else:
         items = [part.strip() for part in args.class_labels.split(",")]
-        values = [int(item) if item.lstrip("-").isdigit() else item for item in items]
+        values = [int(item) if re.fullmatch(r"-?[0-9]+", item) else item for item in items]  # else a name
         values = values * args.num_images if len(values) == 1 else values
         if len(values) != args.num_images:
             raise UsageError(
@@ -133,19 +141,34 @@ def conditioning(pipeline, args: argparse.Namespace) -> dict:
 
 
 def read_image(path: str, what: str) -> Image.Image:
+    """An image file as training reads one (`ddpm_hub.data.decode.open_file`: decoded fully, EXIF orientation)."""
     if not Path(path).is_file():
         raise InputNotFoundError(f"{what} {path!r} is not a file.")
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image
-    except Exception as error:  # noqa: BLE001 - PIL raises many types for a bad file
-        raise UsageError(f"{what} {path!r} cannot be read as an image ({type(error).__name__}: {error}).") from None
+        return open_file(path)
+    except SkipImage as reason:
+        raise UsageError(f"{what} {path!r} cannot be read as an image: {reason}.") from None
+
+
+def check_output(args: argparse.Namespace) -> None:
+    """--output, before any work: a file name PIL can write (by its extension) in a folder that can be written."""
+    output = Path(args.output)
+    extension = output.suffix.lower()
+    writable = sorted(ext for ext, kind in Image.registered_extensions().items() if kind in Image.SAVE)
+    if extension not in writable:
+        shown = ", ".join(ext for ext in (".png", ".jpg", ".webp", ".tif", ".bmp", ".gif") if ext in writable)
+        raise UsageError(
+            f"--output {args.output}: {extension or 'no extension'} is not an image format PIL writes; use {shown}."
+        )
+    if output.is_dir():
+        raise UsageError(f"--output {args.output} is a folder; give a file name such as {output / 'samples.png'}.")
+    check_writable_folder(output.parent, f"--output {args.output}: the folder")
 
 
 def save(picture: Image.Image, args: argparse.Namespace, **facts) -> int:
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    picture.save(args.output)
+    with writing(args.output, "--output"):
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        picture.save(args.output)
     print(json.dumps({"output": args.output, **facts}))
     return 0
 
@@ -202,6 +225,10 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
 def run_sample(args: argparse.Namespace) -> int:
     """A grid (a conditional model: a column per class when no labels are given), the reverse trajectory, or
     --output_dir: one file per image. Image i is `ddpm_hub.sampling`'s image i in all three."""
+    if args.output_dir is None:
+        check_output(args)
+    else:
+        check_writable_folder(Path(args.output_dir), "--output_dir")
     pipeline = with_sampler(load_model(args), args.sampler)
     pipeline.set_progress_bar_config(disable=args.output_dir is not None)
     conditions = image_conditions(pipeline, args)
@@ -345,13 +372,14 @@ def add_noise_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_noise(args: argparse.Namespace) -> int:
     """The forward process of one image: x_t ~ q(x_t | x_0) at each of --timesteps."""
+    check_output(args)
     try:
         timesteps = [int(t) for t in args.timesteps.split(",")]
     except ValueError:
         raise UsageError(f"--timesteps must be integers separated by commas, got {args.timesteps!r}.") from None
     scheduler = build_pipeline(args.pipeline, seed=None).scheduler
     image = read_image(args.image, "IMAGE")
-    image = image.convert("L" if image.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB")
+    image = convert_mode(image, 1 if image.mode in GRAYSCALE_MODES else 3)  # 16-bit, float, alpha: as training
     if args.size:
         image = image.resize((args.size, args.size), Image.Resampling.BILINEAR)
     pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1)
@@ -376,13 +404,14 @@ def add_inpaint_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_inpaint(args: argparse.Namespace) -> int:
     """A row: the input, the input with the region to generate greyed, then --num_images completions."""
+    check_output(args)
     pipeline = DDPMHubInpaintPipeline.from_pipe(load_model(args))
     image, mask = read_image(args.image, "IMAGE"), read_image(args.mask, "MASK")
     call = {"num_inference_steps": args.steps, "generator": generators(args), "jump_length": args.jump_length}
     call.update(conditioning(pipeline, args), jump_n_sample=args.jump_n_sample)
     with torch.no_grad():
         x_0 = pipeline.preprocess(image, pipeline.image_channels)
-        unknown = pipeline.preprocess(mask, 1, what="MASK") >= 0.5
+        unknown = pipeline.preprocess_mask(mask, what="MASK") == 1
     results = pipeline(image=[image] * args.num_images, mask_image=mask, **call).images
     shown = [to_pil(x_0 * 2 - 1)[0], to_pil(torch.where(unknown, torch.zeros_like(x_0), x_0 * 2 - 1))[0]]
     return save(strip([shown + list(results)], args.scale), args, num_images=args.num_images, steps=args.steps)
@@ -397,6 +426,7 @@ def add_img2img_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_img2img(args: argparse.Namespace) -> int:
     """A row: the input, then --num_images SDEdit results."""
+    check_output(args)
     if not 0 <= args.strength <= 1:
         raise UsageError(f"--strength must be in [0, 1], got {args.strength}.")
     pipeline = DDPMHubImg2ImgPipeline.from_pipe(load_model(args))

@@ -12,8 +12,8 @@ package does:
 - the pipeline settings it is saved with (`settings`), how sample grids are laid out (`grid`) and what the model
   card says of it (`card_facts`).
 
-A class-conditional model carries class ids; the rules "the classes are the ids below the null label" and "the null
-label is the last id" are `ClassCondition.num_classes` and `ClassCondition.null_id`, nowhere else.
+A class-conditional model carries class ids; the rules "a model takes the ids of the classes it was trained on" and
+"the null label is the last id" are `ClassCondition.num_classes` and `ClassCondition.null_id`, nowhere else.
 
 How a parameter travels: a class id is a column of the decoded dataset (or a field of a streamed row), sliced into
 each micro-batch by `ddpm_hub.training.batches`, dropped and turned into a `ConditionBatch` here, and passed
@@ -65,13 +65,17 @@ class ClassCondition(shipped.ClassCondition):
 
     def trained(self, data, options) -> "ClassCondition":
         """
-        The kind a run trains (`data`: the run's dataset, `options`: its `ConditioningOptions`): the dataset's class
-        names, and the null label when labels are dropped (`class_dropout_prob`).
+        The kind a run trains (`data`: the run's dataset, `options`: its `ConditioningOptions`): the dataset's classes
+        (their names, or `data.num_labels` unnamed integer labels: the largest id + 1; neither for a stream without
+        names, which may hold every id below the null label), and the null label when labels are dropped
+        (`class_dropout_prob`).
         """
         label_names = data.label_names
         id2label = dict(enumerate(label_names)) if label_names else None
+        num_classes = len(label_names) if label_names else getattr(data, "num_labels", None)
         dropout = options.class_dropout_prob
-        kind = type(self)(self.num_class_embeds, id2label, self.null_id(self.num_class_embeds) if dropout else None)
+        null = self.null_id(self.num_class_embeds) if dropout else None
+        kind = type(self)(self.num_class_embeds, id2label, null, num_classes)
         kind.dropout_prob = dropout
         return kind
 
@@ -84,12 +88,18 @@ class ClassCondition(shipped.ClassCondition):
         return decoded.labels
 
     def check_stream(self, stream, source: str, pipeline: str) -> None:
-        """A streamed dataset: a label column, with no more class names than the model has room for."""
+        """
+        A streamed dataset: a label column, with no more class names than the model has room for. Its rows are
+        checked as they come (`ImageStream.check_label`): a label outside the classes (the names', else the model's
+        room below the null label) is skipped and counted like a bad image, never reaching the class embedding.
+        """
         names = stream.label_names
         if stream.label_column is None:
             self.check_labels(None, source, pipeline)
         elif names is not None:
             self.check_labels(torch.arange(len(names)), source, pipeline)
+        room = self.null_id(self.num_class_embeds)
+        stream.num_labels = min(stream.num_labels, room) if stream.num_labels is not None else room
 
     def check_labels(self, labels: torch.Tensor | None, source: str, pipeline: str) -> None:
         """A class-conditional UNet needs a label per image, every one below its null label."""
@@ -135,7 +145,11 @@ class ClassCondition(shipped.ClassCondition):
 
     def settings(self) -> dict:
         """The pipeline settings saved in model_index.json (diffusers' DiTPipeline keeps id2label there too)."""
-        return {"id2label": self.id2label or None, "null_class_label": self.null_class_label}
+        return {
+            "id2label": self.id2label or None,
+            "null_class_label": self.null_class_label,
+            "num_classes": self.num_classes,
+        }
 
     def grid(self, num_images: int) -> ImageConditions:
         """One row per class, `num_images` shared out (at least one per class)."""

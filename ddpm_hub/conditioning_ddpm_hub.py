@@ -22,11 +22,30 @@ This file is shipped next to `pipeline_ddpm_hub.py` in every published repo (pla
 `trust_remote_code=True`), so it stays self-contained: torch and the standard library only.
 """
 
+import numbers
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+# The guidance scales w a pipeline accepts (classifier-free guidance, Ho & Salimans 2022): 0 is the null branch alone,
+# 1 the conditional model, w > 1 guided. Far above ~30 every image saturates (Imagen's sweeps stop at 30, with dynamic
+# thresholding), so 100 bounds the range well past any useful value; beyond it lie only overflow (1e308 is inf in
+# float32) and NaN. One range for every place a scale enters: the pipeline call here, the command lines and training.
+GUIDANCE_SCALE_RANGE = (0.0, 100.0)
+
+
+def check_guidance_scale(guidance_scale) -> float:
+    """`guidance_scale` as a float; a ValueError unless it is a finite real number in `GUIDANCE_SCALE_RANGE`."""
+    low, high = GUIDANCE_SCALE_RANGE
+    valid = isinstance(guidance_scale, numbers.Real) and not isinstance(guidance_scale, bool)
+    if not (valid and low <= float(guidance_scale) <= high):  # NaN fails both comparisons
+        raise ValueError(
+            f"guidance_scale must be a number in [{low:g}, {high:g}] (1: no guidance, 0: the null label alone, "
+            f"2-8: typical), got {guidance_scale!r}."
+        )
+    return float(guidance_scale)
 
 
 @dataclass
@@ -133,27 +152,60 @@ class ClassCondition(ConditionKind):
     A class label: `class_labels` (ids or names, one per image or one for all) reach the UNet's class embedding,
     `num_class_embeds` rows of which the last is the null label when the model was trained with label dropout.
 
-    The two rules of a class-conditional UNet live here: the classes are the ids below the null label, which is the
-    last id (`num_class_embeds - 1`); names come from `id2label`.
+    The rules of a class-conditional UNet live here: a model knows the classes it was trained on, `num_classes` of
+    them (a pipeline setting saved by training: the dataset's class names, or its count of unnamed integer labels),
+    and only their ids 0 .. num_classes - 1 are labels (rows of the embedding never trained are refused); names come
+    from `id2label`; the null label is the last id (`num_class_embeds - 1`), reached through guidance (no labels, or
+    guidance_scale=0), never as a label. A model saved without `num_classes` has the ids below the null label.
     """
 
     name = "class"
     call_arguments = ("class_labels",)
-    setting_names = ("id2label", "null_class_label")
+    setting_names = ("id2label", "null_class_label", "num_classes")
     guided = True
 
-    def __init__(self, num_class_embeds: int, id2label: dict | None = None, null_class_label: int | None = None):
+    def __init__(
+        self,
+        num_class_embeds: int,
+        id2label: dict | None = None,
+        null_class_label: int | None = None,
+        num_classes: int | None = None,
+    ):
         self.num_class_embeds = num_class_embeds
         self.id2label = {int(k): str(v) for k, v in (id2label or {}).items()}
         self.null_class_label = null_class_label
         self.labels = {name: i for i, name in self.id2label.items()}
+        self.trained_classes = num_classes
+        self.check_settings()
+
+    def check_settings(self) -> None:
+        """The settings fit the class embedding (a hand-edited model_index.json would reach rows that do not exist)."""
+        embeds, null = self.num_class_embeds, self.null_class_label
+        room = embeds - 1 if null is not None else embeds  # the null label takes the last row
+        problems = []
+        if null is not None and not (isinstance(null, int) and 0 <= null < embeds):
+            problems.append(f"null_class_label={null!r} is not a row of the class embedding (0..{embeds - 1})")
+        count = self.trained_classes
+        if count is not None and not (isinstance(count, int) and not isinstance(count, bool) and 1 <= count <= room):
+            problems.append(f"num_classes={count!r} is not in 1..{room}")
+        if self.id2label and (max(self.id2label) >= room or min(self.id2label) < 0):
+            problems.append(
+                f"id2label names ids {min(self.id2label)}..{max(self.id2label)}, beyond the {room} classes"
+            )
+        if problems:
+            raise ValueError(
+                f"This model's class settings do not fit its UNet (num_class_embeds={embeds}): {'; '.join(problems)}. "
+                "Fix model_index.json (num_classes, id2label, null_class_label) or save the pipeline again."
+            )
 
     @classmethod
     def from_model(cls, unet_config, settings: dict, components: dict) -> "ClassCondition | None":
         num_class_embeds = _config_value(unet_config, "num_class_embeds")
         if num_class_embeds is None:
             return None
-        return cls(num_class_embeds, settings.get("id2label"), settings.get("null_class_label"))
+        return cls(
+            num_class_embeds, settings.get("id2label"), settings.get("null_class_label"), settings.get("num_classes")
+        )
 
     @property
     def has_null(self) -> bool:
@@ -161,22 +213,37 @@ class ClassCondition(ConditionKind):
 
     @property
     def num_classes(self) -> int:
-        """The classes a label may name: the named ones, else every id below the null label (the last id)."""
-        return len(self.id2label) or self.num_class_embeds - 1
+        """The classes the model was trained on: the saved count, else its names, else every id below the null."""
+        return self.trained_classes or len(self.id2label) or self.num_class_embeds - 1
 
     @staticmethod
     def null_id(num_class_embeds: int) -> int:
         """The id label dropout trains as "no label": the last row of the class embedding."""
         return num_class_embeds - 1
 
+    def describe_classes(self) -> str:
+        """`the 6 classes this model was trained on (ids 0..5: cat, dog, ...)`, for messages."""
+        count = self.num_classes
+        names = [self.id2label[i] for i in sorted(self.id2label)]
+        shown = f": {', '.join(names[:12])}{', ...' if len(names) > 12 else ''}" if names else ""
+        return f"the {count} classes this model was trained on (ids 0..{count - 1}{shown})"
+
     def label_ids(self, labels) -> list[int]:
-        """Ids of labels given as ids, names, a list of them or a tensor; unknown names are refused."""
+        """Ids of labels given as ids, names, a list of them or an integer tensor; unknown names are refused."""
         if isinstance(labels, torch.Tensor):
+            if labels.is_floating_point() or labels.is_complex():
+                raise ValueError(f"class_labels as a tensor must hold integer ids, got dtype {labels.dtype}.")
             return labels.reshape(-1).long().tolist()
         items = labels if isinstance(labels, (list, tuple)) else [labels]
-        unknown = [item for item in items if isinstance(item, str) and item not in self.labels]
-        if unknown:
-            raise ValueError(f"Unknown label {unknown[0]!r}; this model's labels are: {', '.join(self.labels)}.")
+        for item in items:
+            if isinstance(item, str):
+                if item not in self.labels:
+                    named = f"its names are: {', '.join(self.labels)}" if self.labels else "it has no class names"
+                    raise ValueError(
+                        f"Unknown label {item!r}: this model takes ids or names of {self.describe_classes()}; {named}."
+                    )
+            elif not isinstance(item, numbers.Integral) or isinstance(item, bool):
+                raise ValueError(f"class labels are integer ids or class names, got {item!r}.")
         return [self.labels[item] if isinstance(item, str) else int(item) for item in items]
 
     def batch_size(self, inputs: dict) -> int | None:
@@ -195,6 +262,18 @@ class ClassCondition(ConditionKind):
                 "label dropout). Use guidance_scale=1."
             )
 
+    def check_ids(self, ids: list[int]) -> None:
+        """Every id is one of the classes the model was trained on (the null label is not a class)."""
+        bad = [i for i in ids if not 0 <= i < self.num_classes]
+        if not bad:
+            return
+        if self.null_class_label is not None and bad[0] == self.null_class_label:
+            raise ValueError(
+                f'class label {bad[0]} is the null label ("no label"), not a class: leave class_labels out to sample '
+                f"it, or use guidance_scale=0. Labels are ids or names of {self.describe_classes()}."
+            )
+        raise ValueError(f"class labels must be ids or names of {self.describe_classes()}, got {bad[0]}.")
+
     def prepare(self, inputs: dict, batch_size: int, device) -> ConditionBatch:
         labels = inputs.get("class_labels")
         if labels is None:  # no label given: the "no label" class
@@ -204,9 +283,7 @@ class ClassCondition(ConditionKind):
             ids = ids * batch_size
         if len(ids) != batch_size:
             raise ValueError(f"Got {len(ids)} class labels for batch_size={batch_size}; pass one per image, or one.")
-        limit = self.num_class_embeds
-        if not all(0 <= i < limit for i in ids):
-            raise ValueError(f"class labels must be ids in 0..{limit - 1} (num_class_embeds={limit}), got {ids}.")
+        self.check_ids(ids)
         return ConditionBatch({"class_labels": torch.tensor(ids, device=device)})
 
     def null(self, inputs: dict, batch_size: int, device) -> ConditionBatch:
@@ -532,8 +609,10 @@ class Conditioning:
         """
         The call's conditioning arguments (`inputs`, by name) as what the UNet is called with, and the batch size
         (given, or the one the inputs describe, else 1). The null branch is made only when guidance needs it
-        (guidance_scale != 1). Arguments of a kind the model does not take are refused.
+        (guidance_scale != 1). Arguments of a kind the model does not take, and a guidance scale out of
+        `GUIDANCE_SCALE_RANGE`, are refused.
         """
+        guidance_scale = check_guidance_scale(guidance_scale)
         given = sorted(name for name, value in inputs.items() if value is not None and name not in self.call_arguments)
         if given:
             raise ValueError(f"{', '.join(given)} given, but {self.describe()}.")

@@ -4,6 +4,7 @@ A folder holds `model_index.json`, `unet/config.json` and `scheduler/scheduler_c
 into a freshly initialised pipeline. Which name means which folder, repo or configuration: `ddpm_hub.resolver`.
 """
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -107,3 +108,12 @@ UNET_KEYS = ("sample_size", "in_channels", "out_channels", "block_out_channels")
 
 def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def weights_checksum(module: torch.nn.Module) -> str:
+    """sha256 of every tensor of the state dict, in key order: equal iff the weights are bit-identical."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

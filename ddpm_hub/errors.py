@@ -30,6 +30,25 @@ class InputNotFoundError(DDPMHubError, FileNotFoundError):
     exit_code = 2
 
 
+class OutputError(DDPMHubError, OSError):
+    """A file could not be written after the work was done (a folder made read-only, a full disk): what was written
+    before is kept, and the message says so."""
+
+
+@contextlib.contextmanager
+def writing(path, what: str = "", kept: str = ""):
+    """Around a write of `path`: an OSError becomes an `OutputError` naming the file, the cause and what is kept."""
+    try:
+        yield
+    except OSError as error:
+        if isinstance(error, DDPMHubError):
+            raise
+        described = f" ({what})" if what else ""
+        raise OutputError(
+            f"could not write {path}{described}: {error.strerror or error}.{(' ' + kept) if kept else ''}"
+        ) from error
+
+
 @contextlib.contextmanager
 def exit_on_error(program: str):
     """At a command-line boundary: a `DDPMHubError` becomes `program: error: message` and its exit status."""

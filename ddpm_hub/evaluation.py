@@ -13,7 +13,6 @@ with what is there), `bpd.json` + `bits_per_timestep.png`, `fid.json`, `sweep.md
 
 import argparse
 import json
-import math
 import os
 import platform
 import shlex
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 
 from .data import DataOptions
-from .errors import UsageError
+from .errors import UsageError, writing
 from .metrics import (
     FEATURE_KINDS,
     FeatureExtractor,
@@ -38,9 +37,20 @@ from .metrics import (
     reference_split,
     sample_quality,
 )
-from .options import add_arguments, check_ranges, from_namespace, int_at_least
+from .options import add_arguments, check_ranges, from_namespace, guidance_scale, int_at_least
+from .public import code_span, escape_markdown
 from .resolver import load_pipeline
-from .run_folder import BPD_FILE, FID_FILE, SWEEP_FILE, SWEEP_JSON_FILE, is_trained_folder, update_metrics
+from .run_folder import (
+    BPD_FILE,
+    FID_FILE,
+    METRICS_FILE,
+    SWEEP_FILE,
+    SWEEP_JSON_FILE,
+    check_finite,
+    check_writable_folder,
+    is_trained_folder,
+    update_metrics,
+)
 from .sampling import SAMPLERS, Sampler, sample_batches, with_sampler
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -173,16 +183,16 @@ def sweep_markdown(rows: list[dict], settings: dict) -> str:
     if settings.get("batch_size"):
         setup += f", batch size {settings['batch_size']}"
     against = (
-        f"a seeded half of {settings['dataset']} ({settings['num_reference']} images; the other half gives the floor)"
+        f"a seeded half of {escape_markdown(settings['dataset'])} ({settings['num_reference']} images; the other half "
+        "gives the floor)"
         if floor
-        else f"{settings['num_reference']} images of {settings['dataset']}"
+        else f"{settings['num_reference']} images of {escape_markdown(settings['dataset'])}"
     )
     lines += [
         "",
         f"{rows[0].get('num_generated', settings['num_images'])} generated images per sampler against {against}; "
-        f"features: "
-        f"{settings['features']}; {setup}. Distances of small sets are biased upwards: compare with the floor and "
-        "the rows of one table, not with numbers from other papers."
+        f"features: {settings['features']}; {setup}. Distances of small sets are biased upwards: compare with the "
+        "floor and the rows of one table, not with numbers from other papers."
         + (
             " Classes (TV): how far the classes the digit classifier reads in the samples are from uniform."
             if balance
@@ -190,12 +200,14 @@ def sweep_markdown(rows: list[dict], settings: dict) -> str:
         ),
     ]
     if settings.get("command"):
-        lines += ["", f"Produced by `{settings['command']}`."]
+        lines += ["", f"Produced by {code_span(settings['command'])}."]
     return "\n".join(lines) + "\n"
 
 
 def write_sweep(rows: list[dict], settings: dict, output_dir: str | os.PathLike) -> dict:
     """`sweep.md` and `sweep.json` in `output_dir`; returns their paths."""
+    for row in rows:
+        check_finite(row, f"the sweep's row {row.get('label', row.get('sampler'))!r}")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     markdown, data = output_dir / SWEEP_FILE, output_dir / SWEEP_JSON_FILE
@@ -249,7 +261,10 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         "own digit classifier, offline); auto: digits for builtin:digits, else inception",
     )
     options.add_argument(
-        "--guidance_scale", type=float, default=1.0, help="a class-conditional model: guidance of the samples"
+        "--guidance_scale",
+        type=guidance_scale,
+        default=1.0,
+        help="a class-conditional model: classifier-free guidance of the samples, in [0, 100] (default: 1)",
     )
     options.add_argument(
         "--reference_split",
@@ -283,6 +298,8 @@ def run_eval(args: argparse.Namespace) -> int:
     check_ranges(data)
     data.check()
     samplers = [Sampler.parse(s) for s in args.samplers.split(",")] if args.sweep else []
+    output_dir = Path(args.output_dir) if args.output_dir else _default_output_dir(args.model)
+    check_writable_folder(output_dir, "--output_dir")  # before the work, not after it
     features = None
     if args.fid or args.sweep:  # before any slow work: offline without the Inception weights fails here
         features = features_for(args.features, data.resolved().dataset_name, args.inception_weights, args.device)
@@ -292,13 +309,13 @@ def run_eval(args: argparse.Namespace) -> int:
     captions = pipeline.conditioning.prompts is not None  # a text model is measured on the dataset's captions
     decoded = data.load(channels=pipeline.image_channels, captions=captions)
     images = decoded.images
-    output_dir = Path(args.output_dir) if args.output_dir else _default_output_dir(args.model)
     report = {"model": args.model, "dataset": data.label(), "output_dir": str(output_dir)}
     if args.bpd:
         report["bpd"] = _eval_bpd(pipeline, decoded, data, args, output_dir)
     if features is not None:
         report.update(_eval_sample_quality(pipeline, images, features, samplers, data, args, output_dir))
-    report["metrics"] = str(update_metrics(output_dir, _metric_entries(report, data, args, features)))
+    with writing(output_dir / METRICS_FILE, "the metrics", kept="The other results written are kept."):
+        report["metrics"] = str(update_metrics(output_dir, _metric_entries(report, data, args, features)))
     print(json.dumps(report, indent=2))
     return 0
 
@@ -354,6 +371,7 @@ def _eval_sample_quality(pipeline, images: torch.Tensor, features, samplers, dat
     if args.fid:
         fid_sampler = [Sampler(args.sampler, args.steps)]
         (row,) = sampler_sweep(pipeline, reference, features.extract, args.num_images, fid_sampler, **options)
+        check_finite(row, f"--fid ({args.sampler}, {args.steps} steps)")
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / FID_FILE).write_text(json.dumps({"settings": settings, **row}, indent=2) + "\n")
         report["fid"] = {**row, "json": str(output_dir / FID_FILE)}
@@ -378,9 +396,8 @@ def _eval_bpd(pipeline, decoded, data: DataOptions, args: argparse.Namespace, ou
         progress=True,
         **pipeline.conditioning.dataset_inputs(decoded),
     )
+    check_finite(result.summary(), "--bpd: the bound")  # the model output has NaN or inf: nothing is written
     summary = write_likelihood_report(result, output_dir)
-    if not math.isfinite(summary["bits_per_dim"]):
-        raise UsageError(f"the bound is not finite ({summary['bits_per_dim']}); the model output has NaN or inf.")
     return {**summary, "json": str(output_dir / BPD_FILE)}
 
 

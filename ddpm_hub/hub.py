@@ -9,7 +9,8 @@ What goes up, in one commit: the pipeline (`model_index.json`, the `unet/` and `
 weights), the code files `model_index.json` names (they let plain diffusers load the repo with
 `trust_remote_code=True`), the model card `README.md` rendered from the top-level `model_card.md`, `samples.png`,
 `metrics.json`, `sweep.md`, `bits_per_timestep.png`, `training_options.json` (token-like values removed) and
-`training_summary.json`. Nothing else: never `checkpoints/`, `logs/`, optimizer states or pickles. Unchanged files
+`training_summary.json`, with every local path in them made relative to the folder or cut to its name
+(`ddpm_hub.public`). Nothing else: never `checkpoints/`, `logs/`, optimizer states or pickles. Unchanged files
 are not uploaded again, and a push with nothing changed makes no commit.
 
 The order makes failures harmless: the folder is checked, then the token (present, valid, allowed to write to the
@@ -38,7 +39,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from huggingface_hub import HfApi, constants, get_token
-from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled, RepositoryNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
 from . import hub_errors, loading
@@ -47,6 +48,7 @@ from .errors import exception_chain as chain
 from .hub_errors import TOKEN_ADVICE, brief, status_of
 from .loading import LIBRARY_COMPONENTS, components_of, read_model_index
 from .model_card import DEFAULT_LICENSE, render_model_card
+from .public import PublicPaths, is_local_path
 from .run_folder import (
     BPD_PLOT_FILE,
     CARD_FILE,
@@ -65,6 +67,7 @@ from .run_folder import (
     TrainingSummary,
     read_json,
 )
+from .version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +85,9 @@ RUN_FILES = (
     OPTIONS_FILE,
     SUMMARY_FILE,
 )
+# The run's records whose strings are published with local paths rewritten (JSON objects, and Markdown tables).
+RECORD_FILES = (OPTIONS_FILE, SUMMARY_FILE, METRICS_FILE)
+TEXT_FILES = (SWEEP_FILE, CLASS_ACCURACY_FILE)
 # In a component's folder: its configs, safetensors weights and a tokenizer's vocabulary; never pickles or code.
 COMPONENT_FILES = ("*.json", "*.safetensors", "*.txt", "*.model")
 # Seconds to wait before each retry of a transient failure; the client retries some requests itself as well.
@@ -139,6 +145,7 @@ def publish(
     if not is_main_process():
         logger.info("Process %s is not the main process: publishing is left to rank 0.", os.environ.get("RANK"))
         return None
+    check_repo_id(repo_id)
     folder = Path(output_dir)
     files = files_to_upload(folder)
     with deadline(PUBLISH_TIMEOUT):
@@ -185,11 +192,38 @@ def check_can_publish(repo_id: str, private: bool = False, token: str | None = N
 
 def _check_access(repo_id: str, private: bool, token: str | None):
     """(api, namespace/name, the existing repo's info or None)."""
-    if "/" in repo_id:
-        validate_repo_id(repo_id)
+    check_repo_id(repo_id)
     api = HfApi(token=resolve_token(token))
     repo_id = check_write_access(api, repo_id)
     return api, repo_id, _existing_repo(api, repo_id, private)
+
+
+MAX_NAME_LENGTH = 96  # the Hub's limit on a repo name (and on a namespace)
+
+
+def check_repo_id(repo_id: str) -> str:
+    """
+    `repo_id` is `NAME` or `NAMESPACE/NAME` as the Hub accepts them (huggingface_hub's `validate_repo_id`, plus the
+    Hub's length limit), checked before anything is read or sent; otherwise a UsageError naming it and what is
+    accepted. Returns it.
+    """
+    problem = None
+    if not isinstance(repo_id, str) or not repo_id:
+        problem = "it is empty"
+    else:
+        try:
+            validate_repo_id(repo_id)
+        except HFValidationError as error:
+            problem = str(error).split(":")[0].rstrip(".")
+        if problem is None and any(len(part) > MAX_NAME_LENGTH for part in repo_id.split("/")):
+            problem = f"a name is longer than {MAX_NAME_LENGTH} characters"
+    if problem:
+        raise UsageError(
+            f"The repo id {repo_id!r} is not one the Hub accepts ({problem}). Accepted: NAME or NAMESPACE/NAME, each "
+            "made of letters, digits, '-', '_' and '.', not starting or ending with '-' or '.', without '--' or '..', "
+            f"at most {MAX_NAME_LENGTH} characters, e.g. alice/ddpm-digits-16. Nothing was published."
+        )
+    return repo_id
 
 
 def is_main_process() -> bool:
@@ -324,8 +358,7 @@ def check_write_access(api: HfApi, repo_id: str) -> str:
     namespaces = [user, *(org.get("name") for org in whoami.get("orgs", []))]
     role = whoami.get("auth", {}).get("accessToken", {}).get("role")
     if "/" not in repo_id:
-        repo_id = f"{user}/{repo_id}"
-        validate_repo_id(repo_id)
+        repo_id = check_repo_id(f"{user}/{repo_id}")
     if role is not None and role not in WRITE_ROLES:
         raise PublishError(
             f"The token of {user} is a {role} token: publishing {repo_id} needs a write token. Create one at "
@@ -371,21 +404,59 @@ def stage(
     private: bool = False,
     license: str = DEFAULT_LICENSE,
 ) -> None:
-    """Copy `files` from `folder` to `staging` (the options scrubbed of secrets) and render README.md there."""
+    """
+    Copy `files` from `folder` to `staging` and render README.md there: the options scrubbed of secrets, and every
+    local path in the run's records (options, summary, metrics, the sweep and class-accuracy tables) made relative to
+    the run folder or cut to its name (`ddpm_hub.public.PublicPaths`), so that nothing published names this machine.
+    """
+    options = read_json(folder / OPTIONS_FILE, "the training options") or {}
+    summary = read_json(folder / SUMMARY_FILE, "a training summary") or {}
+    recorded = [*options.values(), summary.get("pipeline"), (summary.get("dataset") or {}).get("source")]
+    paths = PublicPaths(folder, [value for value in recorded if isinstance(value, str)])
     for path in files:
         target = staging / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        if path == OPTIONS_FILE:
-            options = scrub_secrets(read_json(folder / path))
-            target.write_text(json.dumps(options, indent=2) + "\n", encoding="utf-8")
+        if path in RECORD_FILES:
+            data = read_json(folder / path)
+            data = scrub_secrets(data) if path == OPTIONS_FILE else data
+            target.write_text(json.dumps(paths.json(data), indent=2) + "\n", encoding="utf-8")
+        elif path in TEXT_FILES:
+            target.write_text(paths.text((folder / path).read_text(encoding="utf-8")), encoding="utf-8")
         else:
             shutil.copyfile(folder / path, target)
-    for path, source in code_files(folder, read_model_index(folder)).items():
+    code = code_files(folder, read_model_index(folder))
+    for path, source in code.items():
         target = staging / path
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
-    card = render_model_card(staging, repo_id, revision=revision, license=license, private=private)
+    warn_about_local_code(folder, code)
+    local_dataset = is_local_path(options.get("dataset_name"))  # staged as its name only: say it is not a Hub one
+    card = render_model_card(
+        staging, repo_id, revision=revision, license=license, private=private, local_dataset=local_dataset
+    )
     card.save(staging / CARD_FILE)
+
+
+def warn_about_local_code(folder: Path, code: dict[str, Path]) -> list[str]:
+    """
+    The code files of `folder` that are not published as they are, named in one warning: copies that differ from the
+    installed package's (edited, or of another release: the installed ones go up instead) and code files that are
+    no shipped file of ddpm_hub (never published). Returns their paths.
+    """
+    local = sorted(p.relative_to(folder).as_posix() for p in [*folder.glob("*.py"), *folder.glob("*/*.py")])
+    differing = [path for path in local if path in code and (folder / path).read_bytes() != code[path].read_bytes()]
+    foreign = [path for path in local if path not in code]
+    if differing or foreign:
+        parts = [f"differ from ddpm_hub {__version__}'s: {', '.join(differing)}"] if differing else []
+        parts += [f"are not files of ddpm_hub: {', '.join(foreign)}"] if foreign else []
+        logger.warning(
+            "Code files in %s that are not published: they %s. What goes up is the code of the installed ddpm_hub "
+            "%s, so that a repo loaded with trust_remote_code=True runs a released ddpm_hub.",
+            folder,
+            "; they ".join(parts),
+            __version__,
+        )
+    return differing + foreign
 
 
 def scrub_secrets(value):

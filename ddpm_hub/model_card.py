@@ -8,7 +8,8 @@ count), `training_summary.json` and `training_options.json` (written by training
 `metrics.json`, `sweep.md` and `bits_per_timestep.png` (written by `ddpm-hub eval`). A file that is missing leaves
 its section out or says that nothing was measured; nothing is filled with a placeholder. The YAML metadata goes
 through huggingface_hub's `ModelCardData`, so the Hub reads it (library, tags, pipeline tag, dataset, license,
-`model-index` of the metrics).
+`model-index` of the metrics). Every user-supplied value the card shows (class names, dataset names and splits, paths,
+commands) is escaped for Markdown and HTML by `ddpm_hub.public` (`escape_markdown`, `code_span`), never inserted raw.
 """
 
 import math
@@ -20,6 +21,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .errors import InputNotFoundError
+from .public import code_span, escape_markdown, is_local_path
 from .resources import resource_path
 from .run_folder import (
     BPD_PLOT_FILE,
@@ -79,6 +81,7 @@ def render_model_card(
     license: str = DEFAULT_LICENSE,
     private: bool = False,
     template_path: str | os.PathLike | None = None,
+    local_dataset: bool | None = None,
 ) -> ModelCard:
     """
     The model card (`README.md`) of the pipeline in `output_dir`, to be published as `repo_id`.
@@ -90,9 +93,11 @@ def render_model_card(
         license: the license of the weights, a Hub license id.
         private: the repo is private (the card then says how to authenticate).
         template_path: another Jinja template (default: the top-level `model_card.md`).
+        local_dataset: whether the options' `dataset_name` is a local path (datasets.load_dataset of a folder), not a
+            Hub dataset; default: judged from the name. Publishing passes it, as it publishes only the path's name.
     """
     folder = Path(output_dir)
-    facts = collect_facts(folder)
+    facts = collect_facts(folder, local_dataset)
     tags = list(TAGS) + (CONDITIONAL_TAGS if facts["conditional"] else []) + (TEXT_TAGS if facts["text"] else [])
     if facts["text"]:
         tags.remove(PIPELINE_TAG)
@@ -129,8 +134,11 @@ def _tidy(text: str) -> str:
 # Facts read from the output folder
 
 
-def collect_facts(folder: Path) -> dict:
-    """Everything the template states, as plain values; a missing file gives `None` for its part."""
+def collect_facts(folder: Path, local_dataset: bool | None = None) -> dict:
+    """
+    Everything the template states, as plain values, user-supplied text escaped (`ddpm_hub.public`); a missing file
+    gives `None` for its part.
+    """
     record = TrainingSummary.read(folder)
     summary = asdict(record) if record is not None else {}
     options = read_json(folder / OPTIONS_FILE, "the training options") or {}
@@ -140,7 +148,7 @@ def collect_facts(folder: Path) -> dict:
         "samples": _samples_facts(folder, summary),
         "training": _training_rows(summary, options) or None,
         "objective": _objective(model, options),
-        "dataset": _dataset_facts(summary, options),
+        "dataset": _dataset_facts(summary, options, local_dataset),
         "metrics": _metric_rows(read_metrics(folder)),
         "sweep": _read_text(folder / SWEEP_FILE),
         "conditional": (conditional := _conditional_facts(folder, summary)),
@@ -152,7 +160,7 @@ def collect_facts(folder: Path) -> dict:
         "steps": summary.get("steps"),
         "epochs": summary.get("epochs"),
         "has_options": (folder / OPTIONS_FILE).is_file(),
-        "source_pipeline": options.get("pipeline") or summary.get("pipeline"),
+        "source_pipeline": _code(options.get("pipeline") or summary.get("pipeline")),
     }
 
 
@@ -219,7 +227,7 @@ def _conditional_facts(folder: Path, summary: dict) -> dict | None:
     facts = classes.card_facts()
     return {
         **facts,
-        "names": ", ".join(f"`{name}`" for name in facts["names"]) or None,
+        "names": ", ".join(code_span(name, in_table=True) for name in facts["names"]) or None,
         "guidance_scale": ((summary.get("samples") or {}).get("guidance_scale")),
         "guidance_plot": GUIDANCE_FILE if (folder / GUIDANCE_FILE).is_file() else None,
     }
@@ -285,18 +293,28 @@ def _objective(model: dict, options: dict) -> str | None:
     return f"{loss}; the UNet predicts {target or model['prediction_type']}"
 
 
-def _dataset_facts(summary: dict, options: dict) -> dict | None:
+def _code(value) -> str | None:
+    return code_span(value) if value not in (None, "") else None
+
+
+HUB_DATASET_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # what may be linked to https://huggingface.co/datasets/...
+
+
+def _dataset_facts(summary: dict, options: dict, local: bool | None = None) -> dict | None:
     recorded = summary.get("dataset") or {}
     source = options.get("dataset_name") or recorded.get("source")
     folder = options.get("train_data_dir")
+    split = f", split {code_span(options['dataset_split'])}" if options.get("dataset_split") else ""
+    local = is_local_path(source) if local is None else local
     if folder:
-        description, hub_id, label = f"a local image folder (`{Path(folder).name}`)", None, "imagefolder"
+        description, hub_id, label = f"a local image folder ({code_span(Path(folder).name)})", None, "imagefolder"
     elif source in BUILTIN_DATASETS:
         description, hub_id, label = BUILTIN_DATASETS[source], None, source
+    elif source and (local or not HUB_DATASET_ID.fullmatch(source)):
+        name = (Path(source).name if local else None) or source
+        description, hub_id, label = f"a local dataset ({code_span(name)}){split}", None, name
     elif source:
-        split = options.get("dataset_split")
-        description = f"the Hub dataset [`{source}`](https://huggingface.co/datasets/{source})"
-        description += f", split `{split}`" if split else ""
+        description = f"the Hub dataset [{code_span(source)}](https://huggingface.co/datasets/{source}){split}"
         hub_id, label = source, source
     else:
         return None
@@ -429,10 +447,12 @@ def _metric_rows(metrics: list[Metric]) -> list[dict] | None:
             "number": round(metric.value, 6),
             "spread": f"{metric.spread:.2g} ({metric.spread_kind})" if metric.spread is not None else None,
             "num_images": f"{metric.num_images:,}" if metric.num_images is not None else None,
-            "method": metric.method,
-            "dataset": metric.dataset,
-            "split": metric.split,
-            "command": metric.command,
+            "method": escape_markdown(metric.method) if metric.method else None,
+            "dataset": escape_markdown(metric.dataset) if metric.dataset else None,
+            "split": escape_markdown(metric.split) if metric.split else None,
+            "command": _code(metric.command),
+            "dataset_name": metric.dataset,  # raw, for the YAML metadata (`model-index`)
+            "split_name": metric.split,
         }
         for metric in metrics
     ]
@@ -443,7 +463,7 @@ def _eval_results(facts: dict) -> list[EvalResult]:
     """The `model-index` entries: the metrics with a dataset (their own, else the training data's)."""
     results = []
     for row in facts["metrics"] or []:
-        dataset = row["dataset"] or (facts["dataset"] or {}).get("label")
+        dataset = row["dataset_name"] or (facts["dataset"] or {}).get("label")
         if dataset is None:
             continue
         results.append(
@@ -452,7 +472,7 @@ def _eval_results(facts: dict) -> list[EvalResult]:
                 task_name="Unconditional image generation",
                 dataset_type=dataset,
                 dataset_name=dataset,
-                dataset_split=row["split"],
+                dataset_split=row["split_name"],
                 metric_type=row["key"],
                 metric_name=row["name"],
                 metric_value=row["number"],

@@ -109,6 +109,24 @@ def finite_float(text: str) -> float:
     return value
 
 
+def guidance_scale(value) -> float:
+    """
+    argparse type and config-file parser of a classifier-free guidance scale: a number in the range every pipeline
+    call accepts (`conditioning_ddpm_hub.GUIDANCE_SCALE_RANGE`, checked by the same function), so that a bad scale
+    fails when the options are read, before any model is loaded.
+    """
+    from .conditioning_ddpm_hub import check_guidance_scale
+
+    try:
+        number = float(value) if isinstance(value, str) else value
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    try:
+        return check_guidance_scale(number)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def int_at_least(minimum: int):
     """argparse type: an integer >= `minimum` (checked when parsing, before any work)."""
 

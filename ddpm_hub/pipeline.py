@@ -10,8 +10,6 @@ The task pipelines are `DDPMHubPipeline`s (subclasses: `isinstance`, the likelih
 three load from the same folders and repos, and `from_pipe` moves between them without copying weights.
 """
 
-import contextlib
-import logging
 import os
 import tempfile
 
@@ -21,21 +19,6 @@ from . import pipeline_ddpm_hub_img2img as shipped_img2img
 from . import pipeline_ddpm_hub_inpaint as shipped_inpaint
 from . import pipeline_ddpm_hub_superres as shipped_superres
 from .errors import UsageError
-
-
-@contextlib.contextmanager
-def quiet_cast_warning():
-    """
-    diffusers' `ModelMixin.to(dtype)` warns "There are modules in UNet2DModel that should be kept in float32: []" on
-    every cast, even when no module is to be kept (an empty list): nothing a user can act on.
-    """
-    model_logger = logging.getLogger("diffusers.models.modeling_utils")
-    level = model_logger.level
-    model_logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        model_logger.setLevel(level)
 
 
 class HubPipelineMixin:
@@ -66,12 +49,12 @@ class HubPipelineMixin:
         """
         diffusers' `from_pipe` (a pipeline of this class sharing `pipeline`'s components, some replaced by
         `kwargs`), keeping the components' dtype: diffusers casts every shared component to float32 by default, which
-        would change a bfloat16 pipeline in place, and says so each time.
+        would change a bfloat16 pipeline in place. (Its vacuous warning about float32 modules is filtered where the
+        shipped pipeline is defined.)
         """
         if "torch_dtype" not in kwargs:
             kwargs.setdefault("dtype", pipeline.unet.dtype)
-        with quiet_cast_warning():
-            return super().from_pipe(pipeline, **kwargs)
+        return super().from_pipe(pipeline, **kwargs)
 
     def save_pretrained(
         self, save_directory: str | os.PathLike, safe_serialization: bool = True, push_to_hub: bool = False, **kwargs

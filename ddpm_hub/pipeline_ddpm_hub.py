@@ -10,6 +10,7 @@ The task pipelines `pipeline_ddpm_hub_inpaint.py` and `pipeline_ddpm_hub_img2img
 """
 
 import inspect
+import logging
 import warnings
 from collections.abc import Callable
 from typing import Any, Literal
@@ -23,11 +24,33 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 from .conditioning_ddpm_hub import Conditioning, Guided
+from .image_processing_ddpm_hub import convert_mask, convert_mode, unit_array
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 # What a `callback_on_step_end` may ask to see (and replace) after each step.
 CALLBACK_TENSOR_INPUTS = ("image", "pred_original_sample")
 ClassLabels = int | str | list[int | str] | torch.Tensor | None
+
+
+class EmptyFloat32ListFilter(logging.Filter):
+    """
+    Drops diffusers' "There are modules in UNet2DModel that should be kept in float32: []": `ModelMixin.to(dtype)`
+    says it on every cast (`pipeline.to(torch.bfloat16)`, `from_pipe`) even when the list of modules is empty,
+    which no user can act on. A model that does keep modules in float32 still warns.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "should be kept in float32: []" not in record.getMessage()
+
+
+def _install_float32_filter() -> None:
+    """Once per process, whichever copy of this file is imported (ddpm_hub's, or the one diffusers loaded)."""
+    model_logger = logging.getLogger("diffusers.models.modeling_utils")
+    if not any(type(f).__name__ == EmptyFloat32ListFilter.__name__ for f in model_logger.filters):
+        model_logger.addFilter(EmptyFloat32ListFilter())
+
+
+_install_float32_filter()
 
 
 # Copied from ddpm_hub.scheduling_ddpm_hub.is_ddpm_family (tests/test_conditioning.py checks the copy)
@@ -77,9 +100,12 @@ class DDPMHubPipeline(DiffusionPipeline):
         text_encoder ([`~transformers.PreTrainedModel`], *optional*): a transformers text encoder (`T5EncoderModel`,
             `CLIPTextModel`, ...) whose `last_hidden_state` the UNet attends to; run in float32.
         tokenizer ([`~transformers.PreTrainedTokenizerBase`], *optional*): its tokenizer.
-        id2label (`dict[int, str]`, *optional*): class names, as diffusers' `DiTPipeline` keeps them.
+        id2label (`dict[int, str]`, *optional*): class names, as diffusers' `DiTPipeline` keeps them (read back
+            from `model_index.json` with string keys).
         null_class_label (`int`, *optional*): the class id the model was trained to read as "no label" (label
             dropout); classifier-free guidance needs it.
+        num_classes (`int`, *optional*): how many classes the model was trained on (ids 0 .. num_classes - 1, the
+            only labels it takes); saved by training. Default: the names, else every id below the null label.
 
     Examples:
         ```py
@@ -104,14 +130,15 @@ class DDPMHubPipeline(DiffusionPipeline):
         scheduler: SchedulerMixin,
         text_encoder=None,
         tokenizer=None,
-        id2label: dict[int, str] | None = None,
+        id2label: dict[int, str] | dict[str, str] | None = None,  # diffusers checks the types: JSON keys are strings
         null_class_label: int | None = None,
+        num_classes: int | None = None,
         default_num_inference_steps: int | None = None,
     ):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer)
-        id2label = {int(k): str(v) for k, v in id2label.items()} if id2label else None  # JSON keys are strings
-        self.register_to_config(id2label=id2label, null_class_label=null_class_label)
+        id2label = {int(k): str(v) for k, v in id2label.items()} if id2label else None
+        self.register_to_config(id2label=id2label, null_class_label=null_class_label, num_classes=num_classes)
         if default_num_inference_steps is not None:  # a distilled student's own number of calls
             self.register_to_config(default_num_inference_steps=int(default_num_inference_steps))
 
@@ -167,12 +194,13 @@ class DDPMHubPipeline(DiffusionPipeline):
             timesteps (`list[int]`, *optional*): an explicit descending chain; overrides `num_inference_steps`.
             eta (`float`, defaults to 0.0): DDIM's noise scale; only for schedulers whose `step` takes `eta`.
             noise (`torch.Tensor` `[batch_size x C x H x W]`, *optional*): x_T to start from instead of fresh noise.
-            class_labels (int, label name, list of them, or a tensor `[batch_size]`; *optional*): the class of each
-                image, or one for all. A class-conditional model without labels samples its "no label" class.
-            guidance_scale (`float`, defaults to 1.0): classifier-free guidance w (Ho & Salimans 2022): the model
-                output is eps_null + w (eps_c - eps_null), from one UNet call on 2B images per step. w = 1 is the
-                conditional model (one call on B images), w = 0 the "no label" model. With `learned_range` the mean
-                part is guided and the conditional variance kept, as GLIDE does.
+            class_labels (int, label name, list of them, or an integer tensor `[batch_size]`; *optional*): the class
+                of each image, or one for all: ids or names of the classes the model was trained on. A
+                class-conditional model without labels samples its "no label" class.
+            guidance_scale (`float` in [0, 100], defaults to 1.0): classifier-free guidance w (Ho & Salimans 2022):
+                the model output is eps_null + w (eps_c - eps_null), from one UNet call on 2B images per step. w = 1
+                is the conditional model (one call on B images), w = 0 the "no label" model. With `learned_range` the
+                mean part is guided and the conditional variance kept, as GLIDE does.
             output_type (`"pil"`, `"np"` or `"pt"`, defaults to `"pil"`): PIL images (mode "L" for one channel),
                 a float numpy array `[N x H x W x C]` in [0, 1], or a torch tensor `[N x C x H x W]` in [0, 1].
             return_dict (`bool`, defaults to `True`): return an [`ImagePipelineOutput`] rather than a tuple.
@@ -315,27 +343,60 @@ class DDPMHubPipeline(DiffusionPipeline):
 
     def preprocess(self, image, channels: int, what: str = "image", resize: bool = True) -> torch.Tensor:
         """
-        An image (PIL, numpy `[H x W (x C)]` / `[N x H x W x C]` in [0, 1] or uint8, or torch `[(N x) C x H x W]` in
-        [0, 1]), any size and mode, as float `[N x channels x H x W]` in [0, 1] at the model's size (resized
-        bilinearly, with a warning; with `resize=False` at its own size).
+        An image or a list of images as float `[N x channels x H x W]` in [0, 1] at the model's size (with
+        `resize=False` at its own size), decoded as training decodes (`image_processing_ddpm_hub`): PIL of any mode
+        (16-bit and float modes scaled, alpha on white), numpy `[H x W (x C)]` / `[N x H x W x C]` (uint8 0..255,
+        uint16 0..65535, bool, floats in [0, 1]), torch `[(N x) C x H x W]` (uint8, or floats in [0, 1]). Each item
+        of another size is resized bilinearly to the model's, with a warning; RGB becomes L by ITU-R 601 luma, L
+        becomes RGB by repetition.
         """
-        images = image if isinstance(image, list) else [image]
-        tensors = []
-        for item in images:
-            if isinstance(item, PIL.Image.Image):
-                item = np.asarray(item.convert("L" if channels == 1 else "RGB"))
-            if isinstance(item, np.ndarray):
-                scale = 255.0 if item.dtype == np.uint8 else 1.0
-                item = torch.from_numpy(np.array(item)).float() / scale  # a copy: PIL arrays are read-only
-                item = item[None, None] if item.ndim == 2 else item.permute(*range(item.ndim - 3), -1, -3, -2)
-            if isinstance(item, torch.Tensor) and item.dtype == torch.uint8:
-                item = item.float() / 255.0
-            if not isinstance(item, torch.Tensor):
-                raise ValueError(
-                    f"{what} must be a PIL image, a numpy array or a torch tensor, got {type(item).__name__}."
-                )
-            tensors.append(item.float().reshape(*[1] * (4 - item.ndim), *item.shape))  # [H x W], [C x H x W] -> 4-D
-        batch = torch.cat(tensors)
+        items = image if isinstance(image, list) else [image]
+        if not items:
+            raise ValueError(f"{what} is an empty list; pass an image or a list of images.")
+        batch = [self._fit(self._pixels(item, channels, what, mask=False), channels, what, resize) for item in items]
+        if len({tuple(item.shape[2:]) for item in batch}) > 1:
+            sizes = sorted({tuple(item.shape[2:]) for item in batch})
+            raise ValueError(f"{what}: a list of images of several sizes {sizes}; pass images of one size.")
+        return torch.cat(batch).clamp(0, 1).to(device=self.device, dtype=self.unet.dtype)
+
+    def preprocess_mask(self, mask_image, what: str = "mask_image") -> torch.Tensor:
+        """
+        A mask or a list of masks as `[N x 1 x H x W]` of 0 (keep) and 1 (generate) at the model's size, by
+        diffusers' conventions (`image_processing_ddpm_hub`): a PIL mask in "L" / 255, a numpy or torch mask as its
+        values (0/1 and 0/255 alike), binarised at 0.5; a transparent PIL pixel is kept.
+        """
+        items = mask_image if isinstance(mask_image, list) else [mask_image]
+        if not items:
+            raise ValueError(f"{what} is an empty list; pass a mask or a list of masks.")
+        batch = torch.cat([self._fit(self._pixels(item, 1, what, mask=True), 1, what) for item in items])
+        return (batch >= 0.5).to(device=self.device, dtype=self.unet.dtype)
+
+    def _pixels(self, item, channels: int, what: str, mask: bool) -> torch.Tensor:
+        """One item (PIL, numpy or torch) as a float tensor `[n x c x h x w]`: images in [0, 1], masks as values."""
+        if isinstance(item, PIL.Image.Image):
+            item = np.asarray(convert_mask(item) if mask else convert_mode(item, channels))
+            item = item.astype(np.float32) / 255.0
+        elif isinstance(item, np.ndarray):
+            item = item.astype(np.float32) if mask and item.dtype != np.bool_ else unit_array(item, what)
+        if isinstance(item, np.ndarray):
+            item = torch.from_numpy(np.array(item))  # a copy: PIL arrays are read-only
+            item = item[None, None] if item.ndim == 2 else item.permute(*range(item.ndim - 3), -1, -3, -2)
+        if not isinstance(item, torch.Tensor):
+            raise ValueError(
+                f"{what} must be a PIL image, a numpy array or a torch tensor, got {type(item).__name__}."
+            )
+        if item.dtype == torch.uint8 and not mask:
+            item = item.float() / 255.0
+        elif not (item.is_floating_point() or item.dtype in (torch.uint8, torch.bool)):
+            raise ValueError(
+                f"{what}: a tensor of dtype {item.dtype} has no known range; pass uint8 or floats in [0, 1]."
+            )
+        if not 2 <= item.ndim <= 4:
+            raise ValueError(f"{what} must have 2 to 4 dimensions ([(N x) C x H x W]), got shape {tuple(item.shape)}.")
+        return item.float().reshape(*[1] * (4 - item.ndim), *item.shape)  # [H x W], [C x H x W] -> 4-D
+
+    def _fit(self, batch: torch.Tensor, channels: int, what: str, resize: bool = True) -> torch.Tensor:
+        """`[n x c x h x w]` with `channels` channels at the model's size (resized with a warning)."""
         if batch.shape[1] != channels:  # RGB -> L by ITU-R 601 luma, L -> RGB by repetition
             if batch.shape[1] == 3 and channels == 1:
                 batch = (batch * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
@@ -345,6 +406,6 @@ class DDPMHubPipeline(DiffusionPipeline):
                 raise ValueError(f"{what} has {batch.shape[1]} channels; the model has {channels}.")
         size = tuple(self.sample_shape(1)[2:])
         if resize and tuple(batch.shape[2:]) != size:
-            warnings.warn(f"{what} of size {tuple(batch.shape[2:])} resized to the model's {size}.", stacklevel=3)
+            warnings.warn(f"{what} of size {tuple(batch.shape[2:])} resized to the model's {size}.", stacklevel=4)
             batch = F.interpolate(batch, size=size, mode="bilinear", antialias=True, align_corners=False)
-        return batch.clamp(0, 1).to(device=self.device, dtype=self.unet.dtype)
+        return batch

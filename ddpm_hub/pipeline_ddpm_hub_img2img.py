@@ -16,6 +16,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 # Imported here too, not only through pipeline_ddpm_hub: diffusers copies a local folder's code files one import deep.
 from .conditioning_ddpm_hub import Guided  # noqa: F401
+from .image_processing_ddpm_hub import convert_mode  # noqa: F401
 from .pipeline_ddpm_hub import ClassLabels, DDPMHubPipeline, prompt_arguments
 
 
@@ -56,8 +57,10 @@ class DDPMHubImg2ImgPipeline(DDPMHubPipeline):
     ) -> ImagePipelineOutput | tuple:
         """
         Args:
-            image: the image(s) to edit: PIL, numpy `[H x W (x C)]` in [0, 1] or uint8, or torch `[(N x) C x H x W]`
-                in [0, 1]; any size (resized to the model's, with a warning) and mode.
+            image: the image(s) to edit: PIL of any mode (16-bit and float images scaled to [0, 1], alpha composited
+                on white, as training decodes), numpy `[H x W (x C)]` (uint8, uint16, bool, or floats in [0, 1]), or
+                torch `[(N x) C x H x W]` (uint8, or floats in [0, 1]); any size, each resized to the model's (with a
+                warning).
             strength (`float` in [0, 1], defaults to 0.6): how far into the forward process the image is taken:
                 t = strength * T, so round(strength * num_inference_steps) reverse steps run. 0 returns the input;
                 1 starts from x_T ~ N(0, I) as Algorithm 2 does (q(x_T | x_0) is N(0, I) up to the image's weight
@@ -85,6 +88,12 @@ class DDPMHubImg2ImgPipeline(DDPMHubPipeline):
         timesteps = chain[len(chain) - num_steps :]
 
         # 2. x_t ~ q(x_t | x_0) (eq. 4) at the first kept t; at strength 1, x_T ~ N(0, I).
+        if noise is not None and (not isinstance(noise, torch.Tensor) or tuple(noise.shape) != tuple(x_0.shape)):
+            given = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
+            raise ValueError(
+                f"noise must be a tensor of shape {tuple(x_0.shape)} (one eps per output image, as the images), "
+                f"got {given}."
+            )
         if noise is None:
             noise = randn_tensor(x_0.shape, generator=generator, device=self.device, dtype=self.unet.dtype)
         noise = noise.to(device=self.device, dtype=self.unet.dtype)

@@ -18,6 +18,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 # Imported here too, not only through pipeline_ddpm_hub: diffusers copies a local folder's code files one import deep.
 from .conditioning_ddpm_hub import Guided  # noqa: F401
+from .image_processing_ddpm_hub import convert_mode  # noqa: F401
 from .pipeline_ddpm_hub import ClassLabels, DDPMHubPipeline, is_ddpm_family, prompt_arguments
 
 
@@ -79,11 +80,14 @@ class DDPMHubInpaintPipeline(DDPMHubPipeline):
     ) -> ImagePipelineOutput | tuple:
         """
         Args:
-            image: the image(s) to complete: PIL, numpy `[H x W (x C)]` in [0, 1] or uint8, or torch
-                `[(N x) C x H x W]` in [0, 1]; any size (resized to the model's, with a warning) and mode.
-            mask_image: as diffusers' inpainting pipelines: white (1) = the region to generate, black (0) = the
-                pixels to keep; any mode (converted to one channel) and size, binarised at 0.5. The kept pixels of the
-                result equal the input's exactly (in [0, 1], up to float32 rounding: 1e-6).
+            image: the image(s) to complete: PIL of any mode (16-bit and float images scaled to [0, 1], alpha
+                composited on white, as training decodes), numpy `[H x W (x C)]` (uint8, uint16, bool, or floats in
+                [0, 1]), or torch `[(N x) C x H x W]` (uint8, or floats in [0, 1]); any size, each resized to the
+                model's (with a warning).
+            mask_image: diffusers' conventions: white (1) = the region to generate, black (0) = the pixels to keep,
+                binarised at 0.5. A PIL mask is read in "L" / 255 (a transparent pixel counts as black: kept); a
+                numpy or torch mask as its values, so that a uint8 mask of 0/1 and one of 0/255 both work. Any size.
+                The kept pixels of the result equal the input's exactly (in [0, 1], up to float32 rounding: 1e-6).
             num_inference_steps (`int`, defaults to 250): the (respaced) chain, as in RePaint's experiments.
             jump_length (`int`, defaults to 10) and jump_n_sample (`int`, defaults to 10): RePaint's resampling;
                 jump_n_sample = 1 turns it off.
@@ -101,7 +105,7 @@ class DDPMHubInpaintPipeline(DDPMHubPipeline):
                 f"(DDPMHubScheduler or DDPMScheduler), not {type(self.scheduler).__name__}."
             )
         x_0 = self.preprocess(image, self.image_channels) * 2 - 1  # [N x C x H x W] in [-1, 1]
-        keep = self.preprocess(mask_image, 1, what="mask_image") < 0.5  # [N x 1 x H x W], True = known pixel
+        keep = self.preprocess_mask(mask_image) == 0  # [N x 1 x H x W], True = known pixel
         conditions = {"class_labels": class_labels, **prompt_arguments(locals())}
         described = any(conditions[name] is not None for name in ("class_labels", "prompt", "prompt_embeds"))
         guided, batch_size = self.prepare_condition(None if described else len(x_0), guidance_scale, **conditions)

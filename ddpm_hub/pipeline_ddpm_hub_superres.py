@@ -51,13 +51,14 @@ class DDPMHubSuperResolutionPipeline(DDPMHubPipeline):
         scheduler: SchedulerMixin,
         text_encoder=None,
         tokenizer=None,
-        id2label: dict[int, str] | None = None,
+        id2label: dict[int, str] | dict[str, str] | None = None,
         null_class_label: int | None = None,
+        num_classes: int | None = None,
         low_res_scale: int = 4,
         max_noise_level: int = 250,
         default_noise_level: int = 0,
     ):
-        super().__init__(unet, scheduler, text_encoder, tokenizer, id2label, null_class_label)
+        super().__init__(unet, scheduler, text_encoder, tokenizer, id2label, null_class_label, num_classes)
         self.register_to_config(
             low_res_scale=low_res_scale, max_noise_level=max_noise_level, default_noise_level=default_noise_level
         )

@@ -23,6 +23,7 @@ Training, evaluation, the model card and publishing all take the names and the s
 import json
 import math
 import os
+import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -67,6 +68,24 @@ def weight_files(folder: str | os.PathLike, component: str = "unet") -> list[str
 def is_pipeline_folder(folder: str | os.PathLike) -> bool:
     """A folder with a `model_index.json`: a configuration or a trained pipeline."""
     return Path(folder, MODEL_INDEX).is_file()
+
+
+def check_writable_folder(folder: str | os.PathLike, option: str) -> None:
+    """
+    `folder` is a folder, or can be created, and a file can be written in it (a real write: root ignores modes):
+    checked before any work, so that an output folder nobody can write to fails first, not after the work.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{option} {folder} is a file, not a folder; choose a folder (it is created if missing).")
+    existing = next(parent for parent in (folder, *folder.parents) if parent.exists())
+    if not existing.is_dir():
+        raise UsageError(f"{option} {folder} cannot be created: {existing} is a file.")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise UsageError(f"{option} {folder} is not writable ({existing}: {error.strerror or error}).") from None
 
 
 def is_trained_folder(folder: str | os.PathLike) -> bool:
@@ -202,10 +221,11 @@ class Metric:
 
     @classmethod
     def from_json(cls, key: str, entry) -> "Metric | None":
-        """The entry as a Metric; `None` for an entry without a finite number."""
+        """The entry as a Metric; `None` for an entry without a number. A non-finite number raises (`check_finite`)."""
         entry = entry if isinstance(entry, dict) else {"value": entry}
+        check_finite(entry, f"the metric {key!r}")
         value = next((entry[k] for k in ("value", "bits_per_dim", "mean", key) if _is_number(entry.get(k))), None)
-        if value is None or not math.isfinite(value):
+        if value is None:
             return None
         spread = next(((k, entry[k]) for k in SPREAD_KINDS if _is_number(entry.get(k))), (None, None))
         return cls(
@@ -228,15 +248,49 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def non_finite_numbers(data, path: str = "") -> list[str]:
+    """Where `data` (JSON-like: dicts, lists, numbers) holds NaN or an infinity, as `key.subkey` paths."""
+    if isinstance(data, dict):
+        return [found for key, value in data.items() for found in non_finite_numbers(value, f"{path}.{key}")]
+    if isinstance(data, (list, tuple)):
+        return [found for i, value in enumerate(data) for found in non_finite_numbers(value, f"{path}[{i}]")]
+    if _is_number(data) and not math.isfinite(data):
+        return [f"{path.lstrip('.') or 'the value'} = {data}"]
+    return []
+
+
+def check_finite(data, what: str) -> None:
+    """
+    No metric with NaN or an infinity is ever written or published: a UsageError naming `what` and where. (A sample
+    set drawn by a diverged model or from NaN guidance gives such numbers, or a finite one that means nothing: the
+    guidance scale is refused where it enters, `conditioning_ddpm_hub.check_guidance_scale`.)
+    """
+    bad = non_finite_numbers(data)
+    if bad:
+        raise UsageError(
+            f"{what} is not a finite number ({', '.join(bad[:3])}): a non-finite metric is neither written nor "
+            "published. Check the model's weights and the evaluation's settings, then measure again."
+        )
+
+
 def read_metrics(folder: str | os.PathLike) -> list[Metric]:
-    """The metrics of a folder that have a finite number, in file order."""
-    data = read_json(Path(folder, METRICS_FILE), "the evaluation metrics") or {}
-    metrics = (Metric.from_json(key, entry) for key, entry in data.items())
+    """The metrics of a folder, in file order; a non-finite number is refused, naming the file and the entry."""
+    path = Path(folder, METRICS_FILE)
+    data = read_json(path, "the evaluation metrics") or {}
+    try:
+        metrics = [Metric.from_json(key, entry) for key, entry in data.items()]
+    except UsageError as error:
+        raise UsageError(f"{path}: {error}") from None
     return [metric for metric in metrics if metric is not None]
 
 
 def update_metrics(folder: str | os.PathLike, entries: dict) -> Path:
-    """Merge `entries` into `folder/metrics.json`: a new evaluation replaces its own keys, keeps the others."""
+    """
+    Merge `entries` into `folder/metrics.json`: a new evaluation replaces its own keys, keeps the others. Entries
+    with a non-finite number are refused before anything is written.
+    """
+    for key, entry in entries.items():
+        check_finite(entry, f"the metric {key!r}")
     path = Path(folder, METRICS_FILE)
     metrics = read_json(path, "the evaluation metrics") or {}
     metrics.update(entries)

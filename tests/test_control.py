@@ -67,9 +67,7 @@ def test_guidance_scale_one_is_conditional_sampling_and_zero_is_the_null_label()
         run(pipeline, class_labels=[3, 7], guidance_scale=1.0),
         reference_conditional_sampling(pipeline, [3, 7], 4, (0, 1)),
     )
-    np.testing.assert_array_equal(
-        run(pipeline, class_labels=[3, 7], guidance_scale=0.0), run(pipeline, class_labels=10)
-    )
+    np.testing.assert_array_equal(run(pipeline, class_labels=[3, 7], guidance_scale=0.0), run(pipeline))
     assert not np.array_equal(run(pipeline, class_labels=3), run(pipeline, class_labels=7))  # labels matter
 
 
@@ -126,7 +124,8 @@ def test_guidance_with_other_schedulers_and_respacing(scheduler_class):
     "pipeline_kwargs, call, message",
     [
         ({}, {"class_labels": "eleven"}, "Unknown label 'eleven'"),
-        ({}, {"class_labels": [12]}, "class labels must be ids in 0..10"),
+        ({}, {"class_labels": [12]}, r"ids or names of the 10 classes this model was trained on \(ids 0..9: zero,"),
+        ({}, {"class_labels": [10]}, "class label 10 is the null label"),
         ({}, {"class_labels": [1, 2, 3], "batch_size": 2}, "Got 3 class labels for batch_size=2"),
         ({"null": None}, {"class_labels": [1], "guidance_scale": 2.0}, "needs a null label"),
         ({"null": None}, {}, "has no null label: pass class_labels"),

@@ -40,6 +40,7 @@ ALICE, ALICE_READ, BOB = "hf_alice_write", "hf_alice_read", "hf_bob_write"
 PIPELINE_FILES = {
     "model_index.json",
     "conditioning_ddpm_hub.py",
+    "image_processing_ddpm_hub.py",
     "pipeline_ddpm_hub.py",
     "pipeline_ddpm_hub_img2img.py",
     "pipeline_ddpm_hub_inpaint.py",

@@ -10,15 +10,13 @@ from contextlib import contextmanager
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps
 
+from ..image_processing_ddpm_hub import convert_mode
+
 # The loader's own version: part of the decoded cache's key (`ddpm_hub.data.cache`). Bump it whenever a change here
 # or in `_load_digits` changes the pixels that come out, so that no cache of the old pixels is reused.
 DECODER_VERSION = 2
 
 Resolution = int | tuple[int, int]
-
-_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
-_WHITE = (255, 255, 255, 255)
 
 
 class SkipImage(Exception):
@@ -72,11 +70,16 @@ def size_text(resolution: Resolution) -> str:
     return str(height) if height == width else f"{height}x{width}"
 
 
-def open_file(path: str, resolution: Resolution) -> Image.Image:
-    """Open and fully decode one image file; too small images are rejected before decoding the pixels."""
+def open_file(path: str, resolution: Resolution | None = None) -> Image.Image:
+    """
+    Open and fully decode one image file, EXIF orientation applied: every image file that enters (training data,
+    and the inputs of `ddpm-hub inpaint / img2img / noise`). With `resolution`, too small images are rejected before
+    decoding the pixels.
+    """
     try:
         with Image.open(path) as image:
-            check_size(image, resolution)
+            if resolution is not None:
+                check_size(image, resolution)
             image.load()  # decode everything now: truncated files fail here, not later in training
             if image.getexif().get(ExifTags.Base.Orientation) is not None:
                 image = ImageOps.exif_transpose(image)
@@ -122,25 +125,11 @@ def image_to_array(image: Image.Image, resolution: Resolution, channels: int, ce
 
 
 def _convert_mode(image: Image.Image, channels: int) -> Image.Image:
-    """Any PIL mode -> "L" (channels=1) or "RGB" (channels=3); alpha is composited on white."""
-    mode = image.mode
-    if mode in _SIXTEEN_BIT_MODES:
-        values = np.asarray(image).astype(np.float64) * (255.0 / 65535.0)
-        image = Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
-    elif mode == "F":
-        values = np.asarray(image).astype(np.float64) * 255.0
-        image = Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
-    elif mode in _ALPHA_MODES or "transparency" in image.info:
-        background = Image.new("RGBA", image.size, _WHITE)
-        image = Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
-
-    target = "L" if channels == 1 else "RGB"
+    """Any PIL mode -> "L" or "RGB": the one conversion of every image that enters (`image_processing_ddpm_hub`)."""
     try:
-        if channels == 1 and image.mode not in ("1", "L", "RGB"):
-            image = image.convert("RGB")  # CMYK, YCbCr, P, ... -> RGB first so every mode gets the same luma
-        return image if image.mode == target else image.convert(target)
+        return convert_mode(image, channels)
     except ValueError as exc:
-        raise SkipImage(f"unsupported image mode {mode!r} ({exc})") from exc
+        raise SkipImage(str(exc)) from exc
 
 
 def _resize(image: Image.Image, size: tuple[int, int], center_crop: bool) -> Image.Image:

@@ -74,6 +74,9 @@ class ImageStream:
     ):
         self.dataset, self.column, self.label_column, self.label_names = dataset, column, label_column, label_names
         self.settings, self.mode, self.caption_column = settings, mode, caption_column
+        # Labels are ids 0 .. num_labels - 1: the class names' count; a model narrows it to its classes
+        # (`ClassCondition.check_stream`). A row with another label is skipped and counted, like a bad image.
+        self.num_labels = len(label_names) if label_names is not None else None
         self.epoch, self.images_in_epoch = 0, 0
         self.images, self.skipped = 0, 0  # over the whole run (restored on resume)
         self.skipped_examples: list[tuple[str, str]] = []
@@ -97,16 +100,27 @@ class ImageStream:
         decoder = datasets.Image(mode=self.mode)
         for row in self.dataset:
             value = row[self.column]
+            label = row[self.label_column] if self.label_column else None
             try:
+                self.check_label(label)
                 captions = caption_list(row[self.caption_column]) if self.caption_column else None
                 with strict_truncation_check():
                     pixels = image_to_array(decode_hub_value(decoder, value), *self._settings())
             except SkipImage as reason:
                 self._skip(value, str(reason))
                 continue
-            label = row[self.label_column] if self.label_column else None
             self.images, self.images_in_epoch = self.images + 1, self.images_in_epoch + 1
             yield pixels, label, captions
+
+    def check_label(self, label) -> None:
+        """A decoded dataset's label check, per row: an id of one of the classes (datasets' "no label" is -1)."""
+        if self.label_column is None:
+            return
+        limit = self.num_labels
+        is_id = isinstance(label, int) and not isinstance(label, bool) and label >= 0
+        if not is_id or (limit is not None and label >= limit):
+            classes = f"0..{limit - 1}" if limit is not None else "an id >= 0"
+            raise SkipImage(f"label {label!r} in column {self.label_column!r} is not one of the classes ({classes})")
 
     def _settings(self) -> tuple:
         return self.settings.resolution, self.settings.channels, self.settings.center_crop

@@ -4,7 +4,6 @@ name and renamed when complete, so that a kill leaves either the old set of chec
 and their files. Saving a run into one and resuming from one: `ddpm_hub.training.checkpointing`.
 """
 
-import hashlib
 import json
 import os
 import re
@@ -12,8 +11,7 @@ import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import torch
-
+from ..configs import weights_checksum  # noqa: F401 - where training takes it from
 from ..errors import InputNotFoundError, UsageError
 from ..run_folder import read_json
 
@@ -22,6 +20,43 @@ TEMPORARY_PREFIX = ".tmp-" + CHECKPOINT_PREFIX
 TRAINING_STATE = "training_state.json"
 EMA_FOLDER = "ema_unet"
 TEXT_EMA_FOLDER = "ema_text_encoder"  # --train_text_encoder with --use_ema
+
+
+OPTIONAL_FIELDS = ("ema_updates", "model")
+# Where a run sets each recorded value, for the message that names what differs.
+RECORD_OPTIONS = {
+    "scheduler.prediction_type": "--prediction_type",
+    "scheduler.variance_type": "--variance_type",
+    "scheduler.num_train_timesteps": "--ddpm_num_steps",
+    "scheduler.beta_schedule": "--ddpm_beta_schedule",
+    "unet.sample_size": "--resolution",
+    "objective.snr_gamma": "--snr_gamma",
+    "conditioning.null_class_label": "--class_dropout_prob",
+    "conditioning.dropout_prob": "--class_dropout_prob",
+}
+
+
+def record_differences(saved: dict, current: dict) -> list[str]:
+    """
+    `key: saved value in the checkpoint, current value in this run (--option)` for every recorded value that
+    differs, as dotted keys (`scheduler.prediction_type`). Keys only one side has (a newer diffusers' config field)
+    are not differences.
+    """
+    differences = []
+    for part in sorted(set(saved) & set(current)):
+        before, now = saved[part] or {}, current[part] or {}
+        for key in sorted(set(before) & set(now)):
+            if _comparable(before[key]) != _comparable(now[key]):
+                name = f"{part}.{key}"
+                option = RECORD_OPTIONS.get(name, "--pipeline" if part in ("unet", "scheduler") else None)
+                where = f" ({option})" if option else ""
+                differences.append(f"{name}: {before[key]!r} in the checkpoint, {now[key]!r} in this run{where}")
+    return differences
+
+
+def _comparable(value):
+    """JSON's view of a value (tuples as lists, int keys as strings): how the checkpoint recorded it."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
 @dataclass
@@ -37,6 +72,9 @@ class TrainingState:
     gradient_accumulation_steps: int
     num_images: int
     ema_updates: int | None = None
+    # What the weights are a model of (`model_record`): the UNet and scheduler configurations, the conditioning and
+    # the objective's options. None in checkpoints of ddpm_hub before it was recorded.
+    model: dict | None = None
 
     def write(self, folder: Path) -> None:
         (folder / TRAINING_STATE).write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -48,8 +86,10 @@ class TrainingState:
         if data is None:
             raise InputNotFoundError(f"{folder} is not a ddpm_hub training checkpoint: it has no {TRAINING_STATE}.")
         names = [f.name for f in fields(cls)]
-        missing = [name for name in names if name not in data and name != "ema_updates"]
-        if missing or not all(isinstance(data.get(name, 0), (int, type(None))) for name in names):
+        counts = [name for name in names if name not in OPTIONAL_FIELDS]
+        missing = [name for name in counts if name not in data]
+        wrong = not all(isinstance(data.get(name, 0), (int, type(None))) for name in [*counts, "ema_updates"])
+        if missing or wrong or not isinstance(data.get("model"), (dict, type(None))):
             raise UsageError(
                 f"{path} is damaged (missing or non-integer {', '.join(missing) or 'values'}); resume from another "
                 f"checkpoint with --resume_from_checkpoint {folder.parent}/checkpoint-<step>."
@@ -121,12 +161,3 @@ def prune_checkpoints(checkpoints_dir: str | os.PathLike, total_limit: int | Non
     for path in deleted:
         shutil.rmtree(path, ignore_errors=True)
     return deleted
-
-
-def weights_checksum(module: torch.nn.Module) -> str:
-    """sha256 of every tensor of the state dict, in key order: equal iff the weights are bit-identical."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()

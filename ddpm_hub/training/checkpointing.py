@@ -20,6 +20,7 @@ from .checkpoint_folders import (
     latest_checkpoint,
     list_checkpoints,
     prune_checkpoints,
+    record_differences,
     temporary_checkpoint_dir,
 )
 from .ema import EMA
@@ -128,7 +129,28 @@ def training_state(run: Run, step: int) -> TrainingState:
         gradient_accumulation_steps=run.options.batches.gradient_accumulation_steps,
         num_images=run.data.num_images,
         ema_updates=run.ema.num_updates if run.ema is not None else None,
+        model=model_record(run),
     )
+
+
+def model_record(run: Run) -> dict:
+    """
+    What the weights of a run are a model of, as a checkpoint records it: the UNet and scheduler configurations
+    (architecture, prediction type, schedule, variance, T), the conditioning's settings and the objective's options.
+    A resume with anything else would continue training another model, or the same one on another objective.
+    """
+
+    def public(config) -> dict:
+        return {key: value for key, value in dict(config).items() if not key.startswith("_")}
+
+    classes = run.conditioning.classes
+    conditioning = {**run.conditioning.settings(), "dropout_prob": classes.dropout_prob if classes else None}
+    return {
+        "unet": public(run.unet.config),
+        "scheduler": public(run.scheduler.config),
+        "conditioning": conditioning,
+        "objective": {"snr_gamma": run.options.model.snr_gamma},
+    }
 
 
 def find_checkpoint(resume_from_checkpoint: str | None, output_dir: str | os.PathLike) -> Path | None:
@@ -149,6 +171,7 @@ def resume(run: Run) -> TrainingState | None:
     if folder is None:
         return None
     state = TrainingState.read(folder)
+    check_same_model(run, state, folder)
     check_resumable(run, state, folder)
     run.data.read_state(folder, run.accelerator.process_index, run.accelerator.num_processes)
     try:
@@ -172,6 +195,20 @@ def resume(run: Run) -> TrainingState | None:
     return state
 
 
+def check_same_model(run: Run, state: TrainingState, folder: Path) -> None:
+    """The checkpoint's recorded model is this run's: every difference is named, and the checkpoint is left intact."""
+    if state.model is None:  # written before the record: loading finds an architecture mismatch, not the rest
+        return
+    differences = record_differences(state.model, model_record(run))
+    if differences:
+        shown = "; ".join(differences[:6]) + (f"; and {len(differences) - 6} more" if len(differences) > 6 else "")
+        raise UsageError(
+            f"Cannot resume from {folder}: it is a checkpoint of another model or objective than this run's "
+            f"({shown}). Resume it with the options it was trained with (its run's training_options.json), or start "
+            "this run in another --output_dir. The checkpoint is intact."
+        )
+
+
 def check_resumable(run: Run, state: TrainingState, folder: Path) -> None:
     """The data position only means something with the same data, seed and global batch."""
     now = {
@@ -191,9 +228,21 @@ def check_resumable(run: Run, state: TrainingState, folder: Path) -> None:
 
 
 def corrupt_checkpoint_message(folder: Path, error: BaseException) -> str:
+    """
+    A checkpoint whose recorded model matched (or that records none) failed to load: a damaged file, or, for a
+    checkpoint written before the record, another architecture. Nothing is deleted, and no deletion is advised.
+    """
     others = [p for p in list_checkpoints(folder.parent) if p != folder]
-    previous = f"--resume_from_checkpoint {others[-1]}" if others else "no other checkpoint exists; start over"
+    previous = f"--resume_from_checkpoint {others[-1]}" if others else "no other checkpoint exists"
+    state = TrainingState.read(folder)
+    other_model = (
+        ""
+        if state.model is not None
+        else " If it was written for another model (this checkpoint predates the record of its configuration), "
+        "resume with the options of its own run."
+    )
     return (
-        f"checkpoint {folder} cannot be loaded: a file in it is damaged or incomplete ({one_line(error)}). "
-        f"Resume from the one before it ({previous}), or delete {folder.name} and use --resume_from_checkpoint latest."
+        f"checkpoint {folder} cannot be loaded ({one_line(error)}): a file in it is damaged or incomplete."
+        f"{other_model} To continue from an earlier state, resume from the one before it ({previous}). Nothing was "
+        "deleted."
     )

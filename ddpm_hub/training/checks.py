@@ -1,7 +1,6 @@
 """Checks that need no model: everything a user can get wrong fails here, in seconds, before any work is done."""
 
 import importlib.util
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,7 +8,7 @@ from ..data.decode import image_size, size_text
 from ..errors import InputNotFoundError, UsageError
 from ..options import check_ranges
 from ..resolver import ModelLoadError, PipelineSource, resolve_pipeline
-from ..run_folder import CHECKPOINTS_DIR
+from ..run_folder import CHECKPOINTS_DIR, check_writable_folder
 from ..scheduling_ddpm_hub import VARIANCE_TYPES, is_ddpm_family
 from .checkpoint_folders import TrainingState, list_checkpoints
 from .distillation import check_teacher, distill_options
@@ -144,6 +143,8 @@ def check_can_publish(o: TrainingOptions) -> None:
 
     try:
         hub.check_can_publish(hub_repo_id(o), private=o.hub.hub_private_repo)
+    except UsageError as error:  # the repo id (--hub_model_id, or the name of --output_dir)
+        raise UsageError(f"--push_to_hub (--hub_model_id): {error}") from None
     except hub.PublishError as error:
         raise UsageError(f"--push_to_hub: {error}") from error
 
@@ -172,20 +173,6 @@ def check_output_dir(o: TrainingOptions) -> None:
                 "folder or 'latest'."
             )
         TrainingState.read(path)  # not a checkpoint of this script: a message naming the folder
-
-
-def check_writable_folder(folder: Path, option: str) -> None:
-    """`folder` is a folder, or can be created, and a file can be written in it (a real write: root ignores modes)."""
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"{option} {folder} is a file, not a folder; choose a folder (it is created if missing).")
-    existing = next(parent for parent in (folder, *folder.parents) if parent.exists())
-    if not existing.is_dir():
-        raise UsageError(f"{option} {folder} cannot be created: {existing} is a file.")
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as error:
-        raise UsageError(f"{option} {folder} is not writable ({existing}: {error.strerror or error}).") from None
 
 
 def check_model_compatibility(o: TrainingOptions, source: PipelineSource) -> None:

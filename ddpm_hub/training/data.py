@@ -36,6 +36,7 @@ class TrainingData:
     report: ImageDatasetReport
     indices: torch.Tensor | None = None
     file: Path | None = None  # the cache file `images` is memory-mapped from
+    num_labels: int | None = None  # unnamed integer labels: how many classes they name (the largest id + 1)
 
 
 @dataclass
@@ -46,6 +47,7 @@ class TrainingStream:
     label_names: list[str] | None
     report: ImageDatasetReport = field(default_factory=lambda: ImageDatasetReport(num_images=0, num_skipped=0))
     holdout = holdout_columns = columns = None  # a stream has no held-out images, and no columns read upfront
+    num_labels = None  # unnamed labels of a stream: not known before it is read (the model's room is checked)
 
 
 def load_training_data(
@@ -84,14 +86,20 @@ def load_training_data(
         logger.warning("Skipped %d items: %s", report.num_skipped, report.summary())
     columns = conditioning.columns(decoded, data.source, pipeline_name)
     label_names = decoded.label_names if conditioning.classes is not None else None
+    labels = columns.get("labels")
+    num_labels = int(labels.max()) + 1 if labels is not None and label_names is None else None
     if not holdout:
-        return TrainingData(decoded.images, columns, label_names, None, None, report, file=decoded.file)
+        return TrainingData(
+            decoded.images, columns, label_names, None, None, report, file=decoded.file, num_labels=num_labels
+        )
     kept, held = holdout_indices(len(decoded.images), holdout, seed)
     logger.info("Held out %d images for validation; %d train", len(held), len(kept))
     held_images = center_crops(decoded.images[held], data.random_crop)  # a copy of the few held-out rows
     training = {name: take_rows(column, kept) for name, column in columns.items()}
     held_columns = {name: take_rows(column, held) for name, column in columns.items()}
-    return TrainingData(decoded.images, training, label_names, held_images, held_columns, report, kept, decoded.file)
+    return TrainingData(
+        decoded.images, training, label_names, held_images, held_columns, report, kept, decoded.file, num_labels
+    )
 
 
 def open_training_stream(

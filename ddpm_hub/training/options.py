@@ -7,10 +7,19 @@ import argparse
 import json
 from dataclasses import dataclass, field, replace
 
+from ..conditioning_ddpm_hub import GUIDANCE_SCALE_RANGE
 from ..data import DataOptions
 from ..errors import UsageError
 from ..hub_errors import TOKEN_ADVICE
-from ..options import HelpFormatter, add_arguments, from_namespace, option, read_config_file, to_flat_dict
+from ..options import (
+    HelpFormatter,
+    add_arguments,
+    from_namespace,
+    guidance_scale,
+    option,
+    read_config_file,
+    to_flat_dict,
+)
 from ..scheduling_ddpm_hub import BETA_SCHEDULES, PREDICTION_TYPES, VARIANCE_TYPES
 
 
@@ -257,9 +266,12 @@ class ValidationOptions:
     ddpm_num_inference_steps: int = option(250, "respaced sampling steps for the grids", "validation", at_least=1)
     validation_guidance_scale: float = option(
         1.0,
-        "classifier-free guidance scale of the grids of a class-conditional model (one row per class)",
+        "classifier-free guidance scale of the grids of a class-conditional model (one row per class), in the range "
+        "every pipeline call accepts: [0, 100]",
         "validation",
-        at_least=0,
+        at_least=GUIDANCE_SCALE_RANGE[0],
+        at_most=GUIDANCE_SCALE_RANGE[1],
+        parse=guidance_scale,
     )
     validation_holdout: int = option(
         0,
