@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU benchmark, one command, under 8 minutes on an H200: training images/s and MFU of ddpm-cifar10-32 at batch 128
-# (bf16, channels_last, fused AdamW, TF32, torch.compile) against the plain recipe, and sampling images/s against
-# diffusers' DDPMPipeline (eager, compiled, CUDA graphs). See benchmarks/gpu_bench.py.
+# The GPU benchmark, one command, under 8 minutes on an H200: training images/s and MFU of ddpm-cifar10-32 at batches
+# 128 and 512 and of ddpm-256 at batch 32 (bf16, channels_last, fused AdamW, TF32, torch.compile) against the plain
+# recipe, sampling images/s against diffusers' DDPMPipeline (eager, compiled, CUDA graphs), and a 4-call distilled
+# student's sampling against its teacher's 100 calls. See benchmarks/gpu_bench.py.
 #
 #   bash benchmarks/gpu.sh              # on a CUDA machine
 #   bash benchmarks/gpu.sh --dry-run    # anywhere: ddpm-tiny-8 on the CPU, the same code paths, about a minute

@@ -1,11 +1,16 @@
 """
-The GPU benchmark that benchmarks/gpu.sh runs: training images/s and model FLOPs utilisation (MFU) of
-`ddpm-cifar10-32` at batch 128 as training/train.py sets it up on a GPU (bf16 autocast, channels_last, fused AdamW,
-TF32, torch.compile) against the plain recipe (fp32, PyTorch's defaults), and sampling images/s of DDPMHubPipeline
-against diffusers' DDPMPipeline on the same weights (eager, compiled, and compiled with CUDA graphs).
+The GPU benchmark that benchmarks/gpu.sh runs, under 8 minutes on an H200:
 
-    python benchmarks/gpu_bench.py                 # a CUDA machine: the real measurement, under 8 minutes on an H200
-    python benchmarks/gpu_bench.py --dry_run       # any machine: ddpm-tiny-8, batch 8, a few steps, same code paths
+- training images/s and model FLOPs utilisation (MFU) of `ddpm-cifar10-32` at batch 128 as training/train.py sets it
+  up on a GPU (bf16 autocast, channels_last, fused AdamW, TF32, torch.compile) against the plain recipe (fp32,
+  PyTorch's defaults), and the same compiled step at batch 512;
+- the 256x256 model (`ddpm-256`, batch 32: fits with room on an 80 GB device) with the same settings, compiled;
+- sampling images/s of DDPMHubPipeline against diffusers' DDPMPipeline on the same weights (eager, compiled, and
+  compiled with CUDA graphs), and of a 4-call distilled student's sampler (DDIM, trailing, v; the same UNet: the
+  cost is the calls) against the teacher's 100 respaced DDPM calls.
+
+    python benchmarks/gpu_bench.py                 # a CUDA machine: the real measurement
+    python benchmarks/gpu_bench.py --dry_run       # any machine: ddpm-tiny-8, small batches, a few steps, same paths
 
 FLOPs come from torch.utils.flop_counter on one eager forward + backward (matrix multiplications and convolutions);
 MFU divides them by the step time and by the device's dense bf16 peak (--peak_tflops; H100/H200 SXM: 989). Prints
@@ -29,6 +34,7 @@ from twins import diffusers_twin
 
 from ddpm_hub.configs import build_pipeline
 from ddpm_hub.losses import DiffusionObjective
+from ddpm_hub.training.distillation import student_scheduler
 
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L4": 121.0}
 
@@ -102,6 +108,25 @@ def sampling_runs(pipeline_name: str, batch_size: int, steps: int, device: torch
     return {"sampling_images_per_second": {k: round(v, 2) for k, v in results.items()}, "identical_images": identical}
 
 
+def student_vs_teacher(pipeline_name: str, batch_size: int, calls: int, teacher_steps: int, device, dry_run: bool):
+    """Sampling images/s of a distilled student's sampler (DDIM, `calls` calls) against the teacher's DDPM steps."""
+    teacher = build_pipeline(pipeline_name, seed=0).to(device)
+    teacher.set_progress_bar_config(disable=True)
+    student = type(teacher).from_pipe(teacher, scheduler=student_scheduler(teacher.scheduler.config))
+    student.set_progress_bar_config(disable=True)
+    results = {}
+    for label, pipeline, steps in (("teacher", teacher, teacher_steps), ("student", student, calls)):
+
+        def run(pipeline=pipeline, steps=steps):
+            generator = torch.Generator(device).manual_seed(0)
+            return pipeline(batch_size=batch_size, num_inference_steps=steps, generator=generator, output_type="np")
+
+        seconds = timed(run, 1 if dry_run else 3, device)
+        results[f"{label}_{steps}_calls"] = round(batch_size / seconds, 2)
+    teacher_rate, student_rate = results.values()
+    return {"distilled_sampling_images_per_second": results, "student_speedup": round(student_rate / teacher_rate, 2)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dry_run", action="store_true", help="ddpm-tiny-8, batch 8, a few steps: check the script")
@@ -111,27 +136,36 @@ def main(argv: list[str] | None = None) -> dict:
     if device.type != "cuda" and not args.dry_run:
         raise SystemExit("No CUDA device: run with --dry_run to check the script on this machine.")
     name, batch, train_steps = ("ddpm-tiny-8", 8, 3) if args.dry_run else ("ddpm-cifar10-32", 128, 50)
+    large, large_batch = ("ddpm-tiny-8", 4) if args.dry_run else ("ddpm-256", 32)
     sample_batch, sample_steps = (4, 3) if args.dry_run else (256, 100)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (dry run)"
     peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in device_name), None)
 
     training = {}
-    for label, recipe, compile in (
-        ("recipe_fp32", True, False),
-        ("ddpm_hub_eager", False, False),
-        ("ddpm_hub_compiled", False, True),
+    for label, pipeline_name, size, recipe, compile, steps in (
+        ("recipe_fp32", name, batch, True, False, train_steps),
+        ("ddpm_hub_eager", name, batch, False, False, train_steps),
+        ("ddpm_hub_compiled", name, batch, False, True, train_steps),
+        ("ddpm_hub_compiled_batch_x4", name, 4 * batch, False, True, max(3, train_steps // 4)),
+        ("ddpm_256_compiled", large, large_batch, False, True, max(3, train_steps // 5)),
     ):
-        step, flops = configured_step(name, batch, device, recipe, compile)
-        seconds = timed(step, train_steps, device)
-        row = {"images_per_second": round(batch / seconds, 1), "ms_per_step": round(1000 * seconds, 2)}
+        step, flops = configured_step(pipeline_name, size, device, recipe, compile)
+        seconds = timed(step, steps, device)
+        row = {"pipeline": pipeline_name, "batch": size, "images_per_second": round(size / seconds, 1)}
+        row["ms_per_step"] = round(1000 * seconds, 2)
         if not recipe:
             step_flops = flops()
             row["gflops_per_step"] = round(step_flops / 1e9, 3)
             row["mfu"] = round(step_flops / seconds / (peak * 1e12), 4) if peak else None
         training[label] = row
         print(json.dumps({"training": label, **row}), flush=True)
+        del step, flops
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     sampling = sampling_runs(name, sample_batch, sample_steps, device, args.dry_run)
     print(json.dumps(sampling), flush=True)
+    distilled = student_vs_teacher(name, sample_batch, 4, sample_steps, device, args.dry_run)
+    print(json.dumps(distilled), flush=True)
     summary = {
         "device": device_name,
         "pipeline": name,
@@ -144,6 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
         "sampling_batch": sample_batch,
         "sampling_steps": sample_steps,
         **sampling,
+        **distilled,
         "torch": torch.__version__,
     }
     print(json.dumps(summary))

@@ -187,10 +187,12 @@ def check_model_compatibility(o: TrainingOptions, source: PipelineSource) -> Non
             f"(its sample_size is {unet['sample_size']})."
         )
     scheduler = {**source.scheduler_config, **scheduler_overrides(o.model)}
-    if not _trains_on_the_ddpm_chain(source):
+    student = source.scheduler_config.get("_class_name") == "DDIMScheduler"  # a distilled student's own sampler
+    if not (_trains_on_the_ddpm_chain(source) or student and o.distillation.distill_from is not None):
         raise UsageError(
             f"{o.model.pipeline}: training needs a DDPMHubScheduler or DDPMScheduler, not "
-            f"{scheduler.get('_class_name')}."
+            f"{scheduler.get('_class_name')}"
+            + (" (a distilled student trains only as the teacher of a further --distill_from)." if student else ".")
         )
     variance_type = scheduler.get("variance_type", "fixed_small")
     if variance_type not in VARIANCE_TYPES:
