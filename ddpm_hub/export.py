@@ -62,8 +62,11 @@ def model_identity(pipeline) -> dict:
     return {"weights_sha256": weights, "config_sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 
-def check_manifest(folder: Path, settings: dict) -> None:
-    """The folder holds samples of these settings and this model, or none; anything else is refused, naming it."""
+def check_manifest(folder: Path, settings: dict, model: str | None = None) -> None:
+    """
+    The folder holds samples of these settings and this model (`model`: its name, for the message), or none;
+    anything else is refused, naming it.
+    """
     existing = read_json(folder / MANIFEST, "the samples' manifest")
     if existing is None:
         return
@@ -75,7 +78,7 @@ def check_manifest(folder: Path, settings: dict) -> None:
         )
     if existing.get("weights_sha256") != settings["weights_sha256"]:
         raise UsageError(
-            f"{folder} holds samples of other weights than {settings.get('model')!r} has now (sha256 "
+            f"{folder} holds samples of other weights than {model or 'the model'} has now (sha256 "
             f"{_short(existing['weights_sha256'])}, now {_short(settings['weights_sha256'])}): the model was replaced "
             "or changed. A rerun only completes samples of the same model; choose another --output_dir or empty this "
             "one."
@@ -148,7 +151,8 @@ def export_samples(
     settings = {**settings, **model_identity(pipeline), "num_images": num_images, "labels": labels}
     # Every process checks (reading only) before the main one writes: all refuse together, none waits for another.
     check_writable_folder(folder, "--output_dir")
-    check_manifest(folder, {k: v for k, v in settings.items() if k not in ("num_images", "model")})  # what, not where
+    what = {k: v for k, v in settings.items() if k not in ("num_images", "model")}  # what was sampled, not where from
+    check_manifest(folder, what, settings.get("model"))
     present = check_images(folder, range(num_images), tuple(pipeline.sample_shape(1)[1:]))
     missing = sorted(set(range(num_images)) - set(present))
     state.wait_for_everyone()
