@@ -41,7 +41,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch_size", type=int, default=256)
     args = parser.parse_args(argv)
-    classifier = load_digit_classifier()
+    classifier, _ = load_digit_classifier()
     digits, labels = load_digits_dataset()
     read, _ = classify(classifier, digits)
     rows = [("the digits (true labels)", shares(labels), None), ("the digits (as read)", shares(read), None)]
