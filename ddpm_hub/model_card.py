@@ -153,6 +153,7 @@ def collect_facts(folder: Path, local_dataset: bool | None = None) -> dict:
         "sweep": _read_text(folder / SWEEP_FILE),
         "conditional": (conditional := _conditional_facts(folder, summary)),
         "text": (text := _text_facts(folder, summary, options)),
+        "distillation": _distillation_facts(folder, options),
         "usage_call": _usage_call(conditional, summary, text),
         "class_accuracy": _read_text(folder / CLASS_ACCURACY_FILE),
         "text_accuracy": _read_text(folder / TEXT_ACCURACY_FILE),
@@ -161,6 +162,22 @@ def collect_facts(folder: Path, local_dataset: bool | None = None) -> dict:
         "epochs": summary.get("epochs"),
         "has_options": (folder / OPTIONS_FILE).is_file(),
         "source_pipeline": _code(options.get("pipeline") or summary.get("pipeline")),
+    }
+
+
+def _distillation_facts(folder: Path, options: dict) -> dict | None:
+    """A distilled student: its teacher, the stages' calls and steps, and the calls it samples in by default."""
+    teacher = options.get("distill_from")
+    if not teacher:
+        return None
+    index = read_json(folder / "model_index.json", "the pipeline's index") or {}
+    calls = [int(c) for c in options.get("distill_calls") or []]
+    return {
+        "teacher": code_span(Path(teacher).name if is_local_path(teacher) else teacher, in_table=True),
+        "stages": ", ".join(map(str, calls)),
+        "num_stages": len(calls),
+        "steps_per_stage": options.get("distill_steps_per_stage"),
+        "calls": index.get("default_num_inference_steps", calls[-1] if calls else None),
     }
 
 

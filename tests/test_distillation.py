@@ -13,6 +13,7 @@ from helpers import LAUNCHER, TINY, assert_bit_identical, check, check_ok, run_s
 from ddpm_hub import DDPMHubPipeline
 from ddpm_hub.errors import UsageError
 from ddpm_hub.losses import DistillationObjective, distillation_timesteps
+from ddpm_hub.model_card import render_model_card
 from ddpm_hub.scheduling_ddpm_hub import DDPMHubScheduler
 from ddpm_hub.training.checkpoint_folders import list_checkpoints
 from ddpm_hub.training.distillation import student_scheduler
@@ -147,3 +148,11 @@ def test_distillation_resumes_bit_identically_and_the_student_loads_both_ways(tm
     plain = DiffusionPipeline.from_pretrained(a, trust_remote_code=True)
     theirs = plain(batch_size=2, generator=torch.Generator().manual_seed(0), output_type="np").images
     np.testing.assert_array_equal(ours, theirs)
+    card = str(render_model_card(a, "you/tiny-student"))
+    assert "progressive distillation (Salimans & Ho 2022): 3 stage(s) of 3 steps, at 4, 2, 1 calls" in card
+    assert "it samples in 1 DDIM call(s) by default" in card and "with 1 DDIM calls" in card
+    # a student teaches a further stage (its DDIMScheduler is accepted there, and only there)
+    check_ok(run_script([*TINY, "--distill_from", str(a), "--distill_calls", "1", "--distill_steps_per_stage", "1",
+                         "--output_dir", str(tmp_path / "c")]))  # fmt: skip
+    refused = run_script([*TINY, "--pipeline", str(a), "--max_train_steps", "1", "--output_dir", str(tmp_path / "d")])
+    assert refused.returncode != 0 and "a distilled student trains only as the teacher" in refused.stderr
