@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
             torch.cuda.empty_cache()
     sampling = sampling_runs(name, sample_batch, sample_steps, device, args.dry_run)
     print(json.dumps(sampling), flush=True)
-    distilled = student_vs_teacher(name, sample_batch, 4, sample_steps, device, args.dry_run)
+    distilled = student_vs_teacher(name, sample_batch, 4, max(sample_steps, 8), device, args.dry_run)
     print(json.dumps(distilled), flush=True)
     summary = {
         "device": device_name,
