@@ -52,6 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=32, help="inputs per pipeline call (default: 32)")
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     parser.add_argument("--output_dir", default=None, help="where the table goes (default: the model folder)")
+    parser.add_argument(
+        "--consistency", action="store_true", help="sample with the consistency projection (consistency=True)"
+    )
     args = parser.parse_args(argv)
     args.levels = [int(level) for level in args.noise_levels.split(",")]
     args.step_counts = [int(steps) for steps in args.steps.split(",")]
@@ -111,7 +114,12 @@ def upscale(pipeline, inputs: list[Image.Image], level: int, steps: int, args) -
         first = (start) * per_input
         generator = [image_generator(args.seed, first + i) for i in range(len(images))]
         output = pipeline(
-            image=images, noise_level=level, num_inference_steps=steps, generator=generator, output_type="pt"
+            image=images,
+            noise_level=level,
+            num_inference_steps=steps,
+            generator=generator,
+            output_type="pt",
+            consistency=args.consistency,
         ).images
         results.append(output.reshape(len(batch), per_input, *output.shape[1:]).cpu())
     return torch.cat(results)
@@ -187,6 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
     command = (
         f"python benchmarks/sr_quality.py {args.model} --noise_levels {args.noise_levels} --steps {args.steps} "
         f"--samples {args.samples} --crops_per_photo {args.crops_per_photo} --seed {args.seed}"
+        + (" --consistency" if args.consistency else "")
     )
     settings = {
         "model": args.model,
