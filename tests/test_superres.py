@@ -91,14 +91,19 @@ def test_the_output_depends_on_the_input_and_is_four_times_its_size(tmp_path):
     assert not torch.equal(levels[0], levels[1])
 
 
-def test_consistency_projects_each_steps_x_0_onto_the_input(tmp_path):
-    pipeline = tiny_sr(tmp_path)
+@pytest.mark.parametrize("prediction", ["v_prediction", "epsilon"])
+def test_consistency_projects_each_steps_x_0_onto_the_input(tmp_path, prediction):
+    pipeline = tiny_sr(tmp_path)  # the configuration predicts v; epsilon through the same UNet's output
+    pipeline.scheduler = type(pipeline.scheduler).from_config(pipeline.scheduler.config, prediction_type=prediction)
     target = low_res_image(3) * 2 - 1  # the input, in [-1, 1]
     x_t = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     guided, _ = pipeline.prepare_condition(1, 1.0, low_res=target, noise_level=torch.zeros(1, dtype=torch.long))
-    t = torch.tensor(500)  # mid-chain: x_0 = (x_t - sqrt(1 - ab) eps) / sqrt(ab) amplifies rounding little
+    t = torch.tensor(500)  # mid-chain: x_0 from the output amplifies rounding little
     alpha_bar = pipeline.scheduler.alphas_cumprod[int(t)]
-    x_0 = lambda eps: (x_t - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()  # noqa: E731 - eq. 4 solved for x_0
+    if prediction == "v_prediction":
+        x_0 = lambda v: alpha_bar.sqrt() * x_t - (1 - alpha_bar).sqrt() * v  # noqa: E731 - x_0 from v
+    else:
+        x_0 = lambda eps: (x_t - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()  # noqa: E731 - eq. 4 for x_0
     with torch.no_grad():
         plain = pipeline.model_output(x_t, t, guided)
         pipeline._consistency_target = target
