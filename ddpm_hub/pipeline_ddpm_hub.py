@@ -23,7 +23,7 @@ from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNe
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
-from .conditioning_ddpm_hub import Conditioning, Guided
+from .conditioning_ddpm_hub import Conditioning, Guided, PromptCondition
 from .image_processing_ddpm_hub import convert_mask, convert_mode, unit_array
 
 OUTPUT_TYPES = ("pil", "np", "pt")
@@ -65,14 +65,7 @@ def is_ddpm_family(scheduler) -> bool:
     return bool(getattr(klass, "ddpm_family", False)) or issubclass(klass, DDPMScheduler)
 
 
-PROMPT_ARGUMENTS = (
-    "prompt",
-    "negative_prompt",
-    "prompt_embeds",
-    "negative_prompt_embeds",
-    "prompt_attention_mask",
-    "negative_prompt_attention_mask",
-)
+PROMPT_ARGUMENTS = PromptCondition.call_arguments  # the text arguments every pipeline's __call__ takes
 
 
 def prompt_arguments(call_locals: dict) -> dict:
