@@ -304,13 +304,19 @@ class LowResCondition(shipped.LowResCondition):
 
     data_column = "images"  # what it reads is the training image x_0 itself (`values["images"]`)
 
-    def __init__(self, low_res_scale: int = 4, max_noise_level: int = 250, default_noise_level: int = 0):
-        super().__init__(low_res_scale, max_noise_level, default_noise_level)
+    def __init__(
+        self,
+        low_res_scale: int = 4,
+        max_noise_level: int = 250,
+        default_noise_level: int = 0,
+        residual_scale: float | None = None,
+    ):
+        super().__init__(low_res_scale, max_noise_level, default_noise_level, residual_scale)
         self.alphas_cumprod = None  # the training scheduler's, for the augmentation
         self.grid_images: torch.Tensor | None = None  # uint8 high-resolution images whose low-res the grids upsample
 
     def trained(self, data, options) -> "LowResCondition":
-        kind = type(self)(self.scale, self.max_noise_level, self.default_noise_level)
+        kind = type(self)(**self.settings())
         images = data.holdout if getattr(data, "holdout", None) is not None else getattr(data, "images", None)
         kind.grid_images = images[:64].clone() if images is not None else None
         return kind
@@ -328,19 +334,20 @@ class LowResCondition(shipped.LowResCondition):
         """A stream's images are made low-resolution as they come."""
 
     def drop(self, images: torch.Tensor, generator: torch.Generator):
-        """The augmented low-resolution images of a micro-batch and their levels: (z_s, s)."""
+        """The augmented low-resolution images of a micro-batch, their levels and the clean ones: (z_s, s, z_0)."""
         low_res = self.downsample(images, self.scale)
         levels = torch.randint(0, self.max_noise_level + 1, (len(images),), generator=generator)
         noise = torch.randn(low_res.shape, generator=generator, dtype=torch.float32)
-        return self.augment(low_res, levels, noise, self.alphas_cumprod), levels
+        return self.augment(low_res, levels, noise, self.alphas_cumprod), levels, low_res
 
     def kept(self, images: torch.Tensor):
         """Held-out metrics: the clean low-resolution images (level 0)."""
-        return self.downsample(images, self.scale), torch.zeros(len(images), dtype=torch.long)
+        low_res = self.downsample(images, self.scale)
+        return low_res, torch.zeros(len(images), dtype=torch.long), low_res
 
     def training_batch(self, values, device) -> ConditionBatch:
-        low_res, levels = values
-        return self.condition(low_res.to(device), levels.to(device))
+        low_res, levels, clean = values
+        return self.condition(low_res.to(device), levels.to(device), clean.to(device))
 
     def inputs_of(self, images: torch.Tensor | None) -> dict:
         """The call arguments conditioning on the clean low-resolution version of each image (uint8 or [-1, 1])."""
@@ -355,6 +362,7 @@ class LowResCondition(shipped.LowResCondition):
             "low_res_scale": self.scale,
             "max_noise_level": self.max_noise_level,
             "default_noise_level": self.default_noise_level,
+            "residual_scale": self.residual_scale,
         }
 
     def grid(self, num_images: int) -> ImageConditions:

@@ -237,10 +237,11 @@ def vb_terms_loop(
             [torch.randn(x_0.shape, generator=generator, dtype=torch.float64, device=noise_device) for _ in range(k)]
         ).to(x_0.device)  # [k*N x C x H x W], column-major
         t_flat = t_chunk.T.reshape(-1)  # [k*N], column-major
-        x_0_rep = x_0.repeat(k, 1, 1, 1)
+        repeated = condition.repeat(k)
+        x_0_rep = repeated.to_model(x_0.repeat(k, 1, 1, 1))  # a model of a residual: the bound is on it
         x_t = scheduler.add_noise(x_0_rep, noise, t_flat)
-        model_output = condition.repeat(k)(unet, x_t.to(unet.dtype), t_flat.to(x_0.device)).to(torch.float64)
-        terms = vb_terms_bits_per_dim(scheduler, model_output, x_0_rep, x_t, t_flat)  # [k*N]
+        model_output = repeated(unet, x_t.to(unet.dtype), t_flat.to(x_0.device)).to(torch.float64)
+        terms = vb_terms_bits_per_dim(scheduler, model_output, x_0_rep, x_t, t_flat, repeated)  # [k*N]
         columns.append(terms.reshape(k, n).T)
         if on_call is not None:
             on_call()
@@ -310,9 +311,9 @@ def bits_per_dim(
                 timesteps, weights, columns = stratified_timesteps(num_train_timesteps, num_steps, len(x_0), generator)
             else:
                 timesteps, weights, columns = chain.expand(len(x_0), -1), torch.ones(len(chain)).double(), chain
-            priors.append(prior_bits_per_dim(scheduler, x_0).cpu())
-            on_call = bar.update if bar is not None else None
             batch_condition = condition.select(slice(start, start + batch_size))
+            priors.append(prior_bits_per_dim(scheduler, batch_condition.to_model(x_0)).cpu())
+            on_call = bar.update if bar is not None else None
             terms.append(
                 vb_terms_loop(unet, scheduler, x_0, timesteps, generator, batch_size, on_call, batch_condition)
                 * weights

@@ -66,6 +66,7 @@ def vb_terms_bits_per_dim(
     x_0: torch.Tensor,
     x_t: torch.Tensor,
     timesteps: torch.Tensor,
+    condition: ConditionBatch | None = None,
 ) -> torch.Tensor:
     """
     One term of the variational bound per sample, in bits per dimension, `[N]`, on the scheduler's current chain:
@@ -75,12 +76,22 @@ def vb_terms_bits_per_dim(
 
     Args:
         model_output: the raw UNet output at (x_t, t), `[N x C x H x W]` or `[N x 2C x H x W]` for `learned_range`.
-        x_0: the data in [-1, 1] on the 8-bit grid; x_t: a sample of q(x_t | x_0); timesteps: `[N]` on the chain.
+        x_0: the data as the model diffuses it (`condition.to_model` of images in [-1, 1] on the 8-bit grid); x_t: a
+            sample of q(x_t | x_0); timesteps: `[N]` on the chain.
+        condition: for a model of a residual (`ConditionBatch.base`), the decoder's bins are the images' 8-bit bins
+            (the KL terms do not change under the affine map; the decoder's Gaussian is mapped to image space).
     """
     true_mean, _, true_log_variance = scheduler.q_posterior_mean_variance(x_0, x_t, timesteps)
     model = scheduler.p_mean_variance(model_output, x_t, timesteps)
     kl = mean_flat(normal_kl(true_mean, true_log_variance, model.mean, model.log_variance)) / LN2
-    decoder_nll = -mean_flat(discretized_gaussian_log_likelihood(x_0, model.mean, 0.5 * model.log_variance)) / LN2
+    condition = ConditionBatch() if condition is None else condition
+    log_scale = 0.5 * model.log_variance - math.log(condition.residual_scale if condition.base is not None else 1.0)
+    decoder_nll = (
+        -mean_flat(
+            discretized_gaussian_log_likelihood(condition.to_image(x_0), condition.to_image(model.mean), log_scale)
+        )
+        / LN2
+    )
     is_last = scheduler.previous_timestep(timesteps).to(x_0.device) < 0
     return torch.where(is_last, decoder_nll, kl)
 
@@ -134,6 +145,7 @@ class DiffusionObjective:
         generator: draws t and eps on x_0's device, unless `timesteps` `[N]` and `noise` (like x_0) are given.
         condition: what the UNet is called with besides (x_t, t) (`ddpm_hub.conditioning.ConditionBatch`: class ids,
             the null label where dropped for guidance, ...), passed through untouched; None for an unconditional UNet.
+            For a model of a residual (`ConditionBatch.base`) the diffused x_0 is `condition.to_model(x_0)`.
     """
 
     scheduler: DDPMHubScheduler
@@ -150,6 +162,8 @@ class DiffusionObjective:
         noise: torch.Tensor | None = None,
         condition: ConditionBatch | None = None,
     ) -> torch.Tensor:
+        condition = ConditionBatch() if condition is None else condition
+        x_0 = condition.to_model(x_0)  # a model of a residual (super-resolution) learns the residual
         if timesteps is None:
             num_timesteps = self.scheduler.config.num_train_timesteps
             timesteps = torch.randint(0, num_timesteps, (x_0.shape[0],), generator=generator, device=x_0.device)
@@ -158,8 +172,8 @@ class DiffusionObjective:
         x_t = self.scheduler.add_noise(x_0, noise, timesteps)  # q(x_t | x_0), eq. 4
         if self.channels_last:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
-        output = (condition or ConditionBatch())(model, x_t, timesteps)
-        return self.loss(output, x_0, x_t, noise, timesteps)
+        output = condition(model, x_t, timesteps)
+        return self.loss(output, x_0, x_t, noise, timesteps, condition)
 
     def loss(
         self,
@@ -168,6 +182,7 @@ class DiffusionObjective:
         x_t: torch.Tensor,
         noise: torch.Tensor,
         timesteps: torch.Tensor,
+        condition: ConditionBatch | None = None,
     ) -> torch.Tensor:
         """The per-sample loss `[N]` of a model output at (x_t, t); the UNet output may hold 2C channels."""
         prediction, variance_values = self.scheduler.split_model_output(model_output, x_t)
@@ -177,7 +192,7 @@ class DiffusionObjective:
             loss = loss * min_snr_weight(self.scheduler, timesteps, self.snr_gamma)
         if variance_values is not None:
             frozen = torch.cat([prediction.detach(), variance_values], dim=1).float()
-            vb = vb_terms_bits_per_dim(self.scheduler, frozen, x_0.float(), x_t.float(), timesteps)
+            vb = vb_terms_bits_per_dim(self.scheduler, frozen, x_0.float(), x_t.float(), timesteps, condition)
             loss = loss + self.vlb_weight * self.scheduler.config.num_train_timesteps * vb
         return loss
 
@@ -238,7 +253,8 @@ class DistillationObjective:
         noise: torch.Tensor | None = None,
         condition: ConditionBatch | None = None,
     ) -> torch.Tensor:
-        condition = condition or ConditionBatch()
+        condition = ConditionBatch() if condition is None else condition
+        x_0 = condition.to_model(x_0)  # a model of a residual (super-resolution) is distilled on it
         points = distillation_timesteps(self.scheduler.config.num_train_timesteps, self.calls).to(x_0.device)
         if timesteps is None:  # the student step i in 1 .. calls: from point 2i to 2i - 2 through 2i - 1
             steps = torch.randint(1, self.calls + 1, (x_0.shape[0],), generator=generator, device=x_0.device)

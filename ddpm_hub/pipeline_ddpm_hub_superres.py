@@ -2,7 +2,7 @@
 """DDPMHubSuperResolutionPipeline: a DDPM conditioned on a low-resolution image (Ho et al. 2021, Cascaded Diffusion
 Models; the super-resolution stages of Imagen and DALL-E 2), with noise conditioning augmentation.
 
-The low-resolution image is corrupted at the augmentation level `noise_level`, upsampled bilinearly and concatenated
+The low-resolution image is corrupted at the augmentation level `noise_level`, upsampled bicubically and concatenated
 to x_t on the channels; the level reaches the UNet as its class embedding (`conditioning_ddpm_hub.LowResCondition`).
 The UNet is fully convolutional: any input whose upsampled size the UNet can halve as often as it does is taken.
 Shipped at the root of every super-resolution repo; plain diffusers loads it with
@@ -35,6 +35,8 @@ class DDPMHubSuperResolutionPipeline(DDPMHubPipeline):
         max_noise_level (`int`): the largest augmentation level the model was trained on.
         default_noise_level (`int`): the level used when a call gives none (chosen by measurement, see the model's
             card).
+        residual_scale (`float`, *optional*): set for a model that diffuses `residual_scale` times the residual of
+            the image over its upsampled input (`LowResCondition`); None for a model of the image itself.
 
     Examples:
         ```py
@@ -57,10 +59,14 @@ class DDPMHubSuperResolutionPipeline(DDPMHubPipeline):
         low_res_scale: int = 4,
         max_noise_level: int = 250,
         default_noise_level: int = 0,
+        residual_scale: float | None = None,
     ):
         super().__init__(unet, scheduler, text_encoder, tokenizer, id2label, null_class_label, num_classes)
         self.register_to_config(
-            low_res_scale=low_res_scale, max_noise_level=max_noise_level, default_noise_level=default_noise_level
+            low_res_scale=low_res_scale,
+            max_noise_level=max_noise_level,
+            default_noise_level=default_noise_level,
+            residual_scale=residual_scale,
         )
 
     @torch.no_grad()
@@ -135,7 +141,7 @@ class DDPMHubSuperResolutionPipeline(DDPMHubPipeline):
         augmentation = randn_tensor(low_res.shape, generator=generator, device=self.device, dtype=low_res.dtype)
         augmented = kind.augment(low_res, levels, augmentation, self.scheduler.alphas_cumprod)
         guided, _ = self.prepare_condition(
-            batch_size, guidance_scale, low_res=augmented, noise_level=levels, **conditions
+            batch_size, guidance_scale, low_res=augmented, noise_level=levels, clean_low_res=low_res, **conditions
         )
 
         # 2. The reverse chain (Algorithm 2), guided when asked, projected onto the input when asked.
@@ -149,7 +155,7 @@ class DDPMHubSuperResolutionPipeline(DDPMHubPipeline):
             x = self.denoise(x, self.scheduler.timesteps, guided, step_kwargs, callback)
         finally:
             self._consistency_target = None
-        return self.output(x, output_type, return_dict)
+        return self.output(guided.condition.to_image(x), output_type, return_dict)  # a residual model: the image
 
     _consistency_target = None
 
@@ -170,7 +176,10 @@ class DDPMHubSuperResolutionPipeline(DDPMHubPipeline):
             x_0 = alpha_bar.sqrt() * x_t - (1 - alpha_bar).sqrt() * mean
         scale = self.config.low_res_scale
         up = lambda image: torch.nn.functional.interpolate(image, scale_factor=scale, mode="nearest")  # noqa: E731
-        projected = x_0 - up(LowResCondition.downsample(x_0, scale)) + up(self._consistency_target)
+        image = guided.condition.to_image(x_0)  # a model of the residual: its image
+        projected = guided.condition.to_model(
+            image - up(LowResCondition.downsample(image, scale)) + up(self._consistency_target)
+        )
         if prediction == "epsilon":
             mean = (x_t - alpha_bar.sqrt() * projected) / (1 - alpha_bar).sqrt()
         elif prediction == "sample":

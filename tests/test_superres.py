@@ -73,7 +73,7 @@ def test_noise_level_zero_leaves_the_condition_unchanged_and_higher_levels_follo
         torch.testing.assert_close(z[i], alpha_bar.sqrt() * z_0[i] + (1 - alpha_bar).sqrt() * noise[i])
     batch = LowResCondition(4).condition(z, levels)
     assert batch.concat.shape == (3, 3, 16, 16) and batch.kwargs["class_labels"].tolist() == [0, 1, 500]
-    # the upsampling is bilinear, and a box filter of it gives the input back where the input is constant
+    # the upsampling is bicubic, and a box filter of it gives the input back where the input is constant
     flat = torch.full((1, 3, 4, 4), 0.3)
     torch.testing.assert_close(LowResCondition.downsample(LowResCondition.upsample(flat, (16, 16)), 4), flat)
 
@@ -89,6 +89,54 @@ def test_the_output_depends_on_the_input_and_is_four_times_its_size(tmp_path):
     torch.testing.assert_close(run(pipeline, pil), a, atol=0.02, rtol=0)  # PIL: the same input at 8 bits
     levels = [run(pipeline, low_res_image(0), noise_level=level) for level in (0, 200)]
     assert not torch.equal(levels[0], levels[1])
+
+
+class ZeroModel(torch.nn.Module):
+    """A UNet stand-in that outputs zeros of x_t's channels: a model of the residual that has learnt no detail."""
+
+    def forward(self, x, t, **kwargs):
+        return type("Output", (), {"sample": torch.zeros_like(x[:, : x.shape[1] // 2])})()
+
+
+def test_a_model_of_the_residual_learns_and_samples_the_detail_over_the_bicubic_input(tmp_path):
+    from ddpm_hub.losses import DiffusionObjective
+
+    pipeline = tiny_sr(tmp_path)
+    assert pipeline.config.residual_scale == 4.0
+    pipeline.scheduler = type(pipeline.scheduler).from_config(pipeline.scheduler.config, prediction_type="sample")
+    image = low_res_image(5)
+    bicubic = torch.nn.functional.interpolate(image * 2 - 1, size=(16, 16), mode="bicubic", align_corners=False)
+    kind = pipeline.conditioning.get("low_res")
+    with torch.no_grad():  # x_0 = 0 at every step: no detail, so the last step gives the base itself
+        pipeline.unet.conv_out.weight.zero_(), pipeline.unet.conv_out.bias.zero_()
+    out = pipeline(image=image, num_inference_steps=4, generator=torch.Generator().manual_seed(0), output_type="pt")
+    torch.testing.assert_close(out.images * 2 - 1, bicubic.clamp(-1, 1), atol=1e-5, rtol=0)
+    # training: the target is residual_scale * (x - bicubic(z_0)), here the model's squared error on it
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    z_0 = LowResCondition.downsample(x, 4)
+    batch = kind.condition(z_0, torch.zeros(2, dtype=torch.long), z_0)
+    loss = DiffusionObjective(pipeline.scheduler)(ZeroModel(), x, torch.Generator().manual_seed(0), condition=batch)
+    residual = 4.0 * (x - LowResCondition.upsample(z_0, (16, 16)))
+    torch.testing.assert_close(loss, (residual**2).mean(dim=(1, 2, 3)))
+    torch.testing.assert_close(batch.to_image(batch.to_model(x)), x)
+
+
+def test_the_decoder_of_a_residual_model_is_a_distribution_over_the_images_8_bit_values():
+    from ddpm_hub.conditioning_ddpm_hub import ConditionBatch
+    from ddpm_hub.losses import vb_terms_bits_per_dim
+    from ddpm_hub.scheduling_ddpm_hub import DDPMHubScheduler
+
+    scheduler = DDPMHubScheduler(beta_schedule="cosine", prediction_type="sample", clip_sample=False)
+    scheduler.set_timesteps(1000)
+    values = torch.arange(256, dtype=torch.float64).view(256, 1, 1, 1) / 127.5 - 1  # every 8-bit value of a pixel
+    condition = ConditionBatch(base=torch.full((256, 1, 1, 1), 0.1), residual_scale=4.0)
+    x_0 = condition.to_model(values)
+    x_t = torch.full_like(x_0, 0.3)
+    output = torch.full_like(x_0, 0.2)  # the decoder's mean, the same for every value
+    t = torch.zeros(256, dtype=torch.long)  # the last step: the decoder
+    bits = vb_terms_bits_per_dim(scheduler, output, x_0, x_t, t, condition)
+    total = (2.0**-bits).sum().item()  # the probabilities of the 256 values of one pixel
+    assert abs(total - 1) < 1e-6, total  # bins in the residual's units would give about 1 / 4
 
 
 @pytest.mark.parametrize("prediction", ["v_prediction", "epsilon"])
@@ -109,6 +157,9 @@ def test_consistency_projects_each_steps_x_0_onto_the_input(tmp_path, prediction
         pipeline._consistency_target = target
         projected = pipeline.model_output(x_t, t, guided)
         pipeline._consistency_target = None
+    assert guided.condition.base is not None  # the configuration diffuses the residual: x_0 is the image's
+    model_x_0 = x_0
+    x_0 = lambda output: guided.condition.to_image(model_x_0(output))  # noqa: E731 - the image of a residual
     torch.testing.assert_close(LowResCondition.downsample(x_0(projected), 4), target, atol=1e-5, rtol=0)
     assert (LowResCondition.downsample(x_0(plain), 4) - target).abs().max() > 0.1
     # what the box filter does not see is the model's own
