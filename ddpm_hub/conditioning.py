@@ -383,7 +383,49 @@ class LowResCondition(shipped.LowResCondition):
         return {"scale": self.scale, **self.settings()}
 
 
-KINDS = (LowResCondition, ClassCondition, PromptCondition)
+class PositionCondition(shipped.PositionCondition):
+    """Pixel coordinates (see the shipped kind): nothing read from the data or dropped, the same for every image."""
+
+    data_column = "images"  # only for the micro-batch's shape; the channels are made at call time
+
+    def trained(self, data, options) -> "PositionCondition":
+        return self
+
+    def column(self, decoded, source: str, pipeline: str):
+        return None
+
+    def check_stream(self, stream, source: str, pipeline: str) -> None:
+        """Any stream: coordinates need no data."""
+
+    def drop(self, images: torch.Tensor, generator: torch.Generator):
+        return None
+
+    def kept(self, images: torch.Tensor):
+        return None
+
+    def training_batch(self, values, device) -> ConditionBatch:
+        return ConditionBatch(coordinates=True)
+
+    def inputs_of(self, images) -> dict:
+        return {}
+
+    def settings(self) -> dict:
+        return {"coordinate_channels": self.channels}
+
+    def grid(self, num_images: int) -> ImageConditions:
+        return ImageConditions(num_images, {})
+
+    def strip(self) -> ImageConditions | None:
+        return None
+
+    def cycle(self, indices: list[int]) -> dict:
+        return {}
+
+    def card_facts(self) -> dict:
+        return self.settings()
+
+
+KINDS = (LowResCondition, ClassCondition, PromptCondition, PositionCondition)
 
 
 class Conditioning(shipped.Conditioning):

@@ -60,12 +60,15 @@ class ConditionBatch:
         base: for a model of the residual (`[N x C x H x W]`, the upsampled input of a super-resolution model that
             diffuses `residual_scale * (x - base)`, as SRDiff does), else None: the model diffuses x itself.
         residual_scale: the factor of the residual (with `base`).
+        coordinates: two channels of pixel coordinates (y and x, each from -1 to 1 across the image) concatenated
+            last, made at call time for x_t's size (`PositionCondition`).
     """
 
     kwargs: dict[str, torch.Tensor] = field(default_factory=dict)
     concat: torch.Tensor | None = None
     base: torch.Tensor | None = None
     residual_scale: float = 1.0
+    coordinates: bool = False
 
     def to_model(self, x: torch.Tensor) -> torch.Tensor:
         """An image in [-1, 1] as the model diffuses it: itself, or its scaled residual over `base`."""
@@ -77,8 +80,9 @@ class ConditionBatch:
 
     def __call__(self, model, x_t: torch.Tensor, t) -> torch.Tensor:
         """`model(x_t (+ concat), t, **kwargs).sample`: the one place a UNet is called with a condition."""
-        x = x_t if self.concat is None else torch.cat([x_t, self.concat.to(x_t.dtype)], dim=1)
-        return model(x, t, **self.kwargs).sample
+        parts = [x_t] + ([self.concat.to(x_t.dtype)] if self.concat is not None else [])
+        parts += [coordinate_channels(x_t)] if self.coordinates else []
+        return model(torch.cat(parts, dim=1) if len(parts) > 1 else x_t, t, **self.kwargs).sample
 
     def __len__(self) -> int:
         tensors = [*self.kwargs.values(), *(tensor for tensor in (self.concat, self.base) if tensor is not None)]
@@ -88,14 +92,14 @@ class ConditionBatch:
         concat = None if self.concat is None else function(self.concat)
         base = None if self.base is None else function(self.base)
         kwargs = {name: function(value) for name, value in self.kwargs.items()}
-        return ConditionBatch(kwargs, concat, base, self.residual_scale)
+        return ConditionBatch(kwargs, concat, base, self.residual_scale, self.coordinates)
 
     def cat(self, other: "ConditionBatch") -> "ConditionBatch":
         """This batch followed by `other` (the same keys): the 2N batch of one guided UNet call."""
         concat = None if self.concat is None else torch.cat([self.concat, other.concat])
         base = None if self.base is None else torch.cat([self.base, other.base])
         kwargs = {name: torch.cat([value, other.kwargs[name]]) for name, value in self.kwargs.items()}
-        return ConditionBatch(kwargs, concat, base, self.residual_scale)
+        return ConditionBatch(kwargs, concat, base, self.residual_scale, self.coordinates)
 
     def merge(self, other: "ConditionBatch") -> "ConditionBatch":
         """The conditions of two kinds for the same images: keyword arguments joined, channels stacked."""
@@ -109,6 +113,7 @@ class ConditionBatch:
             torch.cat(parts, dim=1) if parts else None,
             residual.base,
             residual.residual_scale,
+            self.coordinates or other.coordinates,
         )
 
     def repeat(self, times: int) -> "ConditionBatch":
@@ -607,8 +612,43 @@ class LowResCondition(ConditionKind):
         return alpha_bar.sqrt() * low_res + (1 - alpha_bar).sqrt() * noise.to(low_res)
 
 
+def coordinate_channels(x: torch.Tensor) -> torch.Tensor:
+    """`[N x 2 x H x W]` of x's size, dtype and device: each pixel's y, then x, from -1 to 1 across the image."""
+    n, _, height, width = x.shape
+    y = torch.linspace(-1, 1, height, device=x.device, dtype=x.dtype).view(1, 1, height, 1).expand(n, 1, height, width)
+    x = torch.linspace(-1, 1, width, device=x.device, dtype=x.dtype).view(1, 1, 1, width).expand(n, 1, height, width)
+    return torch.cat([y, x], dim=1)
+
+
+class PositionCondition(ConditionKind):
+    """
+    Where each pixel is: two channels of coordinates (y and x, -1 to 1 across the image) concatenated to x_t, last
+    (CoordConv, Liu et al. 2018). A convolutional UNet is blind to position but at its borders, and its cross-attention
+    queries carry no position of their own, so "3 left of 7" and "7 left of 3" differ to it only through the border;
+    with the coordinates a query knows its side. Set by the pipeline setting `coordinate_channels` (2); no call
+    arguments, and guidance keeps it.
+    """
+
+    name = "position"
+    setting_names = ("coordinate_channels",)
+    channels = 2  # the UNet input channels it takes
+    guided = False
+
+    @classmethod
+    def from_model(cls, unet_config, settings: dict, components: dict) -> "PositionCondition | None":
+        count = settings.get("coordinate_channels")
+        if not count:
+            return None
+        if count != cls.channels:
+            raise ValueError(f"coordinate_channels must be {cls.channels} (y and x), got {count!r}.")
+        return cls()
+
+    def prepare(self, inputs: dict, batch_size: int, device) -> ConditionBatch:
+        return ConditionBatch(coordinates=True)
+
+
 # The kinds a model may take, in the order their channels are concatenated.
-KINDS: tuple[type[ConditionKind], ...] = (LowResCondition, ClassCondition, PromptCondition)
+KINDS: tuple[type[ConditionKind], ...] = (LowResCondition, ClassCondition, PromptCondition, PositionCondition)
 
 
 class Conditioning:
@@ -630,10 +670,12 @@ class Conditioning:
         return next((kind for kind in self.kinds if kind.name == name), None)
 
     def image_channels(self, in_channels: int) -> int:
-        """The channels of the images (x_t) of a UNet of `in_channels`: half, when a kind concatenates an image."""
-        return (
-            in_channels // 2 if any(getattr(kind, "concatenates_image", False) for kind in self.kinds) else in_channels
-        )
+        """
+        The channels of the images (x_t) of a UNet of `in_channels`: less the coordinate channels, then half when a
+        kind concatenates an image.
+        """
+        channels = in_channels - sum(getattr(kind, "channels", 0) for kind in self.kinds)
+        return channels // 2 if any(getattr(kind, "concatenates_image", False) for kind in self.kinds) else channels
 
     def batch_size(self, inputs: dict[str, Any], default: int = 1) -> int:
         """How many images the condition arguments describe (`default` when they fit any number)."""

@@ -288,8 +288,7 @@ def bits_per_dim(
         `timesteps`, and `label` ("full chain (T steps)", "strided bound (K of T steps)" or "sampled estimate ...").
     """
     condition = _condition(pipeline, condition_inputs, len(images))
-    concatenated = condition.concat.shape[1] if condition.concat is not None else 0
-    _check_images(images, pipeline.unet, concatenated)
+    _check_images(images, pipeline.unet, pipeline.image_channels, any_size=condition.concat is not None)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}.")
     if estimator not in ESTIMATORS:
@@ -354,16 +353,16 @@ def _progress_bar(num_images: int, num_steps: int, batch_size: int):
     return tqdm(total=total, desc=f"bits/dim, {num_images} images x {num_steps} steps", unit="UNet call")
 
 
-def _check_images(images: torch.Tensor, unet: torch.nn.Module, concatenated: int = 0) -> None:
-    """uint8 `[N x C x H x W]` of the UNet's channels (less those a condition concatenates) and size."""
+def _check_images(images: torch.Tensor, unet: torch.nn.Module, channels: int, any_size: bool = False) -> None:
+    """uint8 `[N x C x H x W]` of the images' channels (the UNet's, less what a condition concatenates) and size."""
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
         kind = images.dtype if isinstance(images, torch.Tensor) else type(images).__name__
         raise UsageError(f"images must be a uint8 tensor [N x C x H x W] with values 0..255, got {kind}.")
     size = unet.config.sample_size
     height, width = (size, size) if isinstance(size, int) else size
-    if concatenated:  # a super-resolution UNet is fully convolutional: any size of the images is its output's
+    if any_size:  # a super-resolution UNet is fully convolutional: any size of the images is its output's
         height, width = images.shape[-2:]
-    expected = (unet.config.in_channels - concatenated, height, width)
+    expected = (channels, height, width)
     if images.ndim != 4 or tuple(images.shape[1:]) != expected or images.shape[0] == 0:
         raise UsageError(
             f"images must have shape [N x {' x '.join(map(str, expected))}] (N >= 1) for this UNet, "

@@ -99,6 +99,10 @@ class DDPMHubPipeline(DiffusionPipeline):
             dropout); classifier-free guidance needs it.
         num_classes (`int`, *optional*): how many classes the model was trained on (ids 0 .. num_classes - 1, the
             only labels it takes); saved by training. Default: the names, else every id below the null label.
+        default_num_inference_steps (`int`, *optional*): the steps a call takes when it names none (a distilled
+            student's calls).
+        coordinate_channels (`int`, *optional*): 2 when the UNet also takes each pixel's coordinates, concatenated
+            after x_t (`conditioning_ddpm_hub.PositionCondition`); its `in_channels` count them.
 
     Examples:
         ```py
@@ -127,6 +131,7 @@ class DDPMHubPipeline(DiffusionPipeline):
         null_class_label: int | None = None,
         num_classes: int | None = None,
         default_num_inference_steps: int | None = None,
+        coordinate_channels: int | None = None,
     ):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer)
@@ -134,6 +139,8 @@ class DDPMHubPipeline(DiffusionPipeline):
         self.register_to_config(id2label=id2label, null_class_label=null_class_label, num_classes=num_classes)
         if default_num_inference_steps is not None:  # a distilled student's own number of calls
             self.register_to_config(default_num_inference_steps=int(default_num_inference_steps))
+        if coordinate_channels:  # the UNet also takes pixel coordinates (conditioning_ddpm_hub.PositionCondition)
+            self.register_to_config(coordinate_channels=int(coordinate_channels))
 
     @property
     def labels(self) -> dict[str, int]:
