@@ -67,6 +67,28 @@ def test_guidance_one_is_the_conditional_model_and_zero_the_empty_prompt(tmp_pat
     torch.testing.assert_close(negative, run(pipeline, prompt="9 left of 9"))
 
 
+def test_the_unet_sees_each_pixels_coordinates_after_x_t_in_both_halves_of_a_guided_call(tmp_path):
+    from ddpm_hub.conditioning_ddpm_hub import PositionCondition
+
+    pipeline = tiny_text(tmp_path)  # the configuration's coordinate_channels: 2, the UNet's in_channels: 3
+    assert pipeline.unet.config.in_channels == 3 and pipeline.image_channels == 1
+    assert isinstance(pipeline.conditioning.get("position"), PositionCondition)
+    inputs = []
+    hook = pipeline.unet.register_forward_hook(lambda module, args, output: inputs.append(args[0]))
+    image = run(pipeline, seeds=(0,), prompt="2 left of 4", guidance_scale=3.0, steps=1)
+    hook.remove()
+    assert image.shape == (1, 1, 8, 16) and inputs[0].shape == (2, 3, 8, 16)  # x_t, y, x; condition and null
+    y, x = inputs[0][:, 1], inputs[0][:, 2]
+    assert torch.equal(x[:, 0, :], torch.linspace(-1, 1, 16).expand(2, 16))  # -1 at the left edge, 1 at the right
+    assert torch.equal(y[:, :, 0], torch.linspace(-1, 1, 8).expand(2, 8))
+    assert torch.equal(inputs[0][0, 1:], inputs[0][1, 1:])  # the null branch keeps them
+    # a model without the setting takes none: its UNet sees x_t alone
+    plain = type(pipeline.conditioning).of(pipeline.unet.config, {}, {})
+    assert plain.get("position") is None and plain.image_channels(3) == 3
+    with pytest.raises(ValueError, match="coordinate_channels must be 2"):
+        type(pipeline.conditioning).of(pipeline.unet.config, {"coordinate_channels": 3}, {})
+
+
 def test_prompt_embeds_give_the_images_of_their_prompt(tmp_path):
     pipeline = tiny_text(tmp_path)
     hidden, mask = pipeline.conditioning.prompts.encode(["five right of 1"], "cpu")
