@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's pictures of the two processes and of controlled generation, from the README's trained models
-# (runs/ddpm-digits-16 and runs/ddpm-digits-16-cond). Every picture is one ddpm-hub command.
+# (runs/ddpm-digits-16, runs/ddpm-digits-16-cond, runs/ddpm-digit-pairs-text and runs/ddpm-sr-16-to-64). Every picture
+# is one ddpm-hub command.
 #
 #   bash docs/make_pictures.sh
 set -euo pipefail
@@ -30,3 +31,9 @@ ddpm-hub img2img runs/ddpm-digits-16 docs/inputs/blurred-noisy-digit.png --stren
 ddpm-hub sample runs/ddpm-digits-16-cond --class_labels 3,3,3,3,7,7,7,7 --guidance_scale 2 --num_images 8 --steps 250 --scale 6 --output docs/class-3-and-7.png
 cp runs/ddpm-digits-16-cond/samples.png docs/ddpm-digits-16-cond-samples.png
 cp runs/ddpm-digits-16-cond/guidance.png docs/ddpm-digits-16-cond-guidance.png
+# Text to image: four seen pairs, then four pairs never in the data (d, d + 5 mod 10), a column per prompt.
+printf '%s\n' "3 left of 7" "eight right of one" "2 left of four" "six right of 9" \
+  "0 left of 5" "seven right of two" "4 left of nine" "8 right of 3" > docs/inputs/digit-pair-prompts.txt
+ddpm-hub sample runs/ddpm-digit-pairs-text --prompts_file docs/inputs/digit-pair-prompts.txt --guidance_scale 3 --num_images 32 --steps 100 --scale 4 --output docs/text-to-image.png
+# A cascade: the main job's digits (16x16), then upscaled 4x by the super-resolution model (64x64).
+ddpm-hub sample runs/ddpm-digits-16 --upscale runs/ddpm-sr-16-to-64 --upscale_steps 25 --num_images 8 --scale 2 --output docs/cascade.png
