@@ -79,7 +79,8 @@ def build_pipeline(
 def build_component(folder: Path, name: str, entry: list):
     """
     A component other than the UNet and the scheduler, from its folder: a transformers model with fresh weights from
-    its `config.json` (after the UNet, from the same seeded generator), a tokenizer from its files; None if absent.
+    its `config.json` (after the UNet, from the same seeded generator; a T5 encoder's heads started at the offsets
+    its config names, `ddpm_hub.text.start_heads_at_offsets`), a tokenizer from its files; None if absent.
     """
     if entry[0] is None:
         return None
@@ -87,7 +88,9 @@ def build_component(folder: Path, name: str, entry: list):
     import transformers
 
     if issubclass(klass, transformers.PreTrainedModel):
-        return klass(klass.config_class.from_pretrained(folder / name)).eval()
+        from .text import start_heads_at_offsets
+
+        return start_heads_at_offsets(klass(klass.config_class.from_pretrained(folder / name))).eval()
     return klass.from_pretrained(folder / name)
 
 

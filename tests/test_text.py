@@ -15,7 +15,7 @@ from ddpm_hub import DDPMHubPipeline
 from ddpm_hub.conditioning_ddpm_hub import pad_tokens
 from ddpm_hub.configs import build_pipeline
 from ddpm_hub.data import load_images
-from ddpm_hub.data.digit_pairs import captions_of, is_unseen, unseen_pairs
+from ddpm_hub.data.digit_pairs import captions_of, is_unseen, side_probe, unseen_pairs
 from ddpm_hub.text import load_text_encoder, word_tokenizer
 
 TEXT = ["--dataset_name", "builtin:digit-pairs", "--resolution", "8x16"]
@@ -158,6 +158,63 @@ def test_the_word_tokenizer_is_a_transformers_tokenizer_and_the_configuration_ca
     for text in ("3 left of seven", "nine right of 0", "", "unknown words here"):
         assert loaded(text).input_ids == tokenizer(text).input_ids == shipped(text).input_ids
     assert shipped.model_max_length == 16
+
+
+def test_the_configuration_encoder_starts_with_heads_on_neighbours_so_a_digit_state_says_its_side(tmp_path):
+    from ddpm_hub.text import HEAD_OFFSETS
+
+    pipeline = build_pipeline("ddpm-digit-pairs-text", seed=0)
+    encoder, tokenizer = pipeline.text_encoder, pipeline.tokenizer
+    offsets = encoder.config.to_dict()[HEAD_OFFSETS]
+    tokens = tokenizer(["3 left of 7"], return_tensors="pt")
+    encoder.set_attn_implementation("eager")  # the one that returns attention weights
+    with torch.no_grad():
+        attention = encoder(tokens.input_ids, output_attentions=True).attentions[0][0]  # [heads x query x key]
+    layer = encoder.encoder.block[0].layer[0].SelfAttention
+    length = tokens.input_ids.shape[1]
+    relative = torch.arange(length)[None, :] - torch.arange(length)[:, None]  # key - query
+    bucket = layer._relative_position_bucket(
+        relative, True, layer.relative_attention_num_buckets, layer.relative_attention_max_distance
+    )
+    for head, offset in enumerate(offsets):  # most of each head's attention on its offset's bucket
+        target = layer._relative_position_bucket(
+            torch.tensor(offset), True, layer.relative_attention_num_buckets, layer.relative_attention_max_distance
+        )
+        for query in range(length):
+            if 0 <= query + offset < length:
+                assert attention[head, query][bucket[query] == target].sum() > 0.5
+    assert side_probe(encoder, tokenizer) > 0.9
+    # T5's own start: nearly uniform attention, every token gets the same mean, the side is not in the states
+    config = json.loads((ROOT / "pipelines" / "ddpm-digit-pairs-text" / "text_encoder" / "config.json").read_text())
+    del config[HEAD_OFFSETS]
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    assert side_probe(T5EncoderModel(T5Config(**config)).eval(), tokenizer) < 0.7
+
+
+def test_head_offsets_are_refused_where_they_cannot_apply(tmp_path):
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    from ddpm_hub.errors import UsageError
+    from ddpm_hub.text import start_heads_at_offsets
+
+    clip = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=8,
+            intermediate_size=8,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            initial_head_offsets=[-1, 1],
+        )
+    )
+    with pytest.raises(UsageError, match="only a T5 encoder's relative position bias"):
+        start_heads_at_offsets(clip)
+    t5 = T5EncoderModel(
+        T5Config(d_model=8, d_kv=4, d_ff=8, num_layers=1, num_heads=2, vocab_size=8, initial_head_offsets=[1, 2, 3])
+    )
+    with pytest.raises(UsageError, match=r"one non-zero whole offset per head \(2 heads\)"):
+        start_heads_at_offsets(t5)
 
 
 @pytest.mark.parametrize("encoder", ["clip", "t5"])

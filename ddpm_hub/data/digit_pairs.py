@@ -66,3 +66,29 @@ def compose(digits: torch.Tensor, labels: np.ndarray, count: int, captions: bool
     canvases = torch.cat([digits[pairs[:, 0]], digits[pairs[:, 1]]], dim=3).contiguous()
     texts = [captions_of(int(labels[a]), int(labels[b])) for a, b in pairs.tolist()] if captions else None
     return canvases, texts
+
+
+def side_probe(encoder, tokenizer) -> float:
+    """
+    Whether a text encoder's states say which side a digit is on: a linear probe (logistic regression) of "this
+    digit token is the left digit" on the first and the last digit token of every caption of the seen pairs, scored
+    on the captions of the ten unseen pairs. 0.5 is a state that does not say (a bag of words to cross-attention).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    rows = {True: ([], []), False: ([], [])}
+    for left in range(10):
+        for right in range(10):
+            if left == right:
+                continue
+            captions = captions_of(left, right)
+            tokens = tokenizer(captions, padding="longest", return_tensors="pt")
+            with torch.no_grad():
+                states = encoder(tokens.input_ids, attention_mask=tokens.attention_mask).last_hidden_state
+            features, sides = rows[is_unseen(left, right)]
+            for caption, state in zip(captions, states):
+                first_is_left = caption.split()[1] == "left"  # "{a} left of {b}": the first digit is the left one
+                features += [state[0].float().numpy(), state[3].float().numpy()]
+                sides += [first_is_left, not first_is_left]
+    probe = LogisticRegression(max_iter=2000).fit(*rows[False])
+    return float(probe.score(*rows[True]))
