@@ -55,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--consistency", action="store_true", help="sample with the consistency projection (consistency=True)"
     )
+    parser.add_argument(
+        "--per_crop", action="store_true", help="also print, per crop, its PSNRs and sharpness (to stderr)"
+    )
     args = parser.parse_args(argv)
     args.levels = [int(level) for level in args.noise_levels.split(",")]
     args.step_counts = [int(steps) for steps in args.steps.split(",")]
@@ -125,6 +128,19 @@ def upscale(pipeline, inputs: list[Image.Image], level: int, steps: int, args) -
     return torch.cat(results)
 
 
+def per_crop(names: list[str], samples: torch.Tensor, truth: torch.Tensor, bicubic: torch.Tensor) -> None:
+    """Each crop's PSNR (mean of the samples, bicubic, the difference) and its samples' sharpness, to stderr."""
+    mean, bicubic_psnr = psnr(samples.mean(dim=1), truth), psnr(bicubic, truth)
+    energy = high_frequency_energy(samples.flatten(0, 1)).view(len(names), -1).mean(dim=1)
+    sharpness = energy / high_frequency_energy(truth)
+    for i, name in enumerate(names):
+        print(
+            f"  {name:32s} mean {mean[i]:6.2f} dB  bicubic {bicubic_psnr[i]:6.2f} dB  "
+            f"({mean[i] - bicubic_psnr[i]:+6.2f})  sharpness {sharpness[i]:7.2f}",
+            file=sys.stderr,
+        )
+
+
 def markdown(rows: list[dict], settings: dict) -> str:
     lines = [
         "| noise level | steps | PSNR, one sample | PSNR, mean of "
@@ -191,6 +207,8 @@ def main(argv: list[str] | None = None) -> dict:
                 }
             )
             print(json.dumps(rows[-1]), file=sys.stderr)
+            if args.per_crop:
+                per_crop(names, samples, truth, bicubic)
     device = f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
     command = (
         f"python benchmarks/sr_quality.py {args.model} --noise_levels {args.noise_levels} --steps {args.steps} "

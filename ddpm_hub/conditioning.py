@@ -298,8 +298,14 @@ def default_prompts(captions: list[list[str]] | None, count: int = 8) -> list[st
 class LowResCondition(shipped.LowResCondition):
     """
     A low-resolution image (see the shipped kind), made from each training image itself: box-downsampled by the
-    scale and corrupted at a level s drawn uniformly in 0 .. max_noise_level per example (noise conditioning
-    augmentation, Ho et al. 2021), from the seeded draw of each micro-batch. Grids upsample held-out images.
+    scale and rounded to 8 bits (what an image file holds, so what the pipeline is given), then, per example, left
+    clean with probability `clean_prob` (`--clean_low_res_prob`) or corrupted at a level s drawn uniformly in
+    1 .. max_noise_level (noise conditioning augmentation, Ho et al. 2021), from the seeded draw of each micro-batch.
+    Grids upsample held-out images.
+
+    Why a share of clean inputs: with s uniform in 0 .. 250, level 0 is 1 example in 251, and level 1 already adds
+    noise of 1.8 grey levels (cosine schedule) to the input, more than the texture of a flat region has; a model that
+    never sees a clean input cannot tell flat from faintly textured, and invents texture where the input is flat.
     """
 
     data_column = "images"  # what it reads is the training image x_0 itself (`values["images"]`)
@@ -313,10 +319,12 @@ class LowResCondition(shipped.LowResCondition):
     ):
         super().__init__(low_res_scale, max_noise_level, default_noise_level, residual_scale)
         self.alphas_cumprod = None  # the training scheduler's, for the augmentation
+        self.clean_prob = 0.0  # training: the share of examples whose input is left clean (level 0)
         self.grid_images: torch.Tensor | None = None  # uint8 high-resolution images whose low-res the grids upsample
 
     def trained(self, data, options) -> "LowResCondition":
         kind = type(self)(**self.settings())
+        kind.clean_prob = options.clean_low_res_prob or 0.0
         images = data.holdout if getattr(data, "holdout", None) is not None else getattr(data, "images", None)
         kind.grid_images = images[:64].clone() if images is not None else None
         return kind
@@ -335,15 +343,24 @@ class LowResCondition(shipped.LowResCondition):
 
     def drop(self, images: torch.Tensor, generator: torch.Generator):
         """The augmented low-resolution images of a micro-batch, their levels and the clean ones: (z_s, s, z_0)."""
-        low_res = self.downsample(images, self.scale)
-        levels = torch.randint(0, self.max_noise_level + 1, (len(images),), generator=generator)
+        low_res = self.low_res_of(images, self.scale)
+        levels = torch.randint(
+            min(1, self.max_noise_level), self.max_noise_level + 1, (len(images),), generator=generator
+        )
+        clean = torch.rand(len(images), generator=generator) < self.clean_prob
+        levels = levels.masked_fill(clean, 0)
         noise = torch.randn(low_res.shape, generator=generator, dtype=torch.float32)
         return self.augment(low_res, levels, noise, self.alphas_cumprod), levels, low_res
 
     def kept(self, images: torch.Tensor):
         """Held-out metrics: the clean low-resolution images (level 0)."""
-        low_res = self.downsample(images, self.scale)
+        low_res = self.low_res_of(images, self.scale)
         return low_res, torch.zeros(len(images), dtype=torch.long), low_res
+
+    @classmethod
+    def low_res_of(cls, images: torch.Tensor, scale: int) -> torch.Tensor:
+        """A training image's input, in [-1, 1]: box-downsampled by `scale`, rounded to 8 bits as a file holds it."""
+        return (cls.downsample(images, scale) * 127.5 + 127.5).round() / 127.5 - 1
 
     def training_batch(self, values, device) -> ConditionBatch:
         low_res, levels, clean = values
@@ -354,7 +371,7 @@ class LowResCondition(shipped.LowResCondition):
         if images is None:
             return {}
         x = images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images
-        low_res = self.downsample(x, self.scale)
+        low_res = self.low_res_of(x, self.scale)
         return {"low_res": low_res, "noise_level": torch.zeros(len(low_res), dtype=torch.long)}
 
     def settings(self) -> dict:

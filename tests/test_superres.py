@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import LAUNCHER, ROOT, TINY, assert_bit_identical, check_ok, run_script, unet_weights
+from helpers import LAUNCHER, ROOT, TINY, assert_bit_identical, check, check_ok, run_script, unet_weights
 from PIL import Image
 
 from ddpm_hub import DDPMHubPipeline, DDPMHubSuperResolutionPipeline, cli
@@ -17,7 +17,7 @@ from ddpm_hub.cascade import DDPMHubCascadePipeline
 from ddpm_hub.conditioning_ddpm_hub import LowResCondition
 from ddpm_hub.configs import build_pipeline
 from ddpm_hub.data import load_images
-from ddpm_hub.data.photos import photographs
+from ddpm_hub.data.photos import SCALES, photographs, rescaled
 
 
 def sr_config(tmp_path, channels: int = 3):
@@ -76,6 +76,31 @@ def test_noise_level_zero_leaves_the_condition_unchanged_and_higher_levels_follo
     # the upsampling is bicubic, and a box filter of it gives the input back where the input is constant
     flat = torch.full((1, 3, 4, 4), 0.3)
     torch.testing.assert_close(LowResCondition.downsample(LowResCondition.upsample(flat, (16, 16)), 4), flat)
+
+
+def test_training_inputs_are_8_bit_and_a_share_of_them_is_left_clean(tmp_path):
+    from ddpm_hub.conditioning import LowResCondition as TrainingLowRes
+    from ddpm_hub.scheduling_ddpm_hub import DDPMHubScheduler
+
+    kind = TrainingLowRes(4)
+    kind.alphas_cumprod, kind.clean_prob = DDPMHubScheduler(beta_schedule="cosine").alphas_cumprod, 0.5
+    images = torch.rand(400, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    z_s, levels, z_0 = kind.drop(images, torch.Generator().manual_seed(1))
+    box = LowResCondition.downsample(images, 4)
+    grey = (z_0 + 1) * 127.5  # what an 8-bit file of the box filter holds
+    torch.testing.assert_close(grey, grey.round(), atol=1e-4, rtol=0)
+    assert 0.2 < (grey - (box + 1) * 127.5).abs().max() <= 0.5 + 1e-4  # rounded, not left as the filter's mean
+    clean = levels == 0
+    assert 0.4 < clean.float().mean() < 0.6  # the share asked for
+    assert torch.equal(z_s[clean], z_0[clean]) and not torch.isclose(z_s[~clean], z_0[~clean]).all()
+    assert levels[~clean].min() >= 1 and levels.max() <= kind.max_noise_level
+    kind.clean_prob = 0.0
+    assert (kind.drop(images, torch.Generator().manual_seed(1))[1] > 0).all()  # uniform in 1 .. max: none clean
+
+    with pytest.raises(ValueError, match="--clean_low_res_prob 0.5 applies to super-resolution models"):
+        check(["--pipeline", "ddpm-tiny-8", "--clean_low_res_prob", "0.5"])
+    options, _ = check(["--pipeline", str(sr_config(tmp_path)), "--dataset_name", "builtin:photos"])
+    assert options.conditioning.clean_low_res_prob == 0.5  # the default for a super-resolution model
 
 
 def test_the_output_depends_on_the_input_and_is_four_times_its_size(tmp_path):
@@ -202,14 +227,19 @@ def test_the_likelihood_is_conditioned_on_the_low_resolution_image(tmp_path):
 # Data, cascades, commands
 
 
-def test_builtin_photos_are_crops_of_the_two_sample_photographs_only():
-    decoded = load_images("builtin:photos", resolution=16, channels=3, max_images=6)
-    china, flower = (torch.from_numpy(p).permute(2, 0, 1) for p in photographs())
+def test_builtin_photos_are_crops_of_the_two_sample_photographs_only_at_three_scales():
+    decoded = load_images("builtin:photos", resolution=16, channels=3, max_images=8)
+    originals = photographs()
     for i, crop in enumerate(decoded.images):
-        photo = (china, flower)[i % 2]
-        windows = photo.unfold(1, 16, 1).unfold(2, 16, 1)  # [3 x H' x W' x 16 x 16]
-        assert (windows == crop[:, None, None]).all(0).all(-1).all(-1).any()  # a window of its photograph
-    assert decoded.images.shape == (6, 3, 16, 16)
+        scale = SCALES[(i // 2) % 4]
+        photo, window = rescaled(originals[i % 2], scale), crop.permute(1, 2, 0).numpy()
+        assert photo.shape[0] == round(427 * scale)  # the photograph itself, halved or doubled
+        tops, lefts = np.nonzero((photo[:-15, :-15] == window[0, 0]).all(-1))  # where its first pixel could sit
+        assert any((photo[y : y + 16, x : x + 16] == window).all() for y, x in zip(tops, lefts))  # a window of it
+    assert decoded.images.shape == (8, 3, 16, 16) and sorted(set(SCALES)) == [0.5, 1.0, 2.0]
+    # the doubled photographs are smooth at the pixel scale: what teaches a model that a smooth input may stay smooth
+    detail = [float((torch.from_numpy(rescaled(originals[0], s)).float().diff(dim=1) ** 2).mean()) for s in (1, 2)]
+    assert detail[1] < detail[0] / 2
 
 
 def test_a_cascade_upsamples_the_base_models_own_samples(tmp_path):

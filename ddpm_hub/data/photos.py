@@ -2,8 +2,12 @@
 640 each) and of no other image, so that every other photograph is unseen by a model trained on it (the
 super-resolution benchmark measures on others: `benchmarks/sr_quality.py`).
 
-The crops are `NUM_CROPS` windows of the training size at the photographs' own resolution (nothing is resized), their
-positions uniform over each photograph from a fixed seed, half from each photograph.
+The crops are `NUM_CROPS` windows of the training size, their positions uniform over each photograph from a fixed
+seed, half from each photograph, taken at three scales (`SCALES`, in turn): half of them at the photographs' own
+resolution, a quarter from the photographs halved (box filter: denser detail) and a quarter from them doubled
+(bicubic: smooth at the pixel scale, as a defocused background is). A super-resolution model that has only seen
+the photographs' own scale takes every smooth input for fine texture averaged away and invents texture where a
+photograph is out of focus; the doubled crops show it that a smooth input is often a smooth image.
 """
 
 import numpy as np
@@ -11,6 +15,7 @@ import numpy as np
 NUM_CROPS = 4000
 SEED = 0
 NAMES = ("china.jpg", "flower.jpg")
+SCALES = (1.0, 0.5, 1.0, 2.0)  # crops 2k and 2k + 1 (one of each photograph) take SCALES[k mod 4]
 
 
 def photographs() -> list[np.ndarray]:
@@ -22,16 +27,28 @@ def photographs() -> list[np.ndarray]:
     return [found[name] for name in NAMES]
 
 
+def rescaled(image: np.ndarray, scale: float) -> np.ndarray:
+    """A photograph resized by `scale` (box filter down, bicubic up), uint8 `[H x W x 3]`."""
+    if scale == 1:
+        return image
+    from PIL import Image
+
+    size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+    method = Image.BOX if scale < 1 else Image.BICUBIC
+    return np.asarray(Image.fromarray(image).resize(size, method))
+
+
 def crop_photos(height: int, width: int, count: int, seed: int = SEED) -> np.ndarray:
-    """uint8 `[count x 3 x height x width]` crops, crop i from photograph i mod 2 at a seeded position."""
-    images = photographs()
-    smallest = min(min(image.shape[:2]) for image in images)
-    if height > min(image.shape[0] for image in images) or width > min(image.shape[1] for image in images):
+    """uint8 `[count x 3 x height x width]` crops, crop i from photograph i mod 2 at its scale, seeded positions."""
+    originals = photographs()
+    images = {scale: [rescaled(image, scale) for image in originals] for scale in set(SCALES)}
+    smallest = min(min(image.shape[:2]) for versions in images.values() for image in versions)
+    if height > smallest or width > smallest:
         raise ValueError(f"builtin:photos crops at most {smallest}x{smallest} pixels, got {height}x{width}.")
     rng = np.random.default_rng(seed)
     crops = np.empty((count, 3, height, width), dtype=np.uint8)
     for i in range(count):
-        image = images[i % len(images)]
+        image = images[SCALES[(i // len(originals)) % len(SCALES)]][i % len(originals)]
         top = rng.integers(0, image.shape[0] - height + 1)
         left = rng.integers(0, image.shape[1] - width + 1)
         crops[i] = image[top : top + height, left : left + width].transpose(2, 0, 1)

@@ -369,11 +369,12 @@ def _plan_digit_pairs(resolution: Resolution, channels: int, max_images: int | N
 
 
 def _plan_photos(resolution: Resolution, channels: int, max_images: int | None) -> SourcePlan:
-    """`builtin:photos` (`ddpm_hub.data.photos`): crops of the two scikit-learn photographs at the resolution."""
+    """`builtin:photos` (`ddpm_hub.data.photos`): crops of the two scikit-learn photographs, at three scales."""
     import sklearn
 
     capacity = photos.NUM_CROPS if max_images is None else min(max_images, photos.NUM_CROPS)
     fingerprint = {"builtin": "builtin:photos", "scikit-learn": sklearn.__version__, "crops": photos.NUM_CROPS}
+    fingerprint["scales"] = list(photos.SCALES)
     plan = SourcePlan("builtin:photos", "photos", fingerprint, capacity)
 
     def decode() -> DecodedImages:

@@ -29,6 +29,7 @@ def check_options(o: TrainingOptions) -> tuple[TrainingOptions, PipelineSource]:
     check_random_crop(o)
     o = resolve_class_dropout(o, source)
     o = resolve_text_options(o, source)
+    o = resolve_low_res_options(o, source)
     check_model_compatibility(o, source)
     check_teacher(o, source)
     return o, source
@@ -123,6 +124,22 @@ def resolve_text_options(o: TrainingOptions, source: PipelineSource) -> Training
             "NAME_OR_PATH (a transformers text encoder and its tokenizer, e.g. google/t5-v1_1-base)."
         )
     return o if c.caption_dropout_prob is not None else o.changed("conditioning", caption_dropout_prob=0.1)
+
+
+CLEAN_LOW_RES_PROB = 0.5  # the default share of clean inputs of a super-resolution model (README: measured)
+
+
+def resolve_low_res_options(o: TrainingOptions, source: PipelineSource) -> TrainingOptions:
+    """--clean_low_res_prob applies to a super-resolution model only; there it defaults to `CLEAN_LOW_RES_PROB`."""
+    share = o.conditioning.clean_low_res_prob
+    if source.conditioning().low_res is None:
+        if share is not None:
+            raise UsageError(
+                f"--clean_low_res_prob {share} applies to super-resolution models; {o.model.pipeline} takes no "
+                "low-resolution image. Use an SR configuration, e.g. ddpm-sr-16-to-64."
+            )
+        return o
+    return o if share is not None else o.changed("conditioning", clean_low_res_prob=CLEAN_LOW_RES_PROB)
 
 
 def check_environment(o: TrainingOptions) -> None:

@@ -94,6 +94,15 @@ class ConditioningOptions:
         at_least=0,
         below=1,
     )
+    clean_low_res_prob: float | None = option(
+        None,
+        "a super-resolution model: the share of examples whose low-resolution input is left clean (augmentation "
+        "level 0, rounded to 8 bits as an image file holds it); the others are corrupted at a level drawn uniformly "
+        "in 1 .. max_noise_level (default: 0.5)",
+        "model",
+        at_least=0,
+        at_most=1,
+    )
     text_encoder: str | None = option(
         None,
         "a text-to-image configuration: the transformers text encoder (a Hub name or a folder with its tokenizer; "
