@@ -292,6 +292,11 @@ def add_upscale_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=int_at_least(0), default=0, help="sample j of image k uses seed + ... (default: 0)"
     )
+    parser.add_argument(
+        "--consistency",
+        action="store_true",
+        help="project each step's x_0 onto the input (its box average is the input; consistency=True)",
+    )
     parser.add_argument("--prompt", default=None, help="a text-conditioned upscaler's prompt")
     parser.add_argument("--guidance_scale", type=float, default=1.0, help="classifier-free guidance w (default: 1)")
     parser.add_argument("--device", default=DEVICE, help=f"torch device (default: {DEVICE})")
@@ -311,6 +316,8 @@ def run_upscale(args: argparse.Namespace) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     written, index = [], 0
     extra = {"prompt": args.prompt} if args.prompt is not None else {}
+    if args.consistency:
+        extra["consistency"] = True
     if args.guidance_scale != 1:
         extra["guidance_scale"] = args.guidance_scale
     for path, image in tqdm(list(zip(args.images, images)), desc="upscale", unit="image"):

@@ -100,7 +100,7 @@ def test_training_inputs_are_8_bit_and_a_share_of_them_is_left_clean(tmp_path):
     with pytest.raises(ValueError, match="--clean_low_res_prob 0.5 applies to super-resolution models"):
         check(["--pipeline", "ddpm-tiny-8", "--clean_low_res_prob", "0.5"])
     options, _ = check(["--pipeline", str(sr_config(tmp_path)), "--dataset_name", "builtin:photos"])
-    assert options.conditioning.clean_low_res_prob == 0.5  # the default for a super-resolution model
+    assert options.conditioning.clean_low_res_prob == 0.8  # the default for a super-resolution model
 
 
 def test_the_output_depends_on_the_input_and_is_four_times_its_size(tmp_path):
@@ -227,16 +227,16 @@ def test_the_likelihood_is_conditioned_on_the_low_resolution_image(tmp_path):
 # Data, cascades, commands
 
 
-def test_builtin_photos_are_crops_of_the_two_sample_photographs_only_at_three_scales():
+def test_builtin_photos_are_crops_of_the_two_sample_photographs_only_at_four_scales():
     decoded = load_images("builtin:photos", resolution=16, channels=3, max_images=8)
     originals = photographs()
     for i, crop in enumerate(decoded.images):
         scale = SCALES[(i // 2) % 4]
         photo, window = rescaled(originals[i % 2], scale), crop.permute(1, 2, 0).numpy()
-        assert photo.shape[0] == round(427 * scale)  # the photograph itself, halved or doubled
+        assert photo.shape[0] == round(427 * scale)  # the photograph itself, halved or enlarged
         tops, lefts = np.nonzero((photo[:-15, :-15] == window[0, 0]).all(-1))  # where its first pixel could sit
         assert any((photo[y : y + 16, x : x + 16] == window).all() for y, x in zip(tops, lefts))  # a window of it
-    assert decoded.images.shape == (8, 3, 16, 16) and sorted(set(SCALES)) == [0.5, 1.0, 2.0]
+    assert decoded.images.shape == (8, 3, 16, 16) and sorted(set(SCALES)) == [0.5, 1.0, 2.0, 4.0]
     # the doubled photographs are smooth at the pixel scale: what teaches a model that a smooth input may stay smooth
     detail = [float((torch.from_numpy(rescaled(originals[0], s)).float().diff(dim=1) ** 2).mean()) for s in (1, 2)]
     assert detail[1] < detail[0] / 2
@@ -269,6 +269,10 @@ def test_the_commands_upscale_and_sample_a_cascade(tmp_path, capsys):
                      "--output_dir", str(tmp_path / "out"), "--num_samples", "2"]) == 0  # fmt: skip
     written = json.loads(capsys.readouterr().out.splitlines()[-1])["written"]
     assert [Image.open(path).size for path in written] == [(16, 16), (16, 16)]
+    assert cli.main(["upscale", str(tmp_path / "sr"), str(tmp_path / "small.png"), "--steps", "2",
+                     "--output_dir", str(tmp_path / "projected"), "--consistency"]) == 0  # fmt: skip
+    upscaled = np.asarray(Image.open(json.loads(capsys.readouterr().out.splitlines()[-1])["written"][0]), float)
+    assert np.abs(upscaled.reshape(4, 4, 4, 4, 3).mean(axis=(1, 3)) - 128).max() <= 1  # its box average: the input
     assert cli.main(["upscale", "ddpm-tiny-8", str(tmp_path / "small.png")]) == 2
     assert "is not a super-resolution model" in capsys.readouterr().err
     command = ["sample", "ddpm-tiny-8", "--num_images", "2", "--steps", "2", "--upscale", str(tmp_path / "sr")]

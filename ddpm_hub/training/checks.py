@@ -126,7 +126,7 @@ def resolve_text_options(o: TrainingOptions, source: PipelineSource) -> Training
     return o if c.caption_dropout_prob is not None else o.changed("conditioning", caption_dropout_prob=0.1)
 
 
-CLEAN_LOW_RES_PROB = 0.5  # the default share of clean inputs of a super-resolution model (README: measured)
+CLEAN_LOW_RES_PROB = 0.8  # the default share of clean inputs of a super-resolution model (README: measured)
 
 
 def resolve_low_res_options(o: TrainingOptions, source: PipelineSource) -> TrainingOptions:

@@ -98,7 +98,7 @@ class ConditioningOptions:
         None,
         "a super-resolution model: the share of examples whose low-resolution input is left clean (augmentation "
         "level 0, rounded to 8 bits as an image file holds it); the others are corrupted at a level drawn uniformly "
-        "in 1 .. max_noise_level (default: 0.5)",
+        "in 1 .. max_noise_level (default: 0.8)",
         "model",
         at_least=0,
         at_most=1,
