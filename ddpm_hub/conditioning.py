@@ -303,11 +303,10 @@ class LowResCondition(shipped.LowResCondition):
     1 .. max_noise_level (noise conditioning augmentation, Ho et al. 2021), from the seeded draw of each micro-batch.
     Grids upsample held-out images.
 
-    Why a share of clean inputs: with s uniform in 0 .. 250, level 0 is 1 example in 251, and level 1 already adds
-    noise of 1.8 grey levels (cosine schedule) to the input, more than the texture of a flat region has; a model that
-    never sees a clean input cannot tell flat from faintly textured, and invents texture where the input is flat.
-    Measured (README): the mean of 4 samples against bicubic, -0.26 dB with no clean share, +0.30 with 0.5, +0.37 with
-    0.8 (the default).
+    Why a share of clean inputs: with s uniform in 0 .. 250, a clean input (level 0, the pipeline's default) is 1
+    example in 251, and level 1 already adds noise of 1.8 grey levels (cosine schedule); the model did best at the
+    level it is used at when it trained there. Measured (README): the mean of 4 samples against bicubic, -0.26 dB with
+    no clean share, +0.30 with 0.5, +0.37 with 0.8 (the default).
     """
 
     data_column = "images"  # what it reads is the training image x_0 itself (`values["images"]`)

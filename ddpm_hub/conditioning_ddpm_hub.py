@@ -504,7 +504,8 @@ class LowResCondition(ConditionKind):
     (`upsample`) and concatenated to x_t on the channel axis; s reaches the UNet as `class_labels`, through its
     timestep-like class embedding (`class_embed_type="timestep"`, as DeepFloyd IF stage II and the SD upscaler pass
     `noise_level`). Guidance keeps it (it has no null branch). In training, z_0 is the high-resolution image
-    box-downsampled by the scale (`downsample`) and s is drawn per example in 0 .. `max_noise_level`.
+    box-downsampled by the scale (`downsample`) and rounded to 8 bits, and s is 0 for a share of the examples (the
+    trainer's `--clean_low_res_prob`), else drawn in 1 .. `max_noise_level`.
 
     With `residual_scale` set, the model diffuses `residual_scale * (x - upsample(z_0))`, the detail the clean input
     lacks, rather than x (SRDiff, Li et al. 2022): a model that has learnt little starts from the upsampled input,
