@@ -3,9 +3,9 @@
 super-resolution benchmark measures on others: `benchmarks/sr_quality.py`).
 
 The crops are `NUM_CROPS` windows of the training size, their positions uniform over each photograph from a fixed
-seed, half from each photograph, taken at four scales (`SCALES`, in turn, a quarter each): the photographs' own
-resolution, halved (box filter: denser detail), doubled and quadrupled (bicubic: smooth at the pixel scale, as an
-out-of-focus background is). A super-resolution model that has only seen the photographs' own scale takes every
+seed, half from each photograph, taken at five scales (`SCALES`, in turn, a fifth each): the photographs' own
+resolution, halved (box filter: denser detail), and enlarged 2, 4 and 8 times (bicubic: smooth at the pixel scale,
+as an out-of-focus background is). A super-resolution model that has only seen the photographs' own scale takes every
 smooth input for fine texture averaged away, and invents texture where a photograph is out of focus; the enlarged
 crops show it that a smooth input is often a smooth image.
 """
@@ -15,7 +15,7 @@ import numpy as np
 NUM_CROPS = 4000
 SEED = 0
 NAMES = ("china.jpg", "flower.jpg")
-SCALES = (1.0, 0.5, 2.0, 4.0)  # crops 2k and 2k + 1 (one of each photograph) take SCALES[k mod 4]
+SCALES = (1.0, 0.5, 2.0, 4.0, 8.0)  # crops 2k and 2k + 1 (one of each photograph) take SCALES[k mod 5]
 
 
 def photographs() -> list[np.ndarray]:
