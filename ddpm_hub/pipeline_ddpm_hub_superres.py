@@ -21,6 +21,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 # Imported here too, not only through pipeline_ddpm_hub: diffusers copies a local folder's code files one import deep.
 from .conditioning_ddpm_hub import LowResCondition
+from .image_processing_ddpm_hub import convert_mode  # noqa: F401
 from .pipeline_ddpm_hub import ClassLabels, DDPMHubPipeline, prompt_arguments
 
 
