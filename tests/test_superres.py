@@ -227,7 +227,7 @@ def test_the_likelihood_is_conditioned_on_the_low_resolution_image(tmp_path):
 # Data, cascades, commands
 
 
-def test_builtin_photos_are_crops_of_the_two_sample_photographs_only_at_five_scales():
+def test_builtin_photos_are_crops_of_the_two_sample_photographs_only_at_three_scales():
     decoded = load_images("builtin:photos", resolution=16, channels=3, max_images=10)
     originals = photographs()
     for i, crop in enumerate(decoded.images):
@@ -236,10 +236,10 @@ def test_builtin_photos_are_crops_of_the_two_sample_photographs_only_at_five_sca
         assert photo.shape[0] == round(427 * scale)  # the photograph itself, halved or enlarged
         tops, lefts = np.nonzero((photo[:-15, :-15] == window[0, 0]).all(-1))  # where its first pixel could sit
         assert any((photo[y : y + 16, x : x + 16] == window).all() for y, x in zip(tops, lefts))  # a window of it
-    assert decoded.images.shape == (10, 3, 16, 16) and sorted(SCALES) == [0.5, 1.0, 2.0, 4.0, 8.0]
-    # the doubled photographs are smooth at the pixel scale: what teaches a model that a smooth input may stay smooth
-    detail = [float((torch.from_numpy(rescaled(originals[0], s)).float().diff(dim=1) ** 2).mean()) for s in (1, 2)]
-    assert detail[1] < detail[0] / 2
+    assert decoded.images.shape == (10, 3, 16, 16) and sorted(SCALES) == [0.5, 1.0, 8.0]
+    # the enlarged photographs are flat at the pixel scale: what teaches a model that a flat input may stay flat
+    detail = [float((torch.from_numpy(rescaled(originals[0], s)).float().diff(dim=1) ** 2).mean()) for s in (1, 8)]
+    assert detail[1] < detail[0] / 20
 
 
 def test_a_cascade_upsamples_the_base_models_own_samples(tmp_path):

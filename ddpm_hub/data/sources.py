@@ -369,7 +369,7 @@ def _plan_digit_pairs(resolution: Resolution, channels: int, max_images: int | N
 
 
 def _plan_photos(resolution: Resolution, channels: int, max_images: int | None) -> SourcePlan:
-    """`builtin:photos` (`ddpm_hub.data.photos`): crops of the two scikit-learn photographs, at five scales."""
+    """`builtin:photos` (`ddpm_hub.data.photos`): crops of the two scikit-learn photographs, at three scales."""
     import sklearn
 
     capacity = photos.NUM_CROPS if max_images is None else min(max_images, photos.NUM_CROPS)
