@@ -191,6 +191,30 @@ def test_folder_without_usable_images(tmp_path):
         load_image_tensor(None, str(tmp_path), resolution=8)
 
 
+def test_a_caption_file_naming_an_image_twice_is_refused_naming_both_lines(tmp_path):
+    # issue 28: a caption file naming one image twice kept the last caption silently
+    root = tmp_path / "images"
+    (root / "sub").mkdir(parents=True)
+    for name in ("a.png", "sub/b.png"):
+        Image.new("RGB", (8, 8), RED).save(root / name)
+    lines = ['{"file_name": "a.png", "text": "a red square"}', '{"file_name": "sub/b.png", "text": "another"}']
+    (root / "metadata.jsonl").write_text("\n".join([*lines, '{"file_name": "a.png", "text": "a blue one"}']) + "\n")
+    with pytest.raises(
+        ValueError, match="metadata.jsonl line 1 and .*metadata.jsonl line 3 both name the image 'a.png'"
+    ):
+        load_images(None, str(root), resolution=8, caption_column="text")
+    # across files: sub/metadata.jsonl names sub/b.png again, relative to its own folder
+    (root / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    (root / "sub" / "metadata.jsonl").write_text('{"file_name": "b.png", "text": "again"}\n')
+    with pytest.raises(ValueError, match=r"line 2 and .*sub.metadata.jsonl line 1 both name the image 'sub/b.png'"):
+        load_images(None, str(root), resolution=8, caption_column="text")
+    (root / "sub" / "metadata.jsonl").unlink()
+    assert load_images(None, str(root), resolution=8, caption_column="text").captions == [
+        ["a red square"],
+        ["another"],
+    ]
+
+
 # ------------------------------------------------------------------------------------------------- datasets path
 
 

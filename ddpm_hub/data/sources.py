@@ -434,7 +434,8 @@ def folder_captions(root: str, image_paths: list[str], caption_column: str) -> l
     Each image's captions from the folder's `metadata.jsonl` files (diffusers' imagefolder convention: one JSON
     object per line with `file_name`, relative to that file's folder, and the caption under `caption_column`, a
     string or a list of strings); None for an image no line names (it is skipped when decoded). A folder without any
-    metadata.jsonl, or a line that is not JSON or lacks the column, is an error that names the file and line.
+    metadata.jsonl, a line that is not JSON or lacks the column, or two lines naming one image, is an error that names
+    the file and line.
     """
     files = _metadata_files(root)
     if not files:
@@ -443,9 +444,11 @@ def folder_captions(root: str, image_paths: list[str], caption_column: str) -> l
             f'lines such as {{"file_name": "0001.png", "{caption_column}": "a red square"}} in {METADATA_FILE}.'
         )
     captions: dict[str, object] = {}
+    named_at: dict[str, str] = {}  # image -> "file line N" of the line that gave its captions
     for relative in files:
         folder = os.path.dirname(relative)
-        with open(os.path.join(root, relative), encoding="utf-8") as handle:
+        path = os.path.join(root, relative)
+        with open(path, encoding="utf-8") as handle:
             for number, line in enumerate(handle, 1):
                 if not line.strip():
                     continue
@@ -454,16 +457,27 @@ def folder_captions(root: str, image_paths: list[str], caption_column: str) -> l
                     name = entry["file_name"]
                 except (ValueError, KeyError, TypeError):
                     raise UsageError(
-                        f"{os.path.join(root, relative)} line {number}: expected a JSON object with file_name, got "
-                        f"{line.strip()[:80]!r}."
+                        f"{path} line {number}: expected a JSON object with file_name, got {line.strip()[:80]!r}."
                     ) from None
                 if caption_column not in entry:
                     raise UsageError(
-                        f"{os.path.join(root, relative)} line {number} has no {caption_column!r}; its keys: "
+                        f"{path} line {number} has no {caption_column!r}; its keys: "
                         f"{sorted(entry)}. Give --caption_column one of them."
                     )
-                captions[os.path.normpath(os.path.join(folder, name)).replace(os.sep, "/")] = entry[caption_column]
+                image = os.path.normpath(os.path.join(folder, name)).replace(os.sep, "/")
+                check_named_once(image, named_at, f"{path} line {number}", caption_column)
+                captions[image] = entry[caption_column]
     return [captions.get(path) for path in image_paths]
+
+
+def check_named_once(image: str, named_at: dict[str, str], where: str, caption_column: str) -> None:
+    """An image has one caption line: a second one is an error naming both lines (one would silently win)."""
+    if image in named_at:
+        raise UsageError(
+            f"{named_at[image]} and {where} both name the image {image!r}: give each image one line (several "
+            f'captions go in one line as a list, e.g. "{caption_column}": ["a red square", "a square, red"]).'
+        )
+    named_at[image] = where
 
 
 def folder_fingerprint(root: str, paths: list[str]) -> str:
