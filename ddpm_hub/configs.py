@@ -103,10 +103,30 @@ def read_unet_config(folder: str | os.PathLike) -> dict:
     missing = [key for key in UNET_KEYS if key not in config]
     if missing:
         raise UsageError(f"{path} lacks {', '.join(missing)}: a UNet configuration needs them.")
+    for key, (valid, accepted) in UNET_KEYS.items():
+        if not valid(config[key]):
+            raise UsageError(f"{path}: {key} must be {accepted}, got {config[key]!r}.")
     return config
 
 
-UNET_KEYS = ("sample_size", "in_channels", "out_channels", "block_out_channels")
+def _positive(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _positive_list(value, length: int | None = None) -> bool:
+    return isinstance(value, list) and len(value) == (length or len(value)) > 0 and all(map(_positive, value))
+
+
+# The keys the project relies on: each one's check and what it accepts.
+UNET_KEYS = {
+    "sample_size": (
+        lambda value: _positive(value) or _positive_list(value, 2),
+        "a positive integer or a [height, width] pair of them",
+    ),
+    "in_channels": (_positive, "a positive integer"),
+    "out_channels": (_positive, "a positive integer"),
+    "block_out_channels": (_positive_list, "a non-empty list of positive integers"),
+}
 
 
 def count_parameters(module: torch.nn.Module) -> int:

@@ -93,3 +93,22 @@ def test_cli_info_and_sample(tmp_path, capsys):
     assert Image.open(grid).size == (2 * (2 * (8 + 2) + 2),) * 2
     assert main(["info", "ddpm-nope"]) == 2
     assert "No pipeline configuration" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "key, value", [("in_channels", -1), ("out_channels", 0), ("sample_size", [8]), ("block_out_channels", [])]
+)
+def test_a_unet_config_value_out_of_range_is_refused_naming_the_file_and_key(tmp_path, capsys, key, value):
+    # issue 28: `in_channels: -1` in a configuration's unet/config.json was a traceback from torch
+    import shutil
+
+    folder = tmp_path / "config"
+    shutil.copytree(PIPELINES_DIR / "ddpm-tiny-8", folder)
+    config = json.loads((folder / "unet" / "config.json").read_text())
+    (folder / "unet" / "config.json").write_text(json.dumps({**config, key: value}))
+    grid = tmp_path / "grid.png"
+    assert main(["sample", str(folder), "--num_images", "1", "--steps", "2", "--output", str(grid)]) == 2
+    error = capsys.readouterr().err
+    assert f"{folder / 'unet' / 'config.json'}: {key} must be" in error and repr(value) in error
+    assert not grid.exists()
+    assert main(["info", str(folder)]) == 2
