@@ -88,6 +88,34 @@ def check_writable_folder(folder: str | os.PathLike, option: str) -> None:
         raise UsageError(f"{option} {folder} is not writable ({existing}: {error.strerror or error}).") from None
 
 
+def folder_relation(folder: str | os.PathLike, other: str | os.PathLike) -> str | None:
+    """How `folder` lies against `other` (both resolved, links followed): "is", "is inside", "contains", or None."""
+    folder, other = Path(folder).resolve(), Path(other).resolve()
+    if folder == other:
+        return "is"
+    if other in folder.parents:
+        return "is inside"
+    if folder in other.parents:
+        return "contains"
+    return None
+
+
+def check_apart_from_sources(folder: str | os.PathLike, option: str, sources: dict[str, tuple[str, str]]) -> None:
+    """
+    An output folder is not a source of the run, nor inside one, nor around one: `sources` maps each option that
+    names a local folder the run reads (`--pipeline`, `--train_data_dir`, ...) to `(folder, what writing there
+    would do)`. Checked before any work: a run that writes where it reads overwrites its model or trains on its own
+    output.
+    """
+    for source_option, (source, harm) in sources.items():
+        relation = folder_relation(folder, source)
+        if relation is not None:
+            raise UsageError(
+                f"{option} {folder} {relation} the {source_option} folder {source}: a run must not write where it "
+                f"reads ({harm}). Choose an {option} outside {source} that does not contain it."
+            )
+
+
 def is_trained_folder(folder: str | os.PathLike) -> bool:
     """
     A pipeline folder with UNet weights in any format. Pickle-only weights count: such a folder is trained, and

@@ -11,6 +11,7 @@ from diffusers import DDIMScheduler, DiffusionPipeline
 from helpers import LAUNCHER, TINY, assert_bit_identical, check, check_ok, run_script, summary, unet_weights
 
 from ddpm_hub import DDPMHubPipeline
+from ddpm_hub.configs import build_pipeline
 from ddpm_hub.errors import UsageError
 from ddpm_hub.losses import DistillationObjective, distillation_timesteps
 from ddpm_hub.model_card import render_model_card
@@ -116,6 +117,20 @@ def test_distillation_options_are_checked_before_any_work(tmp_path):
         check(["--distill_from", "x", "--prediction_type", "epsilon", "--output_dir", str(tmp_path / "c")])
     with pytest.raises(SystemExit):  # argparse: the calls must halve
         check(["--distill_from", "x", "--distill_calls", "8,3", "--output_dir", str(tmp_path / "d")])
+
+
+def test_distilling_into_the_teachers_folder_is_refused_before_any_work(tmp_path):
+    # issue 28: --distill_from X --output_dir X overwrote the teacher's weights, scheduler and index with the student's
+    teacher = tmp_path / "teacher"
+    build_pipeline("ddpm-tiny-8").save_pretrained(teacher)
+    before = (teacher / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    with pytest.raises(UsageError, match=f"--output_dir {teacher} is the --distill_from folder {teacher}: .*teacher"):
+        check([*TINY, "--distill_from", str(teacher), "--output_dir", str(teacher), "--overwrite_output_dir"])
+    with pytest.raises(UsageError, match="is inside the --distill_from folder"):
+        check([*TINY, "--distill_from", str(teacher), "--output_dir", str(teacher / "student")])
+    assert (teacher / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == before
+    options, _ = check([*TINY, "--distill_from", str(teacher), "--output_dir", str(tmp_path / "student")])
+    assert options.model.pipeline == str(teacher)
 
 
 @pytest.mark.slow

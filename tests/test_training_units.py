@@ -80,6 +80,33 @@ def test_learned_range_cannot_be_forced_on_a_trained_fixed_variance_unet(tmp_pat
         check(["--pipeline", str(tmp_path / "trained"), "--variance_type", "learned_range"])
 
 
+def test_an_output_dir_that_is_the_pipeline_it_starts_from_or_around_it_is_refused(tmp_path):
+    # issue 28: --pipeline X --output_dir X overwrote the source model in place
+    trained = tmp_path / "runs" / "trained"
+    build_pipeline("ddpm-tiny-8").save_pretrained(trained)
+    for output_dir, relation in [(trained, "is"), (trained / "again", "is inside"), (tmp_path / "runs", "contains")]:
+        with pytest.raises(ValueError, match=f"--output_dir {output_dir} {relation} the --pipeline folder {trained}"):
+            check(["--pipeline", str(trained), "--output_dir", str(output_dir), "--overwrite_output_dir"])
+    with pytest.raises(ValueError, match="the --pipeline folder .*pipelines.ddpm-tiny-8"):  # a shipped configuration
+        check(["--pipeline", "ddpm-tiny-8", "--output_dir", str(ROOT / "pipelines" / "ddpm-tiny-8")])
+    assert not (trained / "training_options.json").exists()
+    check(["--pipeline", str(trained), "--output_dir", str(tmp_path / "runs" / "tuned")])  # a sibling is fine
+    (tmp_path / "run" / "checkpoints" / "checkpoint-2").mkdir(parents=True)  # resuming into its own run folder
+    check(["--pipeline", "ddpm-tiny-8", "--output_dir", str(tmp_path / "run"), "--resume_from_checkpoint", "latest"])
+
+
+def test_an_output_dir_inside_the_image_folder_is_refused(tmp_path):
+    # issue 28: an --output_dir inside --train_data_dir: the next run trained on the earlier run's samples.png
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="is inside the --train_data_dir folder .*would become training images"):
+        check(["--train_data_dir", str(images), "--output_dir", str(images / "run")])
+    with pytest.raises(ValueError, match=f"--output_dir {tmp_path} contains the --train_data_dir folder"):
+        check(["--train_data_dir", str(images), "--output_dir", str(tmp_path)])
+    check(["--train_data_dir", str(images), "--output_dir", str(tmp_path / "run")])
+
+
 def test_defaults_resolve_from_the_pipeline_and_data_source():
     options, source = check(["--pipeline", "ddpm-digits-16"])
     assert source.kind == "config" and options.data.resolution == 16 and options.data.dataset_name == "builtin:digits"

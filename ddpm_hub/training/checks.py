@@ -8,7 +8,7 @@ from ..data.decode import image_size, size_text
 from ..errors import InputNotFoundError, UsageError
 from ..options import check_ranges
 from ..resolver import ModelLoadError, PipelineSource, resolve_pipeline
-from ..run_folder import CHECKPOINTS_DIR, check_writable_folder
+from ..run_folder import CHECKPOINTS_DIR, check_apart_from_sources, check_writable_folder
 from ..scheduling_ddpm_hub import VARIANCE_TYPES, is_ddpm_family
 from .checkpoint_folders import TrainingState, list_checkpoints
 from .distillation import check_teacher, distill_options
@@ -23,8 +23,9 @@ def check_options(o: TrainingOptions) -> tuple[TrainingOptions, PipelineSource]:
     o.data.check()
     check_streaming_run(o)
     check_environment(o)
-    check_output_dir(o)
     source = inspect_pipeline(o.model.pipeline)
+    check_output_apart_from_sources(o, source)  # before the checkpoints' advice: resuming there would not help
+    check_output_dir(o)
     o = replace(o, data=o.data.resolved(resolution=source.unet_config["sample_size"]))
     check_random_crop(o)
     o = resolve_class_dropout(o, source)
@@ -190,6 +191,32 @@ def check_output_dir(o: TrainingOptions) -> None:
                 "folder or 'latest'."
             )
         TrainingState.read(path)  # not a checkpoint of this script: a message naming the folder
+
+
+def run_sources(o: TrainingOptions, source: PipelineSource) -> dict[str, tuple[str, str]]:
+    """The local folders a run reads, by the option that names them, with what writing into each would do."""
+    sources = {}
+    if source.kind != "hub":  # a configuration or a trained folder (the teacher, when distilling)
+        if o.distillation.distill_from is not None:
+            sources["--distill_from"] = (
+                source.location,
+                "the student would replace the teacher's weights and configs",
+            )
+        else:
+            sources["--pipeline"] = (source.location, "the trained model would overwrite the one it starts from")
+    data = {"--train_data_dir": o.data.train_data_dir, "--dataset_name": o.data.dataset_name}
+    for option, folder in data.items():
+        if folder is not None and Path(folder).is_dir():
+            sources[option] = (folder, "the run's samples.png and checkpoints would become training images")
+    text_encoder = o.conditioning.text_encoder
+    if text_encoder is not None and Path(text_encoder).is_dir():
+        sources["--text_encoder"] = (text_encoder, "the saved pipeline would be written over the encoder's folder")
+    return sources
+
+
+def check_output_apart_from_sources(o: TrainingOptions, source: PipelineSource) -> None:
+    """--output_dir is none of the folders the run reads, nor inside one, nor around one (`run_sources`)."""
+    check_apart_from_sources(Path(o.output_dir), "--output_dir", run_sources(o, source))
 
 
 def check_model_compatibility(o: TrainingOptions, source: PipelineSource) -> None:
