@@ -8,6 +8,7 @@ Also: no import cycle between ddpm_hub's modules, and `train.py --dry-run` print
 import ast
 import json
 import os
+import site
 import subprocess
 import sys
 import tarfile
@@ -39,12 +40,31 @@ def installed_wheel(tmp_path_factory) -> Path:
         archive.extractall(source, filter="data")
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(source)], check=True)
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
+    reuse_this_environment(python)
     (wheel,) = dist.glob("ddpm_hub-*.whl")
     install = [str(python), "-m", "pip", "--disable-pip-version-check", "-q", "install", "--no-index", "--no-deps"]
     subprocess.run([*install, str(wheel)], check=True)
     return python
+
+
+def reuse_this_environment(python: Path) -> None:
+    """Make the venv of `python` see this interpreter's packages after its own.
+
+    `venv --system-site-packages` would expose the *base* interpreter's site-packages: run from inside a virtual
+    environment (as a user runs the suite), that is not where torch and diffusers are. A .pth line that adds this
+    interpreter's site directories (processing their own .pth files) works from a venv and from a system Python alike.
+    """
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    directories = [d for d in (*site.getsitepackages(), site.getusersitepackages()) if Path(d).is_dir()]
+    lines = "".join(f"import site; site.addsitedir({d!r})\n" for d in directories)
+    (Path(purelib) / "zz_reuse_test_environment.pth").write_text(lines)
 
 
 def run_installed(python: Path, args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
