@@ -21,7 +21,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .errors import InputNotFoundError
-from .public import code_span, escape_markdown, is_local_path
+from .public import code_span, escape_markdown, is_local_path, python_literal
 from .resources import resource_path
 from .run_folder import (
     BPD_PLOT_FILE,
@@ -257,17 +257,19 @@ def _text_facts(folder: Path, summary: dict, options: dict) -> dict | None:
     if encoder is None:
         return None
     samples = summary.get("samples") or {}
+    prompts = samples.get("prompts") or []  # --validation_prompts, by default the dataset's own captions
+    tokenizer = (index.get("tokenizer") or [None, None])[1]
     return {
-        "encoder": encoder,
-        "tokenizer": (index.get("tokenizer") or [None, None])[1],
+        "encoder": code_span(encoder, in_table=True),
+        "tokenizer": code_span(tokenizer, in_table=True) if tokenizer else None,
         "encoder_parameters": f"{count_safetensors_parameters(folder, 'text_encoder'):,}",
-        "source": options.get("text_encoder"),  # --text_encoder, else the configuration's own
+        "source": _code(options.get("text_encoder"), in_table=True),  # --text_encoder, else the configuration's own
         "trained": options.get("train_text_encoder") if options else None,
         "caption_dropout_prob": options.get("caption_dropout_prob"),
-        "prompts": samples.get("prompts"),
+        "prompts": ", ".join(f'"{escape_markdown(prompt)}"' for prompt in prompts) or None,
         "guidance_scale": samples.get("guidance_scale"),
         "guidance_plot": GUIDANCE_FILE if (folder / GUIDANCE_FILE).is_file() else None,
-        "example": (samples.get("prompts") or ["a prompt"])[0],
+        "example": (prompts or ["a prompt"])[0],
     }
 
 
@@ -275,9 +277,10 @@ def _usage_call(conditional: dict | None, summary: dict, text: dict | None = Non
     """The arguments of the sampling call the card shows: the grid's steps, a class or prompt and guidance."""
     arguments = []
     if conditional:
-        arguments.append(f"class_labels={conditional['example']!r}" if conditional["example"] else "class_labels=3")
+        example = conditional["example"]
+        arguments.append(f"class_labels={python_literal(example)}" if example else "class_labels=3")
     if text:
-        arguments.append(f"prompt={text['example']!r}")
+        arguments.append(f"prompt={python_literal(text['example'])}")
     arguments.append("batch_size=4")
     if conditional and conditional["null_class_label"] is not None:
         arguments.append(f"guidance_scale={conditional['guidance_scale'] or 2.0}")
@@ -310,8 +313,8 @@ def _objective(model: dict, options: dict) -> str | None:
     return f"{loss}; the UNet predicts {target or model['prediction_type']}"
 
 
-def _code(value) -> str | None:
-    return code_span(value) if value not in (None, "") else None
+def _code(value, in_table: bool = False) -> str | None:
+    return code_span(value, in_table) if value not in (None, "") else None
 
 
 HUB_DATASET_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # what may be linked to https://huggingface.co/datasets/...

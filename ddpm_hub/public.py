@@ -1,10 +1,11 @@
 """What a published file may say: user-supplied text made literal for Markdown and HTML, and local paths made relative.
 
 Everything the model card shows that a user chose (class names from folder names or dataset features, dataset names,
-splits, paths, commands, and captions once text conditioning lands) passes through one of two functions, never raw:
+splits, paths, commands, prompts and the text encoder's name) passes through one of three functions, never raw:
 
     escape_markdown("x`<img src=x onerror=alert(1)>`y")  # 'x\\`&lt;img src=x onerror=alert(1)&gt;\\`y'
     code_span("a|b", in_table=True)                       # '`a\\|b`'
+    python_literal("a```b")                               # in a code block: "'a\\x60\\x60\\x60b'"
 
 Local paths never leave the machine (`PublicPaths`): publishing rewrites every string of the JSON and Markdown files
 it uploads, so that the run folder itself becomes `.`, a path inside it becomes relative to it, and any other local
@@ -49,6 +50,15 @@ def code_span(value, in_table: bool = False) -> str:
     fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def python_literal(value) -> str:
+    """
+    User-supplied `value` (a prompt, a class name) as a Python literal inside a fenced code block: `repr`, which
+    writes line breaks and control characters as escapes, with every backtick written `\\x60`, so that no run of
+    backticks can close the fence. The literal evaluates to `value`.
+    """
+    return repr(value).replace("`", "\\x60")
 
 
 def is_local_path(value) -> bool:

@@ -412,6 +412,45 @@ def test_card_of_a_bare_pipeline_leaves_out_what_it_does_not_know(tmp_path: Path
     assert "None" not in text and "{{" not in text
 
 
+HOSTILE_PROMPTS = [
+    "<script>alert(1)</script>",
+    "x<img src=x onerror=alert(1)>y",
+    "[link](http://evil) **bold** | cell",
+    "```\n<b>out of the fence</b>",
+]
+
+
+def test_hostile_prompts_are_shown_literally_in_the_card_and_its_usage_code(tmp_path: Path):
+    # issue 28: --validation_prompts went into the published card raw (HTML, links and Markdown live)
+    import html
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from helpers import text_config
+
+    folder = tmp_path / "text"
+    build_pipeline(text_config(tmp_path), seed=0).save_pretrained(folder)
+    evil_encoder = "enc<i>oder</i>`x"
+    (folder / "training_options.json").write_text(json.dumps({"text_encoder": evil_encoder}))
+    samples = {"num_images": 4, "steps": 2, "prompts": HOSTILE_PROMPTS, "guidance_scale": 3.0}
+    (folder / "training_summary.json").write_text(json.dumps({"steps": 3, "samples": samples}))
+    (folder / "samples.png").write_bytes(b"")
+    card = render_model_card(folder, "alice/hostile-text").text
+    markdown_it = pytest.importorskip("markdown_it")
+    page = markdown_it.MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(card)
+    for tag in ("<script", "<img src=x", "<b>", "<i>", "<strong>", 'href="http://evil"'):
+        assert tag not in page, tag
+    text = html.unescape(re.sub(r"</?code[^>]*>", "", page))  # what a reader sees
+    for prompt in HOSTILE_PROMPTS[:3]:
+        assert prompt in text  # shown, literally
+    assert evil_encoder in text
+    usage = [code for code in re.findall(r"```python\n(.*?)```", card, re.S) if "images = pipeline(" in code]
+    assert len(usage) == 2 and all("prompt='<script>alert(1)</script>'" in code for code in usage)
+    fenced = "```\n<b>out of the fence</b>"
+    assert fenced not in card  # its line break and backticks never reach the card raw
+    blocks = re.findall(r'<pre><code class="language-python">(.*?)</code></pre>', page, re.S)
+    assert len(blocks) == card.count("```python") == 3  # no fence was closed or opened by a prompt
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Failures: credentials, transient errors, bad folders
 
