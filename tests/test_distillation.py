@@ -134,6 +134,39 @@ def test_distilling_into_the_teachers_folder_is_refused_before_any_work(tmp_path
 
 
 @pytest.mark.slow
+def test_resuming_a_distillation_with_other_stages_names_what_differs_and_keeps_the_checkpoint(tmp_path):
+    # issue 28: resuming with other --distill_calls or --distill_steps_per_stage mixed the schedules
+    teacher, out = tmp_path / "teacher", tmp_path / "student"
+    build_pipeline("ddpm-tiny-8").save_pretrained(teacher)
+    common = [*TINY, "--distill_from", str(teacher), "--checkpointing_steps", "1", "--output_dir", str(out)]
+    check_ok(run_script([*common, "--distill_calls", "4,2", "--distill_steps_per_stage", "1"]))
+    state = (out / "checkpoints" / "checkpoint-2" / "training_state.json").read_text()
+    cases = {
+        ("--distill_calls", "2,1", "--distill_steps_per_stage", "1"): "distillation.calls: [4, 2] in the checkpoint, "
+        "[2, 1] in this run (--distill_calls)",
+        ("--distill_calls", "4,2", "--distill_steps_per_stage", "2"): "distillation.steps_per_stage: 1 in the "
+        "checkpoint, 2 in this run (--distill_steps_per_stage)",
+    }  # fmt: skip
+    for extra, message in cases.items():
+        result = run_script([*common, *extra, "--resume_from_checkpoint", "latest"])
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert message in result.stderr and "The checkpoint is intact" in result.stderr
+    assert (out / "checkpoints" / "checkpoint-2" / "training_state.json").read_text() == state
+
+
+def test_a_part_recorded_on_one_side_only_is_a_difference_named_by_its_option():
+    # issue 28: a distillation's record against a plain run's (None): resuming one as the other is refused
+    from ddpm_hub.training.checkpoint_folders import record_differences
+
+    stages = {"calls": [4, 2], "steps_per_stage": 3}
+    assert record_differences({"distillation": None}, {"distillation": stages}) == [
+        "distillation: None in the checkpoint, {'calls': [4, 2], 'steps_per_stage': 3} in this run (--distill_from)"
+    ]
+    assert record_differences({"distillation": stages}, {"distillation": {**stages, "calls": [4, 2]}}) == []
+    assert record_differences({}, {"distillation": stages}) == []  # a checkpoint from before the record
+
+
+@pytest.mark.slow
 def test_distillation_resumes_bit_identically_and_the_student_loads_both_ways(tmp_path):
     """
     A tiny teacher distilled 4 -> 2 -> 1 calls, 3 steps a stage; the same run killed after checkpoint 6 (the end of

@@ -33,17 +33,26 @@ RECORD_OPTIONS = {
     "objective.snr_gamma": "--snr_gamma",
     "conditioning.null_class_label": "--class_dropout_prob",
     "conditioning.dropout_prob": "--class_dropout_prob",
+    "distillation": "--distill_from",
+    "distillation.calls": "--distill_calls",
+    "distillation.steps_per_stage": "--distill_steps_per_stage",
 }
 
 
 def record_differences(saved: dict, current: dict) -> list[str]:
     """
     `key: saved value in the checkpoint, current value in this run (--option)` for every recorded value that
-    differs, as dotted keys (`scheduler.prediction_type`). Keys only one side has (a newer diffusers' config field)
-    are not differences.
+    differs, as dotted keys (`scheduler.prediction_type`); a part one side records as None (no distillation) and the
+    other does not is one. Keys only one side has (a newer diffusers' config field, a part an older ddpm_hub did not
+    record) are not differences.
     """
     differences = []
     for part in sorted(set(saved) & set(current)):
+        if (saved[part] is None) != (current[part] is None):  # e.g. a distillation resumed as plain training
+            option = RECORD_OPTIONS.get(part)
+            where = f" ({option})" if option else ""
+            differences.append(f"{part}: {saved[part]!r} in the checkpoint, {current[part]!r} in this run{where}")
+            continue
         before, now = saved[part] or {}, current[part] or {}
         for key in sorted(set(before) & set(now)):
             if _comparable(before[key]) != _comparable(now[key]):

@@ -136,8 +136,9 @@ def training_state(run: Run, step: int) -> TrainingState:
 def model_record(run: Run) -> dict:
     """
     What the weights of a run are a model of, as a checkpoint records it: the UNet and scheduler configurations
-    (architecture, prediction type, schedule, variance, T), the conditioning's settings and the objective's options.
-    A resume with anything else would continue training another model, or the same one on another objective.
+    (architecture, prediction type, schedule, variance, T), the conditioning's settings, the objective's options and
+    a distillation's stages (their calls and length fix which stage, teacher and label each step has). A resume with
+    anything else would continue training another model, or the same one on another objective.
     """
 
     def public(config) -> dict:
@@ -150,7 +151,16 @@ def model_record(run: Run) -> dict:
         "scheduler": public(run.scheduler.config),
         "conditioning": conditioning,
         "objective": {"snr_gamma": run.options.model.snr_gamma},
+        "distillation": distillation_record(run),
     }
+
+
+def distillation_record(run: Run) -> dict | None:
+    """A distillation's stages as a checkpoint records them: the calls of each stage and its length in steps."""
+    if run.distillation is None:
+        return None
+    d = run.distillation.options
+    return {"calls": list(d.distill_calls), "steps_per_stage": d.distill_steps_per_stage}
 
 
 def find_checkpoint(resume_from_checkpoint: str | None, output_dir: str | os.PathLike) -> Path | None:
