@@ -61,8 +61,12 @@ class DDPMHubSuperResolutionPipeline(DDPMHubPipeline):
         max_noise_level: int = 250,
         default_noise_level: int = 0,
         residual_scale: float | None = None,
+        default_num_inference_steps: int | None = None,
     ):
-        super().__init__(unet, scheduler, text_encoder, tokenizer, id2label, null_class_label, num_classes)
+        super().__init__(
+            unet, scheduler, text_encoder, tokenizer, id2label, null_class_label, num_classes,
+            default_num_inference_steps=default_num_inference_steps,
+        )  # fmt: skip
         self.register_to_config(
             low_res_scale=low_res_scale,
             max_noise_level=max_noise_level,
@@ -76,7 +80,7 @@ class DDPMHubSuperResolutionPipeline(DDPMHubPipeline):
         image,
         noise_level: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
-        num_inference_steps: int = 250,
+        num_inference_steps: int | None = None,
         timesteps: list[int] | None = None,
         eta: float = 0.0,
         noise: torch.Tensor | None = None,
@@ -103,12 +107,16 @@ class DDPMHubSuperResolutionPipeline(DDPMHubPipeline):
             noise_level (`int`, *optional*): the augmentation level s, in 0 .. `max_noise_level` (default: the
                 model's `default_noise_level`); 0 conditions on the image as it is.
             generator: per image, it draws x_T, then the augmentation noise, then the steps' noise.
+            num_inference_steps (`int`, *optional*): as `DDPMHubPipeline.__call__`, but 250 by default (a distilled
+                student: its calls).
             batch_size (`int`, *optional*): the number of samples (default: one per image, label or prompt).
             consistency (`bool`, defaults to `False`): at every step, replace what the box filter of the predicted x_0
                 sees by the input (x_0 - up(down(x_0)) + up(input), nearest-neighbour up: the projection of DDNM,
                 Wang et al. 2023), so that the sample box-downsampled by the scale is the input.
             Others: as `DDPMHubPipeline.__call__`; one input image serves every class label or prompt given.
         """
+        if num_inference_steps is None:
+            num_inference_steps = self.config.get("default_num_inference_steps") or 250
         kind = self.conditioning.get("low_res")
         if kind is None:
             raise ValueError("This model is not a super-resolution model (no low_res_scale in its settings).")

@@ -154,6 +154,23 @@ def test_resuming_a_distillation_with_other_stages_names_what_differs_and_keeps_
     assert (out / "checkpoints" / "checkpoint-2" / "training_state.json").read_text() == state
 
 
+@pytest.mark.slow
+def test_a_super_resolution_teacher_distils_into_a_student_folder_that_samples_in_its_calls(tmp_path):
+    # issue 28: distilling a super-resolution teacher trained every stage, then crashed in the final grid
+    from test_superres import sr_config
+
+    teacher, out = tmp_path / "teacher", tmp_path / "student"
+    build_pipeline(sr_config(tmp_path), seed=0).save_pretrained(teacher)
+    args = [*TINY, "--distill_from", str(teacher), "--dataset_name", "builtin:photos", "--resolution", "16"]
+    check_ok(run_script([*args, "--distill_calls", "2,1", "--distill_steps_per_stage", "1", "--output_dir", str(out)]))
+    assert (out / "samples.png").is_file() and summary(out)["samples"]["steps"] == 1
+    student = DDPMHubPipeline.from_pretrained(out)
+    assert type(student).__name__ == "DDPMHubSuperResolutionPipeline" and student.default_num_inference_steps == 1
+    student.set_progress_bar_config(disable=True)
+    large = student(image=torch.rand(1, 3, 4, 4), generator=torch.Generator().manual_seed(0), output_type="np")
+    assert len(student.scheduler.timesteps) == 1 and large.images.shape == (1, 16, 16, 3)
+
+
 def test_a_part_recorded_on_one_side_only_is_a_difference_named_by_its_option():
     # issue 28: a distillation's record against a plain run's (None): resuming one as the other is refused
     from ddpm_hub.training.checkpoint_folders import record_differences
