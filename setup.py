@@ -61,6 +61,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.3", "psutil>=5.9", "ruff>=0.5"],
+        # the documentation site: `mkdocs serve`, `mkdocs build --strict` (CI)
+        "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26", "mkdocstrings-python>=1.10"],
         # benchmarks/sr_quality.py: photographs that builtin:photos does not hold (scikit-image ships them)
         "bench": ["scikit-image>=0.22"],
         "wandb": ["wandb"],

@@ -894,50 +894,6 @@ def test_loading_and_casting_say_nothing_a_user_cannot_act_on(tmp_path, diffuser
     assert any("should be kept in float32: ['conv_in']" in m for m in diffusers_warnings)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Also: every Python snippet of the README runs as written (with small sizes)
-
-# Sizes only: the README's step counts, batch sizes and RePaint's jumps, made small enough for a test.
-SMALL_SIZES = {
-    "num_inference_steps=250": "num_inference_steps=3",
-    "num_inference_steps=20": "num_inference_steps=3",
-    "batch_size=16": "batch_size=2",
-    "batch_size=8": "batch_size=2",
-    "jump_length=10": "jump_length=1",
-    "jump_n_sample=10": "jump_n_sample=2",
-}
-
-
-def readme_snippets() -> list[str]:
-    from helpers import ROOT
-
-    return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.DOTALL)
-
-
-def test_every_python_snippet_of_the_readme_runs_as_written(tmp_path, monkeypatch):
-    import shutil
-
-    from helpers import ROOT
-
-    build_pipeline("ddpm-digits-16", seed=0).save_pretrained(tmp_path / "runs" / "ddpm-digits-16")
-    cond = build_pipeline("ddpm-digits-16-cond", seed=0)
-    cond.register_to_config(id2label={i: str(i) for i in range(10)}, null_class_label=10, num_classes=10)
-    cond.save_pretrained(tmp_path / "runs" / "ddpm-digits-16-cond")
-    shutil.copytree(ROOT / "docs" / "inputs", tmp_path / "docs" / "inputs")
-    monkeypatch.chdir(tmp_path)
-    snippets = readme_snippets()
-    assert len(snippets) >= 2
-    for number, snippet in enumerate(snippets):
-        small = snippet
-        for size, smaller in SMALL_SIZES.items():
-            small = small.replace(size, smaller)
-        assert "=250" not in small and "=10," not in small, "a size the test does not shrink"
-        namespace = {"__name__": f"readme_snippet_{number}"}
-        exec(compile(small, f"README.md snippet {number}", "exec"), namespace)  # each on its own: self-contained
-    assert len(namespace["completed"]) == 1 and namespace["cleaned"][0].size == (16, 16)
-    assert len(namespace["sevens"]) == 2
-
-
 def test_class_settings_that_do_not_fit_the_embedding_are_refused_by_name(tmp_path):
     conditional(num_classes=6).save_pretrained(tmp_path / "model")
     index_path = tmp_path / "model" / "model_index.json"
