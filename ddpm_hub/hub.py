@@ -275,7 +275,7 @@ def files_to_upload(folder: Path) -> list[str]:
     for path in (UNET_CONFIG, SCHEDULER_CONFIG):
         if path not in files:
             raise InputNotFoundError(f"{folder} has no {path}: it is not a complete pipeline folder.")
-    check_finite_weights(folder, [path for path in files if path.endswith(".safetensors")])
+    loading.check_finite_weights(folder, [path for path in files if path.endswith(".safetensors")])
     missing = [path for path in code_files(folder, index) if not (folder / path).is_file()]
     if missing:
         raise InputNotFoundError(
@@ -311,21 +311,6 @@ def code_files(folder: Path, index: dict) -> dict[str, Path]:
             )
         files[f"{name}/{installed.name}"] = installed
     return files
-
-
-def check_finite_weights(folder: Path, weight_files: list[str]) -> None:
-    """Every weight is a finite number: a diverged model (NaN or inf) is never published."""
-    from safetensors import safe_open
-
-    for name in weight_files:
-        with safe_open(str(folder / name), framework="pt") as weights:
-            bad = [key for key in weights.keys() if not bool(weights.get_tensor(key).isfinite().all())]
-        if bad:
-            raise UsageError(
-                f"{folder / name} has non-finite weights (NaN or inf in {len(bad)} tensors, e.g. {bad[0]}): a "
-                "diverged model is not published. Publish the output of a run that finished, or of an earlier "
-                "checkpoint."
-            )
 
 
 def _match(path: str, pattern: str) -> bool:

@@ -42,6 +42,16 @@ DOWNLOAD_KWARGS = ("revision", "token", "cache_dir", "local_files_only")
 # model_index.json entries that are settings, not components: the kinds' and a distilled student's calls
 PIPELINE_SETTINGS = (*(name for kind in KINDS for name in kind.setting_names), "default_num_inference_steps")
 NO_CODE = ["*.py"]  # shipped code is never downloaded: the installed classes are used
+SCHEDULER_CONFIG_NAME = "scheduler_config.json"
+# A tokenizer's vocabulary: a fast tokenizer's file, or a slow one's (sentencepiece, BPE, WordPiece).
+TOKENIZER_VOCABULARIES = (
+    "tokenizer.json",
+    "spiece.model",
+    "tokenizer.model",
+    "sentencepiece.bpe.model",
+    "vocab.json",
+    "vocab.txt",
+)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -79,6 +89,12 @@ def load_components(
             loaded[name] = kwargs[name]
             continue
         loaded[name] = load_component(folder, name, entry, name_or_path, torch_dtype, allow_pickle, download_kwargs)
+    if loaded.get("tokenizer") is not None and loaded.get("text_encoder") is not None:
+        from .text import check_vocabulary
+
+        check_vocabulary(
+            loaded["tokenizer"], loaded["text_encoder"], f"{name_or_path}: its tokenizer/ and text_encoder/"
+        )
     settings = {key: index[key] for key in PIPELINE_SETTINGS if key in index and key in declared}
     return pipeline_class, {**loaded, **settings}
 
@@ -89,6 +105,7 @@ def load_component(folder: Path, name: str, entry: list, source, torch_dtype, al
         return None
     klass = component_class(entry, Path(folder, MODEL_INDEX))
     path = Path(folder, name)
+    check_component_folder(path, name, entry, klass, source)
     if issubclass(klass, SchedulerMixin):
         return upgrade_ddpm_scheduler(klass.from_pretrained(folder, subfolder=name))
     if issubclass(klass, ModelMixin) or not _has_weights(klass):
@@ -101,12 +118,63 @@ def _load_model_or_tokenizer(klass, folder, name, path, torch_dtype, allow_pickl
     if _has_weights(klass):
         read_json(path / "config.json", f"the {name} configuration")  # a broken file is named, not a traceback
         check_weights(folder, name, source, allow_pickle, download_kwargs)
+        check_finite_weights(folder, [Path(name, file.name).as_posix() for file in sorted(path.glob("*.safetensors"))])
         use_safetensors = None if allow_pickle else True
         dtype = {} if torch_dtype is None else {"dtype": torch_dtype}
         if issubclass(klass, ModelMixin):
             return klass.from_pretrained(folder, subfolder=name, use_safetensors=use_safetensors, **dtype)
         return klass.from_pretrained(path, use_safetensors=use_safetensors, **dtype)
     return klass.from_pretrained(path)  # a tokenizer: vocabulary files, no weights
+
+
+def check_component_folder(path: Path, name: str, entry: list, klass: type, source) -> None:
+    """
+    The folder of component `name` holds what its class loads from (a scheduler's or a model's config, a tokenizer's
+    vocabulary): a missing or incomplete folder is refused by name here, never passed on to a library that would
+    take the path for a Hub repo id.
+    """
+    named = f"{name}/ ({entry[0]}.{entry[1]}, named in {MODEL_INDEX})"
+    if not path.is_dir():
+        raise InputNotFoundError(f"{source} has no {named}: the folder is missing. Save the pipeline again.")
+    if issubclass(klass, SchedulerMixin) or _has_weights(klass):
+        expected = [SCHEDULER_CONFIG_NAME if issubclass(klass, SchedulerMixin) else "config.json"]
+    else:
+        expected = tokenizer_vocabularies(klass)
+    if not any(Path(path, file).is_file() for file in expected):
+        found = sorted(p.name for p in path.iterdir()) or ["nothing"]
+        raise InputNotFoundError(
+            f"{source} has an incomplete {named}: expected {' or '.join(expected)}, found {', '.join(found)}. Save "
+            "the pipeline again."
+        )
+
+
+def tokenizer_vocabularies(klass: type | None = None) -> list[str]:
+    """
+    The files one of which a tokenizer folder must hold (`tokenizer.json`, or a slow tokenizer's vocabulary): those
+    `klass` names, or those of any tokenizer transformers reads. A folder with none of them loads as an empty
+    vocabulary in which every word is unknown.
+    """
+    names = getattr(klass, "vocab_files_names", None) or {}
+    files = [file for key, file in names.items() if key != "merges_file"] or list(TOKENIZER_VOCABULARIES)
+    return list(dict.fromkeys(["tokenizer.json", *files]))
+
+
+def check_finite_weights(folder: Path, weight_files: list[str]) -> None:
+    """
+    Every weight in `weight_files` (safetensors, relative to `folder`) is a finite number: a diverged model (NaN or
+    inf) is neither loaded to sample nor published.
+    """
+    from safetensors import safe_open
+
+    for name in weight_files:
+        with safe_open(str(Path(folder, name)), framework="pt") as weights:
+            bad = [key for key in weights.keys() if not bool(weights.get_tensor(key).isfinite().all())]
+        if bad:
+            raise UsageError(
+                f"{Path(folder, name)} has non-finite weights (NaN or inf in {len(bad)} tensors, e.g. {bad[0]}): a "
+                "diverged model is neither sampled from nor published. Use the output of a run that finished, or of "
+                "an earlier checkpoint."
+            )
 
 
 @contextlib.contextmanager

@@ -64,16 +64,20 @@ def load_text_encoder(name_or_path: str | os.PathLike, **kwargs):
     import transformers
 
     encoder_path, tokenizer_path = _paths(name_or_path)
-    config = text_encoder_config(encoder_path, **kwargs)
+    config = text_encoder_config(name_or_path, **kwargs)  # its tokenizer checked too
     class_name = ENCODER_CLASSES.get(config.model_type)
     klass = getattr(transformers, class_name) if class_name else transformers.AutoModel
     encoder = klass.from_pretrained(encoder_path, dtype="float32", **kwargs)
     tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_path, **kwargs)
+    check_vocabulary(tokenizer, encoder, f"--text_encoder {name_or_path!r}")
     return encoder.eval(), tokenizer
 
 
 def text_encoder_config(name_or_path: str | os.PathLike, **kwargs):
-    """The config of a text encoder, checked to be one: a model of token ids (a vocabulary), not images or audio."""
+    """
+    The config of a text encoder, checked to be one: a model of token ids (a vocabulary), not images or audio; a
+    local folder must hold its tokenizer's vocabulary too (`check_tokenizer_folder`).
+    """
     import transformers
 
     try:
@@ -91,7 +95,38 @@ def text_encoder_config(name_or_path: str | os.PathLike, **kwargs):
             "encodes token ids into hidden states (T5EncoderModel checkpoints such as google/t5-v1_1-base, CLIP "
             "text models such as openai/clip-vit-base-patch32, BERT-like encoders)."
         )
+    check_tokenizer_folder(name_or_path)
     return config
+
+
+def check_tokenizer_folder(name_or_path: str | os.PathLike) -> None:
+    """
+    A local text encoder's tokenizer (the folder itself, or its `tokenizer/` subfolder) has a vocabulary file: without
+    one transformers builds an empty tokenizer (every word `<unk>`, a prompt-blind model) or takes the path for a Hub
+    repo id. A Hub name is left to the Hub.
+    """
+    from .loading import tokenizer_vocabularies
+
+    encoder_path, tokenizer_path = _paths(name_or_path)
+    if not os.path.isdir(encoder_path):
+        return
+    expected = tokenizer_vocabularies()
+    if not os.path.isdir(tokenizer_path) or not any(os.path.isfile(os.path.join(tokenizer_path, f)) for f in expected):
+        raise UsageError(
+            f"--text_encoder {str(name_or_path)!r}: no tokenizer in {tokenizer_path}: expected one of "
+            f"{', '.join(expected)} (save the tokenizer with the encoder: tokenizer.save_pretrained(folder), or a "
+            "pipeline-like folder with text_encoder/ and tokenizer/)."
+        )
+
+
+def check_vocabulary(tokenizer, encoder, where: str) -> None:
+    """Every id the tokenizer gives (special tokens included) is a row of the encoder's token embedding."""
+    rows = getattr(encoder.config, "vocab_size", None)
+    if rows is not None and len(tokenizer) > rows:
+        raise UsageError(
+            f"{where}: the tokenizer has {len(tokenizer)} tokens but the text encoder embeds {rows} (vocab_size): "
+            "ids past it would fail inside the encoder. Give a tokenizer and an encoder made for each other."
+        )
 
 
 def hidden_size(config) -> int | None:

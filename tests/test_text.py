@@ -468,3 +468,60 @@ def test_the_cli_samples_a_grid_of_prompts(tmp_path, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a prompt file of known words: no warning
         assert cli.main([*command, "--prompt", "5 left of 6", "--output", str(tmp_path / "h.png")]) == 0
+
+
+def test_a_text_model_without_its_tokenizer_folder_is_refused_locally_by_name(tmp_path, capsys, monkeypatch):
+    # issue 28: a missing tokenizer/ was sent to the Hub as a repo id (45 retries, 217 s, a wrong hint)
+    import shutil
+
+    import huggingface_hub
+
+    from ddpm_hub import cli
+
+    folder = tmp_path / "model"
+    tiny_text(tmp_path).save_pretrained(folder)
+    shutil.rmtree(folder / "tokenizer")
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("a local folder reached the Hub")
+
+    monkeypatch.setattr(huggingface_hub.file_download, "_get_metadata_or_catch_error", no_hub)
+    grid = tmp_path / "grid.png"
+    assert cli.main(["sample", str(folder), "--prompt", "1 left of 2", "--steps", "1", "--output", str(grid)]) == 2
+    error = capsys.readouterr().err
+    assert f"{folder} has no tokenizer/ (transformers.PreTrainedTokenizerFast, named in model_index.json)" in error
+    assert "sentencepiece" not in error and not grid.exists()
+    (folder / "tokenizer").mkdir()
+    (folder / "tokenizer" / "tokenizer_config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"incomplete tokenizer/ .*expected tokenizer\.json.*tokenizer_config"):
+        DDPMHubPipeline.from_pretrained(folder)
+
+
+def test_a_text_encoder_folder_without_tokenizer_files_is_refused_before_training(tmp_path):
+    # issue 28: --text_encoder a folder without tokenizer files: an empty 104-token tokenizer, a prompt-blind model
+    from transformers import T5Config, T5EncoderModel
+
+    encoder = tmp_path / "t5"
+    config = T5Config(vocab_size=40, d_model=24, d_kv=12, d_ff=48, num_layers=1, num_heads=2, decoder_start_token_id=0)
+    T5EncoderModel(config).save_pretrained(encoder)
+    with pytest.raises(ValueError, match=r"--text_encoder .*t5': no tokenizer in .*expected one of tokenizer\.json"):
+        check([*TINY, "--pipeline", str(text_config(tmp_path)), *TEXT, "--text_encoder", str(encoder)])
+    word_tokenizer(["one two"]).save_pretrained(encoder)  # with its tokenizer, it is accepted
+    check([*TINY, "--pipeline", str(text_config(tmp_path)), *TEXT, "--text_encoder", str(encoder)])
+
+
+def test_special_token_text_in_a_prompt_never_crashes_and_a_tokenizer_past_the_encoder_is_refused(tmp_path):
+    # issue 28: a prompt such as <extra_id_5> crashed a model whose tokenizer had more ids than its encoder embeds
+    pipeline = tiny_text(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # unknown words are warned of
+        for prompt in ("<extra_id_5>", "[PAD] [EOS] [UNK]", "</s><pad>"):
+            assert run(pipeline, seeds=(0,), steps=1, prompt=prompt).isfinite().all()
+    folder = tmp_path / "model"
+    pipeline.save_pretrained(folder)
+    config = pipeline.text_encoder.config.to_dict() | {"vocab_size": len(pipeline.tokenizer) - 1}
+    short = type(pipeline.text_encoder)(type(pipeline.text_encoder.config).from_dict(config))
+    with pytest.raises(
+        ValueError, match=r"the tokenizer has \d+ tokens but the text encoder embeds \d+ \(vocab_size\)"
+    ):
+        DDPMHubPipeline.from_pretrained(folder, text_encoder=short)
