@@ -75,7 +75,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, steps: int, num_images:
 
 
 def load_model(args: argparse.Namespace):
-    return load_pipeline(args.model, seed=args.seed).to(args.device)  # untrained: checks the plumbing
+    """MODEL of a command that draws images from noise (sample, inpaint, img2img): never a super-resolution model."""
+    command = f"ddpm-hub {getattr(args, 'command', None) or 'sample'}"
+    return load_pipeline(args.model, seed=args.seed, command=command).to(args.device)  # untrained: the plumbing
 
 
 def image_conditions(pipeline, args: argparse.Namespace) -> ImageConditions:
@@ -124,7 +126,14 @@ def read_prompts(args: argparse.Namespace) -> list[str] | None:
     path = Path(args.prompts_file)
     if not path.is_file():
         raise InputNotFoundError(f"--prompts_file {args.prompts_file!r} is not a file.")
-    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise UsageError(
+            f"--prompts_file {args.prompts_file!r} is not UTF-8 text (byte {error.start}: {error.reason}); give a "
+            "UTF-8 text file with one prompt per line."
+        ) from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
         raise UsageError(f"--prompts_file {args.prompts_file!r} holds no prompt (one per line).")
     return prompts

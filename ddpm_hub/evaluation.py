@@ -39,7 +39,7 @@ from .metrics import (
 )
 from .options import add_arguments, check_ranges, from_namespace, guidance_scale, int_at_least
 from .public import code_span, escape_markdown
-from .resolver import load_pipeline
+from .resolver import PipelineSource, load_pipeline, refuse_super_resolution, resolve_pipeline
 from .run_folder import (
     BPD_FILE,
     FID_FILE,
@@ -303,6 +303,9 @@ def run_eval(args: argparse.Namespace) -> int:
     features = None
     if args.fid or args.sweep:  # before any slow work: offline without the Inception weights fails here
         features = features_for(args.features, data.resolved().dataset_name, args.inception_weights, args.device)
+        source = resolve_pipeline(args.model)  # the configs only, before any weights are read
+        check_sample_quality_applies(source, args)
+        check_features_apply(source, args, features)
     pipeline = load_pipeline(args.model, args.seed).to(args.device)
     pipeline.set_progress_bar_config(disable=True)
     data = data.resolved(resolution=pipeline.unet.config.sample_size)  # an int, or [height, width]
@@ -318,6 +321,39 @@ def run_eval(args: argparse.Namespace) -> int:
         report["metrics"] = str(update_metrics(output_dir, _metric_entries(report, data, args, features)))
     print(json.dumps(report, indent=2))
     return 0
+
+
+def check_sample_quality_applies(source: PipelineSource, args: argparse.Namespace) -> None:
+    """
+    --fid / --sweep draw images from noise, one condition per image as `generate_images` does (nothing, or classes
+    in turn): a super-resolution model (which upsamples a given image) and a text model (which needs a prompt per
+    image; it would draw the empty prompt) are refused, saying what measures them.
+    """
+    command, conditioning = _sample_quality_command(args), source.conditioning()
+    refuse_super_resolution(
+        conditioning, args.model, command, "; its likelihood is measured with `ddpm-hub eval --bpd`"
+    )
+    if conditioning.prompts is not None:
+        raise UsageError(
+            f"{args.model} is a text-to-image model, and {command} would measure images drawn without a prompt (the "
+            "empty prompt), which says nothing of the model. Measure its likelihood on the dataset's captions with "
+            "`ddpm-hub eval --bpd`, or whether it reads the prompt with benchmarks/text_accuracy.py."
+        )
+
+
+def check_features_apply(source: PipelineSource, args: argparse.Namespace, features) -> None:
+    """The digit features read one digit in a square image (`ddpm_hub.digit_classifier`), not a wider canvas."""
+    size = source.unet_config["sample_size"]
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    if features.metric_key == "fd_digits" and height != width:
+        raise UsageError(
+            f"{_sample_quality_command(args)} with the digit features: the digit classifier reads one digit in a "
+            f"square image, and {args.model} draws {height}×{width} images. Use --features inception for them."
+        )
+
+
+def _sample_quality_command(args: argparse.Namespace) -> str:
+    return f"ddpm-hub eval {' '.join(option for option in ('--fid', '--sweep') if getattr(args, option[2:]))}"
 
 
 def _metric_entries(report: dict, data: DataOptions, args: argparse.Namespace, features=None) -> dict:

@@ -21,7 +21,7 @@ from typing import Literal
 from huggingface_hub.errors import HfHubHTTPError
 
 from .configs import available_pipelines, build_pipeline, read_unet_config, resolve_pipeline_config
-from .errors import DDPMHubError, InputNotFoundError
+from .errors import DDPMHubError, InputNotFoundError, UsageError
 from .loading import check_weights, components_of, pipeline_folder, read_model_index
 from .run_folder import SCHEDULER_CONFIG, is_pipeline_folder, is_trained_folder, read_json
 
@@ -111,14 +111,35 @@ def _read_source(kind: str, location: str, folder: Path) -> PipelineSource:
     return PipelineSource(kind, location, index, read_unet_config(folder), scheduler_config)
 
 
-def load_pipeline(name: str | os.PathLike, seed: int | None = 0):
+def load_pipeline(name: str | os.PathLike, seed: int | None = 0, command: str | None = None):
     """
     What the command line accepts as MODEL: a trained folder or Hub repo loaded, or a configuration built fresh from
-    `seed` (to check the plumbing). A Hub or file failure becomes a `ModelLoadError` naming MODEL.
+    `seed` (to check the plumbing). A Hub or file failure becomes a `ModelLoadError` naming MODEL. With `command`
+    (`ddpm-hub sample`: a command that draws images from noise), a super-resolution model is refused
+    (`refuse_super_resolution`).
     """
     try:
-        return resolve_pipeline(name).pipeline(seed)
+        source = resolve_pipeline(name)
+        if command is not None:  # from the configs, before any weights are read
+            refuse_super_resolution(source.conditioning(), name, command)
+        return source.pipeline(seed)
     except DDPMHubError:
         raise
     except (HfHubHTTPError, OSError, ValueError) as error:  # Hub errors (worded by ddpm_hub.loading), files, JSON
         raise ModelLoadError(f"cannot load {name}: {error}") from error
+
+
+def refuse_super_resolution(conditioning, name: str | os.PathLike, command: str, instead: str = "") -> None:
+    """
+    `command` draws images from noise alone (sample, inpaint, img2img, FID): a model whose `conditioning` has a
+    low-resolution image (super-resolution: it upsamples a given image) is refused, with what to use instead.
+    """
+    low_res = conditioning.low_res
+    if low_res is None:
+        return
+    raise UsageError(
+        f"{name} is a super-resolution model (it upsamples a given image {low_res.scale}x), which {command} cannot "
+        "use: it needs a model that draws images from noise. Upsample images with "
+        f"`ddpm-hub upscale {name} IMAGE...`, or a base model's samples with `ddpm-hub sample BASE --upscale {name}`"
+        f"{instead}."
+    )

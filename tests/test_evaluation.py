@@ -312,3 +312,23 @@ def test_offline_sweep_on_digits_uses_the_repos_classifier_and_caches_the_refere
     assert cli.main([*argv[:3], "--fid", *argv[5:], "--steps", "2"]) == 0  # the reference comes from the cache
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert set(saved) == {"fd_digits", "kd_digits"} and "digit classifier" in saved["fd_digits"]["method"]
+
+
+def test_sample_quality_of_a_text_model_or_of_digit_pairs_with_the_digit_classifier_is_refused(tmp_path, capsys):
+    # issue 28: eval --features digits scored two-digit canvases with a one-digit classifier, sampled with prompt ""
+    from helpers import text_config
+
+    text = tmp_path / "text"
+    build_pipeline(text_config(tmp_path), seed=0).save_pretrained(text)
+    output_dir = tmp_path / "eval"
+    argv = ["--features", "digits", "--num_images", "2", "--steps", "1", "--output_dir", str(output_dir)]
+    assert cli.main(["eval", str(text), "--fid", *argv]) == 2
+    error = capsys.readouterr().err
+    assert f"{text} is a text-to-image model, and ddpm-hub eval --fid would measure images drawn without" in error
+    assert "--bpd" in error and not output_dir.exists()
+    pairs = tmp_path / "pairs"  # an unconditional model of 8 x 16 canvases
+    build_pipeline("ddpm-tiny-8x16", seed=0).save_pretrained(pairs)
+    assert cli.main(["eval", str(pairs), "--sweep", *argv]) == 2
+    error = capsys.readouterr().err
+    assert "the digit classifier reads one digit in a square image" in error and "8×16 images" in error
+    assert "--features inception" in error and not output_dir.exists()
