@@ -154,7 +154,7 @@ def collect_facts(folder: Path, local_dataset: bool | None = None) -> dict:
         "conditional": (conditional := _conditional_facts(folder, summary)),
         "text": (text := _text_facts(folder, summary, options)),
         "distillation": _distillation_facts(folder, options),
-        "usage_call": _usage_call(conditional, summary, text),
+        "usage_call": _usage_call(conditional, summary, text, model["super_resolution"]),
         "class_accuracy": _read_text(folder / CLASS_ACCURACY_FILE),
         "text_accuracy": _read_text(folder / TEXT_ACCURACY_FILE),
         "bpd_plot": BPD_PLOT_FILE if (folder / BPD_PLOT_FILE).is_file() else None,
@@ -201,7 +201,8 @@ def _model_facts(folder: Path) -> dict:
     scheduler = read_json(folder / SCHEDULER_CONFIG, "the scheduler configuration") or {}
     size = unet.get("sample_size")
     height, width = (size, size) if isinstance(size, int) else tuple(size or (None, None))
-    channels = unet.get("in_channels")
+    conditioning = _conditioning(folder, unet)
+    channels = conditioning.image_channels(unet["in_channels"]) if unet.get("in_channels") else None
     attention = [
         f"{height // 2**i}×{width // 2**i}" if height else "?"
         for i, block in enumerate(unet.get("down_block_types", []))
@@ -217,7 +218,9 @@ def _model_facts(folder: Path) -> dict:
         "height": height,
         "width": width,
         "channels": channels,
-        "color": {1: "grayscale", 3: "RGB"}.get(channels, f"{channels}-channel"),
+        "color": _color(channels),
+        "coordinates": conditioning.get("position") is not None,
+        "super_resolution": _super_resolution_facts(conditioning, height, width, channels),
         "parameters": f"{count_safetensors_parameters(folder):,}",
         "block_out_channels": ", ".join(map(str, unet.get("block_out_channels", []))),
         "layers_per_block": unet.get("layers_per_block"),
@@ -229,6 +232,32 @@ def _model_facts(folder: Path) -> dict:
         "betas": betas,
         "variance_type": scheduler.get("variance_type"),
         "prediction_type": scheduler.get("prediction_type"),
+    }
+
+
+def _conditioning(folder: Path, unet: dict):
+    """What the model is conditioned on, read as its pipeline reads it (`Conditioning.of`: UNet config and index)."""
+    from .conditioning import Conditioning
+
+    index = read_json(folder / MODEL_INDEX, "the pipeline's model index") or {}
+    return Conditioning.of(unet, index, {name: entry for name, entry in index.items() if isinstance(entry, list)})
+
+
+def _color(channels: int | None) -> str:
+    return {1: "grayscale", 3: "RGB"}.get(channels, f"{channels}-channel")
+
+
+def _super_resolution_facts(conditioning, height: int | None, width: int | None, channels: int | None) -> dict | None:
+    """A super-resolution model: its input's size, the scale, the residual and the augmentation levels."""
+    low_res = conditioning.low_res
+    if low_res is None:
+        return None
+    return {
+        "scale": low_res.scale,
+        "input": f"{height // low_res.scale}×{width // low_res.scale} {_color(channels)}" if height else "smaller",
+        "residual_scale": low_res.residual_scale,
+        "max_noise_level": low_res.max_noise_level,
+        "default_noise_level": low_res.default_noise_level,
     }
 
 
@@ -273,9 +302,12 @@ def _text_facts(folder: Path, summary: dict, options: dict) -> dict | None:
     }
 
 
-def _usage_call(conditional: dict | None, summary: dict, text: dict | None = None) -> str:
-    """The arguments of the sampling call the card shows: the grid's steps, a class or prompt and guidance."""
-    arguments = []
+def _usage_call(conditional: dict | None, summary: dict, text: dict | None = None, super_resolution=None) -> str:
+    """
+    The arguments of the sampling call the card shows: the grid's steps, a class or prompt and guidance; the image to
+    upsample for a super-resolution model.
+    """
+    arguments = ['image=Image.open("small.png")'] if super_resolution else []
     if conditional:
         example = conditional["example"]
         arguments.append(f"class_labels={python_literal(example)}" if example else "class_labels=3")

@@ -451,6 +451,31 @@ def test_hostile_prompts_are_shown_literally_in_the_card_and_its_usage_code(tmp_
     assert len(blocks) == card.count("```python") == 3  # no fence was closed or opened by a prompt
 
 
+def test_the_card_says_what_a_text_or_super_resolution_model_is_from_the_pipelines_own_description(tmp_path: Path):
+    # issue 28: the text model's card said "16x32 RGB images", the SR model's "32x32 6-channel images, unconditionally"
+    sys.path.insert(0, str(ROOT / "tests"))
+    from helpers import text_config
+
+    text = build_pipeline(text_config(tmp_path), seed=0)
+    text.save_pretrained(tmp_path / "text")
+    card = " ".join(render_model_card(tmp_path / "text", "alice/text").text.split())  # one line
+    assert text.image_channels == 1 and "generates 8×16 grayscale images from a text prompt" in card
+    assert "two coordinate channels (y and x, from -1 to 1 across the image)" in card and "RGB" not in card
+    sr_unet = {"block_out_channels": [8, 16], "down_block_types": ["DownBlock2D"] * 2, "norm_num_groups": 4}
+    sr_unet.update(up_block_types=["UpBlock2D"] * 2, sample_size=32)
+    sr = build_pipeline("ddpm-sr-16-to-64", seed=0, unet_overrides=sr_unet)
+    sr.save_pretrained(tmp_path / "sr")
+    card = " ".join(render_model_card(tmp_path / "sr", "alice/sr").text.split())  # one line
+    assert sr.image_channels == 3 and "generates 32×32 RGB images from 8×8 RGB images (super-resolution, 4×" in card
+    assert "the residual over the bicubic upsampling of the input, scaled by 4.0" in card
+    assert "6-channel" not in card and "unconditionally" not in card and "Unconditional" not in card
+    assert "DDPMHubSuperResolutionPipeline.from_pretrained" in card and "image=" in card and "inpaint" not in card
+    plain = build_pipeline("ddpm-tiny-8", seed=0)
+    plain.save_pretrained(tmp_path / "plain")
+    card = " ".join(render_model_card(tmp_path / "plain", "alice/plain").text.split())  # one line
+    assert "generates 8×8 RGB images unconditionally" in card and "coordinate" not in card
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Failures: credentials, transient errors, bad folders
 
