@@ -16,14 +16,17 @@ is a trained folder with the run's record next to the weights:
     bpd.json bits_per_timestep.png           the likelihood report                      (ddpm-hub eval --bpd)
     fid.json sweep.md sweep.json             sample quality                             (ddpm-hub eval --fid/--sweep)
     checkpoints/ logs/                       resumable state, tracker logs              (never published)
+    .training.lock                           held by the run writing the folder         (training; never published)
 
 Training, evaluation, the model card and publishing all take the names and the schemas from here.
 """
 
+import errno
 import json
 import math
 import os
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -47,6 +50,7 @@ SWEEP_FILE = "sweep.md"
 SWEEP_JSON_FILE = "sweep.json"
 CARD_FILE = "README.md"
 CHECKPOINTS_DIR = "checkpoints"
+LOCK_FILE = ".training.lock"  # locked (flock) by the run that writes the folder, for the whole run
 
 SAFE_WEIGHT_SUFFIXES = (".safetensors",)
 PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -114,6 +118,66 @@ def check_apart_from_sources(folder: str | os.PathLike, option: str, sources: di
                 f"{option} {folder} {relation} the {source_option} folder {source}: a run must not write where it "
                 f"reads ({harm}). Choose an {option} outside {source} that does not contain it."
             )
+
+
+class RunFolderLock:
+    """
+    A run folder locked against a second writer: an exclusive POSIX lock (`fcntl.lockf`) on its `LOCK_FILE`, which
+    holds the holder's process id. The lock belongs to the process that took it: processes it forks (data loader
+    workers) do not hold it, and the kernel releases it when that process ends, however it ends, so a run killed
+    with SIGKILL leaves a lock file that blocks nobody. Taken with `lock`, released with `release`.
+    """
+
+    _held: set[Path] = set()  # folders this process holds: a POSIX lock does not exclude its own process
+
+    def __init__(self, path: Path | None = None, handle=None):
+        self.path, self.handle = path, handle  # the lock file, resolved, and the open file that holds the lock
+
+    @classmethod
+    def lock(cls, folder: str | os.PathLike, option: str) -> "RunFolderLock":
+        """Create `folder` if needed and lock it; a folder another run holds is refused, naming it."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX (Windows)
+            warnings.warn(f"{option} {folder} is not locked against a second run on this platform.", stacklevel=2)
+            return cls()
+        path = Path(folder, LOCK_FILE)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = path.resolve()
+        if key in cls._held:
+            raise held_message(folder, option, path, str(os.getpid()))
+        handle = open(path, "a+", encoding="utf-8")  # not truncated before the lock is ours
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EACCES, errno.EAGAIN):
+                handle.close()
+                raise
+            handle.seek(0)
+            holder = handle.read().strip()
+            handle.close()
+            raise held_message(folder, option, path, holder) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        cls._held.add(key)
+        return cls(key, handle)
+
+    def release(self) -> None:
+        """Unlock (closing the file releases the lock); the file stays, so that no two runs lock two inodes."""
+        if self.handle is not None:
+            self.handle.close()
+            self._held.discard(self.path)
+            self.handle = None
+
+
+def held_message(folder, option: str, path: Path, holder: str) -> UsageError:
+    who = f"process {holder}, " if holder else ""
+    return UsageError(
+        f"{option} {folder} is held by another run ({who}lock {path}): two runs must not write one folder. Wait for "
+        f"it to end, or choose another {option}."
+    )
 
 
 def is_trained_folder(folder: str | os.PathLike) -> bool:

@@ -336,3 +336,18 @@ def test_conditional_settings_are_checked_before_the_model_is_built(tmp_path):
     result = run_script([*TINY, "--pipeline", str(small), "--output_dir", str(tmp_path / "b")])
     assert result.returncode == 2 and "labels up to 9 (10 classes)" in result.stderr
     assert "num_class_embeds=5" in result.stderr and "Set num_class_embeds to 11" in result.stderr
+
+
+def test_a_second_run_into_a_held_output_dir_stops_every_rank_before_writing(tmp_path):
+    # issue 28: two trainings into the same --output_dir at once: the survivor carried the dead run's options
+    from ddpm_hub.run_folder import RunFolderLock
+
+    out = tmp_path / "run"
+    held = RunFolderLock.lock(out, "--output_dir")  # this process is the first run
+    result = run_script([*TINY, "--max_train_steps", "2", "--output_dir", str(out)], processes=2, timeout=120)
+    assert result.returncode != 0 and f"--output_dir {out} is held by another run" in result.stderr
+    assert result.stderr.count("train.py: error: --output_dir") == 2  # each rank stops with the message, none waits
+    assert "Dataset:" not in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == [".training.lock"]  # nothing read, nothing written
+    held.release()
+    check_ok(run_script([*TINY, "--max_train_steps", "1", "--output_dir", str(out)]))

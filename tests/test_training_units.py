@@ -3,6 +3,10 @@ checkpoint folders, the held-out split (the launched runs are in test_training_r
 
 import importlib.util
 import json
+import multiprocessing
+import os
+import signal
+import time
 
 import pytest
 import torch
@@ -11,6 +15,7 @@ from helpers import ROOT, check
 from ddpm_hub.configs import build_pipeline
 from ddpm_hub.data import UInt8ImageDataset
 from ddpm_hub.options import HelpFormatter, flat_fields, to_flat_dict
+from ddpm_hub.run_folder import RunFolderLock
 from ddpm_hub.training.batches import MicroBatches, holdout_indices, make_loader
 from ddpm_hub.training.checkpoint_folders import (
     commit_checkpoint,
@@ -105,6 +110,47 @@ def test_an_output_dir_inside_the_image_folder_is_refused(tmp_path):
     with pytest.raises(ValueError, match=f"--output_dir {tmp_path} contains the --train_data_dir folder"):
         check(["--train_data_dir", str(images), "--output_dir", str(tmp_path)])
     check(["--train_data_dir", str(images), "--output_dir", str(tmp_path / "run")])
+
+
+def test_a_run_folder_is_locked_against_a_second_writer_and_released_after(tmp_path):
+    # issue 28: two trainings into the same --output_dir at once had no lock
+    folder = tmp_path / "run"
+    held = RunFolderLock.lock(folder, "--output_dir")
+    with pytest.raises(ValueError, match=f"--output_dir {folder} is held by another run \\(process {os.getpid()}, "):
+        RunFolderLock.lock(folder, "--output_dir")
+    held.release()
+    RunFolderLock.lock(folder, "--output_dir").release()
+    assert sorted(p.name for p in folder.iterdir()) == [".training.lock"]
+
+
+def test_the_lock_of_a_run_killed_with_sigkill_blocks_nobody(tmp_path):
+    # issue 28: a stale lock from a killed run must not block the next run, nor a process it forked (a data worker)
+    folder, context = tmp_path / "run", multiprocessing.get_context("fork")
+    forked = context.Value("i", 0)
+
+    def hold_and_fork():
+        lock = RunFolderLock.lock(folder, "--output_dir")  # noqa: F841 - held until the process ends
+        worker = os.fork()
+        if worker == 0:
+            time.sleep(60)
+            os._exit(0)
+        forked.value = worker
+        time.sleep(60)
+
+    run = context.Process(target=hold_and_fork)
+    run.start()
+    deadline = time.monotonic() + 10
+    while not forked.value and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        with pytest.raises(ValueError, match=f"held by another run \\(process {run.pid}, "):
+            RunFolderLock.lock(folder, "--output_dir")
+        os.kill(run.pid, signal.SIGKILL)
+        run.join(10)
+        RunFolderLock.lock(folder, "--output_dir").release()  # while the forked worker still lives
+    finally:
+        if forked.value:  # never 0: os.kill(0, ...) signals the whole process group
+            os.kill(forked.value, signal.SIGKILL)
 
 
 def test_defaults_resolve_from_the_pipeline_and_data_source():

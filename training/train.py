@@ -36,7 +36,7 @@ from ddpm_hub.training.checks import check_options
 from ddpm_hub.training.data import load_training_data
 from ddpm_hub.training.loop import train
 from ddpm_hub.training.options import TrainingOptions, dry_run_report, parse_options
-from ddpm_hub.training.output import finish, publish_output, start_output
+from ddpm_hub.training.output import finish, hold_output_dir, publish_output, start_output
 from ddpm_hub.training.run import build_run, close_accelerator, make_accelerator
 
 
@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> None:
         print(dry_run_report(options, source))
         return
     accelerator = make_accelerator(options)
-    train_and_write(options, source, accelerator)
+    with hold_output_dir(options, accelerator):  # one run writes a folder at a time
+        train_and_write(options, source, accelerator)
     close_accelerator(accelerator)  # after the model is gone: see close_accelerator
 
 

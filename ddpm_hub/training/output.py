@@ -1,19 +1,24 @@
 """What a run writes and tells: the output folder (options, pipeline, grids, summary) and publishing at the end."""
 
+import contextlib
 import shutil
+from collections.abc import Iterator
 
 import numpy as np
 import torch
+from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import gather_object
 
 from ..configs import count_parameters
 from ..data import ImageDatasetReport
+from ..errors import UsageError
 from ..run_folder import (
     CHECKPOINTS_DIR,
     OPTIONS_FILE,
     SAMPLES_FILE,
     DatasetRecord,
+    RunFolderLock,
     SamplesRecord,
     TrainingSummary,
     write_json,
@@ -22,10 +27,33 @@ from .batches import StreamedMicroBatches
 from .checkpoint_folders import weights_checksum
 from .checkpointing import check_finite_weights, save_checkpoint
 from .grids import samples_record, write_final_grids
-from .options import recorded_options
+from .options import TrainingOptions, recorded_options
 from .run import Run
 
 logger = get_logger(__name__, log_level="INFO")
+
+
+@contextlib.contextmanager
+def hold_output_dir(o: TrainingOptions, accelerator: Accelerator) -> Iterator[None]:
+    """
+    --output_dir locked against a second run for the whole of this one (`RunFolderLock`, by the main process). A
+    folder another run holds stops every rank before anything is read or written: the ranks exchange the refusal, so
+    that none goes on into a collective that the main process never joins.
+    """
+    lock, refusal = None, None
+    if accelerator.is_main_process:
+        try:
+            lock = RunFolderLock.lock(o.output_dir, "--output_dir")
+        except UsageError as error:
+            refusal = error
+    refused = accelerator.gather(torch.tensor([float(refusal is not None)], device=accelerator.device))
+    if bool(refused.any()):
+        raise refusal or UsageError(f"--output_dir {o.output_dir} is held by another run (see the main process).")
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def start_output(run: Run) -> None:
