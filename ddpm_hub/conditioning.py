@@ -200,6 +200,7 @@ class PromptCondition(shipped.PromptCondition):
     def trained(self, data, options) -> "PromptCondition":
         """The kind a run trains: caption dropout (`caption_dropout_prob`), frozen or trained encoder, grid prompts."""
         kind = type(self)(self.tokenizer, self.text_encoder)
+        kind.cross_attention_dim = self.cross_attention_dim
         kind.dropout_prob, kind.frozen = options.caption_dropout_prob, not options.train_text_encoder
         kind.prompts = list(options.validation_prompts or default_prompts((data.columns or {}).get(self.data_column)))
         return kind

@@ -287,6 +287,8 @@ class ClassCondition(ConditionKind):
                 f"guidance_scale={guidance_scale} needs a null label, and this model has none (it was trained without "
                 "label dropout). Use guidance_scale=1."
             )
+        if inputs.get("class_labels") is not None:
+            self.check_ids(self.label_ids(inputs["class_labels"]))
 
     def check_ids(self, ids: list[int]) -> None:
         """Every id is one of the classes the model was trained on (the null label is not a class)."""
@@ -338,15 +340,20 @@ class PromptCondition(ConditionKind):
         "negative_prompt_attention_mask",
     )
     guided = True
+    cross_attention_dim: int | None = None  # the width D of the states the UNet attends to (None: not known)
 
     def __init__(self, tokenizer=None, text_encoder=None):
         self.tokenizer, self.text_encoder = tokenizer, text_encoder
 
     @classmethod
     def from_model(cls, unet_config, settings: dict, components: dict) -> "PromptCondition | None":
-        if _config_value(unet_config, "cross_attention_dim") is None:  # a UNet2DModel has no cross-attention
+        width = _config_value(unet_config, "cross_attention_dim")
+        if width is None:  # a UNet2DModel has no cross-attention
             return None
-        return cls(components.get("tokenizer"), components.get("text_encoder"))
+        kind = cls(components.get("tokenizer"), components.get("text_encoder"))
+        widths = set(width) if isinstance(width, (list, tuple)) else {width}
+        kind.cross_attention_dim = int(widths.pop()) if len(widths) == 1 else None  # per block: one if they agree
+        return kind
 
     @property
     def max_length(self) -> int:
@@ -358,7 +365,7 @@ class PromptCondition(ConditionKind):
 
     def batch_size(self, inputs: dict) -> int | None:
         prompt, embeds = inputs.get("prompt"), inputs.get("prompt_embeds")
-        if embeds is not None:
+        if isinstance(embeds, torch.Tensor) and embeds.ndim == 3:  # other embeds are refused by `check`
             return len(embeds) if len(embeds) > 1 else None
         if isinstance(prompt, (list, tuple)) and len(prompt) > 1:
             return len(prompt)
@@ -379,12 +386,57 @@ class PromptCondition(ConditionKind):
             items = value if isinstance(value, (list, tuple)) else [value]
             if value is not None and not all(isinstance(item, str) for item in items):
                 raise ValueError(f"{name} must be a string or a list of strings, got {value!r}.")
+        for prefix in ("", "negative_"):
+            embeds, mask = inputs.get(f"{prefix}prompt_embeds"), inputs.get(f"{prefix}prompt_attention_mask")
+            if embeds is not None:
+                self.check_embeds(embeds, f"{prefix}prompt_embeds")
+            if mask is not None:
+                self.check_attention_mask(mask, embeds, prefix)
         if inputs.get("prompt") is None and inputs.get("prompt_embeds") is None:
             warnings.warn(
                 "This is a text-to-image model and no prompt was given: it samples the null condition (the empty "
                 "prompt, as caption dropout trained it).",
                 stacklevel=4,
             )
+
+    def check_embeds(self, embeds, name: str) -> None:
+        """`prompt_embeds`: a float tensor `[N x L x D]` of finite values, D the UNet's `cross_attention_dim`."""
+        width = self.cross_attention_dim
+        expected = f"[N x L x {width if width is not None else 'D'}] (images, tokens, the UNet's cross_attention_dim)"
+        if not isinstance(embeds, torch.Tensor):
+            module = type(embeds).__module__
+            given = type(embeds).__qualname__ if module == "builtins" else f"{module}.{type(embeds).__qualname__}"
+            fix = " (pass torch.from_numpy(array))" if type(embeds).__module__ == "numpy" else ""
+            raise ValueError(f"{name} must be a torch tensor {expected}, got a {given}{fix}.")
+        if embeds.ndim != 3:
+            hint = f"; one prompt's states [L x D] are {name}[None]" if embeds.ndim == 2 else ""
+            raise ValueError(f"{name} must have shape {expected}, got shape {tuple(embeds.shape)}{hint}.")
+        if not embeds.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor {expected}, got dtype {embeds.dtype}.")
+        if width is not None and embeds.shape[2] != width:
+            raise ValueError(
+                f"{name} must have shape {expected}: this UNet attends to states of width {width}, got shape "
+                f"{tuple(embeds.shape)}."
+            )
+        if 0 in embeds.shape:
+            raise ValueError(f"{name} is empty (shape {tuple(embeds.shape)}); pass at least one image and token.")
+        if not bool(torch.isfinite(embeds).all()):
+            raise ValueError(f"{name} holds NaN or infinite values; pass the text encoder's (finite) states.")
+
+    @staticmethod
+    def check_attention_mask(mask, embeds, prefix: str) -> None:
+        """`prompt_attention_mask`: `[N x L]` of 0 (padding) and 1 (a token), for the embeds it goes with."""
+        name = f"{prefix}prompt_attention_mask"
+        if embeds is None:
+            raise ValueError(f"{name} is the mask of {prefix}prompt_embeds; pass it with them (or leave it out).")
+        if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(embeds.shape[:2]):
+            given = tuple(mask.shape) if isinstance(mask, torch.Tensor) else f"a {type(mask).__name__}"
+            raise ValueError(
+                f"{name} must be a torch tensor [N x L] {tuple(embeds.shape[:2])} (one per token of "
+                f"{prefix}prompt_embeds), got {given}."
+            )
+        if mask.is_complex() or not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError(f"{name} must hold 0 (padding) and 1 (a token) only.")
 
     def prepare_pair(self, inputs: dict, batch_size: int, device, null: bool):
         """The prompts and (for guidance) the negative or empty prompts, tokenized and encoded together."""
@@ -696,14 +748,11 @@ class Conditioning:
     def call_arguments(self) -> tuple[str, ...]:
         return tuple(argument for kind in self.kinds for argument in kind.call_arguments)
 
-    def prepare(
-        self, inputs: dict[str, Any], batch_size: int | None, guidance_scale: float, device
-    ) -> tuple["Guided", int]:
+    def check(self, inputs: dict[str, Any], guidance_scale) -> float:
         """
-        The call's conditioning arguments (`inputs`, by name) as what the UNet is called with, and the batch size
-        (given, or the one the inputs describe, else 1). The null branch is made only when guidance needs it
-        (guidance_scale != 1). Arguments of a kind the model does not take, and a guidance scale out of
-        `GUIDANCE_SCALE_RANGE`, are refused.
+        Refuse condition arguments (by name) this model cannot honour, before any model work: arguments of a kind it
+        does not take, a guidance scale out of `GUIDANCE_SCALE_RANGE` or with nothing to guide, and what each kind
+        refuses (`ConditionKind.check`). Returns the guidance scale as a float.
         """
         guidance_scale = check_guidance_scale(guidance_scale)
         given = sorted(name for name, value in inputs.items() if value is not None and name not in self.call_arguments)
@@ -716,6 +765,18 @@ class Conditioning:
             )
         for kind in self.kinds:
             kind.check(inputs, guidance_scale)
+        return guidance_scale
+
+    def prepare(
+        self, inputs: dict[str, Any], batch_size: int | None, guidance_scale: float, device
+    ) -> tuple["Guided", int]:
+        """
+        The call's conditioning arguments (`inputs`, by name) as what the UNet is called with, and the batch size
+        (given, or the one the inputs describe, else 1). The null branch is made only when guidance needs it
+        (guidance_scale != 1). Arguments of a kind the model does not take, and a guidance scale out of
+        `GUIDANCE_SCALE_RANGE`, are refused.
+        """
+        guidance_scale = self.check(inputs, guidance_scale)
         batch_size = self.batch_size(inputs) if batch_size is None else batch_size
         condition, null = ConditionBatch(), ConditionBatch() if guidance_scale != 1 else None
         for kind in self.kinds:

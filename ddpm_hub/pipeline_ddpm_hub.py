@@ -30,6 +30,9 @@ OUTPUT_TYPES = ("pil", "np", "pt")
 # What a `callback_on_step_end` may ask to see (and replace) after each step.
 CALLBACK_TENSOR_INPUTS = ("image", "pred_original_sample")
 ClassLabels = int | str | list[int | str] | torch.Tensor | None
+# The largest side of an image a pipeline takes or makes, in pixels: a guard against a mistaken input (an SR input of
+# 4000x4000 asks for 16000x16000 and fails deep inside torch's allocator); a subclass or instance may raise it.
+MAX_IMAGE_SIDE = 4096
 
 
 class EmptyFloat32ListFilter(logging.Filter):
@@ -71,6 +74,33 @@ PROMPT_ARGUMENTS = PromptCondition.call_arguments  # the text arguments every pi
 def prompt_arguments(call_locals: dict) -> dict:
     """The prompt arguments of a pipeline call, by name (from its `locals()`)."""
     return {name: call_locals[name] for name in PROMPT_ARGUMENTS}
+
+
+def check_generator(generator) -> None:
+    """`generator` is None, a `torch.Generator`, or a list of them (one per image)."""
+    items = generator if isinstance(generator, list) else [generator]
+    if generator is not None and not all(isinstance(item, torch.Generator) for item in items):
+        raise ValueError(
+            f"generator must be a torch.Generator or a list of them (one per image), e.g. "
+            f"torch.Generator().manual_seed(42), got {generator!r}."
+        )
+
+
+def check_pixels(batch: torch.Tensor, what: str, mask: bool = False) -> None:
+    """
+    An image or mask `[n x c x h x w]` as decoded, before any resizing: no empty side, finite values and, for an
+    image, values in [0, 1] (never clamped: a [-1, 1] or 0..255 float image would be silently another image).
+    """
+    if batch.numel() == 0:
+        raise ValueError(f"{what} is empty (shape {tuple(batch.shape)}); pass an image of at least 1x1 pixels.")
+    if not bool(torch.isfinite(batch).all()):
+        raise ValueError(f"{what} holds NaN or infinite values; pass finite values (floats in [0, 1], or uint8).")
+    low, high = float(batch.min()), float(batch.max())
+    if not mask and (low < 0 or high > 1):
+        raise ValueError(
+            f"{what} holds values in [{low:g}, {high:g}]; float images are taken in [0, 1] (uint8 in 0..255): "
+            "rescale it, e.g. (x + 1) / 2 for an image in [-1, 1] or x / 255 for floats in 0..255."
+        )
 
 
 def _is_component(entry) -> bool:
@@ -220,7 +250,15 @@ class DDPMHubPipeline(DiffusionPipeline):
             batch_size, guidance_scale, class_labels=class_labels, **prompt_arguments(locals())
         )
         shape = self.sample_shape(batch_size)
-        step_kwargs = self.check_inputs(batch_size, generator, eta, output_type, callback_on_step_end_tensor_inputs)
+        steps = self.default_num_inference_steps if num_inference_steps is None else num_inference_steps
+        step_kwargs = self.check_inputs(
+            batch_size,
+            generator,
+            eta,
+            output_type,
+            callback_on_step_end_tensor_inputs,
+            steps if timesteps is None else None,
+        )
         if noise is not None and tuple(noise.shape) != shape:
             raise ValueError(
                 f"noise must have shape {shape} (batch, channels, height, width), got {tuple(noise.shape)}."
@@ -235,7 +273,7 @@ class DDPMHubPipeline(DiffusionPipeline):
         if timesteps is not None:
             self.scheduler.set_timesteps(timesteps=timesteps, device=self.device)
         else:
-            self.scheduler.set_timesteps(num_inference_steps or self.default_num_inference_steps, device=self.device)
+            self.scheduler.set_timesteps(steps, device=self.device)
 
         # 3. x_t -> x_{t-1} for t = T..1 (Algorithm 2, lines 2-5), the model output guided when asked.
         callback = (callback_on_step_end, callback_on_step_end_tensor_inputs)
@@ -288,14 +326,22 @@ class DDPMHubPipeline(DiffusionPipeline):
         """The channels of the images (the UNet's input, less a low-resolution image it concatenates)."""
         return self.conditioning.image_channels(self.unet.config.in_channels)
 
-    def check_inputs(self, batch_size, generator, eta, output_type, callback_inputs) -> dict[str, Any]:
-        """Validate the call before any model work; returns the keyword arguments for `scheduler.step`."""
-        if not isinstance(batch_size, int) or batch_size < 1:
+    def check_inputs(
+        self, batch_size, generator, eta, output_type, callback_inputs, num_inference_steps=None
+    ) -> dict[str, Any]:
+        """
+        Validate the call before any model work (every pipeline's one check of the arguments they share); returns
+        the keyword arguments for `scheduler.step`.
+        """
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"Unknown output_type {output_type!r}; valid choices are: {', '.join(OUTPUT_TYPES)}.")
+        check_generator(generator)
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(f"Got a list of {len(generator)} generators for batch_size={batch_size}; pass one each.")
+        if num_inference_steps is not None:
+            self.check_num_inference_steps(num_inference_steps)
         unknown = [name for name in callback_inputs if name not in self._callback_tensor_inputs]
         if unknown:
             raise ValueError(f"callback_on_step_end_tensor_inputs: {unknown} not in {self._callback_tensor_inputs}.")
@@ -309,6 +355,17 @@ class DDPMHubPipeline(DiffusionPipeline):
                 "takes eta (DDIMScheduler). Leave eta at 0 or switch scheduler."
             )
         return step_kwargs
+
+    def check_num_inference_steps(self, num_inference_steps) -> int:
+        """The steps of a chain: an integer in 1 .. the model's training timesteps (whatever the scheduler)."""
+        num_train = self.scheduler.config.num_train_timesteps
+        valid = isinstance(num_inference_steps, (int, np.integer)) and not isinstance(num_inference_steps, bool)
+        if not (valid and 1 <= num_inference_steps <= num_train):
+            raise ValueError(
+                f"num_inference_steps must be an integer between 1 and num_train_timesteps={num_train} (the steps of "
+                f"the chain this model was trained on), got {num_inference_steps!r}."
+            )
+        return int(num_inference_steps)
 
     def run_callback(self, callback, names, i: int, t, image: torch.Tensor, step) -> torch.Tensor:
         """diffusers' `callback_on_step_end`: show the named tensors; an "image" it returns replaces x_{t-1}."""
@@ -393,7 +450,9 @@ class DDPMHubPipeline(DiffusionPipeline):
             )
         if not 2 <= item.ndim <= 4:
             raise ValueError(f"{what} must have 2 to 4 dimensions ([(N x) C x H x W]), got shape {tuple(item.shape)}.")
-        return item.float().reshape(*[1] * (4 - item.ndim), *item.shape)  # [H x W], [C x H x W] -> 4-D
+        item = item.float().reshape(*[1] * (4 - item.ndim), *item.shape)  # [H x W], [C x H x W] -> 4-D
+        check_pixels(item, what, mask)
+        return item
 
     def _fit(self, batch: torch.Tensor, channels: int, what: str, resize: bool = True) -> torch.Tensor:
         """`[n x c x h x w]` with `channels` channels at the model's size (resized with a warning)."""

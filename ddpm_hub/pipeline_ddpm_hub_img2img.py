@@ -7,6 +7,7 @@ strength. Shipped next to `pipeline_ddpm_hub.py` in every published repo; plain 
 `DiffusionPipeline.from_pretrained(repo_id, custom_pipeline="pipeline_ddpm_hub_img2img", trust_remote_code=True)`.
 """
 
+import math
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -18,6 +19,22 @@ from diffusers.utils.torch_utils import randn_tensor
 from .conditioning_ddpm_hub import Guided  # noqa: F401
 from .image_processing_ddpm_hub import convert_mode  # noqa: F401
 from .pipeline_ddpm_hub import ClassLabels, DDPMHubPipeline, prompt_arguments
+
+
+def check_strength_steps(strength: float, chain_length: int, num_steps: int, num_train_timesteps: int) -> None:
+    """
+    A strength above 0 runs at least one reverse step (as diffusers' img2img refuses a strength and a number of steps
+    that leave none): otherwise the input would come back unchanged without a word.
+    """
+    if num_steps >= 1:
+        return
+    fixes = [f"raise strength to at least {1 / chain_length:.4g}"]
+    if math.ceil(1 / strength) <= num_train_timesteps:
+        fixes.append(f"num_inference_steps to at least {math.ceil(1 / strength)}")
+    raise ValueError(
+        f"strength={strength} with num_inference_steps={chain_length} runs round({strength} x {chain_length}) = 0 "
+        f"reverse steps: {' or '.join(fixes)} (strength=0 returns the input)."
+    )
 
 
 class DDPMHubImg2ImgPipeline(DDPMHubPipeline):
@@ -77,14 +94,17 @@ class DDPMHubImg2ImgPipeline(DDPMHubPipeline):
         if len(x_0) not in (1, batch_size):
             raise ValueError(f"Got {len(x_0)} images for {batch_size} class labels; pass one image, or one per label.")
         x_0 = x_0.expand(batch_size, *x_0.shape[1:])
-        step_kwargs = self.check_inputs(batch_size, generator, 0.0, output_type, callback_on_step_end_tensor_inputs)
+        step_kwargs = self.check_inputs(
+            batch_size, generator, 0.0, output_type, callback_on_step_end_tensor_inputs, num_inference_steps
+        )
 
         # 1. The tail of the chain that strength selects: round(strength * K) of its K steps.
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         chain = self.scheduler.timesteps
         num_steps = round(strength * len(chain))
-        if num_steps == 0:
+        if strength == 0:  # the forward process at t = 0: the input itself
             return self.output(x_0, output_type, return_dict)
+        check_strength_steps(strength, len(chain), num_steps, self.scheduler.config.num_train_timesteps)
         timesteps = chain[len(chain) - num_steps :]
 
         # 2. x_t ~ q(x_t | x_0) (eq. 4) at the first kept t; at strength 1, x_T ~ N(0, I).

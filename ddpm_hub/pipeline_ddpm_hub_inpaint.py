@@ -114,7 +114,9 @@ class DDPMHubInpaintPipeline(DDPMHubPipeline):
                 f"Got {len(x_0)} images and {len(keep)} masks for {batch_size} samples; pass one or one each."
             )
         x_0, keep = x_0.expand(batch_size, *x_0.shape[1:]), keep.expand(batch_size, *x_0.shape[1:])
-        step_kwargs = self.check_inputs(batch_size, generator, 0.0, output_type, callback_on_step_end_tensor_inputs)
+        step_kwargs = self.check_inputs(
+            batch_size, generator, 0.0, output_type, callback_on_step_end_tensor_inputs, num_inference_steps
+        )
 
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         chain = self.scheduler.timesteps  # level l >= 1 is timestep chain[K - l]; level 0 is x_0 (alpha-bar 1)

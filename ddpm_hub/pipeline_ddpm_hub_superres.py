@@ -22,7 +22,7 @@ from diffusers.utils.torch_utils import randn_tensor
 # Imported here too, not only through pipeline_ddpm_hub: diffusers copies a local folder's code files one import deep.
 from .conditioning_ddpm_hub import LowResCondition
 from .image_processing_ddpm_hub import convert_mode  # noqa: F401
-from .pipeline_ddpm_hub import ClassLabels, DDPMHubPipeline, prompt_arguments
+from .pipeline_ddpm_hub import MAX_IMAGE_SIDE, ClassLabels, DDPMHubPipeline, prompt_arguments
 
 
 class DDPMHubSuperResolutionPipeline(DDPMHubPipeline):
@@ -117,15 +117,8 @@ class DDPMHubSuperResolutionPipeline(DDPMHubPipeline):
         """
         if num_inference_steps is None:
             num_inference_steps = self.config.get("default_num_inference_steps") or 250
-        kind = self.conditioning.get("low_res")
-        if kind is None:
-            raise ValueError("This model is not a super-resolution model (no low_res_scale in its settings).")
-        level = self.config.default_noise_level if noise_level is None else noise_level
-        if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= kind.max_noise_level:
-            raise ValueError(
-                f"noise_level must be an integer in 0..{kind.max_noise_level} (the levels this model was trained on), "
-                f"got {noise_level!r}."
-            )
+        kind = low_res_kind(self)
+        level = self.check_noise_level(noise_level)
         channels = self.image_channels  # the UNet takes x_t and the low-resolution image, concatenated
         warn_if_converted(image, channels)
         low_res = self.preprocess(image, channels, resize=False) * 2 - 1  # [N x C x h x w] in [-1, 1]
@@ -135,10 +128,13 @@ class DDPMHubSuperResolutionPipeline(DDPMHubPipeline):
         described = self.conditioning.batch_size({**conditions, "low_res": low_res})
         if batch_size is not None and described not in (1, batch_size):
             raise ValueError(f"batch_size={batch_size}, but the images and conditions describe {described} samples.")
-        batch_size = batch_size or described
+        batch_size = described if batch_size is None else batch_size
         if len(low_res) not in (1, batch_size):
             raise ValueError(f"Got {len(low_res)} images for {batch_size} samples; pass one image, or one per sample.")
-        step_kwargs = self.check_inputs(batch_size, generator, eta, output_type, callback_on_step_end_tensor_inputs)
+        step_kwargs = self.check_inputs(
+            batch_size, generator, eta, output_type, callback_on_step_end_tensor_inputs,
+            num_inference_steps if timesteps is None else None,
+        )  # fmt: skip
         shape = (batch_size, low_res.shape[1], *size)  # x_t has the image's channels; the UNet takes twice them
 
         # 1. x_T ~ N(0, I), then the augmentation z_s ~ q(z_s | z_0) of the low-resolution image at level s.
@@ -197,16 +193,47 @@ class DDPMHubSuperResolutionPipeline(DDPMHubPipeline):
             mean = (alpha_bar.sqrt() * x_t - projected) / (1 - alpha_bar).sqrt()
         return torch.cat([mean, output[:, channels:]], dim=1)
 
+    def check_noise_level(self, noise_level) -> int:
+        """The augmentation level of a call: given, or the model's default; an integer in 0..max_noise_level."""
+        kind = low_res_kind(self)
+        level = self.config.default_noise_level if noise_level is None else noise_level
+        if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= kind.max_noise_level:
+            raise ValueError(
+                f"noise_level must be an integer in 0..{kind.max_noise_level} (the levels this model was trained on), "
+                f"got {noise_level!r}."
+            )
+        return level
+
+    # The largest output side a call makes: the input's side times low_res_scale at most this.
+    max_output_side = MAX_IMAGE_SIDE
+
     def check_size(self, size: tuple[int, int]) -> None:
-        """The output size must halve as often as the UNet does: the sizes it takes are multiples of that."""
+        """
+        The output size must halve as often as the UNet does (the sizes it takes are multiples of that), and stay
+        within `max_output_side`.
+        """
+        scale, limit = self.config.low_res_scale, self.max_output_side
+        if max(size) > limit:
+            raise ValueError(
+                f"An input of {size[0] // scale}x{size[1] // scale} upsamples to {size[0]}x{size[1]}; this pipeline "
+                f"makes outputs of at most {limit} pixels a side, so it takes inputs of at most {limit // scale} "
+                f"pixels a side (x{scale}). Upsample a smaller image or tiles of it, or raise max_output_side."
+            )
         multiple = 2 ** (len(self.unet.config.block_out_channels) - 1)
         if size[0] % multiple or size[1] % multiple:
-            scale = self.config.low_res_scale
             raise ValueError(
                 f"An input of {size[0] // scale}x{size[1] // scale} upsamples to {size[0]}x{size[1]}, which this UNet "
                 f"cannot take: its output sides must be multiples of {multiple}, so the input's of "
                 f"{max(1, multiple // scale)} (e.g. {multiple * 4 // scale}x{multiple * 4 // scale})."
             )
+
+
+def low_res_kind(pipeline) -> LowResCondition:
+    """The low-resolution kind of a pipeline's conditioning (refused for a model that has none)."""
+    kind = pipeline.conditioning.get("low_res")
+    if kind is None:
+        raise ValueError("This model is not a super-resolution model (no low_res_scale in its settings).")
+    return kind
 
 
 def warn_if_converted(image, channels: int) -> None:

@@ -67,6 +67,51 @@ def test_condition_batch_calls_the_unet_with_its_arguments_and_its_channels():
         batch.merge(ConditionBatch({"class_labels": torch.tensor([0, 0])}))
 
 
+@pytest.fixture
+def text_pipeline(tmp_path) -> DDPMHubPipeline:
+    from helpers import text_config
+
+    pipeline = build_pipeline(text_config(tmp_path), seed=0)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+BAD_EMBEDS = [
+    (dict(prompt_embeds=torch.full((1, 4, 24), float("nan"))), "prompt_embeds holds NaN or infinite values"),
+    (dict(negative_prompt_embeds=torch.full((1, 4, 24), float("inf"))), "negative_prompt_embeds holds NaN or inf"),
+    (
+        dict(prompt_embeds=torch.rand(1, 4, 23)),
+        r"prompt_embeds must have shape \[N x L x 24\] .*of width 24, got shape \(1, 4, 23\)",
+    ),
+    (
+        dict(prompt_embeds=torch.rand(5, 24)),
+        r"must have shape \[N x L x 24\] \(images, tokens, .*got shape \(5, 24\); one prompt's states \[L x D\]",
+    ),
+    (dict(prompt_embeds=torch.ones(1, 4, 24, dtype=torch.long)), "must be a floating-point tensor .*torch.int64"),
+    (dict(prompt_embeds=np.ones((1, 4, 24), np.float32)), r"must be a torch tensor .*numpy.ndarray \(pass torch"),
+    (
+        dict(prompt_embeds=torch.rand(1, 4, 24), prompt_attention_mask=torch.ones(1, 5)),
+        r"prompt_attention_mask must be a torch tensor \[N x L\] \(1, 4\) .*got \(1, 5\)",
+    ),
+    (dict(prompt_embeds=torch.rand(1, 4, 24), prompt_attention_mask=torch.full((1, 4), 2)), "0 .padding. and 1"),
+    (dict(prompt_attention_mask=torch.ones(1, 4)), "prompt_attention_mask is the mask of prompt_embeds; pass it with"),
+]
+
+
+@pytest.mark.parametrize("kwargs, message", BAD_EMBEDS, ids=[f"case-{i}" for i in range(len(BAD_EMBEDS))])
+def test_prompt_embeds_are_checked_for_shape_dtype_and_finiteness_before_any_unet_call(text_pipeline, kwargs, message):
+    # issue 28: NaN prompt_embeds gave NaN images; a wrong width, rank, dtype or a numpy array gave tracebacks, and a
+    # 2-D prompt_embeds was reported as "5 rows"
+    calls = []
+    text_pipeline.unet.register_forward_pre_hook(lambda *args: calls.append(1))
+    with pytest.raises(ValueError, match=message):
+        text_pipeline(num_inference_steps=1, output_type="pt", guidance_scale=2.0, **kwargs)
+    assert calls == []
+    embeds = torch.rand(2, 4, 24, generator=torch.Generator().manual_seed(0))
+    images = text_pipeline(prompt_embeds=embeds, num_inference_steps=1, output_type="pt").images
+    assert images.shape == (2, 1, 8, 16) and len(calls) == 1  # well-formed embeds are taken
+
+
 def test_the_class_rules_live_in_the_class_kind():
     kind = ClassCondition(11)
     assert kind.num_classes == 10 and ClassCondition.null_id(11) == 10 and not kind.has_null

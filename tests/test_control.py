@@ -261,6 +261,42 @@ def test_img2img_runs_strength_times_the_steps_and_checks_strength():
         pipeline(digit_image(), strength=1.5)
 
 
+def test_img2img_refuses_a_strength_that_leaves_no_step_and_says_what_would_give_one():
+    # issue 28: img2img at strength 0.01 with 10 steps made 0 UNet calls without a word
+    pipeline = DDPMHubImg2ImgPipeline.from_pipe(build_pipeline("ddpm-tiny-8"))
+    pipeline.set_progress_bar_config(disable=True)
+    calls = []
+    pipeline.unet.register_forward_pre_hook(lambda *args: calls.append(1))
+    message = (
+        r"strength=0.01 with num_inference_steps=10 runs round\(0.01 x 10\) = 0 reverse steps: raise strength to at "
+        r"least 0.1 or num_inference_steps to at least 100 \(strength=0 returns the input\)"
+    )
+    with pytest.raises(ValueError, match=message):
+        pipeline(digit_image(), strength=0.01, num_inference_steps=10)
+    with pytest.raises(ValueError, match=r"raise strength to at least 0.1 \(strength=0"):  # 10000 steps do not exist
+        pipeline(digit_image(), strength=0.0001, num_inference_steps=10)
+    with pytest.raises(ValueError, match="num_inference_steps must be an integer between 1 and"):
+        pipeline(digit_image(), strength=0.5, num_inference_steps=0)
+    assert calls == []
+    pipeline(digit_image(), strength=0.1, num_inference_steps=10, output_type="np")  # the fix it names: one step
+    assert len(calls) == 1
+
+
+def test_task_pipelines_refuse_images_that_are_not_finite_or_not_in_0_1():
+    # issue 28: float inputs outside [0, 1] were clamped silently, NaN inputs gave NaN outputs
+    base = build_pipeline("ddpm-tiny-8")
+    base.set_progress_bar_config(disable=True)
+    image, mask = torch.rand(1, 3, 8, 8), torch.ones(1, 1, 8, 8)
+    img2img, inpaint = DDPMHubImg2ImgPipeline.from_pipe(base), DDPMHubInpaintPipeline.from_pipe(base)
+    for call in (lambda x, m: img2img(x, num_inference_steps=2), lambda x, m: inpaint(x, m, num_inference_steps=2)):
+        with pytest.raises(ValueError, match=r"image holds values in \[-1, 1\]; float images are taken in \[0, 1\]"):
+            call(image * 0 + torch.tensor([-1.0, 0.0, 1.0]).view(1, 3, 1, 1), mask)
+        with pytest.raises(ValueError, match="image holds NaN or infinite values"):
+            call(torch.full((1, 3, 8, 8), float("nan")), mask)
+    with pytest.raises(ValueError, match="mask_image holds NaN or infinite values"):
+        inpaint(image, torch.full((1, 1, 8, 8), float("nan")), num_inference_steps=2)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Loading: every task from the same folder, and plain diffusers with trust_remote_code
 

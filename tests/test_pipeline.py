@@ -111,6 +111,39 @@ def test_bad_call_arguments(kwargs, message):
         tiny()(**kwargs)
 
 
+def unet_calls(pipeline) -> list:
+    """A list that grows by one at every call of the pipeline's UNet."""
+    calls = []
+    pipeline.unet.register_forward_pre_hook(lambda *args: calls.append(1))
+    return calls
+
+
+@pytest.mark.parametrize("scheduler_class", [DDPMHubScheduler, DDIMScheduler])
+def test_zero_or_fractional_steps_are_refused_before_any_unet_call(scheduler_class):
+    # issue 28: num_inference_steps=0 ran the full 1000-step chain
+    base = tiny()
+    pipeline = DDPMHubPipeline.from_pipe(base, scheduler=scheduler_class.from_config(base.scheduler.config))
+    calls = unet_calls(pipeline)
+    for steps in (0, -3, 2.5, True, 1001):
+        message = f"num_inference_steps must be an integer between 1 and num_train_timesteps=1000 .*got {steps!r}"
+        with pytest.raises(ValueError, match=message):
+            pipeline(num_inference_steps=steps)
+    assert calls == []
+    assert sample(pipeline, steps=1, batch_size=1).shape == (1, 8, 8, 3) and len(calls) == 1
+
+
+def test_a_generator_that_is_not_a_torch_generator_is_refused_by_name():
+    # issue 28: generator=42 gave a traceback from inside randn_tensor
+    pipeline = tiny()
+    calls = unet_calls(pipeline)
+    for generator in (42, [torch.manual_seed(0), 7], "seed"):
+        with pytest.raises(
+            ValueError, match=r"generator must be a torch.Generator or a list of them \(one per image\)"
+        ):
+            pipeline(generator=generator, num_inference_steps=2)
+    assert calls == []
+
+
 def test_learned_range_pipeline_samples_with_ours_and_with_diffusers_schedulers():
     pipeline = build_pipeline(
         "ddpm-tiny-8", unet_overrides={"out_channels": 6}, scheduler_overrides={"variance_type": "learned_range"}
