@@ -10,6 +10,7 @@ image i (`ddpm_hub.sampling.image_generator`) in every stage, so a cascade's ima
 stage's samples are exactly what the base model alone gives.
 """
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 
@@ -17,7 +18,11 @@ import torch
 
 from .errors import UsageError
 from .pipeline import DDPMHubPipeline, DDPMHubSuperResolutionPipeline
+from .pipeline_ddpm_hub import OUTPUT_TYPES
 from .resolver import load_pipeline
+
+# The arguments of a cascade call besides the condition arguments of its stages' models.
+CALL_ARGUMENTS = ("batch_size", "generator", "num_inference_steps", "noise_level", "output_type", "guidance_scale")
 
 
 @dataclass
@@ -48,8 +53,13 @@ class DDPMHubCascadePipeline:
             pipelines = [pipeline.to(device) for pipeline in pipelines]
         return cls(pipelines[0], pipelines[1:])
 
+    @property
+    def pipelines(self) -> list[DDPMHubPipeline]:
+        """The base, then the stages."""
+        return [self.base, *self.stages]
+
     def set_progress_bar_config(self, **kwargs) -> None:
-        for pipeline in (self.base, *self.stages):
+        for pipeline in self.pipelines:
             pipeline.set_progress_bar_config(**kwargs)
 
     def sizes(self) -> list[tuple[int, int, int]]:
@@ -58,18 +68,39 @@ class DDPMHubCascadePipeline:
         sizes = [(channels, height, width)]
         for stage in self.stages:
             scale = stage.config.low_res_scale
-            sizes.append((stage.unet.config.in_channels // 2, sizes[-1][1] * scale, sizes[-1][2] * scale))
+            sizes.append((stage.image_channels, sizes[-1][1] * scale, sizes[-1][2] * scale))
         return sizes
 
     def check(self) -> None:
-        """Each stage takes the previous output's size; a change of channels (gray to RGB) is converted and said."""
+        """
+        The base samples from noise, every stage is a super-resolution pipeline that takes the previous output's
+        size, and no stage drops colour (an RGB output into a grayscale stage is refused; gray into RGB is converted
+        and said).
+        """
+        if not isinstance(self.base, DDPMHubPipeline) or isinstance(self.base, DDPMHubSuperResolutionPipeline):
+            raise UsageError(
+                f"The base of a cascade samples images from noise (a DDPMHubPipeline), not a "
+                f"{type(self.base).__name__}."
+            )
+        for i, stage in enumerate(self.stages, start=1):
+            if not isinstance(stage, DDPMHubSuperResolutionPipeline):
+                raise UsageError(
+                    f"Stage {i} of the cascade is a {type(stage).__name__}, not a super-resolution pipeline "
+                    "(DDPMHubSuperResolutionPipeline): every stage after the base upsamples the previous one's images."
+                )
         sizes = self.sizes()
-        for i, stage in enumerate(self.stages):
-            channels, height, width = sizes[i + 1]
-            stage.check_size((height, width))
-            if channels != sizes[i][0]:
+        for i, stage in enumerate(self.stages, start=1):
+            channels, height, width = sizes[i]
+            with stage_errors(i):
+                stage.check_size((height, width))
+            if channels != sizes[i - 1][0] and sizes[i - 1][0] != 1:
+                raise UsageError(
+                    f"Stage {i} takes {channels}-channel images and stage {i - 1} gives {sizes[i - 1][0]}: a cascade "
+                    "does not drop channels (an RGB base into a grayscale stage). Use a stage of the base's channels."
+                )
+            if channels != sizes[i - 1][0]:
                 warnings.warn(
-                    f"Stage {i + 1} takes {channels} channels and stage {i} gives {sizes[i][0]}: its input is "
+                    f"Stage {i} takes {channels} channels and stage {i - 1} gives {sizes[i - 1][0]}: its input is "
                     "converted.",
                     stacklevel=3,
                 )
@@ -86,14 +117,13 @@ class DDPMHubCascadePipeline:
     ) -> CascadeOutput:
         """
         Sample the base, then upsample stage by stage. `num_inference_steps` and `noise_level` are one value for
-        every stage or a list with one per stage (the base's noise level is ignored); `conditions` (`class_labels`,
-        `prompt`, `guidance_scale`, ...) go to every stage whose model takes them.
+        every stage or a list with one per stage (the base takes no noise level: None there); `conditions`
+        (`class_labels`, `prompt`, `guidance_scale`, ...) go to every stage whose model takes them. Every argument of
+        every stage is checked before the base samples: a keyword no stage takes is refused.
         """
-        count = 1 + len(self.stages)
-        steps = num_inference_steps if isinstance(num_inference_steps, list) else [num_inference_steps] * count
-        levels = noise_level if isinstance(noise_level, list) else [noise_level] * count
-        if len(steps) != count or len(levels) != count:
-            raise UsageError(f"num_inference_steps and noise_level: one value, or one per stage ({count}).")
+        steps = self.per_stage(num_inference_steps, "num_inference_steps")
+        levels = self.per_stage(noise_level, "noise_level", base_takes_it=False)
+        self.check_call(steps, levels, output_type, conditions)
         stages = []
         images = self.base(
             batch_size=batch_size, generator=generator, num_inference_steps=steps[0], output_type="pt",
@@ -111,11 +141,81 @@ class DDPMHubCascadePipeline:
             stages = [last.output(image * 2 - 1, output_type, True).images for image in stages]
         return CascadeOutput(stages[-1], stages)
 
+    def per_stage(self, value, name: str, base_takes_it: bool = True) -> list:
+        """
+        One value for every stage, or a list of one per stage, the base's first; for an argument the base does not
+        take (`noise_level`), one value is the stages' and a list has None for the base.
+        """
+        count = len(self.pipelines)
+        if not isinstance(value, (list, tuple)):
+            return [value if base_takes_it else None] + [value] * (count - 1)
+        if len(value) != count:
+            raise UsageError(
+                f"{name}: one value, or a list of one per stage ({count}: the base, then {count - 1} "
+                f"super-resolution), got {len(value)} values."
+            )
+        if not base_takes_it and value[0] is not None:
+            raise UsageError(f"{name}[0] is the base's, which takes none: pass None there, got {value[0]!r}.")
+        return list(value)
+
+    def accepted(self) -> list[str]:
+        """The keywords a call takes: the cascade's own, and the condition arguments of its stages' models."""
+        taken = [name for pipeline in self.pipelines for name in self.condition_arguments(pipeline)]
+        return list(dict.fromkeys([*CALL_ARGUMENTS, *taken]))
+
+    def check_call(self, steps: list, levels: list, output_type: str, conditions: dict) -> None:
+        """
+        Every stage's arguments, before the base samples: keywords no stage takes, steps and noise levels, and the
+        conditions each stage's model is given.
+        """
+        accepted = self.accepted()
+        unknown = sorted(name for name in conditions if name not in accepted)
+        if unknown:
+            raise UsageError(
+                f"{', '.join(unknown)}: no stage of this cascade takes it; the cascade takes {', '.join(accepted)}."
+            )
+        if output_type not in OUTPUT_TYPES:
+            raise UsageError(f"Unknown output_type {output_type!r}; valid choices are: {', '.join(OUTPUT_TYPES)}.")
+        scale = conditions.get("guidance_scale", 1.0)
+        guided = any(kind.guided for pipeline in self.pipelines for kind in pipeline.conditioning.kinds)
+        if scale != 1.0 and not guided:
+            raise UsageError(
+                f"guidance_scale={scale!r}: no stage of this cascade takes a condition to guide (class_labels or a "
+                "prompt)."
+            )
+        sizes = self.sizes()
+        for i, pipeline in enumerate(self.pipelines):
+            with stage_errors(i), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the stage itself warns when it runs
+                pipeline.check_num_inference_steps(steps[i])
+                inputs = {name: conditions.get(name) for name in self.condition_arguments(pipeline)}
+                if i > 0:
+                    pipeline.check_noise_level(levels[i])
+                    inputs["low_res"] = torch.zeros(1, *sizes[i - 1])  # what it will be given: the previous output
+                pipeline.conditioning.check(inputs, self._taken(pipeline, conditions).get("guidance_scale", 1.0))
+
     @staticmethod
-    def _taken(pipeline, conditions: dict) -> dict:
+    def condition_arguments(pipeline) -> list[str]:
+        """The condition arguments a user gives a stage (the low-resolution image is the cascade's to give)."""
+        return [name for kind in pipeline.conditioning.kinds if kind.name != "low_res" for name in kind.call_arguments]
+
+    @classmethod
+    def _taken(cls, pipeline, conditions: dict) -> dict:
         """The condition arguments a stage's model takes (guidance only where it has a guided kind)."""
-        arguments = set(pipeline.conditioning.call_arguments)
+        arguments = set(cls.condition_arguments(pipeline))
         taken = {name: value for name, value in conditions.items() if name in arguments}
         if "guidance_scale" in conditions and any(kind.guided for kind in pipeline.conditioning.kinds):
             taken["guidance_scale"] = conditions["guidance_scale"]
         return taken
+
+
+@contextlib.contextmanager
+def stage_errors(index: int):
+    """A stage's refusal (a ValueError of its pipeline) as a `UsageError` that names the stage."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except ValueError as error:
+        name = "the base" if index == 0 else "super-resolution"
+        raise UsageError(f"Stage {index} of the cascade ({name}): {error}") from None

@@ -21,6 +21,26 @@ from . import pipeline_ddpm_hub_superres as shipped_superres
 from .errors import UsageError
 
 
+def check_same_task(cls: type, pipeline) -> None:
+    """
+    `cls.from_pipe(pipeline)` moves between pipelines of one kind of model: a super-resolution model's UNet takes a
+    low-resolution image besides x_t, so it makes no image from noise alone (base, inpainting, img2img), and a model
+    that samples from noise upsamples nothing.
+    """
+    upsampler = shipped_superres.DDPMHubSuperResolutionPipeline
+    makes, given = issubclass(cls, upsampler), isinstance(pipeline, upsampler)
+    if makes == given:
+        return
+    what = (
+        f"{type(pipeline).__name__} samples images from noise and {cls.__name__} upsamples with a super-resolution "
+        "model (its UNet takes the low-resolution image): load one with DDPMHubSuperResolutionPipeline.from_pretrained"
+        if makes
+        else f"{type(pipeline).__name__} holds a super-resolution model, which needs a low-resolution image, and "
+        f"{cls.__name__} samples from noise: call the super-resolution pipeline itself (image=...)"
+    )
+    raise UsageError(f"{cls.__name__}.from_pipe({type(pipeline).__name__}): {what}.")
+
+
 class HubPipelineMixin:
     """Loading, saving and publishing for the library's pipeline classes (sampling lives in the shipped files)."""
 
@@ -52,6 +72,7 @@ class HubPipelineMixin:
         would change a bfloat16 pipeline in place. (Its vacuous warning about float32 modules is filtered where the
         shipped pipeline is defined.)
         """
+        check_same_task(cls, pipeline)
         if "torch_dtype" not in kwargs:
             kwargs.setdefault("dtype", pipeline.unet.dtype)
         return super().from_pipe(pipeline, **kwargs)

@@ -12,12 +12,19 @@ import torch
 from helpers import LAUNCHER, ROOT, TINY, assert_bit_identical, check, check_ok, run_script, unet_weights
 from PIL import Image
 
-from ddpm_hub import DDPMHubPipeline, DDPMHubSuperResolutionPipeline, cli
+from ddpm_hub import (
+    DDPMHubImg2ImgPipeline,
+    DDPMHubInpaintPipeline,
+    DDPMHubPipeline,
+    DDPMHubSuperResolutionPipeline,
+    cli,
+)
 from ddpm_hub.cascade import DDPMHubCascadePipeline
 from ddpm_hub.conditioning_ddpm_hub import LowResCondition
 from ddpm_hub.configs import build_pipeline
 from ddpm_hub.data import load_images
 from ddpm_hub.data.photos import SCALES, photographs, rescaled
+from ddpm_hub.errors import UsageError
 
 
 def sr_config(tmp_path, channels: int = 3):
@@ -48,6 +55,19 @@ def tiny_sr(tmp_path, channels: int = 3) -> DDPMHubSuperResolutionPipeline:
 
 def low_res_image(seed: int = 0, size: int = 4) -> torch.Tensor:
     return torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def unet_calls(pipeline) -> list:
+    """A list that grows by one at every call of the pipeline's UNet."""
+    calls = []
+    pipeline.unet.register_forward_pre_hook(lambda *args: calls.append(1))
+    return calls
+
+
+def tiny_base(**unet_overrides) -> DDPMHubPipeline:
+    base = build_pipeline("ddpm-tiny-8", seed=0, unet_overrides=unet_overrides)
+    base.set_progress_bar_config(disable=True)
+    return base
 
 
 def run(pipeline, image, seeds=(0,), steps: int = 3, **kwargs) -> torch.Tensor:
@@ -213,6 +233,64 @@ def test_bad_inputs_are_refused_or_warned_of(tmp_path):
         DDPMHubSuperResolutionPipeline.__call__(build_pipeline("ddpm-tiny-8"), image=low_res_image())
 
 
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(batch_size=0), "batch_size must be a positive integer, got 0"),
+        (
+            dict(image=low_res_image() * 2 - 1),
+            r"image holds values in \[-0.\d+, 0.\d+\]; float images are taken in \[0, 1\]",
+        ),
+        (dict(image=low_res_image() * 255), r"float images are taken in \[0, 1\] \(uint8 in 0..255\)"),
+        (dict(image=low_res_image() * float("nan")), "image holds NaN or infinite values"),
+        (dict(image=np.full((4, 4, 3), np.inf, dtype=np.float32)), "image holds NaN or infinite values"),
+        (
+            dict(image=torch.rand(1, 3, 0, 4)),
+            r"image is empty \(shape \(1, 3, 0, 4\)\); pass an image of at least 1x1",
+        ),
+        (
+            dict(image=torch.zeros(1, 3, 1100, 1100, dtype=torch.uint8)),
+            "upsamples to 4400x4400; this pipeline makes outputs of at most 4096 pixels a side, so it takes inputs of "
+            "at most 1024 pixels a side",
+        ),
+        (dict(num_inference_steps=0), "num_inference_steps must be an integer between 1 and num_train_timesteps"),
+        (dict(generator=42), "generator must be a torch.Generator or a list of them"),
+    ],
+    ids=[
+        "batch-0",
+        "minus-one-to-one",
+        "0-255-floats",
+        "nan",
+        "inf-numpy",
+        "height-0",
+        "too-large",
+        "steps-0",
+        "int-seed",
+    ],
+)
+def test_super_resolution_inputs_are_checked_before_any_unet_call(tmp_path, kwargs, message):
+    # issue 28: batch_size=0 gave one image; floats outside [0, 1] were clamped and NaN gave NaN images; a 4000x4000
+    # input failed in the allocator and one of height 0 or generator=42 gave tracebacks
+    pipeline = tiny_sr(tmp_path)
+    calls = unet_calls(pipeline)
+    with pytest.raises(ValueError, match=message):
+        pipeline(**{"image": low_res_image(), "num_inference_steps": 2, "output_type": "pt", **kwargs})
+    assert calls == []
+
+
+def test_from_pipe_does_not_cross_between_upsampling_and_sampling_from_noise(tmp_path):
+    # issue 28: from_pipe across task pipelines (SR from a base, a base, inpainting or img2img from SR) was accepted
+    base, sr = tiny_base(), tiny_sr(tmp_path)
+    with pytest.raises(UsageError, match=r"DDPMHubSuperResolutionPipeline.from_pipe\(DDPMHubPipeline\): .* samples"):
+        DDPMHubSuperResolutionPipeline.from_pipe(base)
+    for klass in (DDPMHubPipeline, DDPMHubInpaintPipeline, DDPMHubImg2ImgPipeline):
+        message = rf"{klass.__name__}.from_pipe\(DDPMHubSuperResolutionPipeline\): .* holds a super-resolution model"
+        with pytest.raises(UsageError, match=message):
+            klass.from_pipe(sr)
+    assert DDPMHubSuperResolutionPipeline.from_pipe(sr).unet is sr.unet  # within a kind it shares the components
+    assert DDPMHubImg2ImgPipeline.from_pipe(base).unet is base.unet
+
+
 def test_the_likelihood_is_conditioned_on_the_low_resolution_image(tmp_path):
     pipeline = tiny_sr(tmp_path)
     images = (torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 255).round().to(torch.uint8)
@@ -260,6 +338,91 @@ def test_a_cascade_upsamples_the_base_models_own_samples(tmp_path):
         DDPMHubCascadePipeline(build_pipeline("ddpm-tiny-8", seed=0, unet_overrides={"sample_size": 5}), [deep])
     with pytest.raises(ValueError, match="needs at least one super-resolution stage"):
         DDPMHubCascadePipeline(base, [])
+
+
+def test_the_cascade_is_exported_where_the_readme_imports_it():
+    # issue 28: `from ddpm_hub import DDPMHubCascadePipeline` (the README's import) was an ImportError
+    import ddpm_hub
+
+    assert ddpm_hub.DDPMHubCascadePipeline is DDPMHubCascadePipeline and "DDPMHubCascadePipeline" in ddpm_hub.__all__
+
+
+def test_a_cascade_refuses_stages_that_do_not_fit_when_it_is_built(tmp_path):
+    # issue 28: an RGB base into a grayscale SR stage crashed after sampling; DDPMHubCascadePipeline(base, [base])
+    # gave a traceback
+    base, sr = tiny_base(), tiny_sr(tmp_path)
+    with pytest.raises(
+        UsageError, match="Stage 1 takes 1-channel images and stage 0 gives 3: a cascade does not drop"
+    ):
+        DDPMHubCascadePipeline(base, [tiny_sr(tmp_path, channels=1)])
+    with pytest.raises(
+        UsageError, match="Stage 1 of the cascade is a DDPMHubPipeline, not a super-resolution pipeline"
+    ):
+        DDPMHubCascadePipeline(base, [base])
+    with pytest.raises(UsageError, match="The base of a cascade samples images from noise .*not a DDPMHubSuper"):
+        DDPMHubCascadePipeline(sr, [sr])
+    gray = tiny_base(in_channels=1, out_channels=1)
+    with pytest.warns(UserWarning, match="Stage 1 takes 3 channels and stage 0 gives 1: its input is converted"):
+        DDPMHubCascadePipeline(gray, [sr])  # gray into RGB: converted, and said
+
+
+def test_a_cascade_takes_exactly_the_arguments_its_stages_honour(tmp_path):
+    # issue 28: the cascade dropped prompt=, class_labels=, guidance_scale= and misspelled keywords silently
+    base = tiny_base()
+    calls = unet_calls(base)
+    cascade = DDPMHubCascadePipeline(base, [tiny_sr(tmp_path)])
+    accepted = (
+        "the cascade takes batch_size, generator, num_inference_steps, noise_level, output_type, guidance_scale."
+    )
+    for kwargs, message in [
+        (dict(prompt="a seven"), "prompt: no stage of this cascade takes it; " + accepted),
+        (dict(class_labels=3), "class_labels: no stage of this cascade takes it; " + accepted),
+        (dict(num_inference_step=2), "num_inference_step: no stage of this cascade takes it; " + accepted),
+        (dict(guidance_scale=3.0), r"guidance_scale=3.0: no stage of this cascade takes a condition to guide"),
+    ]:
+        with pytest.raises(UsageError, match=message):
+            cascade(batch_size=1, num_inference_steps=[2, 1], output_type="pt", **kwargs)
+    assert calls == []
+    # a class-conditional base: the labels and the guidance reach it, and the cascade lists them
+    conditional = build_pipeline("ddpm-tiny-8", seed=0, unet_overrides={"num_class_embeds": 11})
+    with torch.no_grad():
+        conditional.unet.class_embedding.weight.normal_(0, 1, generator=torch.Generator().manual_seed(1))
+    conditional = DDPMHubPipeline(conditional.unet, conditional.scheduler, null_class_label=10)
+    conditional.set_progress_bar_config(disable=True)
+    cascade = DDPMHubCascadePipeline(conditional, [tiny_sr(tmp_path)])
+    kwargs = dict(batch_size=2, num_inference_steps=2, output_type="pt", guidance_scale=2.0)
+    output = cascade(generator=[torch.Generator().manual_seed(s) for s in (0, 1)], class_labels=[3, 7], **kwargs)
+    alone = conditional(generator=[torch.Generator().manual_seed(s) for s in (0, 1)], class_labels=[3, 7], **kwargs)
+    other = conditional(generator=[torch.Generator().manual_seed(s) for s in (0, 1)], class_labels=[1, 2], **kwargs)
+    assert torch.equal(output.stages[0], alone.images) and not torch.equal(alone.images, other.images)
+    with pytest.raises(UsageError, match=r"clas_labels: no stage .*output_type, guidance_scale, class_labels\."):
+        cascade(batch_size=1, clas_labels=3)
+
+
+def test_every_stages_arguments_are_checked_before_the_base_samples(tmp_path, capsys):
+    # issue 28: `ddpm-hub sample --upscale SR --noise_level 999` crashed after the base stage had sampled
+    base = tiny_base()
+    calls = unet_calls(base)
+    cascade = DDPMHubCascadePipeline(base, [tiny_sr(tmp_path)])
+    for kwargs, message in [
+        (
+            dict(noise_level=999),
+            r"Stage 1 of the cascade \(super-resolution\): noise_level must be an integer in 0..250",
+        ),
+        (dict(num_inference_steps=[2, 0]), r"Stage 1 .*: num_inference_steps must be an integer between 1 and"),
+        (dict(num_inference_steps=[0, 2]), r"Stage 0 of the cascade \(the base\): num_inference_steps must be"),
+        (dict(noise_level=[5, 0]), r"noise_level\[0\] is the base's, which takes none: pass None there, got 5"),
+        (dict(num_inference_steps=[2]), "num_inference_steps: one value, or a list of one per stage"),
+        (dict(output_type="jpg"), "Unknown output_type 'jpg'"),
+    ]:
+        with pytest.raises(UsageError, match=message):
+            cascade(batch_size=1, **{"num_inference_steps": 2, **kwargs})
+    assert calls == []
+    tiny_sr(tmp_path).save_pretrained(tmp_path / "sr")
+    command = ["sample", "ddpm-tiny-8", "--num_images", "1", "--steps", "2", "--upscale", str(tmp_path / "sr")]
+    assert cli.main([*command, "--noise_level", "999", "--output", str(tmp_path / "cascade.png")]) == 2
+    assert "noise_level must be an integer in 0..250" in capsys.readouterr().err
+    assert not (tmp_path / "cascade.png").exists()
 
 
 def test_the_commands_upscale_and_sample_a_cascade(tmp_path, capsys):
