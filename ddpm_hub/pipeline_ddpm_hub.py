@@ -86,6 +86,20 @@ def check_generator(generator) -> None:
         )
 
 
+def check_noise(noise, shape: tuple[int, ...]) -> None:
+    """The `noise` a call is given (x_T, or the eps of q(x_t | x_0)): None, or a finite float tensor of `shape`."""
+    if noise is None:
+        return
+    if not (isinstance(noise, torch.Tensor) and noise.is_floating_point() and tuple(noise.shape) == tuple(shape)):
+        given = f"{tuple(noise.shape)} {noise.dtype}" if isinstance(noise, torch.Tensor) else type(noise).__name__
+        raise ValueError(
+            f"noise must have shape {tuple(shape)} (batch, channels, height, width), a float tensor of N(0, I) draws, "
+            f"got {given}."
+        )
+    if not bool(torch.isfinite(noise).all()):
+        raise ValueError("noise holds NaN or infinite values; pass N(0, I) draws (or leave it out).")
+
+
 def check_pixels(batch: torch.Tensor, what: str, mask: bool = False) -> None:
     """
     An image or mask `[n x c x h x w]` as decoded, before any resizing: no empty side, finite values and, for an
@@ -259,10 +273,7 @@ class DDPMHubPipeline(DiffusionPipeline):
             callback_on_step_end_tensor_inputs,
             steps if timesteps is None else None,
         )
-        if noise is not None and tuple(noise.shape) != shape:
-            raise ValueError(
-                f"noise must have shape {shape} (batch, channels, height, width), got {tuple(noise.shape)}."
-            )
+        check_noise(noise, shape)
 
         # 1. x_T ~ N(0, I) (Algorithm 2, line 1), scaled for schedulers that parameterise noise by sigma.
         if noise is None:

@@ -18,7 +18,7 @@ from diffusers.utils.torch_utils import randn_tensor
 # Imported here too, not only through pipeline_ddpm_hub: diffusers copies a local folder's code files one import deep.
 from .conditioning_ddpm_hub import Guided  # noqa: F401
 from .image_processing_ddpm_hub import convert_mode  # noqa: F401
-from .pipeline_ddpm_hub import ClassLabels, DDPMHubPipeline, prompt_arguments
+from .pipeline_ddpm_hub import ClassLabels, DDPMHubPipeline, check_noise, prompt_arguments
 
 
 def check_strength_steps(strength: float, chain_length: int, num_steps: int, num_train_timesteps: int) -> None:
@@ -108,12 +108,7 @@ class DDPMHubImg2ImgPipeline(DDPMHubPipeline):
         timesteps = chain[len(chain) - num_steps :]
 
         # 2. x_t ~ q(x_t | x_0) (eq. 4) at the first kept t; at strength 1, x_T ~ N(0, I).
-        if noise is not None and (not isinstance(noise, torch.Tensor) or tuple(noise.shape) != tuple(x_0.shape)):
-            given = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
-            raise ValueError(
-                f"noise must be a tensor of shape {tuple(x_0.shape)} (one eps per output image, as the images), "
-                f"got {given}."
-            )
+        check_noise(noise, x_0.shape)  # one eps per output image, as the images
         if noise is None:
             noise = randn_tensor(x_0.shape, generator=generator, device=self.device, dtype=self.unet.dtype)
         noise = noise.to(device=self.device, dtype=self.unet.dtype)

@@ -22,7 +22,7 @@ from diffusers.utils.torch_utils import randn_tensor
 # Imported here too, not only through pipeline_ddpm_hub: diffusers copies a local folder's code files one import deep.
 from .conditioning_ddpm_hub import LowResCondition
 from .image_processing_ddpm_hub import convert_mode  # noqa: F401
-from .pipeline_ddpm_hub import MAX_IMAGE_SIDE, ClassLabels, DDPMHubPipeline, prompt_arguments
+from .pipeline_ddpm_hub import MAX_IMAGE_SIDE, ClassLabels, DDPMHubPipeline, check_noise, prompt_arguments
 
 
 class DDPMHubSuperResolutionPipeline(DDPMHubPipeline):
@@ -136,6 +136,7 @@ class DDPMHubSuperResolutionPipeline(DDPMHubPipeline):
             num_inference_steps if timesteps is None else None,
         )  # fmt: skip
         shape = (batch_size, low_res.shape[1], *size)  # x_t has the image's channels; the UNet takes twice them
+        check_noise(noise, shape)
 
         # 1. x_T ~ N(0, I), then the augmentation z_s ~ q(z_s | z_0) of the low-resolution image at level s.
         if noise is None:

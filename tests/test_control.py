@@ -293,6 +293,8 @@ def test_task_pipelines_refuse_images_that_are_not_finite_or_not_in_0_1():
             call(image * 0 + torch.tensor([-1.0, 0.0, 1.0]).view(1, 3, 1, 1), mask)
         with pytest.raises(ValueError, match="image holds NaN or infinite values"):
             call(torch.full((1, 3, 8, 8), float("nan")), mask)
+    with pytest.raises(ValueError, match="noise holds NaN or infinite values"):
+        img2img(image, noise=torch.full((1, 3, 8, 8), float("nan")), num_inference_steps=2)
     with pytest.raises(ValueError, match="mask_image holds NaN or infinite values"):
         inpaint(image, torch.full((1, 1, 8, 8), float("nan")), num_inference_steps=2)
 

@@ -144,6 +144,23 @@ def test_a_generator_that_is_not_a_torch_generator_is_refused_by_name():
     assert calls == []
 
 
+def test_given_noise_must_be_a_finite_float_tensor_of_the_sample_shape():
+    # issue 28: every pipeline input is checked for shape, dtype and finiteness before the first UNet call
+    pipeline = tiny()
+    calls = unet_calls(pipeline)
+    for noise, message in [
+        (torch.full((1, 3, 8, 8), float("nan")), "noise holds NaN or infinite values"),
+        (
+            torch.zeros(1, 3, 8, 8, dtype=torch.long),
+            r"a float tensor of N\(0, I\) draws, got \(1, 3, 8, 8\) torch.int64",
+        ),
+        (np.zeros((1, 3, 8, 8), np.float32), "noise must have shape .*got ndarray"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            pipeline(noise=noise, num_inference_steps=2)
+    assert calls == []
+
+
 def test_learned_range_pipeline_samples_with_ours_and_with_diffusers_schedulers():
     pipeline = build_pipeline(
         "ddpm-tiny-8", unet_overrides={"out_channels": 6}, scheduler_overrides={"variance_type": "learned_range"}

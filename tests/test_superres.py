@@ -255,6 +255,8 @@ def test_bad_inputs_are_refused_or_warned_of(tmp_path):
         ),
         (dict(num_inference_steps=0), "num_inference_steps must be an integer between 1 and num_train_timesteps"),
         (dict(generator=42), "generator must be a torch.Generator or a list of them"),
+        (dict(noise=torch.full((1, 3, 16, 16), float("nan"))), "noise holds NaN or infinite values"),
+        (dict(noise=torch.zeros(1, 3, 8, 8)), r"noise must have shape \(1, 3, 16, 16\)"),
     ],
     ids=[
         "batch-0",
@@ -266,6 +268,8 @@ def test_bad_inputs_are_refused_or_warned_of(tmp_path):
         "too-large",
         "steps-0",
         "int-seed",
+        "nan-noise",
+        "noise-shape",
     ],
 )
 def test_super_resolution_inputs_are_checked_before_any_unet_call(tmp_path, kwargs, message):
