@@ -124,6 +124,7 @@ class DDPMHubCascadePipeline:
         steps = self.per_stage(num_inference_steps, "num_inference_steps")
         levels = self.per_stage(noise_level, "noise_level", base_takes_it=False)
         self.check_call(steps, levels, output_type, conditions)
+        batch_size = self.batch_size(batch_size, generator, conditions)
         stages = []
         images = self.base(
             batch_size=batch_size, generator=generator, num_inference_steps=steps[0], output_type="pt",
@@ -193,6 +194,25 @@ class DDPMHubCascadePipeline:
                     pipeline.check_noise_level(levels[i])
                     inputs["low_res"] = torch.zeros(1, *sizes[i - 1])  # what it will be given: the previous output
                 pipeline.conditioning.check(inputs, self._taken(pipeline, conditions).get("guidance_scale", 1.0))
+
+    def batch_size(self, batch_size: int | None, generator, conditions: dict) -> int | None:
+        """
+        The number of images of every stage: given, else one per generator of a list, else what the conditions
+        describe; conditions of another count for any stage are refused before the base samples.
+        """
+        described = {
+            pipeline.conditioning.batch_size(self._taken(pipeline, conditions), default=0)
+            for pipeline in self.pipelines
+        } - {0, 1}
+        if batch_size is None:
+            batch_size = len(generator) if isinstance(generator, list) else max(described, default=None)
+        wrong = sorted(described - {batch_size})
+        if wrong and batch_size is not None:
+            raise UsageError(
+                f"The conditions describe {wrong[0]} images and the cascade makes {batch_size} (batch_size, or one "
+                "per generator): give one condition for all, or one per image."
+            )
+        return batch_size
 
     @staticmethod
     def condition_arguments(pipeline) -> list[str]:

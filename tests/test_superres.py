@@ -401,6 +401,8 @@ def test_a_cascade_takes_exactly_the_arguments_its_stages_honour(tmp_path):
     assert torch.equal(output.stages[0], alone.images) and not torch.equal(alone.images, other.images)
     with pytest.raises(UsageError, match=r"clas_labels: no stage .*output_type, guidance_scale, class_labels\."):
         cascade(batch_size=1, clas_labels=3)
+    with pytest.raises(UsageError, match="The conditions describe 3 images and the cascade makes 2"):
+        cascade(generator=[torch.Generator().manual_seed(s) for s in (0, 1)], class_labels=[3, 7, 1])
 
 
 def test_every_stages_arguments_are_checked_before_the_base_samples(tmp_path, capsys):
