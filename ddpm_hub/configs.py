@@ -10,8 +10,15 @@ from pathlib import Path
 
 import torch
 
-from .errors import InputNotFoundError, UsageError
-from .loading import PIPELINE_SETTINGS, component_class, components_of, read_model_index, scheduler_class
+from .errors import DDPMHubError, InputNotFoundError, UsageError
+from .loading import (
+    PIPELINE_SETTINGS,
+    check_component_folder,
+    component_class,
+    components_of,
+    read_model_index,
+    scheduler_class,
+)
 from .resources import resource_path
 from .run_folder import MODEL_INDEX, UNET_CONFIG, is_pipeline_folder, read_json
 
@@ -70,6 +77,8 @@ def build_pipeline(
             for name, entry in components_of(index).items()
             if name not in ("unet", "scheduler")
         }
+    except DDPMHubError:  # a component folder missing or incomplete: already named
+        raise
     except (ValueError, TypeError, KeyError, OSError) as error:
         raise UsageError(f"{folder}: the configuration cannot be built: {error}") from error
     settings = {key: index[key] for key in PIPELINE_SETTINGS if key in index}  # e.g. a super-resolution's scale
@@ -85,6 +94,7 @@ def build_component(folder: Path, name: str, entry: list):
     if entry[0] is None:
         return None
     klass = component_class(entry, folder / MODEL_INDEX)
+    check_component_folder(folder / name, name, entry, klass, folder)  # never a path taken for a Hub repo id
     import transformers
 
     if issubclass(klass, transformers.PreTrainedModel):

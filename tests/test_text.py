@@ -495,6 +495,10 @@ def test_a_text_model_without_its_tokenizer_folder_is_refused_locally_by_name(tm
     (folder / "tokenizer" / "tokenizer_config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match=r"incomplete tokenizer/ .*expected tokenizer\.json.*tokenizer_config"):
         DDPMHubPipeline.from_pretrained(folder)
+    configuration = text_config(tmp_path)  # a configuration (no weights) without its tokenizer/: the same
+    shutil.rmtree(configuration / "tokenizer")
+    with pytest.raises(FileNotFoundError, match=f"{configuration} has no tokenizer/ "):
+        build_pipeline(configuration)
 
 
 def test_a_text_encoder_folder_without_tokenizer_files_is_refused_before_training(tmp_path):
