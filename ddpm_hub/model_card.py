@@ -302,7 +302,9 @@ def _text_facts(folder: Path, summary: dict, options: dict) -> dict | None:
     }
 
 
-def _usage_call(conditional: dict | None, summary: dict, text: dict | None = None, super_resolution=None) -> str:
+def _usage_call(
+    conditional: dict | None, summary: dict, text: dict | None = None, super_resolution: dict | None = None
+) -> str:
     """
     The arguments of the sampling call the card shows: the grid's steps, a class or prompt and guidance; the image to
     upsample for a super-resolution model.
