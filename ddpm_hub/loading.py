@@ -90,8 +90,6 @@ def load_components(
             continue
         loaded[name] = load_component(folder, name, entry, name_or_path, torch_dtype, allow_pickle, download_kwargs)
     if loaded.get("tokenizer") is not None and loaded.get("text_encoder") is not None:
-        from .text import check_vocabulary
-
         check_vocabulary(
             loaded["tokenizer"], loaded["text_encoder"], f"{name_or_path}: its tokenizer/ and text_encoder/"
         )
@@ -157,6 +155,16 @@ def tokenizer_vocabularies(klass: type | None = None) -> list[str]:
     names = getattr(klass, "vocab_files_names", None) or {}
     files = [file for key, file in names.items() if key != "merges_file"] or list(TOKENIZER_VOCABULARIES)
     return list(dict.fromkeys(["tokenizer.json", *files]))
+
+
+def check_vocabulary(tokenizer, encoder, where: str) -> None:
+    """Every id the tokenizer gives (special tokens included) is a row of the encoder's token embedding."""
+    rows = getattr(encoder.config, "vocab_size", None)
+    if rows is not None and len(tokenizer) > rows:
+        raise UsageError(
+            f"{where}: the tokenizer has {len(tokenizer)} tokens but the text encoder embeds {rows} (vocab_size): "
+            "ids past it would fail inside the encoder. Give a tokenizer and an encoder made for each other."
+        )
 
 
 def check_finite_weights(folder: Path, weight_files: list[str]) -> None:

@@ -63,6 +63,8 @@ def load_text_encoder(name_or_path: str | os.PathLike, **kwargs):
     """
     import transformers
 
+    from .loading import check_vocabulary
+
     encoder_path, tokenizer_path = _paths(name_or_path)
     config = text_encoder_config(name_or_path, **kwargs)  # its tokenizer checked too
     class_name = ENCODER_CLASSES.get(config.model_type)
@@ -116,16 +118,6 @@ def check_tokenizer_folder(name_or_path: str | os.PathLike) -> None:
             f"--text_encoder {str(name_or_path)!r}: no tokenizer in {tokenizer_path}: expected one of "
             f"{', '.join(expected)} (save the tokenizer with the encoder: tokenizer.save_pretrained(folder), or a "
             "pipeline-like folder with text_encoder/ and tokenizer/)."
-        )
-
-
-def check_vocabulary(tokenizer, encoder, where: str) -> None:
-    """Every id the tokenizer gives (special tokens included) is a row of the encoder's token embedding."""
-    rows = getattr(encoder.config, "vocab_size", None)
-    if rows is not None and len(tokenizer) > rows:
-        raise UsageError(
-            f"{where}: the tokenizer has {len(tokenizer)} tokens but the text encoder embeds {rows} (vocab_size): "
-            "ids past it would fail inside the encoder. Give a tokenizer and an encoder made for each other."
         )
 
 
