@@ -1,9 +1,9 @@
 """Unit tests of ddpm_hub.training, in-process: options and their checks, micro-batches, randomness, EMA,
 checkpoint folders, the held-out split (the launched runs are in test_training_runs.py)."""
 
+import contextlib
 import importlib.util
 import json
-import multiprocessing
 import os
 import signal
 import time
@@ -123,40 +123,49 @@ def test_a_run_folder_is_locked_against_a_second_writer_and_released_after(tmp_p
     assert sorted(p.name for p in folder.iterdir()) == [".training.lock"]
 
 
-def test_the_lock_of_a_run_killed_with_sigkill_blocks_nobody(tmp_path):
-    # issue 28: a stale lock from a killed run must not block the next run, nor a process it forked (a data worker)
-    folder, context = tmp_path / "run", multiprocessing.get_context("fork")
-    forked = context.Value("i", 0)
-
-    def hold_and_fork():
+def hold_and_fork(folder, report: int) -> None:
+    """In a forked child: lock `folder` as a run does, fork a worker that lives on, write its pid to `report`."""
+    try:
         lock = RunFolderLock.lock(folder, "--output_dir")  # noqa: F841 - held until the process ends
         worker = os.fork()
         if worker == 0:
             time.sleep(60)
-            os._exit(0)
-        forked.value = worker
-        time.sleep(60)
-
-    run = context.Process(target=hold_and_fork)
-    run.start()
-    deadline = time.monotonic() + 10
-    while not forked.value and time.monotonic() < deadline:
-        time.sleep(0.01)
-    try:
-        with pytest.raises(ValueError, match=f"held by another run \\(process {run.pid}, "):
-            RunFolderLock.lock(folder, "--output_dir")
-        os.kill(run.pid, signal.SIGKILL)
-        run.join(10)
-        RunFolderLock.lock(folder, "--output_dir").release()  # while the forked worker still lives
+        else:
+            os.write(report, f"{worker}".encode())
+            time.sleep(60)
     finally:
-        if forked.value:  # never 0: os.kill(0, ...) signals the whole process group
-            os.kill(forked.value, signal.SIGKILL)
+        os._exit(0)  # never back into pytest
 
 
-def test_defaults_resolve_from_the_pipeline_and_data_source():
+def test_the_lock_of_a_run_killed_with_sigkill_blocks_nobody(tmp_path):
+    # issue 28: a stale lock from a killed run must not block the next run, nor a process it forked (a data worker)
+    folder = tmp_path / "run"
+    read, write = os.pipe()
+    run = os.fork()
+    if run == 0:
+        hold_and_fork(folder, write)
+    os.close(write)
+    worker = int(os.read(read, 32) or 0)
+    try:
+        assert worker, "the run did not start"
+        with pytest.raises(ValueError, match=f"held by another run \\(process {run}, "):
+            RunFolderLock.lock(folder, "--output_dir")
+        os.kill(run, signal.SIGKILL)
+        os.waitpid(run, 0)
+        RunFolderLock.lock(folder, "--output_dir").release()  # while the forked worker still lives
+        os.kill(worker, 0)  # the worker lived on, holding the lock file open
+    finally:
+        for pid in (run, worker):
+            if pid:  # never 0: os.kill(0, ...) signals the whole process group
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        os.close(read)
+
+
+def test_defaults_resolve_from_the_pipeline_and_data_source(tmp_path):
     options, source = check(["--pipeline", "ddpm-digits-16"])
     assert source.kind == "config" and options.data.resolution == 16 and options.data.dataset_name == "builtin:digits"
-    options, _ = check(["--train_data_dir", str(ROOT)])
+    options, _ = check(["--train_data_dir", str(ROOT), "--output_dir", str(tmp_path)])  # not ./ddpm-model inside it
     assert options.data.dataset_name is None
 
 
