@@ -342,9 +342,9 @@ def test_a_list_of_images_of_two_sizes_and_a_noise_of_the_wrong_shape(recwarn):
     assert any("(16, 16) resized to the model's (8, 8)" in str(w.message) for w in recwarn)
     img2img = DDPMHubImg2ImgPipeline.from_pipe(base)
     img2img.set_progress_bar_config(disable=True)
-    with pytest.raises(ValueError, match=r"noise must be a tensor of shape \(1, 3, 8, 8\) .* got \(1, 3, 4, 4\)"):
+    with pytest.raises(ValueError, match=r"noise must have shape \(1, 3, 8, 8\) .* got \(1, 3, 4, 4\)"):
         img2img(small, strength=0.5, num_inference_steps=2, noise=torch.randn(1, 3, 4, 4))
-    with pytest.raises(ValueError, match=r"noise must be a tensor of shape \(2, 3, 8, 8\)"):
+    with pytest.raises(ValueError, match=r"noise must have shape \(2, 3, 8, 8\)"):
         img2img([small, small], strength=0.5, num_inference_steps=2, noise=torch.randn(1, 3, 8, 8))
 
 
