@@ -150,9 +150,10 @@ class RunFolderLock:
         try:
             fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
-            if error.errno not in (errno.EACCES, errno.EAGAIN):
+            if error.errno not in (errno.EACCES, errno.EAGAIN):  # a file system without locks (ENOLCK, ...)
                 handle.close()
-                raise
+                warnings.warn(f"{option} {folder} is not locked against a second run: {error.strerror}.", stacklevel=2)
+                return cls()
             handle.seek(0)
             holder = handle.read().strip()
             handle.close()

@@ -44,11 +44,13 @@ def hold_output_dir(o: TrainingOptions, accelerator: Accelerator) -> Iterator[No
     if accelerator.is_main_process:
         try:
             lock = RunFolderLock.lock(o.output_dir, "--output_dir")
-        except UsageError as error:
+        except Exception as error:  # noqa: BLE001 - any failure is exchanged first: no rank may wait for this one
             refusal = error
     refused = accelerator.gather(torch.tensor([float(refusal is not None)], device=accelerator.device))
     if bool(refused.any()):
-        raise refusal or UsageError(f"--output_dir {o.output_dir} is held by another run (see the main process).")
+        raise refusal or UsageError(
+            f"--output_dir {o.output_dir} could not be locked for this run by its main process (its message says why)."
+        )
     try:
         yield
     finally:
