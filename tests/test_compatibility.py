@@ -3,10 +3,12 @@
 `tests/fixtures/saved_059b148/` holds tiny pipelines of every kind (unconditional, class-conditional, text, super-
 resolution, a distilled student) as 059b148 saved them, with the images 059b148 sampled from each (`make.py` there
 says how they were made). What a published repo holds is what these folders hold: the shipped code files named by
-`model_index.json` and the weights.
+`model_index.json` and the weights. The code files, the same for every kind, are stored once in `code/` and put back
+into a copy of each folder (`saved_folder`).
 """
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -23,6 +25,25 @@ CALLS = json.loads((SAVED / "calls.json").read_text())
 KINDS = sorted(CALLS)
 
 
+def saved_folder(kind: str, where: Path) -> Path:
+    """A copy of the folder 059b148 saved for `kind`, with its code files, under `where`."""
+    folder = where / kind
+    shutil.copytree(SAVED / kind, folder)
+    for name in json.loads((SAVED / kind / "code_files.json").read_text()):
+        shutil.copy2(SAVED / "code" / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> Path:
+    """Every kind's folder as 059b148 saved it, code files included, and `calls.json`."""
+    where = tmp_path_factory.mktemp("saved_059b148")
+    for kind in KINDS:
+        saved_folder(kind, where)
+    shutil.copy2(SAVED / "calls.json", where / "calls.json")
+    return where
+
+
 def arguments(kind: str) -> dict:
     """The call of `make.py` for `kind`: image i from `Generator().manual_seed(i)`, two images, numpy output."""
     called = dict(CALLS[kind])
@@ -31,25 +52,25 @@ def arguments(kind: str) -> dict:
     return {**called, "generator": [torch.Generator().manual_seed(seed) for seed in (0, 1)], "output_type": "np"}
 
 
-def test_the_fixtures_cover_every_kind_of_model():
+def test_the_fixtures_cover_every_kind_of_model(saved):
     assert set(KINDS) == {"unconditional", "class", "text", "superres", "distilled"}
     for kind in KINDS:
-        index = json.loads((SAVED / kind / "model_index.json").read_text())
+        index = json.loads((saved / kind / "model_index.json").read_text())
         module, name = index["_class_name"]  # the shipped pipeline file at the folder's root, as published repos hold
-        assert (SAVED / kind / f"{module}.py").is_file() and name.startswith("DDPMHub")
+        assert (saved / kind / f"{module}.py").is_file() and name.startswith("DDPMHub")
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_folder_saved_by_059b148_loads_and_samples_the_same_images(kind):
-    pipeline = DDPMHubPipeline.from_pretrained(SAVED / kind)
+def test_a_folder_saved_by_059b148_loads_and_samples_the_same_images(kind, saved):
+    pipeline = DDPMHubPipeline.from_pretrained(saved / kind)
     pipeline.set_progress_bar_config(disable=True)
     assert isinstance(pipeline, DDPMHubSuperResolutionPipeline) == (kind == "superres")
     images = pipeline(**arguments(kind)).images
     np.testing.assert_array_equal(images, np.load(SAVED / kind / "expected.npy"))
 
 
-def test_the_distilled_student_keeps_its_default_calls():
-    student = DDPMHubPipeline.from_pretrained(SAVED / "distilled")
+def test_the_distilled_student_keeps_its_default_calls(saved):
+    student = DDPMHubPipeline.from_pretrained(saved / "distilled")
     assert student.default_num_inference_steps == 1
 
 
@@ -78,9 +99,9 @@ PLAIN_DIFFUSERS = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_plain_diffusers_loads_the_folders_saved_by_059b148_and_samples_the_same_images(tmp_path):
+def test_plain_diffusers_loads_the_folders_saved_by_059b148_and_samples_the_same_images(saved, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-c", PLAIN_DIFFUSERS, str(SAVED), str(tmp_path)],
+        [sys.executable, "-c", PLAIN_DIFFUSERS, str(saved), str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=300,
