@@ -1,4 +1,4 @@
-"""Test configuration shared by the whole suite: a loopback Hugging Face Hub.
+"""Test configuration shared by the whole suite: a loopback Hugging Face Hub, and the fixtures several test files use.
 
 `huggingface_hub` reads HF_ENDPOINT, HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE and HF_HUB_DISABLE_XET once, when
 `huggingface_hub.constants` is first imported (`import diffusers` does it). So they are set here, at import time,
@@ -96,3 +96,31 @@ def hub_cache(tmp_path: Path) -> Path:
     cache_dir = tmp_path / "hf_cache"
     cache_dir.mkdir()
     return cache_dir
+
+
+@pytest.fixture
+def read_only():
+    """Makes folders read-only for this process (chmod; as root, which ignores modes, the immutable attribute)."""
+    import os
+    import subprocess
+    import tempfile
+
+    made = []
+
+    def make(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, 0o555)
+        made.append(folder)
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError:
+            return folder
+        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+            pytest.skip("no way to make a folder read-only for this user here")
+        return folder
+
+    yield make
+    for folder in made:
+        subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+        os.chmod(folder, 0o755)

@@ -1,5 +1,5 @@
-"""Helpers shared by the test files (no tests here): launching training/train.py, reading what a run wrote, and the
-tiny settings that make a run take seconds."""
+"""Helpers shared by the test files (no tests here): launching training/train.py, reading what a run wrote, the
+tiny settings that make a run take seconds, and the tiny models and files that tests of several features build."""
 
 import json
 import os
@@ -13,6 +13,8 @@ import torch
 from processes import run_process_group
 from safetensors.torch import load_file
 
+from ddpm_hub import DDPMHubPipeline
+from ddpm_hub.configs import build_pipeline
 from ddpm_hub.training.checks import check_options
 from ddpm_hub.training.options import parse_options
 
@@ -114,3 +116,51 @@ def text_config(tmp_path: Path, encoder: str = "clip") -> Path:
     index["text_encoder"] = ["transformers", name]
     (config / "model_index.json").write_text(json.dumps(index))
     return config
+
+
+WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
+
+
+def trained_folder(folder: Path) -> Path:
+    build_pipeline("ddpm-tiny-8", seed=3).save_pretrained(folder)
+    return folder
+
+
+def conditional(num_classes: int = 10, null: int | None = 10, **settings) -> DDPMHubPipeline:
+    """ddpm-tiny-8 with 11 class embeddings (random, distinct), `num_classes` named classes and the null label 10."""
+    base = build_pipeline("ddpm-tiny-8", seed=0, unet_overrides={"num_class_embeds": 11})
+    with torch.no_grad():
+        base.unet.class_embedding.weight.normal_(0, 1, generator=torch.Generator().manual_seed(1))
+    names = {i: f"c{i}" for i in range(num_classes)}
+    pipeline = DDPMHubPipeline(base.unet, base.scheduler, id2label=names, null_class_label=null, **settings)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def error_of(capsys) -> str:
+    """The one line a command printed to stderr (progress bars aside)."""
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def sample_into(model, out, *extra) -> list[str]:
+    return ["sample", str(model), "--num_images", "3", "--steps", "1", "--output_dir", str(out), *extra]
+
+
+def labelled_shards(folder, labels: list, names: list[str] | None = None):
+    """One parquet shard of 8x8 images (red = the row's number) with `labels` (a ClassLabel column with `names`)."""
+    import io
+
+    import datasets
+    from PIL import Image
+
+    def png(value: int) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8), (value * 10, 0, 0)).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    label = datasets.ClassLabel(names=names) if names else datasets.Value("int64")
+    features = datasets.Features({"image": datasets.Image(), "label": label})
+    rows = {"image": [{"bytes": png(i), "path": f"row{i}.png"} for i in range(len(labels))], "label": labels}
+    folder.mkdir(parents=True)
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(folder / "train-00000-of-00001.parquet"))
+    return folder

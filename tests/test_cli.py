@@ -3,11 +3,15 @@ work (tiny models built in the test)."""
 
 import numpy as np
 import pytest
+from helpers import conditional, error_of, sample_into
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from ddpm_hub import DDPMHubPipeline, cli
 from ddpm_hub.configs import build_pipeline
+from ddpm_hub.errors import UsageError
+from ddpm_hub.run_folder import METRICS_FILE
+from ddpm_hub.training.options import parse_options
 
 TINY_SR = {
     "block_out_channels": [8, 16], "down_block_types": ["DownBlock2D"] * 2, "up_block_types": ["UpBlock2D"] * 2,
@@ -72,3 +76,116 @@ def test_non_finite_weights_are_refused_where_a_model_is_loaded(tmp_path, capsys
     assert not grid.exists()
     with pytest.raises(ValueError, match="unet/diffusion_pytorch_model.safetensors has non-finite weights"):
         DDPMHubPipeline.from_pretrained(folder)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checked before any work, in one line (the reliability probes): sample settings, the guidance scale (one range for
+# the command lines and training), class labels that are neither ids nor names, output paths (and a write that
+# fails later is one line); a missing repo at the command line is named without a traceback.
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--scale", "0"], "--scale: must be at least 1"), (["--num_images", "0"], "--num_images: must be at least 1")],
+)
+def test_sample_settings_are_checked_before_sampling(args, message, capsys, tmp_path):
+    assert cli.main(["sample", "ddpm-tiny-8", "--output", str(tmp_path / "grid.png"), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "grid.png").exists()
+
+
+def test_the_cli_names_a_missing_repo_without_a_traceback(hub_server, capsys):
+    assert cli.main(["sample", "alice/no-such-repo", "--num_images", "1", "--steps", "1"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("ddpm-hub sample: error: cannot load alice/no-such-repo: Repository 'alice/no-such-repo'")
+    assert "Traceback" not in error
+
+
+def test_the_command_lines_and_training_refuse_the_same_range_before_any_work(tmp_path, capsys):
+    model = tmp_path / "model"
+    conditional().save_pretrained(model)
+    for scale in ("nan", "inf", "1e308", "-2"):
+        output = tmp_path / f"grid-{scale}.png"
+        assert cli.main(["sample", str(model), "--guidance_scale", scale, "--output", str(output)]) == 2
+        assert "guidance_scale must be a number in [0, 100]" in error_of(capsys) and not output.exists()
+        assert cli.main(["eval", str(model), "--fid", "--guidance_scale", scale, "--output_dir", str(tmp_path)]) == 2
+        assert "guidance_scale must be a number in [0, 100]" in error_of(capsys)
+    assert not (tmp_path / METRICS_FILE).exists()
+    for scale in ("nan", "1e308", "-1", "200"):
+        with pytest.raises(SystemExit):
+            parse_options(["--validation_guidance_scale", scale])
+        assert "guidance_scale must be a number in [0, 100]" in error_of(capsys)
+    config = tmp_path / "run.yaml"
+    config.write_text("validation_guidance_scale: 1.0e+308\n")
+    with pytest.raises(UsageError, match=r"validation_guidance_scale: guidance_scale must be a number in \[0, 100\]"):
+        parse_options(["--config", str(config)])
+
+
+def test_class_labels_that_are_neither_ids_nor_names_are_one_line(tmp_path, capsys):
+    model = tmp_path / "model"
+    conditional(num_classes=6).save_pretrained(model)
+    common = ["--steps", "1", "--num_images", "2", "--output", str(tmp_path / "grid.png")]
+    for given in ("--3", "²", "3.5"):
+        assert cli.main(["sample", str(model), f"--class_labels={given}", *common]) == 2
+        assert f"Unknown label {given!r}: this model takes ids or names of the 6 classes" in error_of(capsys)
+    assert cli.main(["sample", str(model), "--class_labels", "7", *common]) == 2
+    assert "class labels must be ids or names of the 6 classes this model was trained on" in error_of(capsys)
+    assert cli.main(["sample", str(model), "--class_labels", "-3", *common]) == 2
+    assert "got -3" in error_of(capsys) and not (tmp_path / "grid.png").exists()
+
+
+def test_output_paths_are_checked_before_any_sampling_and_a_failed_write_is_one_line(
+    tmp_path, capsys, read_only, monkeypatch
+):
+    import ddpm_hub.commands
+
+    model = tmp_path / "model"
+    build_pipeline("ddpm-tiny-8").save_pretrained(model)
+    sampled = []
+    monkeypatch.setattr(ddpm_hub.commands, "load_model", lambda args: sampled.append(1) or _load(args))
+    grid = ["sample", str(model), "--steps", "1", "--num_images", "2"]
+    (tmp_path / "a file").write_text("x")
+    locked = read_only(tmp_path / "locked")
+    cases = {
+        "x.jpgx": ".jpgx is not an image format PIL writes; use .png, .jpg",
+        "noextension": "no extension is not an image format PIL writes",
+        "locked/grid.png": "the folder " + str(locked) + " is not writable",
+        "a file/grid.png": str(tmp_path / "a file") + " is a file, not a folder",
+    }
+    for output, message in cases.items():
+        assert cli.main([*grid, "--output", str(tmp_path / output)]) == 2
+        assert message in error_of(capsys), output
+    for folder in (tmp_path / "a file", locked / "samples"):
+        assert cli.main([*grid, "--output_dir", str(folder)]) == 2
+        assert "--output_dir" in error_of(capsys)
+    assert cli.main(["noise", str(tmp_path / "a file"), "--output", str(tmp_path / "forward.jpgx")]) == 2
+    assert sampled == []  # all refused before a model was loaded
+    # a folder that becomes read-only while sampling: one line, no traceback
+    late = tmp_path / "late"
+    monkeypatch.setattr(ddpm_hub.commands, "load_model", lambda args: (read_only(late), _load(args))[1])
+    assert cli.main([*grid, "--output", str(late / "grid.png")]) == 1
+    assert f"could not write {late / 'grid.png'} (--output):" in error_of(capsys)
+    # an export whose folder becomes read-only after its first image: that image is kept, the message says so
+    import ddpm_hub.export
+
+    batches = ddpm_hub.export.sample_batches
+    late = tmp_path / "late-export"
+
+    def then_read_only(*args, **kwargs):
+        for number, batch in enumerate(batches(*args, **kwargs)):
+            if number == 1:
+                read_only(late)
+            yield batch
+
+    monkeypatch.setattr(ddpm_hub.commands, "load_model", _load)
+    monkeypatch.setattr(ddpm_hub.export, "sample_batches", then_read_only)
+    assert cli.main(sample_into(model, late, "--batch_size", "1")) == 1
+    message = error_of(capsys)
+    assert f"could not write {late / '000001.png'}" in message and "written before are complete and kept" in message
+    assert sorted(p.name for p in late.glob("*.png")) == ["000000.png"]
+
+
+def _load(args):
+    from ddpm_hub.resolver import load_pipeline
+
+    return load_pipeline(args.model, seed=args.seed).to(args.device)

@@ -295,3 +295,30 @@ def test_one_resolver_for_configurations_folders_and_errors(tmp_path):
 def test_a_hub_name_that_does_not_exist_is_one_message(hub_server, hub_cache):
     with pytest.raises(ModelLoadError, match="cannot load alice/no-such-pipeline: Repository 'alice/no-such"):
         resolve_pipeline("alice/no-such-pipeline")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A model knows the class ids it was trained on: their number is a saved setting (the second reliability probe)
+
+
+def test_the_number_of_trained_classes_is_a_saved_setting_read_by_both_loaders(tmp_path):
+    from diffusers import DiffusionPipeline
+
+    from ddpm_hub.conditioning import Conditioning
+    from ddpm_hub.training.options import ConditioningOptions
+
+    base = build_pipeline("ddpm-tiny-8", seed=0, unet_overrides={"num_class_embeds": 11})
+    data = type("Data", (), {"label_names": None, "num_labels": 4})()  # four unnamed integer labels
+    kind = Conditioning.of(base.unet.config).trained(data, ConditioningOptions(class_dropout_prob=0.1))
+    settings = kind.settings()
+    assert settings == {"id2label": None, "null_class_label": 10, "num_classes": 4}  # unnamed integer labels 0..3
+    base.register_to_config(**settings)
+    base.save_pretrained(tmp_path / "model")
+    assert json.loads((tmp_path / "model" / "model_index.json").read_text())["num_classes"] == 4
+    loaded = DDPMHubPipeline.from_pretrained(tmp_path / "model")
+    plain = DiffusionPipeline.from_pretrained(tmp_path / "model", trust_remote_code=True)
+    for pipeline in (loaded, plain):
+        pipeline.set_progress_bar_config(disable=True)
+        assert pipeline(class_labels=3, num_inference_steps=1, output_type="np").images.shape == (1, 8, 8, 3)
+        with pytest.raises(ValueError, match=r"ids or names of the 4 classes this model was trained on \(ids 0..3\)"):
+            pipeline(class_labels=4, num_inference_steps=1)

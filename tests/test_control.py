@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from helpers import error_of, sample_into
 from PIL import Image
 
 from ddpm_hub import DDPMHubImg2ImgPipeline, DDPMHubInpaintPipeline, DDPMHubPipeline, cli
@@ -494,3 +495,175 @@ def test_export_under_two_processes_writes_each_image_once(tmp_path):
     files = sorted(out.glob("*.png"))
     assert len(files) == 1000 and not list(out.glob(".*.tmp"))
     assert len({f.read_bytes() for f in files}) == 1000  # distinct images: every index its own noise
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One decoding path for every image that enters; masks by diffusers' conventions (the second reliability probe):
+# images of every bit depth are decoded as training decodes them; masks follow diffusers' conventions.
+
+
+def ramp(dtype, scale: float) -> np.ndarray:
+    """An 8x8 ramp of squares in [0, 1] (mean 0.336, so that clipping or a wrong scale shows), in `dtype` units."""
+    return (np.linspace(0, 1, 64).reshape(8, 8) ** 2 * scale).astype(dtype)
+
+
+def saved(image, path):
+    from PIL import Image
+
+    image.save(path)
+    with Image.open(path) as loaded:
+        loaded.load()
+        return loaded
+
+
+def test_sixteen_bit_and_float_images_decode_as_training_decodes_them(tmp_path):
+    from PIL import Image
+
+    from ddpm_hub.data.decode import image_to_array
+
+    pipeline = build_pipeline("ddpm-tiny-8")
+    sixteen = saved(Image.fromarray(ramp(np.uint16, 65535)), tmp_path / "sixteen.png")
+    floats = saved(Image.fromarray(ramp(np.float32, 1.0), mode="F"), tmp_path / "float.tif")
+    assert (sixteen.mode, floats.mode) == ("I;16", "F")
+    true_mean = float(ramp(np.float64, 1.0).mean())
+    for image in (sixteen, floats):
+        training = image_to_array(image, 8, 3, center_crop=True).astype(np.float32) / 255  # [C x H x W]
+        given = pipeline.preprocess(image, 3)[0].numpy()
+        np.testing.assert_array_equal(given, training)  # the same pixels, bit for bit
+        assert abs(given.mean() - true_mean) < 1 / 255
+    for array in (ramp(np.uint16, 65535), ramp(np.float32, 1.0), ramp(np.float64, 1.0)):
+        assert abs(pipeline.preprocess(array, 1).mean().item() - true_mean) < 1e-4
+    with pytest.raises(ValueError, match="dtype int32 has no known range; pass uint8 .*, uint16"):
+        pipeline.preprocess(ramp(np.int32, 65535), 3)
+
+
+def test_the_command_lines_read_image_files_through_the_training_decoder(tmp_path, capsys):
+    from PIL import Image
+
+    from ddpm_hub.data.decode import image_to_array
+
+    saved(Image.fromarray(ramp(np.uint16, 65535)), tmp_path / "sixteen.png")
+    output = tmp_path / "forward.png"
+    args = ["noise", str(tmp_path / "sixteen.png"), "--timesteps", "0", "--scale", "1", "--output", str(output)]
+    assert cli.main(args) == 0
+    frame = np.asarray(Image.open(output).convert("L"))[2:10, 2:10].astype(np.float32)  # t = 0: x_0, in the padding
+    with Image.open(tmp_path / "sixteen.png") as image:
+        training = image_to_array(image, 8, 1, center_crop=True)[0].astype(np.float32)
+    assert np.abs(frame - training).max() <= 1  # was clipped to white: mean 0.95 instead of 0.34
+    assert abs(frame.mean() / 255 - 0.336) < 0.01
+
+
+def test_masks_follow_diffusers_conventions_and_transparency_keeps_pixels():
+    from diffusers.image_processor import VaeImageProcessor
+    from PIL import Image
+
+    pipeline = build_pipeline("ddpm-tiny-8")
+    right_half = np.zeros((8, 8), np.uint8)
+    right_half[:, 4:] = 1
+    expected = right_half.astype(np.float32)
+
+    def generated(mask) -> np.ndarray:
+        return pipeline.preprocess_mask(mask)[0, 0].numpy()
+
+    for mask in (right_half, right_half * 255, right_half.astype(bool), torch.from_numpy(right_half)):
+        np.testing.assert_array_equal(generated(mask), expected)  # 0/1 and 0/255 alike: values, not /255
+    rgba = np.full((8, 8, 4), 255, np.uint8)  # white everywhere; only the right half opaque
+    rgba[:, :4, 3] = 0
+    np.testing.assert_array_equal(generated(Image.fromarray(rgba, "RGBA")), expected)  # transparent = kept
+    la = Image.fromarray(rgba, "RGBA").convert("LA")
+    np.testing.assert_array_equal(generated(la), expected)
+    # an opaque mask reads exactly as diffusers' mask processor reads it (PIL / 255 and numpy values, at 0.5)
+    reference = VaeImageProcessor(do_normalize=False, do_binarize=True, do_convert_grayscale=True)
+    gray = np.linspace(0, 255, 64).reshape(8, 8).astype(np.uint8)
+    values = np.linspace(0, 1, 64).reshape(8, 8).astype(np.float32)
+    for mask in (Image.fromarray(gray), Image.fromarray(gray).convert("RGB"), values[..., None]):
+        ours = generated(mask)
+        theirs = reference.preprocess(mask, height=8, width=8)[0, 0].numpy()
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_inpainting_honours_a_transparent_mask_and_a_uint8_mask_of_zeros_and_ones():
+    from PIL import Image
+
+    pipeline = DDPMHubInpaintPipeline.from_pipe(build_pipeline("ddpm-tiny-8"))
+    pipeline.set_progress_bar_config(disable=True)
+    image = np.full((8, 8, 3), 0.25, np.float32)
+    rgba = np.full((8, 8, 4), 255, np.uint8)
+    rgba[:, :4, 3] = 0
+    ones = np.zeros((8, 8), np.uint8)
+    ones[:, 4:] = 1
+    for mask in (Image.fromarray(rgba, "RGBA"), ones):
+        call = {"num_inference_steps": 2, "jump_n_sample": 1, "output_type": "np"}
+        result = pipeline(image=image, mask_image=mask, generator=torch.manual_seed(0), **call).images[0]
+        np.testing.assert_allclose(result[:, :4], 0.25, atol=1e-6)  # the left half kept exactly
+        assert np.abs(result[:, 4:] - 0.25).max() > 0.05  # the right half generated
+
+
+def test_a_list_of_images_of_two_sizes_and_a_noise_of_the_wrong_shape(recwarn):
+    from PIL import Image
+
+    base = build_pipeline("ddpm-tiny-8")
+    inpaint = DDPMHubInpaintPipeline.from_pipe(base)
+    inpaint.set_progress_bar_config(disable=True)
+    small, large = Image.new("RGB", (8, 8), (200, 0, 0)), Image.new("RGB", (16, 16), (200, 0, 0))
+    batch = inpaint.preprocess([small, large], 3)
+    assert batch.shape == (2, 3, 8, 8) and torch.allclose(batch[0], batch[1])  # each resized: the same red
+    call = {"num_inference_steps": 1, "jump_n_sample": 1, "output_type": "np"}
+    assert inpaint([small, large], Image.new("L", (8, 8), 255), **call).images.shape == (2, 8, 8, 3)
+    assert any("(16, 16) resized to the model's (8, 8)" in str(w.message) for w in recwarn)
+    img2img = DDPMHubImg2ImgPipeline.from_pipe(base)
+    img2img.set_progress_bar_config(disable=True)
+    with pytest.raises(ValueError, match=r"noise must have shape \(1, 3, 8, 8\) .* got \(1, 3, 4, 4\)"):
+        img2img(small, strength=0.5, num_inference_steps=2, noise=torch.randn(1, 3, 4, 4))
+    with pytest.raises(ValueError, match=r"noise must have shape \(2, 3, 8, 8\)"):
+        img2img([small, small], strength=0.5, num_inference_steps=2, noise=torch.randn(1, 3, 8, 8))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# `ddpm-hub sample --output_dir` records what was sampled (the weights' sha256) and checks the folder first (the
+# second reliability probe)
+
+
+def test_an_export_refuses_to_complete_samples_of_other_weights_at_the_same_path(tmp_path, capsys):
+    model, out = tmp_path / "model", tmp_path / "samples"
+    build_pipeline("ddpm-tiny-8", seed=1).save_pretrained(model)
+    assert cli.main(sample_into(model, out)) == 0
+    manifest = json.loads((out / "samples.json").read_text())
+    from ddpm_hub.configs import weights_checksum
+
+    assert manifest["weights_sha256"] == {"unet": weights_checksum(DDPMHubPipeline.from_pretrained(model).unet)}
+    assert len(manifest["config_sha256"]) == 64
+    capsys.readouterr()
+    build_pipeline("ddpm-tiny-8", seed=2).save_pretrained(model)  # other weights at the same path
+    assert cli.main(sample_into(model, out, "--num_images", "6")) == 2
+    assert f"holds samples of other weights than {model} has now" in error_of(capsys)  # named, not None
+    assert sorted(p.name for p in out.glob("*.png")) == ["000000.png", "000001.png", "000002.png"]  # nothing mixed
+    manifest.pop("weights_sha256")  # a manifest of an older version: it cannot tell
+    (out / "samples.json").write_text(json.dumps(manifest))
+    assert cli.main(sample_into(model, out)) == 2
+    assert "does not record which weights its samples were drawn from" in error_of(capsys)
+
+
+def test_an_export_checks_the_folder_before_sampling(tmp_path, capsys):
+    from PIL import Image
+
+    model, out = tmp_path / "model", tmp_path / "samples"
+    build_pipeline("ddpm-tiny-8", seed=1).save_pretrained(model)
+    assert cli.main(sample_into(model, out)) == 0
+    capsys.readouterr()
+    good = (out / "000001.png").read_bytes()
+    foreign = {
+        "another size": lambda path: Image.new("RGB", (16, 16)).save(path, format="PNG"),
+        "another mode": lambda path: Image.new("L", (8, 8)).save(path, format="PNG"),
+        "not a PNG": lambda path: Image.new("RGB", (8, 8)).save(path, format="JPEG"),
+        "not an image": lambda path: path.write_bytes(b"hello"),
+    }
+    for what, write in foreign.items():
+        write(out / "000001.png")
+        assert cli.main(sample_into(model, out, "--num_images", "5", "--format", "npz")) == 2, what
+        assert f"{out / '000001.png'} is not a sample of this model" in error_of(capsys)
+        assert not (out / "000003.png").exists() and not list(out.glob("*.npz"))  # refused before sampling
+    (out / "000001.png").write_bytes(good)
+    (out / "samples.json").write_text('{"model": "x", "sampler"')  # truncated
+    assert cli.main(sample_into(model, out)) == 2
+    assert "samples.json (the samples' manifest) is not valid JSON" in error_of(capsys)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import labelled_shards
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -36,6 +37,7 @@ from ddpm_hub.data import (
 )
 from ddpm_hub.data import cache as cache_module
 from ddpm_hub.data.streaming import open_stream
+from ddpm_hub.errors import UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -419,3 +421,135 @@ def test_streaming_from_local_shards_trains_on_two_ranks_and_resumes_bit_identic
     assert record["dataset"]["num_images"] == 6 * 2 * 4 and record["dataset"]["num_skipped"] == 2
     weights = [load_file(run / "unet" / "diffusion_pytorch_model.safetensors") for run in (a, c)]
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A streamed label outside the classes is skipped and counted like a bad image, never reaches the class embedding
+# (the second reliability probe)
+
+
+def test_a_streamed_label_outside_the_classes_is_skipped_and_counted(tmp_path):
+    from dataclasses import replace
+
+    from ddpm_hub.conditioning import Conditioning
+    from ddpm_hub.data import DataOptions
+    from ddpm_hub.data.streaming import open_stream
+
+    cases = {
+        "named": (labelled_shards(tmp_path / "named", [0, 1, -1, 1, 0, 1], ["even", "odd"]), [2], "(0..1)"),
+        "unnamed": (labelled_shards(tmp_path / "unnamed", [0, 57, 3, -1, 9, 10]), [1, 3, 5], "(0..9)"),
+    }
+    conditioning = Conditioning.of({"num_class_embeds": 11})  # 10 classes and the null label 10
+    for name, (folder, bad_rows, classes) in cases.items():
+        column = None if name == "named" else "label"  # an integer column is a label column when named so
+        data = DataOptions(dataset_name=str(folder), streaming=True, resolution=8, cache_dir=str(tmp_path / "hf"))
+        stream = open_stream(replace(data, class_column=column), channels=3)
+        conditioning.check_stream(stream, str(folder), "tiny-cond")
+        read = []
+        for pixels, label, _ in stream:
+            if stream.epoch == 1:
+                break
+            read.append((int(pixels[0, 0, 0]) // 10, label))
+        assert [row for row, _ in read] == [row for row in range(6) if row not in bad_rows], name
+        assert all(0 <= label <= 9 for _, label in read)
+        assert stream.skipped == len(bad_rows)
+        reasons = [reason for _, reason in stream.skipped_examples]
+        assert all(f"in column 'label' is not one of the classes {classes}" in reason for reason in reasons)
+        assert stream.skipped_examples[0][0] == f"epoch 0 (row{bad_rows[0]}.png)"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The decoded cache trusts nothing it can check cheaply, reads a complete cache without write access, and checks
+# its pixels on demand (the second reliability probe)
+
+
+def two_class_folder(root):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def cached(folder, cache):
+    from ddpm_hub.data import DataOptions
+
+    return DataOptions(train_data_dir=str(folder), cache_dir=str(cache), resolution=8).load(channels=3)
+
+
+def test_a_hand_edited_manifest_or_labels_file_is_not_trusted(tmp_path, caplog):
+    import logging
+
+    folder, cache = two_class_folder(tmp_path / "pets"), tmp_path / "cache"
+    first = cached(folder, cache)
+    (built,) = (cache / "ddpm_hub_decoded").glob("pets-*")
+    manifest_path, labels_path = built / "manifest.json", built / "labels.npy"
+    manifest = json.loads(manifest_path.read_text())
+    assert first.label_names == ["cat", "dog"] and set(manifest["sha256"]) == {"images.u8", "labels.npy"}
+    edits = {
+        "class names": lambda m: {**m, "label_names": ["cat", "x`<img src=x onerror=alert(1)>`"]},
+        "shape": lambda m: {**m, "shape": [m["shape"][0], 1, 8, 24]},  # the same bytes, another shape
+        "labels": None,
+        "labels, no checksum recorded": lambda m: {k: v for k, v in m.items() if k != "sha256"},
+    }
+    reasons = {
+        "class names": "its class names ['cat', 'x`<img src=x onerror=alert(1)>`'] are not the source's "
+        "['cat', 'dog']",
+        "shape": "its shape [8, 1, 8, 24] is not of [N x 3 x 8 x 8] images",
+        "labels": "labels.npy is not the file the build wrote",
+        "labels, no checksum recorded": "labels.npy holds labels 0..57, not class ids 0..1",
+    }
+    for what, edit in edits.items():
+        manifest = json.loads(manifest_path.read_text())
+        if edit is not None:
+            manifest_path.write_text(json.dumps(edit(manifest)))
+        if what.startswith("labels"):
+            labels = np.load(labels_path)
+            labels[3] = 57
+            np.save(labels_path, labels)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="ddpm_hub.data.cache"):
+            again = cached(folder, cache)
+        assert f"The decoded cache {built} is not trusted: {reasons[what]}" in caplog.text, what
+        assert "It is rebuilt." in caplog.text
+        assert again.label_names == ["cat", "dog"] and again.images.shape == (8, 3, 8, 8)
+        assert again.labels.tolist() == first.labels.tolist() and torch.equal(again.images, first.images)
+
+
+def test_a_complete_cache_is_read_without_write_access_and_a_build_there_is_one_line(tmp_path, read_only):
+    import shutil
+
+    from ddpm_hub.data import DataOptions
+
+    folder, built_in = two_class_folder(tmp_path / "pets"), tmp_path / "cache"
+    first = cached(folder, built_in)
+    shipped = tmp_path / "shipped"  # the cache copied somewhere read-only, without its lock files
+    shutil.copytree(built_in, shipped, ignore=shutil.ignore_patterns(".*.lock"))
+    read_only(shipped / "ddpm_hub_decoded")
+    again = cached(folder, shipped)
+    assert torch.equal(again.images, first.images) and again.label_names == ["cat", "dog"]
+    other = DataOptions(train_data_dir=str(folder), cache_dir=str(shipped), resolution=(8, 4))
+    with pytest.raises(UsageError, match=r"ddpm_hub_decoded is not writable and holds no usable cache pets-8x4-"):
+        other.load(channels=3)
+
+
+def test_flipped_pixel_bytes_are_found_on_demand_not_at_every_open(tmp_path):
+    from ddpm_hub.data.cache import verify_cache
+
+    folder, cache = two_class_folder(tmp_path / "pets"), tmp_path / "cache"
+    before = cached(folder, cache).images.clone()  # a copy: the decoded images are a mapping of the file
+    (built,) = (cache / "ddpm_hub_decoded").glob("pets-*")
+    assert verify_cache(built) == []
+    with open(built / "images.u8", "r+b") as file:
+        file.seek(100)
+        byte = file.read(1)
+        file.seek(100)
+        file.write(bytes([byte[0] ^ 0xFF]))
+    recorded = json.loads((built / "manifest.json").read_text())["sha256"]["images.u8"]
+    expected = f"{built / 'images.u8'} does not match the sha256 recorded at build ({recorded[:12]}...)"
+    assert verify_cache(built) == [expected]
+    again = cached(folder, cache)  # opening reads no pixels: the documented decision
+    assert int((again.images != before).sum()) == 1

@@ -1,6 +1,7 @@
 """FID / KID against reference formulas, the Inception plumbing offline, the sampler sweep and `ddpm-hub eval`."""
 
 import json
+import math
 import sys
 import types
 import urllib.error
@@ -13,6 +14,7 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
 from ddpm_hub import DDPMHubScheduler, cli, metrics
 from ddpm_hub.configs import build_pipeline
+from ddpm_hub.errors import UsageError
 from ddpm_hub.evaluation import DEFAULT_SWEEP, generate_images, sampler_sweep, write_sweep
 from ddpm_hub.metrics import (
     FeatureExtractorUnavailable,
@@ -24,6 +26,8 @@ from ddpm_hub.metrics import (
     polynomial_mmd2_unbiased,
     sample_quality,
 )
+from ddpm_hub.model_card import render_model_card
+from ddpm_hub.run_folder import METRICS_FILE, read_metrics, update_metrics
 from ddpm_hub.sampling import Sampler, with_sampler
 
 
@@ -332,3 +336,23 @@ def test_sample_quality_of_a_text_model_or_of_digit_pairs_with_the_digit_classif
     error = capsys.readouterr().err
     assert "the digit classifier reads one digit in a square image" in error and "8×16 images" in error
     assert "--features inception" in error and not output_dir.exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# No non-finite metric is written or published (the second reliability probe)
+
+
+def test_a_non_finite_metric_is_neither_written_nor_published(tmp_path):
+    folder = tmp_path / "model"
+    build_pipeline("ddpm-tiny-8").save_pretrained(folder)
+    update_metrics(folder, {"bpd": {"bits_per_dim": 2.5, "standard_error": 0.1}})
+    for bad in ({"fid": {"value": math.nan}}, {"kid": {"value": 0.1, "std": math.inf}}, {"fid": -math.inf}):
+        with pytest.raises(UsageError, match="is not a finite number"):
+            update_metrics(folder, bad)
+    assert json.loads((folder / METRICS_FILE).read_text()) == {"bpd": {"bits_per_dim": 2.5, "standard_error": 0.1}}
+    # written by hand (or by an older version): the card refuses it instead of leaving it out silently
+    (folder / METRICS_FILE).write_text('{"bpd": {"bits_per_dim": 2.5}, "fid": {"value": NaN}}')
+    with pytest.raises(UsageError, match=r"metrics.json: the metric 'fid' is not a finite number \(value = nan\)"):
+        read_metrics(folder)
+    with pytest.raises(UsageError, match="not a finite number"):
+        render_model_card(folder, "alice/model")

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from pathlib import Path
 
@@ -22,17 +23,22 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler
+from helpers import WEIGHTS, error_of, trained_folder
 from hub_server import HubServer
 from huggingface_hub import HfApi, ModelCard, snapshot_download
 from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 from processes import run_process_group
+from safetensors.torch import load_file, save_file
 
 import ddpm_hub.hub
 from ddpm_hub import DDPMHubPipeline, DDPMHubScheduler, cli
 from ddpm_hub.configs import build_pipeline
+from ddpm_hub.errors import UsageError
 from ddpm_hub.hub import PublishError, check_can_publish, publish
 from ddpm_hub.images import make_grid
 from ddpm_hub.model_card import PIPELINE_TAG, render_model_card
+from ddpm_hub.run_folder import METRICS_FILE
+from ddpm_hub.training.options import parse_options
 
 ROOT = Path(__file__).resolve().parent.parent
 ALICE, ALICE_READ, BOB = "hf_alice_write", "hf_alice_read", "hf_bob_write"
@@ -53,9 +59,14 @@ PIPELINE_FILES = {
 RUN_FILES = {"samples.png", "training_options.json", "training_summary.json"}
 
 
+# The tests that measure the publish deadline against the real retry delays (1, 2, 4, 8 s); the others retry at once.
+REAL_RETRY_DELAYS = {"test_a_failing_hub_is_reported_within_the_publish_deadline"}
+
+
 @pytest.fixture(autouse=True)
-def no_retry_delays(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ddpm_hub.hub, "RETRY_DELAYS", (0.0, 0.0, 0.0, 0.0))
+def no_retry_delays(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.node.originalname not in REAL_RETRY_DELAYS:
+        monkeypatch.setattr(ddpm_hub.hub, "RETRY_DELAYS", (0.0, 0.0, 0.0, 0.0))
 
 
 @pytest.fixture
@@ -639,3 +650,211 @@ def test_loading_errors_name_the_repo_and_the_cause(repo_id: str, tmp_path: Path
     )
     with pytest.raises(ValueError, match=f"{other_pipeline} is not a DDPM pipeline"):
         DDPMHubPipeline.from_pretrained(other_pipeline, cache_dir=hub_cache)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Secrets, non-finite weights, cached private repos, a deadline (the reliability probe): a token never travels in
+# argv (refused, with the way to pass it: HF_TOKEN); non-finite weights are never published; a private repo in the
+# cache is not served to a token the Hub refuses; a failing Hub is reported within the publish deadline.
+
+
+def test_a_token_on_the_command_line_or_in_a_config_file_is_refused_without_echoing_it(tmp_path, capsys):
+    secret = "hf_SecretValueThatMustNotShow1234"
+    with pytest.raises(UsageError) as refused:
+        parse_options(["--hub_token", secret])
+    assert "HF_TOKEN" in str(refused.value) and secret not in str(refused.value)
+    config = tmp_path / "run.yaml"
+    config.write_text(f"hub_token: {secret}\n")
+    with pytest.raises(UsageError, match="hub_token is refused") as refused:
+        parse_options(["--config", str(config)])
+    assert secret not in str(refused.value)
+    assert cli.main(["push", str(trained_folder(tmp_path / "run")), "--repo-id", "alice/x", "--token", secret]) == 2
+    error = capsys.readouterr().err
+    assert "--token is refused" in error and "HF_TOKEN" in error and secret not in error
+
+
+def test_publish_refuses_non_finite_weights(hub_server, tmp_path):
+    folder = trained_folder(tmp_path / "run")
+    weights = load_file(folder / WEIGHTS)
+    weights["conv_in.weight"][0, 0, 0, 0] = float("inf")
+    save_file(weights, folder / WEIGHTS)
+    before = len(hub_server.requests)
+    with pytest.raises(UsageError, match="non-finite weights"):
+        publish(folder, "alice/diverged", token=ALICE)
+    assert len(hub_server.requests) == before
+
+
+def test_a_cached_private_repo_is_not_served_to_a_token_the_hub_refuses(hub_server, tmp_path, hub_cache, monkeypatch):
+    import huggingface_hub.constants
+
+    repo_id = f"alice/private-cache-{time.monotonic_ns()}"
+    folder = trained_folder(tmp_path / "run")
+    HfApi(token=ALICE).create_repo(repo_id, private=True)
+    HfApi(token=ALICE).upload_folder(folder_path=folder, repo_id=repo_id)
+    DDPMHubPipeline.from_pretrained(repo_id, token=ALICE_READ, cache_dir=hub_cache)  # now in the cache
+    with pytest.raises(RepositoryNotFoundError, match="private and no token was sent"):
+        DDPMHubPipeline.from_pretrained(repo_id, token=False, cache_dir=hub_cache)
+    with pytest.raises(RepositoryNotFoundError, match="private and the token given has no access"):
+        DDPMHubPipeline.from_pretrained(repo_id, token=BOB, cache_dir=hub_cache)
+    # Offline, the cache is what there is (the documented promise): it loads.
+    assert DDPMHubPipeline.from_pretrained(repo_id, token=False, cache_dir=hub_cache, local_files_only=True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert DDPMHubPipeline.from_pretrained(repo_id, token=False, cache_dir=hub_cache)
+
+
+def test_a_failing_hub_is_reported_within_the_publish_deadline(hub_server, tmp_path, monkeypatch):
+    folder = trained_folder(tmp_path / "run")
+    monkeypatch.setattr(ddpm_hub.hub, "PUBLISH_TIMEOUT", 2.5)  # retry delays stay 1, 2, 4, 8 s
+    hub_server.fail_next(1000, status=503, path_contains="/api/whoami")
+    started = time.monotonic()
+    try:
+        with pytest.raises(PublishError, match=r"kept failing \(HTTP 503.* after 2 attempts over 1 s"):
+            publish(folder, "alice/deadline", token=ALICE)
+    finally:
+        hub_server.clear_failures()
+    assert time.monotonic() - started < 2.5
+
+
+def test_loading_from_the_environment_token(hub_server, tmp_path, hub_cache, monkeypatch):
+    """The way a token is passed instead of argv: HF_TOKEN, read when a repo is loaded or published."""
+    repo_id = f"alice/env-token-{time.monotonic_ns()}"
+    monkeypatch.setenv("HF_TOKEN", ALICE)
+    publish(trained_folder(tmp_path / "run"), repo_id, private=True)
+    monkeypatch.setenv("HF_TOKEN", ALICE_READ)
+    assert DDPMHubPipeline.from_pretrained(repo_id, cache_dir=hub_cache).unet.config.sample_size == 8
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(RepositoryNotFoundError):
+        DDPMHubPipeline.from_pretrained(repo_id, cache_dir=hub_cache)
+    assert os.environ.get("HF_TOKEN") is None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Markup injection into the model card; local paths and code files in published files (the second reliability
+# probe): everything user-supplied in the model card is escaped for Markdown and HTML; published files carry no
+# local paths; the shipped code files published are the installed package's, and a tampered copy is named; push
+# refuses a repo id the Hub would refuse.
+
+
+HOSTILE = ["x`<img src=x onerror=alert(1)>`y", "a|b", "new\nline", "**bold** [link](http://evil) ~~s~~ $x$ &amp;"]
+
+
+def rendered_html(markdown: str) -> str:
+    markdown_it = pytest.importorskip("markdown_it")
+    return markdown_it.MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(markdown)
+
+
+def test_hostile_class_and_dataset_names_are_shown_literally_in_the_card(tmp_path):
+    import html
+
+    folder = tmp_path / "model"
+    base = build_pipeline("ddpm-tiny-8", seed=0, unet_overrides={"num_class_embeds": 5})
+    DDPMHubPipeline(base.unet, base.scheduler, id2label=dict(enumerate(HOSTILE)), null_class_label=4).save_pretrained(
+        folder
+    )
+    evil = "evil|set<script>alert(1)</script>"
+    (folder / "training_options.json").write_text(
+        json.dumps({"dataset_name": evil, "dataset_split": "tr|ain\n<b>x</b>", "pipeline": "p`<i>q"})
+    )
+    (folder / "training_summary.json").write_text(json.dumps({"steps": 3, "dataset": {"source": evil}}))
+    metric = {"value": 1.5, "dataset": evil, "split": "a|b", "method": "<u>m</u>|x", "command": "eval `x` | <b>"}
+    (folder / METRICS_FILE).write_text(json.dumps({"fid": metric}))
+    card = str(render_model_card(folder, "alice/hostile"))
+    page = rendered_html(card.split("---", 2)[2])
+    for tag in ("<img", "<script", "<b>", "<i>", "<u>", "<strong>", "<del>", 'href="http://evil"'):
+        assert tag not in page, tag
+    text = html.unescape(re.sub(r"</?code>", "", page))  # the text a reader sees
+    for name in (
+        "x`<img src=x onerror=alert(1)>`y",
+        "a|b",
+        "new line",
+        "**bold** [link](http://evil) ~~s~~ $x$ &amp;",
+    ):
+        assert name in text  # shown, literally
+    classes = next(line for line in card.splitlines() if line.startswith("| classes |"))
+    cells = [cell for cell in re.split(r"(?<!\\)\|", classes)][1:-1]
+    assert len(cells) == 2  # one row, two cells: no name split the table
+    assert "a dataset (evil|set<script>alert(1)</script>), split tr|ain <b>x</b>." in text.replace("local ", "")
+
+
+def test_published_files_carry_no_local_paths(tmp_path):
+    from ddpm_hub.hub import files_to_upload, stage
+
+    run, data = tmp_path / "runs" / "digits", tmp_path / "my data" / "photos"
+    data.mkdir(parents=True)
+    build_pipeline("ddpm-tiny-8").save_pretrained(run)
+    options = {
+        "output_dir": str(run),
+        "train_data_dir": str(data),
+        "cache_dir": str(tmp_path / "cache"),
+        "pipeline": str(tmp_path / "pipelines" / "ddpm-tiny-8"),
+        "resume_from_checkpoint": str(run / "checkpoints" / "checkpoint-30"),
+        "logging_dir": "logs",
+        "seed": 0,
+    }
+    (run / "training_options.json").write_text(json.dumps(options))
+    skipped = [["cat/broken.png", f"cannot identify image file '{data}/cat/broken.png'"]]
+    summary = {"steps": 3, "pipeline": options["pipeline"], "dataset": {"source": str(data), "skipped": skipped}}
+    (run / "training_summary.json").write_text(json.dumps(summary))
+    (run / METRICS_FILE).write_text(json.dumps({"fid": {"value": 3.0, "dataset": str(data), "method": "m"}}))
+    (run / "sweep.md").write_text(
+        f"| a |\n| --- |\n| 1 |\n\nProduced by `ddpm-hub eval {run} --train_data_dir {data}`.\n"
+    )
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    stage(run, files_to_upload(run), staging, "alice/digits")
+    published = {
+        path.relative_to(staging).as_posix(): path.read_bytes() for path in staging.rglob("*") if path.is_file()
+    }
+    leaks = [name for name, content in published.items() if str(tmp_path).encode() in content]
+    assert not leaks
+    staged = json.loads(published["training_options.json"])
+    assert staged["output_dir"] == "." and staged["train_data_dir"] == "photos" and staged["cache_dir"] == "cache"
+    assert staged["pipeline"] == "ddpm-tiny-8" and staged["resume_from_checkpoint"] == "checkpoints/checkpoint-30"
+    assert staged["logging_dir"] == "logs" and staged["seed"] == 0
+    record = json.loads(published["training_summary.json"])
+    assert record["dataset"]["skipped"] == [["cat/broken.png", "cannot identify image file 'photos/cat/broken.png'"]]
+    assert b"Produced by `ddpm-hub eval . --train_data_dir photos`" in published["sweep.md"]
+    assert b"a local image folder (`photos`)" in published["README.md"]
+
+
+def test_a_tampered_code_file_is_never_published_and_is_named(tmp_path, hub_server, hub_cache, caplog):
+    import logging
+    from pathlib import Path
+
+    from huggingface_hub import hf_hub_download
+
+    import ddpm_hub
+    from ddpm_hub.hub import publish
+
+    folder = tmp_path / "model"
+    build_pipeline("ddpm-tiny-8").save_pretrained(folder)
+    pipeline_file, scheduler_file = folder / "pipeline_ddpm_hub.py", folder / "scheduler" / "scheduling_ddpm_hub.py"
+    pipeline_file.write_text(pipeline_file.read_text() + "\nimport os\nos.system('echo pwned')\n")
+    scheduler_file.write_text("raise SystemExit('tampered')\n")
+    (folder / "helper_of_mine.py").write_text("x = 1\n")
+    repo_id = f"alice/tampered-{tmp_path.name[-8:]}"
+    with caplog.at_level(logging.WARNING, logger="ddpm_hub.hub"):
+        publish(folder, repo_id, token="hf_alice_write")
+    installed = Path(ddpm_hub.__file__).parent
+    for name, source in (("pipeline_ddpm_hub.py", "pipeline_ddpm_hub.py"), ("scheduler/scheduling_ddpm_hub.py", None)):
+        remote = Path(hf_hub_download(repo_id, name, cache_dir=hub_cache))
+        assert remote.read_bytes() == (installed / (source or "scheduling_ddpm_hub.py")).read_bytes()
+    warning = " ".join(record.getMessage() for record in caplog.records)
+    assert "differ from ddpm_hub" in warning and "pipeline_ddpm_hub.py, scheduler/scheduling_ddpm_hub.py" in warning
+    assert "are not files of ddpm_hub: helper_of_mine.py" in warning
+
+
+@pytest.mark.parametrize(
+    "repo_id", ["probe/bad name", "../../etc", "probe/x/y", "-probe/x", "probe/", "p" * 120, "probe/" + "x" * 100]
+)
+def test_push_refuses_an_invalid_repo_id_in_one_line_before_any_work(tmp_path, capsys, repo_id, monkeypatch):
+    import ddpm_hub.hub
+
+    folder = tmp_path / "model"
+    build_pipeline("ddpm-tiny-8").save_pretrained(folder)
+    monkeypatch.setenv("HF_TOKEN", "hf_alice_write")
+    monkeypatch.setattr(ddpm_hub.hub, "files_to_upload", lambda folder: pytest.fail("the folder was read"))
+    assert cli.main(["push", str(folder), f"--repo-id={repo_id}"]) == 2
+    message = error_of(capsys)
+    assert f"The repo id {repo_id!r} is not one the Hub accepts (" in message
+    assert "Accepted: NAME or NAMESPACE/NAME, each made of letters, digits" in message

@@ -5,14 +5,18 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, DPMSolverMultistepScheduler
+from helpers import WEIGHTS, check, conditional, trained_folder
+from safetensors.torch import load_file
 
-from ddpm_hub import DDPMHubPipeline, DDPMHubScheduler
+from ddpm_hub import DDPMHubImg2ImgPipeline, DDPMHubInpaintPipeline, DDPMHubPipeline, DDPMHubScheduler, cli
 from ddpm_hub.configs import build_pipeline
+from ddpm_hub.errors import UsageError
 
 
 def tiny(**scheduler_overrides) -> DDPMHubPipeline:
@@ -294,3 +298,167 @@ def test_likelihood_method_matches_the_library_function():
     method = pipeline.likelihood(images, num_steps=5, generator=torch.Generator().manual_seed(1))
     assert method.label == direct.label and "strided bound (5 of 1000 steps)" in method.label
     torch.testing.assert_close(torch.as_tensor(method.bits_per_dim), torch.as_tensor(direct.bits_per_dim))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Folders a loader refuses (the reliability probe): a trained folder with only pickle weights is refused, never
+# taken for an untrained configuration; every broken file is named in the error (configs, the model index).
+
+
+def pickle_only_folder(folder: Path) -> Path:
+    trained_folder(folder)
+    weights = folder / WEIGHTS
+    torch.save(load_file(weights), folder / "unet" / "diffusion_pytorch_model.bin")
+    weights.unlink()
+    return folder
+
+
+def test_a_folder_with_only_pickle_weights_is_refused_everywhere(tmp_path, capsys):
+    folder = pickle_only_folder(tmp_path / "pickled")
+    grid = tmp_path / "grid.png"
+    assert cli.main(["sample", str(folder), "--num_images", "1", "--steps", "2", "--output", str(grid)]) == 2
+    assert "only pickle weights" in capsys.readouterr().err and not grid.exists()
+    assert cli.main(["eval", str(folder), "--bpd", "--bpd_steps", "2", "--max_images", "2"]) == 2
+    assert "only pickle weights" in capsys.readouterr().err and not (folder / "metrics.json").exists()
+    with pytest.raises(UsageError, match="only pickle weights"):
+        check(["--pipeline", str(folder)])  # not a fresh start from the configuration
+    assert DDPMHubPipeline.from_pretrained(folder, allow_pickle=True).unet.config.sample_size == 8  # if trusted
+
+
+def edit_json(path: Path, change) -> None:
+    path.write_text(change(path.read_text()))
+
+
+def test_broken_pipeline_files_are_named(tmp_path, capsys):
+    configuration = tmp_path / "config"
+    trained_folder(configuration)
+    (configuration / WEIGHTS).unlink()  # a configuration: configs only
+    unet_config = configuration / "unet" / "config.json"
+    good = unet_config.read_text()
+    unet_config.write_text(good[:-20])
+    with pytest.raises(UsageError, match=f"{unet_config} \\(the UNet configuration\\) is not valid JSON"):
+        check(["--pipeline", str(configuration)])
+    unet_config.write_text(json.dumps({k: v for k, v in json.loads(good).items() if k != "block_out_channels"}))
+    with pytest.raises(UsageError, match=f"{unet_config} lacks block_out_channels"):
+        check(["--pipeline", str(configuration)])
+    unet_config.write_text(good)
+
+    index = configuration / "model_index.json"
+    edit_json(index, lambda text: text.replace('"DDPMHubScheduler"', '"NoSuchScheduler"'))
+    assert cli.main(["info", str(configuration)]) == 2
+    assert f"{index}: the scheduler is scheduling_ddpm_hub.NoSuchScheduler" in capsys.readouterr().err
+
+    trained = trained_folder(tmp_path / "trained")
+    edit_json(trained / "model_index.json", lambda text: text.replace('"UNet2DModel"', '"UNet2DModel", "extra"'))
+    with pytest.raises(UsageError, match="the entry 'unet' must be a \\[library, class\\] pair"):
+        DDPMHubPipeline.from_pretrained(trained)
+    (trained / "model_index.json").write_text("{")
+    with pytest.raises(UsageError, match="model_index.json \\(the pipeline's model index\\) is not valid JSON"):
+        DDPMHubPipeline.from_pretrained(trained)
+    trained = trained_folder(tmp_path / "trained-2")
+    (trained / "unet" / "config.json").write_text("{")
+    assert cli.main(["sample", str(trained), "--num_images", "1", "--steps", "1"]) == 2
+    assert "unet/config.json (the UNet configuration) is not valid JSON" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Guidance and class labels (the second reliability probe): one range for the guidance scale wherever it enters;
+# a model knows the class ids it was trained on, and class settings that do not fit the embedding are refused.
+
+
+NON_FINITE_OR_OUT_OF_RANGE = [float("nan"), float("inf"), 1e308, -2.0, 101.0]
+
+
+@pytest.mark.parametrize("scale", NON_FINITE_OR_OUT_OF_RANGE)
+def test_every_pipeline_refuses_a_guidance_scale_out_of_the_one_range(scale):
+    pipeline = conditional()
+    image = torch.zeros(1, 3, 8, 8)
+    calls = [
+        lambda: pipeline(class_labels=1, guidance_scale=scale, num_inference_steps=2),
+        lambda: DDPMHubImg2ImgPipeline.from_pipe(pipeline)(image, class_labels=1, guidance_scale=scale),
+        lambda: DDPMHubInpaintPipeline.from_pipe(pipeline)(image, image, class_labels=1, guidance_scale=scale),
+        lambda: build_pipeline("ddpm-tiny-8")(guidance_scale=scale, num_inference_steps=2),  # unconditional too
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=r"guidance_scale must be a number in \[0, 100\]"):
+            call()
+    # the edges of the range are valid
+    for valid in (0.0, 100):
+        assert pipeline(class_labels=1, guidance_scale=valid, num_inference_steps=1, output_type="np").images.shape
+
+
+def test_only_the_trained_classes_are_labels_and_the_null_label_is_not_advertised():
+    pipeline = conditional(num_classes=6)  # 11 embeddings: 6 classes trained, the null label 10, rows 6..9 never
+    images = pipeline(class_labels=[0, 5], num_inference_steps=1, output_type="np").images
+    assert images.shape == (2, 8, 8, 3)
+    for untrained in (6, 7, 9, -1):
+        with pytest.raises(ValueError) as refused:
+            pipeline(class_labels=untrained, num_inference_steps=1)
+        message = str(refused.value)
+        assert f"got {untrained}" in message and "the 6 classes this model was trained on (ids 0..5: c0, c1" in message
+        assert "10" not in message  # the null label is never offered as a label
+    with pytest.raises(ValueError, match=r"class label 10 is the null label .* leave class_labels out"):
+        pipeline(class_labels=10, num_inference_steps=1)
+    with pytest.raises(ValueError, match="integer ids or class names, got 2.5"):
+        pipeline(class_labels=[2.5], num_inference_steps=1)
+    # the null label stays reachable the documented ways: no labels, or guidance 0
+    null = pipeline(batch_size=1, num_inference_steps=2, output_type="np", generator=torch.manual_seed(0)).images
+    guided = pipeline(
+        class_labels=3, guidance_scale=0, num_inference_steps=2, output_type="np", generator=torch.manual_seed(0)
+    ).images
+    np.testing.assert_array_equal(null, guided)
+    assert pipeline.conditioning.classes.num_classes == 6
+
+
+def test_class_settings_that_do_not_fit_the_embedding_are_refused_by_name(tmp_path):
+    conditional(num_classes=6).save_pretrained(tmp_path / "model")
+    index_path = tmp_path / "model" / "model_index.json"
+    index = json.loads(index_path.read_text())
+    for edit, message in (
+        ({"num_classes": 20}, r"num_classes=20 is not in 1..10"),
+        ({"null_class_label": 11}, r"null_class_label=11 is not a row of the class embedding \(0..10\)"),
+        ({"id2label": {str(i): f"c{i}" for i in range(12)}}, r"id2label names ids 0..11, beyond the 10 classes"),
+    ):
+        index_path.write_text(json.dumps({**index, **edit}))
+        pipeline = DDPMHubPipeline.from_pretrained(tmp_path / "model")
+        with pytest.raises(ValueError, match=message):  # before any UNet call reaches a row that does not exist
+            pipeline(class_labels=0, num_inference_steps=1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading and casting: nothing of the noise of every run that a user cannot act on (the second reliability probe)
+
+
+@pytest.fixture
+def diffusers_warnings():
+    """The messages diffusers' loggers emit at WARNING (they do not propagate to the root logger's capture)."""
+    import logging
+
+    from diffusers.utils import logging as diffusers_logging
+
+    messages = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    root = logging.getLogger("diffusers")
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_warning()
+    root.addHandler(handler)
+    yield messages
+    root.removeHandler(handler)
+    diffusers_logging.set_verbosity(verbosity)
+
+
+def test_loading_and_casting_say_nothing_a_user_cannot_act_on(tmp_path, diffusers_warnings):
+    from diffusers import DiffusionPipeline
+
+    conditional().save_pretrained(tmp_path / "model")
+    plain = DiffusionPipeline.from_pretrained(tmp_path / "model", trust_remote_code=True)
+    ours = DDPMHubPipeline.from_pretrained(tmp_path / "model")
+    assert plain.config.id2label == ours.config.id2label == {i: f"c{i}" for i in range(10)}
+    ours.to(torch.bfloat16)
+    plain.to("cpu", torch.float32)
+    DDPMHubInpaintPipeline.from_pipe(ours, torch_dtype=torch.float32)
+    assert not [m for m in diffusers_warnings if "Expected types for id2label" in m or "kept in float32" in m]
+    ours.unet._keep_in_fp32_modules = ["conv_in"]  # a model that does keep modules in float32 is still told
+    ours.to(torch.bfloat16)
+    assert any("should be kept in float32: ['conv_in']" in m for m in diffusers_warnings)

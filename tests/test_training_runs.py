@@ -21,6 +21,8 @@ from helpers import (
     check,
     check_ok,
     conditional_config,
+    error_of,
+    labelled_shards,
     run_script,
     summary,
     unet_weights,
@@ -28,8 +30,9 @@ from helpers import (
 from PIL import Image
 from safetensors.torch import load_file
 
-from ddpm_hub import DDPMHubPipeline
+from ddpm_hub import DDPMHubPipeline, cli
 from ddpm_hub.configs import build_pipeline
+from ddpm_hub.errors import UsageError
 from ddpm_hub.sampling import sample_images
 from ddpm_hub.training.checkpoint_folders import latest_checkpoint, list_checkpoints, weights_checksum
 from ddpm_hub.training.grids import grid_image
@@ -351,3 +354,166 @@ def test_a_second_run_into_a_held_output_dir_stops_every_rank_before_writing(tmp
     assert sorted(p.name for p in out.iterdir()) == [".training.lock"]  # nothing read, nothing written
     held.release()
     check_ok(run_script([*TINY, "--max_train_steps", "1", "--output_dir", str(out)]))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What a user who makes every mistake runs into, in launched runs (the reliability probes): a failing launched run
+# leaks its token nowhere; non-finite weights are never saved over a good checkpoint nor published; a bad seed or
+# output folder fails before anything is written; a corrupt checkpoint names itself and the one to resume from; a
+# full disk during a checkpoint leaves the earlier ones intact; a model knows the class ids it was trained on;
+# resuming with another model or objective names what differs; a streamed label outside the classes is skipped.
+
+ALICE = "hf_alice_write"  # a write token the loopback Hub knows (tests/conftest.py)
+
+
+def files_below(folder: Path) -> list[Path]:
+    return [path for path in folder.rglob("*") if path.is_file()]
+
+
+@pytest.mark.slow
+def test_a_failing_launched_run_with_a_token_leaks_it_nowhere(hub_server, tmp_path):
+    """Two ranks, --push_to_hub, the token in HF_TOKEN (checked with the Hub), then a NaN loss stops the run."""
+    out = tmp_path / "run"
+    args = [*TINY, "--output_dir", str(out), "--max_train_steps", "4", "--checkpointing_steps", "1"]
+    args += ["--push_to_hub", "--hub_model_id", "alice/leak-check", "--logger", "tensorboard"]
+    env = {"HF_TOKEN": ALICE, "FAULT_NONFINITE_LOSS_AT_STEP": "3"}
+    result = run_script(args, processes=2, script=LAUNCHER, env=env)
+    assert result.returncode != 0 and "non-finite loss at step 3" in result.stderr
+    assert ALICE not in result.stdout + result.stderr
+    written = files_below(out)
+    assert len(written) > 5  # options, logs, checkpoints: the run got going
+    assert not [path for path in written if ALICE.encode() in path.read_bytes()]
+
+
+@pytest.mark.slow
+def test_non_finite_weights_are_never_saved_over_a_good_checkpoint_nor_published(tmp_path):
+    out, record = tmp_path / "run", tmp_path / "publish.jsonl"
+    args = [*TINY, "--output_dir", str(out), "--max_train_steps", "4", "--checkpointing_steps", "2", "--use_ema"]
+    args += ["--checkpoints_total_limit", "1", "--push_to_hub", "--hub_model_id", "alice/nan"]
+    env = {"FAULT_NONFINITE_WEIGHTS_AT_STEP": "4", "FAKE_HUB_RECORD": str(record), "HF_TOKEN": ALICE}
+    result = run_script(args, script=LAUNCHER, env=env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "the weights are not finite after step 4" in result.stderr and "checkpoint-2" in result.stderr
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["checkpoint-2"]  # kept, not pruned
+    assert not (out / "model_index.json").exists() and not record.exists()
+
+
+@pytest.mark.slow
+def test_bad_seed_and_output_folders_fail_before_anything_is_written(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    result = run_script([*TINY, "--output_dir", str(out), "--seed", "-1"])
+    assert result.returncode == 2 and "--seed must be at least 0, got -1" in result.stderr
+    assert not out.exists()
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(UsageError, match="is a file, not a folder"):
+        check(["--output_dir", str(a_file)])
+    with pytest.raises(UsageError, match="cannot be created: .* is a file"):
+        check(["--output_dir", str(a_file / "run")])
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr("tempfile.TemporaryFile", read_only)  # root ignores permissions; a read-only mount does not
+    with pytest.raises(UsageError, match="is not writable .*Read-only file system"):
+        check(["--output_dir", str(out)])
+
+
+@pytest.mark.slow
+def test_a_corrupt_checkpoint_names_itself_and_the_one_to_resume_from(tmp_path):
+    out = tmp_path / "run"
+    common = [*TINY, "--output_dir", str(out), "--max_train_steps", "6", "--checkpointing_steps", "2"]
+    killed = run_script(common, script=LAUNCHER, env={"FAULT_KILL_AFTER_CHECKPOINT": "4"})
+    assert killed.returncode != 0
+    weights = out / "checkpoints" / "checkpoint-4" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # a disk error, a partial copy
+    result = run_script([*common, "--resume_from_checkpoint", "latest"])
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"checkpoint {out / 'checkpoints' / 'checkpoint-4'} cannot be loaded" in result.stderr
+    assert f"--resume_from_checkpoint {out / 'checkpoints' / 'checkpoint-2'}" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_a_checkpoint_leaves_the_earlier_ones_intact(tmp_path):
+    out = tmp_path / "run"
+    args = [*TINY, "--output_dir", str(out), "--max_train_steps", "6", "--checkpointing_steps", "2"]
+    result = run_script(args, script=LAUNCHER, env={"FAULT_DISK_FULL_AT_CHECKPOINT": "4"})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "could not write checkpoint 4" in result.stderr and "the disk is full" in result.stderr
+    assert "checkpoint-2, is intact" in result.stderr
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-2"]  # no partial folder left
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_a_six_class_folder_refuses_class_seven(tmp_path, capsys):
+    from helpers import TINY, check_ok, conditional_config, run_script
+    from PIL import Image
+
+    folder = tmp_path / "six"
+    for c in range(6):
+        (folder / f"class{c}").mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (8, 8), (40 * c, 20 * i, 0)).save(folder / f"class{c}" / f"{i}.png")
+    out = tmp_path / "run"
+    args = [*TINY, "--pipeline", str(conditional_config(tmp_path)), "--train_data_dir", str(folder)]
+    args += ["--output_dir", str(out), "--max_train_steps", "1", "--cache_dir", str(tmp_path / "cache")]
+    check_ok(run_script(args))
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["num_classes"] == 6 and index["null_class_label"] == 10 and len(index["id2label"]) == 6
+    grid = ["--steps", "1", "--num_images", "2", "--output", str(tmp_path / "g.png")]
+    assert cli.main(["sample", str(out), "--class_labels", "7", *grid]) == 2
+    assert "the 6 classes this model was trained on (ids 0..5: class0" in error_of(capsys)
+    assert cli.main(["sample", str(out), "--class_labels", "class5", *grid]) == 0
+
+
+@pytest.mark.slow
+def test_resuming_with_another_model_or_objective_names_what_differs_and_keeps_the_checkpoint(tmp_path):
+    from helpers import TINY, check_ok, conditional_config, run_script
+
+    out = tmp_path / "run"
+    common = [*TINY, "--output_dir", str(out), "--max_train_steps", "2", "--checkpointing_steps", "2"]
+    check_ok(run_script(common))
+    checkpoint = out / "checkpoints" / "checkpoint-2"
+    state = json.loads((checkpoint / "training_state.json").read_text())
+    assert state["model"]["scheduler"]["prediction_type"] == "epsilon" and state["model"]["unet"]["in_channels"] == 3
+    resume = [
+        *common[:-4],
+        "--max_train_steps",
+        "4",
+        "--checkpointing_steps",
+        "2",
+        "--resume_from_checkpoint",
+        "latest",
+    ]
+    beta = "scheduler.beta_schedule: 'linear' in the checkpoint, 'squaredcos_cap_v2' in this run"
+    cases = {
+        ("--prediction_type", "v_prediction"): "scheduler.prediction_type: 'epsilon' in the checkpoint, "
+        "'v_prediction' in this run (--prediction_type)",
+        ("--ddpm_beta_schedule", "cosine"): f"{beta} (--ddpm_beta_schedule)",
+        ("--pipeline", str(conditional_config(tmp_path))): "unet.num_class_embeds: None in the checkpoint, 11 in this",
+    }  # fmt: skip
+    for extra, message in cases.items():
+        result = run_script([*resume, *extra])
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert message in result.stderr and "The checkpoint is intact" in result.stderr
+        assert "damaged" not in result.stderr and "delete" not in result.stderr
+    assert (checkpoint / "model.safetensors").is_file() and state == json.loads(
+        (checkpoint / "training_state.json").read_text()
+    )
+    check_ok(run_script(resume))  # the same options resume
+
+
+@pytest.mark.slow
+def test_streaming_training_skips_a_row_labelled_minus_one_instead_of_crashing(tmp_path):
+    from helpers import TINY, check_ok, conditional_config, run_script, summary
+
+    shards = labelled_shards(tmp_path / "shards", [0, 1, -1, 1, 0, 1, 0, 1, 0, 1], ["even", "odd"])
+    tiny = [arg for arg, before in zip(TINY, [None, *TINY]) if "--max_train_samples" not in (arg, before)]
+    out = tmp_path / "run"
+    args = [*tiny, "--pipeline", str(conditional_config(tmp_path)), "--dataset_name", str(shards), "--streaming"]
+    args += ["--max_train_steps", "3", "--output_dir", str(out), "--cache_dir", str(tmp_path / "hf")]
+    result = run_script(args)
+    check_ok(result)
+    assert "IndexError" not in result.stderr and "Skipped a streamed example" in result.stderr
+    record = summary(out)["dataset"]
+    assert record["num_skipped"] >= 1 and "label -1 in column 'label' is not one of the classes" in str(record)

@@ -14,6 +14,7 @@ from helpers import ROOT, check
 
 from ddpm_hub.configs import build_pipeline
 from ddpm_hub.data import UInt8ImageDataset
+from ddpm_hub.errors import UsageError
 from ddpm_hub.options import HelpFormatter, flat_fields, to_flat_dict
 from ddpm_hub.run_folder import RunFolderLock
 from ddpm_hub.training.batches import MicroBatches, holdout_indices, make_loader
@@ -318,3 +319,113 @@ def test_held_out_split_is_seeded_and_checked():
     assert not torch.equal(holdout_indices(10, 3, seed=1)[1], held)
     with pytest.raises(ValueError, match="leaves no training images: the dataset has 10"):
         holdout_indices(10, 10, seed=0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Options and checkpoint records (the reliability probes): non-finite numbers in float options are refused; a
+# malformed config file and a damaged checkpoint state are named; a checkpoint records the model's configuration,
+# and resuming with another one names what differs; a run counts the classes of unnamed integer labels.
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_non_finite_float_options_are_refused(value, capsys):
+    with pytest.raises(SystemExit):
+        parse_options([f"--learning_rate={value}"])
+    assert "not a finite number" in capsys.readouterr().err
+
+
+def test_non_finite_float_in_a_config_file_is_refused(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("learning_rate: .inf\n")
+    with pytest.raises(UsageError, match="learning_rate must be a finite number"):
+        parse_options(["--config", str(config)])
+
+
+@pytest.mark.parametrize(
+    "text, suffix, message",
+    [("a: [1, 2\n", ".yaml", "invalid YAML at line 2"), ('{"seed": 1,}', ".json", "invalid JSON at line 1")],
+)
+def test_malformed_config_files_are_named_with_the_line(tmp_path, text, suffix, message):
+    config = tmp_path / f"run{suffix}"
+    config.write_text(text)
+    with pytest.raises(UsageError, match=f"--config {config}: {message}"):
+        parse_options(["--config", str(config)])
+
+
+def test_a_damaged_checkpoint_state_is_named(tmp_path):
+    checkpoint = tmp_path / "checkpoints" / "checkpoint-4"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "training_state.json").write_text('{"global_step": 4')
+    with pytest.raises(UsageError, match="training_state.json \\(a checkpoint's data position\\) is not valid JSON"):
+        check(["--output_dir", str(tmp_path), "--resume_from_checkpoint", str(checkpoint)])
+    (checkpoint / "training_state.json").write_text('{"global_step": 4}')
+    with pytest.raises(UsageError, match="training_state.json is damaged"):
+        check(["--output_dir", str(tmp_path), "--resume_from_checkpoint", str(checkpoint)])
+
+
+def test_record_differences_name_each_changed_value_and_the_option_that_sets_it():
+    from ddpm_hub.training.checkpoint_folders import TrainingState, record_differences
+
+    saved = {
+        "unet": {"in_channels": 3, "num_class_embeds": 11, "sample_size": 8, "block_out_channels": [32, 64]},
+        "scheduler": {"prediction_type": "epsilon", "beta_schedule": "linear", "num_train_timesteps": 1000},
+        "conditioning": {"id2label": {"0": "cat"}, "null_class_label": 10},
+        "objective": {"snr_gamma": None},
+    }
+    same = {
+        **saved,
+        "unet": {**saved["unet"], "block_out_channels": (32, 64)},
+        "conditioning": {"id2label": {0: "cat"}},
+    }
+    assert record_differences(saved, same) == []  # tuples and int keys are what JSON made of them
+    other = {
+        "unet": {**saved["unet"], "num_class_embeds": None, "new_field_of_a_newer_diffusers": 1},
+        "scheduler": {**saved["scheduler"], "prediction_type": "v_prediction", "beta_schedule": "cosine"},
+        "objective": {"snr_gamma": 5.0},
+    }
+    assert record_differences(saved, other) == [
+        "objective.snr_gamma: None in the checkpoint, 5.0 in this run (--snr_gamma)",
+        "scheduler.beta_schedule: 'linear' in the checkpoint, 'cosine' in this run (--ddpm_beta_schedule)",
+        "scheduler.prediction_type: 'epsilon' in the checkpoint, 'v_prediction' in this run (--prediction_type)",
+        "unet.num_class_embeds: 11 in the checkpoint, None in this run (--pipeline)",
+    ]
+    state = TrainingState(4, 4, 0, 4, 0, 4, 1, 64, None, saved)
+    assert state.model == saved
+
+
+def test_a_run_counts_the_classes_of_unnamed_integer_labels(tmp_path):
+    import contextlib
+    import io
+
+    import datasets
+    from PIL import Image
+
+    from ddpm_hub.conditioning import Conditioning
+    from ddpm_hub.data import DataOptions
+    from ddpm_hub.training.data import load_training_data
+
+    def png(value: int) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8), (value, 0, 0)).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    folder = tmp_path / "parquet" / "data"
+    folder.mkdir(parents=True)
+    rows = {"image": [{"bytes": png(v), "path": f"{v}.png"} for v in range(8)], "kind": [0, 1, 2, 3, 0, 1, 2, 3]}
+    features = datasets.Features({"image": datasets.Image(), "kind": datasets.Value("int64")})
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(folder / "train-00000-of-00001.parquet"))
+    data = DataOptions(dataset_name=str(folder.parent), class_column="kind", resolution=8, decoded_cache=False)
+    data = data.resolved()
+    conditioning = Conditioning.of({"num_class_embeds": 11})
+
+    class OneProcess:
+        is_local_main_process = True
+
+        def main_process_first(self):
+            return contextlib.nullcontext()
+
+    from accelerate import PartialState
+
+    PartialState(cpu=True)  # the training modules log through accelerate
+    dataset = load_training_data(data, 0, 0, conditioning, 3, "tiny-cond", OneProcess())
+    assert dataset.label_names is None and dataset.num_labels == 4
