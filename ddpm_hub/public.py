@@ -19,6 +19,9 @@ from pathlib import Path
 # Characters Markdown reads as markup anywhere in a line (code, emphasis, links, tables, strikethrough, math); the
 # ones that only matter at the start of a line (#, +, -, 1.) never start a value the card shows.
 MARKDOWN_SPECIAL = re.compile(r"[\\`*_\[\]|~$]")
+# What GFM turns into a link with no markup at all (autolink literals): a scheme's `://` and a `www.` host. A backslash
+# before the `:` or the `.` shows the same text and breaks the literal, so a user's URL is shown, never linked.
+AUTOLINK_LITERAL = re.compile(r"(?<=[A-Za-z0-9])(:)(?=//)|(?<![\w.])((?i:www))(\.)")
 # An absolute path left in a string after the known folders were replaced: `/...` or `~/...` not inside a URL.
 ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])~?/(?:[\w.+@%=,~-]+/)*[\w.+@%=,~-]*")
 
@@ -32,9 +35,11 @@ def escape_markdown(value) -> str:
     """
     User-supplied `value` as literal text in Markdown and in the HTML it renders to: on one line, every character
     Markdown could read as markup escaped with a backslash (`MARKDOWN_SPECIAL`, `|` included, so that a table cell
-    stays one cell), and `&`, `<`, `>` as HTML entities (no tag, no attribute, no entity of the user's).
+    stays one cell), a URL's `://` and a `www.` host escaped too (GFM links those without markup), and `&`, `<`, `>`
+    as HTML entities (no tag, no attribute, no entity of the user's).
     """
     text = MARKDOWN_SPECIAL.sub(lambda match: "\\" + match.group(0), one_line(value))
+    text = AUTOLINK_LITERAL.sub(lambda match: "\\:" if match.group(1) else match.group(2) + "\\.", text)
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 

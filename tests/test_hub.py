@@ -462,6 +462,17 @@ def test_hostile_prompts_are_shown_literally_in_the_card_and_its_usage_code(tmp_
     assert len(blocks) == card.count("```python") == 3  # no fence was closed or opened by a prompt
 
 
+def test_a_bare_url_in_user_text_is_shown_but_never_linked():
+    # issue 28 (links live in the card): GFM links `https://...` and `www....` with no markup at all
+    from ddpm_hub.public import escape_markdown
+
+    for value in ["see https://evil.example/x", "www.evil.example", "WWW.Evil.example", "[a](ftp://evil.example)"]:
+        shown = escape_markdown(value)
+        assert not re.search(r"[A-Za-z0-9]://", shown) and not re.search(r"(?i)(?<![\w.])www\.", shown), shown
+        assert re.sub(r"\\(.)", r"\1", shown) == value  # without the escapes, the same text
+    assert escape_markdown("a:b c0 user/dataset x.www.y") == "a:b c0 user/dataset x.www.y"  # nothing else changes
+
+
 def test_the_card_says_what_a_text_or_super_resolution_model_is_from_the_pipelines_own_description(tmp_path: Path):
     # issue 28: the text model's card said "16x32 RGB images", the SR model's "32x32 6-channel images, unconditionally"
     sys.path.insert(0, str(ROOT / "tests"))
