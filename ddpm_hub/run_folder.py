@@ -21,6 +21,7 @@ is a trained folder with the run's record next to the weights:
 Training, evaluation, the model card and publishing all take the names and the schemas from here.
 """
 
+import contextlib
 import errno
 import json
 import math
@@ -130,8 +131,10 @@ class RunFolderLock:
 
     _held: set[Path] = set()  # folders this process holds: a POSIX lock does not exclude its own process
 
-    def __init__(self, path: Path | None = None, handle=None):
+    def __init__(self, path: Path | None = None, handle=None, made: tuple[Path, ...] = (), previous: str = ""):
         self.path, self.handle = path, handle  # the lock file, resolved, and the open file that holds the lock
+        self.made = made  # what taking the lock created (the lock file, the folder), resolved: `release(tidy=True)`
+        self.previous = previous  # removes it, and puts back what the lock file held before
 
     @classmethod
     def lock(cls, folder: str | os.PathLike, option: str) -> "RunFolderLock":
@@ -142,8 +145,9 @@ class RunFolderLock:
             warnings.warn(f"{option} {folder} is not locked against a second run on this platform.", stacklevel=2)
             return cls()
         path = Path(folder, LOCK_FILE)
+        made = tuple(p for p in (path, path.parent) if not p.exists())
         path.parent.mkdir(parents=True, exist_ok=True)
-        key = path.resolve()
+        key, made = path.resolve(), tuple(made_path.resolve() for made_path in made)
         if key in cls._held:
             raise held_message(folder, option, path, str(os.getpid()))
         handle = open(path, "a+", encoding="utf-8")  # not truncated before the lock is ours
@@ -159,18 +163,37 @@ class RunFolderLock:
             handle.close()
             raise held_message(folder, option, path, holder) from None
         handle.seek(0)
+        previous = handle.read()  # an earlier run's process id, put back if this run stops at its start
+        handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
         handle.flush()
         cls._held.add(key)
-        return cls(key, handle)
+        return cls(key, handle, made, previous)
 
-    def release(self) -> None:
-        """Unlock (closing the file releases the lock); the file stays, so that no two runs lock two inodes."""
-        if self.handle is not None:
-            self.handle.close()
-            self._held.discard(self.path)
-            self.handle = None
+    def release(self, tidy: bool = False) -> None:
+        """
+        Unlock (closing the file releases the lock). The file stays, so that no two runs lock two inodes; with
+        `tidy` (a run that stopped with an error), what taking the lock created goes (the lock file, and the folder
+        if it is empty) and a lock file that was there holds what it held, so that a run refused at its start leaves
+        the folder as it found it.
+        """
+        if self.handle is None:
+            return
+        if tidy and self.path not in self.made:  # the file was there before: as it was
+            self.handle.seek(0)
+            self.handle.truncate()
+            self.handle.write(self.previous)
+        self.handle.close()
+        self._held.discard(self.path)
+        self.handle = None
+        if tidy:
+            for made in self.made:
+                with contextlib.suppress(OSError):  # a folder the run wrote into is not empty: it stays
+                    if made.name == LOCK_FILE:
+                        made.unlink()
+                    else:
+                        made.rmdir()
 
 
 def held_message(folder, option: str, path: Path, holder: str) -> UsageError:

@@ -141,6 +141,7 @@ def test_resuming_a_distillation_with_other_stages_names_what_differs_and_keeps_
     common = [*TINY, "--distill_from", str(teacher), "--checkpointing_steps", "1", "--output_dir", str(out)]
     check_ok(run_script([*common, "--distill_calls", "4,2", "--distill_steps_per_stage", "1"]))
     state = (out / "checkpoints" / "checkpoint-2" / "training_state.json").read_text()
+    before = {path: path.read_bytes() for path in sorted(out.rglob("*")) if path.is_file()}
     cases = {
         ("--distill_calls", "2,1", "--distill_steps_per_stage", "1"): "distillation.calls: [4, 2] in the checkpoint, "
         "[2, 1] in this run (--distill_calls)",
@@ -152,6 +153,7 @@ def test_resuming_a_distillation_with_other_stages_names_what_differs_and_keeps_
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
         assert message in result.stderr and "The checkpoint is intact" in result.stderr
     assert (out / "checkpoints" / "checkpoint-2" / "training_state.json").read_text() == state
+    assert {path: path.read_bytes() for path in sorted(out.rglob("*")) if path.is_file()} == before  # the lock too
 
 
 @pytest.mark.slow

@@ -124,6 +124,23 @@ def test_a_run_folder_is_locked_against_a_second_writer_and_released_after(tmp_p
     assert sorted(p.name for p in folder.iterdir()) == [".training.lock"]
 
 
+def test_a_run_stopped_at_its_start_leaves_its_folder_as_it_found_it(tmp_path):
+    # issue 28 (probe): a resume refused after the lock was taken left a new lock file, or another process id in it
+    fresh = tmp_path / "fresh"
+    RunFolderLock.lock(fresh, "--output_dir").release(tidy=True)
+    assert not fresh.exists()  # the folder the lock made is gone with it
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "model_index.json").write_text("{}")
+    RunFolderLock.lock(earlier, "--output_dir").release(tidy=True)
+    assert sorted(p.name for p in earlier.iterdir()) == ["model_index.json"]
+    (earlier / ".training.lock").write_text("12345\n")  # an earlier run's lock file
+    RunFolderLock.lock(earlier, "--output_dir").release(tidy=True)
+    assert (earlier / ".training.lock").read_text() == "12345\n"
+    RunFolderLock.lock(earlier, "--output_dir").release()  # a run that went on: the file names it
+    assert (earlier / ".training.lock").read_text() == f"{os.getpid()}\n"
+
+
 def hold_and_fork(folder, report: int) -> None:
     """In a forked child: lock `folder` as a run does, fork a worker that lives on, write its pid to `report`."""
     try:

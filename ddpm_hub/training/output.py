@@ -51,11 +51,13 @@ def hold_output_dir(o: TrainingOptions, accelerator: Accelerator) -> Iterator[No
         raise refusal or UsageError(
             f"--output_dir {o.output_dir} could not be locked for this run by its main process (its message says why)."
         )
+    stopped = True
     try:
         yield
+        stopped = False
     finally:
         if lock is not None:
-            lock.release()
+            lock.release(tidy=stopped)  # a run refused at its start (a checkpoint of another model) changes nothing
 
 
 def start_output(run: Run) -> None:
