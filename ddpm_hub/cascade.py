@@ -37,6 +37,11 @@ class DDPMHubCascadePipeline:
     """A base pipeline and super-resolution stages, checked to fit one another (sizes and channels) when built."""
 
     def __init__(self, base: DDPMHubPipeline, stages: list[DDPMHubSuperResolutionPipeline]):
+        if not isinstance(stages, (list, tuple)):
+            raise UsageError(
+                f"stages must be a list of super-resolution pipelines, one per stage after the base, got "
+                f"{type(stages).__name__}: DDPMHubCascadePipeline(base, [stage])."
+            )
         if not stages:
             raise UsageError("A cascade needs at least one super-resolution stage after the base model.")
         self.base, self.stages = base, list(stages)

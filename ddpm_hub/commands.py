@@ -10,6 +10,7 @@ forward process), inpaint (RePaint) and img2img (SDEdit). Each writes one PNG an
 """
 
 import argparse
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -115,6 +116,20 @@ def image_conditions(pipeline, args: argparse.Namespace) -> ImageConditions:
         given = [name for name, value in (("--class_labels", args.class_labels), ("--prompt", prompts)) if value]
         raise UsageError(f"{'/'.join([*given, '--guidance_scale'])}: {error}") from None
     return conditions
+
+
+@contextlib.contextmanager
+def refused_inputs(what: str):
+    """
+    Around a pipeline call: its own input checks (a `ValueError`, raised before its first UNet call: a strength
+    that leaves no step, a mask of another size, an image out of range) become one line naming `what`.
+    """
+    try:
+        yield
+    except UsageError:
+        raise
+    except ValueError as error:
+        raise UsageError(f"{what}: {error}") from None
 
 
 def read_prompts(args: argparse.Namespace) -> list[str] | None:
@@ -332,13 +347,11 @@ def run_upscale(args: argparse.Namespace) -> int:
     for path, image in tqdm(list(zip(args.images, images)), desc="upscale", unit="image"):
         generator = [image_generator(args.seed, index + j) for j in range(args.num_samples)]
         index += args.num_samples
-        try:
+        with refused_inputs(path):
             results = pipeline(
                 image=image, noise_level=args.noise_level, num_inference_steps=args.steps, generator=generator,
                 batch_size=args.num_samples, **extra,
             ).images  # fmt: skip
-        except ValueError as error:
-            raise UsageError(f"{path}: {error}") from None
         for j, result in enumerate(results):
             suffix = f"_{j}" if args.num_samples > 1 else ""
             target = output_dir / f"{Path(path).stem}_upscaled{suffix}.png"
@@ -428,7 +441,8 @@ def run_inpaint(args: argparse.Namespace) -> int:
     with torch.no_grad():
         x_0 = pipeline.preprocess(image, pipeline.image_channels)
         unknown = pipeline.preprocess_mask(mask, what="MASK") == 1
-    results = pipeline(image=[image] * args.num_images, mask_image=mask, **call).images
+    with refused_inputs(f"{args.image} / {args.mask}"):
+        results = pipeline(image=[image] * args.num_images, mask_image=mask, **call).images
     shown = [to_pil(x_0 * 2 - 1)[0], to_pil(torch.where(unknown, torch.zeros_like(x_0), x_0 * 2 - 1))[0]]
     return save(strip([shown + list(results)], args.scale), args, num_images=args.num_images, steps=args.steps)
 
@@ -449,7 +463,8 @@ def run_img2img(args: argparse.Namespace) -> int:
     image = read_image(args.image, "IMAGE")
     call = {"num_inference_steps": args.steps, "generator": generators(args), "strength": args.strength}
     call.update(conditioning(pipeline, args))
-    results = pipeline(image=[image] * args.num_images, **call).images
+    with refused_inputs(f"--strength {args.strength} --steps {args.steps}"):
+        results = pipeline(image=[image] * args.num_images, **call).images
     shown = to_pil(pipeline.preprocess(image, pipeline.image_channels) * 2 - 1)
     return save(strip([shown + list(results)], args.scale), args, num_images=args.num_images, strength=args.strength)
 

@@ -189,3 +189,15 @@ def _load(args):
     from ddpm_hub.resolver import load_pipeline
 
     return load_pipeline(args.model, seed=args.seed).to(args.device)
+
+
+def test_a_task_pipelines_own_refusal_is_one_line_naming_the_options(tmp_path, capsys):
+    # issue 28 (probe): `img2img --strength 0.01 --steps 10` refused in the pipeline, then a traceback in the command
+    build_pipeline("ddpm-tiny-8", seed=0).save_pretrained(tmp_path / "model")
+    Image.new("RGB", (8, 8), (200, 0, 0)).save(tmp_path / "image.png")
+    out = tmp_path / "out.png"
+    argv = ["img2img", str(tmp_path / "model"), str(tmp_path / "image.png"), "--strength", "0.01", "--steps", "10"]
+    assert cli.main([*argv, "--output", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "--strength 0.01 --steps 10: strength=0.01 with num_inference_steps=10 runs" in error
+    assert "Traceback" not in error and len(error.strip().splitlines()) == 1 and not out.exists()

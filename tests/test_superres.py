@@ -365,6 +365,8 @@ def test_a_cascade_refuses_stages_that_do_not_fit_when_it_is_built(tmp_path):
         DDPMHubCascadePipeline(base, [base])
     with pytest.raises(UsageError, match="The base of a cascade samples images from noise .*not a DDPMHubSuper"):
         DDPMHubCascadePipeline(sr, [sr])
+    with pytest.raises(UsageError, match="stages must be a list of super-resolution pipelines, .* got DDPMHubSuper"):
+        DDPMHubCascadePipeline(base, sr)  # the probe: one stage, not in a list
     gray = tiny_base(in_channels=1, out_channels=1)
     with pytest.warns(UserWarning, match="Stage 1 takes 3 channels and stage 0 gives 1: its input is converted"):
         DDPMHubCascadePipeline(gray, [sr])  # gray into RGB: converted, and said
