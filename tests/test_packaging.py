@@ -37,7 +37,8 @@ def installed_wheel(tmp_path_factory) -> Path:
         for name in repository_files():
             archive.add(ROOT / name, arcname=name)
     with tarfile.open(work / "src.tar") as archive:
-        archive.extractall(source, filter="data")
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python < 3.10.12 / 3.11.4: no filters
+        archive.extractall(source, **safe)  # our own files, written just above
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(source)], check=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
