@@ -1,4 +1,4 @@
-"""Publishing a trained pipeline folder to the Hugging Face Hub, and the `ddpm-hub push` command.
+"""Publishing a trained pipeline folder to the Hugging Face Hub (the `ddpm-hub push` command is `ddpm_hub.cli.push`).
 
     HF_TOKEN=... ddpm-hub push OUTPUT_DIR --repo-id NS/NAME [--private] [--revision BRANCH] [--commit-message MSG]
 
@@ -21,7 +21,6 @@ times; the output folder is only ever read. The token comes from `token=` (Pytho
 `HF_ENDPOINT`. In a multi-process run only the main process uploads.
 """
 
-import argparse
 import contextlib
 import contextvars
 import fnmatch
@@ -45,7 +44,7 @@ from huggingface_hub.utils import validate_repo_id
 from . import hub_errors, loading
 from .errors import DDPMHubError, InputNotFoundError, UsageError
 from .errors import exception_chain as chain
-from .hub_errors import TOKEN_ADVICE, brief, status_of
+from .hub_errors import brief, status_of
 from .loading import LIBRARY_COMPONENTS, components_of, read_model_index
 from .model_card import DEFAULT_LICENSE, render_model_card
 from .public import PublicPaths, is_local_path
@@ -555,43 +554,3 @@ def _transient(error: BaseException) -> bool:
         if status_of(cause) in RETRY_STATUSES or isinstance(cause, TRANSPORT_ERRORS):
             return True
     return False
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# `ddpm-hub push`
-
-
-def add_push_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("output_dir", help="the pipeline folder to publish (a training run's --output_dir)")
-    parser.add_argument("--repo-id", "--repo_id", dest="repo_id", required=True, help="NS/NAME (or NAME: your own)")
-    parser.add_argument("--private", action="store_true", help="create the repo private")
-    parser.add_argument("--revision", default=None, help="branch to commit to, created if missing (default: main)")
-    parser.add_argument(
-        "--commit-message",
-        "--commit_message",
-        dest="commit_message",
-        default=None,
-        help="the commit message (default: 'Upload DDPM pipeline (N training steps)')",
-    )
-    parser.add_argument("--token", metavar="TOKEN", default=None, help=f"not accepted: {TOKEN_ADVICE}")
-    parser.add_argument(
-        "--license", default=DEFAULT_LICENSE, help=f"license of the weights, for the card (default: {DEFAULT_LICENSE})"
-    )
-
-
-def run_push(args: argparse.Namespace) -> int:
-    """`ddpm-hub push`: publish, print the commit URL as JSON (a PublishError reaches the command line's boundary)."""
-    if args.token is not None:
-        raise UsageError(f"--token is refused: {TOKEN_ADVICE}")
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    url = publish(
-        args.output_dir,
-        repo_id=args.repo_id,
-        private=args.private,
-        revision=args.revision,
-        commit_message=args.commit_message,
-        license=args.license,
-    )
-    print(json.dumps({"output_dir": args.output_dir, "repo_id": args.repo_id, "commit_url": url}))
-    return 0

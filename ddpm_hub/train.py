@@ -1,12 +1,9 @@
-"""The training entry of an installed ddpm_hub: `accelerate launch -m ddpm_hub.train ...` (or `python -m`).
+"""The training entry of an installed ddpm_hub: `accelerate launch -m ddpm_hub.train ...` (or `python -m`), the same
+`main` as `training/train.py` and `ddpm-hub train` (`ddpm_hub.training.main`)."""
 
-It runs `training/train.py`, the script the README's commands name: from the checkout, or from the copy a wheel
-carries (`ddpm_hub.resources`), so both ways run the same file with the same options.
-"""
-
-import runpy
-
-from .resources import resource_path
+from .errors import exit_on_error
+from .training.main import main
 
 if __name__ == "__main__":
-    runpy.run_path(str(resource_path("training/train.py")), run_name="__main__")
+    with exit_on_error("train.py"):
+        main()

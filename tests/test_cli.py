@@ -1,6 +1,8 @@
 """The `ddpm-hub` command line: what each command takes of a model and of its files, refused in one line before any
 work (tiny models built in the test)."""
 
+import json
+
 import numpy as np
 import pytest
 from helpers import conditional, error_of, sample_into
@@ -137,12 +139,12 @@ def test_class_labels_that_are_neither_ids_nor_names_are_one_line(tmp_path, caps
 def test_output_paths_are_checked_before_any_sampling_and_a_failed_write_is_one_line(
     tmp_path, capsys, read_only, monkeypatch
 ):
-    import ddpm_hub.commands
+    import ddpm_hub.cli.sample
 
     model = tmp_path / "model"
     build_pipeline("ddpm-tiny-8").save_pretrained(model)
     sampled = []
-    monkeypatch.setattr(ddpm_hub.commands, "load_model", lambda args: sampled.append(1) or _load(args))
+    monkeypatch.setattr(ddpm_hub.cli.sample, "load_model", lambda args: sampled.append(1) or _load(args))
     grid = ["sample", str(model), "--steps", "1", "--num_images", "2"]
     (tmp_path / "a file").write_text("x")
     locked = read_only(tmp_path / "locked")
@@ -162,7 +164,7 @@ def test_output_paths_are_checked_before_any_sampling_and_a_failed_write_is_one_
     assert sampled == []  # all refused before a model was loaded
     # a folder that becomes read-only while sampling: one line, no traceback
     late = tmp_path / "late"
-    monkeypatch.setattr(ddpm_hub.commands, "load_model", lambda args: (read_only(late), _load(args))[1])
+    monkeypatch.setattr(ddpm_hub.cli.sample, "load_model", lambda args: (read_only(late), _load(args))[1])
     assert cli.main([*grid, "--output", str(late / "grid.png")]) == 1
     assert f"could not write {late / 'grid.png'} (--output):" in error_of(capsys)
     # an export whose folder becomes read-only after its first image: that image is kept, the message says so
@@ -177,7 +179,7 @@ def test_output_paths_are_checked_before_any_sampling_and_a_failed_write_is_one_
                 read_only(late)
             yield batch
 
-    monkeypatch.setattr(ddpm_hub.commands, "load_model", _load)
+    monkeypatch.setattr(ddpm_hub.cli.sample, "load_model", _load)
     monkeypatch.setattr(ddpm_hub.export, "sample_batches", then_read_only)
     assert cli.main(sample_into(model, late, "--batch_size", "1")) == 1
     message = error_of(capsys)
@@ -201,3 +203,16 @@ def test_a_task_pipelines_own_refusal_is_one_line_naming_the_options(tmp_path, c
     error = capsys.readouterr().err
     assert "--strength 0.01 --steps 10: strength=0.01 with num_inference_steps=10 runs" in error
     assert "Traceback" not in error and len(error.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_train_is_a_command_with_the_options_of_the_training_script(tmp_path, capsys):
+    # issue 29: training is a subcommand, the same main as training/train.py and `python -m ddpm_hub.train`
+    out = tmp_path / "run"
+    argv = ["train", "--pipeline", "ddpm-tiny-8", "--max_train_samples", "32", "--output_dir", str(out), "--dry-run"]
+    assert cli.main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["options"]["max_images"] == 32 and printed["pipeline_source"] == "config" and not out.exists()
+    assert cli.main(["train", "--no_such_option"]) == 2
+    assert "unrecognized arguments: --no_such_option" in capsys.readouterr().err
+    assert cli.main(["train", "--output_dir", str(tmp_path), "--pipeline", str(tmp_path / "missing")]) == 2
+    assert "ddpm-hub train: error:" in capsys.readouterr().err

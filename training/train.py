@@ -1,23 +1,10 @@
 """
-Train a DDPM (Ho et al. 2020) with Accelerate, on one CPU, one GPU, many GPUs or many machines.
+Train a DDPM with Accelerate: the script the README and the docs name, a shim over `ddpm_hub.training.main` (whose
+docstring, also `--help`'s description, opens with the commands).
 
-    # The README's main job: ddpm-digits-16 on scikit-learn's digits for a bounded few minutes on a CPU
     accelerate launch --num_processes 1 training/train.py --config training/configs/ddpm-digits-16.yaml
-    # Two processes on this CPU (gloo), eight GPUs, two machines of eight GPUs (run the last on each machine)
     accelerate launch --multi_gpu --num_processes 2 training/train.py --pipeline ddpm-tiny-8 --max_train_steps 20
-    accelerate launch --config_file training/accelerate_configs/multi_gpu_8.yaml training/train.py \\
-        --pipeline ddpm-cifar10-32 --dataset_name cifar10 --random_flip --train_batch_size 16 \\
-        --learning_rate 2e-4 --lr_warmup_steps 5000 --use_ema --max_train_steps 800000 --mixed_precision bf16
-    accelerate launch --config_file training/accelerate_configs/multi_node_2x8.yaml --machine_rank 0 ...
-    # Continue after a crash or a preemption (bit-identical to an uninterrupted run on CPU); check options only
-    accelerate launch training/train.py ... --resume_from_checkpoint latest
-    python training/train.py --config my_run.yaml --learning_rate 1e-4 --dry-run
-    # From an installed package (pip install ddpm-hub), without a checkout: the same script, as a module
-    accelerate launch -m ddpm_hub.train --pipeline ddpm-digits-16 --max_train_minutes 5
-
-`--help` documents every option and its default; `--config` reads them from YAML or JSON (flags given win). What a
-run leaves in `--output_dir` is described in `ddpm_hub/run_folder.py`; the parts live in `ddpm_hub/training/`.
-Randomness is a function of (seed, position, rank), so a resumed run draws exactly what an uninterrupted one draws.
+    python training/train.py --help
 """
 
 import importlib.util
@@ -27,45 +14,8 @@ from pathlib import Path
 if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from accelerate import Accelerator
-
 from ddpm_hub.errors import exit_on_error
-from ddpm_hub.resolver import PipelineSource
-from ddpm_hub.training.checkpointing import resume
-from ddpm_hub.training.checks import check_options
-from ddpm_hub.training.data import load_training_data
-from ddpm_hub.training.loop import train
-from ddpm_hub.training.options import TrainingOptions, dry_run_report, parse_options
-from ddpm_hub.training.output import finish, hold_output_dir, publish_output, start_output
-from ddpm_hub.training.run import build_run, close_accelerator, make_accelerator
-
-
-def main(argv: list[str] | None = None) -> None:
-    options, dry_run = parse_options(argv, description=__doc__)
-    options, source = check_options(options)  # every mistake a user can make fails here, in seconds
-    if dry_run:
-        print(dry_run_report(options, source))
-        return
-    accelerator = make_accelerator(options)
-    with hold_output_dir(options, accelerator):  # one run writes a folder at a time
-        train_and_write(options, source, accelerator)
-    close_accelerator(accelerator)  # after the model is gone: see close_accelerator
-
-
-def train_and_write(o: TrainingOptions, source: PipelineSource, accelerator: Accelerator) -> None:
-    conditioning = source.conditioning()
-    channels = conditioning.image_channels(source.unet_config["in_channels"])
-    dataset = load_training_data(
-        o.data, o.validation.validation_holdout, o.seed, conditioning, channels, o.model.pipeline, accelerator
-    )
-    run = build_run(o, source, accelerator, dataset)
-    resumed = resume(run)
-    start_output(run)
-    result = train(run, resumed)
-    finish(run, result)
-    if o.hub.push_to_hub and accelerator.is_main_process:
-        publish_output(run)
-
+from ddpm_hub.training.main import main
 
 if __name__ == "__main__":
     with exit_on_error("train.py"):

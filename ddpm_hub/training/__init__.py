@@ -1,5 +1,7 @@
-"""The parts of training, behind the thin script `training/train.py` (whose `main()` is their table of contents).
+"""The parts of training, behind `main.py` (whose `main()` is their table of contents; `training/train.py`, `python -m
+ddpm_hub.train` and `ddpm-hub train` run it).
 
+main.py                the entry: check the options, then train and write the run folder
 options.py             TrainingOptions: every option, typed, in the groups the parts take; --help, --config, --dry-run
 checks.py              everything a user can get wrong, checked before any work
 randomness.py          every random draw a function of (seed, stream, position, rank)

@@ -1,0 +1,157 @@
+"""`ddpm-hub sample`: a grid (a conditional model: a column per class when no labels are given), the reverse
+trajectory, a cascade with --upscale, or with --output_dir one file per image (resumable, split across the processes
+of `accelerate launch`). Image i is `ddpm_hub.sampling`'s image i in all of them.
+
+    ddpm-hub sample runs/ddpm-digits-16-cond --class_labels 3,7 --guidance_scale 2 --num_images 8
+    ddpm-hub sample runs/ddpm-digits-16 --trajectory --num_images 2 --steps 250
+    ddpm-hub sample runs/ddpm-digits-16 --num_images 10000 --output_dir samples --format npz --sampler ddim --steps 50
+    ddpm-hub sample runs/ddpm-digits-16 --upscale runs/ddpm-sr-16-to-64 --num_images 8
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..conditioning import ImageConditions
+from ..errors import UsageError
+from ..export import export_samples
+from ..options import int_at_least
+from ..pictures import reverse_trajectory, strip, to_pil, to_pil_images
+from ..pipeline import DDPMHubSuperResolutionPipeline
+from ..resolver import load_pipeline
+from ..run_folder import check_writable_folder
+from ..sampling import SAMPLERS, sample_images, with_sampler
+from .common import add_model_arguments, check_output, generators, image_conditions, load_model, save
+
+HELP = "sample a grid, with class labels and guidance, or the reverse trajectory"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser, steps=1000, num_images=16)
+    parser.add_argument(
+        "--sampler", choices=list(SAMPLERS), default="ddpm", help="the reverse process (default: ddpm)"
+    )
+    parser.add_argument(
+        "--output_dir",
+        default=None,
+        help="write one PNG per image there instead of a grid: resumable, split across the processes of "
+        "`accelerate launch` (ddpm_hub.export)",
+    )
+    parser.add_argument("--batch_size", type=int_at_least(1), default=64, help="images per UNet call (default: 64)")
+    parser.add_argument(
+        "--format",
+        default="png",
+        choices=("png", "npz"),
+        help="with --output_dir: png files, or png files and one .npz of them all (default: png)",
+    )
+    parser.add_argument(
+        "--trajectory",
+        action="store_true",
+        help="the reverse process instead of a grid: per image a row of x_t and a row of the predicted x_0 at "
+        "--frames steps",
+    )
+    parser.add_argument("--frames", type=int_at_least(2), default=8, help="steps shown by --trajectory (default: 8)")
+    parser.add_argument(
+        "--upscale",
+        action="append",
+        default=None,
+        metavar="SR",
+        help="a super-resolution model (folder or repo id) to upsample the samples with; repeat for a cascade. The "
+        "picture: the base samples enlarged (nearest), then each stage's",
+    )
+    parser.add_argument(
+        "--upscale_steps", type=int_at_least(1), default=100, help="steps of each --upscale stage (default: 100)"
+    )
+    parser.add_argument(
+        "--noise_level",
+        type=int_at_least(0),
+        default=None,
+        help="--upscale: the augmentation level of every stage (default: each model's own)",
+    )
+    parser.add_argument("--output", default="samples.png", help="PNG path (default: samples.png)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """A grid (a conditional model: a column per class when no labels are given), the reverse trajectory, or
+    --output_dir: one file per image. Image i is `ddpm_hub.sampling`'s image i in all three."""
+    if args.output_dir is None:
+        check_output(args)
+    else:
+        check_writable_folder(Path(args.output_dir), "--output_dir")
+    pipeline = with_sampler(load_model(args), args.sampler)
+    pipeline.set_progress_bar_config(disable=args.output_dir is not None)
+    conditions = image_conditions(pipeline, args)
+    call_kwargs = {"num_inference_steps": args.steps}
+    if pipeline.conditioning:
+        call_kwargs["guidance_scale"] = args.guidance_scale
+    if args.upscale:
+        if args.output_dir is not None or args.trajectory:
+            raise UsageError("--upscale makes a picture of the cascade: not with --output_dir or --trajectory.")
+        return sample_cascade(pipeline, args, conditions, call_kwargs)
+    if args.output_dir is not None:
+        return export(pipeline, args, conditions, call_kwargs)
+    if args.trajectory:
+        call = {"generator": generators(args), "batch_size": args.num_images, **conditions.inputs, **call_kwargs}
+        rows, timesteps = reverse_trajectory(pipeline, num_frames=args.frames, **call)
+        return save(strip(rows, args.scale), args, num_images=args.num_images, steps=args.steps, timesteps=timesteps)
+    images = sample_images(
+        pipeline, range(args.num_images), args.seed, args.batch_size, inputs=conditions.of, call_kwargs=call_kwargs
+    )
+    columns = conditions.columns if args.class_labels is None and conditions.columns else None
+    tiles = to_pil_images(images)
+    columns = columns or int(np.ceil(np.sqrt(len(tiles))))
+    grid = strip([tiles[i : i + columns] for i in range(0, len(tiles), columns)], args.scale)
+    facts = {key: conditions.inputs[key] for key in ("class_labels", "prompt") if key in conditions.inputs}
+    return save(grid, args, num_images=args.num_images, steps=args.steps, **facts)
+
+
+def sample_cascade(pipeline, args: argparse.Namespace, conditions: ImageConditions, call_kwargs: dict) -> int:
+    """`ddpm-hub sample BASE --upscale SR [--upscale SR2]`: a row per stage, the same images upsampled."""
+    from ..cascade import DDPMHubCascadePipeline
+
+    stages = [load_pipeline(name, seed=args.seed).to(args.device) for name in args.upscale]
+    for name, stage in zip(args.upscale, stages):
+        if not isinstance(stage, DDPMHubSuperResolutionPipeline):
+            raise UsageError(f"--upscale {name}: it is not a super-resolution model.")
+    cascade = DDPMHubCascadePipeline(pipeline, stages)
+    steps = [args.steps] + [args.upscale_steps] * len(stages)
+    output = cascade(
+        generator=generators(args), batch_size=args.num_images, num_inference_steps=steps,
+        noise_level=args.noise_level, output_type="pt", **conditions.inputs,
+        **({"guidance_scale": call_kwargs["guidance_scale"]} if "guidance_scale" in call_kwargs else {}),
+    )  # fmt: skip
+    size = output.images.shape[-2:]
+    rows = []
+    for images in output.stages:  # enlarged (nearest) to the last stage's size, in its channels
+        enlarged = torch.nn.functional.interpolate(images, size=size, mode="nearest")
+        if enlarged.shape[1] != output.images.shape[1]:
+            enlarged = enlarged.expand(-1, output.images.shape[1], -1, -1)
+        rows.append(to_pil(enlarged * 2 - 1))
+    return save(strip(rows, args.scale), args, num_images=args.num_images, stages=[args.model, *args.upscale])
+
+
+def export(pipeline, args: argparse.Namespace, conditions: ImageConditions, call_kwargs: dict) -> int:
+    """`ddpm-hub sample --output_dir`: the missing images of 0 .. N-1, then the .npz if asked."""
+    settings = {"model": args.model, "sampler": args.sampler, "steps": args.steps, "seed": args.seed}
+    settings["guidance_scale"] = call_kwargs.get("guidance_scale", 1.0)
+    result = export_samples(
+        pipeline,
+        args.output_dir,
+        args.num_images,
+        settings,
+        batch_size=args.batch_size,
+        formats=(args.format,),
+        call_kwargs=call_kwargs,
+        conditions=conditions,
+        seed=args.seed,
+    )
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.is_main_process:
+        print(json.dumps(result))
+    state.destroy_process_group()  # under `accelerate launch`: each rank leaves the group before exiting
+    return 0
