@@ -31,8 +31,12 @@ def render() -> str:
     sections = ["## ddpm-hub\n", _help(parser)]
     for name, command in _subparsers(parser).items():
         sections += [f"## ddpm-hub {name}\n", _help(command)]
-    sections += ["## training/train.py\n", "`accelerate launch training/train.py ...`, or `ddpm-hub` installed from a "
-                 "wheel: `accelerate launch -m ddpm_hub.train ...`.\n", _help(build_training_parser())]
+    sections += [
+        "## training/train.py\n",
+        "`accelerate launch training/train.py ...`, `ddpm-hub train ...` (the same options), or from an installed "
+        "wheel `accelerate launch -m ddpm_hub.train ...`.\n",
+        _help(build_training_parser()),
+    ]
     return "\n".join(sections)
 
 
