@@ -1,4 +1,5 @@
-"""Folders saved by an earlier release load with this package and with plain diffusers, and sample the same images.
+"""Folders and Hub repos saved by an earlier release load with this package and with plain diffusers (by path and by
+repo id, from the loopback Hub), and sample the same images.
 
 `tests/fixtures/saved_059b148/` holds tiny pipelines of every kind (unconditional, class-conditional, text, super-
 resolution, a distilled student) as 059b148 saved them, with the images 059b148 sampled from each (`make.py` there
@@ -12,11 +13,13 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from huggingface_hub import HfApi
 
 from ddpm_hub import DDPMHubPipeline, DDPMHubSuperResolutionPipeline
 
@@ -83,12 +86,13 @@ PLAIN_DIFFUSERS = textwrap.dedent(
     torch.set_num_threads(1)  # as the test process (conftest): the same kernels
     saved, out = sys.argv[1], sys.argv[2]
     calls = json.load(open(f"{saved}/calls.json"))
+    places = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {kind: f"{saved}/{kind}" for kind in calls}
     for kind, called in calls.items():
         called = dict(called)
         if "low_res_seed" in called:
             seed = called.pop("low_res_seed")
             called["image"] = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(seed))
-        pipeline = DiffusionPipeline.from_pretrained(f"{saved}/{kind}", trust_remote_code=True)
+        pipeline = DiffusionPipeline.from_pretrained(places[kind], trust_remote_code=True)
         pipeline.set_progress_bar_config(disable=True)
         generator = [torch.Generator().manual_seed(seed) for seed in (0, 1)]
         images = pipeline(generator=generator, output_type="np", **called).images
@@ -102,6 +106,41 @@ PLAIN_DIFFUSERS = textwrap.dedent(
 def test_plain_diffusers_loads_the_folders_saved_by_059b148_and_samples_the_same_images(saved, tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", PLAIN_DIFFUSERS, str(saved), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for kind in KINDS:
+        np.testing.assert_array_equal(np.load(tmp_path / f"{kind}.npy"), np.load(SAVED / kind / "expected.npy"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The same folders as Hub repos (the loopback Hub of conftest.py): what a repo published by 059b148 holds
+
+
+@pytest.fixture(scope="module")
+def saved_repos(saved, hub_server) -> dict[str, str]:
+    """Each saved folder uploaded as it is to a repo of its own; the repo id by kind."""
+    api, repos = HfApi(token="hf_alice_write"), {}
+    for kind in KINDS:
+        repo_id = f"alice/saved-059b148-{kind}-{uuid.uuid4().hex[:8]}"
+        api.create_repo(repo_id)
+        api.upload_folder(folder_path=saved / kind, repo_id=repo_id, ignore_patterns=["expected.npy", "*.json.lock"])
+        repos[kind] = repo_id
+    return repos
+
+
+@pytest.mark.slow
+def test_repos_published_by_059b148_load_by_id_both_ways_and_sample_the_same_images(saved, saved_repos, tmp_path):
+    for kind, repo_id in saved_repos.items():
+        pipeline = DDPMHubPipeline.from_pretrained(repo_id, cache_dir=tmp_path / "cache")
+        pipeline.set_progress_bar_config(disable=True)
+        np.testing.assert_array_equal(pipeline(**arguments(kind)).images, np.load(SAVED / kind / "expected.npy"))
+    places = json.dumps(saved_repos)
+    result = subprocess.run(
+        [sys.executable, "-c", PLAIN_DIFFUSERS, str(saved), str(tmp_path), places],
         capture_output=True,
         text=True,
         timeout=300,
