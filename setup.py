@@ -61,7 +61,16 @@ setup(
     ],
     extras_require={
         # the wheel test builds a wheel without build isolation: setuptools with its own bdist_wheel (70.1+)
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "psutil>=5.9", "ruff>=0.5", "setuptools>=70.1"],
+        "test": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "psutil>=5.9",
+            "ruff>=0.5",
+            "setuptools>=70.1",
+            "mkdocs>=1.6",
+            "mkdocs-material>=9.5",
+            "mkdocstrings-python>=1.10",  # tests/test_docs.py builds the site
+        ],
         # the documentation site: `mkdocs serve`, `mkdocs build --strict` (CI)
         "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26", "mkdocstrings-python>=1.10"],
         # benchmarks/sr_quality.py: photographs that builtin:photos does not hold (scikit-image ships them)
