@@ -10,13 +10,12 @@ image i (`ddpm_hub.sampling.image_generator`) in every stage, so a cascade's ima
 stage's samples are exactly what the base model alone gives.
 """
 
-import contextlib
 import warnings
 from dataclasses import dataclass
 
 import torch
 
-from .errors import UsageError
+from .errors import UsageError, refused_as_usage
 from .pipeline import DDPMHubPipeline, DDPMHubSuperResolutionPipeline
 from .pipeline_ddpm_hub import OUTPUT_TYPES
 from .resolver import load_pipeline
@@ -234,13 +233,6 @@ class DDPMHubCascadePipeline:
         return taken
 
 
-@contextlib.contextmanager
 def stage_errors(index: int):
     """A stage's refusal (a ValueError of its pipeline) as a `UsageError` that names the stage."""
-    try:
-        yield
-    except UsageError:
-        raise
-    except ValueError as error:
-        name = "the base" if index == 0 else "super-resolution"
-        raise UsageError(f"Stage {index} of the cascade ({name}): {error}") from None
+    return refused_as_usage(f"Stage {index} of the cascade ({'the base' if index == 0 else 'super-resolution'})")

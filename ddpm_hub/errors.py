@@ -50,6 +50,21 @@ def writing(path, what: str = "", kept: str = ""):
 
 
 @contextlib.contextmanager
+def refused_as_usage(prefix: str):
+    """
+    Around a call of a pipeline (or other code that cannot import this module, such as the shipped files): its
+    refusal of an input, a `ValueError` raised before any work, becomes a `UsageError` whose message starts with
+    `prefix` (the option, file or stage it concerns).
+    """
+    try:
+        yield
+    except DDPMHubError:
+        raise
+    except ValueError as error:
+        raise UsageError(f"{prefix}: {error}") from None
+
+
+@contextlib.contextmanager
 def exit_on_error(program: str):
     """At a command-line boundary: a `DDPMHubError` becomes `program: error: message` and its exit status."""
     try:

@@ -2,7 +2,6 @@
 --output before any work, and turning a pipeline's own refusal into one line."""
 
 import argparse
-import contextlib
 import json
 import re
 from pathlib import Path
@@ -12,7 +11,7 @@ from PIL import Image
 
 from ..conditioning import ImageConditions
 from ..data.decode import SkipImage, open_file
-from ..errors import InputNotFoundError, UsageError, writing
+from ..errors import InputNotFoundError, UsageError, refused_as_usage, writing
 from ..options import guidance_scale, int_at_least
 from ..resolver import load_pipeline
 from ..run_folder import check_writable_folder
@@ -99,18 +98,12 @@ def image_conditions(pipeline, args: argparse.Namespace) -> ImageConditions:
     return conditions
 
 
-@contextlib.contextmanager
 def refused_inputs(what: str):
     """
     Around a pipeline call: its own input checks (a `ValueError`, raised before its first UNet call: a strength
-    that leaves no step, a mask of another size, an image out of range) become one line naming `what`.
+    that leaves no step, an image out of range) become one line naming `what`.
     """
-    try:
-        yield
-    except UsageError:
-        raise
-    except ValueError as error:
-        raise UsageError(f"{what}: {error}") from None
+    return refused_as_usage(what)
 
 
 def read_prompts(args: argparse.Namespace) -> list[str] | None:
