@@ -1,12 +1,12 @@
 """
 How well a class-conditional digits model obeys its labels: for each guidance scale w, the share of samples that our
-own digit classifier (`ddpm_hub.digit_classifier`, trained in the repo, no download) reads as the requested digit,
-overall and per class. Not a test.
+own digit classifier (`ddpm_hub.evaluation.digit_classifier`, trained in the repo, no download) reads as the requested
+digit, overall and per class. Not a test.
 
     python benchmarks/class_accuracy.py runs/ddpm-digits-16-cond --guidance_scales 0,1,2,4 --num_per_class 50
 
-Every scale samples the same noise for the same image (`ddpm_hub.sampling`: image i from seed + i), so the rows
-differ by w only. Prints one JSON line;
+Every scale samples the same noise for the same image (`ddpm_hub.pipelines.sampling`: image i from seed + i), so the
+rows differ by w only. Prints one JSON line;
 writes class_accuracy.md (the table the model card includes) and class_accuracy.json into --output_dir (default: the
 model folder).
 """
@@ -25,11 +25,11 @@ if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ddpm_hub import DDPMHubPipeline
-from ddpm_hub.conditioning import ImageConditions
-from ddpm_hub.digit_classifier import class_balance, classify, load_digit_classifier
+from ddpm_hub.evaluation.digit_classifier import class_balance, classify, load_digit_classifier
 from ddpm_hub.options import guidance_scale
+from ddpm_hub.pipelines.conditioning import ImageConditions
+from ddpm_hub.pipelines.sampling import sample_images
 from ddpm_hub.run_folder import CLASS_ACCURACY_FILE
-from ddpm_hub.sampling import sample_images
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,8 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def sample_scale(pipeline, labels: list[int], scale: float, args: argparse.Namespace) -> torch.Tensor:
-    """uint8 samples `[N x C x H x W]` of `labels` at guidance `scale`: image i is `ddpm_hub.sampling`'s image i
-    (the same noise at every scale)."""
+    """uint8 samples `[N x C x H x W]` of `labels` at guidance `scale`: image i is `ddpm_hub.pipelines.sampling`'s
+    image i (the same noise at every scale)."""
     conditions = ImageConditions(len(labels), {"class_labels": labels})
     call_kwargs = {"guidance_scale": scale, "num_inference_steps": args.steps}
     return sample_images(

@@ -1,13 +1,13 @@
 """
 Which digits an unconditional digits model draws, against the data: the class shares the repo's digit classifier
-(`ddpm_hub.digit_classifier`) reads in samples of each sampler, beside the true shares of the 1,797 digits and what
-the classifier reads in them. Not a test.
+(`ddpm_hub.evaluation.digit_classifier`) reads in samples of each sampler, beside the true shares of the 1,797 digits
+and what the classifier reads in them. Not a test.
 
     python benchmarks/class_balance.py runs/ddpm-digits-16 --samplers ddpm-1000,ddim-20 --num_images 898
 
 Also the classifier's confidence (mean top probability) per class read, to tell a model that does not draw a digit
-from samples the classifier cannot place. Image i from seed + i (`ddpm_hub.sampling`). Prints a Markdown table and
-one JSON line.
+from samples the classifier cannot place. Image i from seed + i (`ddpm_hub.pipelines.sampling`). Prints a Markdown
+table and one JSON line.
 """
 
 import argparse
@@ -22,9 +22,9 @@ if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ddpm_hub import DDPMHubPipeline
-from ddpm_hub.digit_classifier import classify, load_digit_classifier, load_digits_dataset
-from ddpm_hub.evaluation import generate_images
-from ddpm_hub.sampling import Sampler, with_sampler
+from ddpm_hub.evaluation.digit_classifier import classify, load_digit_classifier, load_digits_dataset
+from ddpm_hub.evaluation.sweep import generate_images
+from ddpm_hub.pipelines.sampling import Sampler, with_sampler
 
 CLASSES = range(10)
 

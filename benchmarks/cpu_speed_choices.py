@@ -28,7 +28,7 @@ if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without 
 
 from training_step import training_step  # benchmarks/, this script's folder
 
-from ddpm_hub.configs import build_pipeline
+from ddpm_hub.loading.configs import build_pipeline
 from ddpm_hub.losses import DiffusionObjective
 
 # What each variant turns on. "default" is what training/train.py uses on a CPU; threads1 only changes the threads.

@@ -200,7 +200,7 @@ def training_images_per_second(args) -> float:
     """images/s of the training step of --pipeline on this CPU (forward, loss, backward, AdamW; as train.py)."""
     import torch
 
-    from ddpm_hub.configs import build_pipeline
+    from ddpm_hub.loading.configs import build_pipeline
     from ddpm_hub.losses import DiffusionObjective
     from ddpm_hub.runtime import default_cpu_threads
     from ddpm_hub.training.model import apply_speed_settings, make_optimizer

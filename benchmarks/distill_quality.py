@@ -9,8 +9,8 @@ divided by the distance of as many real held-out digits to it (the floor: 1.0 me
 The teacher is sampled by DDIM and DPM-Solver++ at 20 and at the students' numbers of calls, with the timesteps its
 scheduler config gives ("leading" for this project's configurations: 4 DDIM steps start at t = 750) and with
 "trailing" ones (starting at t = 999, as the students do); each student by its own DDIM sampler in its own calls.
-The same noise for image i in every row (`ddpm_hub.sampling`). Prints a Markdown table and one JSON line; writes
-distill_quality.md and .json into --output_dir (default: the first student's folder).
+The same noise for image i in every row (`ddpm_hub.pipelines.sampling`). Prints a Markdown table and one JSON line;
+writes distill_quality.md and .json into --output_dir (default: the first student's folder).
 """
 
 import argparse
@@ -28,9 +28,9 @@ if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without 
 
 from ddpm_hub import DDPMHubPipeline
 from ddpm_hub.data.sources import load_images
-from ddpm_hub.evaluation import sampler_sweep
-from ddpm_hub.metrics import cached_reference_features, features_for, reference_split
-from ddpm_hub.sampling import Sampler
+from ddpm_hub.evaluation.metrics import cached_reference_features, features_for, reference_split
+from ddpm_hub.evaluation.sweep import sampler_sweep
+from ddpm_hub.pipelines.sampling import Sampler
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -32,7 +32,7 @@ if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without 
 from training_step import synchronize, training_step  # benchmarks/, this script's folder
 from twins import diffusers_twin
 
-from ddpm_hub.configs import build_pipeline
+from ddpm_hub.loading.configs import build_pipeline
 from ddpm_hub.losses import DiffusionObjective
 from ddpm_hub.training.distillation import student_scheduler
 

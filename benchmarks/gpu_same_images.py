@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from twins import diffusers_twin  # noqa: E402  (benchmarks/, this script's folder)
 
-from ddpm_hub.configs import build_pipeline  # noqa: E402
+from ddpm_hub.loading.configs import build_pipeline  # noqa: E402
 
 dev = torch.device("cuda")
 for tf32 in (True, False):

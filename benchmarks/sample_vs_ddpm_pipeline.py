@@ -22,7 +22,7 @@ if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without 
 
 from twins import diffusers_twin  # benchmarks/, this script's folder
 
-from ddpm_hub.configs import build_pipeline
+from ddpm_hub.loading.configs import build_pipeline
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -7,7 +7,7 @@ The photographs: scikit-image's `astronaut`, `chelsea`, `coffee` and `rocket` an
 (`pip install scikit-image`, the `bench` extra; never the two photographs of `builtin:photos`). Each gives up to
 `--crops_per_photo` 64x64 crops on a regular grid at its own resolution; a crop's input is the crop box-downsampled
 by 4 (as training makes inputs), rounded to 8 bits, given to the pipeline as a PIL image. For each noise level and
-number of steps, `--samples` samples per input (image i from seed + i, `ddpm_hub.sampling`):
+number of steps, `--samples` samples per input (image i from seed + i, `ddpm_hub.pipelines.sampling`):
 
 - PSNR of single samples and of the mean of the samples (the model's posterior mean) against the crop, and of
   bicubic upsampling of the same input (PIL's);
@@ -35,8 +35,8 @@ if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ddpm_hub import DDPMHubSuperResolutionPipeline
+from ddpm_hub.pipelines.sampling import image_generator
 from ddpm_hub.run_folder import SR_QUALITY_FILE
-from ddpm_hub.sampling import image_generator
 
 SCIKIT_IMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 SIZE, SCALE = 64, 4

@@ -1,15 +1,15 @@
 """
 How well a text-to-image digit-pairs model reads its prompts: for each guidance scale w, the share of samples whose
-left and right halves our own digit classifier (`ddpm_hub.digit_classifier`, trained in the repo, no download) both
-reads as the prompt asks, for 20 seen pairs and the 10 pairs never in the data (`builtin:digit-pairs`), in both
-sentence forms ("{a} left of {b}", "{b} right of {a}"). Not a test.
+left and right halves our own digit classifier (`ddpm_hub.evaluation.digit_classifier`, trained in the repo, no
+download) both reads as the prompt asks, for 20 seen pairs and the 10 pairs never in the data (`builtin:digit-pairs`),
+in both sentence forms ("{a} left of {b}", "{b} right of {a}"). Not a test.
 
     python benchmarks/text_accuracy.py runs/ddpm-digit-pairs-text --guidance_scales 0,1,3,5 --num_per_prompt 10
 
 Sample j of a prompt writes its digits as numerals for even j and as words for odd j. Every scale samples the same
-noise for the same image (`ddpm_hub.sampling`: image i from seed + i), so the rows differ by w only. Prints one JSON
-line; writes text_accuracy.md (the table the model card includes) and text_accuracy.json into --output_dir (default:
-the model folder).
+noise for the same image (`ddpm_hub.pipelines.sampling`: image i from seed + i), so the rows differ by w only. Prints
+one JSON line; writes text_accuracy.md (the table the model card includes) and text_accuracy.json into --output_dir
+(default: the model folder).
 """
 
 import argparse
@@ -26,11 +26,11 @@ if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ddpm_hub import DDPMHubPipeline
-from ddpm_hub.conditioning import ImageConditions
 from ddpm_hub.data.digit_pairs import prompt, unseen_pairs
-from ddpm_hub.digit_classifier import classify, load_digit_classifier
+from ddpm_hub.evaluation.digit_classifier import classify, load_digit_classifier
+from ddpm_hub.pipelines.conditioning import ImageConditions
+from ddpm_hub.pipelines.sampling import sample_images, with_sampler
 from ddpm_hub.run_folder import TEXT_ACCURACY_FILE
-from ddpm_hub.sampling import sample_images, with_sampler
 
 SEEN = [(a, (a + k) % 10) for a in range(10) for k in (1, 3)]  # 20 pairs of the data, every digit on both sides
 FORMS = ("left", "right")
@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("model", help="a trained digit-pairs text-to-image pipeline (folder or Hub repo id)")
     parser.add_argument("--guidance_scales", default="0,1,3,5", help="comma separated (default: %(default)s)")
     parser.add_argument("--num_per_prompt", type=int, default=10, help="samples per pair and form (default: 10)")
-    parser.add_argument("--sampler", default="ddpm", help="ddpm_hub.sampling sampler (default: %(default)s)")
+    parser.add_argument("--sampler", default="ddpm", help="ddpm_hub.pipelines.sampling sampler (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=100, help="sampling steps (default: %(default)s)")
     parser.add_argument("--batch_size", type=int, default=200, help="images per pipeline call (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="image i uses seed + i (default: %(default)s)")

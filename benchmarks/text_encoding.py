@@ -1,7 +1,7 @@
 """
 What a frozen text encoder costs a training step: encoding each batch's captions again, or looking up the states
-each caption got once (`ddpm_hub.conditioning.PromptCondition.embed`, what training does with a frozen encoder).
-Not a test.
+each caption got once (`ddpm_hub.pipelines.conditioning.PromptCondition.embed`, what training does with a frozen
+encoder). Not a test.
 
     python benchmarks/text_encoding.py [--batch_size 64] [--rounds 5]
 
@@ -23,9 +23,9 @@ import torch
 if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ddpm_hub.conditioning import PromptCondition
-from ddpm_hub.configs import build_pipeline
 from ddpm_hub.data.digit_pairs import prompt
+from ddpm_hub.loading.configs import build_pipeline
+from ddpm_hub.pipelines.conditioning import PromptCondition
 
 
 def best_ms(function, rounds: int) -> float:

@@ -23,9 +23,9 @@ import torch
 if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ddpm_hub.configs import build_pipeline
 from ddpm_hub.data.digit_pairs import side_probe
-from ddpm_hub.text import HEAD_OFFSETS, load_text_encoder
+from ddpm_hub.loading.configs import build_pipeline
+from ddpm_hub.loading.text import HEAD_OFFSETS, load_text_encoder
 
 
 def main(argv=None) -> None:

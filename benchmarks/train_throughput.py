@@ -27,7 +27,7 @@ if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without 
 
 from training_step import synchronize  # benchmarks/, this script's folder
 
-from ddpm_hub.configs import build_pipeline, count_parameters
+from ddpm_hub.loading.configs import build_pipeline, count_parameters
 from ddpm_hub.losses import DiffusionObjective
 from ddpm_hub.training.model import apply_speed_settings, make_optimizer
 from ddpm_hub.training.options import TrainingOptions

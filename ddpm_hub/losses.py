@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .conditioning_ddpm_hub import ConditionBatch
-from .scheduling_ddpm_hub import DDPMHubScheduler
+from .shipped.conditioning_ddpm_hub import ConditionBatch
+from .shipped.scheduling_ddpm_hub import DDPMHubScheduler
 
 LN2 = math.log(2.0)
 
@@ -143,7 +143,8 @@ class DiffusionObjective:
         model: called as `model(x_t, t, **condition.kwargs).sample` (a UNet, possibly wrapped by DDP or compiled).
         x_0: `[N x C x H x W]` in [-1, 1].
         generator: draws t and eps on x_0's device, unless `timesteps` `[N]` and `noise` (like x_0) are given.
-        condition: what the UNet is called with besides (x_t, t) (`ddpm_hub.conditioning.ConditionBatch`: class ids,
+        condition: what the UNet is called with besides (x_t, t) (`ddpm_hub.pipelines.conditioning.ConditionBatch`:
+        class ids,
             the null label where dropped for guidance, ...), passed through untouched; None for an unconditional UNet.
             For a model of a residual (`ConditionBatch.base`) the diffused x_0 is `condition.to_model(x_0)`.
     """

@@ -115,7 +115,7 @@ def guidance_scale(value) -> float:
     call accepts (`conditioning_ddpm_hub.GUIDANCE_SCALE_RANGE`, checked by the same function), so that a bad scale
     fails when the options are read, before any model is loaded.
     """
-    from .conditioning_ddpm_hub import check_guidance_scale
+    from .shipped.conditioning_ddpm_hub import check_guidance_scale
 
     try:
         number = float(value) if isinstance(value, str) else value

@@ -1,4 +1,5 @@
-"""Pictures of the two processes (the DDPM paper's figures) and of controlled generation, as PIL images.
+"""Pictures: grids and strips (no torchvision), and pictures of the two processes (the DDPM paper's figures) and of
+controlled generation, as PIL images.
 
 - `forward_strip`: x_t ~ q(x_t | x_0) (eq. 4) of one image at chosen t: the forward process destroying it.
 - `reverse_trajectory`: x_t and the predicted x_0 at chosen steps of one sampling run (paper, figure 6), recorded
@@ -9,12 +10,40 @@ Timesteps are the paper's: t = 0 is the data x_0 and t = T the last step of the 
 0-based index t - 1).
 """
 
+import math
+
 import numpy as np
 import torch
 from PIL import Image
 
-from .images import make_grid, upscale
-from .scheduling_ddpm_hub import DDPMHubScheduler
+from .shipped.scheduling_ddpm_hub import DDPMHubScheduler
+
+
+def make_grid(images: list[Image.Image], columns: int | None = None, padding: int = 2) -> Image.Image:
+    """Tile equally sized PIL images into one grid (rows of `columns`, default: as square as possible)."""
+    if not images:
+        raise ValueError("make_grid needs at least one image.")
+    width, height = images[0].size
+    if any(im.size != (width, height) for im in images):
+        raise ValueError("make_grid needs images of one size.")
+    columns = columns or math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    grid = Image.new(images[0].mode, (columns * (width + padding) + padding, rows * (height + padding) + padding))
+    for i, image in enumerate(images):
+        row, col = divmod(i, columns)
+        grid.paste(image, (padding + col * (width + padding), padding + row * (height + padding)))
+    return grid
+
+
+def upscale(image: Image.Image, factor: int) -> Image.Image:
+    """Nearest-neighbour enlargement, so that 16x16 samples stay readable in a README."""
+    return image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+
+
+def to_uint8(images: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """Floats in [0, 1] (a numpy array or a torch tensor, any shape) -> uint8 of the same kind, rounded."""
+    scaled = (images * 255).round().clip(0, 255)
+    return scaled.to(torch.uint8) if isinstance(images, torch.Tensor) else scaled.astype(np.uint8)
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:

@@ -14,7 +14,7 @@ from processes import run_process_group
 from safetensors.torch import load_file
 
 from ddpm_hub import DDPMHubPipeline
-from ddpm_hub.configs import build_pipeline
+from ddpm_hub.loading.configs import build_pipeline
 from ddpm_hub.training.checks import check_options
 from ddpm_hub.training.options import parse_options
 

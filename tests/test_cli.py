@@ -10,8 +10,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from ddpm_hub import DDPMHubPipeline, cli
-from ddpm_hub.configs import build_pipeline
 from ddpm_hub.errors import UsageError
+from ddpm_hub.loading.configs import build_pipeline
 from ddpm_hub.run_folder import METRICS_FILE
 from ddpm_hub.training.options import parse_options
 
@@ -168,9 +168,9 @@ def test_output_paths_are_checked_before_any_sampling_and_a_failed_write_is_one_
     assert cli.main([*grid, "--output", str(late / "grid.png")]) == 1
     assert f"could not write {late / 'grid.png'} (--output):" in error_of(capsys)
     # an export whose folder becomes read-only after its first image: that image is kept, the message says so
-    import ddpm_hub.export
+    import ddpm_hub.evaluation.export
 
-    batches = ddpm_hub.export.sample_batches
+    batches = ddpm_hub.evaluation.export.sample_batches
     late = tmp_path / "late-export"
 
     def then_read_only(*args, **kwargs):
@@ -180,7 +180,7 @@ def test_output_paths_are_checked_before_any_sampling_and_a_failed_write_is_one_
             yield batch
 
     monkeypatch.setattr(ddpm_hub.cli.sample, "load_model", _load)
-    monkeypatch.setattr(ddpm_hub.export, "sample_batches", then_read_only)
+    monkeypatch.setattr(ddpm_hub.evaluation.export, "sample_batches", then_read_only)
     assert cli.main(sample_into(model, late, "--batch_size", "1")) == 1
     message = error_of(capsys)
     assert f"could not write {late / '000001.png'}" in message and "written before are complete and kept" in message
@@ -188,7 +188,7 @@ def test_output_paths_are_checked_before_any_sampling_and_a_failed_write_is_one_
 
 
 def _load(args):
-    from ddpm_hub.resolver import load_pipeline
+    from ddpm_hub.pipelines.source import load_pipeline
 
     return load_pipeline(args.model, seed=args.seed).to(args.device)
 

@@ -18,14 +18,14 @@ from ddpm_hub import (
     image_processing_ddpm_hub,
     pipeline_ddpm_hub,
 )
-from ddpm_hub import conditioning_ddpm_hub as shipped
-from ddpm_hub.conditioning import ClassCondition, ConditionBatch, Conditioning, ImageConditions
-from ddpm_hub.configs import build_pipeline
-from ddpm_hub.evaluation import generate_images
-from ddpm_hub.loading import code_files
-from ddpm_hub.resolver import ModelLoadError, load_pipeline, resolve_pipeline
-from ddpm_hub.sampling import image_generator, sample_images, with_sampler
-from ddpm_hub.scheduling_ddpm_hub import DDPMHubScheduler, is_ddpm_family
+from ddpm_hub.evaluation.sweep import generate_images
+from ddpm_hub.loading.components import code_files
+from ddpm_hub.loading.configs import build_pipeline
+from ddpm_hub.pipelines.conditioning import ClassCondition, ConditionBatch, Conditioning, ImageConditions
+from ddpm_hub.pipelines.sampling import image_generator, sample_images, with_sampler
+from ddpm_hub.pipelines.source import ModelLoadError, load_pipeline, resolve_pipeline
+from ddpm_hub.shipped import conditioning_ddpm_hub as shipped
+from ddpm_hub.shipped.scheduling_ddpm_hub import DDPMHubScheduler, is_ddpm_family
 
 NAMES = [str(i) for i in range(10)]
 
@@ -237,7 +237,7 @@ def test_one_predicate_for_the_ddpm_family_and_its_shipped_copy():
     original = inspect.getsource(is_ddpm_family)
     copy = inspect.getsource(pipeline_ddpm_hub.is_ddpm_family)
     assert copy == original
-    assert "Copied from ddpm_hub.scheduling_ddpm_hub.is_ddpm_family" in inspect.getsource(pipeline_ddpm_hub)
+    assert "Copied from ddpm_hub.shipped.scheduling_ddpm_hub.is_ddpm_family" in inspect.getsource(pipeline_ddpm_hub)
 
 
 def test_a_saved_folder_ships_only_its_family_and_what_it_imports(tmp_path):
@@ -304,7 +304,7 @@ def test_a_hub_name_that_does_not_exist_is_one_message(hub_server, hub_cache):
 def test_the_number_of_trained_classes_is_a_saved_setting_read_by_both_loaders(tmp_path):
     from diffusers import DiffusionPipeline
 
-    from ddpm_hub.conditioning import Conditioning
+    from ddpm_hub.pipelines.conditioning import Conditioning
     from ddpm_hub.training.options import ConditioningOptions
 
     base = build_pipeline("ddpm-tiny-8", seed=0, unet_overrides={"num_class_embeds": 11})

@@ -8,7 +8,7 @@ from diffusers import UNet2DModel
 
 from ddpm_hub import DDPMHubPipeline, DDPMHubScheduler
 from ddpm_hub.cli import main
-from ddpm_hub.configs import PIPELINES_DIR, available_pipelines, build_pipeline, count_parameters
+from ddpm_hub.loading.configs import PIPELINES_DIR, available_pipelines, build_pipeline, count_parameters
 
 SHIPPED = [
     "ddpm-digit-pairs-text",

@@ -18,8 +18,8 @@ from helpers import error_of, sample_into
 from PIL import Image
 
 from ddpm_hub import DDPMHubImg2ImgPipeline, DDPMHubInpaintPipeline, DDPMHubPipeline, cli
-from ddpm_hub.configs import build_pipeline
-from ddpm_hub.pipeline_ddpm_hub_inpaint import repaint_levels
+from ddpm_hub.loading.configs import build_pipeline
+from ddpm_hub.shipped.pipeline_ddpm_hub_inpaint import repaint_levels
 
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
@@ -411,7 +411,7 @@ def test_command_errors_are_messages(tmp_path, capsys):
 
 def test_a_conditional_repo_round_trips_through_the_hub_for_all_three_tasks(hub_server, tmp_path, hub_cache):
     """Published from a saved folder, loaded by repo id with each task class: the same images as from the folder."""
-    from ddpm_hub.hub import publish
+    from ddpm_hub.hub.publishing import publish
 
     repo_id = f"alice/cond-{tmp_path.name[-8:]}"
     folder = tmp_path / "folder"
@@ -629,7 +629,7 @@ def test_an_export_refuses_to_complete_samples_of_other_weights_at_the_same_path
     build_pipeline("ddpm-tiny-8", seed=1).save_pretrained(model)
     assert cli.main(sample_into(model, out)) == 0
     manifest = json.loads((out / "samples.json").read_text())
-    from ddpm_hub.configs import weights_checksum
+    from ddpm_hub.loading.configs import weights_checksum
 
     assert manifest["weights_sha256"] == {"unet": weights_checksum(DDPMHubPipeline.from_pretrained(model).unet)}
     assert len(manifest["config_sha256"]) == 64

@@ -431,9 +431,9 @@ def test_streaming_from_local_shards_trains_on_two_ranks_and_resumes_bit_identic
 def test_a_streamed_label_outside_the_classes_is_skipped_and_counted(tmp_path):
     from dataclasses import replace
 
-    from ddpm_hub.conditioning import Conditioning
     from ddpm_hub.data import DataOptions
     from ddpm_hub.data.streaming import open_stream
+    from ddpm_hub.pipelines.conditioning import Conditioning
 
     cases = {
         "named": (labelled_shards(tmp_path / "named", [0, 1, -1, 1, 0, 1], ["even", "odd"]), [2], "(0..1)"),

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ddpm_hub import digit_classifier as dc
-from ddpm_hub.metrics import extract_features, frechet_distance
+from ddpm_hub.evaluation import digit_classifier as dc
+from ddpm_hub.evaluation.metrics import extract_features, frechet_distance
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ from diffusers import DDIMScheduler, DiffusionPipeline
 from helpers import LAUNCHER, TINY, assert_bit_identical, check, check_ok, run_script, summary, unet_weights
 
 from ddpm_hub import DDPMHubPipeline
-from ddpm_hub.configs import build_pipeline
 from ddpm_hub.errors import UsageError
+from ddpm_hub.hub.model_card import render_model_card
+from ddpm_hub.loading.configs import build_pipeline
 from ddpm_hub.losses import DistillationObjective, distillation_timesteps
-from ddpm_hub.model_card import render_model_card
-from ddpm_hub.scheduling_ddpm_hub import DDPMHubScheduler
+from ddpm_hub.shipped.scheduling_ddpm_hub import DDPMHubScheduler
 from ddpm_hub.training.checkpoint_folders import list_checkpoints
 from ddpm_hub.training.distillation import student_scheduler
 

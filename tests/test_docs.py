@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from ddpm_hub.cli import build_parser
-from ddpm_hub.configs import build_pipeline
+from ddpm_hub.loading.configs import build_pipeline
 from ddpm_hub.training.options import build_parser as build_training_parser
 
 ROOT = Path(__file__).resolve().parent.parent

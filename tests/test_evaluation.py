@@ -12,11 +12,10 @@ import scipy.linalg
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
-from ddpm_hub import DDPMHubScheduler, cli, metrics
-from ddpm_hub.configs import build_pipeline
+from ddpm_hub import DDPMHubScheduler, cli
 from ddpm_hub.errors import UsageError
-from ddpm_hub.evaluation import DEFAULT_SWEEP, generate_images, sampler_sweep, write_sweep
-from ddpm_hub.metrics import (
+from ddpm_hub.evaluation import metrics
+from ddpm_hub.evaluation.metrics import (
     FeatureExtractorUnavailable,
     extract_features,
     frechet_distance,
@@ -26,9 +25,11 @@ from ddpm_hub.metrics import (
     polynomial_mmd2_unbiased,
     sample_quality,
 )
-from ddpm_hub.model_card import render_model_card
+from ddpm_hub.evaluation.sweep import DEFAULT_SWEEP, generate_images, sampler_sweep, write_sweep
+from ddpm_hub.hub.model_card import render_model_card
+from ddpm_hub.loading.configs import build_pipeline
+from ddpm_hub.pipelines.sampling import Sampler, with_sampler
 from ddpm_hub.run_folder import METRICS_FILE, read_metrics, update_metrics
-from ddpm_hub.sampling import Sampler, with_sampler
 
 
 def pixel_features(images: torch.Tensor) -> torch.Tensor:

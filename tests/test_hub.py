@@ -1,4 +1,5 @@
-"""Publishing (ddpm_hub.hub, the model card, `ddpm-hub push`) and loading by repo id, against the loopback Hub.
+"""Publishing (ddpm_hub.hub.publishing, the model card, `ddpm-hub push`) and loading by repo id, against the loopback
+Hub.
 
     pytest tests/test_hub.py -q --durations=0
 
@@ -30,13 +31,13 @@ from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundErro
 from processes import run_process_group
 from safetensors.torch import load_file, save_file
 
-import ddpm_hub.hub
+import ddpm_hub.hub.publishing
 from ddpm_hub import DDPMHubPipeline, DDPMHubScheduler, cli
-from ddpm_hub.configs import build_pipeline
 from ddpm_hub.errors import UsageError
-from ddpm_hub.hub import PublishError, check_can_publish, publish
-from ddpm_hub.images import make_grid
-from ddpm_hub.model_card import PIPELINE_TAG, render_model_card
+from ddpm_hub.hub.model_card import PIPELINE_TAG, render_model_card
+from ddpm_hub.hub.publishing import PublishError, check_can_publish, publish
+from ddpm_hub.loading.configs import build_pipeline
+from ddpm_hub.pictures import make_grid
 from ddpm_hub.run_folder import METRICS_FILE
 from ddpm_hub.training.options import parse_options
 
@@ -66,7 +67,7 @@ REAL_RETRY_DELAYS = {"test_a_failing_hub_is_reported_within_the_publish_deadline
 @pytest.fixture(autouse=True)
 def no_retry_delays(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     if request.node.originalname not in REAL_RETRY_DELAYS:
-        monkeypatch.setattr(ddpm_hub.hub, "RETRY_DELAYS", (0.0, 0.0, 0.0, 0.0))
+        monkeypatch.setattr(ddpm_hub.hub.publishing, "RETRY_DELAYS", (0.0, 0.0, 0.0, 0.0))
 
 
 @pytest.fixture
@@ -374,7 +375,7 @@ def test_only_the_main_process_publishes(hub_server: HubServer, repo_id: str, tm
 def test_card_with_evaluation_results_has_a_model_index(tmp_path: Path, hub_server: HubServer):
     """The metrics files `ddpm-hub eval` leaves in the output folder: a real (tiny) --bpd run, FID/KID and a sweep
     written with evaluation's own functions (FID needs the Inception weights, which this machine cannot download)."""
-    from ddpm_hub.evaluation import write_sweep
+    from ddpm_hub.evaluation.sweep import write_sweep
     from ddpm_hub.run_folder import update_metrics
 
     output_dir = make_output_dir(tmp_path / "run")
@@ -393,8 +394,12 @@ def test_card_with_evaluation_results_has_a_model_index(tmp_path: Path, hub_serv
     }
     write_sweep([{**row, "images_per_second": 12.5}], settings, output_dir)
 
-    assert {"metrics.json", "sweep.md", "bits_per_timestep.png"} <= set(ddpm_hub.hub.files_to_upload(output_dir))
-    assert not {"bpd.json", "sweep.json"} & set(ddpm_hub.hub.files_to_upload(output_dir))  # details stay local
+    assert {"metrics.json", "sweep.md", "bits_per_timestep.png"} <= set(
+        ddpm_hub.hub.publishing.files_to_upload(output_dir)
+    )
+    assert not {"bpd.json", "sweep.json"} & set(
+        ddpm_hub.hub.publishing.files_to_upload(output_dir)
+    )  # details stay local
     card = render_model_card(output_dir, "alice/digits", license="mit")
     card.save(tmp_path / "README.md")
     loaded = ModelCard.load(tmp_path / "README.md")
@@ -464,7 +469,7 @@ def test_hostile_prompts_are_shown_literally_in_the_card_and_its_usage_code(tmp_
 
 def test_a_bare_url_in_user_text_is_shown_but_never_linked():
     # issue 28 (links live in the card): GFM links `https://...` and `www....` with no markup at all
-    from ddpm_hub.public import escape_markdown
+    from ddpm_hub.hub.public import escape_markdown
 
     for value in ["see https://evil.example/x", "www.evil.example", "WWW.Evil.example", "[a](ftp://evil.example)"]:
         shown = escape_markdown(value)
@@ -715,7 +720,7 @@ def test_a_cached_private_repo_is_not_served_to_a_token_the_hub_refuses(hub_serv
 
 def test_a_failing_hub_is_reported_within_the_publish_deadline(hub_server, tmp_path, monkeypatch):
     folder = trained_folder(tmp_path / "run")
-    monkeypatch.setattr(ddpm_hub.hub, "PUBLISH_TIMEOUT", 2.5)  # retry delays stay 1, 2, 4, 8 s
+    monkeypatch.setattr(ddpm_hub.hub.publishing, "PUBLISH_TIMEOUT", 2.5)  # retry delays stay 1, 2, 4, 8 s
     hub_server.fail_next(1000, status=503, path_contains="/api/whoami")
     started = time.monotonic()
     try:
@@ -788,7 +793,7 @@ def test_hostile_class_and_dataset_names_are_shown_literally_in_the_card(tmp_pat
 
 
 def test_published_files_carry_no_local_paths(tmp_path):
-    from ddpm_hub.hub import files_to_upload, stage
+    from ddpm_hub.hub.publishing import files_to_upload, stage
 
     run, data = tmp_path / "runs" / "digits", tmp_path / "my data" / "photos"
     data.mkdir(parents=True)
@@ -835,7 +840,7 @@ def test_a_tampered_code_file_is_never_published_and_is_named(tmp_path, hub_serv
     from huggingface_hub import hf_hub_download
 
     import ddpm_hub
-    from ddpm_hub.hub import publish
+    from ddpm_hub.hub.publishing import publish
 
     folder = tmp_path / "model"
     build_pipeline("ddpm-tiny-8").save_pretrained(folder)
@@ -844,9 +849,9 @@ def test_a_tampered_code_file_is_never_published_and_is_named(tmp_path, hub_serv
     scheduler_file.write_text("raise SystemExit('tampered')\n")
     (folder / "helper_of_mine.py").write_text("x = 1\n")
     repo_id = f"alice/tampered-{tmp_path.name[-8:]}"
-    with caplog.at_level(logging.WARNING, logger="ddpm_hub.hub"):
+    with caplog.at_level(logging.WARNING, logger="ddpm_hub.hub.publishing"):
         publish(folder, repo_id, token="hf_alice_write")
-    installed = Path(ddpm_hub.__file__).parent
+    installed = Path(ddpm_hub.__file__).parent / "shipped"
     for name, source in (("pipeline_ddpm_hub.py", "pipeline_ddpm_hub.py"), ("scheduler/scheduling_ddpm_hub.py", None)):
         remote = Path(hf_hub_download(repo_id, name, cache_dir=hub_cache))
         assert remote.read_bytes() == (installed / (source or "scheduling_ddpm_hub.py")).read_bytes()
@@ -859,12 +864,12 @@ def test_a_tampered_code_file_is_never_published_and_is_named(tmp_path, hub_serv
     "repo_id", ["probe/bad name", "../../etc", "probe/x/y", "-probe/x", "probe/", "p" * 120, "probe/" + "x" * 100]
 )
 def test_push_refuses_an_invalid_repo_id_in_one_line_before_any_work(tmp_path, capsys, repo_id, monkeypatch):
-    import ddpm_hub.hub
+    import ddpm_hub.hub.publishing
 
     folder = tmp_path / "model"
     build_pipeline("ddpm-tiny-8").save_pretrained(folder)
     monkeypatch.setenv("HF_TOKEN", "hf_alice_write")
-    monkeypatch.setattr(ddpm_hub.hub, "files_to_upload", lambda folder: pytest.fail("the folder was read"))
+    monkeypatch.setattr(ddpm_hub.hub.publishing, "files_to_upload", lambda folder: pytest.fail("the folder was read"))
     assert cli.main(["push", str(folder), f"--repo-id={repo_id}"]) == 2
     message = error_of(capsys)
     assert f"The repo id {repo_id!r} is not one the Hub accepts (" in message

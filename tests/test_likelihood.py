@@ -11,8 +11,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
 from ddpm_hub import DDPMHubPipeline, DDPMHubScheduler, cli
-from ddpm_hub.configs import build_pipeline
-from ddpm_hub.likelihood import (
+from ddpm_hub.evaluation.likelihood import (
     bits_per_dim,
     likelihood_scheduler,
     likelihood_timesteps,
@@ -20,6 +19,7 @@ from ddpm_hub.likelihood import (
     stratum_edges,
     write_likelihood_report,
 )
+from ddpm_hub.loading.configs import build_pipeline
 from ddpm_hub.losses import discretized_gaussian_log_likelihood, prior_bits_per_dim, vb_terms_bits_per_dim
 
 LN2 = math.log(2.0)

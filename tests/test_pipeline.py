@@ -15,8 +15,8 @@ from helpers import WEIGHTS, check, conditional, trained_folder
 from safetensors.torch import load_file
 
 from ddpm_hub import DDPMHubImg2ImgPipeline, DDPMHubInpaintPipeline, DDPMHubPipeline, DDPMHubScheduler, cli
-from ddpm_hub.configs import build_pipeline
 from ddpm_hub.errors import UsageError
+from ddpm_hub.loading.configs import build_pipeline
 
 
 def tiny(**scheduler_overrides) -> DDPMHubPipeline:
@@ -290,7 +290,7 @@ def test_plain_diffusers_loads_the_folder_with_trust_remote_code(tmp_path):
 
 
 def test_likelihood_method_matches_the_library_function():
-    from ddpm_hub.likelihood import bits_per_dim
+    from ddpm_hub.evaluation.likelihood import bits_per_dim
 
     pipeline = tiny()
     images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))

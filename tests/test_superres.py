@@ -19,12 +19,12 @@ from ddpm_hub import (
     DDPMHubSuperResolutionPipeline,
     cli,
 )
-from ddpm_hub.cascade import DDPMHubCascadePipeline
-from ddpm_hub.conditioning_ddpm_hub import LowResCondition
-from ddpm_hub.configs import build_pipeline
 from ddpm_hub.data import load_images
 from ddpm_hub.data.photos import SCALES, photographs, rescaled
 from ddpm_hub.errors import UsageError
+from ddpm_hub.loading.configs import build_pipeline
+from ddpm_hub.pipelines.cascade import DDPMHubCascadePipeline
+from ddpm_hub.shipped.conditioning_ddpm_hub import LowResCondition
 
 
 def sr_config(tmp_path, channels: int = 3):
@@ -80,7 +80,7 @@ def run(pipeline, image, seeds=(0,), steps: int = 3, **kwargs) -> torch.Tensor:
 
 
 def test_noise_level_zero_leaves_the_condition_unchanged_and_higher_levels_follow_eq_4():
-    from ddpm_hub.scheduling_ddpm_hub import DDPMHubScheduler
+    from ddpm_hub.shipped.scheduling_ddpm_hub import DDPMHubScheduler
 
     scheduler = DDPMHubScheduler(beta_schedule="cosine")
     z_0 = torch.rand(3, 3, 4, 4) * 2 - 1
@@ -99,8 +99,8 @@ def test_noise_level_zero_leaves_the_condition_unchanged_and_higher_levels_follo
 
 
 def test_training_inputs_are_8_bit_and_a_share_of_them_is_left_clean(tmp_path):
-    from ddpm_hub.conditioning import LowResCondition as TrainingLowRes
-    from ddpm_hub.scheduling_ddpm_hub import DDPMHubScheduler
+    from ddpm_hub.pipelines.conditioning import LowResCondition as TrainingLowRes
+    from ddpm_hub.shipped.scheduling_ddpm_hub import DDPMHubScheduler
 
     kind = TrainingLowRes(4)
     kind.alphas_cumprod, kind.clean_prob = DDPMHubScheduler(beta_schedule="cosine").alphas_cumprod, 0.5
@@ -167,9 +167,9 @@ def test_a_model_of_the_residual_learns_and_samples_the_detail_over_the_bicubic_
 
 
 def test_the_decoder_of_a_residual_model_is_a_distribution_over_the_images_8_bit_values():
-    from ddpm_hub.conditioning_ddpm_hub import ConditionBatch
     from ddpm_hub.losses import vb_terms_bits_per_dim
-    from ddpm_hub.scheduling_ddpm_hub import DDPMHubScheduler
+    from ddpm_hub.shipped.conditioning_ddpm_hub import ConditionBatch
+    from ddpm_hub.shipped.scheduling_ddpm_hub import DDPMHubScheduler
 
     scheduler = DDPMHubScheduler(beta_schedule="cosine", prediction_type="sample", clip_sample=False)
     scheduler.set_timesteps(1000)
@@ -483,7 +483,7 @@ def test_training_on_two_ranks_with_random_crops(tmp_path):
 
 @pytest.mark.slow
 def test_a_super_resolution_model_round_trips_through_the_hub_both_ways(hub_server, tmp_path, hub_cache):
-    from ddpm_hub.hub import publish
+    from ddpm_hub.hub.publishing import publish
 
     pipeline = tiny_sr(tmp_path)
     pipeline.save_pretrained(tmp_path / "folder")

@@ -12,11 +12,11 @@ from helpers import ROOT, TINY, check, check_ok, run_script, text_config
 from PIL import Image
 
 from ddpm_hub import DDPMHubPipeline
-from ddpm_hub.conditioning_ddpm_hub import pad_tokens
-from ddpm_hub.configs import build_pipeline
 from ddpm_hub.data import load_images
 from ddpm_hub.data.digit_pairs import captions_of, is_unseen, side_probe, unseen_pairs
-from ddpm_hub.text import load_text_encoder, word_tokenizer
+from ddpm_hub.loading.configs import build_pipeline
+from ddpm_hub.loading.text import load_text_encoder, word_tokenizer
+from ddpm_hub.shipped.conditioning_ddpm_hub import pad_tokens
 
 TEXT = ["--dataset_name", "builtin:digit-pairs", "--resolution", "8x16"]
 
@@ -68,7 +68,7 @@ def test_guidance_one_is_the_conditional_model_and_zero_the_empty_prompt(tmp_pat
 
 
 def test_the_unet_sees_each_pixels_coordinates_after_x_t_in_both_halves_of_a_guided_call(tmp_path):
-    from ddpm_hub.conditioning_ddpm_hub import PositionCondition
+    from ddpm_hub.shipped.conditioning_ddpm_hub import PositionCondition
 
     pipeline = tiny_text(tmp_path)  # the configuration's coordinate_channels: 2, the UNet's in_channels: 3
     assert pipeline.unet.config.in_channels == 3 and pipeline.image_channels == 1
@@ -161,7 +161,7 @@ def test_the_word_tokenizer_is_a_transformers_tokenizer_and_the_configuration_ca
 
 
 def test_the_configuration_encoder_starts_with_heads_on_neighbours_so_a_digit_state_says_its_side(tmp_path):
-    from ddpm_hub.text import HEAD_OFFSETS
+    from ddpm_hub.loading.text import HEAD_OFFSETS
 
     pipeline = build_pipeline("ddpm-digit-pairs-text", seed=0)
     encoder, tokenizer = pipeline.text_encoder, pipeline.tokenizer
@@ -197,7 +197,7 @@ def test_head_offsets_are_refused_where_they_cannot_apply(tmp_path):
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     from ddpm_hub.errors import UsageError
-    from ddpm_hub.text import start_heads_at_offsets
+    from ddpm_hub.loading.text import start_heads_at_offsets
 
     clip = CLIPTextModel(
         CLIPTextConfig(
@@ -422,7 +422,7 @@ def test_a_parquet_with_a_text_column_and_a_folder_with_metadata_train(tmp_path)
 def test_a_text_model_round_trips_through_the_hub_both_ways(hub_server, tmp_path, hub_cache):
     import subprocess
 
-    from ddpm_hub.hub import publish
+    from ddpm_hub.hub.publishing import publish
 
     pipeline = tiny_text(tmp_path)
     pipeline.save_pretrained(tmp_path / "folder")

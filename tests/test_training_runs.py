@@ -31,9 +31,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from ddpm_hub import DDPMHubPipeline, cli
-from ddpm_hub.configs import build_pipeline
 from ddpm_hub.errors import UsageError
-from ddpm_hub.sampling import sample_images
+from ddpm_hub.loading.configs import build_pipeline
+from ddpm_hub.pipelines.sampling import sample_images
 from ddpm_hub.training.checkpoint_folders import latest_checkpoint, list_checkpoints, weights_checksum
 from ddpm_hub.training.grids import grid_image
 
@@ -160,7 +160,7 @@ def test_non_square_training_sampling_bits_per_dim_and_grid(tmp_path, capsys):
     """ddpm-tiny-8x16 (8 high, 16 wide) on a folder of wide images: the loader, training, the held-out bits/dim,
     sampling, the grid and `ddpm-hub eval --bpd` all follow the (height, width) size."""
     from ddpm_hub.cli import main
-    from ddpm_hub.likelihood import bits_per_dim
+    from ddpm_hub.evaluation.likelihood import bits_per_dim
 
     data, out = tmp_path / "wide", tmp_path / "run"
     data.mkdir()
@@ -270,7 +270,8 @@ def test_held_out_loss_and_bits_per_dim_are_logged_and_summarised(tmp_path):
     assert record["epochs"] == pytest.approx(4 * 4 / 48, abs=1e-3)  # 64 - 16 images are trained on
     assert result.stderr.count("held-out: loss") == 2  # at step 2 and at the end
     assert list((out / "logs").rglob("events.out.tfevents*"))
-    # The grid is ddpm_hub.sampling's images 0..3 of the saved pipeline for --seed: what `ddpm-hub sample` draws
+    # The grid is ddpm_hub.pipelines.sampling's images 0..3 of the saved pipeline for --seed: what `ddpm-hub sample`
+    # draws
     pipeline = DDPMHubPipeline.from_pretrained(out)
     images = sample_images(pipeline, range(4), seed=0, call_kwargs={"num_inference_steps": 5})
     expected = grid_image(list(images.permute(0, 2, 3, 1).numpy()), 8)

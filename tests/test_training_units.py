@@ -12,9 +12,9 @@ import pytest
 import torch
 from helpers import ROOT, check
 
-from ddpm_hub.configs import build_pipeline
 from ddpm_hub.data import UInt8ImageDataset
 from ddpm_hub.errors import UsageError
+from ddpm_hub.loading.configs import build_pipeline
 from ddpm_hub.options import HelpFormatter, flat_fields, to_flat_dict
 from ddpm_hub.run_folder import RunFolderLock
 from ddpm_hub.training.batches import MicroBatches, holdout_indices, make_loader
@@ -417,8 +417,8 @@ def test_a_run_counts_the_classes_of_unnamed_integer_labels(tmp_path):
     import datasets
     from PIL import Image
 
-    from ddpm_hub.conditioning import Conditioning
     from ddpm_hub.data import DataOptions
+    from ddpm_hub.pipelines.conditioning import Conditioning
     from ddpm_hub.training.data import load_training_data
 
     def png(value: int) -> bytes:

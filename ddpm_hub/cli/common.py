@@ -9,13 +9,13 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..conditioning import ImageConditions
 from ..data.decode import SkipImage, open_file
 from ..errors import InputNotFoundError, UsageError, refused_as_usage, writing
 from ..options import guidance_scale, int_at_least
-from ..resolver import load_pipeline
+from ..pipelines.conditioning import ImageConditions
+from ..pipelines.sampling import image_generator
+from ..pipelines.source import load_pipeline
 from ..run_folder import check_writable_folder
-from ..sampling import image_generator
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -1,5 +1,5 @@
-"""`ddpm-hub eval`: bits/dim (`ddpm_hub.likelihood`), FID and KID of one sampler, and the sampler sweep
-(`ddpm_hub.evaluation`), against a dataset given with training's options.
+"""`ddpm-hub eval`: bits/dim (`ddpm_hub.evaluation.likelihood`), FID and KID of one sampler, and the sampler sweep
+(`ddpm_hub.evaluation.sweep`), against a dataset given with training's options.
 
     ddpm-hub eval MODEL --bpd                                  # bits/dim, full chain: JSON + bits_per_timestep.png
     ddpm-hub eval MODEL --bpd --bpd_steps 50 --bpd_estimator sampled          # ... estimated with 50 UNet calls
@@ -8,7 +8,7 @@
 
 Results go to `--output_dir`, by default the trained MODEL folder itself: `metrics.json` (bpd, fid, kid; merged
 with what is there), `bpd.json` + `bits_per_timestep.png`, `fid.json`, `sweep.md` + `sweep.json`. The model card
-(`ddpm_hub.model_card`) reads `metrics.json` and `sweep.md` from that folder.
+(`ddpm_hub.hub.model_card`) reads `metrics.json` and `sweep.md` from that folder.
 """
 
 import argparse
@@ -22,17 +22,18 @@ import torch
 
 from ..data import DataOptions
 from ..errors import UsageError, writing
-from ..evaluation import DEFAULT_SWEEP, sampler_sweep, write_sweep
-from ..metrics import (
+from ..evaluation.metrics import (
     FEATURE_KINDS,
     Reference,
     cached_reference_features,
     features_for,
     reference_split,
 )
+from ..evaluation.sweep import DEFAULT_SWEEP, sampler_sweep, write_sweep
 from ..options import add_arguments as add_option_fields
 from ..options import check_ranges, from_namespace, guidance_scale, int_at_least
-from ..resolver import PipelineSource, load_pipeline, refuse_super_resolution, resolve_pipeline
+from ..pipelines.sampling import SAMPLERS, Sampler
+from ..pipelines.source import PipelineSource, load_pipeline, refuse_super_resolution, resolve_pipeline
 from ..run_folder import (
     BPD_FILE,
     FID_FILE,
@@ -42,7 +43,6 @@ from ..run_folder import (
     is_trained_folder,
     update_metrics,
 )
-from ..sampling import SAMPLERS, Sampler
 
 HELP = "bits/dim (--bpd), FID/KID (--fid), the sampler sweep (--sweep)"
 
@@ -169,7 +169,8 @@ def check_sample_quality_applies(source: PipelineSource, args: argparse.Namespac
 
 
 def check_features_apply(source: PipelineSource, args: argparse.Namespace, features) -> None:
-    """The digit features read one digit in a square image (`ddpm_hub.digit_classifier`), not a wider canvas."""
+    """The digit features read one digit in a square image (`ddpm_hub.evaluation.digit_classifier`), not a wider
+    canvas."""
     size = source.unet_config["sample_size"]
     height, width = (size, size) if isinstance(size, int) else tuple(size)
     if features.metric_key == "fd_digits" and height != width:
@@ -246,7 +247,7 @@ def _eval_sample_quality(pipeline, images: torch.Tensor, features, samplers, dat
 
 def _eval_bpd(pipeline, decoded, data: DataOptions, args: argparse.Namespace, output_dir: Path) -> dict:
     """The bound on the dataset; for a conditional model, on -log p(x | the dataset's condition of each image)."""
-    from ..likelihood import bits_per_dim, write_likelihood_report
+    from ..evaluation.likelihood import bits_per_dim, write_likelihood_report
 
     generator = torch.Generator().manual_seed(args.seed)
     result = bits_per_dim(

@@ -7,7 +7,7 @@ import argparse
 
 from ..errors import UsageError
 from ..pictures import strip, to_pil
-from ..pipeline import DDPMHubImg2ImgPipeline
+from ..pipelines.library import DDPMHubImg2ImgPipeline
 from .common import (
     add_model_arguments,
     check_output,

@@ -6,7 +6,7 @@ ddpm-hub info ddpm-cifar10-32
 import argparse
 import json
 
-from ..configs import available_pipelines, build_pipeline, count_parameters, resolve_pipeline_config
+from ..loading.configs import available_pipelines, build_pipeline, count_parameters, resolve_pipeline_config
 
 HELP = "parameter count and settings of a pipeline configuration"
 

@@ -9,7 +9,7 @@ import torch
 
 from ..options import int_at_least
 from ..pictures import strip, to_pil
-from ..pipeline import DDPMHubInpaintPipeline
+from ..pipelines.library import DDPMHubInpaintPipeline
 from .common import (
     add_model_arguments,
     check_output,

@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..configs import build_pipeline
 from ..errors import UsageError
-from ..image_processing_ddpm_hub import SIXTEEN_BIT_MODES, convert_mode
+from ..loading.configs import build_pipeline
 from ..options import int_at_least
 from ..pictures import forward_strip, strip
+from ..shipped.image_processing_ddpm_hub import SIXTEEN_BIT_MODES, convert_mode
 from .common import check_output, read_image, save
 
 HELP = "the forward process of an image: x_t at chosen t"

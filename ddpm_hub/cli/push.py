@@ -9,9 +9,9 @@ import json
 import logging
 
 from ..errors import UsageError
-from ..hub import publish
-from ..hub_errors import TOKEN_ADVICE
-from ..model_card import DEFAULT_LICENSE
+from ..hub.model_card import DEFAULT_LICENSE
+from ..hub.publishing import publish
+from ..loading.hub_errors import TOKEN_ADVICE
 
 HELP = "publish a trained output folder to the Hugging Face Hub"
 

@@ -1,6 +1,6 @@
 """`ddpm-hub sample`: a grid (a conditional model: a column per class when no labels are given), the reverse
 trajectory, a cascade with --upscale, or with --output_dir one file per image (resumable, split across the processes
-of `accelerate launch`). Image i is `ddpm_hub.sampling`'s image i in all of them.
+of `accelerate launch`). Image i is `ddpm_hub.pipelines.sampling`'s image i in all of them.
 
     ddpm-hub sample runs/ddpm-digits-16-cond --class_labels 3,7 --guidance_scale 2 --num_images 8
     ddpm-hub sample runs/ddpm-digits-16 --trajectory --num_images 2 --steps 250
@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..conditioning import ImageConditions
 from ..errors import UsageError
-from ..export import export_samples
+from ..evaluation.export import export_samples
 from ..options import int_at_least
 from ..pictures import reverse_trajectory, strip, to_pil, to_pil_images
-from ..pipeline import DDPMHubSuperResolutionPipeline
-from ..resolver import load_pipeline
+from ..pipelines.conditioning import ImageConditions
+from ..pipelines.library import DDPMHubSuperResolutionPipeline
+from ..pipelines.sampling import SAMPLERS, sample_images, with_sampler
+from ..pipelines.source import load_pipeline
 from ..run_folder import check_writable_folder
-from ..sampling import SAMPLERS, sample_images, with_sampler
 from .common import add_model_arguments, check_output, generators, image_conditions, load_model, save
 
 HELP = "sample a grid, with class labels and guidance, or the reverse trajectory"
@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output_dir",
         default=None,
         help="write one PNG per image there instead of a grid: resumable, split across the processes of "
-        "`accelerate launch` (ddpm_hub.export)",
+        "`accelerate launch` (ddpm_hub.evaluation.export)",
     )
     parser.add_argument("--batch_size", type=int_at_least(1), default=64, help="images per UNet call (default: 64)")
     parser.add_argument(
@@ -76,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """A grid (a conditional model: a column per class when no labels are given), the reverse trajectory, or
-    --output_dir: one file per image. Image i is `ddpm_hub.sampling`'s image i in all three."""
+    --output_dir: one file per image. Image i is `ddpm_hub.pipelines.sampling`'s image i in all three."""
     if args.output_dir is None:
         check_output(args)
     else:
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
 
 def sample_cascade(pipeline, args: argparse.Namespace, conditions: ImageConditions, call_kwargs: dict) -> int:
     """`ddpm-hub sample BASE --upscale SR [--upscale SR2]`: a row per stage, the same images upsampled."""
-    from ..cascade import DDPMHubCascadePipeline
+    from ..pipelines.cascade import DDPMHubCascadePipeline
 
     stages = [load_pipeline(name, seed=args.seed).to(args.device) for name in args.upscale]
     for name, stage in zip(args.upscale, stages):

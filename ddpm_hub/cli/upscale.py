@@ -10,9 +10,9 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..options import int_at_least
-from ..pipeline import DDPMHubSuperResolutionPipeline
-from ..resolver import load_pipeline
-from ..sampling import image_generator
+from ..pipelines.library import DDPMHubSuperResolutionPipeline
+from ..pipelines.sampling import image_generator
+from ..pipelines.source import load_pipeline
 from .common import DEVICE, read_image, refused_inputs
 
 HELP = "upsample images with a super-resolution model"

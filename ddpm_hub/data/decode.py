@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps
 
-from ..image_processing_ddpm_hub import convert_mode
+from ..shipped.image_processing_ddpm_hub import convert_mode
 
 # The loader's own version: part of the decoded cache's key (`ddpm_hub.data.cache`). Bump it whenever a change here
 # or in `_load_digits` changes the pixels that come out, so that no cache of the old pixels is reused.

@@ -31,7 +31,8 @@ class MicroBatches(Dataset):
     Args:
         images: the dataset of `ddpm_hub.data`: `len(images)` and `images.get_batch(indices, generator)`, a float
             batch with its flips drawn from the generator.
-        columns: per-image values `[N x ...]` by name, what the model's condition reads (`ddpm_hub.conditioning`).
+        columns: per-image values `[N x ...]` by name, what the model's condition reads
+        (`ddpm_hub.pipelines.conditioning`).
     """
 
     def __init__(

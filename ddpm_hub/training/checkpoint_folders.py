@@ -11,8 +11,8 @@ import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from ..configs import weights_checksum  # noqa: F401 - where training takes it from
 from ..errors import InputNotFoundError, UsageError
+from ..loading.configs import weights_checksum  # noqa: F401 - where training takes it from
 from ..run_folder import read_json
 
 CHECKPOINT_PREFIX = "checkpoint-"

@@ -7,9 +7,9 @@ from pathlib import Path
 from ..data.decode import image_size, size_text
 from ..errors import InputNotFoundError, UsageError
 from ..options import check_ranges
-from ..resolver import ModelLoadError, PipelineSource, resolve_pipeline
+from ..pipelines.source import ModelLoadError, PipelineSource, resolve_pipeline
 from ..run_folder import CHECKPOINTS_DIR, check_apart_from_sources, check_writable_folder
-from ..scheduling_ddpm_hub import VARIANCE_TYPES, is_ddpm_family
+from ..shipped.scheduling_ddpm_hub import VARIANCE_TYPES, is_ddpm_family
 from .checkpoint_folders import TrainingState, list_checkpoints
 from .distillation import check_teacher, distill_options
 from .model import scheduler_overrides, unet_overrides
@@ -37,7 +37,7 @@ def check_options(o: TrainingOptions) -> tuple[TrainingOptions, PipelineSource]:
 
 
 def inspect_pipeline(name: str) -> PipelineSource:
-    """`--pipeline` resolved (`ddpm_hub.resolver`): its configs read, no weights loaded."""
+    """`--pipeline` resolved (`ddpm_hub.pipelines.source`): its configs read, no weights loaded."""
     try:
         return resolve_pipeline(name)
     except ModelLoadError as error:
@@ -116,7 +116,7 @@ def resolve_text_options(o: TrainingOptions, source: PipelineSource) -> Training
                 f"--text_encoder {c.text_encoder}: {o.model.pipeline} is trained with its own text encoder; "
                 "fine-tune it with that one (leave --text_encoder out)."
             )
-        from ..text import text_encoder_config
+        from ..loading.text import text_encoder_config
 
         text_encoder_config(c.text_encoder)  # not a text encoder, or unreadable: a message now
     elif "text_encoder" not in source.components or source.components["text_encoder"][0] is None:
@@ -257,7 +257,7 @@ def check_model_compatibility(o: TrainingOptions, source: PipelineSource) -> Non
 
 
 def _trains_on_the_ddpm_chain(source: PipelineSource) -> bool:
-    from ..loading import scheduler_class
+    from ..loading.components import scheduler_class
 
     try:
         return is_ddpm_family(scheduler_class(source.model_index["scheduler"], source.location))

@@ -9,10 +9,10 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 
-from ..conditioning import Conditioning
 from ..data import DataOptions, ImageDatasetReport, UInt8ImageDataset
 from ..data.cache import Coordinator
 from ..data.streaming import ImageStream, open_stream
+from ..pipelines.conditioning import Conditioning
 from .batches import MicroBatches, StreamedMicroBatches, center_crops, holdout_indices, take_rows
 from .options import BatchOptions
 

@@ -1,7 +1,7 @@
 """Sample grids of a run: sampled from the weights that will be saved, shared among the ranks (so that no rank idles
 into a collective timeout), laid out by the model's conditioning (a row per class), logged and written.
 
-Image i of a grid is `ddpm_hub.sampling`'s image i for the run's --seed: the grid `samples.png` is what
+Image i of a grid is `ddpm_hub.pipelines.sampling`'s image i for the run's --seed: the grid `samples.png` is what
 `ddpm-hub sample OUTPUT_DIR --seed SEED --steps N --num_images M` draws from the saved pipeline.
 """
 
@@ -9,11 +9,11 @@ import numpy as np
 from accelerate.utils import gather_object
 from PIL import Image
 
-from ..conditioning import ImageConditions
 from ..data.decode import image_size
-from ..images import make_grid, upscale
+from ..pictures import make_grid, upscale
+from ..pipelines.conditioning import ImageConditions
+from ..pipelines.sampling import sample_images
 from ..run_folder import GUIDANCE_FILE, SAMPLES_FILE
-from ..sampling import sample_images
 from .options import ValidationOptions
 from .run import Run
 
@@ -36,7 +36,7 @@ def sample_grid_images(
     run: Run, conditions: ImageConditions, guidance_scale: float | None, first: int = 0
 ) -> list[np.ndarray]:
     """
-    uint8 [H x W x C] images first .. first + N - 1 (`ddpm_hub.sampling`, from the run's --seed) with the
+    uint8 [H x W x C] images first .. first + N - 1 (`ddpm_hub.pipelines.sampling`, from the run's --seed) with the
     conditions given, shared among the ranks and gathered in order on every rank.
     """
     accelerator = run.accelerator

@@ -88,7 +88,7 @@ def train(run: Run, resumed: TrainingState | None) -> TrainingResult:
 def micro_batch_loss(run: Run, m: int, x_0: torch.Tensor, values: dict) -> torch.Tensor:
     """
     The mean loss of micro-batch m: its noise, timesteps, dropout and condition dropout come from (seed, m, rank);
-    `values` are what its images carry for the model's condition (`ddpm_hub.conditioning`).
+    `values` are what its images carry for the model's condition (`ddpm_hub.pipelines.conditioning`).
     """
     seed, accelerator = run.options.seed, run.accelerator
     rank = accelerator.process_index

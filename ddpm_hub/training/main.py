@@ -24,7 +24,7 @@ Randomness is a function of (seed, position, rank), so a resumed run draws exact
 
 from accelerate import Accelerator
 
-from ..resolver import PipelineSource
+from ..pipelines.source import PipelineSource
 from .checkpointing import resume
 from .checks import check_options
 from .data import load_training_data

@@ -4,7 +4,7 @@ import torch
 from diffusers import UNet2DModel
 
 from ..data.decode import image_size
-from ..resolver import PipelineSource
+from ..pipelines.source import PipelineSource
 from .options import ModelOptions, OptimizerOptions, SpeedOptions, TrainingOptions
 
 
@@ -46,7 +46,7 @@ def text_encoder_overrides(o: TrainingOptions, source: PipelineSource) -> dict:
     name = o.conditioning.text_encoder
     if name is None or source.trained:
         return {}
-    from ..text import hidden_size, text_encoder_config
+    from ..loading.text import hidden_size, text_encoder_config
 
     width = hidden_size(text_encoder_config(name))
     if width == source.unet_config.get("cross_attention_dim"):
@@ -68,7 +68,7 @@ def training_pipeline(o: TrainingOptions, source: PipelineSource):
         seed=o.seed, unet_overrides=unet_overrides(o, source), scheduler_overrides=scheduler_overrides(o.model)
     )
     if o.conditioning.text_encoder is not None:
-        from ..text import load_text_encoder
+        from ..loading.text import load_text_encoder
 
         text_encoder, tokenizer = load_text_encoder(o.conditioning.text_encoder)
         pipeline.register_modules(text_encoder=text_encoder, tokenizer=tokenizer)

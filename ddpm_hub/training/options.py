@@ -7,10 +7,9 @@ import argparse
 import json
 from dataclasses import dataclass, field, replace
 
-from ..conditioning_ddpm_hub import GUIDANCE_SCALE_RANGE
 from ..data import DataOptions
 from ..errors import UsageError
-from ..hub_errors import TOKEN_ADVICE
+from ..loading.hub_errors import TOKEN_ADVICE
 from ..options import (
     HelpFormatter,
     add_arguments,
@@ -20,7 +19,8 @@ from ..options import (
     read_config_file,
     to_flat_dict,
 )
-from ..scheduling_ddpm_hub import BETA_SCHEDULES, PREDICTION_TYPES, VARIANCE_TYPES
+from ..shipped.conditioning_ddpm_hub import GUIDANCE_SCALE_RANGE
+from ..shipped.scheduling_ddpm_hub import BETA_SCHEDULES, PREDICTION_TYPES, VARIANCE_TYPES
 
 
 def parse_prompts(value) -> tuple[str, ...]:
@@ -76,7 +76,7 @@ class ModelOptions:
 
 @dataclass(frozen=True)
 class ConditioningOptions:
-    """How the condition of a conditional model is trained (`ddpm_hub.conditioning`)."""
+    """How the condition of a conditional model is trained (`ddpm_hub.pipelines.conditioning`)."""
 
     class_dropout_prob: float | None = option(
         None,
@@ -291,7 +291,7 @@ class ValidationOptions:
     )
     validation_bpd_steps: int = option(
         20,
-        "UNet calls per held-out image for the sampled bits/dim estimate (ddpm_hub.likelihood)",
+        "UNet calls per held-out image for the sampled bits/dim estimate (ddpm_hub.evaluation.likelihood)",
         "validation",
         at_least=2,
     )

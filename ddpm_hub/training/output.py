@@ -10,9 +10,9 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import gather_object
 
-from ..configs import count_parameters
 from ..data import ImageDatasetReport
 from ..errors import UsageError
+from ..loading.configs import count_parameters
 from ..run_folder import (
     CHECKPOINTS_DIR,
     OPTIONS_FILE,

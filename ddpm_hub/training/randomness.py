@@ -7,7 +7,8 @@ import torch
 
 # Streams of randomness; each is seeded separately so that adding one never shifts another.
 # CONDITION_DROPOUT: classifier-free guidance's dropout of labels (and of every guided kind of condition). SAMPLING is
-# no longer drawn from (grids follow `ddpm_hub.sampling`), but keeps its number so that the others keep theirs.
+# no longer drawn from (grids follow `ddpm_hub.pipelines.sampling`), but keeps its number so that the others keep
+# theirs.
 SHUFFLE, FLIP, NOISE, DROPOUT, SAMPLING, HOLDOUT, CONDITION_DROPOUT, CROP = range(8)
 
 

@@ -14,14 +14,14 @@ from accelerate.utils import ProjectConfiguration
 from diffusers import UNet2DModel
 from diffusers.optimization import get_scheduler
 
-from ..conditioning import Conditioning
-from ..configs import count_parameters
 from ..data import ImageDatasetReport
 from ..errors import UsageError
+from ..loading.configs import count_parameters
 from ..losses import DiffusionObjective
-from ..resolver import PipelineSource
+from ..pipelines.conditioning import Conditioning
+from ..pipelines.source import PipelineSource
 from ..runtime import default_cpu_threads, distributed_without_accelerator
-from ..scheduling_ddpm_hub import DDPMHubScheduler
+from ..shipped.scheduling_ddpm_hub import DDPMHubScheduler
 from .batches import MicroBatches, StreamedMicroBatches
 from .data import TrainingData, TrainingStream, make_micro_batches
 from .distillation import Distillation, student_scheduler

@@ -4,7 +4,7 @@ import torch
 from accelerate.logging import get_logger
 
 from ..data import to_model_range
-from ..likelihood import bits_per_dim
+from ..evaluation.likelihood import bits_per_dim
 from .randomness import HOLDOUT, make_generator
 from .run import Run
 
@@ -15,8 +15,8 @@ def holdout_metrics(run: Run) -> dict:
     """
     The cheap in-training signals on the held-out images, for the weights that will be saved (EMA if on):
     the objective with noise and timesteps fixed by --seed (comparable across steps), and the sampled estimate of
-    the full-chain bits/dim over `validation_bpd_steps` UNet calls per image (ddpm_hub.likelihood, seeded too); a
-    conditional model is measured on each image's own condition.
+    the full-chain bits/dim over `validation_bpd_steps` UNet calls per image (ddpm_hub.evaluation.likelihood, seeded
+    too); a conditional model is measured on each image's own condition.
     """
     o, device = run.options, run.accelerator.device
     unet = run.final_unet()

@@ -56,7 +56,7 @@ def _install_float32_filter() -> None:
 _install_float32_filter()
 
 
-# Copied from ddpm_hub.scheduling_ddpm_hub.is_ddpm_family (tests/test_conditioning.py checks the copy)
+# Copied from ddpm_hub.shipped.scheduling_ddpm_hub.is_ddpm_family (tests/test_conditioning.py checks the copy)
 def is_ddpm_family(scheduler) -> bool:
     """
     A DDPM-family scheduler (an instance or a class): DDPMHubScheduler (installed, or loaded from a repo's shipped
@@ -163,7 +163,7 @@ class DDPMHubPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->unet"
     _optional_components = ["text_encoder", "tokenizer"]
     _callback_tensor_inputs = list(CALLBACK_TENSOR_INPUTS)
-    conditioning_class = Conditioning  # the installed package uses its library kinds (ddpm_hub.conditioning)
+    conditioning_class = Conditioning  # the installed package uses its library kinds (ddpm_hub.pipelines.conditioning)
 
     def __init__(
         self,

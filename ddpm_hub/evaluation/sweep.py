@@ -1,5 +1,5 @@
-"""The sampler sweep: FID and KID against a dataset (`ddpm_hub.metrics`), quality and images/s against the number of
-UNet evaluations, for `ddpm-hub eval` (`ddpm_hub.cli.evaluate`) and the benchmarks.
+"""The sampler sweep: FID and KID against a dataset (`ddpm_hub.evaluation.metrics`), quality and images/s against the
+number of UNet evaluations, for `ddpm-hub eval` (`ddpm_hub.cli.evaluate`) and the benchmarks.
 """
 
 import json
@@ -12,20 +12,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import UsageError
+from ..errors import UsageError
+from ..hub.public import code_span, escape_markdown
+from ..pipelines.sampling import Sampler, sample_batches, with_sampler
+from ..run_folder import (
+    SWEEP_FILE,
+    SWEEP_JSON_FILE,
+    check_finite,
+)
 from .metrics import (
     FeatureExtractor,
     Reference,
     extract_features,
     sample_quality,
 )
-from .public import code_span, escape_markdown
-from .run_folder import (
-    SWEEP_FILE,
-    SWEEP_JSON_FILE,
-    check_finite,
-)
-from .sampling import Sampler, sample_batches, with_sampler
 
 # ----------------------------------------------------------------------------------------------------------------
 # The sweep
@@ -52,10 +52,10 @@ def generate_images(
     progress: bool = False,
 ) -> tuple[torch.Tensor, dict]:
     """
-    `num_images` samples as uint8 `[N x C x H x W]` (`ddpm_hub.sampling.sample_images`: image i from seed + i, the
-    same whatever the batch size, and every sampler starts from the same x_T; a class-conditional model draws class
-    i mod classes, at `guidance_scale`), and the timing: `{"seconds", "images_per_second", "nfe"}`, NFE counted as
-    UNet calls per image.
+    `num_images` samples as uint8 `[N x C x H x W]` (`ddpm_hub.pipelines.sampling.sample_images`: image i from seed +
+    i, the same whatever the batch size, and every sampler starts from the same x_T; a class-conditional model draws
+    class i mod classes, at `guidance_scale`), and the timing: `{"seconds", "images_per_second", "nfe"}`, NFE counted
+    as UNet calls per image.
     """
     from tqdm.auto import tqdm
 

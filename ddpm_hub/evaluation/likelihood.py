@@ -27,7 +27,7 @@ log2(1e12) ~ 39.9 bits in L_0: irrelevant for a trained model, a cap for a rando
 
 Example::
 
-    from ddpm_hub.likelihood import bits_per_dim
+    from ddpm_hub.evaluation.likelihood import bits_per_dim
 
     generator = torch.Generator().manual_seed(0)
     result = bits_per_dim(pipeline, images_uint8, num_steps=50, generator=generator, estimator="sampled")
@@ -46,12 +46,12 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .conditioning_ddpm_hub import ConditionBatch
-from .data import to_model_range
-from .errors import UsageError
-from .losses import prior_bits_per_dim, vb_terms_bits_per_dim
-from .run_folder import BPD_FILE, BPD_PLOT_FILE
-from .scheduling_ddpm_hub import DDPMHubScheduler, is_ddpm_family
+from ..data import to_model_range
+from ..errors import UsageError
+from ..losses import prior_bits_per_dim, vb_terms_bits_per_dim
+from ..run_folder import BPD_FILE, BPD_PLOT_FILE
+from ..shipped.conditioning_ddpm_hub import ConditionBatch
+from ..shipped.scheduling_ddpm_hub import DDPMHubScheduler, is_ddpm_family
 
 ESTIMATORS = ("strided", "sampled")
 

@@ -1,8 +1,8 @@
 """The pipelines that `import ddpm_hub` gives: the sampling code of the shipped files (`pipeline_ddpm_hub.py`,
 `pipeline_ddpm_hub_inpaint.py`, `pipeline_ddpm_hub_img2img.py`) plus what only the installed package does, loading
-with the installed classes (`ddpm_hub.loading`), saving the code files next to the weights, publishing
-(`ddpm_hub.hub`), the likelihood (`ddpm_hub.likelihood`) and the library side of the conditioning carrier
-(`ddpm_hub.conditioning`).
+with the installed classes (`ddpm_hub.loading.components`), saving the code files next to the weights, publishing
+(`ddpm_hub.hub`), the likelihood (`ddpm_hub.evaluation.likelihood`) and the library side of the conditioning carrier
+(`ddpm_hub.pipelines.conditioning`).
 
 Each class has the name of its shipped class, so that a saved folder's `model_index.json` names the same class
 whether it is loaded with this package or, through the shipped file, with plain diffusers and `trust_remote_code`.
@@ -13,12 +13,13 @@ three load from the same folders and repos, and `from_pipe` moves between them w
 import os
 import tempfile
 
-from . import conditioning, loading
-from . import pipeline_ddpm_hub as shipped
-from . import pipeline_ddpm_hub_img2img as shipped_img2img
-from . import pipeline_ddpm_hub_inpaint as shipped_inpaint
-from . import pipeline_ddpm_hub_superres as shipped_superres
-from .errors import UsageError
+from ..errors import UsageError
+from ..loading import components
+from ..shipped import pipeline_ddpm_hub as shipped
+from ..shipped import pipeline_ddpm_hub_img2img as shipped_img2img
+from ..shipped import pipeline_ddpm_hub_inpaint as shipped_inpaint
+from ..shipped import pipeline_ddpm_hub_superres as shipped_superres
+from . import conditioning
 
 
 def check_same_task(cls: type, pipeline) -> None:
@@ -61,8 +62,8 @@ class HubPipelineMixin:
         used offline or when the Hub cannot be reached.
         """
         choose = pipeline_class if cls is DDPMHubPipeline else None  # the base class loads every DDPM folder
-        klass, components = loading.load_components(pretrained_model_name_or_path, cls, choose=choose, **kwargs)
-        return klass(**components)
+        klass, loaded = components.load_components(pretrained_model_name_or_path, cls, choose=choose, **kwargs)
+        return klass(**loaded)
 
     @classmethod
     def from_pipe(cls, pipeline, **kwargs):
@@ -91,9 +92,9 @@ class HubPipelineMixin:
         hub_kwargs = {
             k: kwargs.pop(k) for k in ("repo_id", "token", "private", "commit_message", "revision") if k in kwargs
         }
-        with loading.quiet_transformers():
+        with components.quiet_transformers():
             super().save_pretrained(save_directory, safe_serialization=True, **kwargs)
-        loading.save_with_code(self, save_directory)
+        components.save_with_code(self, save_directory)
         if push_to_hub:
             self._publish(save_directory, **hub_kwargs)
 
@@ -126,7 +127,7 @@ class HubPipelineMixin:
 
     @staticmethod
     def _publish(folder, repo_id=None, token=None, private=None, commit_message=None, revision=None) -> str:
-        from .hub import publish  # publishing renders the model card: imported when used
+        from ..hub.publishing import publish  # publishing renders the model card: imported when used
 
         return publish(
             folder,
@@ -147,9 +148,9 @@ class DDPMHubPipeline(HubPipelineMixin, shipped.DDPMHubPipeline):
     def likelihood(self, images, **kwargs):
         """
         Bits/dim of uint8 images `[N x C x H x W]` by the variational bound (DDPM eq. 5); see
-        `ddpm_hub.likelihood.bits_per_dim` for the options (full chain, strided bound, sampled estimate).
+        `ddpm_hub.evaluation.likelihood.bits_per_dim` for the options (full chain, strided bound, sampled estimate).
         """
-        from .likelihood import bits_per_dim
+        from ..evaluation.likelihood import bits_per_dim
 
         return bits_per_dim(self, images, **kwargs)
 

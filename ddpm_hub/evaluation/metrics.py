@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DDPMHubError, InputNotFoundError, UsageError
+from ..errors import DDPMHubError, InputNotFoundError, UsageError
 
 # uint8 images [N x 3 x H x W] -> float features [N x D]
 FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]
@@ -278,7 +278,7 @@ def features_for(kind: str, dataset_name: str | None, inception_weights=None, de
         return Features(
             extract=digit_feature_extractor(model),
             description=f"the repo's digit classifier, penultimate layer (64; {report['heldout_accuracy']:.1%} "
-            "held-out accuracy; `python -m ddpm_hub.digit_classifier`)",
+            "held-out accuracy; `python -m ddpm_hub.evaluation.digit_classifier`)",
             metric_key="fd_digits",
             metric_label="FD (digit features) ↓",
             kernel_label="KD × 10³ (standardized) ↓",

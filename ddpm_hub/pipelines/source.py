@@ -20,10 +20,10 @@ from typing import Literal
 
 from huggingface_hub.errors import HfHubHTTPError
 
-from .configs import available_pipelines, build_pipeline, read_unet_config, resolve_pipeline_config
-from .errors import DDPMHubError, InputNotFoundError, UsageError
-from .loading import check_weights, components_of, pipeline_folder, read_model_index
-from .run_folder import SCHEDULER_CONFIG, is_pipeline_folder, is_trained_folder, read_json
+from ..errors import DDPMHubError, InputNotFoundError, UsageError
+from ..loading.components import check_weights, components_of, pipeline_folder, read_model_index
+from ..loading.configs import available_pipelines, build_pipeline, read_unet_config, resolve_pipeline_config
+from ..run_folder import SCHEDULER_CONFIG, is_pipeline_folder, is_trained_folder, read_json
 
 
 class ModelLoadError(DDPMHubError):
@@ -51,7 +51,7 @@ class PipelineSource:
         return components_of(self.model_index)
 
     def conditioning(self):
-        """What the model is conditioned on (`ddpm_hub.conditioning.Conditioning`), from its configs."""
+        """What the model is conditioned on (`ddpm_hub.pipelines.conditioning.Conditioning`), from its configs."""
         from .conditioning import Conditioning
 
         return Conditioning.of(self.unet_config, self.model_index, self.components)
@@ -64,8 +64,8 @@ class PipelineSource:
         replace config values: a configuration takes all of them; a trained UNet only a new `sample_size` (its
         weights fix the rest), and a trained pipeline's scheduler is rebuilt as a `DDPMHubScheduler` with them.
         """
-        from .pipeline import pipeline_class
-        from .scheduling_ddpm_hub import DDPMHubScheduler
+        from ..shipped.scheduling_ddpm_hub import DDPMHubScheduler
+        from .library import pipeline_class
 
         if not self.trained:
             return build_pipeline(self.location, seed, unet_overrides, scheduler_overrides)
@@ -125,7 +125,11 @@ def load_pipeline(name: str | os.PathLike, seed: int | None = 0, command: str | 
         return source.pipeline(seed)
     except DDPMHubError:
         raise
-    except (HfHubHTTPError, OSError, ValueError) as error:  # Hub errors (worded by ddpm_hub.loading), files, JSON
+    except (
+        HfHubHTTPError,
+        OSError,
+        ValueError,
+    ) as error:  # Hub errors (worded by ddpm_hub.loading.components), files, JSON
         raise ModelLoadError(f"cannot load {name}: {error}") from error
 
 

@@ -1,7 +1,7 @@
 """Pipeline configurations as data: `pipelines/<name>/` folders laid out like Hub pipeline repos without weights.
 
 A folder holds `model_index.json`, `unet/config.json` and `scheduler/scheduler_config.json`; `build_pipeline` turns it
-into a freshly initialised pipeline. Which name means which folder, repo or configuration: `ddpm_hub.resolver`.
+into a freshly initialised pipeline. Which name means which folder, repo or configuration: `ddpm_hub.pipelines.source`.
 """
 
 import hashlib
@@ -10,8 +10,10 @@ from pathlib import Path
 
 import torch
 
-from .errors import DDPMHubError, InputNotFoundError, UsageError
-from .loading import (
+from ..errors import DDPMHubError, InputNotFoundError, UsageError
+from ..resources import resource_path
+from ..run_folder import MODEL_INDEX, UNET_CONFIG, is_pipeline_folder, read_json
+from .components import (
     PIPELINE_SETTINGS,
     check_component_folder,
     component_class,
@@ -19,8 +21,6 @@ from .loading import (
     read_model_index,
     scheduler_class,
 )
-from .resources import resource_path
-from .run_folder import MODEL_INDEX, UNET_CONFIG, is_pipeline_folder, read_json
 
 # The configurations that ship with ddpm_hub: the checkout's top-level pipelines/, or their copy inside a wheel.
 PIPELINES_DIR = resource_path("pipelines")
@@ -59,7 +59,7 @@ def build_pipeline(
         seed: seeds the weight initialisation (`None` leaves the global RNG alone).
         unet_overrides / scheduler_overrides: config values to replace, e.g. `{"sample_size": 8}`.
     """
-    from .pipeline import pipeline_class
+    from ..pipelines.library import pipeline_class
 
     folder = resolve_pipeline_config(name_or_path)
     index = read_model_index(folder)
@@ -89,7 +89,7 @@ def build_component(folder: Path, name: str, entry: list):
     """
     A component other than the UNet and the scheduler, from its folder: a transformers model with fresh weights from
     its `config.json` (after the UNet, from the same seeded generator; a T5 encoder's heads started at the offsets
-    its config names, `ddpm_hub.text.start_heads_at_offsets`), a tokenizer from its files; None if absent.
+    its config names, `ddpm_hub.loading.text.start_heads_at_offsets`), a tokenizer from its files; None if absent.
     """
     if entry[0] is None:
         return None

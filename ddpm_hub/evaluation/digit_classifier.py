@@ -4,8 +4,8 @@ A tiny CNN classifier of scikit-learn's 8x8 digits (``builtin:digits`` at 16 x 1
 Inception cannot be downloaded everywhere, so for digit models this module provides (a) the share of samples
 classified as the requested label, (b) penultimate-layer features for an offline FID-like Frechet distance, and
 (c) the class balance of unconditional samples. The weights are never downloaded: ``python -m
-ddpm_hub.digit_classifier`` (or the first ``load_digit_classifier()``) trains them deterministically in a few seconds
-on one CPU core and caches them as safetensors.
+ddpm_hub.evaluation.digit_classifier`` (or the first ``load_digit_classifier()``) trains them deterministically in a
+few seconds on one CPU core and caches them as safetensors.
 """
 
 import argparse
@@ -55,7 +55,7 @@ def load_digits_dataset() -> tuple[torch.Tensor, torch.Tensor]:
     """The 1797 digits as uint8 ``[N x 1 x 16 x 16]`` (white on black) and their labels int64 ``[N]``."""
     from sklearn.datasets import load_digits
 
-    from .data import load_image_tensor
+    from ..data import load_image_tensor
 
     images, _ = load_image_tensor("builtin:digits", resolution=RESOLUTION, channels=1)
     labels = torch.as_tensor(load_digits().target, dtype=torch.int64)
@@ -222,7 +222,7 @@ def classify(
 
 def digit_feature_extractor(model: DigitClassifier | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """
-    A feature extractor for ``ddpm_hub.evaluation``: uint8 ``[N x C x H x W]`` (C = 1 or 3) -> float ``[N x 64]``
+    A feature extractor for ``ddpm_hub.evaluation.sweep``: uint8 ``[N x C x H x W]`` (C = 1 or 3) -> float ``[N x 64]``
     penultimate activations. Default model: ``load_digit_classifier()``.
     """
     if model is None:
@@ -254,7 +254,8 @@ def class_balance(labels: torch.Tensor) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """``python -m ddpm_hub.digit_classifier [--cache_dir DIR] [--retrain]``: print the report as one JSON line."""
+    """``python -m ddpm_hub.evaluation.digit_classifier [--cache_dir DIR] [--retrain]``: print the report as one JSON
+    line."""
     parser = argparse.ArgumentParser(description="Train (or load) the digit classifier; print its report as JSON.")
     parser.add_argument("--cache_dir", default=None, help="default: $DDPM_HUB_CACHE or ~/.cache/ddpm_hub")
     parser.add_argument("--retrain", action="store_true", help="train again even when cached weights exist")

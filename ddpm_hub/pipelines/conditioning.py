@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import torch
 
-from . import conditioning_ddpm_hub as shipped
-from .conditioning_ddpm_hub import ConditionBatch, Guided, guided_output, pad_tokens
-from .errors import UsageError
+from ..errors import UsageError
+from ..shipped import conditioning_ddpm_hub as shipped
+from ..shipped.conditioning_ddpm_hub import ConditionBatch, Guided, guided_output, pad_tokens
 
 __all__ = [
     "ClassCondition",

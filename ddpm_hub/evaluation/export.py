@@ -3,7 +3,7 @@
     ddpm-hub sample MODEL --num_images 50000 --batch_size 256 --output_dir samples --format npz --sampler ddim
     accelerate launch --num_processes 8 -m ddpm_hub.cli sample MODEL --num_images 50000 --output_dir samples
 
-Image i is drawn by `ddpm_hub.sampling` (from `torch.Generator().manual_seed(seed + i)`, and for a
+Image i is drawn by `ddpm_hub.pipelines.sampling` (from `torch.Generator().manual_seed(seed + i)`, and for a
 class-conditional model class i mod classes unless labels are given), so it is the same whatever the batch size, the
 number of processes or the interruptions, and the same as image i of the grid of `ddpm-hub sample`.
 `DIR/000000.png` ... are written under a temporary name and renamed, so a killed run leaves only complete files, and
@@ -27,11 +27,11 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .conditioning import ImageConditions
-from .configs import weights_checksum
-from .errors import UsageError, writing
-from .run_folder import check_writable_folder, read_json, write_json
-from .sampling import sample_batches
+from ..errors import UsageError, writing
+from ..loading.configs import weights_checksum
+from ..pipelines.conditioning import ImageConditions
+from ..pipelines.sampling import sample_batches
+from ..run_folder import check_writable_folder, read_json, write_json
 
 MANIFEST = "samples.json"
 FORMATS = ("png", "npz")
@@ -142,7 +142,7 @@ def export_samples(
     """
     from accelerate import PartialState
 
-    from .runtime import distributed_without_accelerator
+    from ..runtime import distributed_without_accelerator
 
     state = PartialState(cpu=distributed_without_accelerator())
     folder = Path(output_dir)

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
-from .errors import UsageError
-from .images import to_uint8
-from .scheduling_ddpm_hub import DDPMHubScheduler
+from ..errors import UsageError
+from ..pictures import to_uint8
+from ..shipped.scheduling_ddpm_hub import DDPMHubScheduler
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
     HF_TOKEN=... ddpm-hub push OUTPUT_DIR --repo-id NS/NAME [--private] [--revision BRANCH] [--commit-message MSG]
 
-    from ddpm_hub.hub import publish
+    from ddpm_hub.hub.publishing import publish
     commit_url = publish("ddpm-digits-16-trained", repo_id="alice/ddpm-digits-16", private=True)
 
 What goes up, in one commit: the pipeline (`model_index.json`, the `unet/` and `scheduler/` configs, safetensors
@@ -10,7 +10,7 @@ weights), the code files `model_index.json` names (they let plain diffusers load
 `trust_remote_code=True`), the model card `README.md` rendered from the top-level `model_card.md`, `samples.png`,
 `metrics.json`, `sweep.md`, `bits_per_timestep.png`, `training_options.json` (token-like values removed) and
 `training_summary.json`, with every local path in them made relative to the folder or cut to its name
-(`ddpm_hub.public`). Nothing else: never `checkpoints/`, `logs/`, optimizer states or pickles. Unchanged files
+(`ddpm_hub.hub.public`). Nothing else: never `checkpoints/`, `logs/`, optimizer states or pickles. Unchanged files
 are not uploaded again, and a push with nothing changed makes no commit.
 
 The order makes failures harmless: the folder is checked, then the token (present, valid, allowed to write to the
@@ -41,14 +41,12 @@ from huggingface_hub import HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled, RepositoryNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
-from . import hub_errors, loading
-from .errors import DDPMHubError, InputNotFoundError, UsageError
-from .errors import exception_chain as chain
-from .hub_errors import brief, status_of
-from .loading import LIBRARY_COMPONENTS, components_of, read_model_index
-from .model_card import DEFAULT_LICENSE, render_model_card
-from .public import PublicPaths, is_local_path
-from .run_folder import (
+from ..errors import DDPMHubError, InputNotFoundError, UsageError
+from ..errors import exception_chain as chain
+from ..loading import components, hub_errors
+from ..loading.components import LIBRARY_COMPONENTS, components_of, read_model_index
+from ..loading.hub_errors import brief, status_of
+from ..run_folder import (
     BPD_PLOT_FILE,
     CARD_FILE,
     CLASS_ACCURACY_FILE,
@@ -66,7 +64,9 @@ from .run_folder import (
     TrainingSummary,
     read_json,
 )
-from .version import __version__
+from ..version import __version__
+from .model_card import DEFAULT_LICENSE, render_model_card
+from .public import PublicPaths, is_local_path
 
 logger = logging.getLogger(__name__)
 
@@ -274,7 +274,7 @@ def files_to_upload(folder: Path) -> list[str]:
     for path in (UNET_CONFIG, SCHEDULER_CONFIG):
         if path not in files:
             raise InputNotFoundError(f"{folder} has no {path}: it is not a complete pipeline folder.")
-    loading.check_finite_weights(folder, [path for path in files if path.endswith(".safetensors")])
+    components.check_finite_weights(folder, [path for path in files if path.endswith(".safetensors")])
     missing = [path for path in code_files(folder, index) if not (folder / path).is_file()]
     if missing:
         raise InputNotFoundError(
@@ -291,18 +291,19 @@ def files_to_upload(folder: Path) -> list[str]:
 def code_files(folder: Path, index: dict) -> dict[str, Path]:
     """
     The code a repo of this folder ships, by path in the repo, as the installed package has it: the pipeline's file
-    and what it imports, the task pipelines saved with it, and custom components' modules (`ddpm_hub.loading`).
-    What goes up is always the code of this release of ddpm_hub, never the copy found in the folder.
+    and what it imports, the task pipelines saved with it, and custom components' modules
+    (`ddpm_hub.loading.components`). What goes up is always the code of this release of ddpm_hub, never the copy found
+    in the folder.
     """
-    files = {path.name: path for path in loading.code_files_of(index)}
+    files = {path.name: path for path in components.code_files_of(index)}
     for path in sorted(folder.glob("*.py")):  # the task pipelines of its family, saved with it
-        installed = loading.installed_code_file(path.name)
+        installed = components.installed_code_file(path.name)
         if installed is not None:
             files.setdefault(path.name, installed)
     for name, entry in components_of(index).items():
         if entry[0] in (None, *LIBRARY_COMPONENTS):
             continue
-        installed = loading.installed_code_file(f"{entry[0]}.py")
+        installed = components.installed_code_file(f"{entry[0]}.py")
         if installed is None:
             raise UsageError(
                 f"{folder / MODEL_INDEX} names the module {entry[0]}.py for {name}, which is not a file of ddpm_hub; "
@@ -391,7 +392,8 @@ def stage(
     """
     Copy `files` from `folder` to `staging` and render README.md there: the options scrubbed of secrets, and every
     local path in the run's records (options, summary, metrics, the sweep and class-accuracy tables) made relative to
-    the run folder or cut to its name (`ddpm_hub.public.PublicPaths`), so that nothing published names this machine.
+    the run folder or cut to its name (`ddpm_hub.hub.public.PublicPaths`), so that nothing published names this
+    machine.
     """
     options = read_json(folder / OPTIONS_FILE, "the training options") or {}
     summary = read_json(folder / SUMMARY_FILE, "a training summary") or {}

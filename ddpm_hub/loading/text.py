@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Iterable
 
-from .errors import UsageError
+from ..errors import UsageError
 
 PAD, UNKNOWN, END = "[PAD]", "[UNK]", "[EOS]"
 # The encoder class of a config's model_type where AutoModel would give more than the encoder.
@@ -63,7 +63,7 @@ def load_text_encoder(name_or_path: str | os.PathLike, **kwargs):
     """
     import transformers
 
-    from .loading import check_vocabulary
+    from .components import check_vocabulary
 
     encoder_path, tokenizer_path = _paths(name_or_path)
     config = text_encoder_config(name_or_path, **kwargs)  # its tokenizer checked too
@@ -107,7 +107,7 @@ def check_tokenizer_folder(name_or_path: str | os.PathLike) -> None:
     one transformers builds an empty tokenizer (every word `<unk>`, a prompt-blind model) or takes the path for a Hub
     repo id. A Hub name is left to the Hub.
     """
-    from .loading import tokenizer_vocabularies
+    from .components import tokenizer_vocabularies
 
     encoder_path, tokenizer_path = _paths(name_or_path)
     if not os.path.isdir(encoder_path):

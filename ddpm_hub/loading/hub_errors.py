@@ -1,12 +1,13 @@
-"""How ddpm_hub words a failure of the Hugging Face Hub, once, for loading (`ddpm_hub.loading`) and publishing
-(`ddpm_hub.hub`): the repo, the cause, and the fix. The exception types stay huggingface_hub's, so that
+"""How ddpm_hub words a failure of the Hugging Face Hub, once, for loading (`ddpm_hub.loading.components`) and
+publishing (`ddpm_hub.hub.publishing`): the repo, the cause, and the fix. The exception types stay huggingface_hub's,
+so that
 `except RepositoryNotFoundError` and the like keep working around our calls.
 """
 
 from huggingface_hub import constants, errors, get_token
 
-from .errors import exception_chain as chain
-from .errors import one_line
+from ..errors import exception_chain as chain
+from ..errors import one_line
 
 TOKEN_HELP = "create one at https://huggingface.co/settings/tokens, then set HF_TOKEN or run `hf auth login`"
 # Why a token is never an option value, and how to pass it instead.

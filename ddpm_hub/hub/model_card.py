@@ -9,7 +9,8 @@ count), `training_summary.json` and `training_options.json` (written by training
 its section out or says that nothing was measured; nothing is filled with a placeholder. The YAML metadata goes
 through huggingface_hub's `ModelCardData`, so the Hub reads it (library, tags, pipeline tag, dataset, license,
 `model-index` of the metrics). Every user-supplied value the card shows (class names, dataset names and splits, paths,
-commands) is escaped for Markdown and HTML by `ddpm_hub.public` (`escape_markdown`, `code_span`), never inserted raw.
+commands) is escaped for Markdown and HTML by `ddpm_hub.hub.public` (`escape_markdown`, `code_span`), never inserted
+raw.
 """
 
 import math
@@ -20,10 +21,9 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .errors import InputNotFoundError
-from .public import code_span, escape_markdown, is_local_path, python_literal
-from .resources import resource_path
-from .run_folder import (
+from ..errors import InputNotFoundError
+from ..resources import resource_path
+from ..run_folder import (
     BPD_PLOT_FILE,
     CLASS_ACCURACY_FILE,
     GUIDANCE_FILE,
@@ -39,7 +39,8 @@ from .run_folder import (
     read_json,
     read_metrics,
 )
-from .version import __version__
+from ..version import __version__
+from .public import code_span, escape_markdown, is_local_path, python_literal
 
 TEMPLATE_NAME = "model_card.md"
 DEFAULT_LICENSE = "apache-2.0"
@@ -136,7 +137,7 @@ def _tidy(text: str) -> str:
 
 def collect_facts(folder: Path, local_dataset: bool | None = None) -> dict:
     """
-    Everything the template states, as plain values, user-supplied text escaped (`ddpm_hub.public`); a missing file
+    Everything the template states, as plain values, user-supplied text escaped (`ddpm_hub.hub.public`); a missing file
     gives `None` for its part.
     """
     record = TrainingSummary.read(folder)
@@ -237,7 +238,7 @@ def _model_facts(folder: Path) -> dict:
 
 def _conditioning(folder: Path, unet: dict):
     """What the model is conditioned on, read as its pipeline reads it (`Conditioning.of`: UNet config and index)."""
-    from .conditioning import Conditioning
+    from ..pipelines.conditioning import Conditioning
 
     index = read_json(folder / MODEL_INDEX, "the pipeline's model index") or {}
     return Conditioning.of(unet, index, {name: entry for name, entry in index.items() if isinstance(entry, list)})
@@ -263,7 +264,7 @@ def _super_resolution_facts(conditioning, height: int | None, width: int | None,
 
 def _conditional_facts(folder: Path, summary: dict) -> dict | None:
     """A class-conditional model: its classes, its null label, the guidance scale of the grid, the guidance strip."""
-    from .conditioning import Conditioning
+    from ..pipelines.conditioning import Conditioning
 
     unet = read_json(folder / UNET_CONFIG, "the UNet configuration") or {}
     index = read_json(folder / MODEL_INDEX, "the pipeline's model index") or {}

@@ -25,11 +25,11 @@ from diffusers import DDPMScheduler
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from ..errors import DDPMHubError, InputNotFoundError, UsageError
+from ..run_folder import MODEL_INDEX, PICKLE_WEIGHT_SUFFIXES, read_json, weight_files
+from ..shipped.conditioning_ddpm_hub import KINDS
+from ..shipped.scheduling_ddpm_hub import DDPMHubScheduler
 from . import hub_errors
-from .conditioning_ddpm_hub import KINDS
-from .errors import DDPMHubError, InputNotFoundError, UsageError
-from .run_folder import MODEL_INDEX, PICKLE_WEIGHT_SUFFIXES, read_json, weight_files
-from .scheduling_ddpm_hub import DDPMHubScheduler
 
 # Scheduler classes loadable by name without trust_remote_code; diffusers' own are found in diffusers.
 SCHEDULER_CLASSES: dict[str, type] = {"DDPMHubScheduler": DDPMHubScheduler}
@@ -443,13 +443,13 @@ def code_files(pipeline_class: type) -> list[Path]:
     return _import_closure([shipped_source(klass) for klass in family])
 
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "shipped"  # ddpm_hub.shipped: the files repos carry
 SHIPPED_NAME = "_ddpm_hub"  # shipped files are named so: pipeline_ddpm_hub*.py, conditioning_ddpm_hub.py, ...
 
 
 def installed_code_file(name: str) -> Path | None:
     """This package's copy of a shipped code file (`pipeline_ddpm_hub_inpaint.py`), or None if it has none."""
-    path = PACKAGE_DIR / name
+    path = SHIPPED_DIR / name
     return path if SHIPPED_NAME in path.stem and path.suffix == ".py" and path.is_file() else None
 
 

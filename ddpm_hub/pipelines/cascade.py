@@ -6,8 +6,8 @@ stage's samples (Imagen's and DALL-E 2's cascades; Ho et al. 2021, Cascaded Diff
 
 Each stage is a folder or a Hub repo id. The condition arguments (class labels, prompts) go to every stage that takes
 them; each stage has its own steps and (for the super-resolution stages) noise level. Image i uses the generator of
-image i (`ddpm_hub.sampling.image_generator`) in every stage, so a cascade's images are reproducible and the base
-stage's samples are exactly what the base model alone gives.
+image i (`ddpm_hub.pipelines.sampling.image_generator`) in every stage, so a cascade's images are reproducible and the
+base stage's samples are exactly what the base model alone gives.
 """
 
 import warnings
@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import UsageError, refused_as_usage
-from .pipeline import DDPMHubPipeline, DDPMHubSuperResolutionPipeline
-from .pipeline_ddpm_hub import OUTPUT_TYPES
-from .resolver import load_pipeline
+from ..errors import UsageError, refused_as_usage
+from ..shipped.pipeline_ddpm_hub import OUTPUT_TYPES
+from .library import DDPMHubPipeline, DDPMHubSuperResolutionPipeline
+from .source import load_pipeline
 
 # The arguments of a cascade call besides the condition arguments of its stages' models.
 CALL_ARGUMENTS = ("batch_size", "generator", "num_inference_steps", "noise_level", "output_type", "guidance_scale")
@@ -48,7 +48,7 @@ class DDPMHubCascadePipeline:
 
     @classmethod
     def from_pretrained(cls, base: str, stages: list[str], device: str | None = None) -> "DDPMHubCascadePipeline":
-        """The base and the stages from folders or Hub repo ids (`ddpm_hub.resolver`)."""
+        """The base and the stages from folders or Hub repo ids (`ddpm_hub.pipelines.source`)."""
         pipelines = [load_pipeline(name) for name in (base, *stages)]
         for name, pipeline in zip(stages, pipelines[1:]):
             if not isinstance(pipeline, DDPMHubSuperResolutionPipeline):

@@ -1,0 +1,12 @@
+"""Measuring a model: what `ddpm-hub eval` computes and what the model card reports.
+
+- `likelihood`: bits/dim by the variational bound (DDPM eq. 5), full chain, strided or sampled;
+- `metrics`: features (Inception when installed, else the digit features) and FID / KID against a dataset;
+- `sweep`: quality and images/s against the number of model calls, for each sampler;
+- `digit_classifier`: the small independent digit classifier and features, trained here in seconds;
+- `accuracy`: class accuracy, text-prompt accuracy and super-resolution PSNR, the figures a card shows;
+- `export`: samples written one file per image (PNG or `.npz`), resumable, sharded over processes.
+
+Layer: imports the pipelines, the data, loading, `ddpm_hub.shipped` and the root modules; never publishing, training
+or the command line.
+"""

@@ -1,0 +1,13 @@
+"""Publishing to the Hugging Face Hub: a trained folder checked, carded and committed in one go.
+
+- `publishing`: `publish` (validation, the staged upload without secrets, retries, one commit) and its checks;
+- `model_card`: the card rendered from `model_card.md` and the run folder's records;
+- `public`: what user-supplied text becomes on a public page (Markdown escaping, code spans, Python literals).
+
+Layer: the top of the library (below training and the command line); it may import everything but those two.
+Loading from the Hub is `ddpm_hub.loading`.
+"""
+
+from .publishing import PublishError, check_can_publish, publish
+
+__all__ = ["PublishError", "check_can_publish", "publish"]
