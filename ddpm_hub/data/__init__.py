@@ -45,10 +45,10 @@ Example::
 """
 
 from .decode import DECODER_VERSION, SkipImage, image_size
+from .folders import IMAGE_EXTENSIONS
 from .options import DataOptions, parse_resolution
 from .sources import (
     BUILTIN_DATASETS,
-    IMAGE_EXTENSIONS,
     VALID_CHANNELS,
     DecodedImages,
     ImageDatasetReport,

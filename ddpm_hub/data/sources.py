@@ -2,11 +2,10 @@
 
 A source is first *planned* (`plan_source`: the folder listed, the Hub dataset loaded, nothing decoded; the plan
 knows the source's fingerprint, which the decoded cache's key uses), then decoded: into RAM (`load_images`) or into
-the on-disk cache (`ddpm_hub.data.cache`), in both cases by `ddpm_hub.data.parallel`.
+the on-disk cache (`ddpm_hub.data.cache`), in both cases by `ddpm_hub.data.parallel`. What a folder holds is read by
+`ddpm_hub.data.folders`, a Hub dataset's columns are resolved by `ddpm_hub.data.hub_datasets`.
 """
 
-import hashlib
-import json
 import logging
 import os
 import warnings
@@ -20,14 +19,22 @@ import torch.nn.functional as F
 from ..errors import InputNotFoundError, UsageError
 from . import digit_pairs, photos
 from .decode import Resolution, image_size, is_size
+from .folders import (
+    IMAGE_EXTENSIONS,
+    METADATA_FILE,
+    folder_captions,
+    folder_classes,
+    folder_fingerprint,
+    list_folder,
+    metadata_files,
+)
+from .hub_datasets import raw_image_rows, resolve_caption_column, resolve_class_column, resolve_image_column
 from .parallel import DecodeSettings, FolderItems, HubItems, decode_all
 
 logger = logging.getLogger(__name__)
 
 BUILTIN_DATASETS = ("builtin:digits", "builtin:digit-pairs", "builtin:photos")
 CAPTION_COLUMN = "text"  # the default text column (diffusers' text-to-image scripts and metadata.jsonl use it)
-METADATA_FILE = "metadata.jsonl"  # an image folder's captions: one {"file_name": ..., "text": ...} per line
-IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 VALID_CHANNELS = (1, 3)
 MAX_REASONS_SHOWN = 5
 
@@ -392,7 +399,7 @@ def _plan_photos(resolution: Resolution, channels: int, max_images: int | None) 
 
 
 def _plan_folder(root: str, resolution: Resolution, max_images: int | None, caption_column: str | None) -> SourcePlan:
-    image_paths, skipped = _list_folder(root)
+    image_paths, skipped = list_folder(root)
     if not image_paths:
         report = ImageDatasetReport(num_images=0, num_skipped=len(skipped), skipped=skipped)
         raise UsageError(
@@ -404,7 +411,7 @@ def _plan_folder(root: str, resolution: Resolution, max_images: int | None, capt
     labels = [class_ids[path.split("/")[0]] if label_names else None for path in image_paths]
     capacity = len(image_paths) if max_images is None else min(max_images, len(image_paths))
     captions = folder_captions(root, image_paths, caption_column) if caption_column is not None else None
-    metadata = [path for path in _metadata_files(root)]
+    metadata = [path for path in metadata_files(root)]
     return SourcePlan(
         description=f"train_data_dir {root!r}",
         name=os.path.basename(os.path.normpath(root)),
@@ -418,100 +425,6 @@ def _plan_folder(root: str, resolution: Resolution, max_images: int | None, capt
         label_names=label_names,
         captions=caption_column is not None,
     )
-
-
-def _metadata_files(root: str) -> list[str]:
-    """The `metadata.jsonl` files of a folder and its subfolders, relative to it."""
-    return sorted(
-        os.path.relpath(os.path.join(folder, METADATA_FILE), root).replace(os.sep, "/")
-        for folder, _, files in os.walk(root)
-        if METADATA_FILE in files
-    )
-
-
-def folder_captions(root: str, image_paths: list[str], caption_column: str) -> list:
-    """
-    Each image's captions from the folder's `metadata.jsonl` files (diffusers' imagefolder convention: one JSON
-    object per line with `file_name`, relative to that file's folder, and the caption under `caption_column`, a
-    string or a list of strings); None for an image no line names (it is skipped when decoded). A folder without any
-    metadata.jsonl, a line that is not JSON or lacks the column, or two lines naming one image, is an error that names
-    the file and line.
-    """
-    files = _metadata_files(root)
-    if not files:
-        raise UsageError(
-            f"train_data_dir {root!r} has no {METADATA_FILE}: a text-to-image model needs a caption per image, as "
-            f'lines such as {{"file_name": "0001.png", "{caption_column}": "a red square"}} in {METADATA_FILE}.'
-        )
-    captions: dict[str, object] = {}
-    named_at: dict[str, str] = {}  # image -> "file line N" of the line that gave its captions
-    for relative in files:
-        folder = os.path.dirname(relative)
-        path = os.path.join(root, relative)
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    entry = json.loads(line)
-                    name = entry["file_name"]
-                except (ValueError, KeyError, TypeError):
-                    raise UsageError(
-                        f"{path} line {number}: expected a JSON object with file_name, got {line.strip()[:80]!r}."
-                    ) from None
-                if caption_column not in entry:
-                    raise UsageError(
-                        f"{path} line {number} has no {caption_column!r}; its keys: "
-                        f"{sorted(entry)}. Give --caption_column one of them."
-                    )
-                image = os.path.normpath(os.path.join(folder, name)).replace(os.sep, "/")
-                check_named_once(image, named_at, f"{path} line {number}", caption_column)
-                captions[image] = entry[caption_column]
-    return [captions.get(path) for path in image_paths]
-
-
-def check_named_once(image: str, named_at: dict[str, str], where: str, caption_column: str) -> None:
-    """An image has one caption line: a second one is an error naming both lines (one would silently win)."""
-    if image in named_at:
-        raise UsageError(
-            f"{named_at[image]} and {where} both name the image {image!r}: give each image one line (several "
-            f'captions go in one line as a list, e.g. "{caption_column}": ["a red square", "a square, red"]).'
-        )
-    named_at[image] = where
-
-
-def folder_fingerprint(root: str, paths: list[str]) -> str:
-    """sha256 of every listed file's relative path, size and modification time: any change makes a new one."""
-    digest = hashlib.sha256()
-    for path in sorted(paths):
-        stat = os.stat(os.path.join(root, path))
-        digest.update(json.dumps([path, stat.st_size, stat.st_mtime_ns]).encode())
-    return digest.hexdigest()
-
-
-def folder_classes(image_paths: list[str]) -> list[str] | None:
-    """The imagefolder convention: classes are the first-level subfolders (sorted) when every image is in one."""
-    if not image_paths or any("/" not in path for path in image_paths):
-        return None
-    return sorted({path.split("/")[0] for path in image_paths})
-
-
-def _list_folder(root: str) -> tuple[list[str], list[tuple[str, str]]]:
-    """Relative paths (``/``-separated, sorted) of files with an image extension, and the other files as skipped."""
-    image_paths, other_paths = [], []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [name for name in dirnames if not name.startswith(".")]  # .git, .ipynb_checkpoints
-        for name in filenames:
-            if name.startswith(".") or name == METADATA_FILE:  # .DS_Store and friends; the captions
-                continue
-            relative_path = os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
-            extension = os.path.splitext(name)[1].lower()
-            (image_paths if extension in IMAGE_EXTENSIONS else other_paths).append(relative_path)
-    skipped = [
-        (path, f"not an image file extension (accepted: {', '.join(IMAGE_EXTENSIONS)})")
-        for path in sorted(other_paths)
-    ]
-    return sorted(image_paths), skipped
 
 
 def _plan_hub_dataset(
@@ -556,77 +469,4 @@ def _plan_hub_dataset(
         label_names=label_names,
         label_column=label_column,
         captions=text_column is not None,
-    )
-
-
-def resolve_caption_column(dataset, caption_column: str | None, dataset_name: str) -> str | None:
-    """The text column of a dataset when captions are read (`caption_column`); an error naming the columns."""
-    if caption_column is None:
-        return None
-    if caption_column not in dataset.column_names:
-        raise UsageError(
-            f"--caption_column {caption_column!r} is not a column of dataset {dataset_name!r}: a text-to-image model "
-            f"needs captions. Its columns: {dataset.column_names}; give --caption_column one of them."
-        )
-    return caption_column
-
-
-def raw_image_rows(dataset, column: str, label_column: str | None, dataset_name: str, caption_column=None):
-    """The image column read raw (`{"bytes", "path"}`), to decode one row at a time: a bad row is skipped."""
-    import datasets
-
-    try:
-        kept = [column] + ([label_column] if label_column else []) + ([caption_column] if caption_column else [])
-        return dataset.select_columns(kept).cast_column(column, datasets.Image(decode=False))
-    except Exception as exc:
-        raise UsageError(
-            f"Column {column!r} of dataset {dataset_name!r} has type {dataset.features[column]} and cannot be read "
-            f"as images; give image_column=<an Image column>. Columns: {dataset.column_names}."
-        ) from exc
-
-
-def resolve_class_column(dataset, class_column: str | None, dataset_name: str) -> tuple[str | None, list | None]:
-    """(the label column, its class names): `class_column`, else the first ClassLabel column, else no labels."""
-    import datasets
-
-    if class_column is None:
-        found = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.ClassLabel)]
-        if not found:
-            return None, None
-        class_column = found[0]
-    if class_column not in dataset.column_names:
-        raise UsageError(
-            f"--class_column {class_column!r} is not a column of dataset {dataset_name!r}; columns: "
-            f"{dataset.column_names}."
-        )
-    feature = dataset.features[class_column]
-    if isinstance(feature, datasets.ClassLabel):
-        return class_column, list(feature.names)
-    if isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint")):
-        return class_column, None
-    raise UsageError(
-        f"--class_column {class_column!r} of dataset {dataset_name!r} has type {feature}; a label column is a "
-        "ClassLabel or an integer column."
-    )
-
-
-def resolve_image_column(dataset, image_column: str | None, dataset_name: str) -> str:
-    import datasets
-
-    columns = dataset.column_names
-    if image_column is not None:
-        if image_column not in columns:
-            raise UsageError(
-                f"image_column {image_column!r} is not a column of dataset {dataset_name!r}; columns: {columns}."
-            )
-        return image_column
-    for name, feature in dataset.features.items():
-        if isinstance(feature, datasets.Image):
-            return name
-    for name in ("image", "img"):
-        if name in columns:
-            return name
-    raise UsageError(
-        f"Dataset {dataset_name!r} has no Image-typed column and no column named 'image' or 'img'; its columns are "
-        f"{columns}. Give image_column=<column>."
     )

@@ -26,17 +26,9 @@ import numpy as np
 
 from ..errors import UsageError
 from .decode import SkipImage, caption_list, decode_hub_value, image_to_array, strict_truncation_check
+from .hub_datasets import raw_image_rows, resolve_caption_column, resolve_class_column, resolve_image_column
 from .parallel import DecodeSettings
-from .sources import (
-    BUILTIN_DATASETS,
-    DecodedImages,
-    ImageDatasetReport,
-    check_and_warn,
-    raw_image_rows,
-    resolve_caption_column,
-    resolve_class_column,
-    resolve_image_column,
-)
+from .sources import BUILTIN_DATASETS, DecodedImages, ImageDatasetReport, check_and_warn
 
 logger = logging.getLogger(__name__)
 
