@@ -31,7 +31,8 @@ from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundErro
 from processes import run_process_group
 from safetensors.torch import load_file, save_file
 
-import ddpm_hub.hub.publishing
+import ddpm_hub.hub.retries
+import ddpm_hub.hub.staging
 from ddpm_hub import DDPMHubPipeline, DDPMHubScheduler, cli
 from ddpm_hub.errors import UsageError
 from ddpm_hub.hub.model_card import PIPELINE_TAG, render_model_card
@@ -67,7 +68,7 @@ REAL_RETRY_DELAYS = {"test_a_failing_hub_is_reported_within_the_publish_deadline
 @pytest.fixture(autouse=True)
 def no_retry_delays(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     if request.node.originalname not in REAL_RETRY_DELAYS:
-        monkeypatch.setattr(ddpm_hub.hub.publishing, "RETRY_DELAYS", (0.0, 0.0, 0.0, 0.0))
+        monkeypatch.setattr(ddpm_hub.hub.retries, "RETRY_DELAYS", (0.0, 0.0, 0.0, 0.0))
 
 
 @pytest.fixture
@@ -395,11 +396,9 @@ def test_card_with_evaluation_results_has_a_model_index(tmp_path: Path, hub_serv
     write_sweep([{**row, "images_per_second": 12.5}], settings, output_dir)
 
     assert {"metrics.json", "sweep.md", "bits_per_timestep.png"} <= set(
-        ddpm_hub.hub.publishing.files_to_upload(output_dir)
+        ddpm_hub.hub.staging.files_to_upload(output_dir)
     )
-    assert not {"bpd.json", "sweep.json"} & set(
-        ddpm_hub.hub.publishing.files_to_upload(output_dir)
-    )  # details stay local
+    assert not {"bpd.json", "sweep.json"} & set(ddpm_hub.hub.staging.files_to_upload(output_dir))  # details stay local
     card = render_model_card(output_dir, "alice/digits", license="mit")
     card.save(tmp_path / "README.md")
     loaded = ModelCard.load(tmp_path / "README.md")
@@ -720,7 +719,7 @@ def test_a_cached_private_repo_is_not_served_to_a_token_the_hub_refuses(hub_serv
 
 def test_a_failing_hub_is_reported_within_the_publish_deadline(hub_server, tmp_path, monkeypatch):
     folder = trained_folder(tmp_path / "run")
-    monkeypatch.setattr(ddpm_hub.hub.publishing, "PUBLISH_TIMEOUT", 2.5)  # retry delays stay 1, 2, 4, 8 s
+    monkeypatch.setattr(ddpm_hub.hub.retries, "PUBLISH_TIMEOUT", 2.5)  # retry delays stay 1, 2, 4, 8 s
     hub_server.fail_next(1000, status=503, path_contains="/api/whoami")
     started = time.monotonic()
     try:
@@ -793,7 +792,7 @@ def test_hostile_class_and_dataset_names_are_shown_literally_in_the_card(tmp_pat
 
 
 def test_published_files_carry_no_local_paths(tmp_path):
-    from ddpm_hub.hub.publishing import files_to_upload, stage
+    from ddpm_hub.hub.staging import files_to_upload, stage
 
     run, data = tmp_path / "runs" / "digits", tmp_path / "my data" / "photos"
     data.mkdir(parents=True)
@@ -849,7 +848,7 @@ def test_a_tampered_code_file_is_never_published_and_is_named(tmp_path, hub_serv
     scheduler_file.write_text("raise SystemExit('tampered')\n")
     (folder / "helper_of_mine.py").write_text("x = 1\n")
     repo_id = f"alice/tampered-{tmp_path.name[-8:]}"
-    with caplog.at_level(logging.WARNING, logger="ddpm_hub.hub.publishing"):
+    with caplog.at_level(logging.WARNING, logger="ddpm_hub.hub.staging"):
         publish(folder, repo_id, token="hf_alice_write")
     installed = Path(ddpm_hub.__file__).parent / "shipped"
     for name, source in (("pipeline_ddpm_hub.py", "pipeline_ddpm_hub.py"), ("scheduler/scheduling_ddpm_hub.py", None)):

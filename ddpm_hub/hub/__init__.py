@@ -1,7 +1,10 @@
 """Publishing to the Hugging Face Hub: a trained folder checked, carded and committed in one go.
 
 - `publishing`: `publish` (validation, the staged upload without secrets, retries, one commit) and its checks;
+- `staging`: the files a publish uploads, staged with the card in a temporary folder, secrets scrubbed;
+- `retries`: the Hub calls retried within one deadline, and `PublishError`;
 - `model_card`: the card rendered from `model_card.md` and the run folder's records;
+- `card_training`: the card's training table, from the run's training record and options;
 - `public`: what user-supplied text becomes on a public page (Markdown escaping, code spans, Python literals).
 
 Layer: the top of the library (below training and the command line); it may import everything but those two.
