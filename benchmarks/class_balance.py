@@ -21,7 +21,7 @@ import torch
 if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ddpm_hub import DDPMHubPipeline
+from ddpm_hub import Source
 from ddpm_hub.evaluation.digit_classifier import classify, load_digit_classifier, load_digits_dataset
 from ddpm_hub.evaluation.sweep import generate_images
 from ddpm_hub.pipelines.sampling import Sampler, with_sampler
@@ -46,7 +46,7 @@ def main(argv=None) -> None:
     read, _ = classify(classifier, digits)
     rows = [("the digits (true labels)", shares(labels), None), ("the digits (as read)", shares(read), None)]
     for name in args.models:
-        pipeline = DDPMHubPipeline.from_pretrained(name)
+        pipeline = Source.of(name).load()
         for text in args.samplers.split(","):
             sampler = Sampler.parse(text)
             swapped = with_sampler(pipeline, sampler.name)

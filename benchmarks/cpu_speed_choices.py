@@ -28,8 +28,8 @@ if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without 
 
 from training_step import training_step  # benchmarks/, this script's folder
 
-from ddpm_hub.loading.configs import build_pipeline
 from ddpm_hub.losses import DiffusionObjective
+from ddpm_hub.pipelines import Source
 
 # What each variant turns on. "default" is what training/train.py uses on a CPU; threads1 only changes the threads.
 DEFAULT = frozenset({"channels_last", "fused_adamw", "flush_denormal"})
@@ -50,7 +50,7 @@ VARIANTS = tuple(SETTINGS)
 def make_step(pipeline_name: str, variant: str, batch_size: int):
     """A closure doing one training step of a fresh model set up as `variant` says, and its setup seconds."""
     started = time.perf_counter()
-    pipeline = build_pipeline(pipeline_name, seed=0)
+    pipeline = Source.of(pipeline_name).build(seed=0)
     unet = pipeline.unet.train()
     settings = SETTINGS[variant]
     channels_last = "channels_last" in settings

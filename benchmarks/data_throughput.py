@@ -200,14 +200,14 @@ def training_images_per_second(args) -> float:
     """images/s of the training step of --pipeline on this CPU (forward, loss, backward, AdamW; as train.py)."""
     import torch
 
-    from ddpm_hub.loading.configs import build_pipeline
     from ddpm_hub.losses import DiffusionObjective
+    from ddpm_hub.pipelines import Source
     from ddpm_hub.runtime import default_cpu_threads
     from ddpm_hub.training.model import apply_speed_settings, make_optimizer
     from ddpm_hub.training.options import TrainingOptions
 
     torch.set_num_threads(default_cpu_threads())
-    pipeline = build_pipeline(args.pipeline, seed=0)
+    pipeline = Source.of(args.pipeline).build(seed=0)
     unet, options, device = pipeline.unet.train(), TrainingOptions(), torch.device("cpu")
     apply_speed_settings(unet, options.speed, device)
     optimizer = make_optimizer(unet.parameters(), options.optimizer, device)

@@ -26,7 +26,7 @@ import torch
 if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ddpm_hub import DDPMHubPipeline
+from ddpm_hub import DDPMHubPipeline, Source
 from ddpm_hub.data.sources import load_images
 from ddpm_hub.evaluation.metrics import cached_reference_features, features_for, reference_split
 from ddpm_hub.evaluation.sweep import sampler_sweep
@@ -48,8 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
-    teacher = DDPMHubPipeline.from_pretrained(args.teacher)
-    students = [DDPMHubPipeline.from_pretrained(name) for name in args.students]
+    teacher = Source.of(args.teacher).load()
+    students = [Source.of(name).load() for name in args.students]
     features = features_for("digits", "builtin:digits")
     digits = load_images("builtin:digits", resolution=teacher.unet.config.sample_size, channels=1).images
     reference = reference_split(cached_reference_features(digits, features, {"dataset": "builtin:digits"}), args.seed)

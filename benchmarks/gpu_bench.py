@@ -32,8 +32,8 @@ if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without 
 from training_step import synchronize, training_step  # benchmarks/, this script's folder
 from twins import diffusers_twin
 
-from ddpm_hub.loading.configs import build_pipeline
 from ddpm_hub.losses import DiffusionObjective
+from ddpm_hub.pipelines import Source
 from ddpm_hub.training.distillation import student_scheduler
 
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L4": 121.0}
@@ -53,7 +53,7 @@ def timed(step, steps: int, device: torch.device) -> float:
 
 def configured_step(pipeline_name: str, batch_size: int, device: torch.device, recipe: bool, compile: bool):
     """One training step as train.py sets it up on this device (or, `recipe`, with PyTorch's defaults)."""
-    pipeline = build_pipeline(pipeline_name, seed=0)
+    pipeline = Source.of(pipeline_name).build(seed=0)
     unet = pipeline.unet.train().to(device)
     if not recipe:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
@@ -81,7 +81,7 @@ def configured_step(pipeline_name: str, batch_size: int, device: torch.device, r
 
 
 def sampling_runs(pipeline_name: str, batch_size: int, steps: int, device: torch.device, dry_run: bool) -> dict:
-    ours = build_pipeline(pipeline_name, seed=0).to(device)
+    ours = Source.of(pipeline_name).build(seed=0).to(device)
     theirs = diffusers_twin(ours).to(device)
     for pipeline in (ours, theirs):
         pipeline.set_progress_bar_config(disable=True)
@@ -110,7 +110,7 @@ def sampling_runs(pipeline_name: str, batch_size: int, steps: int, device: torch
 
 def student_vs_teacher(pipeline_name: str, batch_size: int, calls: int, teacher_steps: int, device, dry_run: bool):
     """Sampling images/s of a distilled student's sampler (DDIM, `calls` calls) against the teacher's DDPM steps."""
-    teacher = build_pipeline(pipeline_name, seed=0).to(device)
+    teacher = Source.of(pipeline_name).build(seed=0).to(device)
     teacher.set_progress_bar_config(disable=True)
     student = type(teacher).from_pipe(teacher, scheduler=student_scheduler(teacher.scheduler.config))
     student.set_progress_bar_config(disable=True)

@@ -16,12 +16,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from twins import diffusers_twin  # noqa: E402  (benchmarks/, this script's folder)
 
-from ddpm_hub.loading.configs import build_pipeline  # noqa: E402
+from ddpm_hub.pipelines import Source  # noqa: E402
 
 dev = torch.device("cuda")
 for tf32 in (True, False):
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
-    ours = build_pipeline("ddpm-cifar10-32", seed=0).to(dev)
+    ours = Source.of("ddpm-cifar10-32").build(seed=0).to(dev)
     theirs = diffusers_twin(ours).to(dev)
 
     def run(p, seed=0):

@@ -50,9 +50,9 @@ class Recipe:
     def __init__(self, train_data_dir: str, pipeline: str, batch_size: int, learning_rate: float, output_dir: str):
         from pathlib import Path
 
-        from ddpm_hub.loading.configs import resolve_pipeline_config  # only to find the configuration folder by name
+        from ddpm_hub.pipelines import Source  # only to find the configuration folder by name
 
-        folder = resolve_pipeline_config(pipeline)
+        folder = Source.of(pipeline).folder
         self.accelerator = Accelerator(log_with="tensorboard", project_dir=output_dir)
         unet = UNet2DModel.from_config(UNet2DModel.load_config(folder / "unet"))
         config = DDPMScheduler.load_config(folder / "scheduler")

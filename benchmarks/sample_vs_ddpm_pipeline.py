@@ -22,7 +22,7 @@ if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without 
 
 from twins import diffusers_twin  # benchmarks/, this script's folder
 
-from ddpm_hub.loading.configs import build_pipeline
+from ddpm_hub.pipelines import Source
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
-    ours = build_pipeline(args.pipeline, seed=0)
+    ours = Source.of(args.pipeline).build(seed=0)
     theirs = diffusers_twin(ours)
     pipelines = {"ddpm_hub": ours, "diffusers": theirs}
     for pipeline in pipelines.values():

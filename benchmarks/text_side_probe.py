@@ -24,8 +24,8 @@ if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ddpm_hub.data.digit_pairs import side_probe
-from ddpm_hub.loading.configs import build_pipeline
 from ddpm_hub.loading.text import HEAD_OFFSETS, load_text_encoder
+from ddpm_hub.pipelines import Source
 
 
 def main(argv=None) -> None:
@@ -39,7 +39,7 @@ def main(argv=None) -> None:
             encoder, tokenizer = load_text_encoder(model)
             rows.append({"model": model, "encoder": "trained", "side_probe": side_probe(encoder, tokenizer)})
             continue
-        pipeline = build_pipeline(model, seed=args.seed)
+        pipeline = Source.of(model).build(seed=args.seed)
         encoder, tokenizer = pipeline.text_encoder, pipeline.tokenizer
         rows.append({"model": model, "encoder": "fresh", "side_probe": side_probe(encoder, tokenizer)})
         if getattr(encoder.config, HEAD_OFFSETS, None):

@@ -27,8 +27,9 @@ if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without 
 
 from training_step import synchronize  # benchmarks/, this script's folder
 
-from ddpm_hub.loading.configs import build_pipeline, count_parameters
+from ddpm_hub.loading.configs import count_parameters
 from ddpm_hub.losses import DiffusionObjective
+from ddpm_hub.pipelines import Source
 from ddpm_hub.training.model import apply_speed_settings, make_optimizer
 from ddpm_hub.training.options import TrainingOptions
 
@@ -58,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def setup(args: argparse.Namespace):
     """The UNet, objective and optimizer as train.py sets them up on this device (TF32, channels_last, fused)."""
-    pipeline = build_pipeline(args.pipeline, seed=args.seed)
+    pipeline = Source.of(args.pipeline).build(seed=args.seed)
     unet = pipeline.unet.train().to(args.device)
     options = TrainingOptions()  # train.py's defaults: TF32 on CUDA, channels_last, fused AdamW
     apply_speed_settings(unet, options.speed, args.device)

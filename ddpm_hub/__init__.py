@@ -24,6 +24,7 @@ from .pipelines import (
     DDPMHubInpaintPipeline,
     DDPMHubPipeline,
     DDPMHubSuperResolutionPipeline,
+    Source,
 )
 from .shipped.scheduling_ddpm_hub import DDPMHubScheduler, DDPMHubSchedulerOutput
 from .version import __version__
@@ -36,6 +37,7 @@ __all__ = [
     "DDPMHubScheduler",
     "DDPMHubSuperResolutionPipeline",
     "DDPMHubSchedulerOutput",
+    "Source",
     "__version__",
 ]
 

@@ -14,7 +14,7 @@ from processes import run_process_group
 from safetensors.torch import load_file
 
 from ddpm_hub import DDPMHubPipeline
-from ddpm_hub.loading.configs import build_pipeline
+from ddpm_hub.pipelines import Source
 from ddpm_hub.training.checks import check_options
 from ddpm_hub.training.options import parse_options
 
@@ -122,13 +122,13 @@ WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
 
 
 def trained_folder(folder: Path) -> Path:
-    build_pipeline("ddpm-tiny-8", seed=3).save_pretrained(folder)
+    Source.of("ddpm-tiny-8").build(seed=3).save_pretrained(folder)
     return folder
 
 
 def conditional(num_classes: int = 10, null: int | None = 10, **settings) -> DDPMHubPipeline:
     """ddpm-tiny-8 with 11 class embeddings (random, distinct), `num_classes` named classes and the null label 10."""
-    base = build_pipeline("ddpm-tiny-8", seed=0, unet_overrides={"num_class_embeds": 11})
+    base = Source.of("ddpm-tiny-8").build(seed=0, unet_overrides={"num_class_embeds": 11})
     with torch.no_grad():
         base.unet.class_embedding.weight.normal_(0, 1, generator=torch.Generator().manual_seed(1))
     names = {i: f"c{i}" for i in range(num_classes)}

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from ddpm_hub import DDPMHubPipeline, cli
 from ddpm_hub.errors import UsageError
-from ddpm_hub.loading.configs import build_pipeline
+from ddpm_hub.pipelines import Source
 from ddpm_hub.run_folder import METRICS_FILE
 from ddpm_hub.training.options import parse_options
 
@@ -24,7 +24,7 @@ TINY_SR = {
 @pytest.fixture
 def sr_model(tmp_path):
     """A saved tiny super-resolution model (ddpm-sr-16-to-64's kind: 4x, RGB) and a 4 x 4 image."""
-    build_pipeline("ddpm-sr-16-to-64", seed=0, unet_overrides=TINY_SR).save_pretrained(tmp_path / "sr")
+    Source.of("ddpm-sr-16-to-64").build(seed=0, unet_overrides=TINY_SR).save_pretrained(tmp_path / "sr")
     Image.fromarray(np.full((4, 4, 3), 128, dtype=np.uint8)).save(tmp_path / "small.png")
     return tmp_path / "sr"
 
@@ -66,7 +66,7 @@ def test_a_prompts_file_that_is_not_utf8_text_is_refused_naming_it(tmp_path, cap
 def test_non_finite_weights_are_refused_where_a_model_is_loaded(tmp_path, capsys):
     # issue 28: NaN weights gave an all-black grid with rc 0 (and NaN images from the API)
     folder = tmp_path / "model"
-    build_pipeline("ddpm-tiny-8", seed=0).save_pretrained(folder)
+    Source.of("ddpm-tiny-8").build(seed=0).save_pretrained(folder)
     weights_file = folder / "unet" / "diffusion_pytorch_model.safetensors"
     weights = load_file(weights_file)
     weights["conv_out.bias"][0] = float("nan")
@@ -142,7 +142,7 @@ def test_output_paths_are_checked_before_any_sampling_and_a_failed_write_is_one_
     import ddpm_hub.cli.sample
 
     model = tmp_path / "model"
-    build_pipeline("ddpm-tiny-8").save_pretrained(model)
+    Source.of("ddpm-tiny-8").build().save_pretrained(model)
     sampled = []
     monkeypatch.setattr(ddpm_hub.cli.sample, "load_model", lambda args: sampled.append(1) or _load(args))
     grid = ["sample", str(model), "--steps", "1", "--num_images", "2"]
@@ -188,14 +188,14 @@ def test_output_paths_are_checked_before_any_sampling_and_a_failed_write_is_one_
 
 
 def _load(args):
-    from ddpm_hub.pipelines.source import load_pipeline
+    from ddpm_hub.pipelines import Source
 
-    return load_pipeline(args.model, seed=args.seed).to(args.device)
+    return Source.of(args.model).load(seed=args.seed).to(args.device)
 
 
 def test_a_task_pipelines_own_refusal_is_one_line_naming_the_options(tmp_path, capsys):
     # issue 28 (probe): `img2img --strength 0.01 --steps 10` refused in the pipeline, then a traceback in the command
-    build_pipeline("ddpm-tiny-8", seed=0).save_pretrained(tmp_path / "model")
+    Source.of("ddpm-tiny-8").build(seed=0).save_pretrained(tmp_path / "model")
     Image.new("RGB", (8, 8), (200, 0, 0)).save(tmp_path / "image.png")
     out = tmp_path / "out.png"
     argv = ["img2img", str(tmp_path / "model"), str(tmp_path / "image.png"), "--strength", "0.01", "--steps", "10"]

@@ -8,7 +8,8 @@ from diffusers import UNet2DModel
 
 from ddpm_hub import DDPMHubPipeline, DDPMHubScheduler
 from ddpm_hub.cli import main
-from ddpm_hub.loading.configs import PIPELINES_DIR, available_pipelines, build_pipeline, count_parameters
+from ddpm_hub.loading.configs import PIPELINES_DIR, available_pipelines, count_parameters
+from ddpm_hub.pipelines import Source
 
 SHIPPED = [
     "ddpm-digit-pairs-text",
@@ -51,7 +52,7 @@ def test_paper_parameter_counts(name, paper_millions, tolerance):
 def test_readme_states_the_real_parameter_count(name):
     readme = (PIPELINES_DIR / name / "README.md").read_text()
     stated = int(re.search(r"Parameters: ([\d,]+)", readme).group(1).replace(",", ""))
-    assert stated == count_parameters(build_pipeline(name, seed=None).unet)
+    assert stated == count_parameters(Source.of(name).build(seed=None).unet)
 
 
 def test_cifar10_configuration_is_the_papers():
@@ -63,20 +64,20 @@ def test_cifar10_configuration_is_the_papers():
     assert scheduler.config.variance_type == "fixed_large" and scheduler.config.beta_schedule == "linear"
 
 
-def test_build_pipeline_is_seeded_and_accepts_overrides():
-    a, b = build_pipeline("ddpm-tiny-8", seed=3), build_pipeline("ddpm-tiny-8", seed=3)
+def test_a_configuration_builds_seeded_with_overrides():
+    a, b = Source.of("ddpm-tiny-8").build(seed=3), Source.of("ddpm-tiny-8").build(seed=3)
     assert isinstance(a, DDPMHubPipeline) and isinstance(a.scheduler, DDPMHubScheduler)
     for pa, pb in zip(a.unet.parameters(), b.unet.parameters()):
         assert pa.equal(pb)
-    c = build_pipeline(
-        "ddpm-tiny-8", unet_overrides={"out_channels": 6}, scheduler_overrides={"variance_type": "learned_range"}
+    c = Source.of(
+        "ddpm-tiny-8").build(unet_overrides={"out_channels": 6}, scheduler_overrides={"variance_type": "learned_range"}
     )
     assert c.unet.config.out_channels == 6 and c.scheduler.config.variance_type == "learned_range"
 
 
 def test_unknown_configuration_lists_the_known_ones():
     with pytest.raises(FileNotFoundError, match="ddpm-digits-16"):
-        build_pipeline("ddpm-nope")
+        Source.of("ddpm-nope").build()
 
 
 def test_cli_info_and_sample(tmp_path, capsys):

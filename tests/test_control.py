@@ -18,15 +18,15 @@ from helpers import error_of, sample_into
 from PIL import Image
 
 from ddpm_hub import DDPMHubImg2ImgPipeline, DDPMHubInpaintPipeline, DDPMHubPipeline, cli
-from ddpm_hub.loading.configs import build_pipeline
+from ddpm_hub.pipelines import Source
 from ddpm_hub.shipped.pipeline_ddpm_hub_inpaint import repaint_levels
 
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
 def conditional(null: int | None = 10, variance_type: str = "fixed_small") -> DDPMHubPipeline:
-    base = build_pipeline(
-        "ddpm-tiny-8",
+    base = Source.of(
+        "ddpm-tiny-8").build(
         seed=0,
         unet_overrides={"num_class_embeds": 11, "out_channels": 6 if variance_type == "learned_range" else 3},
         scheduler_overrides={"variance_type": variance_type},
@@ -138,7 +138,7 @@ def test_bad_labels_and_guidance(pipeline_kwargs, call, message):
 
 
 def test_labels_or_guidance_for_an_unconditional_model_are_refused():
-    pipeline = build_pipeline("ddpm-tiny-8")
+    pipeline = Source.of("ddpm-tiny-8").build()
     with pytest.raises(ValueError, match="this model is unconditional"):
         pipeline(class_labels=[1], num_inference_steps=2)
     with pytest.raises(ValueError, match="guidance_scale=2.0 needs a condition to guide .* is unconditional"):
@@ -187,7 +187,7 @@ def test_repaint_schedule_and_unet_calls(steps, jump_length, jump_n_sample):
     assert levels[0] == steps and levels[-1] == 0 and all(abs(a - b) == 1 for a, b in zip(levels, levels[1:]))
     jump_points = len(range(0, steps - jump_length, jump_length))
     expected_calls = steps + jump_points * (jump_n_sample - 1) * jump_length
-    pipeline = DDPMHubInpaintPipeline.from_pipe(build_pipeline("ddpm-tiny-8"))
+    pipeline = DDPMHubInpaintPipeline.from_pipe(Source.of("ddpm-tiny-8").build())
     pipeline.set_progress_bar_config(disable=True)
     calls = []
     pipeline.unet.register_forward_hook(lambda *args: calls.append(1))
@@ -199,7 +199,7 @@ def test_repaint_schedule_and_unet_calls(steps, jump_length, jump_n_sample):
 
 @pytest.mark.parametrize("guided", [False, True], ids=["unconditional", "conditional-guided"])
 def test_inpainting_keeps_the_known_pixels_exactly(guided):
-    base = conditional() if guided else build_pipeline("ddpm-tiny-8")
+    base = conditional() if guided else Source.of("ddpm-tiny-8").build()
     pipeline = DDPMHubInpaintPipeline.from_pipe(base)
     pipeline.set_progress_bar_config(disable=True)
     image = np.asarray(digit_image(), dtype=np.float32) / 255
@@ -213,7 +213,7 @@ def test_inpainting_keeps_the_known_pixels_exactly(guided):
 
 
 def test_inpainting_inputs_any_size_and_mode_and_its_errors():
-    pipeline = DDPMHubInpaintPipeline.from_pipe(build_pipeline("ddpm-tiny-8"))
+    pipeline = DDPMHubInpaintPipeline.from_pipe(Source.of("ddpm-tiny-8").build())
     pipeline.set_progress_bar_config(disable=True)
     with pytest.warns(UserWarning, match="resized to the model's"):
         out = pipeline(digit_image(32).convert("L"), half_mask(32).convert("RGB"), num_inference_steps=3,
@@ -252,7 +252,7 @@ def test_img2img_strength_zero_returns_the_input_and_one_is_plain_sampling():
 
 
 def test_img2img_runs_strength_times_the_steps_and_checks_strength():
-    pipeline = DDPMHubImg2ImgPipeline.from_pipe(build_pipeline("ddpm-tiny-8"))
+    pipeline = DDPMHubImg2ImgPipeline.from_pipe(Source.of("ddpm-tiny-8").build())
     pipeline.set_progress_bar_config(disable=True)
     calls = []
     pipeline.unet.register_forward_hook(lambda *args: calls.append(1))
@@ -264,7 +264,7 @@ def test_img2img_runs_strength_times_the_steps_and_checks_strength():
 
 def test_img2img_refuses_a_strength_that_leaves_no_step_and_says_what_would_give_one():
     # issue 28: img2img at strength 0.01 with 10 steps made 0 UNet calls without a word
-    pipeline = DDPMHubImg2ImgPipeline.from_pipe(build_pipeline("ddpm-tiny-8"))
+    pipeline = DDPMHubImg2ImgPipeline.from_pipe(Source.of("ddpm-tiny-8").build())
     pipeline.set_progress_bar_config(disable=True)
     calls = []
     pipeline.unet.register_forward_pre_hook(lambda *args: calls.append(1))
@@ -285,7 +285,7 @@ def test_img2img_refuses_a_strength_that_leaves_no_step_and_says_what_would_give
 
 def test_task_pipelines_refuse_images_that_are_not_finite_or_not_in_0_1():
     # issue 28: float inputs outside [0, 1] were clamped silently, NaN inputs gave NaN outputs
-    base = build_pipeline("ddpm-tiny-8")
+    base = Source.of("ddpm-tiny-8").build()
     base.set_progress_bar_config(disable=True)
     image, mask = torch.rand(1, 3, 8, 8), torch.ones(1, 1, 8, 8)
     img2img, inpaint = DDPMHubImg2ImgPipeline.from_pipe(base), DDPMHubInpaintPipeline.from_pipe(base)
@@ -482,7 +482,7 @@ def test_export_under_two_processes_writes_each_image_once(tmp_path):
     from processes import run_process_group
 
     model, out = tmp_path / "model", tmp_path / "samples"
-    build_pipeline("ddpm-tiny-8").save_pretrained(model)
+    Source.of("ddpm-tiny-8").build().save_pretrained(model)
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     launch += ["--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no"]
     launch += ["--dynamo_backend", "no", "-m", "ddpm_hub.cli", "sample", str(model), "--num_images", "1000"]
@@ -521,7 +521,7 @@ def test_sixteen_bit_and_float_images_decode_as_training_decodes_them(tmp_path):
 
     from ddpm_hub.data.decode import image_to_array
 
-    pipeline = build_pipeline("ddpm-tiny-8")
+    pipeline = Source.of("ddpm-tiny-8").build()
     sixteen = saved(Image.fromarray(ramp(np.uint16, 65535)), tmp_path / "sixteen.png")
     floats = saved(Image.fromarray(ramp(np.float32, 1.0), mode="F"), tmp_path / "float.tif")
     assert (sixteen.mode, floats.mode) == ("I;16", "F")
@@ -557,7 +557,7 @@ def test_masks_follow_diffusers_conventions_and_transparency_keeps_pixels():
     from diffusers.image_processor import VaeImageProcessor
     from PIL import Image
 
-    pipeline = build_pipeline("ddpm-tiny-8")
+    pipeline = Source.of("ddpm-tiny-8").build()
     right_half = np.zeros((8, 8), np.uint8)
     right_half[:, 4:] = 1
     expected = right_half.astype(np.float32)
@@ -585,7 +585,7 @@ def test_masks_follow_diffusers_conventions_and_transparency_keeps_pixels():
 def test_inpainting_honours_a_transparent_mask_and_a_uint8_mask_of_zeros_and_ones():
     from PIL import Image
 
-    pipeline = DDPMHubInpaintPipeline.from_pipe(build_pipeline("ddpm-tiny-8"))
+    pipeline = DDPMHubInpaintPipeline.from_pipe(Source.of("ddpm-tiny-8").build())
     pipeline.set_progress_bar_config(disable=True)
     image = np.full((8, 8, 3), 0.25, np.float32)
     rgba = np.full((8, 8, 4), 255, np.uint8)
@@ -602,7 +602,7 @@ def test_inpainting_honours_a_transparent_mask_and_a_uint8_mask_of_zeros_and_one
 def test_a_list_of_images_of_two_sizes_and_a_noise_of_the_wrong_shape(recwarn):
     from PIL import Image
 
-    base = build_pipeline("ddpm-tiny-8")
+    base = Source.of("ddpm-tiny-8").build()
     inpaint = DDPMHubInpaintPipeline.from_pipe(base)
     inpaint.set_progress_bar_config(disable=True)
     small, large = Image.new("RGB", (8, 8), (200, 0, 0)), Image.new("RGB", (16, 16), (200, 0, 0))
@@ -626,7 +626,7 @@ def test_a_list_of_images_of_two_sizes_and_a_noise_of_the_wrong_shape(recwarn):
 
 def test_an_export_refuses_to_complete_samples_of_other_weights_at_the_same_path(tmp_path, capsys):
     model, out = tmp_path / "model", tmp_path / "samples"
-    build_pipeline("ddpm-tiny-8", seed=1).save_pretrained(model)
+    Source.of("ddpm-tiny-8").build(seed=1).save_pretrained(model)
     assert cli.main(sample_into(model, out)) == 0
     manifest = json.loads((out / "samples.json").read_text())
     from ddpm_hub.loading.configs import weights_checksum
@@ -634,7 +634,7 @@ def test_an_export_refuses_to_complete_samples_of_other_weights_at_the_same_path
     assert manifest["weights_sha256"] == {"unet": weights_checksum(DDPMHubPipeline.from_pretrained(model).unet)}
     assert len(manifest["config_sha256"]) == 64
     capsys.readouterr()
-    build_pipeline("ddpm-tiny-8", seed=2).save_pretrained(model)  # other weights at the same path
+    Source.of("ddpm-tiny-8").build(seed=2).save_pretrained(model)  # other weights at the same path
     assert cli.main(sample_into(model, out, "--num_images", "6")) == 2
     assert f"holds samples of other weights than {model} has now" in error_of(capsys)  # named, not None
     assert sorted(p.name for p in out.glob("*.png")) == ["000000.png", "000001.png", "000002.png"]  # nothing mixed
@@ -648,7 +648,7 @@ def test_an_export_checks_the_folder_before_sampling(tmp_path, capsys):
     from PIL import Image
 
     model, out = tmp_path / "model", tmp_path / "samples"
-    build_pipeline("ddpm-tiny-8", seed=1).save_pretrained(model)
+    Source.of("ddpm-tiny-8").build(seed=1).save_pretrained(model)
     assert cli.main(sample_into(model, out)) == 0
     capsys.readouterr()
     good = (out / "000001.png").read_bytes()

@@ -13,8 +13,8 @@ from helpers import LAUNCHER, TINY, assert_bit_identical, check, check_ok, run_s
 from ddpm_hub import DDPMHubPipeline
 from ddpm_hub.errors import UsageError
 from ddpm_hub.hub.model_card import render_model_card
-from ddpm_hub.loading.configs import build_pipeline
 from ddpm_hub.losses import DistillationObjective, distillation_timesteps
+from ddpm_hub.pipelines import Source
 from ddpm_hub.shipped.scheduling_ddpm_hub import DDPMHubScheduler
 from ddpm_hub.training.checkpoint_folders import list_checkpoints
 from ddpm_hub.training.distillation import student_scheduler
@@ -122,7 +122,7 @@ def test_distillation_options_are_checked_before_any_work(tmp_path):
 def test_distilling_into_the_teachers_folder_is_refused_before_any_work(tmp_path):
     # issue 28: --distill_from X --output_dir X overwrote the teacher's weights, scheduler and index with the student's
     teacher = tmp_path / "teacher"
-    build_pipeline("ddpm-tiny-8").save_pretrained(teacher)
+    Source.of("ddpm-tiny-8").build().save_pretrained(teacher)
     before = (teacher / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
     with pytest.raises(UsageError, match=f"--output_dir {teacher} is the --distill_from folder {teacher}: .*teacher"):
         check([*TINY, "--distill_from", str(teacher), "--output_dir", str(teacher), "--overwrite_output_dir"])
@@ -137,7 +137,7 @@ def test_distilling_into_the_teachers_folder_is_refused_before_any_work(tmp_path
 def test_resuming_a_distillation_with_other_stages_names_what_differs_and_keeps_the_checkpoint(tmp_path):
     # issue 28: resuming with other --distill_calls or --distill_steps_per_stage mixed the schedules
     teacher, out = tmp_path / "teacher", tmp_path / "student"
-    build_pipeline("ddpm-tiny-8").save_pretrained(teacher)
+    Source.of("ddpm-tiny-8").build().save_pretrained(teacher)
     common = [*TINY, "--distill_from", str(teacher), "--checkpointing_steps", "1", "--output_dir", str(out)]
     check_ok(run_script([*common, "--distill_calls", "4,2", "--distill_steps_per_stage", "1"]))
     state = (out / "checkpoints" / "checkpoint-2" / "training_state.json").read_text()
@@ -162,7 +162,7 @@ def test_a_super_resolution_teacher_distils_into_a_student_folder_that_samples_i
     from test_superres import sr_config
 
     teacher, out = tmp_path / "teacher", tmp_path / "student"
-    build_pipeline(sr_config(tmp_path), seed=0).save_pretrained(teacher)
+    Source.of(sr_config(tmp_path)).build(seed=0).save_pretrained(teacher)
     args = [*TINY, "--distill_from", str(teacher), "--dataset_name", "builtin:photos", "--resolution", "16"]
     check_ok(run_script([*args, "--distill_calls", "2,1", "--distill_steps_per_stage", "1", "--output_dir", str(out)]))
     assert (out / "samples.png").is_file() and summary(out)["samples"]["steps"] == 1

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from ddpm_hub.cli import build_parser
-from ddpm_hub.loading.configs import build_pipeline
+from ddpm_hub.pipelines import Source
 from ddpm_hub.training.options import build_parser as build_training_parser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,8 +55,8 @@ def shrink(snippet: str) -> str:
 def models_where_the_docs_say(tmp_path_factory) -> Path:
     """A folder with runs/ddpm-digits-16, runs/ddpm-digits-16-cond (untrained, seeded) and docs/inputs."""
     where = tmp_path_factory.mktemp("docs")
-    build_pipeline("ddpm-digits-16", seed=0).save_pretrained(where / "runs" / "ddpm-digits-16")
-    conditional = build_pipeline("ddpm-digits-16-cond", seed=0)
+    Source.of("ddpm-digits-16").build(seed=0).save_pretrained(where / "runs" / "ddpm-digits-16")
+    conditional = Source.of("ddpm-digits-16-cond").build(seed=0)
     conditional.register_to_config(id2label={i: str(i) for i in range(10)}, null_class_label=10, num_classes=10)
     conditional.save_pretrained(where / "runs" / "ddpm-digits-16-cond")
     shutil.copytree(ROOT / "docs" / "inputs", where / "docs" / "inputs")

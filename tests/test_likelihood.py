@@ -19,8 +19,8 @@ from ddpm_hub.evaluation.likelihood import (
     stratum_edges,
     write_likelihood_report,
 )
-from ddpm_hub.loading.configs import build_pipeline
 from ddpm_hub.losses import discretized_gaussian_log_likelihood, prior_bits_per_dim, vb_terms_bits_per_dim
+from ddpm_hub.pipelines import Source
 
 LN2 = math.log(2.0)
 HALF_BIN = 1.0 / 255.0
@@ -43,8 +43,8 @@ def unit(images):
 
 def tiny(num_train_timesteps=1000, **scheduler_overrides):
     learned = scheduler_overrides.get("variance_type") == "learned_range"
-    return build_pipeline(
-        "ddpm-tiny-8",
+    return Source.of(
+        "ddpm-tiny-8").build(
         seed=0,
         unet_overrides={"out_channels": 6} if learned else None,
         scheduler_overrides={"num_train_timesteps": num_train_timesteps, **scheduler_overrides},

@@ -16,11 +16,11 @@ from safetensors.torch import load_file
 
 from ddpm_hub import DDPMHubImg2ImgPipeline, DDPMHubInpaintPipeline, DDPMHubPipeline, DDPMHubScheduler, cli
 from ddpm_hub.errors import UsageError
-from ddpm_hub.loading.configs import build_pipeline
+from ddpm_hub.pipelines import Source
 
 
 def tiny(**scheduler_overrides) -> DDPMHubPipeline:
-    pipeline = build_pipeline("ddpm-tiny-8", seed=0, scheduler_overrides=scheduler_overrides)
+    pipeline = Source.of("ddpm-tiny-8").build(seed=0, scheduler_overrides=scheduler_overrides)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
@@ -57,7 +57,7 @@ def test_output_types_and_grayscale_pil():
     assert 0.0 <= np_images.min() and np_images.max() <= 1.0
     (pil,) = pipeline(num_inference_steps=2, output_type="pil", return_dict=False)
     assert pil[0].mode == "RGB" and pil[0].size == (8, 8)
-    digits = build_pipeline("ddpm-digits-16")
+    digits = Source.of("ddpm-digits-16").build()
     digits.set_progress_bar_config(disable=True)
     image = digits(num_inference_steps=2, generator=torch.manual_seed(0)).images[0]
     assert image.mode == "L" and image.size == (16, 16)
@@ -166,8 +166,8 @@ def test_given_noise_must_be_a_finite_float_tensor_of_the_sample_shape():
 
 
 def test_learned_range_pipeline_samples_with_ours_and_with_diffusers_schedulers():
-    pipeline = build_pipeline(
-        "ddpm-tiny-8", unet_overrides={"out_channels": 6}, scheduler_overrides={"variance_type": "learned_range"}
+    pipeline = Source.of(
+        "ddpm-tiny-8").build(unet_overrides={"out_channels": 6}, scheduler_overrides={"variance_type": "learned_range"}
     )
     pipeline.set_progress_bar_config(disable=True)
     assert np.isfinite(sample(pipeline, steps=5)).all()
@@ -377,7 +377,7 @@ def test_every_pipeline_refuses_a_guidance_scale_out_of_the_one_range(scale):
         lambda: pipeline(class_labels=1, guidance_scale=scale, num_inference_steps=2),
         lambda: DDPMHubImg2ImgPipeline.from_pipe(pipeline)(image, class_labels=1, guidance_scale=scale),
         lambda: DDPMHubInpaintPipeline.from_pipe(pipeline)(image, image, class_labels=1, guidance_scale=scale),
-        lambda: build_pipeline("ddpm-tiny-8")(guidance_scale=scale, num_inference_steps=2),  # unconditional too
+        lambda: Source.of("ddpm-tiny-8").build()(guidance_scale=scale, num_inference_steps=2),  # unconditional too
     ]
     for call in calls:
         with pytest.raises(ValueError, match=r"guidance_scale must be a number in \[0, 100\]"):

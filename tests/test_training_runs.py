@@ -32,7 +32,7 @@ from safetensors.torch import load_file
 
 from ddpm_hub import DDPMHubPipeline, cli
 from ddpm_hub.errors import UsageError
-from ddpm_hub.loading.configs import build_pipeline
+from ddpm_hub.pipelines import Source
 from ddpm_hub.pipelines.sampling import sample_images
 from ddpm_hub.training.checkpoint_folders import latest_checkpoint, list_checkpoints, weights_checksum
 from ddpm_hub.training.grids import grid_image
@@ -240,7 +240,7 @@ def test_fine_tune_from_a_private_hub_repo(hub_server, tmp_path):
     from huggingface_hub import HfApi
 
     repo_id = f"alice/tiny-base-{uuid.uuid4().hex[:8]}"
-    base = build_pipeline("ddpm-tiny-8", seed=1)
+    base = Source.of("ddpm-tiny-8").build(seed=1)
     base.save_pretrained(tmp_path / "base")
     api = HfApi(token="hf_alice_write")
     api.create_repo(repo_id, private=True)

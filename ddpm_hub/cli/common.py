@@ -14,7 +14,7 @@ from ..errors import InputNotFoundError, UsageError, refused_as_usage, writing
 from ..options import guidance_scale, int_at_least
 from ..pipelines.conditioning import ImageConditions
 from ..pipelines.sampling import image_generator
-from ..pipelines.source import load_pipeline
+from ..pipelines.source import Source
 from ..run_folder import check_writable_folder
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -58,7 +58,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, steps: int, num_images:
 def load_model(args: argparse.Namespace):
     """MODEL of a command that draws images from noise (sample, inpaint, img2img): never a super-resolution model."""
     command = f"ddpm-hub {getattr(args, 'command', None) or 'sample'}"
-    return load_pipeline(args.model, seed=args.seed, command=command).to(args.device)  # untrained: the plumbing
+    source = Source.of(args.model)
+    source.refuse_super_resolution(command)  # from the configs, before any weights are read
+    return source.load(seed=args.seed).to(args.device)  # a configuration: fresh weights, to check the plumbing
 
 
 def image_conditions(pipeline, args: argparse.Namespace) -> ImageConditions:

@@ -6,7 +6,8 @@ ddpm-hub info ddpm-cifar10-32
 import argparse
 import json
 
-from ..loading.configs import available_pipelines, build_pipeline, count_parameters, resolve_pipeline_config
+from ..loading.configs import available_pipelines, count_parameters
+from ..pipelines.source import Source
 
 HELP = "parameter count and settings of a pipeline configuration"
 
@@ -17,10 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Parameter count and key settings of a pipeline configuration folder."""
-    pipeline = build_pipeline(args.pipeline, seed=None)
+    source = Source.of(args.pipeline)
+    pipeline = source.build(seed=None)
     unet, scheduler = pipeline.unet.config, pipeline.scheduler.config
     info = {
-        "pipeline": str(resolve_pipeline_config(args.pipeline)),
+        "pipeline": source.location,
         "parameters": count_parameters(pipeline.unet),
         "resolution": unet.sample_size,
         "channels": pipeline.image_channels,

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 from ..errors import UsageError
-from ..loading.configs import build_pipeline
 from ..options import int_at_least
 from ..pictures import forward_strip, strip
+from ..pipelines.source import Source
 from ..shipped.image_processing_ddpm_hub import SIXTEEN_BIT_MODES, convert_mode
 from .common import check_output, read_image, save
 
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         timesteps = [int(t) for t in args.timesteps.split(",")]
     except ValueError:
         raise UsageError(f"--timesteps must be integers separated by commas, got {args.timesteps!r}.") from None
-    scheduler = build_pipeline(args.pipeline, seed=None).scheduler
+    scheduler = Source.of(args.pipeline).build(seed=None).scheduler
     image = read_image(args.image, "IMAGE")
     image = convert_mode(image, 1 if image.mode in GRAYSCALE_MODES else 3)  # 16-bit, float, alpha: as training
     if args.size:

@@ -22,7 +22,7 @@ from ..pictures import reverse_trajectory, strip, to_pil, to_pil_images
 from ..pipelines.conditioning import ImageConditions
 from ..pipelines.library import DDPMHubSuperResolutionPipeline
 from ..pipelines.sampling import SAMPLERS, sample_images, with_sampler
-from ..pipelines.source import load_pipeline
+from ..pipelines.source import Source
 from ..run_folder import check_writable_folder
 from .common import add_model_arguments, check_output, generators, image_conditions, load_model, save
 
@@ -112,7 +112,7 @@ def sample_cascade(pipeline, args: argparse.Namespace, conditions: ImageConditio
     """`ddpm-hub sample BASE --upscale SR [--upscale SR2]`: a row per stage, the same images upsampled."""
     from ..pipelines.cascade import DDPMHubCascadePipeline
 
-    stages = [load_pipeline(name, seed=args.seed).to(args.device) for name in args.upscale]
+    stages = [Source.of(name).load(seed=args.seed).to(args.device) for name in args.upscale]
     for name, stage in zip(args.upscale, stages):
         if not isinstance(stage, DDPMHubSuperResolutionPipeline):
             raise UsageError(f"--upscale {name}: it is not a super-resolution model.")

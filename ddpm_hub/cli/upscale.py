@@ -12,7 +12,7 @@ from ..errors import UsageError
 from ..options import int_at_least
 from ..pipelines.library import DDPMHubSuperResolutionPipeline
 from ..pipelines.sampling import image_generator
-from ..pipelines.source import load_pipeline
+from ..pipelines.source import Source
 from .common import DEVICE, read_image, refused_inputs
 
 HELP = "upsample images with a super-resolution model"
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     """`ddpm-hub upscale MODEL IMAGE...`: each image upsampled `low_res_scale` times, one PNG per sample."""
     from tqdm.auto import tqdm
 
-    pipeline = load_pipeline(args.model, seed=args.seed).to(args.device)
+    pipeline = Source.of(args.model).load(seed=args.seed).to(args.device)
     if not isinstance(pipeline, DDPMHubSuperResolutionPipeline):
         raise UsageError(f"{args.model} is not a super-resolution model: upscale takes one (e.g. ddpm-sr-16-to-64).")
     pipeline.set_progress_bar_config(disable=True)

@@ -1,7 +1,8 @@
 """Pipeline configurations as data: `pipelines/<name>/` folders laid out like Hub pipeline repos without weights.
 
-A folder holds `model_index.json`, `unet/config.json` and `scheduler/scheduler_config.json`; `build_pipeline` turns it
-into a freshly initialised pipeline. Which name means which folder, repo or configuration: `ddpm_hub.pipelines.source`.
+A folder holds `model_index.json`, `unet/config.json` and `scheduler/scheduler_config.json`; `build_components` turns
+it into components with fresh weights. Which name means which folder, repo or configuration:
+`ddpm_hub.pipelines.Source`.
 """
 
 import hashlib
@@ -33,35 +34,29 @@ def available_pipelines() -> list[str]:
     return sorted(p.name for p in PIPELINES_DIR.iterdir() if is_pipeline_folder(p))
 
 
-def resolve_pipeline_config(name_or_path: str | os.PathLike) -> Path:
+def configuration_folder(name_or_path: str | os.PathLike) -> Path:
     """A folder path, or the name of a folder under `pipelines/` (e.g. `ddpm-digits-16`)."""
     for candidate in (Path(name_or_path), PIPELINES_DIR / str(name_or_path)):
         if is_pipeline_folder(candidate):
-            return candidate
+            return Path(candidate)
     raise InputNotFoundError(
         f"No pipeline configuration at {str(name_or_path)!r}: expected a folder with {MODEL_INDEX}, unet/config.json "
         f"and scheduler/scheduler_config.json, or one of the names {', '.join(available_pipelines()) or '(none)'}."
     )
 
 
-def build_pipeline(
-    name_or_path: str | os.PathLike,
-    seed: int | None = 0,
-    unet_overrides: dict | None = None,
-    scheduler_overrides: dict | None = None,
-):
+def build_components(
+    folder: Path, seed: int | None = 0, unet_overrides: dict | None = None, scheduler_overrides: dict | None = None
+) -> tuple[dict, dict]:
     """
-    A randomly initialised pipeline (the class its index names, `DDPMHubPipeline` by default) from a configuration
-    folder, each component built from its config with the installed class the index names.
+    `(model index, components and settings)` of a pipeline folder with fresh weights: each component built from its
+    config with the installed class the index names (`ddpm_hub.pipelines.Source.build` makes the pipeline of them).
 
     Args:
-        name_or_path: a folder, or a name under `pipelines/`.
+        folder: a folder with `model_index.json` and the components' configs (a configuration, or a trained folder's).
         seed: seeds the weight initialisation (`None` leaves the global RNG alone).
         unet_overrides / scheduler_overrides: config values to replace, e.g. `{"sample_size": 8}`.
     """
-    from ..pipelines.library import pipeline_class
-
-    folder = resolve_pipeline_config(name_or_path)
     index = read_model_index(folder)
     unet_class = component_class(index["unet"], folder / MODEL_INDEX)
     unet_config = {**read_unet_config(folder), **(unet_overrides or {})}
@@ -82,7 +77,7 @@ def build_pipeline(
     except (ValueError, TypeError, KeyError, OSError) as error:
         raise UsageError(f"{folder}: the configuration cannot be built: {error}") from error
     settings = {key: index[key] for key in PIPELINE_SETTINGS if key in index}  # e.g. a super-resolution's scale
-    return pipeline_class(index)(unet=unet, scheduler=scheduler, **others, **settings)
+    return index, {"unet": unet, "scheduler": scheduler, **others, **settings}
 
 
 def build_component(folder: Path, name: str, entry: list):

@@ -13,6 +13,7 @@ Layer: imports loading, data, `ddpm_hub.shipped` and the root modules. Two calls
 
 from .cascade import DDPMHubCascadePipeline
 from .library import DDPMHubImg2ImgPipeline, DDPMHubInpaintPipeline, DDPMHubPipeline, DDPMHubSuperResolutionPipeline
+from .source import ModelLoadError, Source
 
 __all__ = [
     "DDPMHubCascadePipeline",
@@ -20,4 +21,6 @@ __all__ = [
     "DDPMHubInpaintPipeline",
     "DDPMHubPipeline",
     "DDPMHubSuperResolutionPipeline",
+    "ModelLoadError",
+    "Source",
 ]

@@ -18,7 +18,7 @@ import torch
 from ..errors import UsageError, refused_as_usage
 from ..shipped.pipeline_ddpm_hub import OUTPUT_TYPES
 from .library import DDPMHubPipeline, DDPMHubSuperResolutionPipeline
-from .source import load_pipeline
+from .source import Source
 
 # The arguments of a cascade call besides the condition arguments of its stages' models.
 CALL_ARGUMENTS = ("batch_size", "generator", "num_inference_steps", "noise_level", "output_type", "guidance_scale")
@@ -48,8 +48,8 @@ class DDPMHubCascadePipeline:
 
     @classmethod
     def from_pretrained(cls, base: str, stages: list[str], device: str | None = None) -> "DDPMHubCascadePipeline":
-        """The base and the stages from folders or Hub repo ids (`ddpm_hub.pipelines.source`)."""
-        pipelines = [load_pipeline(name) for name in (base, *stages)]
+        """The base and the stages from folders or Hub repo ids (`ddpm_hub.pipelines.Source`)."""
+        pipelines = [Source.of(name).load() for name in (base, *stages)]
         for name, pipeline in zip(stages, pipelines[1:]):
             if not isinstance(pipeline, DDPMHubSuperResolutionPipeline):
                 raise UsageError(f"{name} is not a super-resolution model (its model_index.json names none).")

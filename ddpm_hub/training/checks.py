@@ -7,7 +7,7 @@ from pathlib import Path
 from ..data.decode import image_size, size_text
 from ..errors import InputNotFoundError, UsageError
 from ..options import check_ranges
-from ..pipelines.source import ModelLoadError, PipelineSource, resolve_pipeline
+from ..pipelines.source import ModelLoadError, Source
 from ..run_folder import CHECKPOINTS_DIR, check_apart_from_sources, check_writable_folder
 from ..shipped.scheduling_ddpm_hub import VARIANCE_TYPES, is_ddpm_family
 from .checkpoint_folders import TrainingState, list_checkpoints
@@ -16,7 +16,7 @@ from .model import scheduler_overrides, unet_overrides
 from .options import TrainingOptions
 
 
-def check_options(o: TrainingOptions) -> tuple[TrainingOptions, PipelineSource]:
+def check_options(o: TrainingOptions) -> tuple[TrainingOptions, Source]:
     """All the checks, in order of cost; returns the options with the pipeline's defaults filled in."""
     check_ranges(o)
     o = distill_options(o)  # --distill_from: the teacher is the pipeline, the student predicts v
@@ -36,10 +36,10 @@ def check_options(o: TrainingOptions) -> tuple[TrainingOptions, PipelineSource]:
     return o, source
 
 
-def inspect_pipeline(name: str) -> PipelineSource:
+def inspect_pipeline(name: str) -> Source:
     """`--pipeline` resolved (`ddpm_hub.pipelines.source`): its configs read, no weights loaded."""
     try:
-        return resolve_pipeline(name)
+        return Source.of(name)
     except ModelLoadError as error:
         raise UsageError(f"--pipeline {name!r}: {error}") from error
 
@@ -76,7 +76,7 @@ def check_streaming_run(o: TrainingOptions) -> None:
         raise UsageError(f"--streaming: {'; '.join(problems)}.")
 
 
-def resolve_class_dropout(o: TrainingOptions, source: PipelineSource) -> TrainingOptions:
+def resolve_class_dropout(o: TrainingOptions, source: Source) -> TrainingOptions:
     """Label dropout applies to a class-conditional UNet only; there it defaults to 0.1 (Ho & Salimans 2022)."""
     dropout = o.conditioning.class_dropout_prob
     if source.conditioning().classes is None:
@@ -89,7 +89,7 @@ def resolve_class_dropout(o: TrainingOptions, source: PipelineSource) -> Trainin
     return o if dropout is not None else o.changed("conditioning", class_dropout_prob=0.1)
 
 
-def resolve_text_options(o: TrainingOptions, source: PipelineSource) -> TrainingOptions:
+def resolve_text_options(o: TrainingOptions, source: Source) -> TrainingOptions:
     """
     The text options apply to a text-to-image model only (a UNet with cross-attention); there caption dropout
     defaults to 0.1, and --text_encoder must name a text encoder (its config read here, before any work).
@@ -130,7 +130,7 @@ def resolve_text_options(o: TrainingOptions, source: PipelineSource) -> Training
 CLEAN_LOW_RES_PROB = 0.8  # the default share of clean inputs of a super-resolution model (README: measured)
 
 
-def resolve_low_res_options(o: TrainingOptions, source: PipelineSource) -> TrainingOptions:
+def resolve_low_res_options(o: TrainingOptions, source: Source) -> TrainingOptions:
     """--clean_low_res_prob applies to a super-resolution model only; there it defaults to `CLEAN_LOW_RES_PROB`."""
     share = o.conditioning.clean_low_res_prob
     if source.conditioning().low_res is None:
@@ -193,7 +193,7 @@ def check_output_dir(o: TrainingOptions) -> None:
         TrainingState.read(path)  # not a checkpoint of this script: a message naming the folder
 
 
-def run_sources(o: TrainingOptions, source: PipelineSource) -> dict[str, tuple[str, str]]:
+def run_sources(o: TrainingOptions, source: Source) -> dict[str, tuple[str, str]]:
     """The local folders a run reads, by the option that names them, with what writing into each would do."""
     sources = {}
     if source.kind != "hub":  # a configuration or a trained folder (the teacher, when distilling)
@@ -214,12 +214,12 @@ def run_sources(o: TrainingOptions, source: PipelineSource) -> dict[str, tuple[s
     return sources
 
 
-def check_output_apart_from_sources(o: TrainingOptions, source: PipelineSource) -> None:
+def check_output_apart_from_sources(o: TrainingOptions, source: Source) -> None:
     """--output_dir is none of the folders the run reads, nor inside one, nor around one (`run_sources`)."""
     check_apart_from_sources(Path(o.output_dir), "--output_dir", run_sources(o, source))
 
 
-def check_model_compatibility(o: TrainingOptions, source: PipelineSource) -> None:
+def check_model_compatibility(o: TrainingOptions, source: Source) -> None:
     unet = source.unet_config
     downsamplings = len(unet["block_out_channels"]) - 1
     multiple = 2**downsamplings
@@ -256,7 +256,7 @@ def check_model_compatibility(o: TrainingOptions, source: PipelineSource) -> Non
         )
 
 
-def _trains_on_the_ddpm_chain(source: PipelineSource) -> bool:
+def _trains_on_the_ddpm_chain(source: Source) -> bool:
     from ..loading.components import scheduler_class
 
     try:

@@ -24,7 +24,7 @@ Randomness is a function of (seed, position, rank), so a resumed run draws exact
 
 from accelerate import Accelerator
 
-from ..pipelines.source import PipelineSource
+from ..pipelines.source import Source
 from .checkpointing import resume
 from .checks import check_options
 from .data import load_training_data
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     close_accelerator(accelerator)  # after the model is gone: see close_accelerator
 
 
-def train_and_write(o: TrainingOptions, source: PipelineSource, accelerator: Accelerator) -> None:
+def train_and_write(o: TrainingOptions, source: Source, accelerator: Accelerator) -> None:
     conditioning = source.conditioning()
     channels = conditioning.image_channels(source.unet_config["in_channels"])
     dataset = load_training_data(

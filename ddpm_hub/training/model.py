@@ -4,7 +4,7 @@ import torch
 from diffusers import UNet2DModel
 
 from ..data.decode import image_size
-from ..pipelines.source import PipelineSource
+from ..pipelines.source import Source
 from .options import ModelOptions, OptimizerOptions, SpeedOptions, TrainingOptions
 
 
@@ -19,7 +19,7 @@ def scheduler_overrides(model: ModelOptions) -> dict:
     return {k: v for k, v in overrides.items() if v is not None}
 
 
-def unet_overrides(o: TrainingOptions, source: PipelineSource) -> dict:
+def unet_overrides(o: TrainingOptions, source: Source) -> dict:
     """
     The run's resolution as the UNet's `sample_size`; a configuration also gets 2C output channels for
     learned_range (a trained UNet keeps its channels: its weights fix them).
@@ -38,7 +38,7 @@ def unet_overrides(o: TrainingOptions, source: PipelineSource) -> dict:
     return {"sample_size": sample_size, "out_channels": channels, **text}
 
 
-def text_encoder_overrides(o: TrainingOptions, source: PipelineSource) -> dict:
+def text_encoder_overrides(o: TrainingOptions, source: Source) -> dict:
     """
     --text_encoder on a configuration: the UNet's cross-attention reads that encoder's hidden states, projected to
     its `cross_attention_dim` when their widths differ (`encoder_hid_dim_type="text_proj"`).
@@ -59,12 +59,12 @@ def sample_size_config(resolution: int | tuple[int, int]) -> int | list[int]:
     return resolution if isinstance(resolution, int) else list(image_size(resolution))
 
 
-def training_pipeline(o: TrainingOptions, source: PipelineSource):
+def training_pipeline(o: TrainingOptions, source: Source):
     """
     The pipeline to train: a configuration built fresh from --seed, or a trained one loaded, with the overrides; a
     text model's encoder (the configuration's, or --text_encoder's) frozen unless --train_text_encoder.
     """
-    pipeline = source.pipeline(
+    pipeline = source.load(
         seed=o.seed, unet_overrides=unet_overrides(o, source), scheduler_overrides=scheduler_overrides(o.model)
     )
     if o.conditioning.text_encoder is not None:

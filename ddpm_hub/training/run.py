@@ -18,8 +18,8 @@ from ..data import ImageDatasetReport
 from ..errors import UsageError
 from ..loading.configs import count_parameters
 from ..losses import DiffusionObjective
-from ..pipelines.conditioning import Conditioning
-from ..pipelines.source import PipelineSource
+from ..pipelines.conditioning import TrainingConditioning
+from ..pipelines.source import Source
 from ..runtime import default_cpu_threads, distributed_without_accelerator
 from ..shipped.scheduling_ddpm_hub import DDPMHubScheduler
 from .batches import MicroBatches, StreamedMicroBatches
@@ -40,7 +40,7 @@ class Run:
     accelerator: Accelerator
     pipeline: object  # the pipeline being trained (its `unet` is the bare model, its settings the conditioning's)
     model: torch.nn.Module  # the UNet prepared (DDP, autocast, compiled): the one to call in training
-    conditioning: Conditioning  # what the model is conditioned on, as this run trains it
+    conditioning: TrainingConditioning  # what the model is conditioned on, as this run trains it
     objective: DiffusionObjective
     optimizer: torch.optim.Optimizer
     lr_scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -175,7 +175,7 @@ def resolve_training_length(o: TrainingOptions, data: MicroBatches | StreamedMic
 
 
 def build_run(
-    o: TrainingOptions, source: PipelineSource, accelerator: Accelerator, dataset: TrainingData | TrainingStream
+    o: TrainingOptions, source: Source, accelerator: Accelerator, dataset: TrainingData | TrainingStream
 ) -> Run:
     data = make_micro_batches(o.batches, o.seed, accelerator, dataset, o.data.random_crop)
     o = replace(resolve_training_length(o, data), speed=replace(o.speed, mixed_precision=accelerator.mixed_precision))
