@@ -73,7 +73,7 @@ setup(
         ],
         # the documentation site: `mkdocs serve`, `mkdocs build --strict` (CI)
         "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26", "mkdocstrings-python>=1.10"],
-        # benchmarks/sr_quality.py: photographs that builtin:photos does not hold (scikit-image ships them)
+        # ddpm-hub eval --sr_quality: photographs that builtin:photos does not hold (scikit-image ships them)
         "bench": ["scikit-image>=0.22"],
         "wandb": ["wandb"],
         # FID/KID Inception features (torch-fidelity's port of the TF-FID network); it pulls in torchvision.

@@ -7,9 +7,9 @@ is a trained folder with the run's record next to the weights:
     model_index.json unet/ scheduler/ *.py   the pipeline (save_pretrained)
     samples.png                              a grid sampled from it                    (training, publishing)
     guidance.png                             a conditional model: classes x guidance   (training, model card)
-    class_accuracy.md / .json                samples classified by label and w         (benchmarks, model card)
-    text_accuracy.md / .json                 digit pairs read as the prompt asks, by w (benchmarks, model card)
-    sr_quality.md / .json                    super-resolution against bicubic on unseen photos (benchmarks, card)
+    class_accuracy.md / .json                samples classified by label and w         (eval --class_accuracy, card)
+    text_accuracy.md / .json                 digit pairs read as the prompt asks, by w (eval --text_accuracy, card)
+    sr_quality.md / .json                    super-resolution against bicubic on unseen photos (eval --sr_quality)
     training_options.json                    the resolved options (a valid --config)    (training, model card)
     training_summary.json                    `TrainingSummary`                          (training, model card)
     metrics.json                             `Metric` entries by key: bpd, fid, kid     (ddpm-hub eval, model card)
@@ -38,9 +38,10 @@ UNET_CONFIG = "unet/config.json"
 SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
 SAMPLES_FILE = "samples.png"
 GUIDANCE_FILE = "guidance.png"  # a conditional model: a row per class at guidance scales 0, 1, 2, 4
-CLASS_ACCURACY_FILE = "class_accuracy.md"  # benchmarks/class_accuracy.py
-TEXT_ACCURACY_FILE = "text_accuracy.md"  # benchmarks/text_accuracy.py
-SR_QUALITY_FILE = "sr_quality.md"  # benchmarks/sr_quality.py
+CLASS_ACCURACY_FILE = "class_accuracy.md"  # ddpm-hub eval --class_accuracy (ddpm_hub.evaluation.accuracy)
+TEXT_ACCURACY_FILE = "text_accuracy.md"  # ddpm-hub eval --text_accuracy (ddpm_hub.evaluation.accuracy)
+SR_QUALITY_FILE = "sr_quality.md"  # ddpm-hub eval --sr_quality (ddpm_hub.evaluation.sr_quality)
+SR_QUALITY_JSON_FILE = "sr_quality.json"
 OPTIONS_FILE = "training_options.json"
 SUMMARY_FILE = "training_summary.json"
 METRICS_FILE = "metrics.json"

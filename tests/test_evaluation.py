@@ -27,7 +27,7 @@ from ddpm_hub.evaluation.metrics import (
 )
 from ddpm_hub.evaluation.sweep import DEFAULT_SWEEP, generate_images, sampler_sweep, write_sweep
 from ddpm_hub.hub.model_card import render_model_card
-from ddpm_hub.loading.configs import build_pipeline
+from ddpm_hub.pipelines import Source
 from ddpm_hub.pipelines.sampling import Sampler, with_sampler
 from ddpm_hub.run_folder import METRICS_FILE, read_metrics, update_metrics
 
@@ -41,7 +41,7 @@ def pixel_features(images: torch.Tensor) -> torch.Tensor:
 
 
 def tiny():
-    pipeline = build_pipeline("ddpm-tiny-8", seed=0)
+    pipeline = Source.of("ddpm-tiny-8").build(seed=0)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
@@ -179,7 +179,7 @@ def test_default_sweep_is_the_issue_list_and_every_sampler_builds():
     assert [str(s) for s in DEFAULT_SWEEP] == [
         "ddpm-1000", "ddpm-250", "ddpm-50", "ddim-50", "ddim-20", "dpmsolver++-20", "dpmsolver++-10",
     ]  # fmt: skip
-    pipeline = build_pipeline("ddpm-digits-16")
+    pipeline = Source.of("ddpm-digits-16").build()
     expected = {"ddpm": DDPMHubScheduler, "ddim": DDIMScheduler, "dpmsolver++": DPMSolverMultistepScheduler}
     for sampler in DEFAULT_SWEEP:
         scheduler = with_sampler(pipeline, sampler.name).scheduler
@@ -207,7 +207,7 @@ def test_generate_images_is_seeded_per_image_and_counts_nfe():
 
 
 def test_the_stochastic_sampler_draws_its_noise_from_the_callers_generator():
-    pipeline = build_pipeline("ddpm-tiny-8", seed=0)
+    pipeline = Source.of("ddpm-tiny-8").build(seed=0)
     start = torch.randn(2, 3, 8, 8, generator=torch.manual_seed(5))  # the same x_T for every call
 
     def sample(name, seed):
@@ -289,7 +289,7 @@ def test_cli_offline_is_a_message_not_a_traceback(monkeypatch, capsys, tmp_path)
     error = capsys.readouterr().err
     assert error.startswith("ddpm-hub eval: error: FID and KID use torch-fidelity") and "Traceback" not in error
     assert cli.main(["eval", "ddpm-tiny-8"]) == 2
-    assert "pass --bpd, --fid and/or --sweep" in capsys.readouterr().err
+    assert "pass --bpd, --fid, --sweep, --class_accuracy, --text_accuracy and/or" in capsys.readouterr().err
     assert cli.main(["eval", "ddpm-tiny-8", "--sweep", "--samplers", "euler-5"]) == 2
     assert "NAME-STEPS" in capsys.readouterr().err
     assert cli.main(["eval", "ddpm-tiny-8", "--bpd", "--dataset_name", "cifar10", "--train_data_dir", "x"]) == 2
@@ -301,7 +301,7 @@ def test_offline_sweep_on_digits_uses_the_repos_classifier_and_caches_the_refere
     """builtin:digits: the Frechet distance in the digit classifier's features, the class balance; no download."""
     monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # Inception is not needed
     folder = tmp_path / "digits"
-    build_pipeline("ddpm-digits-16", seed=0).save_pretrained(folder)
+    Source.of("ddpm-digits-16").build(seed=0).save_pretrained(folder)
     argv = ["eval", str(folder), "--sweep", "--samplers", "ddpm-3,ddim-2", "--num_images", "8", "--max_images", "40"]
     argv += ["--kid_subset_size", "8", "--output_dir", str(tmp_path / "eval")]
     assert cli.main(argv) == 0
@@ -324,7 +324,7 @@ def test_sample_quality_of_a_text_model_or_of_digit_pairs_with_the_digit_classif
     from helpers import text_config
 
     text = tmp_path / "text"
-    build_pipeline(text_config(tmp_path), seed=0).save_pretrained(text)
+    Source.of(text_config(tmp_path)).build(seed=0).save_pretrained(text)
     output_dir = tmp_path / "eval"
     argv = ["--features", "digits", "--num_images", "2", "--steps", "1", "--output_dir", str(output_dir)]
     assert cli.main(["eval", str(text), "--fid", *argv]) == 2
@@ -332,7 +332,7 @@ def test_sample_quality_of_a_text_model_or_of_digit_pairs_with_the_digit_classif
     assert f"{text} is a text-to-image model, and ddpm-hub eval --fid would measure images drawn without" in error
     assert "--bpd" in error and not output_dir.exists()
     pairs = tmp_path / "pairs"  # an unconditional model of 8 x 16 canvases
-    build_pipeline("ddpm-tiny-8x16", seed=0).save_pretrained(pairs)
+    Source.of("ddpm-tiny-8x16").build(seed=0).save_pretrained(pairs)
     assert cli.main(["eval", str(pairs), "--sweep", *argv]) == 2
     error = capsys.readouterr().err
     assert "the digit classifier reads one digit in a square image" in error and "8×16 images" in error
@@ -345,7 +345,7 @@ def test_sample_quality_of_a_text_model_or_of_digit_pairs_with_the_digit_classif
 
 def test_a_non_finite_metric_is_neither_written_nor_published(tmp_path):
     folder = tmp_path / "model"
-    build_pipeline("ddpm-tiny-8").save_pretrained(folder)
+    Source.of("ddpm-tiny-8").build().save_pretrained(folder)
     update_metrics(folder, {"bpd": {"bits_per_dim": 2.5, "standard_error": 0.1}})
     for bad in ({"fid": {"value": math.nan}}, {"kid": {"value": 0.1, "std": math.inf}}, {"fid": -math.inf}):
         with pytest.raises(UsageError, match="is not a finite number"):
@@ -357,3 +357,141 @@ def test_a_non_finite_metric_is_neither_written_nor_published(tmp_path):
         read_metrics(folder)
     with pytest.raises(UsageError, match="not a finite number"):
         render_model_card(folder, "alice/model")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ddpm-hub eval --class_accuracy, --text_accuracy, --sr_quality: the card's task tables from the installed package
+
+
+def tiny_class_model(tmp_path):
+    from helpers import conditional_config
+
+    folder = tmp_path / "cond"
+    pipeline = Source.of(conditional_config(tmp_path)).build(seed=0)
+    pipeline.register_to_config(id2label={i: str(i) for i in range(10)}, null_class_label=10, num_classes=10)
+    pipeline.save_pretrained(folder)
+    return folder
+
+
+def test_eval_class_accuracy_writes_the_table_and_its_numbers_are_the_classifiers_reading(tmp_path, capsys):
+    from ddpm_hub.evaluation.digit_classifier import classify, load_digit_classifier
+    from ddpm_hub.pictures import to_uint8
+
+    folder, output_dir = tiny_class_model(tmp_path), tmp_path / "eval"
+    argv = ["eval", str(folder), "--class_accuracy", "--guidance_scales", "0,2", "--num_per_class", "2"]
+    assert cli.main([*argv, "--steps", "2", "--seed", "3", "--batch_size", "7", "--output_dir", str(output_dir)]) == 0
+    saved = json.loads((output_dir / "class_accuracy.json").read_text())
+    assert [row["guidance_scale"] for row in saved["rows"]] == [0.0, 2.0]
+    settings = saved["settings"]
+    assert settings["num_per_class"] == 2 and settings["steps"] == 2 and settings["seed"] == 3
+    assert settings["command"] == (
+        f"ddpm-hub eval {folder} --class_accuracy --guidance_scales 0,2 --num_per_class 2 --steps 2 --seed 3"
+    )
+    table = (output_dir / "class_accuracy.md").read_text()
+    assert table.startswith("| guidance w | accuracy | 0 | 1 |") and "| 2 | **" in table
+    assert f"Produced by `{settings['command']}`" in table
+    # independently: image i of class i // 2 drawn alone from seed 3 + i, read by the same classifier
+    pipeline, (classifier, _) = Source.of(folder).load(), load_digit_classifier()
+    pipeline.set_progress_bar_config(disable=True)
+    labels = [c for c in range(10) for _ in range(2)]
+    for row in saved["rows"]:
+        images = [
+            pipeline(
+                class_labels=[label],
+                guidance_scale=row["guidance_scale"],
+                num_inference_steps=2,
+                generator=torch.Generator().manual_seed(3 + i),
+                output_type="pt",
+            ).images
+            for i, label in enumerate(labels)
+        ]
+        predicted, _ = classify(classifier, to_uint8(torch.cat(images)))
+        correct = (predicted == torch.tensor(labels)).float()
+        assert row["accuracy"] == pytest.approx(float(correct.mean()))
+        assert row["per_class"] == pytest.approx(correct.view(10, 2).mean(dim=1).tolist())
+    assert json.loads(capsys.readouterr().out)["class_accuracy"]["json"] == str(output_dir / "class_accuracy.json")
+
+
+def test_eval_text_accuracy_asks_every_pair_in_both_forms_and_writes_the_table(tmp_path):
+    from helpers import text_config
+
+    from ddpm_hub.evaluation.accuracy import SEEN_PAIRS, text_requests
+
+    asked = text_requests(2)
+    assert len(asked) == (20 + 10) * 2 * 2 and [row["prompt"] for row in asked[:3]] == [
+        "0 left of 1", "zero left of one", "1 right of 0",
+    ]  # fmt: skip
+    assert {row["seen"] for row in asked[-4:]} == {False}
+    text = tmp_path / "text"
+    Source.of(text_config(tmp_path)).build(seed=0).save_pretrained(text)
+    argv = ["eval", str(text), "--text_accuracy", "--guidance_scales", "1", "--num_per_prompt", "1", "--steps", "1"]
+    assert cli.main([*argv, "--sampler", "ddim", "--output_dir", str(tmp_path / "eval")]) == 0
+    saved = json.loads((tmp_path / "eval" / "text_accuracy.json").read_text())
+    (row,) = saved["rows"]
+    shares = [row[key] for key in ("seen", "seen_left", "seen_right", "unseen", "unseen_left", "unseen_right")]
+    assert all(0 <= share <= 1 for share in shares) and 0 <= row["left_half"] <= 1
+    assert row["seen"] == pytest.approx((row["seen_left"] + row["seen_right"]) / 2)
+    assert saved["settings"]["sampler"] == "ddim" and saved["settings"]["seen_pairs"] == [list(p) for p in SEEN_PAIRS]
+    assert "| 1 | **" in (tmp_path / "eval" / "text_accuracy.md").read_text()
+
+
+def synthetic_photos() -> dict:
+    """Two smooth 'photographs' (scikit-image's are not a test dependency)."""
+    y, x = np.mgrid[0:128, 0:192] / 64.0
+    first = np.stack([np.sin(x), np.cos(y), np.sin(x + y)], axis=-1)
+    second = np.stack([np.cos(2 * x), np.sin(y * 3), np.cos(x - y)], axis=-1)
+    return {name: ((image + 1) * 127.5).round().astype(np.uint8) for name, image in (("a", first), ("b", second))}
+
+
+def test_eval_sr_quality_writes_the_table_and_measures_bicubic_upsampling_like_pil(tmp_path, monkeypatch):
+    from PIL import Image
+    from test_superres import tiny_sr
+
+    import ddpm_hub.cli.evaluate as evaluate
+
+    monkeypatch.setattr(evaluate, "photographs", synthetic_photos)
+    tiny_sr(tmp_path).save_pretrained(tmp_path / "sr")
+    argv = ["eval", str(tmp_path / "sr"), "--sr_quality", "--noise_levels", "0,25", "--steps", "1,2"]
+    argv += ["--samples_per_input", "2", "--crops_per_photo", "2", "--output_dir", str(tmp_path / "eval")]
+    assert cli.main(argv) == 0
+    saved = json.loads((tmp_path / "eval" / "sr_quality.json").read_text())
+    assert [(row["steps"], row["noise_level"]) for row in saved["rows"]] == [(1, 0), (1, 25), (2, 0), (2, 25)]
+    assert saved["settings"]["num_inputs"] == 4 and saved["settings"]["crops"][0] == "a[0:64, 0:64]"
+    # bicubic PSNR, independently: each crop, box-averaged by 4 and rounded, PIL-bicubic upsampled, against the crop
+    photos, psnrs = synthetic_photos(), []
+    for name, top, left in (("a", 0, 0), ("a", 64, 128), ("b", 0, 0), ("b", 64, 128)):
+        crop = (photos[name][top : top + 64, left : left + 64] / np.float32(255)).astype(np.float64)
+        low = np.round(crop.reshape(16, 4, 16, 4, 3).mean(axis=(1, 3)) * 255).astype(np.uint8)
+        bicubic = np.asarray(Image.fromarray(low).resize((64, 64), Image.BICUBIC)) / 255
+        psnrs.append(10 * np.log10(1 / np.mean((bicubic - crop) ** 2)))
+    assert saved["rows"][0]["psnr_bicubic"] == pytest.approx(np.mean(psnrs))
+    table = (tmp_path / "eval" / "sr_quality.md").read_text()
+    assert "PSNR, mean of 2" in table and "box-downsampled to 16x16" in table and "--steps 1,2" in table
+
+
+def test_eval_task_options_are_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    import ddpm_hub.cli.evaluate as evaluate
+
+    def no_photographs():
+        raise UsageError("--sr_quality measures on scikit-image's ... photographs: pip install 'ddpm-hub[bench]'.")
+
+    monkeypatch.setattr(evaluate, "photographs", no_photographs)
+    monkeypatch.setattr(Source, "load", lambda *args, **kwargs: pytest.fail("a refusal loads no weights"))
+    from test_superres import sr_config
+
+    output_dir = tmp_path / "eval"
+    cases = [
+        (["ddpm-tiny-8", "--class_accuracy"], "--class_accuracy measures a class-conditional model"),
+        (["ddpm-tiny-8", "--text_accuracy"], "--text_accuracy measures a text-to-image model of digit pairs"),
+        (["ddpm-tiny-8", "--sr_quality"], "--sr_quality measures a super-resolution model"),
+        ([str(sr_config(tmp_path)), "--sr_quality", "--noise_levels", "0,400"], "--noise_levels 400:"),
+        ([str(sr_config(tmp_path)), "--sr_quality"], "pip install 'ddpm-hub[bench]'"),
+        (["ddpm-tiny-8x16", "--text_accuracy"], "takes no prompt"),
+        (["ddpm-tiny-8", "--fid", "--steps", "2,3"], "--steps 2,3: --fid take one number of steps"),
+        (["ddpm-tiny-8", "--class_accuracy", "--guidance_scales", "0,x"], "--guidance_scales: 'x'"),
+        (["ddpm-tiny-8", "--sr_quality", "--steps", "0"], "--steps: '0': must be at least 1"),
+    ]
+    for argv, message in cases:
+        assert cli.main(["eval", *argv, "--output_dir", str(output_dir)]) == 2, argv
+        assert message in capsys.readouterr().err, argv
+    assert not output_dir.exists()

@@ -6,7 +6,7 @@ the right half, each preprocessed exactly as `builtin:digits` is at 16 x 16 (at 
 "{b} right of {a}" (a = the left digit, b = the right one), each digit written as a numeral ("7") or an English word
 ("seven"): 8 captions per canvas, of which training draws one per example and epoch. The ten ordered pairs
 (d, (d + 5) % 10), (0, 5), (1, 6), ..., (9, 4), never appear: their prompts measure whether a model composes what it
-learned (`benchmarks/text_accuracy.py`).
+learned (`ddpm-hub eval --text_accuracy`, `ddpm_hub.evaluation.accuracy`).
 
 The canvases are `NUM_CANVASES` pairs of digit images drawn from a fixed seed: the left and right images are
 independent uniform draws from the 1797 digits, a draw of an unseen pair redrawn.

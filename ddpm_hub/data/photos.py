@@ -1,6 +1,6 @@
 """`builtin:photos`: random crops of scikit-learn's two bundled sample photographs (`china.jpg`, `flower.jpg`, 427 x
 640 each) and of no other image, so that every other photograph is unseen by a model trained on it (the
-super-resolution benchmark measures on others: `benchmarks/sr_quality.py`).
+super-resolution evaluation measures on others: `ddpm-hub eval --sr_quality`).
 
 The crops are `NUM_CROPS` windows of the training size, their positions uniform over each photograph from a fixed
 seed, half from each photograph, taken at three scales (`SCALES`, in turn, a third each): the photographs' own

@@ -4,7 +4,8 @@
 - `metrics`: features (Inception when installed, else the digit features) and FID / KID against a dataset;
 - `sweep`: quality and images/s against the number of model calls, for each sampler;
 - `digit_classifier`: the small independent digit classifier and features, trained here in seconds;
-- `accuracy`: class accuracy, text-prompt accuracy and super-resolution PSNR, the figures a card shows;
+- `accuracy`: whether a class or text model draws what it is asked for, read by the digit classifier;
+- `sr_quality`: super-resolution against bicubic upsampling on photographs the model never saw;
 - `export`: samples written one file per image (PNG or `.npz`), resumable, sharded over processes.
 
 Layer: imports the pipelines, the data, loading, `ddpm_hub.shipped` and the root modules; never publishing, training
