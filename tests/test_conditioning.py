@@ -243,8 +243,8 @@ def test_one_predicate_for_the_ddpm_family_and_its_shipped_copy():
 def test_a_saved_folder_ships_only_its_family_and_what_it_imports(tmp_path):
     names = [path.name for path in code_files(DDPMHubPipeline)]
     assert sorted(names) == [
-        "conditioning_ddpm_hub.py", "image_processing_ddpm_hub.py", "pipeline_ddpm_hub.py",
-        "pipeline_ddpm_hub_img2img.py", "pipeline_ddpm_hub_inpaint.py",
+        "condition_batch_ddpm_hub.py", "conditioning_ddpm_hub.py", "image_processing_ddpm_hub.py",
+        "pipeline_ddpm_hub.py", "pipeline_ddpm_hub_img2img.py", "pipeline_ddpm_hub_inpaint.py",
     ]  # fmt: skip
     build_pipeline("ddpm-tiny-8").save_pretrained(tmp_path)
     assert sorted(p.name for p in tmp_path.glob("*.py")) == sorted(names)
@@ -255,9 +255,13 @@ def test_a_saved_folder_ships_only_its_family_and_what_it_imports(tmp_path):
 
 
 def test_the_shipped_carrier_stays_self_contained():
-    source = inspect.getsource(shipped)
-    imports = [line.split()[1] for line in source.splitlines() if line.startswith(("import ", "from "))]
-    assert "torch" in imports and all(name == "torch" or name in sys.stdlib_module_names for name in imports)
+    from ddpm_hub.shipped import condition_batch_ddpm_hub
+
+    for module in (shipped, condition_batch_ddpm_hub):  # torch, the standard library and the carrier's other file
+        source = inspect.getsource(module)
+        imports = [line.split()[1] for line in source.splitlines() if line.startswith(("import ", "from "))]
+        allowed = ("torch", ".condition_batch_ddpm_hub")
+        assert "torch" in imports and all(name in allowed or name in sys.stdlib_module_names for name in imports)
     # the shipped image decoding: numpy and PIL only (training's decoder imports it too)
     source = inspect.getsource(image_processing_ddpm_hub)
     imports = [line.split()[1] for line in source.splitlines() if line.startswith(("import ", "from "))]

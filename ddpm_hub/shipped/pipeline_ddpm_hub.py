@@ -23,7 +23,9 @@ from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNe
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
-from .conditioning_ddpm_hub import Conditioning, Guided, PromptCondition
+# Imported here, not only through conditioning_ddpm_hub: diffusers copies a local folder's code files one import deep.
+from .condition_batch_ddpm_hub import Guided
+from .conditioning_ddpm_hub import Conditioning, PromptCondition
 from .image_processing_ddpm_hub import convert_mask, convert_mode, unit_array
 
 OUTPUT_TYPES = ("pil", "np", "pt")

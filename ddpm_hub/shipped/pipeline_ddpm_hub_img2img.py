@@ -16,7 +16,8 @@ from diffusers import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 # Imported here too, not only through pipeline_ddpm_hub: diffusers copies a local folder's code files one import deep.
-from .conditioning_ddpm_hub import Guided  # noqa: F401
+from .condition_batch_ddpm_hub import Guided  # noqa: F401
+from .conditioning_ddpm_hub import Conditioning  # noqa: F401
 from .image_processing_ddpm_hub import convert_mode  # noqa: F401
 from .pipeline_ddpm_hub import ClassLabels, DDPMHubPipeline, check_noise, prompt_arguments
 

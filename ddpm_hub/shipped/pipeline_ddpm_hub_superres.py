@@ -20,7 +20,8 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 # Imported here too, not only through pipeline_ddpm_hub: diffusers copies a local folder's code files one import deep.
-from .conditioning_ddpm_hub import LowResCondition
+from .condition_batch_ddpm_hub import LowResCondition
+from .conditioning_ddpm_hub import Conditioning  # noqa: F401
 from .image_processing_ddpm_hub import convert_mode  # noqa: F401
 from .pipeline_ddpm_hub import MAX_IMAGE_SIDE, ClassLabels, DDPMHubPipeline, check_noise, prompt_arguments
 
