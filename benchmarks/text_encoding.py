@@ -1,7 +1,7 @@
 """
 What a frozen text encoder costs a training step: encoding each batch's captions again, or looking up the states
-each caption got once (`ddpm_hub.pipelines.conditioning.PromptCondition.embed`, what training does with a frozen
-encoder). Not a test.
+each caption got once (`ddpm_hub.pipelines.conditioning.TrainingPromptCondition.embed`, what training does with a
+frozen encoder). Not a test.
 
     python benchmarks/text_encoding.py [--batch_size 64] [--rounds 5]
 
@@ -25,7 +25,7 @@ if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without 
 
 from ddpm_hub.data.digit_pairs import prompt
 from ddpm_hub.loading.configs import build_pipeline
-from ddpm_hub.pipelines.conditioning import PromptCondition
+from ddpm_hub.pipelines.conditioning import TrainingPromptCondition
 
 
 def best_ms(function, rounds: int) -> float:
@@ -53,7 +53,7 @@ def main(argv=None) -> None:
     results = {}
     for name, encoder in encoders.items():
         encoder.eval()
-        kind = PromptCondition(tokenizer, encoder)
+        kind = TrainingPromptCondition(tokenizer, encoder)
         with torch.no_grad():
             per_batch = best_ms(lambda kind=kind: kind.encode(captions, "cpu", warn=False), args.rounds)
         started = time.perf_counter()

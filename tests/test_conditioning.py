@@ -21,7 +21,12 @@ from ddpm_hub import (
 from ddpm_hub.evaluation.sweep import generate_images
 from ddpm_hub.loading.components import code_files
 from ddpm_hub.loading.configs import build_pipeline
-from ddpm_hub.pipelines.conditioning import ClassCondition, ConditionBatch, Conditioning, ImageConditions
+from ddpm_hub.pipelines.conditioning import (
+    ConditionBatch,
+    ImageConditions,
+    TrainingClassCondition,
+    TrainingConditioning,
+)
 from ddpm_hub.pipelines.sampling import image_generator, sample_images, with_sampler
 from ddpm_hub.pipelines.source import ModelLoadError, load_pipeline, resolve_pipeline
 from ddpm_hub.shipped import conditioning_ddpm_hub as shipped
@@ -113,9 +118,9 @@ def test_prompt_embeds_are_checked_for_shape_dtype_and_finiteness_before_any_une
 
 
 def test_the_class_rules_live_in_the_class_kind():
-    kind = ClassCondition(11)
-    assert kind.num_classes == 10 and ClassCondition.null_id(11) == 10 and not kind.has_null
-    named = ClassCondition(11, {0: "cat", 1: "dog"}, 10)
+    kind = TrainingClassCondition(11)
+    assert kind.num_classes == 10 and TrainingClassCondition.null_id(11) == 10 and not kind.has_null
+    named = TrainingClassCondition(11, {0: "cat", 1: "dog"}, 10)
     assert named.num_classes == 2 and named.has_null and named.label_ids(["dog", 0]) == [1, 0]
     data = type("Data", (), {"label_names": ["cat", "dog"], "columns": {}})()
     trained = kind.trained(data, type("Options", (), {"class_dropout_prob": 0.1})())
@@ -127,25 +132,25 @@ def test_the_class_rules_live_in_the_class_kind():
     assert no_dropout.null_class_label is None and no_dropout.settings()["id2label"] is None
     grid = named.grid(5)  # one row per class, the images shared out
     assert grid.inputs == {"class_labels": [0, 0, 0, 1, 1, 1]} and grid.columns == 3 and grid.num_images == 6
-    assert Conditioning.of({"num_class_embeds": 11}, {"id2label": {"0": "cat"}}).classes.id2label == {0: "cat"}
-    assert not Conditioning.of({"num_class_embeds": None})  # unconditional: no kinds
+    assert TrainingConditioning.of({"num_class_embeds": 11}, {"id2label": {"0": "cat"}}).classes.id2label == {0: "cat"}
+    assert not TrainingConditioning.of({"num_class_embeds": None})  # unconditional: no kinds
 
 
 def test_label_dropout_is_a_seeded_draw_per_micro_batch():
     data = type("Data", (), {"label_names": None})()
-    kind = ClassCondition(11).trained(data, type("Options", (), {"class_dropout_prob": 0.5})())
+    kind = TrainingClassCondition(11).trained(data, type("Options", (), {"class_dropout_prob": 0.5})())
     labels = torch.arange(10).repeat(10)
     first = kind.drop(labels, torch.Generator().manual_seed(3))
     again = kind.drop(labels, torch.Generator().manual_seed(3))
     assert torch.equal(first, again) and 30 < int((first == 10).sum()) < 70
     assert torch.equal(first[first != 10], labels[first != 10])  # the others untouched
-    batch = Conditioning([kind]).training_batch({"labels": labels}, torch.Generator().manual_seed(3), "cpu")
+    batch = TrainingConditioning([kind]).training_batch({"labels": labels}, torch.Generator().manual_seed(3), "cpu")
     assert torch.equal(batch.kwargs["class_labels"], first)
 
 
 def test_the_pipeline_and_the_library_see_the_same_kinds():
     pipeline = conditional()
-    assert type(pipeline.conditioning) is Conditioning  # the installed pipeline: the library kinds
+    assert type(pipeline.conditioning) is TrainingConditioning  # the installed pipeline: the library kinds
     assert isinstance(pipeline.conditioning.classes, shipped.ClassCondition)
     assert pipeline.labels["3"] == 3 and pipeline.get_label_ids(["7"]) == [7]
     guided, batch_size = pipeline.prepare_condition(None, 2.0, class_labels=["3", 4])
@@ -308,12 +313,12 @@ def test_a_hub_name_that_does_not_exist_is_one_message(hub_server, hub_cache):
 def test_the_number_of_trained_classes_is_a_saved_setting_read_by_both_loaders(tmp_path):
     from diffusers import DiffusionPipeline
 
-    from ddpm_hub.pipelines.conditioning import Conditioning
+    from ddpm_hub.pipelines.conditioning import TrainingConditioning
     from ddpm_hub.training.options import ConditioningOptions
 
     base = build_pipeline("ddpm-tiny-8", seed=0, unet_overrides={"num_class_embeds": 11})
     data = type("Data", (), {"label_names": None, "num_labels": 4})()  # four unnamed integer labels
-    kind = Conditioning.of(base.unet.config).trained(data, ConditioningOptions(class_dropout_prob=0.1))
+    kind = TrainingConditioning.of(base.unet.config).trained(data, ConditioningOptions(class_dropout_prob=0.1))
     settings = kind.settings()
     assert settings == {"id2label": None, "null_class_label": 10, "num_classes": 4}  # unnamed integer labels 0..3
     base.register_to_config(**settings)

@@ -433,13 +433,13 @@ def test_a_streamed_label_outside_the_classes_is_skipped_and_counted(tmp_path):
 
     from ddpm_hub.data import DataOptions
     from ddpm_hub.data.streaming import open_stream
-    from ddpm_hub.pipelines.conditioning import Conditioning
+    from ddpm_hub.pipelines.conditioning import TrainingConditioning
 
     cases = {
         "named": (labelled_shards(tmp_path / "named", [0, 1, -1, 1, 0, 1], ["even", "odd"]), [2], "(0..1)"),
         "unnamed": (labelled_shards(tmp_path / "unnamed", [0, 57, 3, -1, 9, 10]), [1, 3, 5], "(0..9)"),
     }
-    conditioning = Conditioning.of({"num_class_embeds": 11})  # 10 classes and the null label 10
+    conditioning = TrainingConditioning.of({"num_class_embeds": 11})  # 10 classes and the null label 10
     for name, (folder, bad_rows, classes) in cases.items():
         column = None if name == "named" else "label"  # an integer column is a label column when named so
         data = DataOptions(dataset_name=str(folder), streaming=True, resolution=8, cache_dir=str(tmp_path / "hf"))

@@ -99,10 +99,10 @@ def test_noise_level_zero_leaves_the_condition_unchanged_and_higher_levels_follo
 
 
 def test_training_inputs_are_8_bit_and_a_share_of_them_is_left_clean(tmp_path):
-    from ddpm_hub.pipelines.conditioning import LowResCondition as TrainingLowRes
+    from ddpm_hub.pipelines.conditioning import TrainingLowResCondition
     from ddpm_hub.shipped.scheduling_ddpm_hub import DDPMHubScheduler
 
-    kind = TrainingLowRes(4)
+    kind = TrainingLowResCondition(4)
     kind.alphas_cumprod, kind.clean_prob = DDPMHubScheduler(beta_schedule="cosine").alphas_cumprod, 0.5
     images = torch.rand(400, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
     z_s, levels, z_0 = kind.drop(images, torch.Generator().manual_seed(1))

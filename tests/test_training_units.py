@@ -418,7 +418,7 @@ def test_a_run_counts_the_classes_of_unnamed_integer_labels(tmp_path):
     from PIL import Image
 
     from ddpm_hub.data import DataOptions
-    from ddpm_hub.pipelines.conditioning import Conditioning
+    from ddpm_hub.pipelines.conditioning import TrainingConditioning
     from ddpm_hub.training.data import load_training_data
 
     def png(value: int) -> bytes:
@@ -433,7 +433,7 @@ def test_a_run_counts_the_classes_of_unnamed_integer_labels(tmp_path):
     datasets.Dataset.from_dict(rows, features=features).to_parquet(str(folder / "train-00000-of-00001.parquet"))
     data = DataOptions(dataset_name=str(folder.parent), class_column="kind", resolution=8, decoded_cache=False)
     data = data.resolved()
-    conditioning = Conditioning.of({"num_class_embeds": 11})
+    conditioning = TrainingConditioning.of({"num_class_embeds": 11})
 
     class OneProcess:
         is_local_main_process = True

@@ -67,7 +67,7 @@ class ImageStream:
         self.dataset, self.column, self.label_column, self.label_names = dataset, column, label_column, label_names
         self.settings, self.mode, self.caption_column = settings, mode, caption_column
         # Labels are ids 0 .. num_labels - 1: the class names' count; a model narrows it to its classes
-        # (`ClassCondition.check_stream`). A row with another label is skipped and counted, like a bad image.
+        # (`TrainingClassCondition.check_stream`). A row with another label is skipped and counted, like a bad image.
         self.num_labels = len(label_names) if label_names is not None else None
         self.epoch, self.images_in_epoch = 0, 0
         self.images, self.skipped = 0, 0  # over the whole run (restored on resume)

@@ -238,11 +238,14 @@ def _model_facts(folder: Path) -> dict:
 
 
 def _conditioning(folder: Path, unet: dict):
-    """What the model is conditioned on, read as its pipeline reads it (`Conditioning.of`: UNet config and index)."""
-    from ..pipelines.conditioning import Conditioning
+    """
+    What the model is conditioned on, read as its pipeline reads it (`TrainingConditioning.of`: UNet config and index).
+    """
+    from ..pipelines.conditioning import TrainingConditioning
 
     index = read_json(folder / MODEL_INDEX, "the pipeline's model index") or {}
-    return Conditioning.of(unet, index, {name: entry for name, entry in index.items() if isinstance(entry, list)})
+    components = {name: entry for name, entry in index.items() if isinstance(entry, list)}
+    return TrainingConditioning.of(unet, index, components)
 
 
 def _color(channels: int | None) -> str:
@@ -265,11 +268,11 @@ def _super_resolution_facts(conditioning, height: int | None, width: int | None,
 
 def _conditional_facts(folder: Path, summary: dict) -> dict | None:
     """A class-conditional model: its classes, its null label, the guidance scale of the grid, the guidance strip."""
-    from ..pipelines.conditioning import Conditioning
+    from ..pipelines.conditioning import TrainingConditioning
 
     unet = read_json(folder / UNET_CONFIG, "the UNet configuration") or {}
     index = read_json(folder / MODEL_INDEX, "the pipeline's model index") or {}
-    classes = Conditioning.of(unet, index).classes
+    classes = TrainingConditioning.of(unet, index).classes
     if classes is None:
         return None
     facts = classes.card_facts()

@@ -2,7 +2,8 @@
 
 - `library`: `DDPMHubPipeline` and its task pipelines (inpainting, img2img, super-resolution): the sampling code of
   the shipped files (`ddpm_hub.shipped`) plus loading, saving and publishing with the installed package;
-- `conditioning`: the library side of the conditioning kinds: data, dropout for guidance, grids, the card's words;
+- `conditioning`, `condition_kinds`: the library side of a model's conditioning (`TrainingConditioning`) and of its
+  kinds (`TrainingClassCondition`, ...): data, dropout for guidance, grids, the card's words;
 - `cascade`: a base model followed by super-resolution stages;
 - `sampling`: samplers by name and image i drawn from seed + i, the same in every command;
 - `source`: `Source`, a configuration, a trained folder or a Hub repo by name, with one `load` and one `build`.

@@ -141,7 +141,7 @@ class HubPipelineMixin:
 
 class DDPMHubPipeline(HubPipelineMixin, shipped.DDPMHubPipeline):
     __doc__ = shipped.DDPMHubPipeline.__doc__
-    conditioning_class = conditioning.Conditioning  # the library kinds: data, dropout, grids, card
+    conditioning_class = conditioning.TrainingConditioning  # the library kinds: data, dropout, grids, card
     # Pipelines of the same family: they load from every folder of this one, so their shipped files go with it.
     task_pipelines: tuple[type, ...] = ()
 

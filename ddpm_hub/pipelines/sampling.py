@@ -7,7 +7,7 @@ The seeding rule: image i is drawn from `torch.Generator("cpu").manual_seed(seed
 its chain), whatever the batch size, the number of processes, the device or the interruptions, so that image i is the
 same in the grid of `ddpm-hub sample`, the files of `ddpm-hub sample --output_dir`, the samples `ddpm-hub eval`
 scores and the grids of a training run. A conditional model's image i gets the condition the caller gives for it, by
-default the kinds' cycle (`Conditioning.default_inputs`: class i mod classes).
+default the kinds' cycle (`TrainingConditioning.default_inputs`: class i mod classes).
 """
 
 from collections.abc import Callable, Iterable, Iterator

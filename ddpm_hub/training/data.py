@@ -12,7 +12,7 @@ from accelerate.logging import get_logger
 from ..data import DataOptions, ImageDatasetReport, UInt8ImageDataset
 from ..data.cache import Coordinator
 from ..data.streaming import ImageStream, open_stream
-from ..pipelines.conditioning import Conditioning
+from ..pipelines.conditioning import TrainingConditioning
 from .batches import MicroBatches, StreamedMicroBatches, center_crops, holdout_indices, take_rows
 from .options import BatchOptions
 
@@ -54,7 +54,7 @@ def load_training_data(
     data: DataOptions,
     holdout: int,
     seed: int,
-    conditioning: Conditioning,
+    conditioning: TrainingConditioning,
     channels: int,
     pipeline_name: str,
     accelerator: Accelerator,
@@ -103,7 +103,7 @@ def load_training_data(
 
 
 def open_training_stream(
-    data: DataOptions, seed: int, conditioning: Conditioning, channels: int, pipeline_name: str, accelerator
+    data: DataOptions, seed: int, conditioning: TrainingConditioning, channels: int, pipeline_name: str, accelerator
 ) -> TrainingStream:
     """This rank's part of the stream (`ddpm_hub.data.streaming`), its labels checked against the model."""
     captions = conditioning.prompts is not None

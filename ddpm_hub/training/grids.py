@@ -23,7 +23,7 @@ GUIDANCE_FIRST = 100_000
 
 
 def grid_conditions(run: Run) -> ImageConditions:
-    """What each image of the grid is conditioned on (`Conditioning.grid`: a row per class), and its columns."""
+    """What each image of the grid is conditioned on (`TrainingConditioning.grid`: a row per class) and its columns."""
     return run.conditioning.grid(run.options.validation.num_validation_images)
 
 
