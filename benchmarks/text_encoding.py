@@ -24,7 +24,7 @@ if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ddpm_hub.data.digit_pairs import prompt
-from ddpm_hub.loading.configs import build_pipeline
+from ddpm_hub.pipelines import Source
 from ddpm_hub.pipelines.conditioning import TrainingPromptCondition
 
 
@@ -44,7 +44,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     from transformers import T5Config, T5EncoderModel
 
-    pipeline = build_pipeline("ddpm-digit-pairs-text", seed=0)
+    pipeline = Source.of("ddpm-digit-pairs-text").build(seed=0)
     tokenizer = pipeline.tokenizer
     t5_base = T5Config(vocab_size=len(tokenizer), d_model=768, d_kv=64, d_ff=2048, num_layers=12, num_heads=12,
                        feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=2)  # fmt: skip

@@ -65,7 +65,6 @@ MOVED_MODULES = {
     "ddpm_hub.text": "ddpm_hub.loading.text",
     "ddpm_hub.hub_errors": "ddpm_hub.loading.hub_errors",
     "ddpm_hub.model_card": "ddpm_hub.hub.model_card",
-    "ddpm_hub.public": "ddpm_hub.hub.public",
     "ddpm_hub.likelihood": "ddpm_hub.evaluation.likelihood",
     "ddpm_hub.metrics": "ddpm_hub.evaluation.metrics",
     "ddpm_hub.digit_classifier": "ddpm_hub.evaluation.digit_classifier",

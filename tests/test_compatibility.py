@@ -21,6 +21,7 @@ import pytest
 import torch
 from huggingface_hub import HfApi
 
+import ddpm_hub
 from ddpm_hub import DDPMHubPipeline, DDPMHubSuperResolutionPipeline
 
 SAVED = Path(__file__).resolve().parent / "fixtures" / "saved_059b148"
@@ -149,3 +150,23 @@ def test_repos_published_by_059b148_load_by_id_both_ways_and_sample_the_same_ima
     assert result.returncode == 0, result.stderr[-3000:]
     for kind in KINDS:
         np.testing.assert_array_equal(np.load(tmp_path / f"{kind}.npy"), np.load(SAVED / kind / "expected.npy"))
+
+
+def test_a_folder_saved_by_059b148_is_published_with_this_release_s_code_and_loads_back(saved, hub_server, tmp_path):
+    """`ddpm-hub push` of an old folder: its index names the pipeline's file, which is there; what goes up is the code
+    of this release (which imports a file the old folder lacks), and the repo samples the same images."""
+    from ddpm_hub.hub import publish
+
+    folder = saved_folder("class", tmp_path)
+    (folder / "expected.npy").unlink()
+    repo_id = f"alice/republished-{uuid.uuid4().hex[:8]}"
+    publish(folder, repo_id=repo_id, token="hf_alice_write")
+    shipped = {path.name for path in (Path(ddpm_hub.__file__).parent / "shipped").glob("*_ddpm_hub*.py")}
+    published = set(HfApi(token="hf_alice_write").list_repo_files(repo_id))
+    assert "condition_batch_ddpm_hub.py" in published - set(
+        json.loads((SAVED / "class" / "code_files.json").read_text())
+    )
+    assert {name for name in published if name.endswith(".py") and "/" not in name} <= shipped
+    pipeline = DDPMHubPipeline.from_pretrained(repo_id, token="hf_alice_write", cache_dir=tmp_path / "cache")
+    pipeline.set_progress_bar_config(disable=True)
+    np.testing.assert_array_equal(pipeline(**arguments("class")).images, np.load(SAVED / "class" / "expected.npy"))

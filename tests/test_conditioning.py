@@ -18,9 +18,10 @@ from ddpm_hub import (
     image_processing_ddpm_hub,
     pipeline_ddpm_hub,
 )
+from ddpm_hub.errors import UsageError
 from ddpm_hub.evaluation.sweep import generate_images
 from ddpm_hub.loading.components import code_files
-from ddpm_hub.loading.configs import build_pipeline
+from ddpm_hub.pipelines import Source
 from ddpm_hub.pipelines.conditioning import (
     ConditionBatch,
     ImageConditions,
@@ -28,7 +29,7 @@ from ddpm_hub.pipelines.conditioning import (
     TrainingConditioning,
 )
 from ddpm_hub.pipelines.sampling import image_generator, sample_images, with_sampler
-from ddpm_hub.pipelines.source import ModelLoadError, load_pipeline, resolve_pipeline
+from ddpm_hub.pipelines.source import ModelLoadError
 from ddpm_hub.shipped import conditioning_ddpm_hub as shipped
 from ddpm_hub.shipped.scheduling_ddpm_hub import DDPMHubScheduler, is_ddpm_family
 
@@ -36,7 +37,7 @@ NAMES = [str(i) for i in range(10)]
 
 
 def conditional(null: int | None = 10) -> DDPMHubPipeline:
-    base = build_pipeline("ddpm-tiny-8", seed=0, unet_overrides={"num_class_embeds": 11})
+    base = Source.of("ddpm-tiny-8").build(seed=0, unet_overrides={"num_class_embeds": 11})
     with torch.no_grad():
         base.unet.class_embedding.weight.normal_(0, 1, generator=torch.Generator().manual_seed(1))
     pipeline = DDPMHubPipeline(base.unet, base.scheduler, id2label=dict(enumerate(NAMES)), null_class_label=null)
@@ -76,7 +77,7 @@ def test_condition_batch_calls_the_unet_with_its_arguments_and_its_channels():
 def text_pipeline(tmp_path) -> DDPMHubPipeline:
     from helpers import text_config
 
-    pipeline = build_pipeline(text_config(tmp_path), seed=0)
+    pipeline = Source.of(text_config(tmp_path)).build(seed=0)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
@@ -205,9 +206,9 @@ def test_image_conditions_select_and_the_default_cycle():
     conditions = ImageConditions(4, {"class_labels": [5, 6, 7, 8]})
     assert conditions.of([3, 1]) == {"class_labels": [8, 6]}
     assert conditional().conditioning.cycle(12).inputs == {"class_labels": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]}
-    assert build_pipeline("ddpm-tiny-8").conditioning.cycle(3) == ImageConditions(3, {}, None)
+    assert Source.of("ddpm-tiny-8").build().conditioning.cycle(3) == ImageConditions(3, {}, None)
     images = sample_images(
-        build_pipeline("ddpm-tiny-8"), [4, 1], seed=0, batch_size=1, call_kwargs={"num_inference_steps": 2}
+        Source.of("ddpm-tiny-8").build(), [4, 1], seed=0, batch_size=1, call_kwargs={"num_inference_steps": 2}
     )
     assert images.dtype == torch.uint8 and images.shape == (2, 3, 8, 8)
 
@@ -225,7 +226,7 @@ def test_swapping_the_sampler_shares_the_components_and_keeps_the_dtype():
 
 
 def test_task_pipelines_are_ddpm_hub_pipelines_with_the_likelihood():
-    base = build_pipeline("ddpm-tiny-8")
+    base = Source.of("ddpm-tiny-8").build()
     for cls in (DDPMHubInpaintPipeline, DDPMHubImg2ImgPipeline):
         task = cls.from_pipe(base)
         assert isinstance(task, DDPMHubPipeline) and task.unet is base.unet
@@ -251,7 +252,7 @@ def test_a_saved_folder_ships_only_its_family_and_what_it_imports(tmp_path):
         "condition_batch_ddpm_hub.py", "conditioning_ddpm_hub.py", "image_processing_ddpm_hub.py",
         "pipeline_ddpm_hub.py", "pipeline_ddpm_hub_img2img.py", "pipeline_ddpm_hub_inpaint.py",
     ]  # fmt: skip
-    build_pipeline("ddpm-tiny-8").save_pretrained(tmp_path)
+    Source.of("ddpm-tiny-8").build().save_pretrained(tmp_path)
     assert sorted(p.name for p in tmp_path.glob("*.py")) == sorted(names)
     assert [p.name for p in (tmp_path / "scheduler").glob("*.py")] == ["scheduling_ddpm_hub.py"]
     index = json.loads((tmp_path / "model_index.json").read_text())
@@ -274,36 +275,47 @@ def test_the_shipped_carrier_stays_self_contained():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# One resolver
+# One way from a name to a pipeline: Source
 
 
-def test_one_resolver_for_configurations_folders_and_errors(tmp_path):
-    config = resolve_pipeline("ddpm-tiny-8")
+def test_one_source_for_configurations_folders_and_errors(tmp_path):
+    config = Source.of("ddpm-tiny-8")
     assert config.kind == "config" and not config.trained and config.unet_config["sample_size"] == 8
     assert not config.conditioning()  # unconditional
     conditional().save_pretrained(tmp_path / "trained")
-    trained = resolve_pipeline(tmp_path / "trained")
+    trained = Source.of(tmp_path / "trained")
     assert trained.kind == "folder" and trained.conditioning().classes.null_class_label == 10
-    loaded = load_pipeline(tmp_path / "trained")
+    loaded = trained.load()
     assert type(loaded) is DDPMHubPipeline and loaded.config.null_class_label == 10
-    fresh = load_pipeline("ddpm-tiny-8", seed=3)
-    assert torch.equal(fresh.unet.conv_in.weight, build_pipeline("ddpm-tiny-8", seed=3).unet.conv_in.weight)
-    overridden = trained.pipeline(scheduler_overrides={"prediction_type": "v_prediction"})
+    assert torch.equal(loaded.unet.conv_in.weight, conditional().unet.conv_in.weight)  # its weights
+    rebuilt = trained.build(seed=5)  # the trained folder's configuration, fresh weights
+    assert rebuilt.config.null_class_label == 10 and rebuilt.unet.config.num_class_embeds == 11
+    assert not torch.equal(rebuilt.unet.conv_in.weight, loaded.unet.conv_in.weight)
+    fresh = config.load(seed=3)  # a configuration loads as it builds: fresh weights from the seed
+    assert torch.equal(fresh.unet.conv_in.weight, Source.of("ddpm-tiny-8").build(seed=3).unet.conv_in.weight)
+    assert not torch.equal(fresh.unet.conv_in.weight, config.build(seed=4).unet.conv_in.weight)
+    overridden = trained.load(scheduler_overrides={"prediction_type": "v_prediction"})
     assert (
         type(overridden.scheduler) is DDPMHubScheduler
         and overridden.scheduler.config.prediction_type == "v_prediction"
     )
     with pytest.raises(FileNotFoundError, match="ddpm-digits-16"):  # the error lists the configurations
-        resolve_pipeline("no-such-configuration")
+        Source.of("no-such-configuration")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "model_index.json").write_text("{not json")
     with pytest.raises(ValueError, match="is not valid JSON"):
-        resolve_pipeline(tmp_path / "bad")
+        Source.of(tmp_path / "bad")
+
+
+def test_a_source_refuses_a_super_resolution_model_to_commands_that_draw_from_noise():
+    Source.of("ddpm-tiny-8").refuse_super_resolution("ddpm-hub sample")  # draws from noise: accepted
+    with pytest.raises(UsageError, match="ddpm-sr-16-to-64 is a super-resolution model .* ddpm-hub sample cannot"):
+        Source.of("ddpm-sr-16-to-64").refuse_super_resolution("ddpm-hub sample")
 
 
 def test_a_hub_name_that_does_not_exist_is_one_message(hub_server, hub_cache):
     with pytest.raises(ModelLoadError, match="cannot load alice/no-such-pipeline: Repository 'alice/no-such"):
-        resolve_pipeline("alice/no-such-pipeline")
+        Source.of("alice/no-such-pipeline")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -316,7 +328,7 @@ def test_the_number_of_trained_classes_is_a_saved_setting_read_by_both_loaders(t
     from ddpm_hub.pipelines.conditioning import TrainingConditioning
     from ddpm_hub.training.options import ConditioningOptions
 
-    base = build_pipeline("ddpm-tiny-8", seed=0, unet_overrides={"num_class_embeds": 11})
+    base = Source.of("ddpm-tiny-8").build(seed=0, unet_overrides={"num_class_embeds": 11})
     data = type("Data", (), {"label_names": None, "num_labels": 4})()  # four unnamed integer labels
     kind = TrainingConditioning.of(base.unet.config).trained(data, ConditioningOptions(class_dropout_prob=0.1))
     settings = kind.settings()

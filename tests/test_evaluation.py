@@ -447,9 +447,9 @@ def test_eval_sr_quality_writes_the_table_and_measures_bicubic_upsampling_like_p
     from PIL import Image
     from test_superres import tiny_sr
 
-    import ddpm_hub.cli.evaluate as evaluate
+    import ddpm_hub.cli.eval_tasks as eval_tasks
 
-    monkeypatch.setattr(evaluate, "photographs", synthetic_photos)
+    monkeypatch.setattr(eval_tasks, "photographs", synthetic_photos)
     tiny_sr(tmp_path).save_pretrained(tmp_path / "sr")
     argv = ["eval", str(tmp_path / "sr"), "--sr_quality", "--noise_levels", "0,25", "--steps", "1,2"]
     argv += ["--samples_per_input", "2", "--crops_per_photo", "2", "--output_dir", str(tmp_path / "eval")]
@@ -470,12 +470,12 @@ def test_eval_sr_quality_writes_the_table_and_measures_bicubic_upsampling_like_p
 
 
 def test_eval_task_options_are_refused_before_any_work(tmp_path, monkeypatch, capsys):
-    import ddpm_hub.cli.evaluate as evaluate
+    import ddpm_hub.cli.eval_tasks as eval_tasks
 
     def no_photographs():
         raise UsageError("--sr_quality measures on scikit-image's ... photographs: pip install 'ddpm-hub[bench]'.")
 
-    monkeypatch.setattr(evaluate, "photographs", no_photographs)
+    monkeypatch.setattr(eval_tasks, "photographs", no_photographs)
     monkeypatch.setattr(Source, "load", lambda *args, **kwargs: pytest.fail("a refusal loads no weights"))
     from test_superres import sr_config
 

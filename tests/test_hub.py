@@ -37,8 +37,8 @@ from ddpm_hub import DDPMHubPipeline, DDPMHubScheduler, cli
 from ddpm_hub.errors import UsageError
 from ddpm_hub.hub.model_card import PIPELINE_TAG, render_model_card
 from ddpm_hub.hub.publishing import PublishError, check_can_publish, publish
-from ddpm_hub.loading.configs import build_pipeline
 from ddpm_hub.pictures import make_grid
+from ddpm_hub.pipelines import Source
 from ddpm_hub.run_folder import METRICS_FILE
 from ddpm_hub.training.options import parse_options
 
@@ -84,7 +84,7 @@ def lfs(hub_server: HubServer, monkeypatch: pytest.MonkeyPatch) -> HubServer:
 
 
 def tiny(seed: int = 0) -> DDPMHubPipeline:
-    pipeline = build_pipeline("ddpm-tiny-8", seed=seed)
+    pipeline = Source.of("ddpm-tiny-8").build(seed=seed)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
@@ -444,7 +444,7 @@ def test_hostile_prompts_are_shown_literally_in_the_card_and_its_usage_code(tmp_
     from helpers import text_config
 
     folder = tmp_path / "text"
-    build_pipeline(text_config(tmp_path), seed=0).save_pretrained(folder)
+    Source.of(text_config(tmp_path)).build(seed=0).save_pretrained(folder)
     evil_encoder = "enc<i>oder</i>`x"
     (folder / "training_options.json").write_text(json.dumps({"text_encoder": evil_encoder}))
     samples = {"num_images": 4, "steps": 2, "prompts": HOSTILE_PROMPTS, "guidance_scale": 3.0}
@@ -469,7 +469,7 @@ def test_hostile_prompts_are_shown_literally_in_the_card_and_its_usage_code(tmp_
 
 def test_a_bare_url_in_user_text_is_shown_but_never_linked():
     # issue 28 (links live in the card): GFM links `https://...` and `www....` with no markup at all
-    from ddpm_hub.hub.public import escape_markdown
+    from ddpm_hub.public import escape_markdown
 
     for value in ["see https://evil.example/x", "www.evil.example", "WWW.Evil.example", "[a](ftp://evil.example)"]:
         shown = escape_markdown(value)
@@ -483,21 +483,21 @@ def test_the_card_says_what_a_text_or_super_resolution_model_is_from_the_pipelin
     sys.path.insert(0, str(ROOT / "tests"))
     from helpers import text_config
 
-    text = build_pipeline(text_config(tmp_path), seed=0)
+    text = Source.of(text_config(tmp_path)).build(seed=0)
     text.save_pretrained(tmp_path / "text")
     card = " ".join(render_model_card(tmp_path / "text", "alice/text").text.split())  # one line
     assert text.image_channels == 1 and "generates 8×16 grayscale images from a text prompt" in card
     assert "two coordinate channels (y and x, from -1 to 1 across the image)" in card and "RGB" not in card
     sr_unet = {"block_out_channels": [8, 16], "down_block_types": ["DownBlock2D"] * 2, "norm_num_groups": 4}
     sr_unet.update(up_block_types=["UpBlock2D"] * 2, sample_size=32)
-    sr = build_pipeline("ddpm-sr-16-to-64", seed=0, unet_overrides=sr_unet)
+    sr = Source.of("ddpm-sr-16-to-64").build(seed=0, unet_overrides=sr_unet)
     sr.save_pretrained(tmp_path / "sr")
     card = " ".join(render_model_card(tmp_path / "sr", "alice/sr").text.split())  # one line
     assert sr.image_channels == 3 and "generates 32×32 RGB images from 8×8 RGB images (super-resolution, 4×" in card
     assert "the residual over the bicubic upsampling of the input, scaled by 4.0" in card
     assert "6-channel" not in card and "unconditionally" not in card and "Unconditional" not in card
     assert "DDPMHubSuperResolutionPipeline.from_pretrained" in card and "image=" in card and "inpaint" not in card
-    plain = build_pipeline("ddpm-tiny-8", seed=0)
+    plain = Source.of("ddpm-tiny-8").build(seed=0)
     plain.save_pretrained(tmp_path / "plain")
     card = " ".join(render_model_card(tmp_path / "plain", "alice/plain").text.split())  # one line
     assert "generates 8×8 RGB images unconditionally" in card and "coordinate" not in card
@@ -763,7 +763,7 @@ def test_hostile_class_and_dataset_names_are_shown_literally_in_the_card(tmp_pat
     import html
 
     folder = tmp_path / "model"
-    base = build_pipeline("ddpm-tiny-8", seed=0, unet_overrides={"num_class_embeds": 5})
+    base = Source.of("ddpm-tiny-8").build(seed=0, unet_overrides={"num_class_embeds": 5})
     DDPMHubPipeline(base.unet, base.scheduler, id2label=dict(enumerate(HOSTILE)), null_class_label=4).save_pretrained(
         folder
     )
@@ -797,7 +797,7 @@ def test_published_files_carry_no_local_paths(tmp_path):
 
     run, data = tmp_path / "runs" / "digits", tmp_path / "my data" / "photos"
     data.mkdir(parents=True)
-    build_pipeline("ddpm-tiny-8").save_pretrained(run)
+    Source.of("ddpm-tiny-8").build().save_pretrained(run)
     options = {
         "output_dir": str(run),
         "train_data_dir": str(data),
@@ -843,7 +843,7 @@ def test_a_tampered_code_file_is_never_published_and_is_named(tmp_path, hub_serv
     from ddpm_hub.hub.publishing import publish
 
     folder = tmp_path / "model"
-    build_pipeline("ddpm-tiny-8").save_pretrained(folder)
+    Source.of("ddpm-tiny-8").build().save_pretrained(folder)
     pipeline_file, scheduler_file = folder / "pipeline_ddpm_hub.py", folder / "scheduler" / "scheduling_ddpm_hub.py"
     pipeline_file.write_text(pipeline_file.read_text() + "\nimport os\nos.system('echo pwned')\n")
     scheduler_file.write_text("raise SystemExit('tampered')\n")
@@ -867,7 +867,7 @@ def test_push_refuses_an_invalid_repo_id_in_one_line_before_any_work(tmp_path, c
     import ddpm_hub.hub.publishing
 
     folder = tmp_path / "model"
-    build_pipeline("ddpm-tiny-8").save_pretrained(folder)
+    Source.of("ddpm-tiny-8").build().save_pretrained(folder)
     monkeypatch.setenv("HF_TOKEN", "hf_alice_write")
     monkeypatch.setattr(ddpm_hub.hub.publishing, "files_to_upload", lambda folder: pytest.fail("the folder was read"))
     assert cli.main(["push", str(folder), f"--repo-id={repo_id}"]) == 2

@@ -22,7 +22,7 @@ from ddpm_hub import (
 from ddpm_hub.data import load_images
 from ddpm_hub.data.photos import SCALES, photographs, rescaled
 from ddpm_hub.errors import UsageError
-from ddpm_hub.loading.configs import build_pipeline
+from ddpm_hub.pipelines import Source
 from ddpm_hub.pipelines.cascade import DDPMHubCascadePipeline
 from ddpm_hub.shipped.conditioning_ddpm_hub import LowResCondition
 
@@ -46,7 +46,7 @@ DEEP = {
 
 
 def tiny_sr(tmp_path, channels: int = 3) -> DDPMHubSuperResolutionPipeline:
-    pipeline = build_pipeline(sr_config(tmp_path, channels), seed=0)
+    pipeline = Source.of(sr_config(tmp_path, channels)).build(seed=0)
     with torch.no_grad():  # the low-resolution channels matter: a random model barely reads them otherwise
         pipeline.unet.conv_in.weight[:, channels:] *= 20
     pipeline.set_progress_bar_config(disable=True)
@@ -65,7 +65,7 @@ def unet_calls(pipeline) -> list:
 
 
 def tiny_base(**unet_overrides) -> DDPMHubPipeline:
-    base = build_pipeline("ddpm-tiny-8", seed=0, unet_overrides=unet_overrides)
+    base = Source.of("ddpm-tiny-8").build(seed=0, unet_overrides=unet_overrides)
     base.set_progress_bar_config(disable=True)
     return base
 
@@ -222,7 +222,7 @@ def test_bad_inputs_are_refused_or_warned_of(tmp_path):
     pipeline = tiny_sr(tmp_path)
     with pytest.raises(ValueError, match=r"noise_level must be an integer in 0..250"):
         run(pipeline, low_res_image(), noise_level=300)
-    deep = build_pipeline(sr_config(tmp_path), seed=0, unet_overrides=DEEP)  # halves 3 times: sides of 8
+    deep = Source.of(sr_config(tmp_path)).build(seed=0, unet_overrides=DEEP)  # halves 3 times: sides of 8
     with pytest.raises(ValueError, match="upsamples to 12x12, which this UNet cannot take: its output sides must be"):
         run(deep, torch.rand(1, 3, 3, 3))
     with pytest.warns(UserWarning, match="The input is grayscale and the model RGB: it was converted"):
@@ -230,7 +230,7 @@ def test_bad_inputs_are_refused_or_warned_of(tmp_path):
     with pytest.raises(ValueError, match="This is a super-resolution model"):
         DDPMHubPipeline.__call__(pipeline, num_inference_steps=2)
     with pytest.raises(ValueError, match="not a super-resolution model"):
-        DDPMHubSuperResolutionPipeline.__call__(build_pipeline("ddpm-tiny-8"), image=low_res_image())
+        DDPMHubSuperResolutionPipeline.__call__(Source.of("ddpm-tiny-8").build(), image=low_res_image())
 
 
 @pytest.mark.parametrize(
@@ -325,7 +325,7 @@ def test_builtin_photos_are_crops_of_the_two_sample_photographs_only_at_three_sc
 
 
 def test_a_cascade_upsamples_the_base_models_own_samples(tmp_path):
-    base = build_pipeline("ddpm-tiny-8", seed=0)
+    base = Source.of("ddpm-tiny-8").build(seed=0)
     base.set_progress_bar_config(disable=True)
     cascade = DDPMHubCascadePipeline(base, [tiny_sr(tmp_path)])
     generator = [torch.Generator().manual_seed(s) for s in (0, 1)]
@@ -337,9 +337,9 @@ def test_a_cascade_upsamples_the_base_models_own_samples(tmp_path):
         output_type="pt",
     )
     assert torch.equal(output.stages[0], alone.images) and output.images.shape == (2, 3, 32, 32)
-    deep = build_pipeline(sr_config(tmp_path), seed=0, unet_overrides=DEEP)
+    deep = Source.of(sr_config(tmp_path)).build(seed=0, unet_overrides=DEEP)
     with pytest.raises(ValueError, match="cannot take"):  # a 5x5 base upsampled to 20x20: not sides of 8
-        DDPMHubCascadePipeline(build_pipeline("ddpm-tiny-8", seed=0, unet_overrides={"sample_size": 5}), [deep])
+        DDPMHubCascadePipeline(Source.of("ddpm-tiny-8").build(seed=0, unet_overrides={"sample_size": 5}), [deep])
     with pytest.raises(ValueError, match="needs at least one super-resolution stage"):
         DDPMHubCascadePipeline(base, [])
 
@@ -390,7 +390,7 @@ def test_a_cascade_takes_exactly_the_arguments_its_stages_honour(tmp_path):
             cascade(batch_size=1, num_inference_steps=[2, 1], output_type="pt", **kwargs)
     assert calls == []
     # a class-conditional base: the labels and the guidance reach it, and the cascade lists them
-    conditional = build_pipeline("ddpm-tiny-8", seed=0, unet_overrides={"num_class_embeds": 11})
+    conditional = Source.of("ddpm-tiny-8").build(seed=0, unet_overrides={"num_class_embeds": 11})
     with torch.no_grad():
         conditional.unet.class_embedding.weight.normal_(0, 1, generator=torch.Generator().manual_seed(1))
     conditional = DDPMHubPipeline(conditional.unet, conditional.scheduler, null_class_label=10)

@@ -14,15 +14,15 @@ from PIL import Image
 from ddpm_hub import DDPMHubPipeline
 from ddpm_hub.data import load_images
 from ddpm_hub.data.digit_pairs import captions_of, is_unseen, side_probe, unseen_pairs
-from ddpm_hub.loading.configs import build_pipeline
 from ddpm_hub.loading.text import load_text_encoder, word_tokenizer
+from ddpm_hub.pipelines import Source
 from ddpm_hub.shipped.conditioning_ddpm_hub import pad_tokens
 
 TEXT = ["--dataset_name", "builtin:digit-pairs", "--resolution", "8x16"]
 
 
 def tiny_text(tmp_path, encoder: str = "clip") -> DDPMHubPipeline:
-    pipeline = build_pipeline(text_config(tmp_path, encoder), seed=0)
+    pipeline = Source.of(text_config(tmp_path, encoder)).build(seed=0)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
@@ -112,7 +112,7 @@ def test_bad_prompts_are_warned_of_or_refused(tmp_path):
     with pytest.raises(ValueError, match="Got 3 prompts for batch_size=2"):
         run(pipeline, prompt=["1 left of 2"] * 3)
     with pytest.raises(ValueError, match="prompt given, but this model is unconditional"):
-        run(build_pipeline("ddpm-tiny-8"), prompt="a cat")
+        run(Source.of("ddpm-tiny-8").build(), prompt="a cat")
     with pytest.raises(ValueError, match="prompt must be a string or a list of strings"):
         run(pipeline, prompt=3)
 
@@ -163,7 +163,7 @@ def test_the_word_tokenizer_is_a_transformers_tokenizer_and_the_configuration_ca
 def test_the_configuration_encoder_starts_with_heads_on_neighbours_so_a_digit_state_says_its_side(tmp_path):
     from ddpm_hub.loading.text import HEAD_OFFSETS
 
-    pipeline = build_pipeline("ddpm-digit-pairs-text", seed=0)
+    pipeline = Source.of("ddpm-digit-pairs-text").build(seed=0)
     encoder, tokenizer = pipeline.text_encoder, pipeline.tokenizer
     offsets = encoder.config.to_dict()[HEAD_OFFSETS]
     tokens = tokenizer(["3 left of 7"], return_tensors="pt")
@@ -374,7 +374,7 @@ def test_a_trained_text_encoder_on_two_ranks_stays_in_step(tmp_path):
     check_ok(run_script(args, processes=2))
     summary = json.loads((tmp_path / "run" / "training_summary.json").read_text())
     assert summary["num_processes"] == 2 and len(set(summary["weights_sha256_per_rank"])) == 1
-    before = build_pipeline(text_config(tmp_path), seed=0).text_encoder
+    before = Source.of(text_config(tmp_path)).build(seed=0).text_encoder
     after = DDPMHubPipeline.from_pretrained(tmp_path / "run").text_encoder
     changed = [n for n, p in after.named_parameters() if not torch.equal(p, dict(before.named_parameters())[n])]
     assert changed  # the encoder was trained (and its EMA saved)
@@ -498,7 +498,7 @@ def test_a_text_model_without_its_tokenizer_folder_is_refused_locally_by_name(tm
     configuration = text_config(tmp_path)  # a configuration (no weights) without its tokenizer/: the same
     shutil.rmtree(configuration / "tokenizer")
     with pytest.raises(FileNotFoundError, match=f"{configuration} has no tokenizer/ "):
-        build_pipeline(configuration)
+        Source.of(configuration).build()
 
 
 def test_a_text_encoder_folder_without_tokenizer_files_is_refused_before_training(tmp_path):

@@ -14,8 +14,8 @@ from helpers import ROOT, check
 
 from ddpm_hub.data import UInt8ImageDataset
 from ddpm_hub.errors import UsageError
-from ddpm_hub.loading.configs import build_pipeline
 from ddpm_hub.options import HelpFormatter, flat_fields, to_flat_dict
+from ddpm_hub.pipelines import Source
 from ddpm_hub.run_folder import RunFolderLock
 from ddpm_hub.training.batches import MicroBatches, holdout_indices, make_loader
 from ddpm_hub.training.checkpoint_folders import (
@@ -78,7 +78,7 @@ def test_stale_checkpoints_need_resume_or_overwrite(tmp_path):
 
 
 def test_learned_range_cannot_be_forced_on_a_trained_fixed_variance_unet(tmp_path):
-    pipeline = build_pipeline("ddpm-tiny-8")
+    pipeline = Source.of("ddpm-tiny-8").build()
     pipeline.save_pretrained(tmp_path / "trained")
     options, source = check(["--pipeline", str(tmp_path / "trained")])
     assert source.kind == "folder" and options.data.resolution == 8
@@ -89,7 +89,7 @@ def test_learned_range_cannot_be_forced_on_a_trained_fixed_variance_unet(tmp_pat
 def test_an_output_dir_that_is_the_pipeline_it_starts_from_or_around_it_is_refused(tmp_path):
     # issue 28: --pipeline X --output_dir X overwrote the source model in place
     trained = tmp_path / "runs" / "trained"
-    build_pipeline("ddpm-tiny-8").save_pretrained(trained)
+    Source.of("ddpm-tiny-8").build().save_pretrained(trained)
     for output_dir, relation in [(trained, "is"), (trained / "again", "is inside"), (tmp_path / "runs", "contains")]:
         with pytest.raises(ValueError, match=f"--output_dir {output_dir} {relation} the --pipeline folder {trained}"):
             check(["--pipeline", str(trained), "--output_dir", str(output_dir), "--overwrite_output_dir"])

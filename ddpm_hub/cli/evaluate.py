@@ -18,26 +18,14 @@ with what is there), `bpd.json` + `bits_per_timestep.png`, `fid.json`, `sweep.md
 
 import argparse
 import json
-import platform
 import shlex
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..data import DataOptions
-from ..data.digit_pairs import unseen_pairs
 from ..errors import UsageError, writing
-from ..evaluation.accuracy import (
-    SEEN_PAIRS,
-    class_accuracy,
-    class_accuracy_markdown,
-    text_accuracy,
-    text_accuracy_markdown,
-    write_report,
-)
-from ..evaluation.digit_classifier import load_digit_classifier
 from ..evaluation.metrics import (
     FEATURE_KINDS,
     Reference,
@@ -45,28 +33,33 @@ from ..evaluation.metrics import (
     features_for,
     reference_split,
 )
-from ..evaluation.sr_quality import SIZE as SR_SIZE
-from ..evaluation.sr_quality import photographs, sr_quality, write_sr_quality
 from ..evaluation.sweep import DEFAULT_SWEEP, sampler_sweep, write_sweep
 from ..options import add_arguments as add_option_fields
 from ..options import check_ranges, from_namespace, guidance_scale, int_at_least
-from ..pipelines.sampling import SAMPLERS, Sampler, with_sampler
+from ..pipelines.sampling import SAMPLERS, Sampler
 from ..pipelines.source import Source
 from ..run_folder import (
     BPD_FILE,
-    CLASS_ACCURACY_FILE,
     FID_FILE,
     METRICS_FILE,
-    TEXT_ACCURACY_FILE,
     check_finite,
     check_writable_folder,
     is_trained_folder,
     update_metrics,
 )
+from .eval_tasks import (
+    ACCURACY_STEPS,
+    FID_STEPS,
+    SR_STEPS,
+    add_accuracy_arguments,
+    check_accuracy_tasks,
+    comma_separated,
+    device_name,
+    run_accuracy_only,
+    run_accuracy_tasks,
+)
 
-CLASS_SCALES, TEXT_SCALES = [0.0, 1.0, 2.0, 4.0], [0.0, 1.0, 3.0, 5.0]  # --guidance_scales' defaults
-FID_STEPS, ACCURACY_STEPS, SR_STEPS = 1000, 100, [50]  # --steps' defaults
-
+SR_DEFAULT = ",".join(map(str, SR_STEPS))
 HELP = (
     "bits/dim (--bpd), FID/KID (--fid), the sampler sweep (--sweep), what a conditional model does with its "
     "condition (--class_accuracy, --text_accuracy, --sr_quality)"
@@ -125,7 +118,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=comma_separated(int_at_least(1)),
         default=None,
         help=f"sampling steps: --fid (default: {FID_STEPS}), --class_accuracy and --text_accuracy (default: "
-        f"{ACCURACY_STEPS}); --sr_quality: comma separated, a table row each (default: {_counts(SR_STEPS)})",
+        f"{ACCURACY_STEPS}); --sr_quality: comma separated, a table row each (default: {SR_DEFAULT})",
     )
     options.add_argument(
         "--samplers",
@@ -170,49 +163,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_accuracy_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of --class_accuracy, --text_accuracy and --sr_quality (--steps, --sampler, --seed, --batch_size
-    and --output_dir are shared)."""
-    task = parser.add_argument_group("--class_accuracy, --text_accuracy, --sr_quality")
-    task.add_argument(
-        "--guidance_scales",
-        type=comma_separated(guidance_scale),
-        default=None,
-        help=f"comma separated, a table row each (default: --class_accuracy {_scales(CLASS_SCALES)}, "
-        f"--text_accuracy {_scales(TEXT_SCALES)})",
-    )
-    task.add_argument(
-        "--num_per_class", type=int_at_least(1), default=50, help="--class_accuracy: samples per class (default: 50)"
-    )
-    task.add_argument(
-        "--num_per_prompt",
-        type=int_at_least(1),
-        default=10,
-        help="--text_accuracy: samples per pair and sentence form (default: 10)",
-    )
-    task.add_argument(
-        "--noise_levels",
-        type=comma_separated(int_at_least(0)),
-        default=[0, 25, 50, 100],
-        help="--sr_quality: augmentation levels of the input, a table row each (default: 0,25,50,100)",
-    )
-    task.add_argument(
-        "--samples_per_input", type=int_at_least(1), default=4, help="--sr_quality: samples per input (default: 4)"
-    )
-    task.add_argument(
-        "--crops_per_photo",
-        type=int_at_least(1),
-        default=6,
-        help=f"--sr_quality: {SR_SIZE}x{SR_SIZE} crops per photograph (default: 6)",
-    )
-    task.add_argument(
-        "--consistency", action="store_true", help="--sr_quality: sample with the consistency projection"
-    )
-    task.add_argument(
-        "--per_crop", action="store_true", help="--sr_quality: also print each crop's PSNRs and sharpness (stderr)"
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     """`ddpm-hub eval`: load the model and the dataset once, run the requested measurements, print JSON."""
     accuracy = check_accuracy_tasks(args)  # the model kind each asks for, from its configs: before any work
@@ -227,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     output_dir = Path(args.output_dir) if args.output_dir else _default_output_dir(args.model)
     check_writable_folder(output_dir, "--output_dir")  # before the work, not after it
     if not (args.bpd or args.fid or args.sweep):  # task measurements only: no dataset is read
-        return _run_accuracy_only(args, accuracy, output_dir)
+        return run_accuracy_only(args, accuracy, output_dir)
     features = None
     if args.fid or args.sweep:  # before any slow work: offline without the Inception weights fails here
         features = features_for(args.features, data.resolved().dataset_name, args.inception_weights, args.device)
@@ -376,7 +326,7 @@ def _sweep_settings(args: argparse.Namespace, data: DataOptions, num_reference: 
         "metric_label": features.metric_label,
         "kernel_label": features.kernel_label,
         "guidance_scale": args.guidance_scale,
-        "device": _device_name(args.device),
+        "device": device_name(args.device),
         "batch_size": args.batch_size,
         "seed": args.seed,
         "torch": torch.__version__,
@@ -410,205 +360,3 @@ def _command_line(args: argparse.Namespace, data: DataOptions) -> str:
     parts += [] if args.reference_split else ["--no-reference_split"]
     parts += ["--seed", str(args.seed), "--batch_size", str(args.batch_size)]
     return " ".join(part for part in parts if part)
-
-
-def _device_name(device: str) -> str:
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        return torch.cuda.get_device_name(torch.device(device))
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# --class_accuracy, --text_accuracy, --sr_quality: what a conditional model does with its condition
-
-
-def comma_separated(item):
-    """argparse type: comma-separated values, each parsed by `item` (an argparse type) -> a list."""
-
-    def parse(text: str) -> list:
-        values = []
-        for part in text.split(","):
-            try:
-                values.append(item(part.strip()))
-            except argparse.ArgumentTypeError as error:
-                raise argparse.ArgumentTypeError(f"{part.strip()!r}: {error}") from None
-        return values
-
-    parse.__name__ = f"comma-separated {getattr(item, '__name__', 'values')}"
-    return parse
-
-
-@dataclass
-class AccuracyTasks:
-    """The task measurements asked for, their options checked against the model's configs before any work."""
-
-    source: Source
-    class_scales: list[float] | None = None  # --class_accuracy
-    text_scales: list[float] | None = None  # --text_accuracy
-    accuracy_steps: int = ACCURACY_STEPS
-    photos: dict | None = None  # --sr_quality: the photographs, read before the model
-    sr_steps: list[int] = field(default_factory=lambda: list(SR_STEPS))
-
-
-def check_accuracy_tasks(args: argparse.Namespace) -> AccuracyTasks | None:
-    """
-    --class_accuracy, --text_accuracy, --sr_quality: each model kind checked from its configs (a class model with a
-    null label, a text model of digit pairs, a super-resolution model), the options resolved, --steps turned into
-    --fid's one count; None when none of them is asked. Raises `UsageError` naming the option.
-    """
-    if args.fid:  # the one count --fid samples with, whatever the accuracy measurements take
-        args.steps = _one_count(args.steps, FID_STEPS, "--fid")
-    if not (args.class_accuracy or args.text_accuracy or args.sr_quality):
-        return None
-    source = Source.of(args.model)  # the configs only, before any weights are read
-    conditioning, tasks = source.conditioning(), AccuracyTasks(source)
-    if args.class_accuracy:
-        classes = conditioning.classes
-        if classes is None or not classes.has_null:
-            what = "a class-conditional model" if classes is None else "trained with a null label"
-            raise UsageError(
-                f"--class_accuracy measures a class-conditional model with a null label (trained with "
-                f"--class_dropout_prob, for guidance), and {args.model} is not {what}."
-            )
-        tasks.class_scales = args.guidance_scales or CLASS_SCALES
-    if args.text_accuracy:
-        if conditioning.prompts is None:
-            raise UsageError(
-                f"--text_accuracy measures a text-to-image model of digit pairs (builtin:digit-pairs), and "
-                f"{args.model} takes no prompt."
-            )
-        size = source.unet_config["sample_size"]
-        height, width = (size, size) if isinstance(size, int) else tuple(size)
-        if width != 2 * height:
-            raise UsageError(
-                f"--text_accuracy reads two digits side by side (builtin:digit-pairs, H x 2H images), and "
-                f"{args.model} draws {height}×{width} images."
-            )
-        tasks.text_scales = args.guidance_scales or TEXT_SCALES
-    if args.class_accuracy or args.text_accuracy:
-        tasks.accuracy_steps = _one_count(args.steps, ACCURACY_STEPS, "--class_accuracy and --text_accuracy")
-    if args.sr_quality:
-        _check_super_resolution(conditioning.low_res, args)
-        tasks.sr_steps = args.steps or list(SR_STEPS)
-        tasks.photos = photographs()  # scikit-image missing: refused here, before the model is read
-    return tasks
-
-
-def _check_super_resolution(low_res, args: argparse.Namespace) -> None:
-    if low_res is None:
-        raise UsageError(
-            f"--sr_quality measures a super-resolution model (its UNet takes a low-resolution image), and "
-            f"{args.model} draws images from noise. Measure it with --fid, --sweep or --bpd."
-        )
-    if SR_SIZE % low_res.scale:
-        raise UsageError(
-            f"--sr_quality upsamples {SR_SIZE}x{SR_SIZE} crops, which {args.model}'s scale {low_res.scale} does not "
-            "divide."
-        )
-    too_high = [level for level in args.noise_levels if level > low_res.max_noise_level]
-    if too_high:
-        raise UsageError(
-            f"--noise_levels {_counts(too_high)}: {args.model} takes levels 0..{low_res.max_noise_level}."
-        )
-
-
-def _scales(scales: list[float]) -> str:
-    return ",".join(f"{w:g}" for w in scales)
-
-
-def _counts(counts: list[int]) -> str:
-    return ",".join(map(str, counts))
-
-
-def _one_count(steps: list[int] | None, default: int, option: str) -> int:
-    if steps is None:
-        return default
-    if len(steps) != 1:
-        raise UsageError(f"--steps {_counts(steps)}: {option} take one number of steps.")
-    return steps[0]
-
-
-def run_accuracy_tasks(pipeline, tasks: AccuracyTasks, args: argparse.Namespace, output_dir: Path) -> dict:
-    """Each task asked for, its .md and .json written to `output_dir`; the report's entries."""
-    report = {}
-    if tasks.class_scales is not None or tasks.text_scales is not None:
-        classifier, classifier_report = load_digit_classifier()
-        common = {"classifier": classifier, "seed": args.seed, "batch_size": args.batch_size}
-        common["steps"] = tasks.accuracy_steps
-        accuracy = classifier_report["heldout_accuracy"]
-    if tasks.class_scales is not None:
-        rows = class_accuracy(pipeline, tasks.class_scales, args.num_per_class, **common)
-        settings = {"model": args.model, "num_per_class": args.num_per_class, "steps": tasks.accuracy_steps}
-        settings.update(seed=args.seed, classifier_accuracy=accuracy, device=_device_name(args.device))
-        settings["command"] = _task_command(
-            args,
-            "--class_accuracy",
-            guidance_scales=_scales(tasks.class_scales),
-            num_per_class=args.num_per_class,
-            steps=tasks.accuracy_steps,
-            seed=args.seed,
-        )
-        markdown = class_accuracy_markdown(rows, settings)
-        report["class_accuracy"] = write_report(CLASS_ACCURACY_FILE, markdown, rows, settings, output_dir)
-    if tasks.text_scales is not None:
-        sampled = with_sampler(pipeline, args.sampler)
-        rows = text_accuracy(sampled, tasks.text_scales, args.num_per_prompt, **common)
-        settings = {"model": args.model, "num_per_prompt": args.num_per_prompt, "sampler": args.sampler}
-        settings.update(steps=tasks.accuracy_steps, seed=args.seed, seen_pairs=SEEN_PAIRS)
-        settings.update(unseen_pairs=unseen_pairs(), classifier_accuracy=accuracy, device=_device_name(args.device))
-        settings["command"] = _task_command(
-            args,
-            "--text_accuracy",
-            guidance_scales=_scales(tasks.text_scales),
-            num_per_prompt=args.num_per_prompt,
-            sampler=args.sampler,
-            steps=tasks.accuracy_steps,
-            seed=args.seed,
-        )
-        markdown = text_accuracy_markdown(rows, settings)
-        report["text_accuracy"] = write_report(TEXT_ACCURACY_FILE, markdown, rows, settings, output_dir)
-    if tasks.photos is not None:
-        report["sr_quality"] = _run_sr_quality(pipeline, tasks, args, output_dir)
-    return report
-
-
-def _run_sr_quality(pipeline, tasks: AccuracyTasks, args: argparse.Namespace, output_dir: Path) -> dict:
-    samples = args.samples_per_input
-    options = dict(samples=samples, crops_per_photo=args.crops_per_photo, seed=args.seed, per_crop=args.per_crop)
-    options.update(batch_size=max(1, args.batch_size // samples), consistency=args.consistency)  # inputs per call
-    rows, names = sr_quality(pipeline, tasks.photos, args.noise_levels, tasks.sr_steps, **options)
-    settings = {"model": args.model, "samples": samples, "num_inputs": len(names), "photos": list(tasks.photos)}
-    settings.update(crops=names, scale=pipeline.conditioning.low_res.scale, device=_device_name(args.device))
-    settings["command"] = _task_command(
-        args,
-        "--sr_quality",
-        noise_levels=_counts(args.noise_levels),
-        steps=_counts(tasks.sr_steps),
-        samples_per_input=samples,
-        crops_per_photo=args.crops_per_photo,
-        seed=args.seed,
-        consistency=args.consistency,
-    )
-    return write_sr_quality(rows, settings, output_dir)
-
-
-def _task_command(args: argparse.Namespace, flag: str, **options) -> str:
-    """The `ddpm-hub eval` command that reproduces a table: MODEL, the flag, then `--name value` (or `--name` for
-    True; nothing for False)."""
-    parts = ["ddpm-hub eval", shlex.quote(args.model), flag]
-    for name, value in options.items():
-        if isinstance(value, bool):
-            parts += [f"--{name}"] if value else []
-        else:
-            parts += [f"--{name}", str(value)]
-    return " ".join(parts)
-
-
-def _run_accuracy_only(args: argparse.Namespace, tasks: AccuracyTasks, output_dir: Path) -> int:
-    """`ddpm-hub eval MODEL --class_accuracy` and the like without --bpd/--fid/--sweep: no dataset is read."""
-    pipeline = tasks.source.load(args.seed).to(args.device)
-    pipeline.set_progress_bar_config(disable=True)
-    report = {"model": args.model, "output_dir": str(output_dir)}
-    report.update(run_accuracy_tasks(pipeline, tasks, args, output_dir))
-    print(json.dumps(report, indent=2))
-    return 0

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
-from ..hub.public import code_span, escape_markdown
 from ..pipelines.sampling import Sampler, sample_batches, with_sampler
+from ..public import code_span, escape_markdown
 from ..run_folder import (
     SWEEP_FILE,
     SWEEP_JSON_FILE,

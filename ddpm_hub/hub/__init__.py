@@ -3,9 +3,9 @@
 - `publishing`: `publish` (validation, the staged upload without secrets, retries, one commit) and its checks;
 - `staging`: the files a publish uploads, staged with the card in a temporary folder, secrets scrubbed;
 - `retries`: the Hub calls retried within one deadline, and `PublishError`;
-- `model_card`: the card rendered from `model_card.md` and the run folder's records;
+- `model_card`: the card rendered from `model_card.md` and the run folder's records (what a user chose is escaped
+  by `ddpm_hub.public`);
 - `card_training`: the card's training table, from the run's training record and options;
-- `public`: what user-supplied text becomes on a public page (Markdown escaping, code spans, Python literals).
 
 Layer: the top of the library (below training and the command line); it may import everything but those two.
 Loading from the Hub is `ddpm_hub.loading`.

@@ -9,7 +9,7 @@ count), `training_summary.json` and `training_options.json` (written by training
 its section out or says that nothing was measured; nothing is filled with a placeholder. The YAML metadata goes
 through huggingface_hub's `ModelCardData`, so the Hub reads it (library, tags, pipeline tag, dataset, license,
 `model-index` of the metrics). Every user-supplied value the card shows (class names, dataset names and splits, paths,
-commands) is escaped for Markdown and HTML by `ddpm_hub.hub.public` (`escape_markdown`, `code_span`), never inserted
+commands) is escaped for Markdown and HTML by `ddpm_hub.public` (`escape_markdown`, `code_span`), never inserted
 raw.
 """
 
@@ -22,6 +22,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..errors import InputNotFoundError
+from ..public import code_span, escape_markdown, is_local_path, python_literal
 from ..resources import resource_path
 from ..run_folder import (
     BPD_PLOT_FILE,
@@ -41,7 +42,6 @@ from ..run_folder import (
 )
 from ..version import __version__
 from .card_training import training_rows
-from .public import code_span, escape_markdown, is_local_path, python_literal
 
 TEMPLATE_NAME = "model_card.md"
 DEFAULT_LICENSE = "apache-2.0"
@@ -138,7 +138,7 @@ def _tidy(text: str) -> str:
 
 def collect_facts(folder: Path, local_dataset: bool | None = None) -> dict:
     """
-    Everything the template states, as plain values, user-supplied text escaped (`ddpm_hub.hub.public`); a missing file
+    Everything the template states, as plain values, user-supplied text escaped (`ddpm_hub.public`); a missing file
     gives `None` for its part.
     """
     record = TrainingSummary.read(folder)

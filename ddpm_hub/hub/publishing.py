@@ -10,7 +10,7 @@ weights), the code files `model_index.json` names (they let plain diffusers load
 `trust_remote_code=True`), the model card `README.md` rendered from the top-level `model_card.md`, `samples.png`,
 `metrics.json`, `sweep.md`, `bits_per_timestep.png`, `training_options.json` (token-like values removed) and
 `training_summary.json`, with every local path in them made relative to the folder or cut to its name
-(`ddpm_hub.hub.public`). Nothing else: never `checkpoints/`, `logs/`, optimizer states or pickles. Unchanged files
+(`ddpm_hub.public`). Nothing else: never `checkpoints/`, `logs/`, optimizer states or pickles. Unchanged files
 are not uploaded again, and a push with nothing changed makes no commit.
 
 The order makes failures harmless: the folder is checked, then the token (present, valid, allowed to write to the

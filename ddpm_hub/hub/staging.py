@@ -3,7 +3,7 @@
 `files_to_upload` checks the folder and picks the files (`upload_patterns`: the index, the components' configs and
 safetensors weights, the run's records; never checkpoints, logs or pickles); `stage` copies them into a temporary
 folder with the installed package's code files and the rendered card, the options scrubbed of secrets and every local
-path made public (`ddpm_hub.hub.public`); `check_no_token` is the last guard before the commit.
+path made public (`ddpm_hub.public`); `check_no_token` is the last guard before the commit.
 """
 
 import fnmatch
@@ -16,6 +16,7 @@ from pathlib import Path
 from ..errors import InputNotFoundError, UsageError
 from ..loading import components
 from ..loading.components import LIBRARY_COMPONENTS, components_of, read_model_index
+from ..public import PublicPaths, is_local_path
 from ..run_folder import (
     BPD_PLOT_FILE,
     CARD_FILE,
@@ -36,7 +37,6 @@ from ..run_folder import (
 )
 from ..version import __version__
 from .model_card import DEFAULT_LICENSE, render_model_card
-from .public import PublicPaths, is_local_path
 from .retries import PublishError
 
 logger = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def files_to_upload(folder: Path) -> list[str]:
         if path not in files:
             raise InputNotFoundError(f"{folder} has no {path}: it is not a complete pipeline folder.")
     components.check_finite_weights(folder, [path for path in files if path.endswith(".safetensors")])
-    missing = [path for path in code_files(folder, index) if not (folder / path).is_file()]
+    missing = [path for path in named_code_files(index) if not (folder / path).is_file()]
     if missing:
         raise InputNotFoundError(
             f"{folder}/{MODEL_INDEX} names code files that are not there: {', '.join(missing)}. Without them the "
@@ -117,6 +117,20 @@ def files_to_upload(folder: Path) -> list[str]:
         read_json(folder / name)  # invalid JSON fails here, before any upload
     TrainingSummary.read(folder)
     return files
+
+
+def named_code_files(index: dict) -> list[str]:
+    """
+    The code files a folder's `model_index.json` names itself: the pipeline's module and custom components' modules
+    (what it imports may differ from release to release: a folder saved by an older ddpm_hub has its own set, and
+    what goes up is this release's, `code_files`).
+    """
+    class_name = index.get("_class_name")
+    named = [f"{class_name[0]}.py"] if isinstance(class_name, list) and class_name[0] else []
+    custom = [
+        (name, entry[0]) for name, entry in components_of(index).items() if entry[0] not in (None, *LIBRARY_COMPONENTS)
+    ]
+    return named + [f"{name}/{module}.py" for name, module in custom]
 
 
 def code_files(folder: Path, index: dict) -> dict[str, Path]:
@@ -166,7 +180,7 @@ def stage(
     """
     Copy `files` from `folder` to `staging` and render README.md there: the options scrubbed of secrets, and every
     local path in the run's records (options, summary, metrics, the sweep and class-accuracy tables) made relative to
-    the run folder or cut to its name (`ddpm_hub.hub.public.PublicPaths`), so that nothing published names this
+    the run folder or cut to its name (`ddpm_hub.public.PublicPaths`), so that nothing published names this
     machine.
     """
     options = read_json(folder / OPTIONS_FILE, "the training options") or {}

@@ -142,5 +142,3 @@ class TrainingConditioning(shipped.Conditioning):
         return None
 
 
-# The old name, for pipelines/source.py only until its rewrite imports TrainingConditioning: then this line goes.
-Conditioning = TrainingConditioning

@@ -27,7 +27,7 @@ from ..loading.components import check_weights, components_of, pipeline_folder, 
 from ..loading.configs import available_pipelines, build_components, configuration_folder, read_unet_config
 from ..run_folder import SCHEDULER_CONFIG, is_pipeline_folder, is_trained_folder, read_json
 from ..shipped.scheduling_ddpm_hub import DDPMHubScheduler
-from .conditioning import Conditioning
+from .conditioning import TrainingConditioning
 from .library import pipeline_class
 
 
@@ -93,9 +93,9 @@ class Source:
     def components(self) -> dict[str, list]:
         return components_of(self.model_index)
 
-    def conditioning(self) -> Conditioning:
+    def conditioning(self) -> TrainingConditioning:
         """What the model is conditioned on (`ddpm_hub.pipelines.conditioning`), from its configs."""
-        return Conditioning.of(self.unet_config, self.model_index, self.components)
+        return TrainingConditioning.of(self.unet_config, self.model_index, self.components)
 
     def build(self, seed: int | None = 0, unet_overrides: dict | None = None, scheduler_overrides: dict | None = None):
         """
