@@ -250,7 +250,7 @@ def test_a_saved_folder_ships_only_its_family_and_what_it_imports(tmp_path):
     names = [path.name for path in code_files(DDPMHubPipeline)]
     assert sorted(names) == [
         "condition_batch_ddpm_hub.py", "conditioning_ddpm_hub.py", "image_processing_ddpm_hub.py",
-        "pipeline_ddpm_hub.py", "pipeline_ddpm_hub_img2img.py", "pipeline_ddpm_hub_inpaint.py",
+        "latents_ddpm_hub.py", "pipeline_ddpm_hub.py", "pipeline_ddpm_hub_img2img.py", "pipeline_ddpm_hub_inpaint.py",
     ]  # fmt: skip
     Source.of("ddpm-tiny-8").build().save_pretrained(tmp_path)
     assert sorted(p.name for p in tmp_path.glob("*.py")) == sorted(names)

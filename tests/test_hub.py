@@ -50,6 +50,7 @@ PIPELINE_FILES = {
     "condition_batch_ddpm_hub.py",
     "conditioning_ddpm_hub.py",
     "image_processing_ddpm_hub.py",
+    "latents_ddpm_hub.py",
     "pipeline_ddpm_hub.py",
     "pipeline_ddpm_hub_img2img.py",
     "pipeline_ddpm_hub_inpaint.py",

@@ -1,12 +1,11 @@
 # Copyright 2026 The ddpm_hub authors. Apache License 2.0.
-"""DDPMHubPipeline: pixel-space sampling with a UNet2DModel and a DDPM-family scheduler, unconditional or
-class-conditional with classifier-free guidance.
+"""DDPMHubPipeline: sampling with a UNet and a DDPM-family scheduler, in pixels or in an autoencoder's latent space;
+unconditional, or class- or text-conditional with classifier-free guidance.
 
-This file is the code that plain diffusers runs for `DiffusionPipeline.from_pretrained(repo_id,
-trust_remote_code=True)`: it is shipped at the root of every published repo, so it stays self-contained (torch, numpy,
-PIL and diffusers only) and holds sampling only. Loading with the installed classes, saving with the code files,
-publishing and the likelihood are added by the `DDPMHubPipeline` of the installed package (`ddpm_hub/pipeline.py`).
-The task pipelines `pipeline_ddpm_hub_inpaint.py` and `pipeline_ddpm_hub_img2img.py` build on this class.
+Plain diffusers runs this file for `DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)`: shipped at
+the root of every published repo, it stays self-contained (torch, numpy, PIL, diffusers) and holds sampling only; the
+installed package's `DDPMHubPipeline` (`ddpm_hub.pipelines.library`) adds loading, saving, publishing and the
+likelihood. The task pipelines (`pipeline_ddpm_hub_inpaint.py`, `_img2img.py`, `_superres.py`) build on this class.
 """
 
 import inspect
@@ -27,10 +26,10 @@ from diffusers.utils.torch_utils import randn_tensor
 from .condition_batch_ddpm_hub import Guided
 from .conditioning_ddpm_hub import Conditioning, PromptCondition
 from .image_processing_ddpm_hub import convert_mask, convert_mode, unit_array
+from .latents_ddpm_hub import decode, image_size
 
-OUTPUT_TYPES = ("pil", "np", "pt")
-# What a `callback_on_step_end` may ask to see (and replace) after each step.
-CALLBACK_TENSOR_INPUTS = ("image", "pred_original_sample")
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+CALLBACK_TENSOR_INPUTS = ("image", "pred_original_sample")  # what a callback_on_step_end may see and replace
 ClassLabels = int | str | list[int | str] | torch.Tensor | None
 # The largest side of an image a pipeline takes or makes, in pixels: a guard against a mistaken input (an SR input of
 # 4000x4000 asks for 16000x16000 and fails deep inside torch's allocator); a subclass or instance may raise it.
@@ -38,11 +37,8 @@ MAX_IMAGE_SIDE = 4096
 
 
 class EmptyFloat32ListFilter(logging.Filter):
-    """
-    Drops diffusers' "There are modules in UNet2DModel that should be kept in float32: []": `ModelMixin.to(dtype)`
-    says it on every cast (`pipeline.to(torch.bfloat16)`, `from_pipe`) even when the list of modules is empty,
-    which no user can act on. A model that does keep modules in float32 still warns.
-    """
+    """Drops diffusers' "... should be kept in float32: []", said on every cast (`pipeline.to(torch.bfloat16)`,
+    `from_pipe`) even when the list is empty; a model that does keep modules in float32 still warns."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "should be kept in float32: []" not in record.getMessage()
@@ -149,6 +145,8 @@ class DDPMHubPipeline(DiffusionPipeline):
             student's calls).
         coordinate_channels (`int`, *optional*): 2 when the UNet also takes each pixel's coordinates, concatenated
             after x_t (`conditioning_ddpm_hub.PositionCondition`); its `in_channels` count them.
+        vae ([`AutoencoderKL`], *optional*): a latent diffusion model's autoencoder: the chain runs on its scaled
+            latents (`latents_ddpm_hub.py`) and the decoder turns x_0 into pixels at the end.
 
     Examples:
         ```py
@@ -162,8 +160,8 @@ class DDPMHubPipeline(DiffusionPipeline):
         ```
     """
 
-    model_cpu_offload_seq = "text_encoder->unet"
-    _optional_components = ["text_encoder", "tokenizer"]
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+    _optional_components = ["text_encoder", "tokenizer", "vae"]
     _callback_tensor_inputs = list(CALLBACK_TENSOR_INPUTS)
     conditioning_class = Conditioning  # the installed package uses its library kinds (ddpm_hub.pipelines.conditioning)
 
@@ -178,9 +176,10 @@ class DDPMHubPipeline(DiffusionPipeline):
         num_classes: int | None = None,
         default_num_inference_steps: int | None = None,
         coordinate_channels: int | None = None,
+        vae=None,
     ):
         super().__init__()
-        self.register_modules(unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer)
+        self.register_modules(unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer, vae=vae)
         id2label = {int(k): str(v) for k, v in id2label.items()} if id2label else None
         self.register_to_config(id2label=id2label, null_class_label=null_class_label, num_classes=num_classes)
         if default_num_inference_steps is not None:  # a distilled student's own number of calls
@@ -239,7 +238,8 @@ class DDPMHubPipeline(DiffusionPipeline):
                 1000.
             timesteps (`list[int]`, *optional*): an explicit descending chain; overrides `num_inference_steps`.
             eta (`float`, defaults to 0.0): DDIM's noise scale; only for schedulers whose `step` takes `eta`.
-            noise (`torch.Tensor` `[batch_size x C x H x W]`, *optional*): x_T to start from instead of fresh noise.
+            noise (`torch.Tensor` `[batch_size x C x H x W]`, *optional*): x_T to start from instead of fresh noise
+                (a latent model's: `latent_shape`).
             class_labels (int, label name, list of them, or an integer tensor `[batch_size]`; *optional*): the class
                 of each image, or one for all: ids or names of the classes the model was trained on. A
                 class-conditional model without labels samples its "no label" class.
@@ -247,8 +247,9 @@ class DDPMHubPipeline(DiffusionPipeline):
                 the model output is eps_null + w (eps_c - eps_null), from one UNet call on 2B images per step. w = 1
                 is the conditional model (one call on B images), w = 0 the "no label" model. With `learned_range` the
                 mean part is guided and the conditional variance kept, as GLIDE does.
-            output_type (`"pil"`, `"np"` or `"pt"`, defaults to `"pil"`): PIL images (mode "L" for one channel),
-                a float numpy array `[N x H x W x C]` in [0, 1], or a torch tensor `[N x C x H x W]` in [0, 1].
+            output_type (`"pil"`, `"np"`, `"pt"` or `"latent"`, defaults to `"pil"`): PIL images (mode "L" for one
+                channel), a float numpy array `[N x H x W x C]` in [0, 1], a torch tensor `[N x C x H x W]` in
+                [0, 1], or x_0 as the chain left it (a latent model's scaled latents, not decoded).
             return_dict (`bool`, defaults to `True`): return an [`ImagePipelineOutput`] rather than a tuple.
             prompt (`str` or a list of them, *optional*): a text-to-image model's prompt, one per image or one for all;
                 without one it samples the null condition (the empty prompt). `negative_prompt` replaces the empty
@@ -265,7 +266,7 @@ class DDPMHubPipeline(DiffusionPipeline):
         guided, batch_size = self.prepare_condition(
             batch_size, guidance_scale, class_labels=class_labels, **prompt_arguments(locals())
         )
-        shape = self.sample_shape(batch_size)
+        shape = self.latent_shape(batch_size)
         steps = self.default_num_inference_steps if num_inference_steps is None else num_inference_steps
         step_kwargs = self.check_inputs(
             batch_size,
@@ -329,15 +330,23 @@ class DDPMHubPipeline(DiffusionPipeline):
         """The UNet output at (x_t, t), classifier-free guided as `guided` says, in the scheduler's view."""
         return self._scheduler_view(guided(self.unet, x_t, t), x_t)
 
-    def sample_shape(self, batch_size: int) -> tuple[int, int, int, int]:
+    def latent_shape(self, batch_size: int) -> tuple[int, int, int, int]:
+        """The shape of x_t: the UNet's sample, in pixels or in a `vae`'s latent space."""
         size = self.unet.config.sample_size
         height, width = (size, size) if isinstance(size, int) else size
-        return (batch_size, self.image_channels, height, width)
+        return (batch_size, self.conditioning.image_channels(self.unet.config.in_channels), height, width)
+
+    def sample_shape(self, batch_size: int) -> tuple[int, int, int, int]:
+        """The shape of the images a call returns (a latent model's decoded; else x_t's)."""
+        shape = self.latent_shape(batch_size)
+        if self.vae is None:
+            return shape
+        return (batch_size, self.vae.config.in_channels, *image_size(self.vae, shape[2:]))
 
     @property
     def image_channels(self) -> int:
-        """The channels of the images (the UNet's input, less a low-resolution image it concatenates)."""
-        return self.conditioning.image_channels(self.unet.config.in_channels)
+        """The channels of the images (the UNet's input, less a low-resolution image it concatenates; a `vae`'s)."""
+        return self.sample_shape(1)[1]
 
     def check_inputs(
         self, batch_size, generator, eta, output_type, callback_inputs, num_inference_steps=None
@@ -400,7 +409,15 @@ class DDPMHubPipeline(DiffusionPipeline):
     # Images in and out
 
     def output(self, image: torch.Tensor, output_type: str, return_dict: bool):
-        """x_0 in [-1, 1] -> [0, 1] in the requested container (PIL, numpy `[N x H x W x C]`, torch)."""
+        """
+        x_0 (a latent model's decoded) in [-1, 1] -> [0, 1] in the requested container (PIL, numpy
+        `[N x H x W x C]`, torch), or x_0 as it is for `"latent"`.
+        """
+        if output_type == "latent":
+            self.maybe_free_model_hooks()
+            return ImagePipelineOutput(images=image) if return_dict else (image,)
+        if self.vae is not None:
+            image = decode(self.vae, image)
         image = (image / 2 + 0.5).clamp(0, 1).float()
         if output_type == "pt":
             images = image

@@ -20,6 +20,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from .condition_batch_ddpm_hub import Guided  # noqa: F401
 from .conditioning_ddpm_hub import Conditioning  # noqa: F401
 from .image_processing_ddpm_hub import convert_mode  # noqa: F401
+from .latents_ddpm_hub import decode  # noqa: F401
 from .pipeline_ddpm_hub import ClassLabels, DDPMHubPipeline, is_ddpm_family, prompt_arguments
 
 

@@ -23,6 +23,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from .condition_batch_ddpm_hub import LowResCondition
 from .conditioning_ddpm_hub import Conditioning  # noqa: F401
 from .image_processing_ddpm_hub import convert_mode  # noqa: F401
+from .latents_ddpm_hub import decode  # noqa: F401
 from .pipeline_ddpm_hub import MAX_IMAGE_SIDE, ClassLabels, DDPMHubPipeline, check_noise, prompt_arguments
 
 
@@ -63,10 +64,11 @@ class DDPMHubSuperResolutionPipeline(DDPMHubPipeline):
         default_noise_level: int = 0,
         residual_scale: float | None = None,
         default_num_inference_steps: int | None = None,
+        vae=None,
     ):
         super().__init__(
             unet, scheduler, text_encoder, tokenizer, id2label, null_class_label, num_classes,
-            default_num_inference_steps=default_num_inference_steps,
+            default_num_inference_steps=default_num_inference_steps, vae=vae,
         )  # fmt: skip
         self.register_to_config(
             low_res_scale=low_res_scale,
