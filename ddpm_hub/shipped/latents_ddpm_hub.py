@@ -9,6 +9,7 @@ pixels. Shipped with every pipeline; torch and diffusers only.
 """
 
 import torch
+from diffusers import AutoencoderKL  # noqa: F401 - the class a latent pipeline's `vae` is
 from diffusers.utils.torch_utils import randn_tensor
 
 

@@ -26,7 +26,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from .condition_batch_ddpm_hub import Guided
 from .conditioning_ddpm_hub import Conditioning, PromptCondition
 from .image_processing_ddpm_hub import convert_mask, convert_mode, unit_array
-from .latents_ddpm_hub import decode, image_size
+from .latents_ddpm_hub import AutoencoderKL, decode, image_size
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 CALLBACK_TENSOR_INPUTS = ("image", "pred_original_sample")  # what a callback_on_step_end may see and replace
@@ -176,7 +176,7 @@ class DDPMHubPipeline(DiffusionPipeline):
         num_classes: int | None = None,
         default_num_inference_steps: int | None = None,
         coordinate_channels: int | None = None,
-        vae=None,
+        vae: AutoencoderKL | None = None,  # annotated: from_pipe carries a diffusers model only to its type
     ):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer, vae=vae)
