@@ -91,7 +91,10 @@ def build_component(folder: Path, name: str, entry: list):
     klass = component_class(entry, folder / MODEL_INDEX)
     check_component_folder(folder / name, name, entry, klass, folder)  # never a path taken for a Hub repo id
     import transformers
+    from diffusers.models.modeling_utils import ModelMixin
 
+    if issubclass(klass, ModelMixin):  # e.g. a latent configuration's autoencoder: its shape, fresh weights
+        return klass.from_config(klass.load_config(folder / name)).eval()
     if issubclass(klass, transformers.PreTrainedModel):
         from .text import start_heads_at_offsets
 

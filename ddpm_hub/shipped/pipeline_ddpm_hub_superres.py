@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import PIL.Image
 import torch
-from diffusers import ImagePipelineOutput, UNet2DConditionModel, UNet2DModel
+from diffusers import AutoencoderKL, ImagePipelineOutput, UNet2DConditionModel, UNet2DModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -64,7 +64,7 @@ class DDPMHubSuperResolutionPipeline(DDPMHubPipeline):
         default_noise_level: int = 0,
         residual_scale: float | None = None,
         default_num_inference_steps: int | None = None,
-        vae=None,
+        vae: AutoencoderKL | None = None,
     ):
         super().__init__(
             unet, scheduler, text_encoder, tokenizer, id2label, null_class_label, num_classes,

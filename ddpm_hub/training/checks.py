@@ -12,6 +12,7 @@ from ..run_folder import CHECKPOINTS_DIR, check_apart_from_sources, check_writab
 from ..shipped.scheduling_ddpm_hub import VARIANCE_TYPES, is_ddpm_family
 from .checkpoint_folders import TrainingState, list_checkpoints
 from .distillation import check_teacher, distill_options
+from .latents import autoencoder_of, check_autoencoder, pixel_size
 from .model import scheduler_overrides, unet_overrides
 from .options import TrainingOptions
 
@@ -26,7 +27,10 @@ def check_options(o: TrainingOptions) -> tuple[TrainingOptions, Source]:
     source = inspect_pipeline(o.model.pipeline)
     check_output_apart_from_sources(o, source)  # before the checkpoints' advice: resuming there would not help
     check_output_dir(o)
-    o = replace(o, data=o.data.resolved(resolution=source.unet_config["sample_size"]))
+    autoencoder = autoencoder_of(o.model.vae, o.model.vae_subfolder, source)  # latent diffusion: its config only
+    o = replace(o, data=o.data.resolved(resolution=pixel_size(source.unet_config["sample_size"], autoencoder)))
+    if autoencoder is not None:
+        check_autoencoder(autoencoder, source, o.data.training_size)
     check_random_crop(o)
     o = resolve_class_dropout(o, source)
     o = resolve_text_options(o, source)
@@ -211,6 +215,8 @@ def run_sources(o: TrainingOptions, source: Source) -> dict[str, tuple[str, str]
     text_encoder = o.conditioning.text_encoder
     if text_encoder is not None and Path(text_encoder).is_dir():
         sources["--text_encoder"] = (text_encoder, "the saved pipeline would be written over the encoder's folder")
+    if o.model.vae is not None and Path(o.model.vae).is_dir():
+        sources["--vae"] = (o.model.vae, "the saved pipeline would be written over the autoencoder's folder")
     return sources
 
 
@@ -222,7 +228,8 @@ def check_output_apart_from_sources(o: TrainingOptions, source: Source) -> None:
 def check_model_compatibility(o: TrainingOptions, source: Source) -> None:
     unet = source.unet_config
     downsamplings = len(unet["block_out_channels"]) - 1
-    multiple = 2**downsamplings
+    autoencoder = autoencoder_of(o.model.vae, o.model.vae_subfolder, source)
+    multiple = 2**downsamplings * (autoencoder.factor if autoencoder else 1)  # in pixels: a latent is factor x factor
     if any(side % multiple for side in image_size(o.data.training_size)):
         option = "--random_crop" if o.data.random_crop else "--resolution"
         raise UsageError(

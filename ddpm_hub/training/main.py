@@ -28,6 +28,7 @@ from ..pipelines.source import Source
 from .checkpointing import resume
 from .checks import check_options
 from .data import load_training_data
+from .latents import autoencoder_of
 from .loop import train
 from .options import TrainingOptions, dry_run_report, parse_options
 from .output import finish, hold_output_dir, publish_output, start_output
@@ -50,6 +51,9 @@ def main(argv: list[str] | None = None) -> None:
 def train_and_write(o: TrainingOptions, source: Source, accelerator: Accelerator) -> None:
     conditioning = source.conditioning()
     channels = conditioning.image_channels(source.unet_config["in_channels"])
+    autoencoder = autoencoder_of(o.model.vae, o.model.vae_subfolder, source)
+    if autoencoder is not None:  # latent diffusion: the data are the autoencoder's images
+        channels = autoencoder.image_channels
     dataset = load_training_data(
         o.data, o.validation.validation_holdout, o.seed, conditioning, channels, o.model.pipeline, accelerator
     )

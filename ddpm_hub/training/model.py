@@ -5,6 +5,7 @@ from diffusers import UNet2DModel
 
 from ..data.decode import image_size
 from ..pipelines.source import Source
+from .latents import autoencoder_of, latent_size
 from .options import ModelOptions, OptimizerOptions, SpeedOptions, TrainingOptions
 
 
@@ -24,13 +25,12 @@ def unet_overrides(o: TrainingOptions, source: Source) -> dict:
     The run's resolution as the UNet's `sample_size`; a configuration also gets 2C output channels for
     learned_range (a trained UNet keeps its channels: its weights fix them).
     """
-    sample_size = sample_size_config(o.data.training_size)
+    size = latent_size(o.data.training_size, autoencoder_of(o.model.vae, o.model.vae_subfolder, source))
+    sample_size = sample_size_config(size)
     text = text_encoder_overrides(o, source)
     if source.trained:
         return (
-            {"sample_size": sample_size}
-            if image_size(source.unet_config["sample_size"]) != image_size(o.data.training_size)
-            else {}
+            {"sample_size": sample_size} if image_size(source.unet_config["sample_size"]) != image_size(size) else {}
         )
     variance_type = o.model.variance_type or source.scheduler_config.get("variance_type", "fixed_small")
     image_channels = source.conditioning().image_channels(source.unet_config["in_channels"])
@@ -67,6 +67,9 @@ def training_pipeline(o: TrainingOptions, source: Source):
     pipeline = source.load(
         seed=o.seed, unet_overrides=unet_overrides(o, source), scheduler_overrides=scheduler_overrides(o.model)
     )
+    autoencoder = autoencoder_of(o.model.vae, o.model.vae_subfolder, source)
+    if autoencoder is not None and autoencoder.option == "--vae":  # else the trained pipeline's own, loaded with it
+        pipeline.register_modules(vae=autoencoder.load())
     if o.conditioning.text_encoder is not None:
         from ..loading.text import load_text_encoder
 

@@ -72,6 +72,16 @@ class ModelOptions:
         "model",
         above=0,
     )
+    vae: str | None = option(
+        None,
+        "train on this autoencoder's latents (latent diffusion): a diffusers AutoencoderKL folder or Hub repo, e.g. "
+        "runs/ddpm-vae-digits-64 or stabilityai/sd-vae-ft-mse; frozen (default: pixels, or a trained latent "
+        "pipeline's own vae/)",
+        "model",
+    )
+    vae_subfolder: str | None = option(
+        None, "the autoencoder's subfolder inside --vae (a pipeline repo's `vae`)", "model"
+    )
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ import torch
 # Streams of randomness; each is seeded separately so that adding one never shifts another.
 # CONDITION_DROPOUT: classifier-free guidance's dropout of labels (and of every guided kind of condition). SAMPLING is
 # no longer drawn from (grids follow `ddpm_hub.pipelines.sampling`), but keeps its number so that the others keep
-# theirs.
-SHUFFLE, FLIP, NOISE, DROPOUT, SAMPLING, HOLDOUT, CONDITION_DROPOUT, CROP = range(8)
+# theirs. LATENT: a latent model's draw from each image's posterior q(z | x) (`training/latents.py`).
+SHUFFLE, FLIP, NOISE, DROPOUT, SAMPLING, HOLDOUT, CONDITION_DROPOUT, CROP, LATENT = range(9)
 
 
 def derive_seed(seed: int, *keys: int) -> int:

@@ -67,6 +67,11 @@ class Run:
         return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
 
     @property
+    def vae(self):
+        """A latent model's frozen autoencoder (`training/latents.py`), on the device; None in pixel space."""
+        return getattr(self.pipeline, "vae", None)
+
+    @property
     def scheduler(self) -> DDPMHubScheduler:
         """The training scheduler, on the full training chain: never set_timesteps on it."""
         return self.pipeline.scheduler
@@ -196,6 +201,14 @@ def build_run(
         scheduler.prediction_type,
         scheduler.variance_type,
     )
+    if getattr(pipeline, "vae", None) is not None:  # frozen: encodes each micro-batch, decodes the grids
+        pipeline.vae.to(accelerator.device).requires_grad_(False).eval()
+        logger.info(
+            "Autoencoder: %s, %s parameters, frozen; latents %s",
+            type(pipeline.vae).__name__,
+            f"{count_parameters(pipeline.vae):,}",
+            "x".join(map(str, pipeline.latent_shape(1)[1:])),
+        )
     if getattr(pipeline, "text_encoder", None) is not None:
         pipeline.text_encoder.to(accelerator.device)
         logger.info(

@@ -5,6 +5,7 @@ from accelerate.logging import get_logger
 
 from ..data import to_model_range
 from ..evaluation.likelihood import bits_per_dim
+from .latents import holdout_latents
 from .randomness import HOLDOUT, make_generator
 from .run import Run
 
@@ -23,6 +24,8 @@ def holdout_metrics(run: Run) -> dict:
     was_training = unet.training
     unet.eval()
     x_0 = to_model_range(run.holdout).to(device)
+    if run.vae is not None:  # a latent model: its objective on the latents of the held-out images
+        x_0 = holdout_latents(run.vae, x_0, o.seed)
     generator = make_generator(o.seed, HOLDOUT, 1)
     timesteps = torch.randint(0, run.scheduler.config.num_train_timesteps, (len(x_0),), generator=generator)
     noise = torch.randn(x_0.shape, generator=generator).to(device)
@@ -30,6 +33,9 @@ def holdout_metrics(run: Run) -> dict:
     condition = run.conditioning.batch(columns, device)
     with torch.no_grad():
         loss = run.objective(unet, x_0, timesteps=timesteps.to(device), noise=noise, condition=condition)
+    if run.vae is not None:  # the bound is over latents, not the image's pixels: no bits/dim (likelihood.py)
+        unet.train(was_training)
+        return {"loss": loss.mean().item(), "bits_per_dim": None, "bits_per_dim_label": None, "num_images": len(x_0)}
     pipeline = type(run.pipeline).from_pipe(run.pipeline, unet=unet)  # bits_per_dim copies the scheduler
     bpd = bits_per_dim(
         pipeline,
@@ -53,6 +59,10 @@ def log_holdout_metrics(run: Run, step: int) -> dict | None:
     if run.holdout is None:
         return None
     metrics = holdout_metrics(run)
+    if metrics["bits_per_dim"] is None:
+        run.accelerator.log({"val/loss": metrics["loss"]}, step=step)
+        logger.info("step %d held-out: loss %.4f (latents)", step, metrics["loss"])
+        return metrics
     run.accelerator.log({"val/loss": metrics["loss"], "val/bits_per_dim": metrics["bits_per_dim"]}, step=step)
     logger.info(
         "step %d held-out: loss %.4f, %.3f bits/dim (%s)",

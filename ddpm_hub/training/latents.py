@@ -1,0 +1,143 @@
+"""Training a DDPM on an autoencoder's latents (Rombach et al. 2022): `--vae NAME_OR_PATH`, or a trained latent
+pipeline's own `vae/`. The autoencoder is frozen; the data stay pixels (decoded, cached, streamed as for any run) and
+each micro-batch's images become latents z' = (z - shift) * scaling, z drawn from the posterior q(z | x) with a
+generator of (seed, LATENT, m, rank), so a resumed run draws the same latents as an uninterrupted one.
+
+A configuration works in latent space when its UNet takes the autoencoder's latent channels; its `sample_size` is the
+latent grid, the training resolution (pixels) divided by the autoencoder's factor (4 for ddpm-vae-digits-64, 8 for
+Stable Diffusion's).
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from ..data.decode import image_size
+from ..errors import UsageError
+from ..pipelines.source import Source
+from ..shipped.latents_ddpm_hub import encode
+from .randomness import HOLDOUT, LATENT, make_generator
+
+AUTOENCODER_CLASSES = ("AutoencoderKL",)
+
+
+@dataclass(frozen=True)
+class Autoencoder:
+    """The autoencoder a run trains on: where it comes from and its config (read before any weights)."""
+
+    name: str
+    subfolder: str | None
+    config: dict
+    option: str  # how the user named it: "--vae" or "--pipeline"
+
+    @property
+    def factor(self) -> int:
+        """Pixels per latent along a side: 2 ** (down blocks - 1)."""
+        return 2 ** (len(self.config["block_out_channels"]) - 1)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.config["latent_channels"])
+
+    @property
+    def image_channels(self) -> int:
+        return int(self.config["in_channels"])
+
+    def load(self):
+        """The autoencoder's weights (safetensors), frozen, in float32 and eval mode."""
+        from diffusers import AutoencoderKL
+
+        try:
+            vae = AutoencoderKL.from_pretrained(self.name, subfolder=self.subfolder, use_safetensors=True)
+        except (OSError, ValueError) as error:
+            raise UsageError(f"{self.option} {self.name}: cannot load the autoencoder's weights: {error}") from error
+        return vae.float().eval().requires_grad_(False)
+
+
+def autoencoder_of(vae: str | None, subfolder: str | None, source: Source) -> Autoencoder | None:
+    """
+    The autoencoder of a run: `--vae` (a folder or Hub repo of a diffusers AutoencoderKL, or its `--vae_subfolder`),
+    else a trained pipeline's own `vae/`; None for a pixel-space run. A configuration that names a `vae` component
+    (a latent configuration: its vae/ holds the shape, not weights) needs `--vae`.
+    """
+    entry = source.components.get("vae") or [None, None]
+    if vae is None:
+        if entry[0] is None:
+            return None
+        if not source.trained:
+            raise UsageError(
+                f"--pipeline {source.name} is a latent configuration: its UNet works on an autoencoder's latents. "
+                "Pass the autoencoder with --vae: a folder trained here (runs/ddpm-vae-digits-64), or a diffusers "
+                "AutoencoderKL on the Hub (stabilityai/sd-vae-ft-mse)."
+            )
+        return Autoencoder(source.location, "vae", _read_config(source.location, "vae", "--pipeline"), "--pipeline")
+    return Autoencoder(vae, subfolder, _read_config(vae, subfolder, "--vae"), "--vae")
+
+
+def _read_config(name: str, subfolder: str | None, option: str) -> dict:
+    from diffusers import AutoencoderKL
+
+    where = f"{option} {name}" + (f" (subfolder {subfolder})" if subfolder else "")
+    try:
+        config = AutoencoderKL.load_config(name, subfolder=subfolder)
+    except (OSError, ValueError) as error:
+        raise UsageError(
+            f"{where}: no autoencoder configuration found ({error}); expected a diffusers AutoencoderKL folder or Hub "
+            "repo (config.json and safetensors weights), or --vae_subfolder for one inside a pipeline repo."
+        ) from error
+    if config.get("_class_name") not in AUTOENCODER_CLASSES:
+        raise UsageError(
+            f"{where}: its config.json is a {config.get('_class_name')!r}, not one of "
+            f"{', '.join(AUTOENCODER_CLASSES)}."
+        )
+    return dict(config)
+
+
+def check_autoencoder(autoencoder: Autoencoder, source: Source, training_size) -> None:
+    """The UNet takes the latent channels, the resolution is a whole number of latents, no low-resolution kind."""
+    conditioning = source.conditioning()
+    wanted = conditioning.image_channels(source.unet_config["in_channels"])
+    name = f"{autoencoder.option} {autoencoder.name}"
+    if wanted != autoencoder.latent_channels:
+        raise UsageError(
+            f"{name} has {autoencoder.latent_channels} latent channels and the UNet of --pipeline {source.name} takes "
+            f"{wanted}: use a configuration whose UNet takes the autoencoder's latents (ddpm-latent-digits-64 for "
+            "ddpm-vae-digits-64's four)."
+        )
+    if conditioning.low_res is not None:
+        raise UsageError(f"{name}: super-resolution models train in pixels here; leave out --vae.")
+    if any(side % autoencoder.factor for side in image_size(training_size)):
+        raise UsageError(
+            f"--resolution {training_size} is not a whole number of latents: {name} makes one latent of every "
+            f"{autoencoder.factor}x{autoencoder.factor} pixels."
+        )
+
+
+def latent_size(training_size, autoencoder: Autoencoder | None):
+    """The UNet's grid for a training resolution: the pixels, or the latents they encode to."""
+    if autoencoder is None:
+        return training_size
+    height, width = image_size(training_size)
+    return (height // autoencoder.factor, width // autoencoder.factor)
+
+
+def pixel_size(sample_size, autoencoder: Autoencoder | None):
+    """The default training resolution of a UNet `sample_size`: itself, or the pixels its latents decode to."""
+    if autoencoder is None:
+        return sample_size
+    height, width = image_size(sample_size)
+    return [height * autoencoder.factor, width * autoencoder.factor]
+
+
+def training_latents(vae, x_0: torch.Tensor, seed: int, m: int, rank: int) -> torch.Tensor:
+    """z' of micro-batch m's images: one draw from each posterior, from (seed, LATENT, m, rank)."""
+    generator = make_generator(seed, LATENT, m, rank, device=x_0.device)
+    with torch.no_grad():
+        return encode(vae, x_0, generator=generator, sample=True)
+
+
+def holdout_latents(vae, x_0: torch.Tensor, seed: int) -> torch.Tensor:
+    """z' of the held-out images, one fixed draw each (comparable from step to step)."""
+    generator = make_generator(seed, HOLDOUT, 3, device=x_0.device)
+    with torch.no_grad():
+        return encode(vae, x_0, generator=generator, sample=True)

@@ -1,0 +1,189 @@
+"""Latent diffusion: the autoencoder's latent space (shipped/latents_ddpm_hub.py), a pipeline with a `vae` (sampling,
+saving and loading both ways, the Hub), and training a DDPM on a frozen autoencoder's latents (`--vae`)."""
+
+import json
+import shutil
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DModel
+from helpers import LAUNCHER, ROOT, assert_bit_identical, check, check_ok, run_script, summary, unet_weights
+
+from ddpm_hub import DDPMHubPipeline, DDPMHubScheduler, Source
+from ddpm_hub.errors import UsageError
+from ddpm_hub.shipped.latents_ddpm_hub import decode, encode, encode_posterior, latent_mask, posterior_latents
+
+KILL_AFTER_2 = {"FAULT_KILL_AFTER_CHECKPOINT": "2"}
+
+
+def tiny_vae(channels: int = 1, scaling_factor: float = 1.0, shift_factor: float | None = None, seed: int = 0):
+    """An AutoencoderKL with f = 4 (three blocks) and 4 latent channels, small enough for a test."""
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=channels,
+        out_channels=channels,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(8, 8, 8),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=16,
+        scaling_factor=scaling_factor,
+        shift_factor=shift_factor,
+        mid_block_add_attention=False,
+    ).eval()
+
+
+def tiny_latent_pipeline(vae=None, seed: int = 0) -> DDPMHubPipeline:
+    vae = vae if vae is not None else tiny_vae()
+    torch.manual_seed(seed)
+    unet = UNet2DModel(
+        sample_size=4,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=4,
+    ).eval()
+    pipeline = DDPMHubPipeline(unet=unet, scheduler=DDPMHubScheduler(num_train_timesteps=100), vae=vae)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def latent_config(tmp_path: Path) -> Path:
+    """ddpm-tiny-8's UNet on 4 latent channels of a 4x4 grid, with a `vae` component: a latent configuration."""
+    folder = tmp_path / "tiny-latent"
+    shutil.copytree(ROOT / "pipelines" / "ddpm-tiny-8", folder)
+    unet = json.loads((folder / "unet" / "config.json").read_text())
+    (folder / "unet" / "config.json").write_text(json.dumps({**unet, "in_channels": 4, "out_channels": 4}))
+    tiny_vae().save_config(folder / "vae")
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "vae": ["diffusers", "AutoencoderKL"]}))
+    return folder
+
+
+def images(n: int = 2, channels: int = 1, size: int = 16, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, channels, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The latent space
+
+
+def test_the_scaling_and_shift_factors_are_undone_by_decoding():
+    x = images()
+    plain, scaled = tiny_vae(), tiny_vae(scaling_factor=0.5, shift_factor=0.3)
+    with torch.no_grad():
+        mean, logvar = encode_posterior(plain, x)
+        z = encode(scaled, x)  # the posterior's mean, shifted and scaled
+        torch.testing.assert_close(z, (mean - 0.3) * 0.5)
+        torch.testing.assert_close(decode(scaled, z), plain.decode(mean).sample)  # z / scaling + shift = the mean
+        draw = encode(scaled, x, generator=torch.Generator().manual_seed(1), sample=True)
+        noise = torch.randn(mean.shape, generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(draw, posterior_latents(mean, logvar, scaled, noise))
+    assert not torch.allclose(draw, z)
+
+
+def test_a_pixel_mask_is_kept_on_the_latent_grid_only_where_every_pixel_is():
+    mask = torch.ones(1, 1, 8, 8)
+    mask[..., 0, 5] = 0  # one generated pixel: its whole latent is generated
+    kept = latent_mask(mask, (2, 2))
+    assert kept.flatten().tolist() == [1.0, 0.0, 1.0, 1.0]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The pipeline
+
+
+def test_a_latent_pipeline_samples_latents_and_decodes_them():
+    pipeline = tiny_latent_pipeline()
+    assert pipeline.latent_shape(2) == (2, 4, 4, 4) and pipeline.sample_shape(2) == (2, 1, 16, 16)
+    assert pipeline.image_channels == 1
+    call = {"batch_size": 2, "num_inference_steps": 3}
+    latents = pipeline(**call, generator=torch.Generator().manual_seed(0), output_type="latent").images
+    assert latents.shape == (2, 4, 4, 4)
+    pixels = pipeline(**call, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    with torch.no_grad():
+        torch.testing.assert_close(pixels, (decode(pipeline.vae, latents) / 2 + 0.5).clamp(0, 1))
+    assert pipeline(**call, output_type="pil").images[0].size == (16, 16)
+
+
+def test_a_latent_pipeline_saves_and_loads_both_ways_with_the_same_images(tmp_path):
+    pipeline = tiny_latent_pipeline()
+    pipeline.save_pretrained(tmp_path / "model")
+    index = json.loads((tmp_path / "model" / "model_index.json").read_text())
+    assert index["vae"] == ["diffusers", "AutoencoderKL"] and (tmp_path / "model" / "latents_ddpm_hub.py").is_file()
+    call = {"batch_size": 2, "num_inference_steps": 3, "output_type": "np"}
+    expected = pipeline(**call, generator=torch.Generator().manual_seed(0)).images
+    loaded = DDPMHubPipeline.from_pretrained(tmp_path / "model")
+    assert isinstance(loaded.vae, AutoencoderKL)
+    np.testing.assert_array_equal(loaded(**call, generator=torch.Generator().manual_seed(0)).images, expected)
+    plain = DiffusionPipeline.from_pretrained(tmp_path / "model", trust_remote_code=True)
+    plain.set_progress_bar_config(disable=True)
+    assert type(plain).__module__ != type(loaded).__module__  # the shipped file, not the installed package
+    np.testing.assert_array_equal(plain(**call, generator=torch.Generator().manual_seed(0)).images, expected)
+
+
+def test_a_latent_pipeline_goes_to_the_hub_and_back(hub_server, hub_cache, tmp_path):
+    pipeline = tiny_latent_pipeline()
+    pipeline.push_to_hub("alice/tiny-latent", token="hf_alice_write")
+    loaded = DDPMHubPipeline.from_pretrained("alice/tiny-latent", token="hf_alice_write")
+    call = {"batch_size": 1, "num_inference_steps": 2, "output_type": "np"}
+    np.testing.assert_array_equal(
+        loaded(**call, generator=torch.Generator().manual_seed(0)).images,
+        pipeline(**call, generator=torch.Generator().manual_seed(0)).images,
+    )
+
+
+def test_a_latent_configuration_builds_with_its_autoencoder_s_shape(tmp_path):
+    pipeline = Source.of(latent_config(tmp_path)).build(seed=0)
+    assert isinstance(pipeline.vae, AutoencoderKL) and pipeline.sample_shape(1) == (1, 1, 32, 32)
+    shipped = Source.of("ddpm-latent-digits-64").build(seed=None)
+    assert shipped.latent_shape(1) == (1, 4, 16, 16) and shipped.sample_shape(1) == (1, 1, 64, 64)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training on latents
+
+
+def test_vae_options_are_checked_before_any_work(tmp_path):
+    config = latent_config(tmp_path)
+    with pytest.raises(UsageError, match="latent configuration: .* Pass the autoencoder with --vae"):
+        check(["--pipeline", str(config), "--output_dir", str(tmp_path / "out")])
+    tiny_vae().save_pretrained(tmp_path / "vae")
+    with pytest.raises(UsageError, match="4 latent channels and the UNet of --pipeline ddpm-tiny-8 takes 3"):
+        check(["--pipeline", "ddpm-tiny-8", "--vae", str(tmp_path / "vae"), "--output_dir", str(tmp_path / "out")])
+    (tmp_path / "unet").mkdir()
+    UNet2DModel.from_config(UNet2DModel.load_config(config / "unet")).save_config(tmp_path / "unet")
+    with pytest.raises(UsageError, match="not one of AutoencoderKL"):
+        check(["--pipeline", str(config), "--vae", str(tmp_path / "unet"), "--output_dir", str(tmp_path / "out")])
+    with pytest.raises(UsageError, match="no autoencoder configuration found"):
+        check(["--pipeline", str(config), "--vae", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "out")])
+    with pytest.raises(UsageError, match="--vae .* would be written over the autoencoder's folder"):
+        check(["--pipeline", str(config), "--vae", str(tmp_path / "vae"), "--output_dir", str(tmp_path / "vae")])
+    options, source = check(["--pipeline", str(config), "--vae", str(tmp_path / "vae"), "--output_dir", "x"])
+    assert options.data.resolution == 32  # the pixels of its 8x8 latents (f = 4): the default resolution
+
+
+@pytest.mark.slow
+def test_training_on_latents_resumes_bit_identically_and_saves_the_autoencoder(tmp_path):
+    config = latent_config(tmp_path)
+    tiny_vae(scaling_factor=0.8).save_pretrained(tmp_path / "vae")  # a diffusers AutoencoderKL folder as --vae
+    common = ["--pipeline", str(config), "--vae", str(tmp_path / "vae"), "--dataset_name", "builtin:digits"]
+    common += ["--resolution", "16", "--train_batch_size", "8", "--max_train_steps", "4", "--logger", "none"]
+    common += ["--validation_steps", "0", "--num_validation_images", "2", "--ddpm_num_inference_steps", "2"]
+    common += ["--checkpointing_steps", "2", "--validation_holdout", "8"]
+    check_ok(run_script([*common, "--output_dir", str(tmp_path / "a")]))
+    killed = run_script([*common, "--output_dir", str(tmp_path / "b")], script=LAUNCHER, env=KILL_AFTER_2)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    check_ok(run_script([*common, "--output_dir", str(tmp_path / "b"), "--resume_from_checkpoint", "latest"]))
+    assert_bit_identical(unet_weights(tmp_path / "a"), unet_weights(tmp_path / "b"))
+    trained = DDPMHubPipeline.from_pretrained(tmp_path / "a")
+    assert trained.vae.config.scaling_factor == 0.8 and trained.sample_shape(1) == (1, 1, 16, 16)
+    assert summary(tmp_path / "a")["validation"]["bits_per_dim"] is None  # over latents: no bits/dim of pixels
