@@ -187,3 +187,30 @@ def test_training_on_latents_resumes_bit_identically_and_saves_the_autoencoder(t
     trained = DDPMHubPipeline.from_pretrained(tmp_path / "a")
     assert trained.vae.config.scaling_factor == 0.8 and trained.sample_shape(1) == (1, 1, 16, 16)
     assert summary(tmp_path / "a")["validation"]["bits_per_dim"] is None  # over latents: no bits/dim of pixels
+
+
+def test_the_posteriors_are_cached_once_per_autoencoder(tmp_path, monkeypatch):
+    from accelerate import Accelerator
+
+    from ddpm_hub.training import latents
+
+    pixels = torch.randint(0, 256, (5, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    file, accelerator = tmp_path / "images.u8", Accelerator(cpu=True)
+    first, second = tiny_vae(seed=0), tiny_vae(seed=1)
+    cached = latents.cached_posteriors(first, pixels, file, accelerator)
+    with torch.no_grad():
+        mean, logvar = encode_posterior(first, pixels.float() / 127.5 - 1)
+    torch.testing.assert_close(cached, torch.cat([mean, logvar], dim=1))
+    monkeypatch.setattr(latents, "encode_posterior", lambda *a: pytest.fail("the cached posteriors are encoded again"))
+    torch.testing.assert_close(latents.cached_posteriors(first, pixels, file, accelerator), cached)
+    monkeypatch.undo()
+    other = latents.cached_posteriors(second, pixels, file, accelerator)  # another autoencoder, another file
+    assert len(list((tmp_path / "posteriors").glob("*.npy"))) == 2 and not torch.allclose(other, cached)
+    served = latents.PosteriorImages(cached, random_flip=True, indices=torch.tensor([4, 2]))
+    batch = served.get_batch([0, 1], torch.Generator().manual_seed(3))
+    flips = torch.rand(2, generator=torch.Generator().manual_seed(3)) < 0.5  # the pixels' rule and draws
+    for row, (index, flip) in enumerate(zip([4, 2], flips)):
+        torch.testing.assert_close(batch[row], cached[index].flip(-1) if flip else cached[index])
+    z = latents.training_latents(first, batch, seed=0, m=7, rank=0)  # posteriors in: one draw from each
+    assert z.shape == (2, 4, 4, 4)
+    torch.testing.assert_close(z, latents.draw_latents(first, batch, 0, 7, 0))

@@ -8,17 +8,22 @@ latent grid, the training resolution (pixels) divided by the autoencoder's facto
 Stable Diffusion's).
 """
 
+import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 
 from ..data.decode import image_size
 from ..errors import UsageError
 from ..pipelines.source import Source
-from ..shipped.latents_ddpm_hub import encode
+from ..shipped.latents_ddpm_hub import encode, encode_posterior, posterior_latents
 from .randomness import HOLDOUT, LATENT, make_generator
 
 AUTOENCODER_CLASSES = ("AutoencoderKL",)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -130,7 +135,12 @@ def pixel_size(sample_size, autoencoder: Autoencoder | None):
 
 
 def training_latents(vae, x_0: torch.Tensor, seed: int, m: int, rank: int) -> torch.Tensor:
-    """z' of micro-batch m's images: one draw from each posterior, from (seed, LATENT, m, rank)."""
+    """
+    z' of micro-batch m: one draw from each image's posterior, from (seed, LATENT, m, rank); `x_0` is pixels (encoded
+    here: a stream, or a dataset in RAM) or their cached posteriors (`PosteriorImages`: twice the latent channels).
+    """
+    if x_0.shape[1] == 2 * vae.config.latent_channels and x_0.shape[1] != vae.config.in_channels:
+        return draw_latents(vae, x_0, seed, m, rank)
     generator = make_generator(seed, LATENT, m, rank, device=x_0.device)
     with torch.no_grad():
         return encode(vae, x_0, generator=generator, sample=True)
@@ -141,3 +151,69 @@ def holdout_latents(vae, x_0: torch.Tensor, seed: int) -> torch.Tensor:
     generator = make_generator(seed, HOLDOUT, 3, device=x_0.device)
     with torch.no_grad():
         return encode(vae, x_0, generator=generator, sample=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The posteriors of a decoded dataset, encoded once per machine and cached next to its pixels
+
+POSTERIORS_DIR = "posteriors"  # inside a decoded cache folder: <vae weights sha256[:16]>.npy, float32 [N x 2c x h x w]
+ENCODE_BATCH = 64
+
+
+class PosteriorImages:
+    """
+    The training images as their posteriors q(z | x): `get_batch(indices, generator)` gives float32
+    [B x 2c x h x w], the mean and the log-variance of each image's latent, flipped left-right with the images'
+    rule (`torch.rand(B, generator) < 0.5`, the same draws as the pixels would get), ready for `draw_latents`.
+    """
+
+    def __init__(self, posteriors: torch.Tensor, random_flip: bool, indices: torch.Tensor | None = None):
+        self.posteriors, self.random_flip, self.indices = posteriors, random_flip, indices
+
+    def __len__(self) -> int:
+        return len(self.posteriors) if self.indices is None else len(self.indices)
+
+    def get_batch(self, indices: list[int], generator: torch.Generator | None = None) -> torch.Tensor:
+        rows = torch.as_tensor(indices) if self.indices is None else self.indices[indices]
+        batch = self.posteriors[rows].clone()
+        if self.random_flip:
+            flip = torch.rand(len(rows), generator=generator) < 0.5
+            batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
+        return batch
+
+
+def cached_posteriors(vae, images: torch.Tensor, file: Path, accelerator) -> torch.Tensor:
+    """
+    (mean, logvar) of every image of a decoded cache `file` ([N x 2c x h x w]), keyed by the autoencoder's weights:
+    read from `posteriors/<sha256>.npy` beside the file, or encoded by each machine's main process (written whole,
+    then renamed) while the other processes wait. Another autoencoder has another file.
+    """
+    import numpy as np
+
+    from ..data import to_model_range
+    from ..loading.configs import weights_checksum
+
+    path = Path(file).parent / POSTERIORS_DIR / f"{weights_checksum(vae)[:16]}.npy"
+    with accelerator.local_main_process_first():
+        if not path.is_file():
+            path.parent.mkdir(exist_ok=True)
+            means = []
+            with torch.no_grad():
+                for start in range(0, len(images), ENCODE_BATCH):
+                    x = to_model_range(images[start : start + ENCODE_BATCH]).to(vae.device)
+                    mean, logvar = encode_posterior(vae, x)
+                    means.append(torch.cat([mean, logvar], dim=1).cpu())
+            partial = path.with_suffix(f".{os.getpid()}.partial")
+            with open(partial, "wb") as handle:
+                np.save(handle, torch.cat(means).numpy())
+            os.replace(partial, path)
+            logger.info("Encoded %d images into their posteriors, cached in %s", len(images), path)
+    return torch.from_numpy(np.load(path, mmap_mode="r").copy())
+
+
+def draw_latents(vae, batch: torch.Tensor, seed: int, m: int, rank: int) -> torch.Tensor:
+    """z' of micro-batch m from its cached posteriors `[B x 2c x h x w]`: the noise of (seed, LATENT, m, rank)."""
+    mean, logvar = batch.chunk(2, dim=1)
+    generator = make_generator(seed, LATENT, m, rank, device=batch.device)
+    noise = randn_tensor(mean.shape, generator=generator, device=batch.device, dtype=mean.dtype)
+    return posterior_latents(mean, logvar, vae, noise)

@@ -26,6 +26,7 @@ from .batches import MicroBatches, StreamedMicroBatches
 from .data import TrainingData, TrainingStream, make_micro_batches
 from .distillation import Distillation, student_scheduler
 from .ema import EMA
+from .latents import PosteriorImages, cached_posteriors
 from .model import apply_speed_settings, make_optimizer, training_pipeline
 from .options import TrainingOptions
 
@@ -179,6 +180,18 @@ def resolve_training_length(o: TrainingOptions, data: MicroBatches | StreamedMic
     return o.changed("length", num_epochs=epochs)
 
 
+def cache_posteriors(o: TrainingOptions, vae, dataset, data, accelerator: Accelerator) -> None:
+    """
+    A latent model on a decoded cache: each image's posterior encoded once per machine and kept beside the pixels
+    (`training/latents.py`), so a step draws its latents without the encoder. A stream, a dataset in RAM
+    (--no-decoded_cache) and --random_crop encode each micro-batch instead.
+    """
+    if not isinstance(data, MicroBatches) or dataset.file is None or o.data.random_crop is not None:
+        return
+    posteriors = cached_posteriors(vae, dataset.images, dataset.file, accelerator)
+    data.images = PosteriorImages(posteriors, o.batches.random_flip, dataset.indices)
+
+
 def build_run(
     o: TrainingOptions, source: Source, accelerator: Accelerator, dataset: TrainingData | TrainingStream
 ) -> Run:
@@ -209,6 +222,7 @@ def build_run(
             f"{count_parameters(pipeline.vae):,}",
             "x".join(map(str, pipeline.latent_shape(1)[1:])),
         )
+        cache_posteriors(o, pipeline.vae, dataset, data, accelerator)
     if getattr(pipeline, "text_encoder", None) is not None:
         pipeline.text_encoder.to(accelerator.device)
         logger.info(
