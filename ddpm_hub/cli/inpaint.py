@@ -1,4 +1,5 @@
-"""`ddpm-hub inpaint`: the white region of a mask completed (RePaint), with any trained model.
+"""`ddpm-hub inpaint`: the white region of a mask completed (RePaint), with any trained model; a latent model completes
+every latent with a pixel in it, and the picture greys that region.
 
 ddpm-hub inpaint runs/ddpm-digits-16 digit.png mask.png --num_images 4
 """
@@ -6,10 +7,12 @@ ddpm-hub inpaint runs/ddpm-digits-16 digit.png mask.png --num_images 4
 import argparse
 
 import torch
+import torch.nn.functional as F
 
 from ..options import int_at_least
 from ..pictures import strip, to_pil
 from ..pipelines.library import DDPMHubInpaintPipeline
+from ..shipped.latents_ddpm_hub import latent_mask, vae_scale_factor
 from .common import (
     add_model_arguments,
     check_output,
@@ -45,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
     with torch.no_grad():
         x_0 = pipeline.preprocess(image, pipeline.image_channels)
         unknown = pipeline.preprocess_mask(mask, what="MASK") == 1
+        if pipeline.vae is not None:  # the pixels of every latent with an unknown pixel: what the model redraws
+            known = latent_mask(~unknown, pipeline.latent_shape(1)[2:])
+            unknown = F.interpolate(known, scale_factor=vae_scale_factor(pipeline.vae), mode="nearest") < 0.5
     with refused_inputs(f"{args.image} / {args.mask}"):
         results = pipeline(image=[image] * args.num_images, mask_image=mask, **call).images
     shown = [to_pil(x_0 * 2 - 1)[0], to_pil(torch.where(unknown, torch.zeros_like(x_0), x_0 * 2 - 1))[0]]

@@ -3,7 +3,9 @@
 
 The input image x_0 is diffused to x_t ~ q(x_t | x_0) (DDPM eq. 4) at t = strength * T, then the reverse chain runs
 from there: the model keeps the image's layout and colours and replaces its details, more of them the higher the
-strength. Shipped next to `pipeline_ddpm_hub.py` in every published repo; plain diffusers loads it with
+strength. A latent model (a pipeline with a `vae`) does the same on the image's latents, SDEdit as Stable Diffusion's
+img2img runs it: the image is encoded (the posterior's mean), noised and denoised in latent space, and decoded. Shipped
+next to `pipeline_ddpm_hub.py` in every published repo; plain diffusers loads it with
 `DiffusionPipeline.from_pretrained(repo_id, custom_pipeline="pipeline_ddpm_hub_img2img", trust_remote_code=True)`.
 """
 
@@ -19,7 +21,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from .condition_batch_ddpm_hub import Guided  # noqa: F401
 from .conditioning_ddpm_hub import Conditioning  # noqa: F401
 from .image_processing_ddpm_hub import convert_mode  # noqa: F401
-from .latents_ddpm_hub import decode  # noqa: F401
+from .latents_ddpm_hub import decode, encode  # noqa: F401
 from .pipeline_ddpm_hub import ClassLabels, DDPMHubPipeline, check_noise, prompt_arguments
 
 
@@ -79,17 +81,21 @@ class DDPMHubImg2ImgPipeline(DDPMHubPipeline):
             image: the image(s) to edit: PIL of any mode (16-bit and float images scaled to [0, 1], alpha composited
                 on white, as training decodes), numpy `[H x W (x C)]` (uint8, uint16, bool, or floats in [0, 1]), or
                 torch `[(N x) C x H x W]` (uint8, or floats in [0, 1]); any size, each resized to the model's (with a
-                warning).
+                warning): a latent model's output size, where it encodes them.
             strength (`float` in [0, 1], defaults to 0.6): how far into the forward process the image is taken:
-                t = strength * T, so round(strength * num_inference_steps) reverse steps run. 0 returns the input;
+                t = strength * T, so round(strength * num_inference_steps) reverse steps run. 0 returns the input (a
+                latent model's: decode(encode(image)), the input within the VAE's reconstruction error);
                 1 starts from x_T ~ N(0, I) as Algorithm 2 does (q(x_T | x_0) is N(0, I) up to the image's weight
                 sqrt(alpha-bar_T), e.g. 0.006 for the linear schedule), so it equals plain sampling from `noise`.
-            noise (`torch.Tensor` `[N x C x H x W]`, *optional*): the eps of q(x_t | x_0), or x_T at strength 1.
+            noise (`torch.Tensor` `[N x C x H x W]`, *optional*): the eps of q(x_t | x_0), or x_T at strength 1 (a
+                latent model's: `latent_shape(N)`).
             Others: as `DDPMHubPipeline.__call__`; one input image serves every class label or prompt given.
         """
         if not 0 <= strength <= 1:
             raise ValueError(f"strength must be in [0, 1], got {strength}.")
         x_0 = self.preprocess(image, self.image_channels) * 2 - 1  # [N x C x H x W] in [-1, 1]
+        if self.vae is not None:  # z'_0: the scaled posterior mean, [N x c x h x w]
+            x_0 = encode(self.vae, x_0).to(device=self.device, dtype=self.unet.dtype)
         conditions = {"class_labels": class_labels, **prompt_arguments(locals())}
         described = any(conditions[name] is not None for name in ("class_labels", "prompt", "prompt_embeds"))
         guided, batch_size = self.prepare_condition(None if described else len(x_0), guidance_scale, **conditions)
@@ -104,7 +110,7 @@ class DDPMHubImg2ImgPipeline(DDPMHubPipeline):
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         chain = self.scheduler.timesteps
         num_steps = round(strength * len(chain))
-        if strength == 0:  # the forward process at t = 0: the input itself
+        if strength == 0:  # the forward process at t = 0: the input itself (a latent model's encoding, decoded)
             return self.output(x_0, output_type, return_dict)
         check_strength_steps(strength, len(chain), num_steps, self.scheduler.config.num_train_timesteps)
         timesteps = chain[len(chain) - num_steps :]

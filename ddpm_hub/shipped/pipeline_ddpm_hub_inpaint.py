@@ -4,8 +4,12 @@
 At every reverse step the known pixels are drawn from the forward process, q(x_{t-1} | x_0) (DDPM eq. 4), and the
 unknown ones from the model, p(x_{t-1} | x_t) (Algorithm 2); the two are joined by the mask. Resampling lets the
 model harmonise them: every `jump_length` steps the chain goes back up `jump_length` steps by the forward process,
-q(x_{t'} | x_t), and down again, `jump_n_sample - 1` times. Shipped next to `pipeline_ddpm_hub.py` in every published
-repo; plain diffusers loads it with
+q(x_{t'} | x_t), and down again, `jump_n_sample - 1` times. A latent model (a pipeline with a `vae`) runs RePaint on
+the image's latents: the image is encoded (the posterior's mean), the mask brought to the latent grid (a latent is
+known only where every pixel it stands for is known), the known latents re-imposed at every step, and the result
+decoded; its known pixels are then the decoder's, not the input's (docs/control.md measures the difference).
+
+Shipped next to `pipeline_ddpm_hub.py` in every published repo; plain diffusers loads it with
 `DiffusionPipeline.from_pretrained(repo_id, custom_pipeline="pipeline_ddpm_hub_inpaint", trust_remote_code=True)`.
 """
 
@@ -20,7 +24,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from .condition_batch_ddpm_hub import Guided  # noqa: F401
 from .conditioning_ddpm_hub import Conditioning  # noqa: F401
 from .image_processing_ddpm_hub import convert_mode  # noqa: F401
-from .latents_ddpm_hub import decode  # noqa: F401
+from .latents_ddpm_hub import decode, encode, latent_mask  # noqa: F401
 from .pipeline_ddpm_hub import ClassLabels, DDPMHubPipeline, is_ddpm_family, prompt_arguments
 
 
@@ -89,7 +93,8 @@ class DDPMHubInpaintPipeline(DDPMHubPipeline):
             mask_image: diffusers' conventions: white (1) = the region to generate, black (0) = the pixels to keep,
                 binarised at 0.5. A PIL mask is read in "L" / 255 (a transparent pixel counts as black: kept); a
                 numpy or torch mask as its values, so that a uint8 mask of 0/1 and one of 0/255 both work. Any size.
-                The kept pixels of the result equal the input's exactly (in [0, 1], up to float32 rounding: 1e-6).
+                The kept pixels of the result equal the input's exactly (in [0, 1], up to float32 rounding: 1e-6); a
+                latent model keeps the latents whose pixels are all kept, and its kept pixels are their decoding.
             num_inference_steps (`int`, defaults to 250): the (respaced) chain, as in RePaint's experiments.
             jump_length (`int`, defaults to 10) and jump_n_sample (`int`, defaults to 10): RePaint's resampling;
                 jump_n_sample = 1 turns it off.
@@ -108,6 +113,9 @@ class DDPMHubInpaintPipeline(DDPMHubPipeline):
             )
         x_0 = self.preprocess(image, self.image_channels) * 2 - 1  # [N x C x H x W] in [-1, 1]
         keep = self.preprocess_mask(mask_image) == 0  # [N x 1 x H x W], True = known pixel
+        if self.vae is not None:  # z'_0 [N x c x h x w], and True = a latent whose pixels are all known
+            x_0 = encode(self.vae, x_0).to(device=self.device, dtype=self.unet.dtype)
+            keep = latent_mask(keep, tuple(x_0.shape[-2:])) > 0.5
         conditions = {"class_labels": class_labels, **prompt_arguments(locals())}
         described = any(conditions[name] is not None for name in ("class_labels", "prompt", "prompt_embeds"))
         guided, batch_size = self.prepare_condition(None if described else len(x_0), guidance_scale, **conditions)
