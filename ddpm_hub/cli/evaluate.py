@@ -176,6 +176,10 @@ def run(args: argparse.Namespace) -> int:
     samplers = [Sampler.parse(s) for s in args.samplers.split(",")] if args.sweep else []
     output_dir = Path(args.output_dir) if args.output_dir else _default_output_dir(args.model)
     check_writable_folder(output_dir, "--output_dir")  # before the work, not after it
+    if args.bpd:  # a latent model has no bits/dim of its images: refused before the weights and data are read
+        from ..evaluation.likelihood import check_pixel_space
+
+        check_pixel_space(Source.of(args.model), args.model)
     if not (args.bpd or args.fid or args.sweep):  # task measurements only: no dataset is read
         return run_accuracy_only(args, accuracy, output_dir)
     features = None

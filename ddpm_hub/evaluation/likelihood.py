@@ -22,6 +22,11 @@ Three ways to sum the chain, each labelled as such in every result (`LikelihoodR
   Unbiased for the full-chain bound whatever the variance type (an estimate, not a bound); its standard error over
   images includes the sampling of t (same test: within 0.5% of the full chain for all three variance types).
 
+A latent diffusion model (a pipeline with a `vae`) is refused: its bound is on -log p(z) of the autoencoder's
+latents, not of the image's pixels, and bits/dim of an image would need the decoder's likelihood -log p(x | z), which
+an `AutoencoderKL` does not define (its decoder gives one image, not a distribution over pixels); a bound on latents
+divided by the pixels' dimensions would be a number with no meaning.
+
 The decoder's bin probabilities are floored at 1e-12 (improved-diffusion's clamp), so a pixel costs at most
 log2(1e12) ~ 39.9 bits in L_0: irrelevant for a trained model, a cap for a random one.
 
@@ -118,6 +123,29 @@ class LikelihoodResult:
             "decoder_bpd": float(self.terms_bpd[:, 0].mean()),
             "kl_terms_bpd": float(self.terms_bpd[:, 1:].sum(1).mean()),
         }
+
+
+def check_pixel_space(model, name: str = "this pipeline") -> None:
+    """
+    Refuse the likelihood of a latent diffusion model (see the module docstring) before any work; a pixel model
+    passes. `model` is a pipeline (its `vae`) or a `ddpm_hub.pipelines.Source` (its configs: nothing loaded yet).
+    """
+    if hasattr(model, "model_index"):  # a Source: the index names a vae, the UNet config gives the latents' shape
+        if (model.components.get("vae") or [None])[0] is None:
+            return
+        size = model.unet_config["sample_size"]
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        latent_shape = (model.conditioning().image_channels(model.unet_config["in_channels"]), height, width)
+    elif getattr(model, "vae", None) is None:
+        return
+    else:
+        latent_shape = model.latent_shape(1)[1:]
+    raise UsageError(
+        f"bits/dim of {name}: it is a latent diffusion model, whose variational bound is over its autoencoder's "
+        f"{'×'.join(map(str, latent_shape))} latents, not the image's pixels. Bits/dim of an image would need the "
+        "decoder's likelihood p(x | z), which an AutoencoderKL does not define (its decoder gives one image, not a "
+        "distribution), so none is reported. Measure its samples instead (ddpm-hub eval --fid)."
+    )
 
 
 def likelihood_timesteps(num_train_timesteps: int, num_steps: int | None = None) -> torch.Tensor:
@@ -283,10 +311,13 @@ def bits_per_dim(
 
     The UNet runs in eval mode (dropout off) and is put back in its previous mode afterwards.
 
+    A latent diffusion model (a `vae`) is refused with a `UsageError` before any work (`check_pixel_space`).
+
     Returns:
         [`LikelihoodResult`]: `bits_per_dim` `[N]`, `prior_bpd` `[N]`, `terms_bpd` `[N x K]` over ascending
         `timesteps`, and `label` ("full chain (T steps)", "strided bound (K of T steps)" or "sampled estimate ...").
     """
+    check_pixel_space(pipeline)
     condition = _condition(pipeline, condition_inputs, len(images))
     _check_images(images, pipeline.unet, pipeline.image_channels, any_size=condition.concat is not None)
     if not isinstance(batch_size, int) or batch_size < 1:
