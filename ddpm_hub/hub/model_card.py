@@ -32,6 +32,7 @@ from ..run_folder import (
     OPTIONS_FILE,
     SAMPLES_FILE,
     SCHEDULER_CONFIG,
+    SUMMARY_FILE,
     SWEEP_FILE,
     TEXT_ACCURACY_FILE,
     UNET_CONFIG,
@@ -48,6 +49,8 @@ DEFAULT_LICENSE = "apache-2.0"
 TAGS = ["pytorch", "diffusers", "unconditional-image-generation", "ddpm", "ddpm_hub"]
 CONDITIONAL_TAGS = ["class-conditional", "classifier-free-guidance"]
 TEXT_TAGS = ["text-to-image", "classifier-free-guidance"]
+LATENT_TAGS = ["latent-diffusion"]
+VAE_CONFIG = "vae/config.json"
 PIPELINE_TAG = "unconditional-image-generation"
 TEXT_PIPELINE_TAG = "text-to-image"
 
@@ -101,6 +104,7 @@ def render_model_card(
     folder = Path(output_dir)
     facts = collect_facts(folder, local_dataset)
     tags = list(TAGS) + (CONDITIONAL_TAGS if facts["conditional"] else []) + (TEXT_TAGS if facts["text"] else [])
+    tags += LATENT_TAGS if facts["model"]["latent"] else []
     if facts["text"]:
         tags.remove(PIPELINE_TAG)
     card_data = ModelCardData(
@@ -144,7 +148,7 @@ def collect_facts(folder: Path, local_dataset: bool | None = None) -> dict:
     record = TrainingSummary.read(folder)
     summary = asdict(record) if record is not None else {}
     options = read_json(folder / OPTIONS_FILE, "the training options") or {}
-    model = _model_facts(folder)
+    model = _model_facts(folder, options)
     return {
         "model": model,
         "samples": _samples_facts(folder, summary),
@@ -198,18 +202,22 @@ def count_safetensors_parameters(folder: Path, component: str = "unet") -> int:
     return total
 
 
-def _model_facts(folder: Path) -> dict:
+def _model_facts(folder: Path, options: dict | None = None) -> dict:
+    """The network, the chain and the images; a latent model's images are its autoencoder's (`_latent_facts`)."""
     unet = read_json(folder / UNET_CONFIG, "the UNet configuration") or {}
     scheduler = read_json(folder / SCHEDULER_CONFIG, "the scheduler configuration") or {}
     size = unet.get("sample_size")
     height, width = (size, size) if isinstance(size, int) else tuple(size or (None, None))
     conditioning = _conditioning(folder, unet)
     channels = conditioning.image_channels(unet["in_channels"]) if unet.get("in_channels") else None
+    latent = _latent_facts(folder, options or {}, (channels, height, width))
     attention = [
         f"{height // 2**i}×{width // 2**i}" if height else "?"
         for i, block in enumerate(unet.get("down_block_types", []))
         if block.startswith(("Attn", "CrossAttn"))
     ]
+    if latent is not None:  # the images are the decoder's: f times the latent grid, in the autoencoder's channels
+        height, width, channels = latent["height"], latent["width"], latent["channels"]
     beta_schedule = scheduler.get("beta_schedule")
     betas = f"{beta_schedule} betas"
     if beta_schedule == "linear":
@@ -234,6 +242,43 @@ def _model_facts(folder: Path) -> dict:
         "betas": betas,
         "variance_type": scheduler.get("variance_type"),
         "prediction_type": scheduler.get("prediction_type"),
+        "latent": latent,
+    }
+
+
+def _latent_facts(folder: Path, options: dict, latent_shape: tuple) -> dict | None:
+    """
+    A latent diffusion model (a `vae/` component): its autoencoder, where it came from (`--vae`: a Hub repo, or a
+    local folder, trained with ddpm_hub when it holds a training record), its factor f, the latents' shape and scale.
+    """
+    index = read_json(folder / MODEL_INDEX, "the pipeline's model index") or {}
+    if (index.get("vae") or [None])[0] is None:
+        return None
+    config = read_json(folder / VAE_CONFIG, "the autoencoder configuration") or {}
+    factor = 2 ** (len(config.get("block_out_channels") or [None]) - 1)
+    channels, height, width = latent_shape
+    source, subfolder = options.get("vae"), options.get("vae_subfolder")
+    inside = f" (its `{escape_markdown(subfolder)}`)" if subfolder else ""
+    if not source:
+        origin = "as published in this repo's `vae/`"
+    elif is_local_path(source):
+        trained = (Path(source).expanduser() / SUMMARY_FILE).is_file()  # a ddpm_hub run folder
+        origin = f"{'trained with ddpm_hub' if trained else 'a local autoencoder'} ({code_span(Path(source).name)})"
+    elif HUB_DATASET_ID.fullmatch(source):
+        origin = f"[{code_span(source, in_table=True)}](https://huggingface.co/{source}){inside}"
+    else:
+        origin = code_span(source, in_table=True) + inside
+    return {
+        "vae_class": index["vae"][1],
+        "parameters": f"{count_safetensors_parameters(folder, 'vae'):,}",
+        "origin": origin,
+        "factor": factor,
+        "shape": "×".join(str(value) for value in (channels, height, width)),
+        "height": height * factor if height else None,
+        "width": width * factor if width else None,
+        "channels": config.get("in_channels"),
+        "scaling_factor": config.get("scaling_factor"),
+        "shift_factor": config.get("shift_factor"),
     }
 
 
