@@ -86,9 +86,11 @@ def _read_config(name: str, subfolder: str | None, option: str) -> dict:
     try:
         config = AutoencoderKL.load_config(name, subfolder=subfolder)
     except (OSError, ValueError) as error:
+        local = "" if Path(name).exists() else f"there is no folder {name} here, and as a Hub repo: "
         raise UsageError(
-            f"{where}: no autoencoder configuration found ({error}); expected a diffusers AutoencoderKL folder or Hub "
-            "repo (config.json and safetensors weights), or --vae_subfolder for one inside a pipeline repo."
+            f"{where}: no autoencoder configuration found ({local}{error}); expected a diffusers AutoencoderKL folder "
+            "(one trained by training/configs/ddpm-vae-digits-64.yaml) or Hub repo (config.json and safetensors "
+            "weights), or --vae_subfolder for one inside a pipeline repo."
         ) from error
     if config.get("_class_name") not in AUTOENCODER_CLASSES:
         raise UsageError(
