@@ -6,6 +6,7 @@
 - `digit_classifier`: the small independent digit classifier and features, trained here in seconds;
 - `accuracy`: whether a class or text model draws what it is asked for, read by the digit classifier;
 - `sr_quality`: super-resolution against bicubic upsampling on photographs the model never saw;
+- `reconstruction`: an autoencoder's PSNR, and its reconstructions' distance to the digits ÷ the floor;
 - `export`: samples written one file per image (PNG or `.npz`), resumable, sharded over processes.
 
 Layer: imports the pipelines, the data, loading, `ddpm_hub.shipped` and the root modules; never publishing, training

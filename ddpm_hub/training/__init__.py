@@ -16,4 +16,8 @@ loop.py                optimizer steps, schedules, the non-finite stop
 grids.py               sample grids and the guidance strip
 validation.py          held-out loss and bits/dim
 output.py              the output folder, the saved pipeline, the summary, publishing
+autoencoder.py         an AutoencoderKL configuration as --pipeline: its source, checks, model and run
+autoencoder_loss.py    the autoencoder's objective: reconstruction (L1 or L2), KL, SSIM
+autoencoder_loop.py    the autoencoder's loop and entry
+autoencoder_output.py  its checkpoints and its end: the measured scaling factor, the AutoencoderKL folder
 """

@@ -25,6 +25,8 @@ Randomness is a function of (seed, position, rank), so a resumed run draws exact
 from accelerate import Accelerator
 
 from ..pipelines.source import Source
+from .autoencoder import autoencoder_source
+from .autoencoder_loop import autoencoder_main
 from .checkpointing import resume
 from .checks import check_options
 from .data import load_training_data
@@ -38,6 +40,10 @@ from .run import build_run, close_accelerator, make_accelerator
 def main(argv: list[str] | None = None) -> None:
     """Check the options, then train and write the run folder (or, with --dry-run, print the options resolved)."""
     options, dry_run = parse_options(argv, description=__doc__)
+    autoencoder = autoencoder_source(options.model.pipeline)  # an AutoencoderKL configuration: its own trainer
+    if autoencoder is not None:
+        autoencoder_main(options, dry_run, autoencoder)
+        return
     options, source = check_options(options)  # every mistake a user can make fails here, in seconds
     if dry_run:
         print(dry_run_report(options, source))

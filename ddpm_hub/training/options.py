@@ -332,6 +332,31 @@ class HubOptions:
 
 
 @dataclass(frozen=True)
+class AutoencoderOptions:
+    """The objective of an autoencoder run (`--pipeline` an `AutoencoderKL` configuration; `training.autoencoder`)."""
+
+    reconstruction_loss: str = option(
+        "l1",
+        "an autoencoder's reconstruction loss per pixel: l1 (|x - x_hat|) or l2 (squared)",
+        "autoencoder",
+        choices=("l1", "l2"),
+    )
+    kl_weight: float = option(
+        1e-6,
+        "an autoencoder: the weight of KL(q(z | x) || N(0, I)) per pixel, beside the reconstruction loss per pixel "
+        "(CompVis' ratio; small, so that the latents keep the detail)",
+        "autoencoder",
+        at_least=0,
+    )
+    ssim_weight: float = option(
+        0.0,
+        "an autoencoder: the weight of 1 - SSIM (Gaussian window 11, sigma 1.5) in the loss (0: off)",
+        "autoencoder",
+        at_least=0,
+    )
+
+
+@dataclass(frozen=True)
 class TrainingOptions:
     """
     Every option of a training run, in the groups the parts of training take (as EDM passes `network_kwargs`,
@@ -360,6 +385,7 @@ class TrainingOptions:
     validation: ValidationOptions = field(default_factory=ValidationOptions)
     logging: LoggingOptions = field(default_factory=LoggingOptions)
     hub: HubOptions = field(default_factory=HubOptions)
+    autoencoder: AutoencoderOptions = field(default_factory=AutoencoderOptions)
 
     def changed(self, group: str, **changes) -> "TrainingOptions":
         """A copy with fields of one group (`"data"`, `"length"`, ...) replaced."""
@@ -378,6 +404,7 @@ GROUP_TITLES = {
     "validation": "sample grids",
     "logging": "logging",
     "hub": "publishing (ddpm_hub.hub)",
+    "autoencoder": "autoencoder (--pipeline an AutoencoderKL configuration)",
 }
 
 

@@ -1,0 +1,268 @@
+"""An autoencoder run's checkpoints (saved atomically, resumed exactly) and its end: the scaling factor measured on the
+training images and written into `config.json`, the weights (the EMA when on) as an `AutoencoderKL` folder,
+`reconstructions.png` and `training_summary.json` (`ddpm_hub.training.autoencoder`).
+
+The scaling factor is 1 / std of the latents a latent DDPM trains on: draws z = mean + sigma * eps from each training
+image's posterior. Their variance over every latent entry is Var(mean) + E[sigma^2], computed exactly (no draw), as
+CompVis' `scale_by_std` estimates it from one batch of draws.
+"""
+
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate.logging import get_logger
+from accelerate.utils import gather_object
+
+from ..data.tensors import to_model_range
+from ..errors import UsageError
+from ..evaluation.reconstruction import psnr_summary, reconstruct
+from ..loading.configs import count_parameters, weights_checksum
+from ..pictures import make_grid, to_pil_images
+from ..run_folder import CHECKPOINTS_DIR, SUMMARY_FILE, DatasetRecord, TrainingSummary, write_json
+from ..shipped.latents_ddpm_hub import encode_posterior
+from .autoencoder import AutoencoderRun
+from .batches import center_crops
+from .checkpoint_folders import (
+    CHECKPOINT_PREFIX,
+    TrainingState,
+    commit_checkpoint,
+    latest_checkpoint,
+    prune_checkpoints,
+    record_differences,
+    temporary_checkpoint_dir,
+)
+from .checkpointing import CheckpointError, check_resumable, find_checkpoint
+from .loop import TrainingResult
+from .output import epochs_done
+
+logger = get_logger(__name__, log_level="INFO")
+
+EMA_FOLDER = "ema_vae"
+RECONSTRUCTIONS_FILE = "reconstructions.png"
+GRID_COLUMNS = 8
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def autoencoder_record(run: AutoencoderRun) -> dict:
+    """What the weights are a model of: the autoencoder's configuration and the objective's options."""
+    config = {key: value for key, value in dict(run.vae.config).items() if not key.startswith("_")}
+    return {"autoencoder": config, "objective": asdict(run.options.autoencoder)}
+
+
+def check_finite_weights(run: AutoencoderRun, step: int) -> None:
+    """The weights (and the EMA) are finite; otherwise stop before anything is saved over good state."""
+    models = {"": run.vae, "EMA ": run.ema.model if run.ema is not None else None}
+    bad = [
+        f"{prefix}{name}"
+        for prefix, model in models.items()
+        if model is not None
+        for name, p in model.named_parameters()
+        if not bool(torch.isfinite(p).all())
+    ]
+    if bad:
+        last = latest_checkpoint(run.output_dir / CHECKPOINTS_DIR)
+        raise CheckpointError(
+            f"the weights are not finite after step {step} (e.g. {', '.join(bad[:3])}); nothing was saved, and the "
+            f"last good checkpoint is {last or 'none'}. Lower --learning_rate, then resume from it."
+        )
+
+
+def save_autoencoder_checkpoint(run: AutoencoderRun, step: int) -> Path:
+    """Accelerate's state + the EMA + `training_state.json`, written under a temporary name and renamed complete."""
+    check_finite_weights(run, step)
+    accelerator, checkpoints_dir = run.accelerator, run.output_dir / CHECKPOINTS_DIR
+    temporary = temporary_checkpoint_dir(checkpoints_dir, step)
+    if accelerator.is_main_process:
+        shutil.rmtree(temporary, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temporary))
+    if accelerator.is_main_process:
+        if run.ema is not None:
+            run.ema.save(temporary / EMA_FOLDER)
+        micro_batch = step * run.options.batches.gradient_accumulation_steps
+        epoch, batch_in_epoch = run.data.position(micro_batch)
+        TrainingState(
+            global_step=step,
+            micro_batch=micro_batch,
+            epoch=epoch,
+            batch_in_epoch=batch_in_epoch,
+            seed=run.options.seed,
+            global_batch_size=run.data.global_batch_size,
+            gradient_accumulation_steps=run.options.batches.gradient_accumulation_steps,
+            num_images=run.data.num_images,
+            ema_updates=run.ema.num_updates if run.ema is not None else None,
+            model=autoencoder_record(run),
+        ).write(temporary)
+    accelerator.wait_for_everyone()
+    final = temporary.with_name(f"{CHECKPOINT_PREFIX}{step}")
+    if accelerator.is_main_process:
+        final = commit_checkpoint(temporary, checkpoints_dir, step)
+        prune_checkpoints(checkpoints_dir, run.options.checkpoints.checkpoints_total_limit)
+        logger.info("Saved %s", final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def resume_autoencoder(run: AutoencoderRun) -> int:
+    """Load the checkpoint --resume_from_checkpoint names, if any, after checking it; returns its step (0: none)."""
+    o = run.options
+    folder = find_checkpoint(o.checkpoints.resume_from_checkpoint, o.output_dir)
+    if folder is None:
+        return 0
+    state = TrainingState.read(folder)
+    differences = record_differences(state.model or {}, autoencoder_record(run))
+    if state.model is None or "autoencoder" not in state.model or differences:
+        raise UsageError(
+            f"Cannot resume from {folder}: it is not a checkpoint of this autoencoder and objective "
+            f"({'; '.join(differences[:6]) or 'it records another kind of model'}). Resume it with the options of "
+            "its own run (its training_options.json), or start this run in another --output_dir."
+        )
+    check_resumable(run, state, folder)
+    run.accelerator.load_state(str(folder))
+    if run.ema is not None:
+        run.ema.load(folder / EMA_FOLDER, state.ema_updates)
+    logger.info("Resumed from %s: step %d", folder, state.global_step)
+    return state.global_step
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Measures and the end
+
+
+def training_images(run: AutoencoderRun) -> torch.Tensor:
+    """The training rows of the decoded dataset (uint8), cropped to the training size."""
+    dataset = run.dataset
+    images = dataset.images if dataset.indices is None else dataset.images[dataset.indices]
+    return center_crops(images, run.options.data.random_crop)
+
+
+def check_images(run: AutoencoderRun) -> tuple[torch.Tensor, str]:
+    """The images reconstructions are measured on: the held-out ones, else the first training images."""
+    if run.dataset.holdout is not None:
+        return run.dataset.holdout, "held-out"
+    return training_images(run)[: run.options.validation.num_validation_images], "training"
+
+
+@torch.no_grad()
+def measure_scaling_factor(vae, images: torch.Tensor, batch_size: int = 128) -> dict:
+    """1 / std of the posterior draws z over every training image and latent entry (module docstring), and the rest."""
+    count, total, squares, variances = 0, 0.0, 0.0, 0.0
+    for start in range(0, len(images), batch_size):
+        mean, logvar = encode_posterior(vae, to_model_range(images[start : start + batch_size]))
+        mean, logvar = mean.double(), logvar.double().clamp(-30.0, 20.0)
+        count += mean.numel()
+        total += float(mean.sum())
+        squares += float(mean.pow(2).sum())
+        variances += float(logvar.exp().sum())
+    latent_mean = total / count
+    variance = squares / count - latent_mean**2 + variances / count
+    return {
+        "scaling_factor": 1.0 / variance**0.5,
+        "latent_mean": latent_mean,
+        "latent_std": variance**0.5,
+        "posterior_std_rms": (variances / count) ** 0.5,
+        "num_images": len(images),
+    }
+
+
+def log_holdout_psnr(run: AutoencoderRun, step: int) -> dict | None:
+    """PSNR of the held-out images' reconstructions by the weights that would be saved; None without a holdout."""
+    if run.dataset.holdout is None:
+        return None
+    vae = run.final_vae()
+    images = run.dataset.holdout
+    metrics = psnr_summary(images, reconstruct(vae, images))
+    run.accelerator.log({"validation/psnr_db": metrics["psnr_db"]}, step=step)
+    return metrics
+
+
+def write_reconstructions(run: AutoencoderRun, vae, path: Path) -> None:
+    """Rows of originals over rows of their reconstructions, `GRID_COLUMNS` images a row."""
+    images, _ = check_images(run)
+    images = images[: run.options.validation.num_validation_images]
+    rebuilt = reconstruct(vae, images)
+    tiles = []
+    for start in range(0, len(images), GRID_COLUMNS):
+        row = slice(start, start + GRID_COLUMNS)
+        tiles += to_pil_images(images[row]) + to_pil_images(rebuilt[row])
+    make_grid(tiles, columns=min(GRID_COLUMNS, len(images))).save(path)
+
+
+def finish_autoencoder(run: AutoencoderRun, result: TrainingResult) -> None:
+    """The last checkpoint, then (main process) the scaling factor, the AutoencoderKL folder, the grid, the summary."""
+    accelerator, o = run.accelerator, run.options
+    check_finite_weights(run, result.global_step)
+    checksums = gather_object([weights_checksum(run.vae)])
+    if len(set(checksums)) != 1:
+        raise RuntimeError(f"The processes ended with different weights (sha256 per rank: {checksums}).")
+    if o.checkpoints.checkpointing_steps and result.last_checkpoint != result.global_step:
+        if result.global_step > result.first_step:
+            save_autoencoder_checkpoint(run, result.global_step)
+    if accelerator.is_main_process:
+        vae = run.final_vae().eval()
+        scaling = measure_scaling_factor(vae, training_images(run))
+        vae.register_to_config(scaling_factor=scaling["scaling_factor"])
+        vae.save_pretrained(run.output_dir, safe_serialization=True)
+        write_reconstructions(run, vae, run.output_dir / RECONSTRUCTIONS_FILE)
+        write_autoencoder_summary(run, result, checksums, scaling)
+        logger.info(
+            "Wrote the AutoencoderKL (scaling_factor %.4f), %s and the summary to %s",
+            scaling["scaling_factor"],
+            RECONSTRUCTIONS_FILE,
+            run.output_dir,
+        )
+    accelerator.wait_for_everyone()
+
+
+def write_autoencoder_summary(run: AutoencoderRun, result: TrainingResult, checksums: list, scaling: dict) -> None:
+    """`training_summary.json`: the run's record as a DDPM run's, plus the autoencoder's measures."""
+    o, accelerator = run.options, run.accelerator
+    steps_done = result.global_step - result.first_step
+    device = accelerator.device
+    _, which = check_images(run)
+    summary = TrainingSummary(
+        steps=result.global_step,
+        max_train_steps=o.length.max_train_steps,
+        stopped_by=result.stopped_by,
+        resumed_from_step=result.first_step or None,
+        images_seen=result.global_step * run.images_per_step,
+        epochs=epochs_done(run, result.global_step),
+        wall_time_seconds=round(result.wall_time, 1),
+        images_per_second=round(steps_done * run.images_per_step / result.step_time, 1) if steps_done else None,
+        final_loss=result.losses[-1] if result.losses else None,
+        mean_loss_last_100_steps=float(np.mean(result.losses[-100:])) if result.losses else None,
+        final_learning_rate=run.lr_scheduler.get_last_lr()[0],
+        device=torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
+        num_processes=accelerator.num_processes,
+        mixed_precision=accelerator.mixed_precision,
+        global_batch_size=run.images_per_step,
+        ema=run.ema is not None,
+        parameters=count_parameters(run.vae),
+        pipeline=o.model.pipeline,
+        dataset=DatasetRecord(
+            source=o.data.source,
+            num_images=run.report.num_images,
+            num_skipped=run.report.num_skipped,
+            skipped=[list(item) for item in run.report.skipped[:20]],
+        ),
+        weights_sha256_per_rank=checksums,
+        validation={"held_out_images": o.validation.validation_holdout, **result.validation}
+        if result.validation
+        else None,
+    )
+    record = asdict(summary)
+    record["autoencoder"] = {
+        "class": type(run.vae).__name__,
+        "downsampling_factor": run.source.factor,
+        "latent_channels": run.vae.config.latent_channels,
+        "scaling": scaling,
+        "objective": asdict(o.autoencoder),
+        "reconstructions": f"{RECONSTRUCTIONS_FILE}: {which} images over their reconstructions",
+    }
+    write_json(run.output_dir / SUMMARY_FILE, record)
