@@ -1,11 +1,12 @@
 """Training an autoencoder with training/train.py (`ddpm_hub.training.autoencoder`): the objective, the scaling
-factor and the latents it gives, the configuration, the refusals, and an exact resume."""
+factor and the latents it gives, the configuration, the refusals, an exact resume, two processes."""
 
 import json
 
 import pytest
 import torch
 from diffusers import AutoencoderKL, UNet2DModel
+from helpers import check_ok, run_script
 from safetensors.torch import load_file
 
 from ddpm_hub.errors import UsageError
@@ -152,3 +153,15 @@ def test_resume_is_bit_identical_and_the_folder_is_an_autoencoder(tmp_path, monk
     assert summary["autoencoder"]["downsampling_factor"] == 2 and (straight / "reconstructions.png").is_file()
     with pytest.raises(UsageError, match="not a checkpoint of this autoencoder"):  # another objective
         main([*common, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest", "--kl_weight", "0.1"])
+
+
+@pytest.mark.slow
+def test_two_processes_train_one_autoencoder(tmp_path):
+    """DDP (gloo, two processes on this CPU): the ranks end with the same weights, and the folder is an autoencoder."""
+    folder, out = tiny_config(tmp_path / "vae"), tmp_path / "out"
+    check_ok(run_script(["--pipeline", str(folder), *TINY_RUN, "--max_train_steps", "4", "--output_dir", str(out)], 2))
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["num_processes"] == 2 and summary["global_batch_size"] == 16
+    assert len(set(summary["weights_sha256_per_rank"])) == 1 and len(summary["weights_sha256_per_rank"]) == 2
+    measured = summary["autoencoder"]["scaling"]["scaling_factor"]
+    assert AutoencoderKL.from_pretrained(out).config.scaling_factor == measured
