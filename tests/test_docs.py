@@ -26,6 +26,7 @@ DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SMALL_SIZES = {
     "num_inference_steps=250": "num_inference_steps=3",
     "num_inference_steps=20": "num_inference_steps=3",
+    "num_inference_steps=50": "num_inference_steps=3",
     "batch_size=16": "batch_size=2",
     "batch_size=8": "batch_size=2",
     "jump_length=10": "jump_length=1",
@@ -37,6 +38,7 @@ EXPECTED_IMAGES = {
     "sevens": (2, (16, 16)),
     "completed": (1, (16, 16)),
     "cleaned": (1, (16, 16)),
+    "decoded": (2, (64, 64)),  # a latent model's images
 }
 
 
@@ -53,12 +55,16 @@ def shrink(snippet: str) -> str:
 
 @pytest.fixture(scope="module")
 def models_where_the_docs_say(tmp_path_factory) -> Path:
-    """A folder with runs/ddpm-digits-16, runs/ddpm-digits-16-cond (untrained, seeded) and docs/inputs."""
+    """
+    A folder with runs/ddpm-digits-16, runs/ddpm-digits-16-cond, runs/ddpm-latent-digits-64 (untrained, seeded; the
+    latent one with its configuration's autoencoder) and docs/inputs.
+    """
     where = tmp_path_factory.mktemp("docs")
     Source.of("ddpm-digits-16").build(seed=0).save_pretrained(where / "runs" / "ddpm-digits-16")
     conditional = Source.of("ddpm-digits-16-cond").build(seed=0)
     conditional.register_to_config(id2label={i: str(i) for i in range(10)}, null_class_label=10, num_classes=10)
     conditional.save_pretrained(where / "runs" / "ddpm-digits-16-cond")
+    Source.of("ddpm-latent-digits-64").build(seed=0).save_pretrained(where / "runs" / "ddpm-latent-digits-64")
     shutil.copytree(ROOT / "docs" / "inputs", where / "docs" / "inputs")
     return where
 

@@ -190,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
         check_features_apply(source, args, features)
     pipeline = Source.of(args.model).load(args.seed).to(args.device)
     pipeline.set_progress_bar_config(disable=True)
-    data = data.resolved(resolution=pipeline.unet.config.sample_size)  # an int, or [height, width]
+    data = data.resolved(resolution=list(pipeline.sample_shape(1)[2:]))  # the images (a latent model's decoded)
     captions = pipeline.conditioning.prompts is not None  # a text model is measured on the dataset's captions
     decoded = data.load(channels=pipeline.image_channels, captions=captions)
     images = decoded.images
