@@ -191,6 +191,7 @@ def cached_posteriors(vae, images: torch.Tensor, file: Path, accelerator) -> tor
     then renamed) while the other processes wait. Another autoencoder has another file.
     """
     import numpy as np
+    from tqdm.auto import tqdm
 
     from ..data import to_model_range
     from ..loading.configs import weights_checksum
@@ -201,7 +202,7 @@ def cached_posteriors(vae, images: torch.Tensor, file: Path, accelerator) -> tor
             path.parent.mkdir(exist_ok=True)
             means = []
             with torch.no_grad():
-                for start in range(0, len(images), ENCODE_BATCH):
+                for start in tqdm(range(0, len(images), ENCODE_BATCH), desc="encode posteriors", unit="batch"):
                     x = to_model_range(images[start : start + ENCODE_BATCH]).to(vae.device)
                     mean, logvar = encode_posterior(vae, x)
                     means.append(torch.cat([mean, logvar], dim=1).cpu())
