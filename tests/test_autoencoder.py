@@ -71,7 +71,7 @@ def test_the_measured_scaling_factor_gives_latents_of_unit_std():
         vae.quant_conv.weight.mul_(torch.tensor([4.0] * 4 + [2.0] * 4)[:, None, None, None])
         vae.quant_conv.bias.copy_(torch.tensor([0.5] * 4 + [-3.0] * 4))
     images = torch.randint(0, 256, (48, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    measured = measure_scaling_factor(vae, images, batch_size=16)
+    measured = measure_scaling_factor(vae, images.split(16))
     assert measured["num_images"] == 48 and measured["scaling_factor"] != pytest.approx(1.0, abs=0.05)
     vae.register_to_config(scaling_factor=measured["scaling_factor"])
     x = images.float() / 127.5 - 1

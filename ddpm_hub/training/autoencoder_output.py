@@ -8,6 +8,7 @@ CompVis' `scale_by_std` estimates it from one batch of draws.
 """
 
 import shutil
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -43,6 +44,7 @@ logger = get_logger(__name__, log_level="INFO")
 EMA_FOLDER = "ema_vae"
 RECONSTRUCTIONS_FILE = "reconstructions.png"
 GRID_COLUMNS = 8
+SCALING_IMAGES = 10_000  # the scaling factor is measured on at most this many training images
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -135,26 +137,34 @@ def resume_autoencoder(run: AutoencoderRun) -> int:
 # Measures and the end
 
 
-def training_images(run: AutoencoderRun) -> torch.Tensor:
-    """The training rows of the decoded dataset (uint8), cropped to the training size."""
+def training_batches(run: AutoencoderRun, batch_size: int = 128) -> Iterator[torch.Tensor]:
+    """
+    The training rows of the decoded dataset (uint8), cropped to the training size, in batches: the first
+    `SCALING_IMAGES` of them (all of a small dataset; a large one's memory-mapped rows are never all copied).
+    """
     dataset = run.dataset
-    images = dataset.images if dataset.indices is None else dataset.images[dataset.indices]
-    return center_crops(images, run.options.data.random_crop)
+    rows = torch.arange(len(dataset.images)) if dataset.indices is None else dataset.indices
+    for batch in rows[:SCALING_IMAGES].split(batch_size):
+        yield center_crops(dataset.images[batch], run.options.data.random_crop)
 
 
 def check_images(run: AutoencoderRun) -> tuple[torch.Tensor, str]:
     """The images reconstructions are measured on: the held-out ones, else the first training images."""
     if run.dataset.holdout is not None:
         return run.dataset.holdout, "held-out"
-    return training_images(run)[: run.options.validation.num_validation_images], "training"
+    return next(training_batches(run, run.options.validation.num_validation_images)), "training"
 
 
 @torch.no_grad()
-def measure_scaling_factor(vae, images: torch.Tensor, batch_size: int = 128) -> dict:
-    """1 / std of the posterior draws z over every training image and latent entry (module docstring), and the rest."""
-    count, total, squares, variances = 0, 0.0, 0.0, 0.0
-    for start in range(0, len(images), batch_size):
-        mean, logvar = encode_posterior(vae, to_model_range(images[start : start + batch_size]))
+def measure_scaling_factor(vae, batches: Iterable[torch.Tensor]) -> dict:
+    """
+    1 / std of the posterior draws z over every image of `batches` (uint8 `[B x C x H x W]`) and every latent entry
+    (module docstring), with the latents' mean and std, the posteriors' RMS std and the number of images.
+    """
+    count, total, squares, variances, num_images = 0, 0.0, 0.0, 0.0, 0
+    for images in batches:
+        num_images += len(images)
+        mean, logvar = encode_posterior(vae, to_model_range(images))
         mean, logvar = mean.double(), logvar.double().clamp(-30.0, 20.0)
         count += mean.numel()
         total += float(mean.sum())
@@ -167,7 +177,7 @@ def measure_scaling_factor(vae, images: torch.Tensor, batch_size: int = 128) -> 
         "latent_mean": latent_mean,
         "latent_std": variance**0.5,
         "posterior_std_rms": (variances / count) ** 0.5,
-        "num_images": len(images),
+        "num_images": num_images,
     }
 
 
@@ -206,7 +216,7 @@ def finish_autoencoder(run: AutoencoderRun, result: TrainingResult) -> None:
             save_autoencoder_checkpoint(run, result.global_step)
     if accelerator.is_main_process:
         vae = run.final_vae().eval()
-        scaling = measure_scaling_factor(vae, training_images(run))
+        scaling = measure_scaling_factor(vae, training_batches(run))
         vae.register_to_config(scaling_factor=scaling["scaling_factor"])
         vae.save_pretrained(run.output_dir, safe_serialization=True)
         write_reconstructions(run, vae, run.output_dir / RECONSTRUCTIONS_FILE)
