@@ -214,3 +214,18 @@ def test_the_posteriors_are_cached_once_per_autoencoder(tmp_path, monkeypatch):
     z = latents.training_latents(first, batch, seed=0, m=7, rank=0)  # posteriors in: one draw from each
     assert z.shape == (2, 4, 4, 4)
     torch.testing.assert_close(z, latents.draw_latents(first, batch, 0, 7, 0))
+
+
+@pytest.mark.slow
+def test_two_processes_train_on_latents_encoded_once(tmp_path):
+    config = latent_config(tmp_path)
+    tiny_vae(seed=5).save_pretrained(tmp_path / "vae")  # a new autoencoder: its posteriors are not cached yet
+    args = ["--pipeline", str(config), "--vae", str(tmp_path / "vae"), "--dataset_name", "builtin:digits"]
+    args += ["--resolution", "16", "--train_batch_size", "4", "--max_train_steps", "2", "--logger", "none"]
+    args += ["--validation_steps", "0", "--num_validation_images", "2", "--ddpm_num_inference_steps", "2"]
+    args += ["--checkpointing_steps", "0", "--validation_holdout", "8", "--output_dir", str(tmp_path / "out")]
+    result = run_script(args, processes=2)
+    check_ok(result)
+    assert result.stderr.count("into their posteriors, cached in") == 1  # the machine's main process, once
+    assert summary(tmp_path / "out")["steps"] == 2
+    assert DDPMHubPipeline.from_pretrained(tmp_path / "out").vae is not None
