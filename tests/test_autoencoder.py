@@ -120,12 +120,16 @@ class Stop(Exception):
     """Stands for a kill right after a checkpoint."""
 
 
-def test_resume_is_bit_identical_and_the_folder_is_an_autoencoder(tmp_path, monkeypatch):
-    """6 steps straight, and 3 + a resume to 6 (EMA and SSIM on): the same weights, the same scaling factor."""
+@pytest.mark.parametrize("objective", [["--ssim_weight", "0.1"], ["--disc_weight", "0.5", "--disc_start", "2"]])
+def test_resume_is_bit_identical_and_the_folder_is_an_autoencoder(tmp_path, monkeypatch, objective):
+    """
+    6 steps straight, and 3 + a resume to 6 (EMA on; SSIM, or a discriminator from step 3): the same weights, the
+    same scaling factor.
+    """
     from ddpm_hub.training import autoencoder_loop
 
     folder = tiny_config(tmp_path / "vae")
-    common = ["--pipeline", str(folder), *TINY_RUN, "--use_ema", "--ssim_weight", "0.1", "--checkpointing_steps", "3"]
+    common = ["--pipeline", str(folder), *TINY_RUN, "--use_ema", *objective, "--checkpointing_steps", "3"]
     common += ["--max_train_steps", "6", "--cpu_threads", "1"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     main([*common, "--output_dir", str(straight)])
@@ -151,6 +155,8 @@ def test_resume_is_bit_identical_and_the_folder_is_an_autoencoder(tmp_path, monk
     assert summary["steps"] == 6 and summary["validation"]["held_out_images"] == 8
     assert json.loads((resumed / "training_summary.json").read_text())["resumed_from_step"] == 3
     assert summary["autoencoder"]["downsampling_factor"] == 2 and (straight / "reconstructions.png").is_file()
+    saved = sorted(path.name for path in (resumed / "checkpoints" / "checkpoint-6").iterdir())
+    assert ("model_1.safetensors" in saved) == ("--disc_weight" in objective)  # the discriminator's state
     with pytest.raises(UsageError, match="not a checkpoint of this autoencoder"):  # another objective
         main([*common, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest", "--kl_weight", "0.1"])
 

@@ -37,6 +37,7 @@ from ..run_folder import (
     is_pipeline_folder,
     read_json,
 )
+from .autoencoder_loss import PatchDiscriminator
 from .batches import MicroBatches
 from .data import load_training_data, make_micro_batches
 from .ema import EMA
@@ -111,6 +112,9 @@ def check_autoencoder_options(o: TrainingOptions, source: AutoencoderSource) -> 
         )
     if o.hub.push_to_hub:
         raise UsageError("--push_to_hub publishes pipelines; an autoencoder folder is uploaded with huggingface_hub.")
+    if o.autoencoder.disc_start and not o.autoencoder.disc_weight:
+        start = o.autoencoder.disc_start
+        raise UsageError(f"--disc_start {start} needs a discriminator: give --disc_weight too, e.g. 0.1.")
     check_environment(o)
     sources = {"--pipeline": (str(source.folder), "the trained autoencoder would overwrite its configuration")}
     check_apart_from_sources(Path(o.output_dir), "--output_dir", sources)
@@ -184,6 +188,8 @@ class AutoencoderRun:
     dataset: object  # training.data.TrainingData: the images, the training rows, the held-out images
     report: ImageDatasetReport
     output_dir: Path
+    discriminator: torch.nn.Module | None = None  # --disc_weight: the prepared PatchDiscriminator
+    disc_optimizer: torch.optim.Optimizer | None = None
 
     @property
     def vae(self) -> AutoencoderKL:
@@ -239,8 +245,16 @@ def build_autoencoder_run(o: TrainingOptions, source: AutoencoderSource, acceler
     )
     ema = EMA(vae, o.ema.ema_max_decay, o.ema.ema_inv_gamma, o.ema.ema_power) if o.ema.use_ema else None
     model, optimizer, lr_scheduler = accelerator.prepare(wrapper, optimizer, lr_scheduler)
+    discriminator, disc_optimizer = None, None
+    if o.autoencoder.disc_weight > 0:  # prepared after the rest: a run without one saves the same state
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(o.seed)
+            critic = PatchDiscriminator(source.config["in_channels"])
+        disc_optimizer = make_optimizer(list(critic.parameters()), o.optimizer, accelerator.device)
+        discriminator, disc_optimizer = accelerator.prepare(critic, disc_optimizer)
     if ema is not None:
         ema.model.to(accelerator.device)
     return AutoencoderRun(
-        o, accelerator, source, model, optimizer, lr_scheduler, ema, data, dataset, dataset.report, Path(o.output_dir)
-    )
+        o, accelerator, source, model, optimizer, lr_scheduler, ema, data, dataset, dataset.report,
+        Path(o.output_dir), discriminator, disc_optimizer,
+    )  # fmt: skip

@@ -1,12 +1,14 @@
 """The objective of an autoencoder run (Rombach et al. 2022, appendix G; CompVis' `LPIPSWithDiscriminator` less the
 perceptual and adversarial terms): a reconstruction loss per pixel, a small KL of the posterior to N(0, I) per pixel,
-and optionally 1 - SSIM.
+optionally 1 - SSIM, and optionally, after `disc_start` steps, a patch discriminator's hinge loss.
 
     loss = rec(x, x_hat) + kl_weight * KL(q(z | x) || N(0, I)) / (C H W) + ssim_weight * (1 - SSIM(x, x_hat))
+           [+ disc_weight * -D(x_hat)]
 
 rec is |x - x_hat| (l1) or (x - x_hat)^2 (l2), averaged over pixels; KL is summed over the latent and divided by the
 image's pixels, so that kl_weight keeps CompVis' meaning (their reconstruction term is a sum over pixels, their KL a
-sum over the latent: the ratio is the same). No LPIPS: its VGG backbone's weights cannot be had offline here.
+sum over the latent: the ratio is the same). No LPIPS: its VGG backbone's weights cannot be had offline here. The
+discriminator's weight is fixed (CompVis scales it by a ratio of gradient norms at the decoder's last layer; not here).
 """
 
 import torch
@@ -68,3 +70,36 @@ def autoencoder_loss(
         loss = loss + o.ssim_weight * structure
         terms["one_minus_ssim"] = structure.detach()
     return loss, terms
+
+
+class PatchDiscriminator(torch.nn.Module):
+    """
+    A PatchGAN (Isola et al. 2017; CompVis' `NLayerDiscriminator`, with GroupNorm for BatchNorm so that no running
+    statistics differ between ranks): images `[N x C x H x W]` -> a realness logit per patch `[N x 1 x h x w]`.
+    """
+
+    def __init__(self, channels: int, width: int = 32, layers: int = 2):
+        super().__init__()
+        blocks = [torch.nn.Conv2d(channels, width, 4, stride=2, padding=1), torch.nn.LeakyReLU(0.2)]
+        for _ in range(1, layers):
+            blocks += [
+                torch.nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
+                torch.nn.GroupNorm(8, 2 * width),
+                torch.nn.LeakyReLU(0.2),
+            ]
+            width *= 2
+        blocks.append(torch.nn.Conv2d(width, 1, 4, stride=1, padding=1))
+        self.layers = torch.nn.Sequential(*blocks)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.layers(images)
+
+
+def hinge_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """The discriminator's hinge loss (Lim & Ye 2017): mean(relu(1 - D(x))) + mean(relu(1 + D(x_hat)))."""
+    return F.relu(1.0 - real_logits.float()).mean() + F.relu(1.0 + fake_logits.float()).mean()
+
+
+def hinge_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """The autoencoder's adversarial term: -mean(D(x_hat))."""
+    return -fake_logits.float().mean()

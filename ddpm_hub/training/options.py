@@ -354,6 +354,20 @@ class AutoencoderOptions:
         "autoencoder",
         at_least=0,
     )
+    disc_weight: float = option(
+        0.0,
+        "an autoencoder: the weight of a patch discriminator's hinge loss on the reconstructions (PatchGAN, Isola et "
+        "al. 2017, as CompVis' autoencoders; 0: no discriminator)",
+        "autoencoder",
+        at_least=0,
+    )
+    disc_start: int = option(
+        0,
+        "an autoencoder with --disc_weight: optimizer steps on reconstruction alone before the discriminator trains "
+        "and its loss counts",
+        "autoencoder",
+        at_least=0,
+    )
 
 
 @dataclass(frozen=True)
