@@ -31,6 +31,8 @@ ddpm-hub img2img runs/ddpm-digits-16 docs/inputs/blurred-noisy-digit.png --stren
 ddpm-hub sample runs/ddpm-digits-16-cond --class_labels 3,3,3,3,7,7,7,7 --guidance_scale 2 --num_images 8 --steps 250 --scale 6 --output docs/class-3-and-7.png
 cp runs/ddpm-digits-16-cond/samples.png docs/ddpm-digits-16-cond-samples.png
 cp runs/ddpm-digits-16-cond/guidance.png docs/ddpm-digits-16-cond-guidance.png
+cp runs/ddpm-latent-digits-64/samples.png docs/ddpm-latent-digits-64-samples.png  # the latent run's grid (docs/latent.md)
+cp runs/ddpm-digits-64/samples.png docs/ddpm-digits-64-samples.png  # the pixel run at the same CPU budget
 # Text to image: four seen pairs, then four pairs never in the data (d, d + 5 mod 10), a column per prompt.
 printf '%s\n' "3 left of 7" "eight right of one" "2 left of four" "six right of 9" \
   "0 left of 5" "seven right of two" "4 left of nine" "8 right of 3" > docs/inputs/digit-pair-prompts.txt
