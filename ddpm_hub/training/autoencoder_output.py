@@ -12,7 +12,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate.logging import get_logger
 from accelerate.utils import gather_object
@@ -20,9 +19,9 @@ from accelerate.utils import gather_object
 from ..data.tensors import to_model_range
 from ..errors import UsageError
 from ..evaluation.reconstruction import psnr_summary, reconstruct
-from ..loading.configs import count_parameters, weights_checksum
+from ..loading.configs import weights_checksum
 from ..pictures import make_grid, to_pil_images
-from ..run_folder import CHECKPOINTS_DIR, SUMMARY_FILE, DatasetRecord, TrainingSummary, write_json
+from ..run_folder import CHECKPOINTS_DIR, SUMMARY_FILE, write_json
 from ..shipped.latents_ddpm_hub import encode_posterior
 from .autoencoder import AutoencoderRun
 from .batches import center_crops
@@ -37,7 +36,7 @@ from .checkpoint_folders import (
 )
 from .checkpointing import CheckpointError, check_resumable, find_checkpoint
 from .loop import TrainingResult
-from .output import epochs_done
+from .output import run_summary
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -232,40 +231,9 @@ def finish_autoencoder(run: AutoencoderRun, result: TrainingResult) -> None:
 
 def write_autoencoder_summary(run: AutoencoderRun, result: TrainingResult, checksums: list, scaling: dict) -> None:
     """`training_summary.json`: the run's record as a DDPM run's, plus the autoencoder's measures."""
-    o, accelerator = run.options, run.accelerator
-    steps_done = result.global_step - result.first_step
-    device = accelerator.device
+    o = run.options
     _, which = check_images(run)
-    summary = TrainingSummary(
-        steps=result.global_step,
-        max_train_steps=o.length.max_train_steps,
-        stopped_by=result.stopped_by,
-        resumed_from_step=result.first_step or None,
-        images_seen=result.global_step * run.images_per_step,
-        epochs=epochs_done(run, result.global_step),
-        wall_time_seconds=round(result.wall_time, 1),
-        images_per_second=round(steps_done * run.images_per_step / result.step_time, 1) if steps_done else None,
-        final_loss=result.losses[-1] if result.losses else None,
-        mean_loss_last_100_steps=float(np.mean(result.losses[-100:])) if result.losses else None,
-        final_learning_rate=run.lr_scheduler.get_last_lr()[0],
-        device=torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
-        num_processes=accelerator.num_processes,
-        mixed_precision=accelerator.mixed_precision,
-        global_batch_size=run.images_per_step,
-        ema=run.ema is not None,
-        parameters=count_parameters(run.vae),
-        pipeline=o.model.pipeline,
-        dataset=DatasetRecord(
-            source=o.data.source,
-            num_images=run.report.num_images,
-            num_skipped=run.report.num_skipped,
-            skipped=[list(item) for item in run.report.skipped[:20]],
-        ),
-        weights_sha256_per_rank=checksums,
-        validation={"held_out_images": o.validation.validation_holdout, **result.validation}
-        if result.validation
-        else None,
-    )
+    summary = run_summary(run, result, checksums, run.vae)
     record = asdict(summary)
     record["autoencoder"] = {
         "class": type(run.vae).__name__,

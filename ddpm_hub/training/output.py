@@ -107,10 +107,17 @@ def stream_report(run: Run) -> ImageDatasetReport:
 
 
 def write_summary(run: Run, result, checksums: list[str]) -> None:
+    summary = run_summary(run, result, checksums, run.unet)
+    summary.samples = SamplesRecord(**samples_record(run, run.options.validation))
+    summary.write(run.output_dir)
+
+
+def run_summary(run, result, checksums: list[str], model: torch.nn.Module) -> TrainingSummary:
+    """The record of a run (a DDPM's, or an autoencoder's: `model` is what it trained), without its samples."""
     o, accelerator = run.options, run.accelerator
     steps_done = result.global_step - result.first_step
     device = accelerator.device
-    summary = TrainingSummary(
+    return TrainingSummary(
         steps=result.global_step,
         max_train_steps=o.length.max_train_steps,
         stopped_by=result.stopped_by,
@@ -127,7 +134,7 @@ def write_summary(run: Run, result, checksums: list[str]) -> None:
         mixed_precision=accelerator.mixed_precision,
         global_batch_size=run.images_per_step,
         ema=run.ema is not None,
-        parameters=count_parameters(run.unet),
+        parameters=count_parameters(model),
         pipeline=o.model.pipeline,
         dataset=DatasetRecord(
             source=o.data.source,
@@ -135,13 +142,11 @@ def write_summary(run: Run, result, checksums: list[str]) -> None:
             num_skipped=run.report.num_skipped,
             skipped=[list(item) for item in run.report.skipped[:20]],
         ),
-        samples=SamplesRecord(**samples_record(run, o.validation)),
         weights_sha256_per_rank=checksums,
         validation={"held_out_images": o.validation.validation_holdout, **result.validation}
         if result.validation
         else None,
     )
-    summary.write(run.output_dir)
 
 
 def epochs_done(run: Run, step: int) -> float | None:
