@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 
 import torch
+from diffusers import AutoencoderKL, UNet2DModel
 from processes import run_process_group
 from safetensors.torch import load_file
 
-from ddpm_hub import DDPMHubPipeline
+from ddpm_hub import DDPMHubPipeline, DDPMHubScheduler
 from ddpm_hub.pipelines import Source
 from ddpm_hub.training.checks import check_options
 from ddpm_hub.training.options import parse_options
@@ -164,3 +165,41 @@ def labelled_shards(folder, labels: list, names: list[str] | None = None):
     folder.mkdir(parents=True)
     datasets.Dataset.from_dict(rows, features=features).to_parquet(str(folder / "train-00000-of-00001.parquet"))
     return folder
+
+
+def tiny_vae(channels: int = 1, scaling_factor: float = 1.0, shift_factor: float | None = None, seed: int = 0):
+    """An AutoencoderKL with f = 4 (three blocks) and 4 latent channels, small enough for a test."""
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=channels,
+        out_channels=channels,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(8, 8, 8),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=16,
+        scaling_factor=scaling_factor,
+        shift_factor=shift_factor,
+        mid_block_add_attention=False,
+    ).eval()
+
+
+def tiny_latent_pipeline(vae=None, seed: int = 0) -> DDPMHubPipeline:
+    """A UNet on the 4x4x4 latents of `vae` (default `tiny_vae()`): 16x16 images; random weights."""
+    vae = vae if vae is not None else tiny_vae()
+    torch.manual_seed(seed)
+    unet = UNet2DModel(
+        sample_size=4,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=4,
+    ).eval()
+    pipeline = DDPMHubPipeline(unet=unet, scheduler=DDPMHubScheduler(num_train_timesteps=100), vae=vae)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline

@@ -10,50 +10,24 @@ import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DModel
-from helpers import LAUNCHER, ROOT, assert_bit_identical, check, check_ok, run_script, summary, unet_weights
+from helpers import (
+    LAUNCHER,
+    ROOT,
+    assert_bit_identical,
+    check,
+    check_ok,
+    run_script,
+    summary,
+    tiny_latent_pipeline,
+    tiny_vae,
+    unet_weights,
+)
 
-from ddpm_hub import DDPMHubPipeline, DDPMHubScheduler, Source
+from ddpm_hub import DDPMHubPipeline, Source
 from ddpm_hub.errors import UsageError
 from ddpm_hub.shipped.latents_ddpm_hub import decode, encode, encode_posterior, latent_mask, posterior_latents
 
 KILL_AFTER_2 = {"FAULT_KILL_AFTER_CHECKPOINT": "2"}
-
-
-def tiny_vae(channels: int = 1, scaling_factor: float = 1.0, shift_factor: float | None = None, seed: int = 0):
-    """An AutoencoderKL with f = 4 (three blocks) and 4 latent channels, small enough for a test."""
-    torch.manual_seed(seed)
-    return AutoencoderKL(
-        in_channels=channels,
-        out_channels=channels,
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(8, 8, 8),
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=4,
-        sample_size=16,
-        scaling_factor=scaling_factor,
-        shift_factor=shift_factor,
-        mid_block_add_attention=False,
-    ).eval()
-
-
-def tiny_latent_pipeline(vae=None, seed: int = 0) -> DDPMHubPipeline:
-    vae = vae if vae is not None else tiny_vae()
-    torch.manual_seed(seed)
-    unet = UNet2DModel(
-        sample_size=4,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        layers_per_block=1,
-        norm_num_groups=4,
-    ).eval()
-    pipeline = DDPMHubPipeline(unet=unet, scheduler=DDPMHubScheduler(num_train_timesteps=100), vae=vae)
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline
 
 
 def latent_config(tmp_path: Path) -> Path:

@@ -9,44 +9,19 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, UNet2DModel
+from diffusers import AutoencoderKL
+from helpers import tiny_latent_pipeline, tiny_vae
 
 from ddpm_hub import DDPMHubImg2ImgPipeline, DDPMHubInpaintPipeline, DDPMHubPipeline, cli
 from ddpm_hub.errors import UsageError
 from ddpm_hub.hub.model_card import render_model_card
 from ddpm_hub.shipped.latents_ddpm_hub import decode, encode, latent_mask
 from ddpm_hub.shipped.pipeline_ddpm_hub_inpaint import repaint_levels
-from ddpm_hub.shipped.scheduling_ddpm_hub import DDPMHubScheduler
 
 
 def tiny_latent(seed: int = 0, scaling_factor: float = 0.5) -> DDPMHubPipeline:
     """An RGB AutoencoderKL with f = 4 (16x16 images, 4x4x4 latents) and a UNet on its latents; random weights."""
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(8, 8, 8),
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=4,
-        sample_size=16,
-        scaling_factor=scaling_factor,
-    ).eval()
-    unet = UNet2DModel(
-        sample_size=4,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    ).eval()
-    pipeline = DDPMHubPipeline(unet=unet, scheduler=DDPMHubScheduler(num_train_timesteps=100), vae=vae)
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline
+    return tiny_latent_pipeline(tiny_vae(channels=3, scaling_factor=scaling_factor, seed=seed), seed=seed)
 
 
 def image(seed: int = 0) -> torch.Tensor:
