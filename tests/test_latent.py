@@ -185,7 +185,7 @@ def test_the_posteriors_are_cached_once_per_autoencoder(tmp_path, monkeypatch):
     flips = torch.rand(2, generator=torch.Generator().manual_seed(3)) < 0.5  # the pixels' rule and draws
     for row, (index, flip) in enumerate(zip([4, 2], flips)):
         torch.testing.assert_close(batch[row], cached[index].flip(-1) if flip else cached[index])
-    z = latents.training_latents(first, batch, seed=0, m=7, rank=0)  # posteriors in: one draw from each
+    z = latents.training_latents(first, batch, seed=0, m=7, rank=0, posteriors=True)  # one draw from each
     assert z.shape == (2, 4, 4, 4)
     torch.testing.assert_close(z, latents.draw_latents(first, batch, 0, 7, 0))
 

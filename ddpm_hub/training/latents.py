@@ -8,6 +8,7 @@ latent grid, the training resolution (pixels) divided by the autoencoder's facto
 Stable Diffusion's).
 """
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ def autoencoder_of(vae: str | None, subfolder: str | None, source: Source) -> Au
     return Autoencoder(vae, subfolder, _read_config(vae, subfolder, "--vae"), "--vae")
 
 
+@functools.lru_cache(maxsize=8)  # the checks, the model and the data each ask: one read (a Hub request) per run
 def _read_config(name: str, subfolder: str | None, option: str) -> dict:
     from diffusers import AutoencoderKL
 
@@ -136,12 +138,12 @@ def pixel_size(sample_size, autoencoder: Autoencoder | None):
     return [height * autoencoder.factor, width * autoencoder.factor]
 
 
-def training_latents(vae, x_0: torch.Tensor, seed: int, m: int, rank: int) -> torch.Tensor:
+def training_latents(vae, x_0: torch.Tensor, seed: int, m: int, rank: int, posteriors: bool = False) -> torch.Tensor:
     """
     z' of micro-batch m: one draw from each image's posterior, from (seed, LATENT, m, rank); `x_0` is pixels (encoded
-    here: a stream, or a dataset in RAM) or their cached posteriors (`PosteriorImages`: twice the latent channels).
+    here: a stream, or a dataset in RAM), or with `posteriors` their cached posteriors (`PosteriorImages`).
     """
-    if x_0.shape[1] == 2 * vae.config.latent_channels and x_0.shape[1] != vae.config.in_channels:
+    if posteriors:
         return draw_latents(vae, x_0, seed, m, rank)
     generator = make_generator(seed, LATENT, m, rank, device=x_0.device)
     with torch.no_grad():

@@ -13,7 +13,7 @@ from ..run_folder import CHECKPOINTS_DIR
 from .checkpoint_folders import TrainingState, latest_checkpoint
 from .checkpointing import save_checkpoint
 from .grids import write_validation_grid
-from .latents import training_latents
+from .latents import PosteriorImages, training_latents
 from .randomness import CONDITION_DROPOUT, DROPOUT, NOISE, derive_seed, make_generator
 from .run import Run
 from .validation import log_holdout_metrics
@@ -95,7 +95,8 @@ def micro_batch_loss(run: Run, m: int, x_0: torch.Tensor, values: dict) -> torch
     rank = accelerator.process_index
     x_0 = x_0.to(accelerator.device, non_blocking=True)
     if run.vae is not None:  # latent diffusion: one draw from each image's posterior, from (seed, LATENT, m, rank)
-        x_0 = training_latents(run.vae, x_0, seed, m, rank)
+        cached = isinstance(getattr(run.data, "images", None), PosteriorImages)  # run.cache_posteriors
+        x_0 = training_latents(run.vae, x_0, seed, m, rank, posteriors=cached)
     condition = None
     if run.conditioning:
         dropout = make_generator(seed, CONDITION_DROPOUT, m, rank)

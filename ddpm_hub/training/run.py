@@ -188,8 +188,6 @@ def cache_posteriors(o: TrainingOptions, vae, dataset, data, accelerator: Accele
     """
     if not isinstance(data, MicroBatches) or dataset.file is None or o.data.random_crop is not None:
         return
-    if vae.config.in_channels == 2 * vae.config.latent_channels:  # a posterior would look like pixels: encode
-        return
     posteriors = cached_posteriors(vae, dataset.images, dataset.file, accelerator)
     data.images = PosteriorImages(posteriors, o.batches.random_flip, dataset.indices)
 
