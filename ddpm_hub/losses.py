@@ -283,19 +283,130 @@ class DistillationObjective:
         return weight * mean_flat((prediction - target.float()) ** 2)
 
     def _alpha_sigma(self, timesteps: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """alpha_t = sqrt(ab_t), sigma_t = sqrt(1 - ab_t) `[N x 1 x 1 x 1]`; timestep -1 is x_0 (alpha 1, sigma 0)."""
-        alpha_bar = torch.ones(len(timesteps), dtype=torch.float64, device=like.device)
-        inside = timesteps >= 0
-        table = self.scheduler.alphas_cumprod.to(device=like.device, dtype=torch.float64)
-        alpha_bar[inside] = table[timesteps[inside]]
-        shape = (-1, *[1] * (like.ndim - 1))
-        return alpha_bar.sqrt().to(like.dtype).view(shape), (1 - alpha_bar).sqrt().to(like.dtype).view(shape)
+        return alpha_sigma(self.scheduler, timesteps, like)
 
     def _teacher_step(self, z: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, condition) -> torch.Tensor:
-        """One deterministic DDIM step (eta = 0) of the teacher from z at t to t_next."""
-        alpha, sigma = self._alpha_sigma(t, z)
-        alpha_next, sigma_next = self._alpha_sigma(t_next, z)
-        teacher_input = z.contiguous(memory_format=torch.channels_last) if self.channels_last else z
-        output = condition(self.teacher, teacher_input, t).float()[:, : z.shape[1]]
-        x_0 = predicted_x_0(self.teacher_prediction_type, output, z, alpha, sigma).clamp(-1, 1)
-        return alpha_next * x_0 + sigma_next * (z - alpha * x_0) / sigma
+        return teacher_ddim_step(self, z, t, t_next, condition, clip=True)
+
+
+def alpha_sigma(scheduler, timesteps: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """alpha_t = sqrt(ab_t), sigma_t = sqrt(1 - ab_t) `[N x 1 x 1 x 1]`; timestep -1 is x_0 (alpha 1, sigma 0)."""
+    alpha_bar = torch.ones(len(timesteps), dtype=torch.float64, device=like.device)
+    inside = timesteps >= 0
+    table = scheduler.alphas_cumprod.to(device=like.device, dtype=torch.float64)
+    alpha_bar[inside] = table[timesteps[inside]]
+    shape = (-1, *[1] * (like.ndim - 1))
+    return alpha_bar.sqrt().to(like.dtype).view(shape), (1 - alpha_bar).sqrt().to(like.dtype).view(shape)
+
+
+def teacher_ddim_step(objective, z: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, condition, clip: bool):
+    """
+    One deterministic DDIM step (eta = 0) of `objective.teacher` from z at t to t_next, its x_0 clipped to [-1, 1]
+    when `clip` (DDIM eq. 12): z' = alpha' x_0 + sigma' (z - alpha x_0) / sigma.
+    """
+    alpha, sigma = alpha_sigma(objective.scheduler, t, z)
+    alpha_next, sigma_next = alpha_sigma(objective.scheduler, t_next, z)
+    teacher_input = z.contiguous(memory_format=torch.channels_last) if objective.channels_last else z
+    output = condition(objective.teacher, teacher_input, t).float()[:, : z.shape[1]]
+    x_0 = predicted_x_0(objective.teacher_prediction_type, output, z, alpha, sigma)
+    x_0 = x_0.clamp(-1, 1) if clip else x_0
+    return alpha_next * x_0 + sigma_next * (z - alpha * x_0) / sigma
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Consistency distillation (Song et al. 2023), in DDPM time as latent consistency models (Luo et al. 2023)
+
+SIGMA_DATA = 0.5  # LCMScheduler's
+
+
+def consistency_scalings(
+    timesteps: torch.Tensor, timestep_scaling: float = 10.0, sigma_data: float = SIGMA_DATA
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    c_skip(t) = sigma_data^2 / ((s t)^2 + sigma_data^2) and c_out(t) = s t / sqrt((s t)^2 + sigma_data^2) with
+    s = `timestep_scaling`, float64 `[N]`: diffusers' `LCMScheduler.get_scalings_for_boundary_condition_discrete`,
+    so that the student samples with it as it was trained. At t = 0, c_skip = 1 and c_out = 0: f(x, 0) = x.
+    """
+    scaled = timesteps.to(torch.float64) * timestep_scaling
+    return sigma_data**2 / (scaled**2 + sigma_data**2), scaled / (scaled**2 + sigma_data**2).sqrt()
+
+
+def consistency_timesteps(num_train_timesteps: int, skip: int) -> torch.Tensor:
+    """
+    The student's points t_i = (i + 1) k - 1, i = 0 .. T / k - 1, ascending (`LCMScheduler`'s schedule with
+    `original_inference_steps` T / k): a training step goes from one to the one below, from t_0 to t = 0.
+    """
+    return torch.arange(1, num_train_timesteps // skip + 1) * skip - 1
+
+
+def pseudo_huber(a: torch.Tensor, b: torch.Tensor, c: float | None = None) -> torch.Tensor:
+    """d(a, b) = sqrt(||a - b||^2 + c^2) - c per sample, `[N]`; c = 0.001 sqrt(d) for d values per sample."""
+    c = 0.001 * math.sqrt(a[0].numel()) if c is None else c
+    return ((a - b).flatten(1).pow(2).sum(dim=1) + c**2).sqrt() - c
+
+
+@dataclass(frozen=True)
+class ConsistencyObjective:
+    """
+    Consistency distillation (Song et al. 2023, Algorithm 2; LCM's discrete form), per sample (`[N]`):
+
+    - n is drawn uniformly, t = t_{n+1} one of the student's points (`consistency_timesteps`) and t' = t - k (0 below
+      the first): x_t = alpha_t x_0 + sigma_t eps (eq. 4);
+    - the teacher takes one deterministic DDIM step from x_t to x^_t' (its x_0 clipped to [-1, 1] when its
+      scheduler clips: `clip_sample`);
+    - the student is f(x, t) = c_skip(t) x + c_out(t) x_0(x, t) (`consistency_scalings`, LCMScheduler's), x_0 read
+      from the UNet output in the scheduler's prediction type; the target is f at (x^_t', t') with the target
+      network's weights (an EMA of the student), without gradient;
+    - the loss is the pseudo-Huber distance between f(x_t, t) and the target (`pseudo_huber`).
+    """
+
+    scheduler: DDPMHubScheduler  # the student's (its prediction type) on the training chain
+    teacher: torch.nn.Module
+    teacher_prediction_type: str
+    target: torch.nn.Module  # theta^-: the target network
+    skip: int  # k: the teacher's DDIM step, in timesteps
+    clip_sample: bool = True  # the teacher's scheduler's: a latent model's does not clip
+    timestep_scaling: float = 10.0  # the sampler's (LCMScheduler config)
+    huber_c: float | None = None
+    channels_last: bool = False
+    teacher_context: Callable = contextlib.nullcontext
+
+    def __call__(
+        self,
+        model: torch.nn.Module,
+        x_0: torch.Tensor,
+        generator: torch.Generator | None = None,
+        timesteps: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        condition: ConditionBatch | None = None,
+    ) -> torch.Tensor:
+        condition = ConditionBatch() if condition is None else condition
+        x_0 = condition.to_model(x_0)
+        points = consistency_timesteps(self.scheduler.config.num_train_timesteps, self.skip).to(x_0.device)
+        if timesteps is None:
+            t = points[torch.randint(0, len(points), (x_0.shape[0],), generator=generator, device=x_0.device)]
+        elif not bool(torch.isin(timesteps.to(points), points).all()):
+            raise ValueError(f"timesteps must be the student's points (k - 1, 2k - 1, ...), got {timesteps.tolist()}.")
+        else:
+            t = timesteps.to(points)
+        if noise is None:
+            noise = torch.randn(x_0.shape, generator=generator, device=x_0.device, dtype=x_0.dtype)
+        t_prev = (t - self.skip).clamp(min=0)
+        alpha, sigma = alpha_sigma(self.scheduler, t, x_0)
+        x_t = alpha * x_0 + sigma * noise  # q(x_t | x_0), eq. 4
+        with torch.no_grad(), self.teacher_context():
+            x_prev = teacher_ddim_step(self, x_t, t, t_prev, condition, clip=self.clip_sample)
+            target = self.consistency_function(self.target, x_prev, t_prev, condition).float()
+        prediction = self.consistency_function(model, x_t, t, condition)
+        return pseudo_huber(prediction, target, self.huber_c)
+
+    def consistency_function(self, model, x: torch.Tensor, t: torch.Tensor, condition) -> torch.Tensor:
+        """f(x, t) = c_skip(t) x + c_out(t) x_0(x, t) of a student-shaped `model`, float32 `[N x C x H x W]`."""
+        condition = ConditionBatch() if condition is None else condition
+        alpha, sigma = alpha_sigma(self.scheduler, t, x)
+        model_input = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        output = condition(model, model_input, t).float()[:, : x.shape[1]]
+        x_0 = predicted_x_0(self.scheduler.config.prediction_type, output, x.float(), alpha.float(), sigma.float())
+        shape = (-1, *[1] * (x.ndim - 1))
+        c_skip, c_out = (c.float().view(shape) for c in consistency_scalings(t, self.timestep_scaling))
+        return c_skip * x.float() + c_out * x_0

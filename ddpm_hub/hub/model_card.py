@@ -172,18 +172,29 @@ def collect_facts(folder: Path, local_dataset: bool | None = None) -> dict:
 
 
 def _distillation_facts(folder: Path, options: dict) -> dict | None:
-    """A distilled student: its teacher, the stages' calls and steps, and the calls it samples in by default."""
+    """
+    A distilled student: its teacher, the method, the stages' calls and steps (progressive) or the teacher's step and
+    the run's length (consistency), the sampler and the calls it samples in by default.
+    """
     teacher = options.get("distill_from")
     if not teacher:
         return None
     index = read_json(folder / "model_index.json", "the pipeline's index") or {}
     calls = [int(c) for c in options.get("distill_calls") or []]
+    consistency = options.get("distill_method") == "consistency"
     return {
         "teacher": code_span(Path(teacher).name if is_local_path(teacher) else teacher, in_table=True),
+        "method": options.get("distill_method") or "progressive",
+        "sampler": "LCMScheduler" if consistency else "DDIM",
+        "skip": options.get("consistency_skip"),
+        "steps": options.get("max_train_steps"),
         "stages": ", ".join(map(str, calls)),
         "num_stages": len(calls),
         "steps_per_stage": options.get("distill_steps_per_stage"),
-        "calls": index.get("default_num_inference_steps", calls[-1] if calls else None),
+        "calls": index.get(
+            "default_num_inference_steps",
+            options.get("consistency_calls") if consistency else (calls[-1] if calls else None),
+        ),
     }
 
 

@@ -36,6 +36,10 @@ RECORD_OPTIONS = {
     "distillation": "--distill_from",
     "distillation.calls": "--distill_calls",
     "distillation.steps_per_stage": "--distill_steps_per_stage",
+    "distillation.method": "--distill_method",
+    "distillation.skip": "--consistency_skip",
+    "distillation.target_decay": "--consistency_target_decay",
+    "distillation.huber_c": "--consistency_huber_c",
 }
 
 

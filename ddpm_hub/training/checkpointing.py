@@ -156,11 +156,9 @@ def model_record(run: Run) -> dict:
 
 
 def distillation_record(run: Run) -> dict | None:
-    """A distillation's stages as a checkpoint records them: the calls of each stage and its length in steps."""
-    if run.distillation is None:
-        return None
-    d = run.distillation.options
-    return {"calls": list(d.distill_calls), "steps_per_stage": d.distill_steps_per_stage}
+    """A distillation as a checkpoint records it: its method, and the stages' calls and lengths (progressive) or its
+    points, target decay and loss (consistency)."""
+    return None if run.distillation is None else run.distillation.record()
 
 
 def find_checkpoint(resume_from_checkpoint: str | None, output_dir: str | os.PathLike) -> Path | None:
@@ -190,7 +188,7 @@ def resume(run: Run) -> TrainingState | None:
             run.ema.load(folder / EMA_FOLDER, state.ema_updates)
         if run.text_ema is not None and (folder / TEXT_EMA_FOLDER).is_dir():
             run.text_ema.load(folder / TEXT_EMA_FOLDER, state.ema_updates)
-        if run.distillation is not None:  # the stage after this step, and its teacher
+        if run.distillation is not None:  # the stage after this step and its teacher, or the target network
             run.distillation.resume(run, state.global_step, folder)
     except DDPMHubError:
         raise

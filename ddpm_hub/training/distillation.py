@@ -16,18 +16,24 @@ the teacher's conditional and null-label outputs, and guidance is applied when i
 
 import contextlib
 import copy
+import inspect
 from dataclasses import replace
 from pathlib import Path
 
+import torch
 from accelerate.logging import get_logger
-from diffusers import DDIMScheduler, UNet2DModel
+from diffusers import DDIMScheduler, LCMScheduler, UNet2DModel
 
 from ..errors import UsageError
-from ..losses import DistillationObjective
+from ..losses import ConsistencyObjective, DistillationObjective
+from ..shipped.scheduling_ddpm_hub import DDPMHubScheduler
 from .options import DistillOptions
 
 logger = get_logger(__name__, log_level="INFO")
 TEACHER_FOLDER = "distill_teacher"  # in a checkpoint of a stage past the first: that stage's teacher
+TARGET_FOLDER = "consistency_target"  # in every checkpoint of a consistency distillation: its target network
+CONSISTENCY_STEPS = 2000  # a consistency distillation's --max_train_steps when not given
+CONSISTENCY_OPTIONS = ("consistency_skip", "consistency_target_decay", "consistency_calls", "consistency_huber_c")
 STUDENT_PREDICTION = "v_prediction"
 
 
@@ -58,6 +64,10 @@ class Distillation:
     @property
     def calls(self) -> tuple[int, ...]:
         return self.options.distill_calls
+
+    def to(self, device) -> "Distillation":
+        self.teacher.to(device)
+        return self
 
     def stage_of(self, step: int) -> int:
         """The stage of optimizer step `step` (1-based; step 0, before any, is in stage 0)."""
@@ -107,25 +117,159 @@ class Distillation:
     def card_facts(self, teacher_name: str) -> dict:
         return {"teacher": teacher_name, "stages": list(self.calls), "calls": self.calls_now}
 
+    def end_step(self, run) -> None:
+        """After each optimizer step: nothing (a stage's teacher changes at the next stage's first step)."""
+
+    def sampling_scheduler(self, config) -> DDIMScheduler:
+        return student_scheduler(config)
+
+    def record(self) -> dict:
+        """What a checkpoint records: the calls of each stage and its length in steps."""
+        d = self.options
+        return {"method": "progressive", "calls": list(d.distill_calls), "steps_per_stage": d.distill_steps_per_stage}
+
+
+def consistency_scheduler(config, skip: int) -> LCMScheduler:
+    """
+    The consistency student's sampler: diffusers' LCMScheduler on the teacher's chain (its betas, its clipping), the
+    student's prediction type (v), `original_inference_steps` T / k: it samples on the points the student learned.
+    """
+    accepted = inspect.signature(LCMScheduler.__init__).parameters
+    settings = {key: value for key, value in dict(config).items() if key in accepted}
+    settings.update(prediction_type=STUDENT_PREDICTION, original_inference_steps=config["num_train_timesteps"] // skip)
+    chain = DDPMHubScheduler.from_config(config).alphas_cumprod
+    try:
+        scheduler = LCMScheduler.from_config(settings)
+    except NotImplementedError:  # a schedule of ddpm_hub's own (cosine, sigmoid): its betas as numbers
+        scheduler = None
+    if scheduler is None or not torch.equal(scheduler.alphas_cumprod, chain):
+        betas = DDPMHubScheduler.from_config(config).betas.tolist()
+        scheduler = LCMScheduler.from_config({**settings, "trained_betas": betas})
+    return scheduler
+
+
+class ConsistencyDistillation:
+    """
+    What a consistency distillation holds besides the student: the teacher (fixed) and the target network theta^-,
+    an EMA of the student (constant decay `consistency_target_decay`) updated after every optimizer step and saved in
+    every checkpoint, so that a resumed run continues exactly.
+    """
+
+    def __init__(self, options: DistillOptions, teacher: UNet2DModel, teacher_prediction_type: str,
+                 teacher_clips: bool, scheduler, channels_last: bool,
+                 teacher_context=contextlib.nullcontext):  # fmt: skip
+        self.options, self.scheduler = options, scheduler
+        self.teacher = copy.deepcopy(teacher).eval().requires_grad_(False)
+        self.target = copy.deepcopy(teacher).eval().requires_grad_(False)  # the student at step 0
+        self.teacher_prediction_type, self.teacher_clips = teacher_prediction_type, teacher_clips
+        self.channels_last, self.teacher_context = channels_last, teacher_context
+        self.sampler = consistency_scheduler(scheduler.config, options.consistency_skip)
+
+    def to(self, device) -> "ConsistencyDistillation":
+        self.teacher.to(device)
+        self.target.to(device)
+        return self
+
+    def objective(self) -> ConsistencyObjective:
+        o = self.options
+        return ConsistencyObjective(
+            self.scheduler, self.teacher, self.teacher_prediction_type, self.target, o.consistency_skip,
+            self.teacher_clips, self.sampler.config.timestep_scaling, o.consistency_huber_c, self.channels_last,
+            self.teacher_context,
+        )  # fmt: skip
+
+    def begin_step(self, run, step: int) -> None:
+        """Before each optimizer step: nothing (the teacher never changes)."""
+
+    @torch.no_grad()
+    def end_step(self, run) -> None:
+        """theta^- <- d theta^- + (1 - d) theta after each optimizer step (Song et al. 2023, Algorithm 2)."""
+        target = list(self.target.parameters())
+        student = [p.detach().to(t.dtype) for t, p in zip(target, run.unet.parameters(), strict=True)]
+        torch._foreach_lerp_(target, student, 1.0 - self.options.consistency_target_decay)
+
+    def resume(self, run, step: int, folder: Path) -> None:
+        """The target network from the checkpoint."""
+        path = folder / TARGET_FOLDER
+        if not path.is_dir():
+            raise UsageError(
+                f"{folder} holds no {TARGET_FOLDER}: it is not a checkpoint of a consistency distillation."
+            )
+        self.target.load_state_dict(UNet2DModel.from_pretrained(path).state_dict())
+        run.objective = self.objective()
+
+    def save(self, folder: Path) -> None:
+        self.target.save_pretrained(folder / TARGET_FOLDER, safe_serialization=True)
+
+    @property
+    def calls_now(self) -> int:
+        """The calls the student's grids and saved pipeline sample in."""
+        return self.options.consistency_calls
+
+    def sampling_scheduler(self, config) -> LCMScheduler:
+        return consistency_scheduler(config, self.options.consistency_skip)
+
+    def record(self) -> dict:
+        """What a checkpoint records: what fixes the objective of each step (the calls only choose the grids')."""
+        d = self.options
+        return {
+            "method": "consistency", "skip": d.consistency_skip, "target_decay": d.consistency_target_decay,
+            "huber_c": d.consistency_huber_c,
+        }  # fmt: skip
+
+
+def make_distillation(options: DistillOptions, teacher: UNet2DModel, source, scheduler, channels_last: bool,
+                      teacher_context=contextlib.nullcontext):  # fmt: skip
+    """--distill_method: the run's `Distillation` or `ConsistencyDistillation`; the teacher is the model as loaded."""
+    prediction = source.scheduler_config.get("prediction_type", "epsilon")
+    if options.distill_method == "consistency":
+        clips = bool(scheduler.config.clip_sample)  # the teacher's: a latent model's does not clip
+        return ConsistencyDistillation(options, teacher, prediction, clips, scheduler, channels_last, teacher_context)
+    return Distillation(options, teacher, prediction, scheduler, channels_last, teacher_context)
+
 
 def distill_options(o):
-    """--distill_from: the run trains the teacher's pipeline, predicting v, for stages x steps per stage; options that
-    would change what the teacher is a model of are refused."""
+    """--distill_from: the run trains the teacher's pipeline, predicting v, for stages x steps per stage (progressive)
+    or --max_train_steps (consistency); options that would change what the teacher is a model of are refused."""
     d = o.distillation
+    defaults = DistillOptions()
+    consistency_given = [f"--{name}" for name in CONSISTENCY_OPTIONS if getattr(d, name) != getattr(defaults, name)]
     if d.distill_from is None:
+        given = (["--distill_method"] if d.distill_method != defaults.distill_method else []) + consistency_given
+        if given:
+            raise UsageError(f"{', '.join(given)}: these distil a trained model; give it with --distill_from.")
         return o
     m = o.model
+    loss = "the consistency loss is a pseudo-Huber distance" if d.distill_method == "consistency" else (
+        "the distillation loss has its own weighting, max(SNR, 1)"
+    )  # fmt: skip
     refused = {
-        "--validation_holdout (a DDIM student has no variational bound to measure)": o.validation.validation_holdout,
+        "--validation_holdout (a student has no variational bound to measure)": o.validation.validation_holdout,
         "--prediction_type (the student predicts v)": m.prediction_type not in (None, STUDENT_PREDICTION),
         "--variance_type, --ddpm_num_steps, --ddpm_beta_schedule (the student keeps the teacher's chain)": (
             m.variance_type is not None or m.ddpm_num_steps is not None or m.ddpm_beta_schedule is not None
         ),
-        "--snr_gamma (the distillation loss has its own weighting, max(SNR, 1))": m.snr_gamma is not None,
+        f"--snr_gamma ({loss})": m.snr_gamma is not None,
     }
     wrong = [name for name, value in refused.items() if value]
     if wrong:
         raise UsageError(f"--distill_from: these options do not apply: {', '.join(wrong)}.")
+    o = replace(o, model=replace(m, pipeline=d.distill_from, prediction_type=STUDENT_PREDICTION))
+    if d.distill_method == "consistency":
+        progressive = [
+            f"--{name}" for name in ("distill_calls", "distill_steps_per_stage")
+            if getattr(d, name) != getattr(defaults, name)
+        ]  # fmt: skip
+        if progressive:
+            raise UsageError(
+                f"--distill_method consistency: {', '.join(progressive)} set progressive distillation's stages; a "
+                "consistency distillation trains for --max_train_steps and samples in --consistency_calls calls."
+            )
+        return o.changed("length", max_train_steps=o.length.max_train_steps or CONSISTENCY_STEPS)
+    if consistency_given:
+        raise UsageError(
+            f"{', '.join(consistency_given)}: options of --distill_method consistency; this run is progressive."
+        )
     steps = len(d.distill_calls) * d.distill_steps_per_stage
     if o.length.max_train_steps not in (None, steps):
         raise UsageError(
@@ -134,7 +278,6 @@ def distill_options(o):
         )
     if d.distill_calls[0] * 2 > 1000:
         raise UsageError(f"--distill_calls {d.distill_calls[0]}: the first teacher takes twice that, at most 1000.")
-    o = replace(o, model=replace(m, pipeline=d.distill_from, prediction_type=STUDENT_PREDICTION))
     return o.changed("length", max_train_steps=steps)
 
 
@@ -153,3 +296,16 @@ def check_teacher(o, source) -> None:
             f"--distill_from {name}: its UNet also predicts the variance (learned_range); distillation takes "
             "models with a fixed variance (fixed_small or fixed_large)."
         )
+    d = o.distillation
+    if d.distill_method == "consistency":
+        steps = source.scheduler_config.get("num_train_timesteps", 1000)
+        if steps % d.consistency_skip or d.consistency_skip >= steps:
+            raise UsageError(
+                f"--consistency_skip {d.consistency_skip}: the teacher's T = {steps} timesteps must be a multiple of "
+                f"it, and larger (e.g. 20 gives {steps // 20} points)."
+            )
+        if d.consistency_calls > steps // d.consistency_skip:
+            raise UsageError(
+                f"--consistency_calls {d.consistency_calls}: at most the student's {steps // d.consistency_skip} "
+                f"points (T / --consistency_skip = {steps} / {d.consistency_skip})."
+            )

@@ -125,6 +125,8 @@ def optimizer_step(run: Run, micro_batches: list) -> torch.Tensor:
         run.ema.update(run.unet)
     if run.text_ema is not None:
         run.text_ema.update(run.trained_text_encoder)
+    if run.distillation is not None:  # a consistency distillation's target network follows the student
+        run.distillation.end_step(run)
     return torch.stack(losses).mean()
 
 

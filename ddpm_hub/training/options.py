@@ -190,14 +190,18 @@ def parse_calls(value) -> tuple[int, ...]:
     return calls
 
 
+DISTILL_METHODS = ("progressive", "consistency")
+
+
 @dataclass(frozen=True)
 class DistillOptions:
-    """Progressive distillation of a trained model (`ddpm_hub.training.distillation`)."""
+    """Progressive or consistency distillation of a trained model (`ddpm_hub.training.distillation`)."""
 
     distill_from: str | None = option(
         None,
-        "distil this trained model (a folder or Hub repo id) into a student that takes one step where it took two, "
-        "stage by stage (progressive distillation, Salimans & Ho 2022); the student starts from its weights",
+        "distil this trained model (a folder or Hub repo id) into a few-step student that starts from its weights: "
+        "one step where it took two, stage by stage (progressive distillation, Salimans & Ho 2022), or a "
+        "consistency model (--distill_method consistency)",
         "distillation",
     )
     distill_calls: tuple[int, ...] = option(
@@ -209,6 +213,30 @@ class DistillOptions:
     )
     distill_steps_per_stage: int = option(
         500, "optimizer steps of each stage (the run has stages x this many)", "distillation", at_least=1
+    )
+    distill_method: str = option(
+        "progressive",
+        "progressive: stages of halving calls (--distill_calls); consistency: consistency distillation (Song et al. "
+        "2023, in DDPM time as LCM), a student that samples with diffusers' LCMScheduler in --consistency_calls "
+        "calls, trained for --max_train_steps (default 2000)",
+        "distillation",
+        choices=DISTILL_METHODS,
+    )
+    consistency_skip: int = option(
+        20,
+        "consistency: k, the teacher's DDIM step on its timesteps k - 1, 2k - 1, ..., T - 1 (T / k points; k must "
+        "divide T); the student's LCMScheduler samples on them",
+        "distillation",
+        at_least=1,
+    )
+    consistency_target_decay: float = option(
+        0.95, "consistency: the target network's decay, an EMA of the student", "distillation", at_least=0, below=1
+    )
+    consistency_calls: int = option(
+        4, "consistency: the calls the saved student and the run's grids sample in", "distillation", at_least=1
+    )
+    consistency_huber_c: float | None = option(
+        None, "consistency: the pseudo-Huber loss's c (default: 0.001 sqrt(values per image))", "distillation", above=0
     )
 
 
@@ -412,7 +440,7 @@ GROUP_TITLES = {
     "training": "training length and output",
     "optimizer": "optimizer (AdamW) and learning-rate schedule",
     "ema": "exponential moving average",
-    "distillation": "progressive distillation (--distill_from)",
+    "distillation": "distillation (--distill_from): progressive or consistency",
     "speed": "precision and speed",
     "checkpoints": "checkpoints (output_dir/checkpoints)",
     "validation": "sample grids",

@@ -24,7 +24,7 @@ from ..runtime import default_cpu_threads, distributed_without_accelerator
 from ..shipped.scheduling_ddpm_hub import DDPMHubScheduler
 from .batches import MicroBatches, StreamedMicroBatches
 from .data import TrainingData, TrainingStream, make_micro_batches
-from .distillation import Distillation, student_scheduler
+from .distillation import ConsistencyDistillation, Distillation, make_distillation
 from .ema import EMA
 from .latents import PosteriorImages, cached_posteriors
 from .model import apply_speed_settings, make_optimizer, training_pipeline
@@ -53,7 +53,7 @@ class Run:
     holdout_columns: dict | None = None  # what the condition reads of the held-out images
     text_encoder: torch.nn.Module | None = None  # --train_text_encoder: the encoder prepared (DDP), trained with it
     text_ema: EMA | None = None  # its EMA
-    distillation: Distillation | None = None  # --distill_from: the stage's teacher, and the stages
+    distillation: Distillation | ConsistencyDistillation | None = None  # --distill_from: the teacher, the stages
 
     @property
     def trained_text_encoder(self) -> torch.nn.Module | None:
@@ -103,11 +103,12 @@ class Run:
         """
         The saved weights in a pipeline of their own (diffusers' `from_pipe`: the components shared, no copy) with a
         scheduler of its own: set_timesteps(n) respaces the chain, which the training scheduler must keep whole. A
-        distilled student's is DDIM on its own timesteps, and it samples in its calls by default.
+        distilled student's is DDIM on its own timesteps (LCMScheduler for a consistency student), and it samples in
+        its calls by default.
         """
         if self.distillation is not None:
             calls = self.distillation.calls_now
-            scheduler = student_scheduler(self.scheduler.config)
+            scheduler = self.distillation.sampling_scheduler(self.scheduler.config)
             extra = {"default_num_inference_steps": calls}
         else:
             scheduler, extra = type(self.scheduler).from_config(self.scheduler.config), {}
@@ -255,11 +256,9 @@ def build_run(
     )
     distillation = None
     if o.distillation.distill_from is not None:  # the teacher: the given model as loaded, before any step
-        teacher_prediction = source.scheduler_config.get("prediction_type", "epsilon")
-        distillation = Distillation(
-            o.distillation, unet, teacher_prediction, pipeline.scheduler, o.speed.channels_last, accelerator.autocast
-        )
-        distillation.teacher.to(accelerator.device)
+        distillation = make_distillation(
+            o.distillation, unet, source, pipeline.scheduler, o.speed.channels_last, accelerator.autocast
+        ).to(accelerator.device)
         objective = distillation.objective()
     return Run(
         o, accelerator, pipeline, model, conditioning, objective, optimizer, lr_scheduler, ema, data, dataset.report,

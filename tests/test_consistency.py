@@ -1,0 +1,308 @@
+"""Consistency distillation (Song et al. 2023; LCM, Luo et al. 2023): the teacher step and the target against closed
+forms on Gaussian data, the boundary condition and LCMScheduler's scalings, the options, and a run: resumed after a
+SIGKILL it is bit-identical, and its student samples with LCMScheduler in its calls, installed or through plain
+diffusers."""
+
+import signal
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DiffusionPipeline, LCMScheduler
+from helpers import LAUNCHER, ROOT, TINY, assert_bit_identical, check, check_ok, run_script, summary, unet_weights
+
+from ddpm_hub import DDPMHubPipeline
+from ddpm_hub.errors import UsageError
+from ddpm_hub.hub.model_card import render_model_card
+from ddpm_hub.losses import (
+    ConsistencyObjective,
+    consistency_scalings,
+    consistency_timesteps,
+    pseudo_huber,
+    teacher_ddim_step,
+)
+from ddpm_hub.pipelines import Source
+from ddpm_hub.shipped.conditioning_ddpm_hub import ConditionBatch
+from ddpm_hub.shipped.scheduling_ddpm_hub import DDPMHubScheduler
+from ddpm_hub.training.checkpoint_folders import list_checkpoints
+from ddpm_hub.training.distillation import TARGET_FOLDER, ConsistencyDistillation, consistency_scheduler
+from ddpm_hub.training.options import DistillOptions, parse_options
+
+MU, S = 0.3, 0.25  # x_0 ~ N(MU, S^2 I) per dimension
+
+
+def gaussian_denoiser(x, alpha, sigma):
+    """E[x_0 | x_t] for N(MU, S^2) data: MU + alpha S^2 (x_t - alpha MU) / (alpha^2 S^2 + sigma^2)."""
+    return MU + alpha * S**2 * (x - alpha * MU) / (alpha**2 * S**2 + sigma**2)
+
+
+def ode_to_x_0(x, alpha, sigma):
+    """The probability-flow ODE from x_t to x_0: MU + S (x_t - alpha MU) / sqrt(alpha^2 S^2 + sigma^2)."""
+    return MU + S * (x - alpha * MU) / np.sqrt(alpha**2 * S**2 + sigma**2)
+
+
+def ode_to(x, alpha, sigma, alpha_to, sigma_to):
+    """The probability-flow ODE from x_t to x_t' (the same standardised value at both ends)."""
+    return alpha_to * MU + np.sqrt(alpha_to**2 * S**2 + sigma_to**2) * (x - alpha * MU) / np.sqrt(
+        alpha**2 * S**2 + sigma**2
+    )
+
+
+class GaussianTeacher(torch.nn.Module):
+    """The exact model of N(MU, S^2) data, predicting epsilon or v from its E[x_0 | x_t]."""
+
+    def __init__(self, alphas_cumprod: torch.Tensor, prediction: str):
+        super().__init__()
+        self.alphas_cumprod, self.prediction = alphas_cumprod.double(), prediction
+
+    def forward(self, x, t):
+        alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        alpha, sigma = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+        x_0 = gaussian_denoiser(x.double(), alpha, sigma)
+        eps = (x.double() - alpha * x_0) / sigma
+        out = eps if self.prediction == "epsilon" else alpha * eps - sigma * x_0
+        return SimpleNamespace(sample=out.to(x.dtype))
+
+
+class ClosedFormStudent(torch.nn.Module):
+    """A v-predicting model whose f(x, t) = c_skip x + c_out x_0 is the ODE's map to x_0 (+ `offset` in v)."""
+
+    def __init__(self, alphas_cumprod: torch.Tensor, offset: float = 0.0):
+        super().__init__()
+        self.alphas_cumprod, self.offset = alphas_cumprod.double(), offset
+
+    def forward(self, x, t):
+        alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        alpha, sigma, x = alpha_bar.sqrt(), (1 - alpha_bar).sqrt(), x.double()
+        f = ode_to_x_0(x, alpha, sigma)
+        c_skip, c_out = (c.view(-1, 1, 1, 1) for c in consistency_scalings(t))
+        x_0 = torch.where(c_out > 0, (f - c_skip * x) / c_out.clamp(min=1e-30), f)  # at t = 0, f(x, 0) = x anyway
+        return SimpleNamespace(sample=((alpha * x - x_0) / sigma + self.offset).to(torch.float32))
+
+
+@pytest.mark.parametrize(
+    "beta_schedule, prediction, clip", [("linear", "epsilon", True), ("squaredcos_cap_v2", "v_prediction", False)]
+)
+def test_the_teacher_step_and_the_target_on_gaussian_data_match_their_closed_forms(beta_schedule, prediction, clip):
+    """
+    The exact denoiser of N(MU, S^2) data as teacher, at every point of the student's grid (k = 20): its DDIM step
+    is the closed form (and within DDIM's error of the ODE), the loss is the pseudo-Huber distance of the closed
+    forms; a student equal to the ODE's map to x_0 has a loss within DDIM's error of 0, one perturbed does not.
+    """
+    scheduler = DDPMHubScheduler(beta_schedule=beta_schedule, prediction_type="v_prediction", clip_sample=clip)
+    alphas = scheduler.alphas_cumprod.double()
+    teacher, exact = GaussianTeacher(alphas, prediction), ClosedFormStudent(alphas)
+    objective = ConsistencyObjective(scheduler, teacher, prediction, exact, skip=20, clip_sample=clip)
+    t = consistency_timesteps(1000, 20)
+    assert t[0] == 19 and t[-1] == 999 and len(t) == 50
+    generator = torch.Generator().manual_seed(0)
+    x_0 = MU + S * torch.randn(len(t), 1, 4, 4, generator=generator, dtype=torch.float64)
+    noise = torch.randn(x_0.shape, generator=generator, dtype=torch.float64)
+    t_prev = (t - 20).clamp(min=0)
+    a, s = alphas[t].sqrt().view(-1, 1, 1, 1).numpy(), (1 - alphas[t]).sqrt().view(-1, 1, 1, 1).numpy()
+    a2, s2 = alphas[t_prev].sqrt().view(-1, 1, 1, 1).numpy(), (1 - alphas[t_prev]).sqrt().view(-1, 1, 1, 1).numpy()
+    x_t = a * x_0.numpy() + s * noise.numpy()
+
+    # the teacher's DDIM step (eta = 0) from t to t - k, in closed form
+    x0_hat = gaussian_denoiser(x_t, a, s)
+    x0_hat = np.clip(x0_hat, -1, 1) if clip else x0_hat
+    expected = a2 * x0_hat + s2 * (x_t - a * x0_hat) / s
+    stepped = teacher_ddim_step(objective, torch.from_numpy(x_t), t, t_prev, ConditionBatch(), clip).numpy()
+    np.testing.assert_allclose(stepped, expected, atol=2e-5)
+    ode = ode_to(x_t, a, s, a2, s2)  # DDIM's local error is second order: small against the step itself
+    big = 8 * x_t  # off the data: the denoiser's x_0 leaves [-1, 1], clipped only by a teacher that clips
+    x0_big = gaussian_denoiser(big, a, s)
+    assert np.abs(x0_big).max() > 1.5
+    x0_big = np.clip(x0_big, -1, 1) if clip else x0_big
+    stepped_big = teacher_ddim_step(objective, torch.from_numpy(big), t, t_prev, ConditionBatch(), clip).numpy()
+    np.testing.assert_allclose(stepped_big, a2 * x0_big + s2 * (big - a * x0_big) / s, rtol=1e-5, atol=1e-4)
+    assert np.abs(stepped - ode).max() < 0.03  # DDIM's local error: largest at t = 19, where log-SNR moves most
+
+    # the loss: pseudo-Huber between the closed forms of f at (x_t, t) and at (x^_{t-k}, t - k); f(x, 0) = x
+    c = 0.001 * 4
+    target = np.where(t_prev.view(-1, 1, 1, 1).numpy() == 0, expected, ode_to_x_0(expected, a2, s2))
+    difference = ode_to_x_0(x_t, a, s) - target
+    expected_loss = np.sqrt((difference.reshape(len(t), -1) ** 2).sum(axis=1) + c**2) - c
+    loss = objective(exact, x_0, timesteps=t, noise=noise)
+    assert loss.shape == (50,)
+    np.testing.assert_allclose(loss.numpy(), expected_loss, atol=2e-5)
+    assert float(loss.mean()) < 0.01  # DDIM's error only
+    perturbed = objective(ClosedFormStudent(alphas, offset=0.05), x_0, timesteps=t, noise=noise)
+    assert float(perturbed.mean()) > 5 * float(loss.mean()) + 0.01
+    # f at t = 0 is the identity: the first point's target is the teacher's x^_0 itself
+    target_0 = objective.consistency_function(exact, torch.from_numpy(x_t[:1]), t_prev[:1], None)
+    assert torch.equal(target_0, torch.from_numpy(x_t[:1]).float())
+
+    with pytest.raises(ValueError, match="student's points"):
+        objective(exact, x_0, timesteps=t + 1, noise=noise)
+
+
+class AffineStudent(torch.nn.Module):
+    """v = a_t x + b_t, a table per timestep: it can be any f that is affine in x, as Gaussian data's are."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Parameter(torch.zeros(1000)), torch.nn.Parameter(torch.zeros(1000))
+
+    def forward(self, x, t):
+        return SimpleNamespace(sample=self.a[t].view(-1, 1, 1, 1) * x + self.b[t].view(-1, 1, 1, 1))
+
+
+def test_training_on_the_objective_finds_the_consistency_function_of_the_teachers_ddim_chain():
+    """
+    An affine student trained by the objective, its target network updated by the run's `end_step`, on Gaussian data
+    with the exact teacher: at every point f becomes the map of the teacher's DDIM chain down to t = 0 (closed form:
+    the DDIM steps composed), which lies within DDIM's error of the ODE's map to x_0.
+    """
+    scheduler = DDPMHubScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction", clip_sample=False)
+    alphas = scheduler.alphas_cumprod.double()
+    student = AffineStudent()
+    options = DistillOptions(distill_from="teacher", distill_method="consistency")
+    distillation = ConsistencyDistillation(options, student, "epsilon", False, scheduler, channels_last=False)
+    distillation.teacher = GaussianTeacher(alphas, "epsilon")
+    objective = distillation.objective()
+    points = consistency_timesteps(1000, 20)
+    x = torch.randn(len(points), 1, 2, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    chain, t = x.clone(), points.clone()  # the teacher's DDIM steps from each point down to 0
+    while bool((t > 0).any()):
+        stepped = teacher_ddim_step(objective, chain, t, (t - 20).clamp(min=0), ConditionBatch(), clip=False)
+        chain, t = torch.where((t > 0).view(-1, 1, 1, 1), stepped.double(), chain), (t - 20).clamp(min=0)
+    a, s = alphas[points].sqrt().view(-1, 1, 1, 1), (1 - alphas[points]).sqrt().view(-1, 1, 1, 1)
+    assert 0.005 < float((chain - ode_to_x_0(x, a, s)).abs().max()) < 0.2  # DDIM's k = 20 steps, not the ODE
+
+    def error():
+        with torch.no_grad():
+            return float((objective.consistency_function(student, x.float(), points, None) - chain).abs().max())
+
+    assert error() > 0.5
+    optimizer, generator = torch.optim.Adam(student.parameters(), lr=1e-2), torch.Generator().manual_seed(0)
+    for _ in range(1500):
+        loss = objective(student, MU + S * torch.randn(256, 1, 2, 2, generator=generator), generator).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        distillation.end_step(SimpleNamespace(unet=student))
+    assert error() < 0.03
+    assert not torch.equal(distillation.target.a, student.a)  # an average of the student, behind it
+
+
+def test_the_scalings_are_lcm_schedulers_and_f_is_the_identity_at_t_0():
+    sampler = LCMScheduler()
+    t = torch.arange(1000)
+    c_skip, c_out = consistency_scalings(t, sampler.config.timestep_scaling)
+    theirs = [sampler.get_scalings_for_boundary_condition_discrete(int(i)) for i in t]
+    np.testing.assert_allclose(c_skip.numpy(), [a for a, _ in theirs], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(c_out.numpy(), [b for _, b in theirs], rtol=1e-12, atol=0)
+    assert float(c_skip[0]) == 1.0 and float(c_out[0]) == 0.0
+    assert float(c_skip[19]) < 1e-5 and abs(float(c_out[19]) - 1) < 1e-5  # the grid's first point: x_0 read out
+    assert consistency_scalings(t, 5.0)[0][19] != c_skip[19]  # the sampler's timestep_scaling counts
+
+    # f(x, 0) = x whatever the network outputs
+    scheduler = DDPMHubScheduler(prediction_type="v_prediction")
+    objective = ConsistencyObjective(scheduler, None, "epsilon", None, skip=20)
+    x = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+
+    def noisy(x, t):
+        return SimpleNamespace(sample=torch.randn(x.shape, generator=torch.Generator().manual_seed(1)))
+
+    assert torch.equal(objective.consistency_function(noisy, x, torch.tensor([0, 0]), None), x)
+
+    # LCMScheduler's step computes the student's f: what the student learns is what it samples with
+    sampler = consistency_scheduler(scheduler.config, 20)
+    sampler.register_to_config(clip_sample=False)
+    sampler.set_timesteps(4)
+    assert sampler.timesteps.tolist() == [999, 759, 499, 259]
+    assert set(sampler.timesteps.tolist()) <= set(consistency_timesteps(1000, 20).tolist())
+    for step in sampler.timesteps:
+        t = step.repeat(2)
+        denoised = sampler.step(noisy(x, t).sample, step, x, generator=torch.Generator().manual_seed(2)).denoised
+        torch.testing.assert_close(denoised, objective.consistency_function(noisy, x, t, None), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("beta_schedule", ["linear", "squaredcos_cap_v2", "cosine", "sigmoid"])
+def test_the_students_sampler_is_the_teachers_chain(beta_schedule):
+    """LCMScheduler built from the teacher's config: its betas (ddpm_hub's own schedules as numbers), v, T / k."""
+    teacher = DDPMHubScheduler(beta_schedule=beta_schedule, clip_sample=False)
+    sampler = consistency_scheduler(teacher.config, 25)
+    assert isinstance(sampler, LCMScheduler) and torch.equal(sampler.alphas_cumprod, teacher.alphas_cumprod)
+    assert sampler.config.original_inference_steps == 40 and sampler.config.prediction_type == "v_prediction"
+    assert sampler.config.clip_sample is False
+    assert pseudo_huber(torch.zeros(1, 4), torch.zeros(1, 4)).item() == 0.0
+
+
+def test_consistency_options_are_checked_before_any_work(tmp_path):
+    teacher = tmp_path / "teacher"
+    Source.of("ddpm-tiny-8").build().save_pretrained(teacher)
+    common = [*TINY, "--distill_from", str(teacher), "--distill_method", "consistency"]
+    options, _ = check([*common, "--output_dir", str(tmp_path / "a")])
+    assert options.length.max_train_steps == 2000 and options.model.prediction_type == "v_prediction"
+    options, _ = check([*common, "--max_train_steps", "7", "--output_dir", str(tmp_path / "a")])
+    assert options.length.max_train_steps == 7
+    cases = {
+        ("--distill_calls", "8,4"): "--distill_method consistency: --distill_calls set progressive",
+        ("--distill_steps_per_stage", "3"): "--distill_steps_per_stage set progressive",
+        ("--snr_gamma", "5"): "--snr_gamma (the consistency loss is a pseudo-Huber distance)",
+        ("--consistency_skip", "30"): "--consistency_skip 30: the teacher's T = 1000 timesteps must be a multiple",
+        ("--consistency_calls", "60"): "--consistency_calls 60: at most the student's 50 points",
+    }
+    for extra, message in cases.items():
+        with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            check([*common, *extra, "--output_dir", str(tmp_path / "b")])
+    with pytest.raises(UsageError, match="--consistency_calls: options of --distill_method consistency"):
+        check([*TINY, "--distill_from", str(teacher), "--consistency_calls", "2", "--output_dir", str(tmp_path / "c")])
+    options, _ = parse_options(["--config", str(ROOT / "training" / "configs" / "ddpm-digits-16-consistency.yaml")])
+    d = options.distillation
+    assert (d.distill_from, d.distill_method, d.consistency_calls) == ("runs/ddpm-digits-16", "consistency", 4)
+    assert options.length.max_train_steps == 2000
+    with pytest.raises(UsageError, match="--distill_method: these distil a trained model; give it with"):
+        check([*TINY, "--distill_method", "consistency", "--output_dir", str(tmp_path / "d")])
+
+
+@pytest.mark.slow
+def test_consistency_distillation_resumes_bit_identically_and_the_student_loads_both_ways(tmp_path):
+    """
+    A tiny teacher distilled for 4 steps; the same run killed after checkpoint 2 (its target network in it) and
+    resumed: the same student. It samples with LCMScheduler in 2 calls by default, installed and through plain
+    diffusers alike, and its card names the method.
+    """
+    teacher = tmp_path / "teacher"
+    Source.of("ddpm-tiny-8").build(seed=0).save_pretrained(teacher)
+    common = [*TINY, "--distill_from", str(teacher), "--distill_method", "consistency", "--max_train_steps", "4"]
+    common += ["--consistency_calls", "2", "--checkpointing_steps", "2", "--learning_rate", "1e-3"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    check_ok(run_script([*common, "--output_dir", str(a)]))
+    assert summary(a)["steps"] == 4 and summary(a)["samples"]["steps"] == 2
+    killed = run_script([*common, "--output_dir", str(b)], script=LAUNCHER, env={"FAULT_KILL_AFTER_CHECKPOINT": "2"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert (list_checkpoints(b / "checkpoints")[-1] / TARGET_FOLDER).is_dir()
+    check_ok(run_script([*common, "--output_dir", str(b), "--resume_from_checkpoint", "latest"]))
+    assert summary(b)["resumed_from_step"] == 2
+    assert_bit_identical(unet_weights(a), unet_weights(b))
+    target_a, target_b = (load_target(folder) for folder in (a, b))
+    assert_bit_identical(target_a, target_b)  # the target network too, restored from checkpoint 2 and updated on
+    assert not torch.equal(unet_weights(a)["conv_in.weight"], target_a["conv_in.weight"])
+
+    student = DDPMHubPipeline.from_pretrained(a)
+    assert isinstance(student.scheduler, LCMScheduler) and student.default_num_inference_steps == 2
+    assert student.scheduler.config.original_inference_steps == 50
+    assert student.scheduler.config.prediction_type == "v_prediction"
+    ours = student(batch_size=2, generator=torch.Generator().manual_seed(0), output_type="np").images
+    assert student.scheduler.timesteps.tolist() == [999, 499]
+    again = student(batch_size=2, generator=torch.Generator().manual_seed(0), output_type="np").images
+    np.testing.assert_array_equal(ours, again)  # LCMScheduler's noise between the calls comes from the generator
+    plain = DiffusionPipeline.from_pretrained(a, trust_remote_code=True)
+    assert isinstance(plain.scheduler, LCMScheduler)
+    theirs = plain(batch_size=2, generator=torch.Generator().manual_seed(0), output_type="np").images
+    np.testing.assert_array_equal(ours, theirs)
+    card = str(render_model_card(a, "you/tiny-consistency"))
+    assert "by consistency distillation (Song et al. 2023; in DDPM time as LCM, Luo et al. 2023): 4 steps" in card
+    assert "it samples in 2 LCMScheduler call(s) by default" in card and "with 2 LCMScheduler calls" in card
+
+
+def load_target(output_dir):
+    from safetensors.torch import load_file
+
+    return load_file(
+        list_checkpoints(output_dir / "checkpoints")[-1] / TARGET_FOLDER / "diffusion_pytorch_model.safetensors"
+    )
