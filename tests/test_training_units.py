@@ -300,6 +300,24 @@ def test_ema_warmup_and_update():
     assert ema.num_updates == 2 and not ema.model.weight.requires_grad
 
 
+def test_the_ema_of_a_t5_encoder_with_tied_embeddings_saves_and_loads(tmp_path):
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(vocab_size=12, d_model=8, d_kv=4, d_ff=8, num_layers=1, num_heads=2, decoder_start_token_id=0)
+    encoder = T5EncoderModel(config)
+    assert encoder.encoder.embed_tokens.weight is encoder.shared.weight  # save_pretrained writes it once
+    ema = EMA(encoder)
+    with torch.no_grad():
+        encoder.shared.weight.add_(1.0)
+    ema.update(encoder)
+    ema.save(tmp_path / "ema")
+    fresh = EMA(T5EncoderModel(config))
+    fresh.load(tmp_path / "ema", num_updates=1)  # a resumed run: strict, the tied copy allowed to be absent
+    for (name, mine), theirs in zip(fresh.model.state_dict().items(), ema.model.state_dict().values(), strict=True):
+        assert torch.equal(mine, theirs), name
+    assert fresh.model.encoder.embed_tokens.weight is fresh.model.shared.weight and fresh.num_updates == 1
+
+
 def test_checkpoint_commit_latest_and_prune(tmp_path):
     for step in (2, 4, 6):
         temporary = temporary_checkpoint_dir(tmp_path, step)

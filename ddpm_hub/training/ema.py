@@ -42,10 +42,14 @@ class EMA:
         self.model.save_pretrained(folder, safe_serialization=True)
 
     def load(self, folder: str | os.PathLike, num_updates: int) -> None:
-        from safetensors.torch import load_file
+        """
+        The averaged weights saved by `save`. safetensors' `load_model` (strict) accepts a file without the copies of
+        tied weights that `save_pretrained` leaves out (a T5 encoder's `encoder.embed_tokens`, which is `shared`).
+        """
+        from safetensors.torch import load_model
 
         files = sorted(Path(folder).glob("*.safetensors"))
         if not files:
             raise InputNotFoundError(f"No EMA weights (*.safetensors) in {folder}; was the checkpoint saved with EMA?")
-        self.model.load_state_dict(load_file(files[0], device=str(next(self.model.parameters()).device)))
+        load_model(self.model, files[0], strict=True, device=str(next(self.model.parameters()).device))
         self.num_updates = num_updates
