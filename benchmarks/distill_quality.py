@@ -8,7 +8,8 @@ the Fréchet distance, in the repo's digit classifier's features, of `--num_imag
 divided by the distance of as many real held-out digits to it (the floor: 1.0 means "as close as real digits are").
 The teacher is sampled by DDIM and DPM-Solver++ at 20 and at the students' numbers of calls, with the timesteps its
 scheduler config gives ("leading" for this project's configurations: 4 DDIM steps start at t = 750) and with
-"trailing" ones (starting at t = 999, as the students do); each student by its own DDIM sampler in its own calls.
+"trailing" ones (starting at t = 999, as the students do); each student by its own sampler (DDIM, or LCMScheduler
+for a consistency student) in its own calls.
 The same noise for image i in every row (`ddpm_hub.pipelines.sampling`). Prints a Markdown table and one JSON line;
 writes distill_quality.md and .json into --output_dir (default: the first student's folder).
 """
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from diffusers import LCMScheduler
 
 if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -72,7 +74,9 @@ def main(argv=None) -> None:
         table += rows(spaced, f"teacher {args.teacher}", samplers, spacing)
     for name, student in zip(args.students, students):
         steps = student.default_num_inference_steps
-        table += rows(student, f"student {name}", [Sampler("ddim", steps)], student.scheduler.config.timestep_spacing)
+        kind = "lcm" if isinstance(student.scheduler, LCMScheduler) else "ddim"  # its own sampler
+        spacing = "LCM" if kind == "lcm" else student.scheduler.config.timestep_spacing
+        table += rows(student, f"student {name}", [Sampler(kind, steps)], spacing)
     seconds = time.perf_counter() - started
 
     lines = [

@@ -1,4 +1,5 @@
-"""The diffusion objectives: L_simple (DDPM Algorithm 1, eq. 14) and the variational bound terms (eqs. 5, 13).
+"""The diffusion objectives: L_simple (DDPM Algorithm 1, eq. 14) and the variational bound terms (eqs. 5, 13); the
+distillation objectives: progressive (Salimans & Ho 2022) and consistency (Song et al. 2023, as LCM).
 
 Shapes: images `[N x C x H x W]`, timesteps `[N]`; every loss here is returned per sample, `[N]`, so that callers can
 weight, average or sum as they need (training averages, the likelihood sums over timesteps).

@@ -23,6 +23,7 @@ from ddpm_hub.losses import (
     teacher_ddim_step,
 )
 from ddpm_hub.pipelines import Source
+from ddpm_hub.pipelines.sampling import sample_images, with_sampler
 from ddpm_hub.shipped.conditioning_ddpm_hub import ConditionBatch
 from ddpm_hub.shipped.scheduling_ddpm_hub import DDPMHubScheduler
 from ddpm_hub.training.checkpoint_folders import list_checkpoints
@@ -220,6 +221,29 @@ def test_the_scalings_are_lcm_schedulers_and_f_is_the_identity_at_t_0():
         torch.testing.assert_close(denoised, objective.consistency_function(noisy, x, t, None), rtol=1e-5, atol=1e-5)
 
 
+def test_teacher_target_and_student_are_called_with_the_batchs_condition():
+    """A class-conditional (or text, or latent) teacher: the run's ConditionBatch reaches all three networks."""
+    seen = {}
+
+    class Recorder(torch.nn.Module):
+        def __init__(self, name):
+            super().__init__()
+            self.name, self.weight = name, torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x, t, class_labels=None):
+            seen[self.name] = class_labels.tolist()
+            return SimpleNamespace(sample=x * self.weight)
+
+    scheduler = DDPMHubScheduler(prediction_type="v_prediction")
+    objective = ConsistencyObjective(scheduler, Recorder("teacher"), "epsilon", Recorder("target"), skip=20)
+    condition = ConditionBatch(kwargs={"class_labels": torch.tensor([3, 10])})  # 10: the null label, dropped
+    loss = objective(
+        Recorder("student"), torch.zeros(2, 1, 4, 4), torch.Generator().manual_seed(0), condition=condition
+    )
+    loss.sum().backward()
+    assert seen == {"teacher": [3, 10], "target": [3, 10], "student": [3, 10]}
+
+
 @pytest.mark.parametrize("beta_schedule", ["linear", "squaredcos_cap_v2", "cosine", "sigmoid"])
 def test_the_students_sampler_is_the_teachers_chain(beta_schedule):
     """LCMScheduler built from the teacher's config: its betas (ddpm_hub's own schedules as numbers), v, T / k."""
@@ -295,6 +319,12 @@ def test_consistency_distillation_resumes_bit_identically_and_the_student_loads_
     assert isinstance(plain.scheduler, LCMScheduler)
     theirs = plain(batch_size=2, generator=torch.Generator().manual_seed(0), output_type="np").images
     np.testing.assert_array_equal(ours, theirs)
+    # `ddpm-hub sample --sampler lcm` and benchmarks/distill_quality.py: its own sampler, image i from seed + i
+    lcm = with_sampler(student, "lcm")
+    assert dict(lcm.scheduler.config) == dict(student.scheduler.config)
+    batched = sample_images(lcm, range(3), seed=5, call_kwargs={"num_inference_steps": 2})
+    alone = sample_images(lcm, [2], seed=5, call_kwargs={"num_inference_steps": 2})
+    assert batched.shape == (3, 3, 8, 8) and torch.equal(batched[2:], alone)
     card = str(render_model_card(a, "you/tiny-consistency"))
     assert "by consistency distillation (Song et al. 2023; in DDPM time as LCM, Luo et al. 2023): 4 steps" in card
     assert "it samples in 2 LCMScheduler call(s) by default" in card and "with 2 LCMScheduler calls" in card

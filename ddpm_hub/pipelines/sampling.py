@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, LCMScheduler, UniPCMultistepScheduler
 
 from ..errors import UsageError
 from ..pictures import to_uint8
@@ -42,6 +42,7 @@ SAMPLERS: dict[str, SamplerKind] = {
         {"algorithm_type": "sde-dpmsolver++", "solver_order": 2},
     ),
     "unipc": SamplerKind(UniPCMultistepScheduler, "UniPC"),
+    "lcm": SamplerKind(LCMScheduler, "LCM (consistency student)"),  # a consistency-distilled student's own sampler
 }
 
 

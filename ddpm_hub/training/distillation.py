@@ -12,6 +12,11 @@ The student is saved as an ordinary pipeline folder whose scheduler is DDIM on i
 (`student_scheduler`), with `default_num_inference_steps` set to its last stage's calls: `from_pretrained` samples in
 that many steps by default. Classifier-free guidance is not distilled in (Meng et al. 2023 do): the student learns
 the teacher's conditional and null-label outputs, and guidance is applied when it samples, as for the teacher.
+
+`--distill_method consistency` (`ConsistencyDistillation`) trains a consistency model instead (Song et al. 2023, in
+DDPM time as LCM, Luo et al. 2023; `ddpm_hub.losses.ConsistencyObjective`): one teacher DDIM step of k timesteps per
+example, a target network (an EMA of the student) in every checkpoint, `--max_train_steps` long; the student is saved
+with diffusers' LCMScheduler (`consistency_scheduler`) and samples in `--consistency_calls` calls by default.
 """
 
 import contextlib
