@@ -283,17 +283,34 @@ def test_consistency_options_are_checked_before_any_work(tmp_path):
         check([*TINY, "--distill_method", "consistency", "--output_dir", str(tmp_path / "d")])
 
 
+def test_resuming_with_another_method_or_consistency_setting_names_what_differs():
+    from ddpm_hub.training.checkpoint_folders import record_differences
+
+    options = DistillOptions(distill_from="teacher", distill_method="consistency")
+    scheduler = DDPMHubScheduler(prediction_type="v_prediction")
+    record = ConsistencyDistillation(options, AffineStudent(), "epsilon", True, scheduler, False).record()
+    progressive = {"method": "progressive", "calls": [4, 2], "steps_per_stage": 3}
+    assert record_differences({"distillation": progressive}, {"distillation": record}) == [
+        "distillation.method: 'progressive' in the checkpoint, 'consistency' in this run (--distill_method)"
+    ]
+    other = {**record, "skip": 10, "target_decay": 0.9}
+    assert record_differences({"distillation": other}, {"distillation": record}) == [
+        "distillation.skip: 10 in the checkpoint, 20 in this run (--consistency_skip)",
+        "distillation.target_decay: 0.9 in the checkpoint, 0.95 in this run (--consistency_target_decay)",
+    ]
+
+
 @pytest.mark.slow
 def test_consistency_distillation_resumes_bit_identically_and_the_student_loads_both_ways(tmp_path):
     """
-    A tiny teacher distilled for 4 steps; the same run killed after checkpoint 2 (its target network in it) and
-    resumed: the same student. It samples with LCMScheduler in 2 calls by default, installed and through plain
-    diffusers alike, and its card names the method.
+    A tiny teacher distilled for 4 steps (with --use_ema); the same run killed after checkpoint 2 (its target network
+    in it) and resumed: the same student. It samples with LCMScheduler in 2 calls by default, installed and through
+    plain diffusers alike, and its card names the method.
     """
     teacher = tmp_path / "teacher"
     Source.of("ddpm-tiny-8").build(seed=0).save_pretrained(teacher)
     common = [*TINY, "--distill_from", str(teacher), "--distill_method", "consistency", "--max_train_steps", "4"]
-    common += ["--consistency_calls", "2", "--checkpointing_steps", "2", "--learning_rate", "1e-3"]
+    common += ["--consistency_calls", "2", "--checkpointing_steps", "2", "--learning_rate", "1e-3", "--use_ema"]
     a, b = tmp_path / "a", tmp_path / "b"
     check_ok(run_script([*common, "--output_dir", str(a)]))
     assert summary(a)["steps"] == 4 and summary(a)["samples"]["steps"] == 2
