@@ -290,6 +290,7 @@ class TrainingSummary:
     samples: SamplesRecord = field(default_factory=SamplesRecord)
     weights_sha256_per_rank: list = field(default_factory=list)
     validation: dict | None = None  # held-out metrics: held_out_images, loss, bits_per_dim, ...
+    distillation: dict | None = None  # a distilled student: the method, its teacher, the calls it samples in, ...
 
     def write(self, folder: str | os.PathLike) -> None:
         write_json(Path(folder, SUMMARY_FILE), asdict(self))

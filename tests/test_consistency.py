@@ -314,6 +314,10 @@ def test_consistency_distillation_resumes_bit_identically_and_the_student_loads_
     a, b = tmp_path / "a", tmp_path / "b"
     check_ok(run_script([*common, "--output_dir", str(a)]))
     assert summary(a)["steps"] == 4 and summary(a)["samples"]["steps"] == 2
+    facts = summary(a)["distillation"]
+    assert (facts["method"], facts["skip"], facts["points"], facts["sampler"], facts["calls"]) == (
+        "consistency", 20, 50, "LCMScheduler", 2
+    )  # fmt: skip
     killed = run_script([*common, "--output_dir", str(b)], script=LAUNCHER, env={"FAULT_KILL_AFTER_CHECKPOINT": "2"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert (list_checkpoints(b / "checkpoints")[-1] / TARGET_FOLDER).is_dir()

@@ -30,7 +30,7 @@ from accelerate.logging import get_logger
 from diffusers import DDIMScheduler, LCMScheduler, UNet2DModel
 
 from ..errors import UsageError
-from ..losses import ConsistencyObjective, DistillationObjective
+from ..losses import ConsistencyObjective, DistillationObjective, consistency_timesteps
 from ..shipped.scheduling_ddpm_hub import DDPMHubScheduler
 from .options import DistillOptions
 
@@ -120,7 +120,8 @@ class Distillation:
         return self.calls[self.stage]
 
     def card_facts(self, teacher_name: str) -> dict:
-        return {"teacher": teacher_name, "stages": list(self.calls), "calls": self.calls_now}
+        """What the training summary says of the distillation."""
+        return {"method": "progressive", "teacher": teacher_name, "stages": list(self.calls), "calls": self.calls_now}
 
     def end_step(self, run) -> None:
         """After each optimizer step: nothing (a stage's teacher changes at the next stage's first step)."""
@@ -213,6 +214,15 @@ class ConsistencyDistillation:
 
     def sampling_scheduler(self, config) -> LCMScheduler:
         return consistency_scheduler(config, self.options.consistency_skip)
+
+    def card_facts(self, teacher_name: str) -> dict:
+        """What the training summary says of the distillation."""
+        d = self.options
+        return {
+            "method": "consistency", "teacher": teacher_name, "skip": d.consistency_skip,
+            "points": len(consistency_timesteps(self.scheduler.config.num_train_timesteps, d.consistency_skip)),
+            "target_decay": d.consistency_target_decay, "sampler": "LCMScheduler", "calls": self.calls_now,
+        }  # fmt: skip
 
     def record(self) -> dict:
         """What a checkpoint records: what fixes the objective of each step (the calls only choose the grids')."""

@@ -109,6 +109,8 @@ def stream_report(run: Run) -> ImageDatasetReport:
 def write_summary(run: Run, result, checksums: list[str]) -> None:
     summary = run_summary(run, result, checksums, run.unet)
     summary.samples = SamplesRecord(**samples_record(run, run.options.validation))
+    if run.distillation is not None:
+        summary.distillation = run.distillation.card_facts(run.options.distillation.distill_from)
     summary.write(run.output_dir)
 
 
