@@ -143,14 +143,13 @@ def consistency_scheduler(config, skip: int) -> LCMScheduler:
     accepted = inspect.signature(LCMScheduler.__init__).parameters
     settings = {key: value for key, value in dict(config).items() if key in accepted}
     settings.update(prediction_type=STUDENT_PREDICTION, original_inference_steps=config["num_train_timesteps"] // skip)
-    chain = DDPMHubScheduler.from_config(config).alphas_cumprod
+    chain = DDPMHubScheduler.from_config(config)
     try:
         scheduler = LCMScheduler.from_config(settings)
     except NotImplementedError:  # a schedule of ddpm_hub's own (cosine, sigmoid): its betas as numbers
         scheduler = None
-    if scheduler is None or not torch.equal(scheduler.alphas_cumprod, chain):
-        betas = DDPMHubScheduler.from_config(config).betas.tolist()
-        scheduler = LCMScheduler.from_config({**settings, "trained_betas": betas})
+    if scheduler is None or not torch.equal(scheduler.alphas_cumprod, chain.alphas_cumprod):
+        scheduler = LCMScheduler.from_config({**settings, "trained_betas": chain.betas.tolist()})
     return scheduler
 
 
