@@ -229,7 +229,8 @@ class DistillationObjective:
     one DDIM step from t to t'' what the teacher does in two (t to t' to t''), on the student's `calls` steps.
 
     - t is a student timestep (drawn uniformly among `calls`), z_t = alpha_t x_0 + sigma_t eps (eq. 4);
-    - the teacher takes two deterministic DDIM steps, t -> t' -> t'', from its x_0 predictions (clipped to [-1, 1]);
+    - the teacher takes two deterministic DDIM steps, t -> t' -> t'', from its x_0 predictions (clipped to [-1, 1]
+      when its scheduler clips, `clip_sample`: a latent model's does not);
     - the target is the x_0 that makes one DDIM step of the student from z_t land on the teacher's z_t'':
       x~ = (z_t'' - (sigma_t'' / sigma_t) z_t) / (alpha_t'' - (sigma_t'' / sigma_t) alpha_t);
     - the loss is max(SNR_t, 1) || x_0(student) - x~ ||^2 averaged over dimensions ("truncated SNR" weighting: the
@@ -245,6 +246,7 @@ class DistillationObjective:
     calls: int  # the student's number of steps in this stage
     channels_last: bool = False
     teacher_context: Callable = contextlib.nullcontext  # e.g. the accelerator's autocast: the teacher is not prepared
+    clip_sample: bool = True  # the teacher's scheduler's
 
     def __call__(
         self,
@@ -287,7 +289,7 @@ class DistillationObjective:
         return alpha_sigma(self.scheduler, timesteps, like)
 
     def _teacher_step(self, z: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, condition) -> torch.Tensor:
-        return teacher_ddim_step(self, z, t, t_next, condition, clip=True)
+        return teacher_ddim_step(self, z, t, t_next, condition, clip=self.clip_sample)
 
 
 def alpha_sigma(scheduler, timesteps: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -108,6 +108,28 @@ def test_the_stage_target_is_two_teacher_ddim_steps_in_closed_form(calls):
         objective(Student(), x_0, timesteps=timesteps + 1, noise=noise)
 
 
+def test_a_teacher_whose_scheduler_does_not_clip_is_not_clipped():
+    """A latent teacher (clip_sample false) takes its DDIM steps from its x_0 as predicted, beyond [-1, 1] too."""
+    from ddpm_hub.shipped.condition_batch_ddpm_hub import ConditionBatch
+
+    scheduler = DDPMHubScheduler(prediction_type="v_prediction")
+    alphas = scheduler.alphas_cumprod
+    z = 40 * torch.randn(4, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    t, t_next = torch.full((4,), 499), torch.full((4,), 249)
+    expected = {}
+    for clip in (True, False):
+        x0 = alphas.double()[499].sqrt() * S**2 / (alphas.double()[499] * S**2 + 1 - alphas.double()[499]) * z
+        x0 = x0.clamp(-1, 1) if clip else x0
+        eps = (z - alphas.double()[499].sqrt() * x0) / (1 - alphas.double()[499]).sqrt()
+        expected[clip] = alphas.double()[249].sqrt() * x0 + (1 - alphas.double()[249]).sqrt() * eps
+    assert not torch.allclose(expected[True], expected[False])  # the predicted x_0 leaves [-1, 1] here
+    for clip in (True, False):
+        teacher = GaussianDenoiser(alphas, "epsilon")
+        objective = DistillationObjective(scheduler, teacher, "epsilon", 2, clip_sample=clip)
+        stepped = objective._teacher_step(z, t, t_next, ConditionBatch())
+        assert torch.allclose(stepped, expected[clip], rtol=1e-6, atol=1e-6)
+
+
 def test_distillation_options_are_checked_before_any_work(tmp_path):
     with pytest.raises(UsageError, match="configuration without weights"):
         check([*TINY, "--distill_from", "ddpm-tiny-8", "--output_dir", str(tmp_path / "a")])

@@ -81,8 +81,9 @@ class Distillation:
     def objective(self) -> DistillationObjective:
         prediction = self.first_prediction_type if self.stage == 0 else STUDENT_PREDICTION
         return DistillationObjective(
-            self.scheduler, self.teacher, prediction, self.calls[self.stage], self.channels_last, self.teacher_context
-        )
+            self.scheduler, self.teacher, prediction, self.calls[self.stage], self.channels_last, self.teacher_context,
+            clip_sample=bool(self.scheduler.config.clip_sample),  # a latent teacher does not clip
+        )  # fmt: skip
 
     def begin_step(self, run, step: int) -> None:
         """Before optimizer step `step`: at a stage's first step, the student so far becomes the teacher."""
