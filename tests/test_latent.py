@@ -143,6 +143,22 @@ def test_vae_options_are_checked_before_any_work(tmp_path):
         check(["--pipeline", str(config), "--vae", str(tmp_path / "vae"), "--output_dir", str(tmp_path / "vae")])
     options, source = check(["--pipeline", str(config), "--vae", str(tmp_path / "vae"), "--output_dir", "x"])
     assert options.data.resolution == 32  # the pixels of its 8x8 latents (f = 4): the default resolution
+    with pytest.raises(UsageError, match="--vae_scaling_factor applies to latent models .* trains in pixels"):
+        check(["--pipeline", "ddpm-tiny-8", "--vae_scaling_factor", "0.5", "--output_dir", "x"])
+
+
+def test_vae_scaling_factor_sets_the_latents_scale_the_pipeline_keeps(tmp_path):
+    from ddpm_hub.training.model import training_pipeline
+
+    config = latent_config(tmp_path)
+    tiny_vae(scaling_factor=0.8).save_pretrained(tmp_path / "vae")
+    args = ["--pipeline", str(config), "--vae", str(tmp_path / "vae"), "--output_dir", "x"]
+    pipelines = [training_pipeline(*check([*args, *extra])) for extra in ([], ["--vae_scaling_factor", "0.2"])]
+    assert [p.vae.config.scaling_factor for p in pipelines] == [0.8, 0.2]
+    x = images(size=32)
+    torch.testing.assert_close(encode(pipelines[1].vae, x), encode(pipelines[0].vae, x) * 0.25)  # z' = z x 0.2
+    pipelines[1].save_pretrained(tmp_path / "saved")
+    assert DDPMHubPipeline.from_pretrained(tmp_path / "saved").vae.config.scaling_factor == 0.2
 
 
 @pytest.mark.slow

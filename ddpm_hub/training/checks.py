@@ -31,6 +31,11 @@ def check_options(o: TrainingOptions) -> tuple[TrainingOptions, Source]:
     o = replace(o, data=o.data.resolved(resolution=pixel_size(source.unet_config["sample_size"], autoencoder)))
     if autoencoder is not None:
         check_autoencoder(autoencoder, source, o.data.training_size)
+    elif o.model.vae_scaling_factor is not None:
+        raise UsageError(
+            f"--vae_scaling_factor applies to latent models (--vae, or a trained latent pipeline); --pipeline "
+            f"{o.model.pipeline} trains in pixels."
+        )
     check_random_crop(o)
     o = resolve_class_dropout(o, source)
     o = resolve_text_options(o, source)

@@ -70,6 +70,8 @@ def training_pipeline(o: TrainingOptions, source: Source):
     autoencoder = autoencoder_of(o.model.vae, o.model.vae_subfolder, source)
     if autoencoder is not None and autoencoder.option == "--vae":  # else the trained pipeline's own, loaded with it
         pipeline.register_modules(vae=autoencoder.load())
+    if o.model.vae_scaling_factor is not None:  # checked: a latent model
+        pipeline.vae.register_to_config(scaling_factor=o.model.vae_scaling_factor)
     if o.conditioning.text_encoder is not None:
         from ..loading.text import load_text_encoder
 

@@ -82,6 +82,14 @@ class ModelOptions:
     vae_subfolder: str | None = option(
         None, "the autoencoder's subfolder inside --vae (a pipeline repo's `vae`)", "model"
     )
+    vae_scaling_factor: float | None = option(
+        None,
+        "the latents the DDPM sees are z' = (z - shift) x this: smaller values let the forward process destroy them "
+        "sooner (input scaling, Chen 2023); saved in the pipeline's vae/config.json (default: the autoencoder's "
+        "scaling_factor, 1/std of its latents)",
+        "model",
+        above=0,
+    )
 
 
 @dataclass(frozen=True)
