@@ -357,3 +357,24 @@ def load_target(output_dir):
     return load_file(
         list_checkpoints(output_dir / "checkpoints")[-1] / TARGET_FOLDER / "diffusion_pytorch_model.safetensors"
     )
+
+
+def test_the_target_network_of_a_text_teacher_is_restored_as_its_own_class(tmp_path):
+    """A checkpoint's target network is read back as the teacher's class (a text model's UNet2DConditionModel)."""
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 8),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=8, attention_head_dim=2, norm_num_groups=4,
+    )  # fmt: skip
+    scheduler = DDPMHubScheduler(prediction_type="v_prediction")
+    options = DistillOptions(distill_from="teacher", distill_method="consistency")
+    saved = ConsistencyDistillation(options, unet, "epsilon", True, scheduler, channels_last=False)
+    with torch.no_grad():
+        for p in saved.target.parameters():
+            p.add_(0.5)
+    saved.save(tmp_path)
+    resumed = ConsistencyDistillation(options, unet, "epsilon", True, scheduler, channels_last=False)
+    resumed.resume(SimpleNamespace(objective=None), 2, tmp_path)
+    assert_bit_identical(resumed.target.state_dict(), saved.target.state_dict())

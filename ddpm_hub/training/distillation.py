@@ -107,7 +107,7 @@ class Distillation:
             path = folder / TEACHER_FOLDER
             if not path.is_dir():
                 raise UsageError(f"{folder} holds no {TEACHER_FOLDER}: it is not a checkpoint of this distillation.")
-            self.teacher.load_state_dict(UNet2DModel.from_pretrained(path).state_dict())
+            self.teacher.load_state_dict(type(self.teacher).from_pretrained(path).state_dict())
         run.objective = self.objective()
 
     def save(self, folder: Path) -> None:
@@ -201,7 +201,7 @@ class ConsistencyDistillation:
             raise UsageError(
                 f"{folder} holds no {TARGET_FOLDER}: it is not a checkpoint of a consistency distillation."
             )
-        self.target.load_state_dict(UNet2DModel.from_pretrained(path).state_dict())
+        self.target.load_state_dict(type(self.target).from_pretrained(path).state_dict())
         run.objective = self.objective()
 
     def save(self, folder: Path) -> None:
