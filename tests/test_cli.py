@@ -216,3 +216,28 @@ def test_train_is_a_command_with_the_options_of_the_training_script(tmp_path, ca
     assert "unrecognized arguments: --no_such_option" in capsys.readouterr().err
     assert cli.main(["train", "--output_dir", str(tmp_path), "--pipeline", str(tmp_path / "missing")]) == 2
     assert "ddpm-hub train: error:" in capsys.readouterr().err
+
+
+def test_sample_defaults_to_the_models_own_scheduler_and_calls(tmp_path, capsys):
+    """A distilled student's DDIM in its calls (not DDPM at 1000 steps) unless --sampler / --steps say otherwise."""
+    from diffusers import DDIMScheduler
+
+    from ddpm_hub.pipelines.sampling import sample_images
+    from ddpm_hub.training.distillation import student_scheduler
+
+    built = Source.of("ddpm-tiny-8").build(seed=0)
+    student = DDPMHubPipeline(unet=built.unet, scheduler=student_scheduler(built.scheduler.config))
+    student.register_to_config(default_num_inference_steps=2)
+    student.save_pretrained(tmp_path / "student")
+    loaded = DDPMHubPipeline.from_pretrained(tmp_path / "student")
+    assert isinstance(loaded.scheduler, DDIMScheduler)
+    for extra, steps, sampler in (([], 2, "DDIMScheduler"), (["--sampler", "ddpm", "--steps", "3"], 3, "ddpm")):
+        out = tmp_path / f"out{steps}"
+        argv = ["sample", str(tmp_path / "student"), "--num_images", "2", "--output_dir", str(out), *extra]
+        assert cli.main(argv) == 0
+        settings = json.loads((out / "samples.json").read_text())
+        assert (settings["steps"], settings["sampler"]) == (steps, sampler), settings
+        if not extra:  # the student's own sampler and calls, image i from seed + i
+            own = sample_images(loaded, range(2), call_kwargs={"num_inference_steps": 2})
+            written = np.asarray(Image.open(sorted(out.glob("*.png"))[0]))
+            np.testing.assert_array_equal(written.reshape(own[0].permute(1, 2, 0).shape), own[0].permute(1, 2, 0))

@@ -20,12 +20,13 @@ from ..run_folder import check_writable_folder
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, steps: int, num_images: int) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, steps: int | None, num_images: int) -> None:
     parser.add_argument("model", help="a trained pipeline folder, a Hub repo id, or a pipelines/<name> configuration")
     parser.add_argument(
         "--num_images", type=int_at_least(1), default=num_images, help=f"images (default: {num_images})"
     )
-    parser.add_argument("--steps", type=int_at_least(1), default=steps, help=f"respaced DDPM steps (default: {steps})")
+    shown = steps if steps is not None else "the model's own: a distilled student's calls, else 1000"
+    parser.add_argument("--steps", type=int_at_least(1), default=steps, help=f"steps of the chain (default: {shown})")
     parser.add_argument("--seed", type=int_at_least(0), default=0, help="image i uses seed + i (default: 0)")
     parser.add_argument(
         "--class_labels",

@@ -30,9 +30,13 @@ HELP = "sample a grid, with class labels and guidance, or the reverse trajectory
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_arguments(parser, steps=1000, num_images=16)
+    add_model_arguments(parser, steps=None, num_images=16)
     parser.add_argument(
-        "--sampler", choices=list(SAMPLERS), default="ddpm", help="the reverse process (default: ddpm)"
+        "--sampler",
+        choices=list(SAMPLERS),
+        default=None,
+        help="the reverse process, its timesteps and options from the model's scheduler config (default: the "
+        "model's own scheduler: DDPM ancestral for a trained model, DDIM or LCM for a distilled student)",
     )
     parser.add_argument(
         "--output_dir",
@@ -81,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
         check_output(args)
     else:
         check_writable_folder(Path(args.output_dir), "--output_dir")
-    pipeline = with_sampler(load_model(args), args.sampler)
+    pipeline = load_model(args)
+    pipeline = pipeline if args.sampler is None else with_sampler(pipeline, args.sampler)
+    args.steps = args.steps or pipeline.default_num_inference_steps
     pipeline.set_progress_bar_config(disable=args.output_dir is not None)
     conditions = image_conditions(pipeline, args)
     call_kwargs = {"num_inference_steps": args.steps}
@@ -135,7 +141,8 @@ def sample_cascade(pipeline, args: argparse.Namespace, conditions: ImageConditio
 
 def export(pipeline, args: argparse.Namespace, conditions: ImageConditions, call_kwargs: dict) -> int:
     """`ddpm-hub sample --output_dir`: the missing images of 0 .. N-1, then the .npz if asked."""
-    settings = {"model": args.model, "sampler": args.sampler, "steps": args.steps, "seed": args.seed}
+    sampler = args.sampler or type(pipeline.scheduler).__name__  # the model's own
+    settings = {"model": args.model, "sampler": sampler, "steps": args.steps, "seed": args.seed}
     settings["guidance_scale"] = call_kwargs.get("guidance_scale", 1.0)
     result = export_samples(
         pipeline,
