@@ -159,6 +159,16 @@ def test_vae_scaling_factor_sets_the_latents_scale_the_pipeline_keeps(tmp_path):
     torch.testing.assert_close(encode(pipelines[1].vae, x), encode(pipelines[0].vae, x) * 0.25)  # z' = z x 0.2
     pipelines[1].save_pretrained(tmp_path / "saved")
     assert DDPMHubPipeline.from_pretrained(tmp_path / "saved").vae.config.scaling_factor == 0.2
+    from types import SimpleNamespace
+
+    from ddpm_hub.training.checkpoint_folders import record_differences
+    from ddpm_hub.training.checkpointing import latents_record
+
+    saved, now = ({"latents": latents_record(SimpleNamespace(vae=p.vae))} for p in pipelines)
+    assert record_differences(saved, now) == [  # a checkpoint resumed at another scale is refused, naming the option
+        "latents.scaling_factor: 0.8 in the checkpoint, 0.2 in this run (--vae_scaling_factor)"
+    ]
+    assert record_differences({"latents": None}, now)[0].endswith("in this run (--vae)")
 
 
 @pytest.mark.slow

@@ -137,8 +137,9 @@ def model_record(run: Run) -> dict:
     """
     What the weights of a run are a model of, as a checkpoint records it: the UNet and scheduler configurations
     (architecture, prediction type, schedule, variance, T), the conditioning's settings, the objective's options and
-    a distillation's stages (their calls and length fix which stage, teacher and label each step has). A resume with
-    anything else would continue training another model, or the same one on another objective.
+    a distillation's stages (their calls and length fix which stage, teacher and label each step has), a latent
+    model's scale of its latents. A resume with anything else would continue training another model, or the same one
+    on another objective.
     """
 
     def public(config) -> dict:
@@ -152,7 +153,14 @@ def model_record(run: Run) -> dict:
         "conditioning": conditioning,
         "objective": {"snr_gamma": run.options.model.snr_gamma},
         "distillation": distillation_record(run),
+        "latents": latents_record(run),
     }
+
+
+def latents_record(run: Run) -> dict | None:
+    """A latent model's scale of its latents (--vae_scaling_factor, else the autoencoder's); None in pixels."""
+    vae = run.vae
+    return None if vae is None else {key: vae.config.get(key) for key in ("scaling_factor", "shift_factor")}
 
 
 def distillation_record(run: Run) -> dict | None:
