@@ -9,7 +9,7 @@ divided by the distance of as many real held-out digits to it (the floor: 1.0 me
 The teacher is sampled by DDIM and DPM-Solver++ at 20 and at the students' numbers of calls, with the timesteps its
 scheduler config gives ("leading" for this project's configurations: 4 DDIM steps start at t = 750) and with
 "trailing" ones (starting at t = 999, as the students do); each student by its own sampler (DDIM, or LCMScheduler
-for a consistency student) in its own calls.
+for a consistency student) in its own calls, or at `--student_calls`.
 The same noise for image i in every row (`ddpm_hub.pipelines.sampling`). Prints a Markdown table and one JSON line;
 writes distill_quality.md and .json into --output_dir (default: the first student's folder).
 """
@@ -41,6 +41,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("students", nargs="+", help="distilled students (folders or repo ids)")
     parser.add_argument("--num_images", type=int, default=898, help="samples per row (default: %(default)s)")
     parser.add_argument("--teacher_calls", default="20", help="more teacher rows, comma separated (default: 20)")
+    parser.add_argument(
+        "--student_calls", default=None, help="each student at these calls, comma separated (default: its own)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--output_dir", default=None)
@@ -64,6 +67,7 @@ def main(argv=None) -> None:
         return [{"model": name, "timesteps": spacing, **row} for row in measured]
 
     calls = {int(c) for c in args.teacher_calls.split(",")}
+    student_counts = [int(c) for c in args.student_calls.split(",")] if args.student_calls else None
     calls = sorted(calls | {student.default_num_inference_steps for student in students})
     table = []
     started = time.perf_counter()
@@ -73,10 +77,10 @@ def main(argv=None) -> None:
         samplers = [Sampler(kind, n) for n in reversed(calls) for kind in ("ddim", "dpmsolver++")]
         table += rows(spaced, f"teacher {args.teacher}", samplers, spacing)
     for name, student in zip(args.students, students):
-        steps = student.default_num_inference_steps
         kind = "lcm" if isinstance(student.scheduler, LCMScheduler) else "ddim"  # its own sampler
         spacing = "LCM" if kind == "lcm" else student.scheduler.config.timestep_spacing
-        table += rows(student, f"student {name}", [Sampler(kind, steps)], spacing)
+        counts = student_counts or [student.default_num_inference_steps]
+        table += rows(student, f"student {name}", [Sampler(kind, n) for n in counts], spacing)
     seconds = time.perf_counter() - started
 
     lines = [
@@ -93,7 +97,7 @@ def main(argv=None) -> None:
         "",
         f"{count} samples per row against a seeded half of the 1,797 digits ({len(reference.features)}); floor: "
         f"{count} real digits of the other half score {table[0]['fid_floor']:.2f}. Device: {device}. Produced by "
-        f"`python benchmarks/distill_quality.py {args.teacher} {' '.join(args.students)}`.",
+        f"`python benchmarks/distill_quality.py {' '.join(sys.argv[1:] if argv is None else argv)}`.",
     ]
     markdown = "\n".join(lines) + "\n"
     print(markdown)
