@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from diffusers import AutoencoderKL, UNet2DModel
@@ -203,3 +204,22 @@ def tiny_latent_pipeline(vae=None, seed: int = 0) -> DDPMHubPipeline:
     pipeline = DDPMHubPipeline(unet=unet, scheduler=DDPMHubScheduler(num_train_timesteps=100), vae=vae)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
+
+
+class GaussianDenoiser(torch.nn.Module):
+    """
+    The optimal model of N(mu, s^2) data (each value), predicting epsilon or v from its exact
+    E[x_0 | x_t] = mu + alpha s^2 (x_t - alpha mu) / (alpha^2 s^2 + sigma^2): the teacher of the distillation tests.
+    """
+
+    def __init__(self, alphas_cumprod: torch.Tensor, prediction: str, mu: float = 0.0, s: float = 0.25):
+        super().__init__()
+        self.alphas_cumprod, self.prediction, self.mu, self.s = alphas_cumprod.double(), prediction, mu, s
+
+    def forward(self, x, t):
+        alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        alpha, sigma = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+        x_0 = self.mu + alpha * self.s**2 * (x.double() - alpha * self.mu) / (alpha_bar * self.s**2 + sigma**2)
+        eps = (x.double() - alpha * x_0) / sigma
+        out = eps if self.prediction == "epsilon" else alpha * eps - sigma * x_0
+        return SimpleNamespace(sample=out.to(x.dtype))

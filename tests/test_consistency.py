@@ -10,7 +10,18 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DiffusionPipeline, LCMScheduler
-from helpers import LAUNCHER, ROOT, TINY, assert_bit_identical, check, check_ok, run_script, summary, unet_weights
+from helpers import (
+    LAUNCHER,
+    ROOT,
+    TINY,
+    GaussianDenoiser,
+    assert_bit_identical,
+    check,
+    check_ok,
+    run_script,
+    summary,
+    unet_weights,
+)
 
 from ddpm_hub import DDPMHubPipeline
 from ddpm_hub.errors import UsageError
@@ -50,22 +61,6 @@ def ode_to(x, alpha, sigma, alpha_to, sigma_to):
     )
 
 
-class GaussianTeacher(torch.nn.Module):
-    """The exact model of N(MU, S^2) data, predicting epsilon or v from its E[x_0 | x_t]."""
-
-    def __init__(self, alphas_cumprod: torch.Tensor, prediction: str):
-        super().__init__()
-        self.alphas_cumprod, self.prediction = alphas_cumprod.double(), prediction
-
-    def forward(self, x, t):
-        alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
-        alpha, sigma = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
-        x_0 = gaussian_denoiser(x.double(), alpha, sigma)
-        eps = (x.double() - alpha * x_0) / sigma
-        out = eps if self.prediction == "epsilon" else alpha * eps - sigma * x_0
-        return SimpleNamespace(sample=out.to(x.dtype))
-
-
 class ClosedFormStudent(torch.nn.Module):
     """A v-predicting model whose f(x, t) = c_skip x + c_out x_0 is the ODE's map to x_0 (+ `offset` in v)."""
 
@@ -93,7 +88,7 @@ def test_the_teacher_step_and_the_target_on_gaussian_data_match_their_closed_for
     """
     scheduler = DDPMHubScheduler(beta_schedule=beta_schedule, prediction_type="v_prediction", clip_sample=clip)
     alphas = scheduler.alphas_cumprod.double()
-    teacher, exact = GaussianTeacher(alphas, prediction), ClosedFormStudent(alphas)
+    teacher, exact = GaussianDenoiser(alphas, prediction, MU, S), ClosedFormStudent(alphas)
     objective = ConsistencyObjective(scheduler, teacher, prediction, exact, skip=20, clip_sample=clip)
     t = consistency_timesteps(1000, 20)
     assert t[0] == 19 and t[-1] == 999 and len(t) == 50
@@ -161,7 +156,7 @@ def test_training_on_the_objective_finds_the_consistency_function_of_the_teacher
     student = AffineStudent()
     options = DistillOptions(distill_from="teacher", distill_method="consistency")
     distillation = ConsistencyDistillation(options, student, "epsilon", False, scheduler, channels_last=False)
-    distillation.teacher = GaussianTeacher(alphas, "epsilon")
+    distillation.teacher = GaussianDenoiser(alphas, "epsilon", MU, S)
     objective = distillation.objective()
     points = consistency_timesteps(1000, 20)
     x = torch.randn(len(points), 1, 2, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)

@@ -8,7 +8,17 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler, DiffusionPipeline
-from helpers import LAUNCHER, TINY, assert_bit_identical, check, check_ok, run_script, summary, unet_weights
+from helpers import (
+    LAUNCHER,
+    TINY,
+    GaussianDenoiser,
+    assert_bit_identical,
+    check,
+    check_ok,
+    run_script,
+    summary,
+    unet_weights,
+)
 
 from ddpm_hub import DDPMHubPipeline
 from ddpm_hub.errors import UsageError
@@ -20,22 +30,6 @@ from ddpm_hub.training.checkpoint_folders import list_checkpoints
 from ddpm_hub.training.distillation import student_scheduler
 
 S = 0.25  # x_0 ~ N(0, S^2 I): the optimal denoiser is linear, E[x_0 | x_t] = alpha S^2 / (alpha^2 S^2 + sigma^2) x_t
-
-
-class GaussianDenoiser(torch.nn.Module):
-    """The optimal model for N(0, S^2) data, predicting epsilon or v from its exact E[x_0 | x_t]."""
-
-    def __init__(self, alphas_cumprod: torch.Tensor, prediction: str):
-        super().__init__()
-        self.alphas_cumprod, self.prediction = alphas_cumprod.double(), prediction
-
-    def forward(self, x, t):
-        alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
-        alpha, sigma = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
-        x0 = alpha * S**2 / (alpha_bar * S**2 + sigma**2) * x.double()
-        eps = (x.double() - alpha * x0) / sigma
-        out = eps if self.prediction == "epsilon" else alpha * eps - sigma * x0
-        return SimpleNamespace(sample=out.to(x.dtype))
 
 
 def two_ddim_steps_closed_form(x_t: np.ndarray, ts: list[int], alphas_cumprod: np.ndarray) -> np.ndarray:
