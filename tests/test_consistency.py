@@ -155,7 +155,7 @@ def test_training_on_the_objective_finds_the_consistency_function_of_the_teacher
     alphas = scheduler.alphas_cumprod.double()
     student = AffineStudent()
     options = DistillOptions(distill_from="teacher", distill_method="consistency")
-    distillation = ConsistencyDistillation(options, student, "epsilon", False, scheduler, channels_last=False)
+    distillation = ConsistencyDistillation(options, student, "epsilon", scheduler, channels_last=False)
     distillation.teacher = GaussianDenoiser(alphas, "epsilon", MU, S)
     objective = distillation.objective()
     points = consistency_timesteps(1000, 20)
@@ -283,7 +283,7 @@ def test_resuming_with_another_method_or_consistency_setting_names_what_differs(
 
     options = DistillOptions(distill_from="teacher", distill_method="consistency")
     scheduler = DDPMHubScheduler(prediction_type="v_prediction")
-    record = ConsistencyDistillation(options, AffineStudent(), "epsilon", True, scheduler, False).record()
+    record = ConsistencyDistillation(options, AffineStudent(), "epsilon", scheduler, False).record()
     progressive = {"method": "progressive", "calls": [4, 2], "steps_per_stage": 3}
     assert record_differences({"distillation": progressive}, {"distillation": record}) == [
         "distillation.method: 'progressive' in the checkpoint, 'consistency' in this run (--distill_method)"
@@ -365,11 +365,11 @@ def test_the_target_network_of_a_text_teacher_is_restored_as_its_own_class(tmp_p
     )  # fmt: skip
     scheduler = DDPMHubScheduler(prediction_type="v_prediction")
     options = DistillOptions(distill_from="teacher", distill_method="consistency")
-    saved = ConsistencyDistillation(options, unet, "epsilon", True, scheduler, channels_last=False)
+    saved = ConsistencyDistillation(options, unet, "epsilon", scheduler, channels_last=False)
     with torch.no_grad():
         for p in saved.target.parameters():
             p.add_(0.5)
     saved.save(tmp_path)
-    resumed = ConsistencyDistillation(options, unet, "epsilon", True, scheduler, channels_last=False)
+    resumed = ConsistencyDistillation(options, unet, "epsilon", scheduler, channels_last=False)
     resumed.resume(SimpleNamespace(objective=None), 2, tmp_path)
     assert_bit_identical(resumed.target.state_dict(), saved.target.state_dict())

@@ -161,13 +161,12 @@ class ConsistencyDistillation:
     every checkpoint, so that a resumed run continues exactly.
     """
 
-    def __init__(self, options: DistillOptions, teacher: UNet2DModel, teacher_prediction_type: str,
-                 teacher_clips: bool, scheduler, channels_last: bool,
-                 teacher_context=contextlib.nullcontext):  # fmt: skip
+    def __init__(self, options: DistillOptions, teacher: UNet2DModel, teacher_prediction_type: str, scheduler,
+                 channels_last: bool, teacher_context=contextlib.nullcontext):  # fmt: skip
         self.options, self.scheduler = options, scheduler
         self.teacher = copy.deepcopy(teacher).eval().requires_grad_(False)
         self.target = copy.deepcopy(teacher).eval().requires_grad_(False)  # the student at step 0
-        self.teacher_prediction_type, self.teacher_clips = teacher_prediction_type, teacher_clips
+        self.teacher_prediction_type = teacher_prediction_type
         self.channels_last, self.teacher_context = channels_last, teacher_context
         self.sampler = consistency_scheduler(scheduler.config, options.consistency_skip)
 
@@ -180,8 +179,8 @@ class ConsistencyDistillation:
         o = self.options
         return ConsistencyObjective(
             self.scheduler, self.teacher, self.teacher_prediction_type, self.target, o.consistency_skip,
-            self.teacher_clips, self.sampler.config.timestep_scaling, o.consistency_huber_c, self.channels_last,
-            self.teacher_context,
+            bool(self.scheduler.config.clip_sample),  # the teacher's: a latent model's does not clip
+            self.sampler.config.timestep_scaling, o.consistency_huber_c, self.channels_last, self.teacher_context,
         )  # fmt: skip
 
     def begin_step(self, run, step: int) -> None:
@@ -237,10 +236,8 @@ def make_distillation(options: DistillOptions, teacher: UNet2DModel, source, sch
                       teacher_context=contextlib.nullcontext):  # fmt: skip
     """--distill_method: the run's `Distillation` or `ConsistencyDistillation`; the teacher is the model as loaded."""
     prediction = source.scheduler_config.get("prediction_type", "epsilon")
-    if options.distill_method == "consistency":
-        clips = bool(scheduler.config.clip_sample)  # the teacher's: a latent model's does not clip
-        return ConsistencyDistillation(options, teacher, prediction, clips, scheduler, channels_last, teacher_context)
-    return Distillation(options, teacher, prediction, scheduler, channels_last, teacher_context)
+    kind = ConsistencyDistillation if options.distill_method == "consistency" else Distillation
+    return kind(options, teacher, prediction, scheduler, channels_last, teacher_context)
 
 
 def distill_options(o):
