@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .shipped.conditioning_ddpm_hub import ConditionBatch
+from .shipped.conditioning_ddpm_hub import ConditionBatch, guidance_embedding
 from .shipped.scheduling_ddpm_hub import DDPMHubScheduler
 
 LN2 = math.log(2.0)
@@ -361,6 +361,11 @@ class ConsistencyObjective:
       from the UNet output in the scheduler's prediction type; the target is f at (x^_t', t') with the target
       network's weights (an EMA of the student), without gradient;
     - the loss is the pseudo-Huber distance between f(x_t, t) and the target (`pseudo_huber`).
+
+    With `guidance` (LOW, HIGH), guidance is distilled in (Meng et al. 2023; LCM): w is drawn uniformly in
+    [LOW, HIGH] for each example, the teacher's step is guided, eps_null + w (eps_c - eps_null) from one call on the
+    condition and its `null` branch together, and the student and the target read w through `timestep_cond`
+    (`guidance_embedding` of `guidance_dim` values).
     """
 
     scheduler: DDPMHubScheduler  # the student's (its prediction type) on the training chain
@@ -373,6 +378,8 @@ class ConsistencyObjective:
     huber_c: float | None = None
     channels_last: bool = False
     teacher_context: Callable = contextlib.nullcontext
+    guidance: tuple[float, float] | None = None  # guidance distilled in: the range of w
+    guidance_dim: int = 64
 
     def __call__(
         self,
@@ -382,8 +389,12 @@ class ConsistencyObjective:
         timesteps: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         condition: ConditionBatch | None = None,
+        null: ConditionBatch | None = None,
+        scales: torch.Tensor | None = None,
     ) -> torch.Tensor:
         condition = ConditionBatch() if condition is None else condition
+        if (self.guidance is None) != (null is None):
+            raise ValueError("a guided consistency distillation takes the null condition; an unguided one none.")
         x_0 = condition.to_model(x_0)
         points = consistency_timesteps(self.scheduler.config.num_train_timesteps, self.skip).to(x_0.device)
         if timesteps is None:
@@ -394,11 +405,20 @@ class ConsistencyObjective:
             t = timesteps.to(points)
         if noise is None:
             noise = torch.randn(x_0.shape, generator=generator, device=x_0.device, dtype=x_0.dtype)
+        teacher_condition = condition
+        if self.guidance is not None:
+            if scales is None:
+                low, high = self.guidance
+                scales = low + (high - low) * torch.rand(len(x_0), generator=generator, device=x_0.device)
+            teacher_condition = GuidedPerImage(condition, null, scales.to(x_0.device))
+            condition = condition.merge(
+                ConditionBatch({"timestep_cond": guidance_embedding(scales, self.guidance_dim)})
+            )
         t_prev = (t - self.skip).clamp(min=0)
         alpha, sigma = alpha_sigma(self.scheduler, t, x_0)
         x_t = alpha * x_0 + sigma * noise  # q(x_t | x_0), eq. 4
         with torch.no_grad(), self.teacher_context():
-            x_prev = teacher_ddim_step(self, x_t, t, t_prev, condition, clip=self.clip_sample)
+            x_prev = teacher_ddim_step(self, x_t, t, t_prev, teacher_condition, clip=self.clip_sample)
             target = self.consistency_function(self.target, x_prev, t_prev, condition).float()
         prediction = self.consistency_function(model, x_t, t, condition)
         return pseudo_huber(prediction, target, self.huber_c)
@@ -413,3 +433,22 @@ class ConsistencyObjective:
         shape = (-1, *[1] * (x.ndim - 1))
         c_skip, c_out = (c.float().view(shape) for c in consistency_scalings(t, self.timestep_scaling))
         return c_skip * x.float() + c_out * x_0
+
+
+@dataclass(frozen=True)
+class GuidedPerImage:
+    """
+    A teacher's classifier-free guided output with a guidance scale per image (`scales` `[N]`): eps_null +
+    w_i (eps_c - eps_null) on the first C channels, from one call on the condition and its null branch together.
+    """
+
+    condition: ConditionBatch
+    null: ConditionBatch
+    scales: torch.Tensor
+
+    def __call__(self, model, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        both = self.condition.cat(self.null)(model, torch.cat([x_t, x_t]), torch.cat([t, t]))
+        conditional, unconditional = both.float().chunk(2)
+        channels = x_t.shape[1]
+        w = self.scales.float().view(-1, *[1] * (x_t.ndim - 1))
+        return unconditional[:, :channels] + w * (conditional[:, :channels] - unconditional[:, :channels])

@@ -3,6 +3,7 @@ forms on Gaussian data, the boundary condition and LCMScheduler's scalings, the 
 SIGKILL it is bit-identical, and its student samples with LCMScheduler in its calls, installed or through plain
 diffusers."""
 
+import argparse
 import signal
 from types import SimpleNamespace
 
@@ -20,6 +21,7 @@ from helpers import (
     check_ok,
     run_script,
     summary,
+    trained_folder,
     unet_weights,
 )
 
@@ -35,11 +37,16 @@ from ddpm_hub.losses import (
 )
 from ddpm_hub.pipelines import Source
 from ddpm_hub.pipelines.sampling import sample_images, with_sampler
-from ddpm_hub.shipped.conditioning_ddpm_hub import ConditionBatch
+from ddpm_hub.shipped.conditioning_ddpm_hub import ConditionBatch, guidance_embedding
 from ddpm_hub.shipped.scheduling_ddpm_hub import DDPMHubScheduler
 from ddpm_hub.training.checkpoint_folders import list_checkpoints
-from ddpm_hub.training.distillation import TARGET_FOLDER, ConsistencyDistillation, consistency_scheduler
-from ddpm_hub.training.options import DistillOptions, parse_options
+from ddpm_hub.training.distillation import (
+    TARGET_FOLDER,
+    ConsistencyDistillation,
+    consistency_scheduler,
+    guidance_student,
+)
+from ddpm_hub.training.options import DistillOptions, parse_guidance_range, parse_options
 
 MU, S = 0.3, 0.25  # x_0 ~ N(MU, S^2 I) per dimension
 
@@ -373,3 +380,173 @@ def test_the_target_network_of_a_text_teacher_is_restored_as_its_own_class(tmp_p
     resumed = ConsistencyDistillation(options, unet, "epsilon", scheduler, channels_last=False)
     resumed.resume(SimpleNamespace(objective=None), 2, tmp_path)
     assert_bit_identical(resumed.target.state_dict(), saved.target.state_dict())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Guidance distilled in (--distill_guidance)
+
+
+def tiny_text_unet(**config):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(16, 16),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=8, attention_head_dim=4, norm_num_groups=4, **config,
+    )  # fmt: skip
+
+
+class PromptedGaussian(torch.nn.Module):
+    """
+    The exact epsilon model of N(mu, S^2) data per image: mu = MU x the mean of its prompt's hidden states (ones: the
+    prompt, MU; zeros: the empty prompt, 0). Guided at w, eps_null + w (eps_c - eps_null) is the exact model of
+    N(w MU, S^2): eps is affine in mu.
+    """
+
+    def __init__(self, alphas_cumprod: torch.Tensor):
+        super().__init__()
+        self.alphas_cumprod = alphas_cumprod.double()
+
+    def forward(self, x, t, encoder_hidden_states, **_):
+        mu = MU * encoder_hidden_states.double().mean(dim=(1, 2)).view(-1, 1, 1, 1)
+        alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        alpha, sigma = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+        x_0 = mu + alpha * S**2 * (x.double() - alpha * mu) / (alpha_bar * S**2 + sigma**2)
+        return SimpleNamespace(sample=((x.double() - alpha * x_0) / sigma).to(x.dtype))
+
+
+def prompt_batch(value: float, n: int) -> ConditionBatch:
+    return ConditionBatch({"encoder_hidden_states": torch.full((n, 3, 8), value)})
+
+
+def test_the_guided_teachers_step_is_the_guidance_formula_per_image():
+    """With one w per image, the teacher's guided DDIM step is that of eps_null + w_i (eps_c - eps_null): on Gaussian
+    data, the exact model of N(w_i MU, S^2)."""
+    from ddpm_hub.losses import GuidedPerImage
+
+    scheduler = DDPMHubScheduler(beta_schedule="squaredcos_cap_v2", clip_sample=False)
+    teacher = PromptedGaussian(scheduler.alphas_cumprod)
+    objective = SimpleNamespace(scheduler=scheduler, teacher=teacher, teacher_prediction_type="epsilon",
+                                channels_last=False)  # fmt: skip
+    scales = torch.tensor([0.0, 1.0, 2.5, 4.0])
+    z = torch.randn(4, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    t, t_next = torch.tensor([999, 619, 399, 39]), torch.tensor([979, 599, 379, 19])
+    guided = GuidedPerImage(prompt_batch(1.0, 4), prompt_batch(0.0, 4), scales)
+    stepped = teacher_ddim_step(objective, z, t, t_next, guided, clip=False)
+    for i, w in enumerate(scales.tolist()):
+        exact = GaussianDenoiser(scheduler.alphas_cumprod, "epsilon", w * MU, S)
+        one = SimpleNamespace(**{**vars(objective), "teacher": exact})
+        expected = teacher_ddim_step(one, z[i : i + 1], t[i : i + 1], t_next[i : i + 1], ConditionBatch(), clip=False)
+        torch.testing.assert_close(stepped[i : i + 1], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_a_guided_student_starts_as_its_teacher_and_reads_w_through_timestep_cond():
+    """The student is the teacher's UNet with a zero map of the w embedding: the teacher at every w until trained."""
+    teacher = tiny_text_unet().eval()
+    student = guidance_student(teacher).eval()
+    assert student.config.time_cond_proj_dim == 64 and teacher.config.time_cond_proj_dim is None
+    x, t = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([10, 500, 990])
+    states = torch.randn(3, 4, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = teacher(x, t, encoder_hidden_states=states).sample
+        for w in (0.0, 3.0, 7.5):
+            embedding = guidance_embedding(torch.full((3,), w), 64)
+            torch.testing.assert_close(student(x, t, encoder_hidden_states=states, timestep_cond=embedding).sample,
+                                       expected, atol=0, rtol=0)  # fmt: skip
+        student.time_embedding.cond_proj.weight.normal_()
+        moved = student(x, t, encoder_hidden_states=states, timestep_cond=guidance_embedding(torch.ones(3), 64))
+    assert (moved.sample - expected).abs().mean() > 1e-3
+    embeddings = guidance_embedding(torch.tensor([1.0, 1.001, 5.0]), 64)
+    assert embeddings.shape == (3, 64) and torch.allclose(embeddings.norm(dim=1), torch.full((3,), 32**0.5))
+    assert 0 < (embeddings[0] - embeddings[1]).norm() < (embeddings[0] - embeddings[2]).norm()
+
+
+def test_w_conditioning_moves_the_students_output_monotonically_in_w():
+    """
+    A guided student (a tiny UNet that reads w) trained on the objective with the Gaussian teacher guided per
+    example, w in [1, 4]: the guided teacher at w is the exact model of N(w MU, S^2), so one call from pure noise
+    should land on a mean near w MU. The student's mean rises with w, one step after another.
+    """
+    torch.manual_seed(0)
+    scheduler = DDPMHubScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction", clip_sample=False)
+    student = guidance_student(tiny_text_unet())
+    options = DistillOptions(
+        distill_from="teacher", distill_method="consistency", distill_guidance=(1.0, 4.0), consistency_skip=250
+    )  # 4 points: the boundary reaches t = 999 in a few hundred steps
+    distillation = ConsistencyDistillation(options, student, "epsilon", scheduler, channels_last=False)
+    distillation.teacher = PromptedGaussian(scheduler.alphas_cumprod)
+    objective = distillation.objective()
+    optimizer, generator = torch.optim.Adam(student.parameters(), lr=2e-3), torch.Generator().manual_seed(0)
+
+    def means(scales):
+        x_T = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            return [
+                float(objective.consistency_function(
+                    student, x_T, torch.full((64,), 999), prompt_batch(1.0, 64).merge(ConditionBatch(
+                        {"timestep_cond": guidance_embedding(torch.full((64,), w), 64)}
+                    ))
+                ).mean())
+                for w in scales
+            ]  # fmt: skip
+
+    assert np.ptp(means([1.0, 2.0, 3.0, 4.0])) < 1e-6  # it starts blind to w
+    for _ in range(250):
+        x_0 = torch.randn(32, 1, 8, 8, generator=generator) * S
+        scales = 1 + 3 * torch.rand(32, generator=generator)
+        x_0 = x_0 + scales.view(-1, 1, 1, 1) * MU  # the guided teacher's data at each w
+        loss = objective(student, x_0, generator, condition=prompt_batch(1.0, 32), null=prompt_batch(0.0, 32),
+                         scales=scales).mean()  # fmt: skip
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        distillation.end_step(SimpleNamespace(unet=student))
+    levels = means([1.0, 2.0, 3.0, 4.0])
+    assert all(b - a > 0.3 * MU for a, b in zip(levels, levels[1:])), levels
+    assert abs(levels[-1] - levels[0] - 3 * MU) < 0.5 * 3 * MU, levels
+
+
+@pytest.mark.slow
+def test_a_text_teacher_distilled_with_guidance_samples_guided_in_one_call_per_step(tmp_path):
+    """
+    A tiny text teacher distilled for 3 steps with --distill_guidance 1,4: the student's UNet reads w
+    (time_cond_proj_dim), the pipeline records the range, and a guided call takes one UNet call on N images per step
+    (the teacher's take one on 2N), installed and through plain diffusers alike; w changes the images; a w outside
+    the range, and a teacher that is not a text model, are refused with what is accepted.
+    """
+    from helpers import text_config
+
+    teacher = tmp_path / "teacher"
+    Source.of(text_config(tmp_path)).build(seed=0).save_pretrained(teacher)
+    args = [*TINY, "--dataset_name", "builtin:digit-pairs", "--resolution", "8x16", "--distill_from", str(teacher)]
+    args += ["--distill_method", "consistency", "--distill_guidance", "1,4", "--max_train_steps", "3"]
+    args += ["--consistency_calls", "2", "--validation_guidance_scale", "2", "--output_dir", str(tmp_path / "s")]
+    check_ok(run_script(args))
+    student = DDPMHubPipeline.from_pretrained(tmp_path / "s")
+    student.set_progress_bar_config(disable=True)
+    assert student.unet.config.time_cond_proj_dim == 64 and student.config.guidance_range == {"low": 1.0, "high": 4.0}
+    assert summary(tmp_path / "s")["distillation"]["guidance_distilled"] == [1.0, 4.0]
+    batches = []
+    student.unet.register_forward_pre_hook(lambda module, inputs: batches.append(len(inputs[0])))
+
+    def images(pipeline, w):
+        generator = [torch.Generator().manual_seed(i) for i in range(3)]
+        return pipeline(prompt="3 left of 7", guidance_scale=w, generator=generator, output_type="np").images
+
+    guided = images(student, 3.0)
+    assert batches == [3, 3]  # 2 calls, each on the 3 images: no null branch
+    assert np.abs(guided - images(student, 1.0)).max() > 0  # w reaches the UNet (its map of w is trained)
+    plain = DiffusionPipeline.from_pretrained(tmp_path / "s", trust_remote_code=True)
+    plain.set_progress_bar_config(disable=True)
+    np.testing.assert_allclose(images(plain, 3.0), guided, atol=1e-6)
+    with pytest.raises(ValueError, match=r"guidance distilled in for w in \[1, 4\]"):
+        student(prompt="3 left of 7", guidance_scale=6.0)
+    with pytest.raises(UsageError, match="not a text-to-image model"):
+        check([*TINY, "--distill_from", str(trained_folder(tmp_path / "plain")), "--distill_method", "consistency",
+               "--distill_guidance", "1,4"])  # fmt: skip
+    with pytest.raises(ValueError, match="options of --distill_method consistency"):
+        check([*TINY, "--distill_from", str(teacher), "--distill_guidance", "1,4"])
+    for wrong in ("4", "5,1", "1,nan", "0,200"):
+        with pytest.raises(argparse.ArgumentTypeError, match="LOW,HIGH"):
+            parse_guidance_range(wrong)
+    assert parse_guidance_range([0, 7.5]) == (0.0, 7.5)

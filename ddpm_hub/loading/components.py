@@ -27,7 +27,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from ..errors import DDPMHubError, InputNotFoundError, UsageError
 from ..run_folder import MODEL_INDEX, PICKLE_WEIGHT_SUFFIXES, read_json, weight_files
-from ..shipped.conditioning_ddpm_hub import KINDS
+from ..shipped.conditioning_ddpm_hub import KINDS, EmbeddedGuidance
 from ..shipped.scheduling_ddpm_hub import DDPMHubScheduler
 from . import hub_errors
 
@@ -40,7 +40,11 @@ UNET_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
 DOWNLOAD_KWARGS = ("revision", "token", "cache_dir", "local_files_only")
 # Pipeline settings saved in model_index.json besides the components, as the conditioning kinds declare them.
 # model_index.json entries that are settings, not components: the kinds' and a distilled student's calls
-PIPELINE_SETTINGS = (*(name for kind in KINDS for name in kind.setting_names), "default_num_inference_steps")
+PIPELINE_SETTINGS = (
+    *(name for kind in KINDS for name in kind.setting_names),
+    *EmbeddedGuidance.setting_names,
+    "default_num_inference_steps",
+)
 NO_CODE = ["*.py"]  # shipped code is never downloaded: the installed classes are used
 SCHEDULER_CONFIG_NAME = "scheduler_config.json"
 # A tokenizer's vocabulary: a fast tokenizer's file, or a slow one's (sentencepiece, BPE, WordPiece).

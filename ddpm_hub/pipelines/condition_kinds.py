@@ -117,6 +117,10 @@ class TrainingClassCondition(shipped.ClassCondition):
         dropped = torch.rand(labels.shape, generator=generator) < self.dropout_prob
         return torch.where(dropped, torch.full_like(labels, self.null_class_label), labels)
 
+    def null_values(self, count: int) -> torch.Tensor:
+        """The null label for `count` images (the null branch of guidance)."""
+        return torch.full((count,), self.null_class_label, dtype=torch.long)
+
     def kept(self, labels: torch.Tensor) -> torch.Tensor:
         """The values of a batch that is not dropped (held-out metrics): the labels."""
         return labels
@@ -218,6 +222,10 @@ class TrainingPromptCondition(shipped.PromptCondition):
             return chosen
         dropped = (torch.rand(len(captions), generator=generator) < self.dropout_prob).tolist()
         return ["" if drop else text for drop, text in zip(dropped, chosen)]
+
+    def null_values(self, count: int) -> list[str]:
+        """The empty prompt for `count` images (the null branch of guidance: what caption dropout trains)."""
+        return [""] * count
 
     def kept(self, captions: list[list[str]]) -> list[str]:
         """A batch that is not dropped (held-out metrics): each image's first caption."""

@@ -65,7 +65,7 @@ class TrainingConditioning(shipped.Conditioning):
 
     def trained(self, data, options) -> "TrainingConditioning":
         """The conditioning a run trains, from its dataset (class names, captions) and `ConditioningOptions`."""
-        return type(self)([kind.trained(data, options) for kind in self.kinds])
+        return type(self)([kind.trained(data, options) for kind in self.kinds], self.embedded_guidance)
 
     def columns(self, decoded, source: str, pipeline: str) -> dict:
         """What each kind reads of every decoded image (`{"labels": ...}`), checked against the model."""
@@ -83,7 +83,10 @@ class TrainingConditioning(shipped.Conditioning):
 
     def settings(self) -> dict:
         """Every kind's pipeline settings (model_index.json entries besides the components)."""
-        return {key: value for kind in self.kinds for key, value in kind.settings().items()}
+        settings = {key: value for kind in self.kinds for key, value in kind.settings().items()}
+        if self.embedded_guidance is not None:
+            settings.update(self.embedded_guidance.settings())
+        return settings
 
     def training_batch(self, values: dict, generator: torch.Generator, device) -> ConditionBatch:
         """
@@ -95,6 +98,23 @@ class TrainingConditioning(shipped.Conditioning):
             dropped = kind.drop(values[kind.data_column], generator)
             batch = batch.merge(kind.training_batch(dropped, device))
         return batch
+
+    def guidance_pair(self, values: dict, condition: ConditionBatch, device) -> tuple[ConditionBatch, ConditionBatch]:
+        """
+        A micro-batch's condition and its null branch of guidance (a distillation's guided teacher calls both
+        together): the guided kinds' null values (`null_values`: the null label, the empty prompt), the others'
+        values kept; a prompt's hidden states and the empty prompt's padded to one length (masked out).
+        """
+        null = ConditionBatch()
+        for kind in self.kinds:
+            column = values[kind.data_column]
+            nulls = kind.null_values(len(column)) if kind.guided else kind.kept(column)
+            null = null.merge(kind.training_batch(nulls, device))
+        states = "encoder_hidden_states"
+        if states in condition.kwargs:
+            length = max(condition.kwargs[states].shape[1], null.kwargs[states].shape[1])
+            condition, null = (padded_prompts(batch, length) for batch in (condition, null))
+        return condition, null
 
     def inputs_of(self, columns: dict) -> dict:
         """The call arguments that condition each image on its own values (`columns[kind.data_column]`)."""
@@ -142,3 +162,10 @@ class TrainingConditioning(shipped.Conditioning):
         return None
 
 
+def padded_prompts(batch: ConditionBatch, length: int) -> ConditionBatch:
+    """`batch` with its encoder states and mask padded to `length` tokens (`pad_tokens`: zeros, masked out)."""
+    hidden, mask = shipped.pad_tokens(
+        batch.kwargs["encoder_hidden_states"], batch.kwargs["encoder_attention_mask"], length
+    )
+    kwargs = {**batch.kwargs, "encoder_hidden_states": hidden, "encoder_attention_mask": mask}
+    return ConditionBatch(kwargs, batch.concat, batch.base, batch.residual_scale, batch.coordinates)

@@ -39,6 +39,67 @@ def check_guidance_scale(guidance_scale) -> float:
     return float(guidance_scale)
 
 
+def guidance_embedding(scales: torch.Tensor, dim: int) -> torch.Tensor:
+    """
+    The guidance scale w of each image as a student with guidance distilled in reads it (Meng et al. 2023; LCM's
+    w-conditioning), float32 `[N x dim]`: the sines then the cosines of 1000 w at the frequencies
+    10000^(-k / (dim / 2)), k = 0 .. dim / 2 - 1, a timestep embedding applied to 1000 w. The UNet adds its linear
+    map of it (`time_cond_proj_dim`, diffusers' `timestep_cond`) to the timestep's embedding.
+    """
+    half = dim // 2
+    frequencies = torch.exp(-torch.log(torch.tensor(10000.0)) * torch.arange(half, dtype=torch.float32) / half).to(
+        scales.device
+    )
+    angles = 1000.0 * scales.float()[:, None] * frequencies[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+class EmbeddedGuidance:
+    """
+    Guidance distilled in: the UNet takes w as an input (`time_cond_proj_dim` in its config; the pipeline setting
+    `guidance_range`, {"low": ..., "high": ...}, the w it was trained on), so one call on N images gives the guided
+    output. w keeps its meaning (eps_null + w (eps_c - eps_null) of the teacher); a w outside the range is refused.
+    """
+
+    setting_names = ("guidance_range",)
+
+    def __init__(self, dim: int, scale_range):
+        self.dim, self.range = int(dim), (float(scale_range[0]), float(scale_range[1]))
+
+    @classmethod
+    def from_model(cls, unet_config, settings: dict) -> "EmbeddedGuidance | None":
+        dim = (
+            unet_config.get("time_cond_proj_dim")
+            if isinstance(unet_config, dict)
+            else getattr(unet_config, "time_cond_proj_dim", None)
+        )
+        if not dim:
+            return None
+        scale_range = settings.get("guidance_range")
+        if not isinstance(scale_range, dict) or set(scale_range) != {"low", "high"}:
+            raise ValueError(
+                f"The UNet takes a guidance scale (time_cond_proj_dim={dim}), but the pipeline has no guidance_range "
+                f'{{"low": ..., "high": ...}} saying what it was trained on (got {scale_range!r}).'
+            )
+        return cls(dim, (scale_range["low"], scale_range["high"]))
+
+    def settings(self) -> dict:
+        """The pipeline setting (a dict: model_index.json reads a two-item list as a component)."""
+        return {"guidance_range": {"low": self.range[0], "high": self.range[1]}}
+
+    def check(self, guidance_scale: float) -> None:
+        low, high = self.range
+        if not low <= guidance_scale <= high:
+            raise ValueError(
+                f"guidance_scale={guidance_scale:g}: this model has guidance distilled in for w in "
+                f"[{low:g}, {high:g}] (one UNet call per step); give a scale in that range."
+            )
+
+    def batch(self, guidance_scale: float, batch_size: int, device) -> "ConditionBatch":
+        scales = torch.full((batch_size,), float(guidance_scale), device=device)
+        return ConditionBatch({"timestep_cond": guidance_embedding(scales, self.dim)})
+
+
 @dataclass
 class ConditionBatch:
     """
@@ -349,3 +410,17 @@ class PositionCondition(ConditionKind):
 
 
 # The kinds a model may take, in the order their channels are concatenated.
+
+
+def pad_tokens(hidden: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder states `[N x L x D]` and mask `[N x L]` padded with zeros (masked out) to `length` tokens."""
+    extra = length - hidden.shape[1]
+    if extra <= 0:
+        return hidden, mask
+    hidden = torch.cat([hidden, hidden.new_zeros(hidden.shape[0], extra, hidden.shape[2])], dim=1)
+    return hidden, torch.cat([mask, mask.new_zeros(mask.shape[0], extra)], dim=1)
+
+
+def _config_value(config, key: str):
+    """A key of a diffusers config (a FrozenDict with attributes) or of a plain dict."""
+    return config.get(key) if isinstance(config, dict) else getattr(config, key, None)

@@ -27,12 +27,16 @@ from .condition_batch_ddpm_hub import (  # noqa: F401
     GUIDANCE_SCALE_RANGE,
     ConditionBatch,
     ConditionKind,
+    EmbeddedGuidance,
     Guided,
     LowResCondition,
     PositionCondition,
+    _config_value,
     check_guidance_scale,
     coordinate_channels,
+    guidance_embedding,
     guided_output,
+    pad_tokens,
 )
 
 
@@ -401,29 +405,23 @@ class PromptCondition(ConditionKind):
         return tensor
 
 
-def pad_tokens(hidden: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Encoder states `[N x L x D]` and mask `[N x L]` padded with zeros (masked out) to `length` tokens."""
-    extra = length - hidden.shape[1]
-    if extra <= 0:
-        return hidden, mask
-    hidden = torch.cat([hidden, hidden.new_zeros(hidden.shape[0], extra, hidden.shape[2])], dim=1)
-    return hidden, torch.cat([mask, mask.new_zeros(mask.shape[0], extra)], dim=1)
-
-
 KINDS: tuple[type[ConditionKind], ...] = (LowResCondition, ClassCondition, PromptCondition, PositionCondition)
 
 
 class Conditioning:
     """What a model is conditioned on: its kinds, none for an unconditional model."""
 
-    def __init__(self, kinds: list[ConditionKind]):
+    def __init__(self, kinds: list[ConditionKind], embedded_guidance: EmbeddedGuidance | None = None):
         self.kinds = list(kinds)
+        self.embedded_guidance = embedded_guidance  # guidance distilled in: w is a UNet input
 
     @classmethod
     def of(cls, unet_config, settings: dict | None = None, components: dict | None = None, kinds=KINDS):
         """The conditioning of a model from its UNet config, pipeline settings (`id2label`, ...) and components."""
         found = (kind.from_model(unet_config, settings or {}, components or {}) for kind in kinds)
-        return cls([kind for kind in found if kind is not None])
+        return cls(
+            [kind for kind in found if kind is not None], EmbeddedGuidance.from_model(unet_config, settings or {})
+        )
 
     def __bool__(self) -> bool:
         return bool(self.kinds)
@@ -472,6 +470,8 @@ class Conditioning:
                 f"guidance_scale={guidance_scale} needs a condition to guide (class_labels or a prompt), and "
                 f"{self.describe()}."
             )
+        if self.embedded_guidance is not None:
+            self.embedded_guidance.check(guidance_scale)
         for kind in self.kinds:
             kind.check(inputs, guidance_scale)
         return guidance_scale
@@ -482,19 +482,19 @@ class Conditioning:
         """
         The call's conditioning arguments (`inputs`, by name) as what the UNet is called with, and the batch size
         (given, or the one the inputs describe, else 1). The null branch is made only when guidance needs it
-        (guidance_scale != 1). Arguments of a kind the model does not take, and a guidance scale out of
-        `GUIDANCE_SCALE_RANGE`, are refused.
+        (guidance_scale != 1), and never for a model with guidance distilled in: its UNet reads w
+        (`EmbeddedGuidance`), one call on N images. Arguments of a kind the model does not take, and a guidance scale
+        out of `GUIDANCE_SCALE_RANGE`, are refused.
         """
         guidance_scale = self.check(inputs, guidance_scale)
         batch_size = self.batch_size(inputs) if batch_size is None else batch_size
-        condition, null = ConditionBatch(), ConditionBatch() if guidance_scale != 1 else None
+        embedded = self.embedded_guidance
+        condition, null = ConditionBatch(), ConditionBatch() if guidance_scale != 1 and embedded is None else None
         for kind in self.kinds:
             part, null_part = kind.prepare_pair(inputs, batch_size, device, null is not None)
             condition = condition.merge(part)
             null = null.merge(null_part) if null is not None else None
+        if embedded is not None:
+            condition = condition.merge(embedded.batch(guidance_scale, batch_size, device))
+            return Guided(condition, None, 1.0), batch_size
         return Guided(condition, null, guidance_scale), batch_size
-
-
-def _config_value(config, key: str):
-    """A key of a diffusers config (a FrozenDict with attributes) or of a plain dict."""
-    return config.get(key) if isinstance(config, dict) else getattr(config, key, None)

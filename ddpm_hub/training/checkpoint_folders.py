@@ -40,6 +40,7 @@ RECORD_OPTIONS = {
     "distillation.skip": "--consistency_skip",
     "distillation.target_decay": "--consistency_target_decay",
     "distillation.huber_c": "--consistency_huber_c",
+    "distillation.guidance": "--distill_guidance",
     "latents": "--vae",
     "latents.scaling_factor": "--vae_scaling_factor",
     "latents.shift_factor": "--vae",

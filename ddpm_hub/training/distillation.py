@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 from accelerate.logging import get_logger
-from diffusers import DDIMScheduler, LCMScheduler, UNet2DModel
+from diffusers import DDIMScheduler, LCMScheduler, UNet2DConditionModel, UNet2DModel
 
 from ..errors import UsageError
 from ..losses import ConsistencyObjective, DistillationObjective, consistency_timesteps
@@ -38,7 +38,10 @@ logger = get_logger(__name__, log_level="INFO")
 TEACHER_FOLDER = "distill_teacher"  # in a checkpoint of a stage past the first: that stage's teacher
 TARGET_FOLDER = "consistency_target"  # in every checkpoint of a consistency distillation: its target network
 CONSISTENCY_STEPS = 2000  # a consistency distillation's --max_train_steps when not given
-CONSISTENCY_OPTIONS = ("consistency_skip", "consistency_target_decay", "consistency_calls", "consistency_huber_c")
+CONSISTENCY_OPTIONS = (
+    "consistency_skip", "consistency_target_decay", "consistency_calls", "consistency_huber_c", "distill_guidance"
+)  # fmt: skip
+GUIDANCE_EMBEDDING_DIM = 64  # the width of a guided student's w embedding (`guidance_embedding`)
 STUDENT_PREDICTION = "v_prediction"
 
 
@@ -181,6 +184,7 @@ class ConsistencyDistillation:
             self.scheduler, self.teacher, self.teacher_prediction_type, self.target, o.consistency_skip,
             bool(self.scheduler.config.clip_sample),  # the teacher's: a latent model's does not clip
             self.sampler.config.timestep_scaling, o.consistency_huber_c, self.channels_last, self.teacher_context,
+            o.distill_guidance, GUIDANCE_EMBEDDING_DIM,
         )  # fmt: skip
 
     def begin_step(self, run, step: int) -> None:
@@ -221,6 +225,7 @@ class ConsistencyDistillation:
             "method": "consistency", "teacher": teacher_name, "skip": d.consistency_skip,
             "points": len(consistency_timesteps(self.scheduler.config.num_train_timesteps, d.consistency_skip)),
             "target_decay": d.consistency_target_decay, "sampler": "LCMScheduler", "calls": self.calls_now,
+            "guidance_distilled": list(d.distill_guidance) if d.distill_guidance else None,
         }  # fmt: skip
 
     def record(self) -> dict:
@@ -228,8 +233,22 @@ class ConsistencyDistillation:
         d = self.options
         return {
             "method": "consistency", "skip": d.consistency_skip, "target_decay": d.consistency_target_decay,
-            "huber_c": d.consistency_huber_c,
+            "huber_c": d.consistency_huber_c, "guidance": list(d.distill_guidance) if d.distill_guidance else None,
         }  # fmt: skip
+
+
+def guidance_student(unet: UNet2DConditionModel, dim: int = GUIDANCE_EMBEDDING_DIM) -> UNet2DConditionModel:
+    """
+    The teacher's UNet with an input for the guidance scale (`time_cond_proj_dim`: diffusers adds its linear map of
+    `timestep_cond` to the timestep's embedding), that map zero: the student starts as the teacher at every w.
+    """
+    config = {key: value for key, value in unet.config.items() if key != "_use_default_values"}  # else reset
+    student = UNet2DConditionModel.from_config({**config, "time_cond_proj_dim": dim})
+    missing, unexpected = student.load_state_dict(unet.state_dict(), strict=False)
+    if unexpected or missing != ["time_embedding.cond_proj.weight"]:
+        raise RuntimeError(f"the guided student does not extend its teacher: {missing=}, {unexpected=}")
+    torch.nn.init.zeros_(student.time_embedding.cond_proj.weight)
+    return student.to(device=unet.device, dtype=unet.dtype).train(unet.training)
 
 
 def make_distillation(options: DistillOptions, teacher: UNet2DModel, source, scheduler, channels_last: bool,
@@ -267,6 +286,12 @@ def distill_options(o):
     if wrong:
         raise UsageError(f"--distill_from: these options do not apply: {', '.join(wrong)}.")
     o = replace(o, model=replace(m, pipeline=d.distill_from, prediction_type=STUDENT_PREDICTION))
+    scale = o.validation.validation_guidance_scale
+    if d.distill_guidance is not None and not d.distill_guidance[0] <= scale <= d.distill_guidance[1]:
+        raise UsageError(
+            f"--validation_guidance_scale {scale:g}: the student's grids are guided within --distill_guidance "
+            f"{d.distill_guidance[0]:g},{d.distill_guidance[1]:g}; give a scale in that range."
+        )
     if d.distill_method == "consistency":
         progressive = [
             f"--{name}" for name in ("distill_calls", "distill_steps_per_stage")
@@ -316,8 +341,25 @@ def check_teacher(o, source) -> None:
                 f"--consistency_skip {d.consistency_skip}: the teacher's T = {steps} timesteps must be a multiple of "
                 f"it, and larger (e.g. 20 gives {steps // 20} points)."
             )
+        if d.distill_guidance is not None:
+            check_guided_teacher(name, source)
         if d.consistency_calls > steps // d.consistency_skip:
             raise UsageError(
                 f"--consistency_calls {d.consistency_calls}: at most the student's {steps // d.consistency_skip} "
                 f"points (T / --consistency_skip = {steps} / {d.consistency_skip})."
             )
+
+
+def check_guided_teacher(name: str, source) -> None:
+    """--distill_guidance: a text model (its UNet takes `timestep_cond`) trained with caption dropout's null branch."""
+    conditioning = source.conditioning()
+    if source.unet_config.get("_class_name") != "UNet2DConditionModel" or conditioning.prompts is None:
+        raise UsageError(
+            f"--distill_guidance: {name} is not a text-to-image model; guidance is distilled into a text model's "
+            "UNet (UNet2DConditionModel, which takes the scale through `timestep_cond`). Leave it out, and guide "
+            "the student as its teacher (two calls per step)."
+        )
+    if source.unet_config.get("time_cond_proj_dim"):
+        raise UsageError(f"--distill_guidance: {name} already has guidance distilled in (time_cond_proj_dim).")
+    if conditioning.low_res is not None:
+        raise UsageError(f"--distill_guidance: {name} is a super-resolution model; distil a base model.")

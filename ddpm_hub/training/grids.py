@@ -112,7 +112,7 @@ def write_final_grids(run: Run, step: int) -> None:
 def guidance_strip(run: Run) -> Image.Image | None:
     """A model with a null branch: one row per class or prompt, a column per guidance scale, the same noise."""
     conditions = run.conditioning.strip()
-    if conditions is None:
+    if conditions is None or run.conditioning.embedded_guidance is not None:  # a guided student serves its range only
         return None
     columns = [sample_grid_images(run, conditions, w, first=GUIDANCE_FIRST) for w in GUIDANCE_STRIP_SCALES]
     rows = [column[c] for c in range(conditions.num_images) for column in columns]

@@ -97,13 +97,16 @@ def micro_batch_loss(run: Run, m: int, x_0: torch.Tensor, values: dict) -> torch
     if run.vae is not None:  # latent diffusion: one draw from each image's posterior, from (seed, LATENT, m, rank)
         cached = isinstance(getattr(run.data, "images", None), PosteriorImages)  # run.cache_posteriors
         x_0 = training_latents(run.vae, x_0, seed, m, rank, posteriors=cached)
-    condition = None
+    condition, null = None, {}
     if run.conditioning:
         dropout = make_generator(seed, CONDITION_DROPOUT, m, rank)
         condition = run.conditioning.training_batch({**values, "images": x_0}, dropout, accelerator.device)
+        if getattr(run.objective, "guidance", None) is not None:  # guidance distilled in: the teacher's null branch
+            pair = run.conditioning.guidance_pair({**values, "images": x_0}, condition, accelerator.device)
+            condition, null = pair[0], {"null": pair[1]}
     torch.manual_seed(derive_seed(seed, DROPOUT, m, rank))  # dropout uses the global RNG
     generator = make_generator(seed, NOISE, m, rank, device=accelerator.device)
-    return run.objective(run.model, x_0, generator, condition=condition).mean()
+    return run.objective(run.model, x_0, generator, condition=condition, **null).mean()
 
 
 def optimizer_step(run: Run, micro_batches: list) -> torch.Tensor:

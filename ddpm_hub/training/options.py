@@ -21,15 +21,7 @@ from ..options import (
 )
 from ..shipped.conditioning_ddpm_hub import GUIDANCE_SCALE_RANGE
 from ..shipped.scheduling_ddpm_hub import BETA_SCHEDULES, PREDICTION_TYPES, VARIANCE_TYPES
-
-
-def parse_prompts(value) -> tuple[str, ...]:
-    """`"3 left of 7|one right of two"` (or a list of strings in a config file) -> the prompts."""
-    items = value.split("|") if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) and item.strip() for item in items):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a list of prompts: give 'first prompt|second prompt'")
-    return tuple(item.strip() for item in items)
-
+from .option_values import parse_calls, parse_guidance_range, parse_prompts  # noqa: F401
 
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 LOGGERS = ("tensorboard", "wandb", "none")
@@ -186,18 +178,6 @@ class OptimizerOptions:
     max_grad_norm: float = option(1.0, "gradient clipping norm (0: no clipping)", "optimizer", at_least=0)
 
 
-def parse_calls(value) -> tuple[int, ...]:
-    """`"32,16,8,4,2,1"` (or a list in a config file) -> the student's calls, stage by stage."""
-    items = value.split(",") if isinstance(value, str) else value
-    try:
-        calls = tuple(int(item) for item in items)
-    except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a list of numbers of calls: give e.g. 32,16,8,4") from None
-    if not calls or any(c < 1 for c in calls) or any(a != 2 * b for a, b in zip(calls, calls[1:])):
-        raise argparse.ArgumentTypeError(f"{value!r}: the calls halve stage by stage, e.g. 32,16,8,4,2,1")
-    return calls
-
-
 DISTILL_METHODS = ("progressive", "consistency")
 
 
@@ -245,6 +225,14 @@ class DistillOptions:
     )
     consistency_huber_c: float | None = option(
         None, "consistency: the pseudo-Huber loss's c (default: 0.001 sqrt(values per image))", "distillation", above=0
+    )
+    distill_guidance: tuple[float, float] | None = option(
+        None,
+        "consistency: distil classifier-free guidance in (Meng et al. 2023; LCM): the student reads the guidance "
+        "scale w as an input, drawn uniformly in LOW,HIGH for each example, and learns the teacher's guided step, so "
+        "a guided image costs one UNet call per step, not two (e.g. 1,5; a text model's teacher)",
+        "distillation",
+        parse=parse_guidance_range,
     )
 
 
