@@ -28,11 +28,12 @@ from diffusers import LCMScheduler
 if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ddpm_hub import DDPMHubPipeline, Source
+from ddpm_hub import DDPMHubPipeline, DDPMHubScheduler, Source
 from ddpm_hub.data.sources import load_images
 from ddpm_hub.evaluation.metrics import cached_reference_features, features_for, reference_split
 from ddpm_hub.evaluation.sweep import sampler_sweep
 from ddpm_hub.pipelines.sampling import Sampler
+from ddpm_hub.shipped.samplers_ddpm_hub import ddpm_chain
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,6 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--student_calls", default=None, help="each student at these calls, comma separated (default: its own)"
     )
+    parser.add_argument("--students_only", action="store_true", help="no teacher rows (a quick comparison)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--output_dir", default=None)
@@ -71,9 +73,10 @@ def main(argv=None) -> None:
     calls = sorted(calls | {student.default_num_inference_steps for student in students})
     table = []
     started = time.perf_counter()
-    for spacing in ("leading", "trailing"):
+    chain = ddpm_chain(teacher.scheduler)  # a trained model's fast default sampler carries its chain
+    for spacing in () if args.students_only else ("leading", "trailing"):
         spaced = DDPMHubPipeline.from_pipe(teacher)
-        spaced.scheduler = type(teacher.scheduler).from_config(teacher.scheduler.config, timestep_spacing=spacing)
+        spaced.scheduler = DDPMHubScheduler.from_config(chain.config, timestep_spacing=spacing)
         samplers = [Sampler(kind, n) for n in reversed(calls) for kind in ("ddim", "dpmsolver++")]
         table += rows(spaced, f"teacher {args.teacher}", samplers, spacing)
     for name, student in zip(args.students, students):

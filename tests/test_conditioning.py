@@ -31,6 +31,7 @@ from ddpm_hub.pipelines.conditioning import (
 from ddpm_hub.pipelines.sampling import image_generator, sample_images, with_sampler
 from ddpm_hub.pipelines.source import ModelLoadError
 from ddpm_hub.shipped import conditioning_ddpm_hub as shipped
+from ddpm_hub.shipped import samplers_ddpm_hub
 from ddpm_hub.shipped.scheduling_ddpm_hub import DDPMHubScheduler, is_ddpm_family
 
 NAMES = [str(i) for i in range(10)]
@@ -243,7 +244,7 @@ def test_one_predicate_for_the_ddpm_family_and_its_shipped_copy():
     original = inspect.getsource(is_ddpm_family)
     copy = inspect.getsource(pipeline_ddpm_hub.is_ddpm_family)
     assert copy == original
-    assert "Copied from ddpm_hub.shipped.scheduling_ddpm_hub.is_ddpm_family" in inspect.getsource(pipeline_ddpm_hub)
+    assert "Copied from ddpm_hub.shipped.scheduling_ddpm_hub.is_ddpm_family" in inspect.getsource(samplers_ddpm_hub)
 
 
 def test_a_saved_folder_ships_only_its_family_and_what_it_imports(tmp_path):
@@ -251,6 +252,7 @@ def test_a_saved_folder_ships_only_its_family_and_what_it_imports(tmp_path):
     assert sorted(names) == [
         "condition_batch_ddpm_hub.py", "conditioning_ddpm_hub.py", "image_processing_ddpm_hub.py",
         "latents_ddpm_hub.py", "pipeline_ddpm_hub.py", "pipeline_ddpm_hub_img2img.py", "pipeline_ddpm_hub_inpaint.py",
+        "samplers_ddpm_hub.py",
     ]  # fmt: skip
     Source.of("ddpm-tiny-8").build().save_pretrained(tmp_path)
     assert sorted(p.name for p in tmp_path.glob("*.py")) == sorted(names)

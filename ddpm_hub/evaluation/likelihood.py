@@ -56,6 +56,7 @@ from ..errors import UsageError
 from ..losses import prior_bits_per_dim, vb_terms_bits_per_dim
 from ..run_folder import BPD_FILE, BPD_PLOT_FILE
 from ..shipped.conditioning_ddpm_hub import ConditionBatch
+from ..shipped.samplers_ddpm_hub import ddpm_chain
 from ..shipped.scheduling_ddpm_hub import DDPMHubScheduler, is_ddpm_family
 
 ESTIMATORS = ("strided", "sampled")
@@ -176,6 +177,8 @@ def likelihood_scheduler(scheduler, num_steps: int | None = None) -> DDPMHubSche
         chain_scheduler = copy.deepcopy(scheduler)
     elif is_ddpm_family(scheduler):  # diffusers' DDPMScheduler, or the shipped copy of ours: the same chain
         chain_scheduler = DDPMHubScheduler.from_config(scheduler.config)
+    elif ddpm_chain(scheduler) is not None:  # a trained model's fast default sampler, which carries its chain
+        chain_scheduler = DDPMHubScheduler.from_config(ddpm_chain(scheduler).config)
     else:
         raise UsageError(
             f"The likelihood needs the DDPM chain, but the pipeline's scheduler is {type(scheduler).__name__}. Load "

@@ -1,8 +1,14 @@
-"""The training table of the model card: what the run's training record and options say about how it was trained.
+"""The training table of the model card, and its distillation row: what the run's training record and options say
+about how it was trained.
 
 Rows of (label, value) for `model_card.md`, from `training_summary.json` and `training_options.json`; a value the
 run did not record leaves its row out.
 """
+
+from pathlib import Path
+
+from ..public import code_span, is_local_path
+from ..run_folder import read_json
 
 
 def training_rows(summary: dict, options: dict) -> list[tuple[str, str]]:
@@ -102,3 +108,30 @@ def _duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def distillation_facts(folder: Path, options: dict) -> dict | None:
+    """
+    A distilled student: its teacher, the method, the stages' calls and steps (progressive) or the teacher's step and
+    the run's length (consistency), the sampler and the calls it samples in by default.
+    """
+    teacher = options.get("distill_from")
+    if not teacher:
+        return None
+    index = read_json(folder / "model_index.json", "the pipeline's index") or {}
+    calls = [int(c) for c in options.get("distill_calls") or []]
+    consistency = options.get("distill_method") == "consistency"
+    return {
+        "teacher": code_span(Path(teacher).name if is_local_path(teacher) else teacher, in_table=True),
+        "method": options.get("distill_method") or "progressive",
+        "sampler": "LCMScheduler" if consistency else "DDIM",
+        "skip": options.get("consistency_skip"),
+        "steps": options.get("max_train_steps"),
+        "stages": ", ".join(map(str, calls)),
+        "num_stages": len(calls),
+        "steps_per_stage": options.get("distill_steps_per_stage"),
+        "calls": index.get(
+            "default_num_inference_steps",
+            options.get("consistency_calls") if consistency else (calls[-1] if calls else None),
+        ),
+    }

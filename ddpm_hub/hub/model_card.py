@@ -42,7 +42,7 @@ from ..run_folder import (
     read_metrics,
 )
 from ..version import __version__
-from .card_training import training_rows
+from .card_training import distillation_facts, training_rows
 
 TEMPLATE_NAME = "model_card.md"
 DEFAULT_LICENSE = "apache-2.0"
@@ -159,8 +159,8 @@ def collect_facts(folder: Path, local_dataset: bool | None = None) -> dict:
         "sweep": _read_text(folder / SWEEP_FILE),
         "conditional": (conditional := _conditional_facts(folder, summary)),
         "text": (text := _text_facts(folder, summary, options)),
-        "distillation": _distillation_facts(folder, options),
-        "usage_call": _usage_call(conditional, summary, text, model["super_resolution"]),
+        "distillation": distillation_facts(folder, options),
+        "usage_call": _usage_call(conditional, summary, text, model["super_resolution"], model["sampler"]),
         "class_accuracy": _read_text(folder / CLASS_ACCURACY_FILE),
         "text_accuracy": _read_text(folder / TEXT_ACCURACY_FILE),
         "bpd_plot": BPD_PLOT_FILE if (folder / BPD_PLOT_FILE).is_file() else None,
@@ -168,33 +168,6 @@ def collect_facts(folder: Path, local_dataset: bool | None = None) -> dict:
         "epochs": summary.get("epochs"),
         "has_options": (folder / OPTIONS_FILE).is_file(),
         "source_pipeline": _code(options.get("pipeline") or summary.get("pipeline")),
-    }
-
-
-def _distillation_facts(folder: Path, options: dict) -> dict | None:
-    """
-    A distilled student: its teacher, the method, the stages' calls and steps (progressive) or the teacher's step and
-    the run's length (consistency), the sampler and the calls it samples in by default.
-    """
-    teacher = options.get("distill_from")
-    if not teacher:
-        return None
-    index = read_json(folder / "model_index.json", "the pipeline's index") or {}
-    calls = [int(c) for c in options.get("distill_calls") or []]
-    consistency = options.get("distill_method") == "consistency"
-    return {
-        "teacher": code_span(Path(teacher).name if is_local_path(teacher) else teacher, in_table=True),
-        "method": options.get("distill_method") or "progressive",
-        "sampler": "LCMScheduler" if consistency else "DDIM",
-        "skip": options.get("consistency_skip"),
-        "steps": options.get("max_train_steps"),
-        "stages": ", ".join(map(str, calls)),
-        "num_stages": len(calls),
-        "steps_per_stage": options.get("distill_steps_per_stage"),
-        "calls": index.get(
-            "default_num_inference_steps",
-            options.get("consistency_calls") if consistency else (calls[-1] if calls else None),
-        ),
     }
 
 
@@ -229,6 +202,14 @@ def _model_facts(folder: Path, options: dict | None = None) -> dict:
     ]
     if latent is not None:  # the images are the decoder's: f times the latent grid, in the autoencoder's channels
         height, width, channels = latent["height"], latent["width"], latent["channels"]
+    sampler = None
+    if scheduler.get("_class_name") == "UniPCMultistepScheduler" and scheduler.get("variance_type"):
+        index = read_json(folder / MODEL_INDEX, "the pipeline's model index") or {}
+        sampler = {
+            "class_name": "UniPCMultistepScheduler",
+            "spacing": scheduler.get("timestep_spacing"),
+            "steps": index.get("default_num_inference_steps"),
+        }  # the fast sampler a trained model ships with (ddpm_hub.pipelines.sampling.default_sampler)
     beta_schedule = scheduler.get("beta_schedule")
     betas = f"{beta_schedule} betas"
     if beta_schedule == "linear":
@@ -248,7 +229,8 @@ def _model_facts(folder: Path, options: dict | None = None) -> dict:
         "attention": ", ".join(attention) or "none",
         "unet_class": unet.get("_class_name") or "UNet2DModel",
         "cross_attention": unet.get("cross_attention_dim") is not None,
-        "scheduler_class": scheduler.get("_class_name"),
+        "scheduler_class": "DDPMScheduler" if sampler else scheduler.get("_class_name"),  # the chain's
+        "sampler": sampler,
         "num_train_timesteps": scheduler.get("num_train_timesteps"),
         "betas": betas,
         "variance_type": scheduler.get("variance_type"),
@@ -364,11 +346,15 @@ def _text_facts(folder: Path, summary: dict, options: dict) -> dict | None:
 
 
 def _usage_call(
-    conditional: dict | None, summary: dict, text: dict | None = None, super_resolution: dict | None = None
+    conditional: dict | None,
+    summary: dict,
+    text: dict | None = None,
+    super_resolution: dict | None = None,
+    sampler: dict | None = None,
 ) -> str:
     """
-    The arguments of the sampling call the card shows: the grid's steps, a class or prompt and guidance; the image to
-    upsample for a super-resolution model.
+    The arguments of the sampling call the card shows: the grid's steps (none with a saved fast sampler: its own
+    calls), a class or prompt and guidance; the image to upsample for a super-resolution model.
     """
     arguments = ['image=Image.open("small.png")'] if super_resolution else []
     if conditional:
@@ -382,7 +368,7 @@ def _usage_call(
     if text:
         arguments.append(f"guidance_scale={text['guidance_scale'] or 3.0}")
     steps = (summary.get("samples") or {}).get("steps")
-    if steps:
+    if steps and sampler is None:
         arguments.append(f"num_inference_steps={steps}")
     return ", ".join([*arguments, "generator=torch.manual_seed(0)"])
 

@@ -18,6 +18,7 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, LCMScheduler, 
 
 from ..errors import UsageError
 from ..pictures import to_uint8
+from ..shipped.samplers_ddpm_hub import ddpm_chain
 from ..shipped.scheduling_ddpm_hub import DDPMHubScheduler
 
 
@@ -44,6 +45,40 @@ SAMPLERS: dict[str, SamplerKind] = {
     "unipc": SamplerKind(UniPCMultistepScheduler, "UniPC"),
     "lcm": SamplerKind(LCMScheduler, "LCM (consistency student)"),  # a consistency-distilled student's own sampler
 }
+
+
+# The sampler a trained pixel-space model is saved with, and its steps (`default_sampler`). Measured on the README's
+# main job (benchmarks/sampler_choice.py, distance to the floor at 20 calls): UniPC on "trailing" timesteps with its
+# x_0 clipped (thresholding at the chain's clip range) 1.17; DPM-Solver++ so 1.30, DDIM trailing 1.43, DDPM ancestral
+# 2.91. Its 20 calls are the pipeline's default; the chain stays in its config (`ddpm_chain`).
+DEFAULT_SAMPLER_STEPS = 20
+
+
+def default_sampler(pipeline):
+    """
+    The scheduler a trained model is saved with: UniPC at trailing timesteps, clipping x_0 as its chain does, for a
+    pixel-space DDPM whose chain clips and whose variance is fixed (the measured case); None (keep the DDPM chain's
+    scheduler) for a latent model (its latents are not clipped), a learned variance (a sampler without it would drop
+    it), a super-resolution model (its chain's quality was measured with DDPM), a chain that thresholds already, and
+    a beta schedule of ddpm_hub's own.
+    """
+    config = pipeline.scheduler.config
+    eligible = (
+        getattr(pipeline, "vae", None) is None
+        and config.get("clip_sample", False)
+        and not config.get("thresholding", False)
+        and config.get("variance_type", "fixed_small") in ("fixed_small", "fixed_large")
+        and pipeline.conditioning.get("low_res") is None
+    )
+    if not eligible:
+        return None
+    try:  # diffusers' schedules only: a chain of ddpm_hub's own (sigmoid) keeps its scheduler, as the shipped code
+        sampler = UniPCMultistepScheduler.from_config(  # reads the chain back with diffusers' DDPMScheduler
+            config, timestep_spacing="trailing", thresholding=True, sample_max_value=config.get("clip_sample_range", 1)
+        )
+    except NotImplementedError:
+        return None
+    return sampler if torch.equal(sampler.alphas_cumprod, pipeline.scheduler.alphas_cumprod) else None
 
 
 @dataclass(frozen=True)
@@ -75,12 +110,14 @@ class Sampler:
 def with_sampler(pipeline, name: str):
     """
     `pipeline` with the sampler `name`: a new pipeline of the same class sharing every component but the scheduler
-    (diffusers' `from_pipe`), built by `XScheduler.from_config(scheduler.config)`; progress bars off.
+    (diffusers' `from_pipe`), built by `XScheduler.from_config(scheduler.config)` (a trained model's fast default
+    sampler's chain: `ddpm_chain`); progress bars off.
     """
     if name not in SAMPLERS:
         raise UsageError(f"Unknown sampler {name!r}; valid choices are: {', '.join(SAMPLERS)}.")
     kind = SAMPLERS[name]
-    scheduler = kind.scheduler_class.from_config(pipeline.scheduler.config, **kind.options)
+    chain = ddpm_chain(pipeline.scheduler) or pipeline.scheduler  # from the chain's settings, not a default sampler's
+    scheduler = kind.scheduler_class.from_config(chain.config, **kind.options)
     swapped = type(pipeline).from_pipe(pipeline, scheduler=scheduler)
     swapped.set_progress_bar_config(disable=True)
     return swapped

@@ -26,6 +26,7 @@ from ..errors import DDPMHubError, InputNotFoundError, UsageError
 from ..loading.components import check_weights, components_of, pipeline_folder, read_model_index
 from ..loading.configs import available_pipelines, build_components, configuration_folder, read_unet_config
 from ..run_folder import SCHEDULER_CONFIG, is_pipeline_folder, is_trained_folder, read_json
+from ..shipped.samplers_ddpm_hub import ddpm_chain
 from ..shipped.scheduling_ddpm_hub import DDPMHubScheduler
 from .conditioning import TrainingConditioning
 from .library import pipeline_class
@@ -125,7 +126,8 @@ class Source:
         if sample_size is not None and sample_size != pipeline.unet.config.sample_size:
             pipeline.unet.register_to_config(sample_size=sample_size)
         if scheduler_overrides is not None:
-            pipeline.scheduler = DDPMHubScheduler.from_config({**pipeline.scheduler.config, **scheduler_overrides})
+            chain = ddpm_chain(pipeline.scheduler) or pipeline.scheduler  # a fast default sampler's chain
+            pipeline.scheduler = DDPMHubScheduler.from_config({**chain.config, **scheduler_overrides})
         return pipeline
 
     def refuse_super_resolution(self, command: str, instead: str = "") -> None:

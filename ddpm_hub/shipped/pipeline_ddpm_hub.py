@@ -18,7 +18,7 @@ import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DConditionModel, UNet2DModel
+from diffusers import DiffusionPipeline, ImagePipelineOutput, UNet2DConditionModel, UNet2DModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -27,6 +27,7 @@ from .condition_batch_ddpm_hub import Guided
 from .conditioning_ddpm_hub import Conditioning, PromptCondition
 from .image_processing_ddpm_hub import convert_mask, convert_mode, unit_array
 from .latents_ddpm_hub import AutoencoderKL, decode, image_size
+from .samplers_ddpm_hub import ddpm_chain, is_ddpm_family, warn_if_noise  # noqa: F401
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 CALLBACK_TENSOR_INPUTS = ("image", "pred_original_sample")  # what a callback_on_step_end may see and replace
@@ -52,18 +53,6 @@ def _install_float32_filter() -> None:
 
 
 _install_float32_filter()
-
-
-# Copied from ddpm_hub.shipped.scheduling_ddpm_hub.is_ddpm_family (tests/test_conditioning.py checks the copy)
-def is_ddpm_family(scheduler) -> bool:
-    """
-    A DDPM-family scheduler (an instance or a class): DDPMHubScheduler (installed, or loaded from a repo's shipped
-    file) or diffusers' DDPMScheduler. Their steps are the ancestral steps of the DDPM chain, stateless (any timestep
-    in any order: RePaint walks back and forth), and they carry the variance type that the likelihood and a learned
-    variance need; DDIM, DPM-Solver and the other samplers do not.
-    """
-    klass = scheduler if isinstance(scheduler, type) else type(scheduler)
-    return bool(getattr(klass, "ddpm_family", False)) or issubclass(klass, DDPMScheduler)
 
 
 PROMPT_ARGUMENTS = PromptCondition.call_arguments  # the text arguments every pipeline's __call__ takes
@@ -177,6 +166,7 @@ class DDPMHubPipeline(DiffusionPipeline):
         default_num_inference_steps: int | None = None,
         coordinate_channels: int | None = None,
         vae: AutoencoderKL | None = None,  # annotated: from_pipe carries a diffusers model only to its type
+        guidance_range: dict[str, float] | None = None,
     ):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer, vae=vae)
@@ -186,6 +176,8 @@ class DDPMHubPipeline(DiffusionPipeline):
             self.register_to_config(default_num_inference_steps=int(default_num_inference_steps))
         if coordinate_channels:  # the UNet also takes pixel coordinates (conditioning_ddpm_hub.PositionCondition)
             self.register_to_config(coordinate_channels=int(coordinate_channels))
+        if guidance_range is not None:  # guidance distilled in: the w the UNet was trained to read
+            self.register_to_config(guidance_range={key: float(w) for key, w in guidance_range.items()})
 
     @property
     def labels(self) -> dict[str, int]:
@@ -246,7 +238,8 @@ class DDPMHubPipeline(DiffusionPipeline):
             guidance_scale (`float` in [0, 100], defaults to 1.0): classifier-free guidance w (Ho & Salimans 2022):
                 the model output is eps_null + w (eps_c - eps_null), from one UNet call on 2B images per step. w = 1
                 is the conditional model (one call on B images), w = 0 the "no label" model. With `learned_range` the
-                mean part is guided and the conditional variance kept, as GLIDE does.
+                mean part is guided and the conditional variance kept, as GLIDE does. A student with guidance
+                distilled in (its setting `guidance_range`) reads w as an input: one call on B images per step.
             output_type (`"pil"`, `"np"`, `"pt"` or `"latent"`, defaults to `"pil"`): PIL images (mode "L" for one
                 channel), a float numpy array `[N x H x W x C]` in [0, 1], a torch tensor `[N x C x H x W]` in
                 [0, 1], or x_0 as the chain left it (a latent model's scaled latents, not decoded).
@@ -288,6 +281,7 @@ class DDPMHubPipeline(DiffusionPipeline):
             self.scheduler.set_timesteps(timesteps=timesteps, device=self.device)
         else:
             self.scheduler.set_timesteps(steps, device=self.device)
+        warn_if_noise(self.scheduler)
 
         # 3. x_t -> x_{t-1} for t = T..1 (Algorithm 2, lines 2-5), the model output guided when asked.
         callback = (callback_on_step_end, callback_on_step_end_tensor_inputs)

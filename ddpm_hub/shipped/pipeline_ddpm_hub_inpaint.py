@@ -13,6 +13,7 @@ Shipped next to `pipeline_ddpm_hub.py` in every published repo; plain diffusers 
 `DiffusionPipeline.from_pretrained(repo_id, custom_pipeline="pipeline_ddpm_hub_inpaint", trust_remote_code=True)`.
 """
 
+import inspect
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -25,7 +26,8 @@ from .condition_batch_ddpm_hub import Guided  # noqa: F401
 from .conditioning_ddpm_hub import Conditioning  # noqa: F401
 from .image_processing_ddpm_hub import convert_mode  # noqa: F401
 from .latents_ddpm_hub import decode, encode, latent_mask  # noqa: F401
-from .pipeline_ddpm_hub import ClassLabels, DDPMHubPipeline, is_ddpm_family, prompt_arguments
+from .pipeline_ddpm_hub import ClassLabels, DDPMHubPipeline, prompt_arguments
+from .samplers_ddpm_hub import ddpm_chain
 
 
 def repaint_levels(num_steps: int, jump_length: int, jump_n_sample: int) -> list[int]:
@@ -106,11 +108,17 @@ class DDPMHubInpaintPipeline(DDPMHubPipeline):
             raise ValueError(
                 f"jump_length and jump_n_sample must be integers >= 1, got {jump_length}, {jump_n_sample}."
             )
-        if not is_ddpm_family(self.scheduler):
+        chain_scheduler = ddpm_chain(self.scheduler)
+        if chain_scheduler is None:
             raise ValueError(
                 f"RePaint steps the chain back and forth, which needs a stateless ancestral scheduler "
                 f"(DDPMHubScheduler or DDPMScheduler), not {type(self.scheduler).__name__}."
             )
+        if chain_scheduler is not self.scheduler:  # a fast sampler shipped as the default: RePaint walks the chain
+            repaint = type(self).from_pipe(self, scheduler=chain_scheduler)
+            repaint.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
+            arguments = {name: value for name, value in locals().items() if name in PARAMETERS}
+            return repaint(**arguments)
         x_0 = self.preprocess(image, self.image_channels) * 2 - 1  # [N x C x H x W] in [-1, 1]
         keep = self.preprocess_mask(mask_image) == 0  # [N x 1 x H x W], True = known pixel
         if self.vae is not None:  # z'_0 [N x c x h x w], and True = a latent whose pixels are all known
@@ -154,6 +162,8 @@ class DDPMHubInpaintPipeline(DDPMHubPipeline):
                 x = ratio**0.5 * x + (1 - ratio) ** 0.5 * noise_like()
         return self.output(x, output_type, return_dict)
 
+
+PARAMETERS = tuple(inspect.signature(DDPMHubInpaintPipeline.__call__).parameters)[1:]
 
 # diffusers' custom_pipeline loader takes the one DiffusionPipeline subclass among this module's names.
 del DDPMHubPipeline

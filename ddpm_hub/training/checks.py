@@ -272,6 +272,13 @@ def _trains_on_the_ddpm_chain(source: Source) -> bool:
     from ..loading.components import scheduler_class
 
     try:
-        return is_ddpm_family(scheduler_class(source.model_index["scheduler"], source.location))
+        klass = scheduler_class(source.model_index["scheduler"], source.location)
     except UsageError:
         return False
+    # a trained model's fast default sampler (`ddpm_hub.pipelines.sampling.default_sampler`) carries its chain
+    return is_ddpm_family(klass) or klass.__name__ == "UniPCMultistepScheduler" and carries_ddpm_chain(source)
+
+
+def carries_ddpm_chain(source: Source) -> bool:
+    """The scheduler config names the chain's variance (built from a DDPM config), as a trained model's sampler's."""
+    return source.scheduler_config.get("variance_type") is not None

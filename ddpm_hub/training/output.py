@@ -92,7 +92,7 @@ def finish(run: Run, result) -> None:
         run.report = stream_report(run)
     write_final_grids(run, result.global_step)
     if accelerator.is_main_process:
-        run.sampling_pipeline().save_pretrained(run.output_dir)
+        run.saved_pipeline().save_pretrained(run.output_dir)
         write_summary(run, result, checksums)
         logger.info("Wrote the pipeline, %s and the summary to %s", SAMPLES_FILE, run.output_dir)
     accelerator.wait_for_everyone()

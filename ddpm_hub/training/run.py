@@ -19,6 +19,7 @@ from ..errors import UsageError
 from ..loading.configs import count_parameters
 from ..losses import DiffusionObjective
 from ..pipelines.conditioning import TrainingConditioning
+from ..pipelines.sampling import DEFAULT_SAMPLER_STEPS, default_sampler
 from ..pipelines.source import Source
 from ..runtime import default_cpu_threads, distributed_without_accelerator
 from ..shipped.scheduling_ddpm_hub import DDPMHubScheduler
@@ -117,6 +118,19 @@ class Run:
             pipeline.register_to_config(**extra)
         pipeline.set_progress_bar_config(disable=True)
         return pipeline
+
+    def saved_pipeline(self):
+        """
+        The pipeline saved as the run's output: the sampling pipeline, with the fast sampler a trained pixel model
+        ships with (`default_sampler`: UniPC, DEFAULT_SAMPLER_STEPS calls by default) where it applies.
+        """
+        pipeline = self.sampling_pipeline()
+        sampler = default_sampler(pipeline) if self.distillation is None else None
+        if sampler is None:
+            return pipeline
+        fast = type(pipeline).from_pipe(pipeline, scheduler=sampler)
+        fast.register_to_config(default_num_inference_steps=DEFAULT_SAMPLER_STEPS)
+        return fast
 
     @property
     def sampling_steps(self) -> int:
