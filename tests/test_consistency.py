@@ -509,10 +509,11 @@ def test_w_conditioning_moves_the_students_output_monotonically_in_w():
 @pytest.mark.slow
 def test_a_text_teacher_distilled_with_guidance_samples_guided_in_one_call_per_step(tmp_path):
     """
-    A tiny text teacher distilled for 3 steps with --distill_guidance 1,4: the student's UNet reads w
-    (time_cond_proj_dim), the pipeline records the range, and a guided call takes one UNet call on N images per step
-    (the teacher's take one on 2N), installed and through plain diffusers alike; w changes the images; a w outside
-    the range, and a teacher that is not a text model, are refused with what is accepted.
+    A tiny text teacher distilled for 3 steps with --distill_guidance 1,4, and again killed after step 2 and resumed:
+    the same student. Its UNet reads w (time_cond_proj_dim), the pipeline records the range, and a guided call takes
+    one UNet call on N images per step (the teacher's take one on 2N), installed and through plain diffusers alike;
+    w changes the images; a w outside the range, and a teacher that is not a text model, are refused with what is
+    accepted.
     """
     from helpers import text_config
 
@@ -520,8 +521,14 @@ def test_a_text_teacher_distilled_with_guidance_samples_guided_in_one_call_per_s
     Source.of(text_config(tmp_path)).build(seed=0).save_pretrained(teacher)
     args = [*TINY, "--dataset_name", "builtin:digit-pairs", "--resolution", "8x16", "--distill_from", str(teacher)]
     args += ["--distill_method", "consistency", "--distill_guidance", "1,4", "--max_train_steps", "3"]
-    args += ["--consistency_calls", "2", "--validation_guidance_scale", "2", "--output_dir", str(tmp_path / "s")]
-    check_ok(run_script(args))
+    args += ["--consistency_calls", "2", "--validation_guidance_scale", "2", "--checkpointing_steps", "2"]
+    check_ok(run_script([*args, "--output_dir", str(tmp_path / "s")]))
+    killed = run_script(
+        [*args, "--output_dir", str(tmp_path / "k")], script=LAUNCHER, env={"FAULT_KILL_AFTER_CHECKPOINT": "2"}
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    check_ok(run_script([*args, "--output_dir", str(tmp_path / "k"), "--resume_from_checkpoint", "latest"]))
+    assert_bit_identical(unet_weights(tmp_path / "s"), unet_weights(tmp_path / "k"))  # w draws resume too
     student = DDPMHubPipeline.from_pretrained(tmp_path / "s")
     student.set_progress_bar_config(disable=True)
     assert student.unet.config.time_cond_proj_dim == 64 and student.config.guidance_range == {"low": 1.0, "high": 4.0}

@@ -24,6 +24,7 @@ from ..pipelines.library import DDPMHubSuperResolutionPipeline
 from ..pipelines.sampling import SAMPLERS, sample_images, with_sampler
 from ..pipelines.source import Source
 from ..run_folder import check_writable_folder
+from ..shipped.samplers_ddpm_hub import ddpm_chain
 from .common import add_model_arguments, check_output, generators, image_conditions, load_model, save
 
 HELP = "sample a grid, with class labels and guidance, or the reverse trajectory"
@@ -55,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--trajectory",
         action="store_true",
         help="the reverse process instead of a grid: per image a row of x_t and a row of the predicted x_0 at "
-        "--frames steps",
+        "--frames steps (a model saved with its fast sampler: Algorithm 2 on its DDPM chain, unless --sampler)",
     )
     parser.add_argument("--frames", type=int_at_least(2), default=8, help="steps shown by --trajectory (default: 8)")
     parser.add_argument(
@@ -86,7 +87,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         check_writable_folder(Path(args.output_dir), "--output_dir")
     pipeline = load_model(args)
-    pipeline = pipeline if args.sampler is None else with_sampler(pipeline, args.sampler)
+    sampler = args.sampler
+    if sampler is None and args.trajectory and ddpm_chain(pipeline.scheduler) is not pipeline.scheduler:
+        sampler = "ddpm" if ddpm_chain(pipeline.scheduler) is not None else None  # Algorithm 2 on the saved chain
+    pipeline = pipeline if sampler is None else with_sampler(pipeline, sampler)
     args.steps = args.steps or pipeline.default_num_inference_steps
     pipeline.set_progress_bar_config(disable=args.output_dir is not None)
     conditions = image_conditions(pipeline, args)
