@@ -37,6 +37,8 @@ cp runs/ddpm-digits-64/samples.png docs/ddpm-digits-64-samples.png  # the pixel 
 printf '%s\n' "3 left of 7" "eight right of one" "2 left of four" "six right of 9" \
   "0 left of 5" "seven right of two" "4 left of nine" "8 right of 3" > docs/inputs/digit-pair-prompts.txt
 ddpm-hub sample runs/ddpm-digit-pairs-text --prompts_file docs/inputs/digit-pair-prompts.txt --guidance_scale 3 --num_images 32 --steps 100 --scale 4 --output docs/text-to-image.png
+# The guided consistency student of docs/few-steps.md (ddpm-digit-pairs-text-consistency.yaml): its grid, 4 calls at w = 3.
+cp runs/ddpm-digit-pairs-text-consistency/samples.png docs/text-guided-student-4-calls.png
 # The same prompts in latent space (runs/ddpm-latent-digit-pairs-text, docs/latent.md), decoded at 64x128.
 ddpm-hub sample runs/ddpm-latent-digit-pairs-text --prompts_file docs/inputs/digit-pair-prompts.txt --guidance_scale 5 --num_images 32 --steps 100 --scale 1 --output docs/latent-text-to-image.png
 # A cascade: the main job's digits (16x16), then upscaled 4x by the super-resolution model (64x64).
