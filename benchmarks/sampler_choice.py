@@ -50,11 +50,18 @@ VARIANTS = {  # name: (sampler, timestep spacing, scheduler options)
 }
 
 
+SAVED = "saved"  # --variants saved: the model's own scheduler, as saved
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="a trained model (a folder or Hub repo id)")
     parser.add_argument("--calls", default="10,20,50", help="numbers of steps, comma separated (default: %(default)s)")
-    parser.add_argument("--variants", default=None, help="names of VARIANTS, comma separated (default: all)")
+    parser.add_argument(
+        "--variants",
+        default=None,
+        help="names of VARIANTS, or saved (the model's own scheduler), comma separated (default: all)",
+    )
     parser.add_argument("--num_images", type=int, default=898, help="samples per row of a digits model")
     parser.add_argument("--text", action="store_true", help="score a text model by its text accuracy")
     parser.add_argument("--num_per_prompt", type=int, default=2, help="--text: samples per pair and sentence form")
@@ -131,10 +138,15 @@ def main(argv=None) -> None:
     score, facts = (text_scorer if args.text else digit_scorer)(pipeline, args)
     rows, started = [], time.perf_counter()
     for name in names:
-        model = variant(pipeline, name)
-        sampler, spacing, options = VARIANTS[name]
+        if name == SAVED:  # the scheduler the model was saved with, as `pipeline()` samples
+            model, spacing, options = pipeline, pipeline.scheduler.config.get("timestep_spacing"), {}
+            label = f"{type(pipeline.scheduler).__name__} (as saved)"
+        else:
+            model = variant(pipeline, name)
+            sampler, spacing, options = VARIANTS[name]
+            label = SAMPLERS[sampler].label
         for n in calls:
-            row = {"variant": name, "label": SAMPLERS[sampler].label, "timesteps": spacing, "options": options}
+            row = {"variant": name, "label": label, "timesteps": spacing, "options": options}
             row.update(calls=n, **score(model, n))
             rows.append(row)
             print(json.dumps(row), flush=True)
