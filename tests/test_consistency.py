@@ -280,7 +280,7 @@ def test_consistency_options_are_checked_before_any_work(tmp_path):
     options, _ = parse_options(["--config", str(ROOT / "training" / "configs" / "ddpm-digits-16-consistency.yaml")])
     d = options.distillation
     assert (d.distill_from, d.distill_method, d.consistency_calls) == ("runs/ddpm-digits-16", "consistency", 4)
-    assert options.length.max_train_steps == 2000
+    assert options.length.max_train_steps == 2800
     with pytest.raises(UsageError, match="--distill_method: these distil a trained model; give it with"):
         check([*TINY, "--distill_method", "consistency", "--output_dir", str(tmp_path / "d")])
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import DDPMPipeline, DDPMScheduler
+from diffusers import DDPMPipeline, DDPMScheduler, UniPCMultistepScheduler
 from helpers import WEIGHTS, error_of, trained_folder
 from hub_server import HubServer
 from huggingface_hub import HfApi, ModelCard, snapshot_download
@@ -54,6 +54,7 @@ PIPELINE_FILES = {
     "pipeline_ddpm_hub.py",
     "pipeline_ddpm_hub_img2img.py",
     "pipeline_ddpm_hub_inpaint.py",
+    "samplers_ddpm_hub.py",
     "scheduler/scheduler_config.json",
     "scheduler/scheduling_ddpm_hub.py",
     "unet/config.json",
@@ -61,6 +62,8 @@ PIPELINE_FILES = {
     "README.md",
 }
 RUN_FILES = {"samples.png", "training_options.json", "training_summary.json"}
+# A trained pixel model is saved with diffusers' UniPC (its fast default sampler): no scheduler code to ship.
+TRAINED_FILES = PIPELINE_FILES - {"scheduler/scheduling_ddpm_hub.py"}
 
 
 # The tests that measure the publish deadline against the real retry delays (1, 2, 4, 8 s); the others retry at once.
@@ -219,7 +222,7 @@ def test_train_push_and_load_both_ways(
     # Two processes, one upload: one commit, and the repo holds the pipeline and the run's files, nothing else.
     commits = [p for m, p in requests_for(hub_server, repo_id, since) if m == "POST" and "/commit/" in p]
     assert len(commits) == 1
-    assert repo_files(repo_id) == PIPELINE_FILES | RUN_FILES
+    assert repo_files(repo_id) == TRAINED_FILES | RUN_FILES
     summary = json.loads((output_dir / "training_summary.json").read_text())
     assert summary["steps"] == 3 and summary["num_processes"] == 2
 
@@ -239,7 +242,7 @@ def test_train_push_and_load_both_ways(
 
     # 1. With ddpm_hub: the installed classes, a fresh cache; the card's own code runs too.
     loaded = DDPMHubPipeline.from_pretrained(repo_id, cache_dir=hub_cache)
-    assert type(loaded.scheduler) is DDPMHubScheduler
+    assert type(loaded.scheduler) is UniPCMultistepScheduler  # a trained pixel model's fast default sampler
     expected = sample(loaded)
     np.testing.assert_array_equal(expected, sample(DDPMHubPipeline.from_pretrained(output_dir)))
     with_ddpm_hub, tasks, diffusers_alone = re.findall(r"```python\n(.*?)```", card.text, flags=re.DOTALL)
@@ -260,7 +263,7 @@ def test_train_push_and_load_both_ways(
         cwd=tmp_path,
     )
     assert "REFUSED" in stdout and "trust_remote_code" in stdout
-    assert "LOADED DDPMHubPipeline DDPMHubScheduler" in stdout
+    assert "LOADED DDPMHubPipeline UniPCMultistepScheduler" in stdout
     np.testing.assert_array_equal(np.load(tmp_path / "remote.npy"), expected)
 
     # 3. Offline from the cache of 1.

@@ -33,7 +33,7 @@ from safetensors.torch import load_file
 from ddpm_hub import DDPMHubPipeline, cli
 from ddpm_hub.errors import UsageError
 from ddpm_hub.pipelines import Source
-from ddpm_hub.pipelines.sampling import sample_images
+from ddpm_hub.pipelines.sampling import sample_images, with_sampler
 from ddpm_hub.training.checkpoint_folders import latest_checkpoint, list_checkpoints, weights_checksum
 from ddpm_hub.training.grids import grid_image
 
@@ -270,9 +270,9 @@ def test_held_out_loss_and_bits_per_dim_are_logged_and_summarised(tmp_path):
     assert record["epochs"] == pytest.approx(4 * 4 / 48, abs=1e-3)  # 64 - 16 images are trained on
     assert result.stderr.count("held-out: loss") == 2  # at step 2 and at the end
     assert list((out / "logs").rglob("events.out.tfevents*"))
-    # The grid is ddpm_hub.pipelines.sampling's images 0..3 of the saved pipeline for --seed: what `ddpm-hub sample`
-    # draws
-    pipeline = DDPMHubPipeline.from_pretrained(out)
+    # The grid is ddpm_hub.pipelines.sampling's images 0..3 of the saved pipeline for --seed on its DDPM chain: what
+    # `ddpm-hub sample --sampler ddpm` draws (the folder's own default is its fast sampler)
+    pipeline = with_sampler(DDPMHubPipeline.from_pretrained(out), "ddpm")
     images = sample_images(pipeline, range(4), seed=0, call_kwargs={"num_inference_steps": 5})
     expected = grid_image(list(images.permute(0, 2, 3, 1).numpy()), 8)
     np.testing.assert_array_equal(np.asarray(Image.open(out / "samples.png")), np.asarray(expected))

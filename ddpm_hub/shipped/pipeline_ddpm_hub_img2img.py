@@ -23,6 +23,7 @@ from .conditioning_ddpm_hub import Conditioning  # noqa: F401
 from .image_processing_ddpm_hub import convert_mode  # noqa: F401
 from .latents_ddpm_hub import decode, encode  # noqa: F401
 from .pipeline_ddpm_hub import ClassLabels, DDPMHubPipeline, check_noise, prompt_arguments
+from .samplers_ddpm_hub import ddpm_chain  # noqa: F401
 
 
 def check_strength_steps(strength: float, chain_length: int, num_steps: int, num_train_timesteps: int) -> None:

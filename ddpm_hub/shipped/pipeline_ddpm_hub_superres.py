@@ -25,6 +25,7 @@ from .conditioning_ddpm_hub import Conditioning  # noqa: F401
 from .image_processing_ddpm_hub import convert_mode  # noqa: F401
 from .latents_ddpm_hub import decode  # noqa: F401
 from .pipeline_ddpm_hub import MAX_IMAGE_SIDE, ClassLabels, DDPMHubPipeline, check_noise, prompt_arguments
+from .samplers_ddpm_hub import ddpm_chain  # noqa: F401
 
 
 class DDPMHubSuperResolutionPipeline(DDPMHubPipeline):
