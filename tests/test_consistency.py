@@ -548,6 +548,8 @@ def test_a_text_teacher_distilled_with_guidance_samples_guided_in_one_call_per_s
     np.testing.assert_allclose(images(plain, 3.0), guided, atol=1e-6)
     with pytest.raises(ValueError, match=r"guidance distilled in for w in \[1, 4\]"):
         student(prompt="3 left of 7", guidance_scale=6.0)
+    with pytest.raises(ValueError, match="negative_prompt: this model has guidance distilled in"):
+        student(prompt="3 left of 7", negative_prompt="1 left of 2", guidance_scale=2.0)
     with pytest.raises(UsageError, match="not a text-to-image model"):
         check([*TINY, "--distill_from", str(trained_folder(tmp_path / "plain")), "--distill_method", "consistency",
                "--distill_guidance", "1,4"])  # fmt: skip

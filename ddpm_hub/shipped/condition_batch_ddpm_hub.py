@@ -87,7 +87,13 @@ class EmbeddedGuidance:
         """The pipeline setting (a dict: model_index.json reads a two-item list as a component)."""
         return {"guidance_range": {"low": self.range[0], "high": self.range[1]}}
 
-    def check(self, guidance_scale: float) -> None:
+    def check(self, guidance_scale: float, inputs: dict) -> None:
+        negative = [name for name in ("negative_prompt", "negative_prompt_embeds") if inputs.get(name) is not None]
+        if negative:
+            raise ValueError(
+                f"{', '.join(negative)}: this model has guidance distilled in against the empty prompt; it has no "
+                "null branch to replace. Leave it out."
+            )
         low, high = self.range
         if not low <= guidance_scale <= high:
             raise ValueError(

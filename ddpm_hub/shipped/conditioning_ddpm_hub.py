@@ -471,7 +471,7 @@ class Conditioning:
                 f"{self.describe()}."
             )
         if self.embedded_guidance is not None:
-            self.embedded_guidance.check(guidance_scale)
+            self.embedded_guidance.check(guidance_scale, inputs)
         for kind in self.kinds:
             kind.check(inputs, guidance_scale)
         return guidance_scale
