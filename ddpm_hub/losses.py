@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .shipped.conditioning_ddpm_hub import ConditionBatch, guidance_embedding
+from .shipped.conditioning_ddpm_hub import ConditionBatch, Guided, guidance_embedding
 from .shipped.scheduling_ddpm_hub import DDPMHubScheduler
 
 LN2 = math.log(2.0)
@@ -364,8 +364,8 @@ class ConsistencyObjective:
 
     With `guidance` (LOW, HIGH), guidance is distilled in (Meng et al. 2023; LCM): w is drawn uniformly in
     [LOW, HIGH] for each example, the teacher's step is guided, eps_null + w (eps_c - eps_null) from one call on the
-    condition and its `null` branch together, and the student and the target read w through `timestep_cond`
-    (`guidance_embedding` of `guidance_dim` values).
+    condition and its `null` branch together (`Guided`, w per image), and the student and the target read w through
+    `timestep_cond` (`guidance_embedding` of `guidance_dim` values).
     """
 
     scheduler: DDPMHubScheduler  # the student's (its prediction type) on the training chain
@@ -410,7 +410,7 @@ class ConsistencyObjective:
             if scales is None:
                 low, high = self.guidance
                 scales = low + (high - low) * torch.rand(len(x_0), generator=generator, device=x_0.device)
-            teacher_condition = GuidedPerImage(condition, null, scales.to(x_0.device))
+            teacher_condition = Guided(condition, null, scales.to(x_0.device))  # w per image
             condition = condition.merge(
                 ConditionBatch({"timestep_cond": guidance_embedding(scales, self.guidance_dim)})
             )
@@ -433,22 +433,3 @@ class ConsistencyObjective:
         shape = (-1, *[1] * (x.ndim - 1))
         c_skip, c_out = (c.float().view(shape) for c in consistency_scalings(t, self.timestep_scaling))
         return c_skip * x.float() + c_out * x_0
-
-
-@dataclass(frozen=True)
-class GuidedPerImage:
-    """
-    A teacher's classifier-free guided output with a guidance scale per image (`scales` `[N]`): eps_null +
-    w_i (eps_c - eps_null) on the first C channels, from one call on the condition and its null branch together.
-    """
-
-    condition: ConditionBatch
-    null: ConditionBatch
-    scales: torch.Tensor
-
-    def __call__(self, model, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        both = self.condition.cat(self.null)(model, torch.cat([x_t, x_t]), torch.cat([t, t]))
-        conditional, unconditional = both.float().chunk(2)
-        channels = x_t.shape[1]
-        w = self.scales.float().view(-1, *[1] * (x_t.ndim - 1))
-        return unconditional[:, :channels] + w * (conditional[:, :channels] - unconditional[:, :channels])

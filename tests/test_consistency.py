@@ -422,7 +422,7 @@ def prompt_batch(value: float, n: int) -> ConditionBatch:
 def test_the_guided_teachers_step_is_the_guidance_formula_per_image():
     """With one w per image, the teacher's guided DDIM step is that of eps_null + w_i (eps_c - eps_null): on Gaussian
     data, the exact model of N(w_i MU, S^2)."""
-    from ddpm_hub.losses import GuidedPerImage
+    from ddpm_hub.shipped.conditioning_ddpm_hub import Guided
 
     scheduler = DDPMHubScheduler(beta_schedule="squaredcos_cap_v2", clip_sample=False)
     teacher = PromptedGaussian(scheduler.alphas_cumprod)
@@ -431,7 +431,7 @@ def test_the_guided_teachers_step_is_the_guidance_formula_per_image():
     scales = torch.tensor([0.0, 1.0, 2.5, 4.0])
     z = torch.randn(4, 1, 2, 2, generator=torch.Generator().manual_seed(0))
     t, t_next = torch.tensor([999, 619, 399, 39]), torch.tensor([979, 599, 379, 19])
-    guided = GuidedPerImage(prompt_batch(1.0, 4), prompt_batch(0.0, 4), scales)
+    guided = Guided(prompt_batch(1.0, 4), prompt_batch(0.0, 4), scales)
     stepped = teacher_ddim_step(objective, z, t, t_next, guided, clip=False)
     for i, w in enumerate(scales.tolist()):
         exact = GaussianDenoiser(scheduler.alphas_cumprod, "epsilon", w * MU, S)

@@ -88,8 +88,9 @@ def run(args: argparse.Namespace) -> int:
         check_writable_folder(Path(args.output_dir), "--output_dir")
     pipeline = load_model(args)
     sampler = args.sampler
-    if sampler is None and args.trajectory and ddpm_chain(pipeline.scheduler) is not pipeline.scheduler:
-        sampler = "ddpm" if ddpm_chain(pipeline.scheduler) is not None else None  # Algorithm 2 on the saved chain
+    chain = ddpm_chain(pipeline.scheduler)
+    if sampler is None and args.trajectory and chain is not None and chain is not pipeline.scheduler:
+        sampler = "ddpm"  # Algorithm 2 on the chain a fast default sampler carries
     pipeline = pipeline if sampler is None else with_sampler(pipeline, sampler)
     args.steps = args.steps or pipeline.default_num_inference_steps
     pipeline.set_progress_bar_config(disable=args.output_dir is not None)

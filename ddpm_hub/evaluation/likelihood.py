@@ -57,7 +57,7 @@ from ..losses import prior_bits_per_dim, vb_terms_bits_per_dim
 from ..run_folder import BPD_FILE, BPD_PLOT_FILE
 from ..shipped.conditioning_ddpm_hub import ConditionBatch
 from ..shipped.samplers_ddpm_hub import ddpm_chain
-from ..shipped.scheduling_ddpm_hub import DDPMHubScheduler, is_ddpm_family
+from ..shipped.scheduling_ddpm_hub import DDPMHubScheduler
 
 ESTIMATORS = ("strided", "sampled")
 
@@ -173,12 +173,12 @@ def likelihood_scheduler(scheduler, num_steps: int | None = None) -> DDPMHubSche
     diffusers' `DDPMScheduler` is converted (same chain); any other class is refused, because the bound is a property
     of the DDPM chain and its variance type, which a DDIM or DPM-Solver config does not carry.
     """
+    # diffusers' DDPMScheduler, the shipped copy of ours, or a trained model's fast default sampler: the same chain
+    chain = ddpm_chain(scheduler)
     if isinstance(scheduler, DDPMHubScheduler):
         chain_scheduler = copy.deepcopy(scheduler)
-    elif is_ddpm_family(scheduler):  # diffusers' DDPMScheduler, or the shipped copy of ours: the same chain
-        chain_scheduler = DDPMHubScheduler.from_config(scheduler.config)
-    elif ddpm_chain(scheduler) is not None:  # a trained model's fast default sampler, which carries its chain
-        chain_scheduler = DDPMHubScheduler.from_config(ddpm_chain(scheduler).config)
+    elif chain is not None:
+        chain_scheduler = DDPMHubScheduler.from_config(chain.config)
     else:
         raise UsageError(
             f"The likelihood needs the DDPM chain, but the pipeline's scheduler is {type(scheduler).__name__}. Load "

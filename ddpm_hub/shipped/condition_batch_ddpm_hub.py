@@ -237,28 +237,32 @@ class Guided:
 
     condition: ConditionBatch
     null: ConditionBatch | None = None
-    scale: float = 1.0
+    scale: float | torch.Tensor = 1.0  # one w, or one per image `[N]`
 
     def __call__(self, model, x_t: torch.Tensor, t) -> torch.Tensor:
         return guided_output(model, x_t, t, self.condition, self.null, self.scale)
 
 
 def guided_output(
-    model, x_t: torch.Tensor, t, condition: ConditionBatch, null: ConditionBatch | None, guidance_scale: float
+    model, x_t: torch.Tensor, t, condition: ConditionBatch, null: ConditionBatch | None, guidance_scale
 ) -> torch.Tensor:
     """
     The UNet output at (x_t, t) under classifier-free guidance (Ho & Salimans 2022): eps_null + w (eps_c - eps_null)
     on the first C channels (the mean part), the conditional variance channels kept (GLIDE), from one UNet call on
-    2N images. w = 1 is the conditional model and w = 0 the null branch, each one exact call on N images.
+    2N images. w = 1 is the conditional model and w = 0 the null branch, each one exact call on N images. w is a
+    number, or a tensor `[N]` of one per image (a distillation's guided teacher; t then `[N]` too).
     """
-    if null is None or guidance_scale == 1:
+    per_image = isinstance(guidance_scale, torch.Tensor)
+    if null is None or not per_image and guidance_scale == 1:
         return condition(model, x_t, t)
-    if guidance_scale == 0:
+    if not per_image and guidance_scale == 0:
         return null(model, x_t, t)
-    both = condition.cat(null)(model, torch.cat([x_t, x_t]), t)
+    both_t = torch.cat([t, t]) if isinstance(t, torch.Tensor) and t.ndim == 1 and len(t) == len(x_t) else t
+    both = condition.cat(null)(model, torch.cat([x_t, x_t]), both_t)
     conditional, unconditional = both.chunk(2)
     channels = x_t.shape[1]
-    guided = unconditional[:, :channels] + guidance_scale * (conditional[:, :channels] - unconditional[:, :channels])
+    w = guidance_scale.to(both.dtype).view(-1, *[1] * (x_t.ndim - 1)) if per_image else guidance_scale
+    guided = unconditional[:, :channels] + w * (conditional[:, :channels] - unconditional[:, :channels])
     return torch.cat([guided, conditional[:, channels:]], dim=1)
 
 

@@ -31,9 +31,14 @@ def ddpm_chain(scheduler):
     """
     if is_ddpm_family(scheduler):
         return scheduler
-    if type(scheduler).__name__ != "UniPCMultistepScheduler" or scheduler.config.get("variance_type") is None:
+    if not carries_ddpm_chain(type(scheduler).__name__, scheduler.config):
         return None
     return DDPMScheduler.from_config({**scheduler.config, **CHAIN_SETTINGS})
+
+
+def carries_ddpm_chain(class_name: str, config) -> bool:
+    """A scheduler class and config that are a trained model's fast default sampler, built from its chain's config."""
+    return class_name == "UniPCMultistepScheduler" and config.get("variance_type") is not None
 
 
 # A first step whose x_0 = (x_t - sigma eps) / alpha multiplies the model's error by more than this draws noise unless

@@ -9,6 +9,7 @@ from ..errors import InputNotFoundError, UsageError
 from ..options import check_ranges
 from ..pipelines.source import ModelLoadError, Source
 from ..run_folder import CHECKPOINTS_DIR, check_apart_from_sources, check_writable_folder
+from ..shipped.samplers_ddpm_hub import carries_ddpm_chain
 from ..shipped.scheduling_ddpm_hub import VARIANCE_TYPES, is_ddpm_family
 from .checkpoint_folders import TrainingState, list_checkpoints
 from .distillation import check_teacher, distill_options
@@ -276,9 +277,4 @@ def _trains_on_the_ddpm_chain(source: Source) -> bool:
     except UsageError:
         return False
     # a trained model's fast default sampler (`ddpm_hub.pipelines.sampling.default_sampler`) carries its chain
-    return is_ddpm_family(klass) or klass.__name__ == "UniPCMultistepScheduler" and carries_ddpm_chain(source)
-
-
-def carries_ddpm_chain(source: Source) -> bool:
-    """The scheduler config names the chain's variance (built from a DDPM config), as a trained model's sampler's."""
-    return source.scheduler_config.get("variance_type") is not None
+    return is_ddpm_family(klass) or carries_ddpm_chain(klass.__name__, source.scheduler_config)

@@ -5,6 +5,7 @@ from diffusers import UNet2DModel
 
 from ..data.decode import image_size
 from ..pipelines.source import Source
+from ..shipped.conditioning_ddpm_hub import EmbeddedGuidance
 from .distillation import guidance_student
 from .latents import autoencoder_of, latent_size
 from .options import ModelOptions, OptimizerOptions, SpeedOptions, TrainingOptions
@@ -80,8 +81,8 @@ def training_pipeline(o: TrainingOptions, source: Source):
         pipeline.register_modules(text_encoder=text_encoder, tokenizer=tokenizer)
     if o.distillation.distill_guidance is not None:  # checked: a text model's teacher (check_guided_teacher)
         pipeline.register_modules(unet=guidance_student(pipeline.unet))
-        low, high = o.distillation.distill_guidance
-        pipeline.register_to_config(guidance_range={"low": low, "high": high})
+        embedded = EmbeddedGuidance(pipeline.unet.config.time_cond_proj_dim, o.distillation.distill_guidance)
+        pipeline.register_to_config(**embedded.settings())
     if getattr(pipeline, "text_encoder", None) is not None:
         pipeline.text_encoder.float().train(o.conditioning.train_text_encoder)
         pipeline.text_encoder.requires_grad_(o.conditioning.train_text_encoder)
