@@ -241,3 +241,75 @@ def test_sample_defaults_to_the_models_own_scheduler_and_calls(tmp_path, capsys)
             own = sample_images(loaded, range(2), call_kwargs={"num_inference_steps": 2})
             written = np.asarray(Image.open(sorted(out.glob("*.png"))[0]))
             np.testing.assert_array_equal(written.reshape(own[0].permute(1, 2, 0).shape), own[0].permute(1, 2, 0))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# ddpm-hub --version and ddpm-hub env (issue 32)
+
+
+def test_version_prints_the_package_version_from_the_installed_command():
+    import subprocess
+    import sys
+
+    import ddpm_hub
+
+    result = subprocess.run(
+        [sys.executable, "-m", "ddpm_hub.cli", "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and result.stdout.strip() == ddpm_hub.__version__, result.stderr
+
+
+def test_env_lists_every_package_with_its_installed_version_and_a_missing_optional_one(monkeypatch, capsys):
+    import importlib.metadata
+    import platform
+
+    import torch
+
+    import ddpm_hub
+    from ddpm_hub.cli import env
+
+    assert cli.main(["env"]) == 0
+    printed = capsys.readouterr().out
+    lines = dict(line[2:].split(": ", 1) for line in printed.splitlines() if line.startswith("- "))
+    assert lines["ddpm-hub version"] == ddpm_hub.__version__
+    assert lines["Python version"] == platform.python_version() and lines["Platform"] == platform.platform()
+    assert (
+        lines["torch version"] == importlib.metadata.version("torch") and lines["torch version"] == torch.__version__
+    )
+    assert lines["CUDA available"].startswith(str(torch.cuda.is_available()))
+    assert lines["MPS available"] == str(torch.backends.mps.is_available())
+    if not torch.cuda.is_available():
+        assert lines["Accelerator"].startswith("none: CPU")
+    for distribution in (*env.REQUIRED, *env.OPTIONAL):
+        try:
+            expected = importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            expected = "not installed"
+        assert lines[f"{distribution} version"] == expected, distribution
+    assert {"diffusers", "transformers", "accelerate", "datasets", "huggingface_hub", "safetensors", "numpy"} <= set(
+        env.REQUIRED
+    ) and set(env.OPTIONAL) == {"torch-fidelity", "wandb", "scikit-image"}
+
+    # an optional package missing (torch-fidelity here, whatever this machine has) says so, and nothing else changes
+    real_version = importlib.metadata.version
+
+    def without_torch_fidelity(distribution):
+        if distribution == "torch-fidelity":
+            raise importlib.metadata.PackageNotFoundError(distribution)
+        return real_version(distribution)
+
+    monkeypatch.setattr(importlib.metadata, "version", without_torch_fidelity)
+    assert cli.main(["env"]) == 0
+    missing = capsys.readouterr().out
+    assert "- torch-fidelity version: not installed\n" in missing
+    assert f"- diffusers version: {real_version('diffusers')}\n" in missing
+
+
+def test_env_prints_no_token_or_environment_variable(monkeypatch, capsys):
+    secret = "hf_secretTOKEN1234567890"
+    monkeypatch.setenv("HF_TOKEN", secret)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:1/" + secret)
+    assert cli.main(["env"]) == 0
+    printed = capsys.readouterr().out
+    assert secret not in printed and "HF_TOKEN" not in printed
+    assert printed.startswith("Copy and paste the text below into your GitHub issue.")

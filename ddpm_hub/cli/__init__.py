@@ -9,6 +9,9 @@
     eval      bits/dim, FID/KID, the sampler sweep           (evaluate.py)
     push      publishing to the Hub                          (push.py)
     train     training (training/train.py's options)         (train.py)
+    env       versions and accelerator, for a bug report     (env.py)
+
+`ddpm-hub --version` prints the package's version (`ddpm_hub/version.py`).
 
 What the commands that run a model share is in `common.py`. This package is the top layer: it imports the library,
 and nothing in the library imports it.
@@ -18,7 +21,8 @@ import argparse
 import sys
 
 from ..errors import DDPMHubError
-from . import evaluate, img2img, info, inpaint, noise, push, sample, train, upscale
+from ..version import __version__
+from . import env, evaluate, img2img, info, inpaint, noise, push, sample, train, upscale
 
 COMMANDS = {
     "info": info,
@@ -30,6 +34,7 @@ COMMANDS = {
     "eval": evaluate,
     "push": push,
     "train": train,
+    "env": env,
 }
 
 
@@ -37,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ddpm-hub", description="DDPM on Hugging Face diffusers: " + ", ".join(COMMANDS)
     )
+    parser.add_argument("--version", action="version", version=__version__, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, module in COMMANDS.items():
         command = commands.add_parser(name, help=module.HELP, add_help=getattr(module, "ADD_HELP", True))
