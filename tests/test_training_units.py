@@ -55,7 +55,7 @@ def test_option_errors(argv, error, message, capsys):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed")
-def test_wandb_logger_needs_wandb():
+def test_wandb_tracker_needs_wandb():
     with pytest.raises(ValueError, match="pip install wandb"):
         check(["--logger", "wandb"])
 
@@ -236,7 +236,7 @@ def test_help_documents_every_option_with_its_default():
         "train_batch_size max_train_steps num_epochs gradient_accumulation_steps learning_rate lr_scheduler "
         "lr_warmup_steps adam_beta1 adam_beta2 adam_weight_decay adam_epsilon max_grad_norm mixed_precision use_ema "
         "ema_max_decay checkpointing_steps checkpoints_total_limit resume_from_checkpoint validation_steps "
-        "num_validation_images logger dataloader_num_workers push_to_hub hub_model_id hub_private_repo snr_gamma "
+        "num_validation_images report_to dataloader_num_workers push_to_hub hub_model_id hub_private_repo snr_gamma "
         "compile max_train_minutes"
     ).split()
     fields = [f.name for f, _, _ in flat_fields(TrainingOptions)]

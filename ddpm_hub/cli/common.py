@@ -11,6 +11,7 @@ from PIL import Image
 
 from ..data.decode import SkipImage, open_file
 from ..errors import InputNotFoundError, UsageError, refused_as_usage, writing
+from ..loading.settings import TORCH_DTYPES, LoadSettings
 from ..options import guidance_scale, int_at_least
 from ..pipelines.conditioning import ImageConditions
 from ..pipelines.sampling import image_generator
@@ -54,12 +55,36 @@ def add_model_arguments(parser: argparse.ArgumentParser, steps: int | None, num_
     )
     parser.add_argument("--scale", type=int_at_least(1), default=4, help="nearest-neighbour enlargement (default: 4)")
     parser.add_argument("--device", default=DEVICE, help=f"torch device (default: {DEVICE})")
+    add_loading_arguments(parser)
+
+
+def add_loading_arguments(parser: argparse.ArgumentParser) -> None:
+    """--revision, --variant, --torch_dtype: how MODEL is read (`ddpm_hub.loading.settings.LoadSettings`)."""
+    parser.add_argument(
+        "--revision",
+        default=None,
+        help="a Hub repo's branch, tag or commit to load (default: main; folders have none)",
+    )
+    parser.add_argument(
+        "--variant",
+        default=None,
+        help="load weights saved as a variant, e.g. fp16 (unet/diffusion_pytorch_model.fp16.safetensors)",
+    )
+    parser.add_argument(
+        "--torch_dtype", default=None, choices=TORCH_DTYPES, help="the dtype to load the weights in (default: saved)"
+    )
+
+
+def model_source(args: argparse.Namespace, name: str | None = None) -> Source:
+    """MODEL (or `name`) with --revision, --variant and --torch_dtype: its configs read, no weights loaded yet."""
+    settings = LoadSettings(args.revision, args.variant, args.torch_dtype)
+    return Source.of(args.model if name is None else name, settings)
 
 
 def load_model(args: argparse.Namespace):
     """MODEL of a command that draws images from noise (sample, inpaint, img2img): never a super-resolution model."""
     command = f"ddpm-hub {getattr(args, 'command', None) or 'sample'}"
-    source = Source.of(args.model)
+    source = model_source(args)
     source.refuse_super_resolution(command)  # from the configs, before any weights are read
     return source.load(seed=args.seed).to(args.device)  # a configuration: fresh weights, to check the plumbing
 

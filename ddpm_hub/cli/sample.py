@@ -17,6 +17,7 @@ import torch
 
 from ..errors import UsageError
 from ..evaluation.export import export_samples
+from ..loading.settings import LoadSettings
 from ..options import int_at_least
 from ..pictures import reverse_trajectory, strip, to_pil, to_pil_images
 from ..pipelines.conditioning import ImageConditions
@@ -123,7 +124,8 @@ def sample_cascade(pipeline, args: argparse.Namespace, conditions: ImageConditio
     """`ddpm-hub sample BASE --upscale SR [--upscale SR2]`: a row per stage, the same images upsampled."""
     from ..pipelines.cascade import DDPMHubCascadePipeline
 
-    stages = [Source.of(name).load(seed=args.seed).to(args.device) for name in args.upscale]
+    in_dtype = LoadSettings(torch_dtype=args.torch_dtype)  # --revision and --variant are MODEL's; the dtype is all's
+    stages = [Source.of(name, in_dtype).load(seed=args.seed).to(args.device) for name in args.upscale]
     for name, stage in zip(args.upscale, stages):
         if not isinstance(stage, DDPMHubSuperResolutionPipeline):
             raise UsageError(f"--upscale {name}: it is not a super-resolution model.")

@@ -12,8 +12,7 @@ from ..errors import UsageError
 from ..options import int_at_least
 from ..pipelines.library import DDPMHubSuperResolutionPipeline
 from ..pipelines.sampling import image_generator
-from ..pipelines.source import Source
-from .common import DEVICE, read_image, refused_inputs
+from .common import DEVICE, add_loading_arguments, model_source, read_image, refused_inputs
 
 HELP = "upsample images with a super-resolution model"
 
@@ -38,13 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance_scale", type=float, default=1.0, help="classifier-free guidance w (default: 1)")
     parser.add_argument("--device", default=DEVICE, help=f"torch device (default: {DEVICE})")
     parser.add_argument("--output_dir", default="upscaled", help="where NAME_upscaled[_j].png go (default: upscaled)")
+    add_loading_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """`ddpm-hub upscale MODEL IMAGE...`: each image upsampled `low_res_scale` times, one PNG per sample."""
     from tqdm.auto import tqdm
 
-    pipeline = Source.of(args.model).load(seed=args.seed).to(args.device)
+    pipeline = model_source(args).load(seed=args.seed).to(args.device)
     if not isinstance(pipeline, DDPMHubSuperResolutionPipeline):
         raise UsageError(f"{args.model} is not a super-resolution model: upscale takes one (e.g. ddpm-sr-16-to-64).")
     pipeline.set_progress_bar_config(disable=True)

@@ -7,6 +7,26 @@ that is missing or of the wrong type is an error that names the dataset's column
 from ..errors import UsageError
 
 
+def hub_version(config_name: str | None, revision: str | None) -> str:
+    """`", configuration 'x', revision 'v1'"` for messages: what was asked beyond the name and split."""
+    parts = [f"configuration {config_name!r}"] * bool(config_name) + [f"revision {revision!r}"] * bool(revision)
+    return "".join(f", {part}" for part in parts)
+
+
+def check_no_hub_version(source: str, config_name: str | None, revision: str | None) -> None:
+    """A folder or a built-in dataset (`source`) has no configurations and no revisions to choose."""
+    given = [
+        f"--{name} {value}"
+        for name, value in (("dataset_config_name", config_name), ("dataset_revision", revision))
+        if value is not None
+    ]
+    if given:
+        raise UsageError(
+            f"{' and '.join(given)}: {source} is not a Hub dataset; a configuration and a revision belong to "
+            "datasets.load_dataset sources (a Hub dataset name, or a folder of data files with a README's configs)."
+        )  # fmt: skip
+
+
 def resolve_caption_column(dataset, caption_column: str | None, dataset_name: str) -> str | None:
     """The text column of a dataset when captions are read (`caption_column`); an error naming the columns."""
     if caption_column is None:

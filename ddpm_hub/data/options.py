@@ -8,6 +8,7 @@ from ..errors import UsageError
 from ..options import option
 from .cache import Coordinator, load_cached
 from .decode import Resolution, is_size
+from .hub_datasets import check_no_hub_version
 from .parallel import DecodeSettings, default_workers
 from .sources import BUILTIN_DATASETS, CAPTION_COLUMN, DecodedImages, check_source, load_images, plan_source
 
@@ -36,6 +37,18 @@ class DataOptions:
         f"a Hub dataset name or a datasets.load_dataset path (parquet / webdataset shards), or "
         f"{' / '.join(BUILTIN_DATASETS)} (scikit-learn's digits, offline); default: {BUILTIN_DATASETS[0]} unless "
         "--train_data_dir is given",
+        "data",
+    )
+    dataset_config_name: str | None = option(
+        None,
+        "the configuration of a Hub dataset that has several (datasets.load_dataset's name, e.g. 'en' or "
+        "'cifar10'); default: its only or default one",
+        "data",
+    )
+    dataset_revision: str | None = option(
+        None,
+        "the branch, tag or commit of a Hub dataset to read: pins the data, so that a resumed run or a later "
+        "evaluation reads the same rows (default: main)",
         "data",
     )
     dataset_split: str = option("train", "the split of a Hub dataset", "data", aliases=("--split",))
@@ -128,6 +141,8 @@ class DataOptions:
         """The source and the settings that apply to it (a folder that exists), before any work."""
         resolved = self.resolved()
         check_source(resolved.dataset_name, self.train_data_dir, self.image_column, self.dataset_split)
+        if self.train_data_dir is not None or resolved.dataset_name in BUILTIN_DATASETS:
+            check_no_hub_version(self.source, self.dataset_config_name, self.dataset_revision)
         if self.streaming:
             from .streaming import check_streaming
 
@@ -162,6 +177,8 @@ class DataOptions:
             max_images=self.max_images,
             class_column=self.class_column,
             caption_column=self.caption_column_for(captions),
+            dataset_config_name=self.dataset_config_name,
+            dataset_revision=self.dataset_revision,
         )
         workers = self.preprocessing_num_workers or default_workers()
         if not self.decoded_cache:
@@ -189,6 +206,8 @@ class DataOptions:
     def label(self) -> str:
         """A human description: `folder X`, `cifar10 (train)`, with `, first N` when limited."""
         source = f"folder {self.train_data_dir}" if self.train_data_dir else self.resolved().dataset_name
-        source += f" ({self.split})" if self.split else ""
+        version = [self.dataset_config_name] * bool(self.dataset_config_name) + [self.split] * bool(self.split)
+        version += [f"revision {self.dataset_revision}"] * bool(self.dataset_revision)
+        source += f" ({', '.join(version)})" if version else ""
         source += ", streamed" if self.streaming else ""
         return source if self.max_images is None else f"{source}, first {self.max_images}"

@@ -28,7 +28,14 @@ from .folders import (
     list_folder,
     metadata_files,
 )
-from .hub_datasets import raw_image_rows, resolve_caption_column, resolve_class_column, resolve_image_column
+from .hub_datasets import (
+    check_no_hub_version,
+    hub_version,
+    raw_image_rows,
+    resolve_caption_column,
+    resolve_class_column,
+    resolve_image_column,
+)
 from .parallel import DecodeSettings, FolderItems, HubItems, decode_all
 
 logger = logging.getLogger(__name__)
@@ -125,6 +132,8 @@ def load_images(
     class_column: str | None = None,
     num_workers: int = 1,
     caption_column: str | None = None,
+    dataset_config_name: str | None = None,
+    dataset_revision: str | None = None,
 ) -> DecodedImages:
     """Decode a whole image dataset once into a uint8 tensor in RAM, with its class labels and captions.
 
@@ -145,6 +154,8 @@ def load_images(
         caption_column: read captions (for a text-to-image model): a Hub dataset's text column (a string, or a list
             of strings per row), a folder's `metadata.jsonl` (`file_name` + this key), built-in digit pairs' own; an
             item without a caption is skipped and counted. None: no captions are read.
+        dataset_config_name, dataset_revision: Hub datasets only: the configuration (`datasets.load_dataset`'s
+            `name`) and the branch, tag or commit to read.
 
     Labels: the digits' targets ("0".."9"); a folder's first-level subfolders when every image is inside one (the
     ``imagefolder`` convention: ``cat/001.png`` is class "cat", classes in sorted name order); a Hub dataset's
@@ -161,7 +172,7 @@ def load_images(
     """
     plan = plan_source(
         dataset_name, train_data_dir, image_column, resolution, channels, center_crop, split, cache_dir, max_images,
-        class_column, caption_column,
+        class_column, caption_column, dataset_config_name, dataset_revision,
     )  # fmt: skip
     decoded = decode_in_ram(plan, DecodeSettings(resolution, channels, center_crop), num_workers)
     check_and_warn(plan.description, decoded.report, stacklevel=2)
@@ -189,9 +200,13 @@ def plan_source(
     max_images: int | None,
     class_column: str | None,
     caption_column: str | None = None,
+    dataset_config_name: str | None = None,
+    dataset_revision: str | None = None,
 ) -> SourcePlan:
     """Check the arguments and open the source (list the folder, load the Hub dataset); decode nothing."""
     _check_arguments(dataset_name, train_data_dir, image_column, resolution, channels, split, max_images)
+    if train_data_dir is not None or dataset_name in BUILTIN_DATASETS:
+        check_no_hub_version(train_data_dir or dataset_name, dataset_config_name, dataset_revision)
     if class_column is not None and (train_data_dir is not None or dataset_name in BUILTIN_DATASETS):
         raise UsageError(f"--class_column applies only to Hub datasets, got {class_column!r}.")
     if train_data_dir is not None:
@@ -207,7 +222,10 @@ def plan_source(
                 f"folder with {METADATA_FILE}, or a Hub dataset with a text column."
             )
         return _plan_digits(resolution, channels, max_images)
-    return _plan_hub_dataset(dataset_name, image_column, class_column, split, cache_dir, max_images, caption_column)
+    return _plan_hub_dataset(
+        dataset_name, image_column, class_column, split, cache_dir, max_images, caption_column, dataset_config_name,
+        dataset_revision,
+    )  # fmt: skip
 
 
 def decode_in_ram(plan: SourcePlan, settings: DecodeSettings, num_workers: int) -> DecodedImages:
@@ -435,14 +453,17 @@ def _plan_hub_dataset(
     cache_dir: str | None,
     max_images: int | None,
     caption_column: str | None = None,
+    config_name: str | None = None,
+    revision: str | None = None,
 ) -> SourcePlan:
     import datasets
 
+    version = hub_version(config_name, revision)
     try:
-        dataset = datasets.load_dataset(dataset_name, split=split, cache_dir=cache_dir)
+        dataset = datasets.load_dataset(dataset_name, config_name, split=split, cache_dir=cache_dir, revision=revision)
     except Exception as exc:  # ConnectionError offline, DatasetNotFoundError, unknown split, ...
         raise UsageError(
-            f"Could not load dataset {dataset_name!r} (split {split!r}) with datasets.load_dataset: "
+            f"Could not load dataset {dataset_name!r} (split {split!r}{version}) with datasets.load_dataset: "
             f"{type(exc).__name__}: {exc}. This machine may be offline (Hub datasets must then already be in the "
             "datasets cache), or the name or split may be wrong. For a local image folder use train_data_dir "
             "(--train_data_dir DIR); to train without any download use dataset_name='builtin:digits'."
@@ -455,12 +476,14 @@ def _plan_hub_dataset(
     feature = dataset.features[column]
     mode = feature.mode if isinstance(feature, datasets.Image) else None
     return SourcePlan(
-        description=f"dataset {dataset_name!r} (split {split!r})",
+        description=f"dataset {dataset_name!r} (split {split!r}{version})",
         name=os.path.basename(os.path.normpath(dataset_name)) if os.path.isdir(dataset_name) else dataset_name,
         # datasets' fingerprint follows the Hub revision or the local data files; the columns pick what is read
         fingerprint={
             "dataset": dataset_name,
             "split": split,
+            **({"config": config_name} if config_name else {}),
+            **({"revision": revision} if revision else {}),
             "fingerprint": dataset._fingerprint,
             "columns": [column, label_column] + ([text_column] if text_column else []),
         },  # fmt: skip

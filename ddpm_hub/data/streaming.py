@@ -26,7 +26,13 @@ import numpy as np
 
 from ..errors import UsageError
 from .decode import SkipImage, caption_list, decode_hub_value, image_to_array, strict_truncation_check
-from .hub_datasets import raw_image_rows, resolve_caption_column, resolve_class_column, resolve_image_column
+from .hub_datasets import (
+    hub_version,
+    raw_image_rows,
+    resolve_caption_column,
+    resolve_class_column,
+    resolve_image_column,
+)
 from .parallel import DecodeSettings
 from .sources import BUILTIN_DATASETS, DecodedImages, ImageDatasetReport, check_and_warn
 
@@ -173,11 +179,15 @@ def open_stream(
     check_streaming(data)
     resolved = data.resolved()
     name, split = resolved.dataset_name, data.dataset_split
+    config_name, revision = data.dataset_config_name, data.dataset_revision
     try:
-        dataset = datasets.load_dataset(name, split=split, streaming=True, cache_dir=data.cache_dir)
+        dataset = datasets.load_dataset(
+            name, config_name, split=split, streaming=True, cache_dir=data.cache_dir, revision=revision
+        )
     except Exception as exc:  # ConnectionError offline, DatasetNotFoundError, unknown split, ...
         raise UsageError(
-            f"Could not stream dataset {name!r} (split {split!r}) with datasets.load_dataset(streaming=True): "
+            f"Could not stream dataset {name!r} (split {split!r}{hub_version(config_name, revision)}) with "
+            "datasets.load_dataset(streaming=True): "
             f"{type(exc).__name__}: {exc}. Check the name, the split and the network."
         ) from exc
     if dataset.features is None:

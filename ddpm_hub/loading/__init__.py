@@ -2,6 +2,8 @@
 
 - `components`: what a `model_index.json` names, each component loaded with the installed class (safetensors only
   unless pickles are trusted), the Hub download and what its refusals mean; the code files a saved folder carries;
+- `weights`: a component's weight files checked before loading: safetensors, the variant asked for, finite values;
+- `settings`: `LoadSettings`, the revision, variant and dtype of a load by name;
 - `configs`: the configurations under `pipelines/`, built into components with fresh weights;
 - `text`: text encoders and tokenizers (transformers) by name, and the word tokenizer built from captions;
 - `hub_errors`: the Hub's HTTP refusals (401/403/404, revisions, offline) worded with the repo, the cause and the fix.

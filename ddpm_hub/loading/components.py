@@ -26,10 +26,11 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from ..errors import DDPMHubError, InputNotFoundError, UsageError
-from ..run_folder import MODEL_INDEX, PICKLE_WEIGHT_SUFFIXES, read_json, weight_files
+from ..run_folder import MODEL_INDEX, PICKLE_WEIGHT_SUFFIXES, read_json
 from ..shipped.conditioning_ddpm_hub import KINDS, EmbeddedGuidance
 from ..shipped.scheduling_ddpm_hub import DDPMHubScheduler
 from . import hub_errors
+from .weights import check_finite_weights, check_variant, check_weights  # noqa: F401 - re-exported
 
 # Scheduler classes loadable by name without trust_remote_code; diffusers' own are found in diffusers.
 SCHEDULER_CLASSES: dict[str, type] = {"DDPMHubScheduler": DDPMHubScheduler}
@@ -68,6 +69,7 @@ def load_components(
     torch_dtype=None,
     allow_pickle: bool = False,
     choose=None,
+    variant: str | None = None,
     **kwargs,
 ) -> tuple[type, dict]:
     """
@@ -76,7 +78,7 @@ def load_components(
     `unet=...`) is used instead of loading it. `choose(index)`, if given, picks the class from the model index
     (a base class loading a folder of a subclass). A missing repo, a private repo without access, a missing revision
     or an uncached repo offline raise huggingface_hub's exception types with a message naming the repo, the cause
-    and the fix.
+    and the fix. `variant` reads weights saved as `<name>.<variant>.safetensors` (diffusers' variants, e.g. fp16).
     """
     download_kwargs = {key: kwargs.pop(key) for key in DOWNLOAD_KWARGS if key in kwargs}
     declared = inspect.signature(pipeline_class.__init__).parameters
@@ -92,7 +94,9 @@ def load_components(
         if name in kwargs:
             loaded[name] = kwargs[name]
             continue
-        loaded[name] = load_component(folder, name, entry, name_or_path, torch_dtype, allow_pickle, download_kwargs)
+        loaded[name] = load_component(
+            folder, name, entry, name_or_path, torch_dtype, allow_pickle, download_kwargs, variant
+        )
     if loaded.get("tokenizer") is not None and loaded.get("text_encoder") is not None:
         check_vocabulary(
             loaded["tokenizer"], loaded["text_encoder"], f"{name_or_path}: its tokenizer/ and text_encoder/"
@@ -101,7 +105,9 @@ def load_components(
     return pipeline_class, {**loaded, **settings}
 
 
-def load_component(folder: Path, name: str, entry: list, source, torch_dtype, allow_pickle: bool, download_kwargs):
+def load_component(
+    folder: Path, name: str, entry: list, source, torch_dtype, allow_pickle: bool, download_kwargs, variant=None
+):
     """One component from `folder/name` with the installed class its `[library, class]` entry names (None: absent)."""
     if entry[0] is None:  # an optional component the pipeline was saved without ([null, null])
         return None
@@ -110,22 +116,25 @@ def load_component(folder: Path, name: str, entry: list, source, torch_dtype, al
     check_component_folder(path, name, entry, klass, source)
     if issubclass(klass, SchedulerMixin):
         return upgrade_ddpm_scheduler(klass.from_pretrained(folder, subfolder=name))
+    arguments = (klass, folder, name, path, torch_dtype, allow_pickle, source, download_kwargs, variant)
     if issubclass(klass, ModelMixin) or not _has_weights(klass):
-        return _load_model_or_tokenizer(klass, folder, name, path, torch_dtype, allow_pickle, source, download_kwargs)
+        return _load_model_or_tokenizer(*arguments)
     with quiet_transformers():
-        return _load_model_or_tokenizer(klass, folder, name, path, torch_dtype, allow_pickle, source, download_kwargs)
+        return _load_model_or_tokenizer(*arguments)
 
 
-def _load_model_or_tokenizer(klass, folder, name, path, torch_dtype, allow_pickle, source, download_kwargs):
+def _load_model_or_tokenizer(klass, folder, name, path, torch_dtype, allow_pickle, source, download_kwargs, variant):
     if _has_weights(klass):
         read_json(path / "config.json", f"the {name} configuration")  # a broken file is named, not a traceback
         check_weights(folder, name, source, allow_pickle, download_kwargs)
+        check_variant(path, name, source, variant)
         check_finite_weights(folder, [Path(name, file.name).as_posix() for file in sorted(path.glob("*.safetensors"))])
         use_safetensors = None if allow_pickle else True
-        dtype = {} if torch_dtype is None else {"dtype": torch_dtype}
+        given = {"dtype": torch_dtype, "variant": variant}
+        extra = {key: value for key, value in given.items() if value is not None}
         if issubclass(klass, ModelMixin):
-            return klass.from_pretrained(folder, subfolder=name, use_safetensors=use_safetensors, **dtype)
-        return klass.from_pretrained(path, use_safetensors=use_safetensors, **dtype)
+            return klass.from_pretrained(folder, subfolder=name, use_safetensors=use_safetensors, **extra)
+        return klass.from_pretrained(path, use_safetensors=use_safetensors, **extra)
     return klass.from_pretrained(path)  # a tokenizer: vocabulary files, no weights
 
 
@@ -169,24 +178,6 @@ def check_vocabulary(tokenizer, encoder, where: str) -> None:
             f"{where}: the tokenizer has {len(tokenizer)} tokens but the text encoder embeds {rows} (vocab_size): "
             "ids past it would fail inside the encoder. Give a tokenizer and an encoder made for each other."
         )
-
-
-def check_finite_weights(folder: Path, weight_files: list[str]) -> None:
-    """
-    Every weight in `weight_files` (safetensors, relative to `folder`) is a finite number: a diverged model (NaN or
-    inf) is neither loaded to sample nor published.
-    """
-    from safetensors import safe_open
-
-    for name in weight_files:
-        with safe_open(str(Path(folder, name)), framework="pt") as weights:
-            bad = [key for key in weights.keys() if not bool(weights.get_tensor(key).isfinite().all())]
-        if bad:
-            raise UsageError(
-                f"{Path(folder, name)} has non-finite weights (NaN or inf in {len(bad)} tensors, e.g. {bad[0]}): a "
-                "diverged model is neither sampled from nor published. Use the output of a run that finished, or of "
-                "an earlier checkpoint."
-            )
 
 
 @contextlib.contextmanager
@@ -282,47 +273,6 @@ def _check_access(repo_id: str, download_kwargs: dict) -> None:
             raise
     except Exception:  # noqa: BLE001 - unreachable: snapshot_download decides, from the cache if it has it
         pass
-
-
-def check_weights(folder: Path, name: str, source, allow_pickle: bool, download_kwargs: dict) -> None:
-    """
-    Safetensors weights for component `name`, or pickle weights the caller opted in to; otherwise say what exists
-    and what to do.
-    """
-    if any(Path(folder, name).glob("*.safetensors")):
-        return
-    files = weight_files(folder, name) if os.path.isdir(source) else _remote_files(str(source), download_kwargs)
-    pickles = sorted(f for f in files if f.startswith(f"{name}/") and f.endswith(PICKLE_WEIGHT_SUFFIXES))
-    if not pickles:
-        config = f"{name}/config.json"
-        raise InputNotFoundError(
-            f"{source} has no {name} weights: expected {name}/*.safetensors next to {config}."
-            if name != "unet"
-            else f"{source} has no UNet weights: expected unet/diffusion_pytorch_model.safetensors next to {config}."
-        )
-    if not allow_pickle:
-        raise UsageError(
-            f"{source} has only pickle weights ({', '.join(pickles)}), no safetensors. Unpickling can run arbitrary "
-            "code, so they are not loaded by default. If you trust this source, pass allow_pickle=True to "
-            "from_pretrained (then save_pretrained writes safetensors)."
-        )
-    if not any(f.endswith(".bin") for f in pickles):  # allow_pickle: the libraries read *.bin only
-        raise InputNotFoundError(
-            f"{source} has {name} weights only as {', '.join(pickles)}; diffusers loads "
-            f"{name}/diffusion_pytorch_model.safetensors or {name}/diffusion_pytorch_model.bin."
-        )
-
-
-def _remote_files(repo_id: str, download_kwargs: dict) -> list[str]:
-    """The repo's file list, or [] where it cannot be had (offline)."""
-    from huggingface_hub import HfApi
-
-    try:
-        return HfApi().list_repo_files(
-            repo_id, revision=download_kwargs.get("revision"), token=download_kwargs.get("token")
-        )
-    except Exception:  # noqa: BLE001 - only used to word an error that is raised anyway
-        return []
 
 
 def read_model_index(folder: str | os.PathLike, source=None) -> dict:

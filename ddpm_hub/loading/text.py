@@ -56,21 +56,24 @@ def word_tokenizer(captions: Iterable[str], max_length: int = 16):
     )
 
 
-def load_text_encoder(name_or_path: str | os.PathLike, **kwargs):
+def load_text_encoder(name_or_path: str | os.PathLike, revision: str | None = None, variant: str | None = None):
     """
     `(text_encoder, tokenizer)` of a transformers text encoder by Hub name or folder (a folder holding both, or
-    `text_encoder/` and `tokenizer/` subfolders as a pipeline repo has them), the encoder in float32.
+    `text_encoder/` and `tokenizer/` subfolders as a pipeline repo has them) at `revision`, the encoder's weights of
+    `variant` (e.g. fp16) in float32.
     """
     import transformers
 
     from .components import check_vocabulary
 
     encoder_path, tokenizer_path = _paths(name_or_path)
-    config = text_encoder_config(name_or_path, **kwargs)  # its tokenizer checked too
+    version = {} if revision is None else {"revision": revision}
+    config = text_encoder_config(name_or_path, **version)  # its tokenizer checked too
     class_name = ENCODER_CLASSES.get(config.model_type)
     klass = getattr(transformers, class_name) if class_name else transformers.AutoModel
-    encoder = klass.from_pretrained(encoder_path, dtype="float32", **kwargs)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_path, **kwargs)
+    weights = {} if variant is None else {"variant": variant}
+    encoder = klass.from_pretrained(encoder_path, dtype="float32", **version, **weights)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_path, **version)
     check_vocabulary(tokenizer, encoder, f"--text_encoder {name_or_path!r}")
     return encoder.eval(), tokenizer
 

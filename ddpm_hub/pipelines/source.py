@@ -25,6 +25,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from ..errors import DDPMHubError, InputNotFoundError, UsageError
 from ..loading.components import check_weights, components_of, pipeline_folder, read_model_index
 from ..loading.configs import available_pipelines, build_components, configuration_folder, read_unet_config
+from ..loading.settings import LoadSettings
 from ..run_folder import SCHEDULER_CONFIG, is_pipeline_folder, is_trained_folder, read_json
 from ..shipped.samplers_ddpm_hub import ddpm_chain
 from ..shipped.scheduling_ddpm_hub import DDPMHubScheduler
@@ -57,34 +58,39 @@ class Source:
     model_index: dict
     unet_config: dict
     scheduler_config: dict
+    settings: LoadSettings = LoadSettings()  # the revision, variant and dtype its weights are loaded with
 
     @classmethod
-    def of(cls, name: str | os.PathLike) -> "Source":
-        """The source a name points to (see the module docstring), its configs read and checked; no weights loaded."""
-        name = str(name)
+    def of(cls, name: str | os.PathLike, settings: LoadSettings | None = None) -> "Source":
+        """
+        The source a name points to (see the module docstring), its configs read and checked; no weights loaded.
+        `settings`: the revision of a Hub repo, and the variant and dtype `load` reads the weights in.
+        """
+        name, settings = str(name), settings or LoadSettings()
         try:
             if is_pipeline_folder(Path(name)) or name in available_pipelines():
                 folder = configuration_folder(name)
                 trained = is_trained_folder(folder)
                 if trained:  # weights of any format: pickles are refused here, not re-initialised
                     check_weights(folder, "unet", folder, allow_pickle=False, download_kwargs={})
-                return cls._read(name, "folder" if trained else "config", str(folder), folder)
+                return cls._read(name, "folder" if trained else "config", str(folder), folder, settings)
             if looks_like_repo_id(name):
-                return cls._read(name, "hub", name, pipeline_folder(name, config_only=True))
+                folder = pipeline_folder(name, config_only=True, **settings.download())
+                return cls._read(name, "hub", name, folder, settings)
         except DDPMHubError:
             raise
         except (HfHubHTTPError, OSError, ValueError) as error:  # Hub errors (worded by ddpm_hub.loading), files, JSON
-            raise ModelLoadError(f"cannot load {name}: {error}") from error
+            raise ModelLoadError(f"cannot load {name}{settings.described()}: {error}") from error
         configuration_folder(name)  # raises: the error lists the configurations
         raise AssertionError("unreachable")
 
     @classmethod
-    def _read(cls, name: str, kind: str, location: str, folder: Path) -> "Source":
+    def _read(cls, name: str, kind: str, location: str, folder: Path, settings: LoadSettings) -> "Source":
         index = read_model_index(folder, location)
         scheduler_config = read_json(folder / SCHEDULER_CONFIG, "the scheduler configuration")
         if scheduler_config is None:
             raise InputNotFoundError(f"{location} has no {SCHEDULER_CONFIG}: it is not a complete pipeline folder.")
-        return cls(name, kind, location, folder, index, read_unet_config(folder), scheduler_config)
+        return cls(name, kind, location, folder, index, read_unet_config(folder), scheduler_config, settings)
 
     @property
     def trained(self) -> bool:
@@ -101,27 +107,30 @@ class Source:
     def build(self, seed: int | None = 0, unet_overrides: dict | None = None, scheduler_overrides: dict | None = None):
         """
         A pipeline of this source's configuration with fresh weights, seeded by `seed` (`None` leaves the global RNG
-        alone): the class its index names, each component built from its config with the installed class. Overrides
-        replace config values, e.g. `unet_overrides={"sample_size": 8}`.
+        alone): the class its index names, each component built from its config with the installed class, in the
+        settings' dtype. Overrides replace config values, e.g. `unet_overrides={"sample_size": 8}`.
         """
         index, components = build_components(self.folder, seed, unet_overrides, scheduler_overrides)
-        return pipeline_class(index)(**components)
+        pipeline = pipeline_class(index)(**components)
+        return pipeline if self.settings.dtype is None else pipeline.to(dtype=self.settings.dtype)
 
     def load(self, seed: int | None = 0, unet_overrides: dict | None = None, scheduler_overrides: dict | None = None):
         """
-        The pipeline this source holds: a trained folder's or repo's weights, or a configuration built fresh from
-        `seed` (to check the plumbing). A trained UNet takes only a new `sample_size` from `unet_overrides` (its
-        weights fix the rest); a trained pipeline's scheduler is rebuilt as a `DDPMHubScheduler` with
-        `scheduler_overrides`. A Hub or file failure is a `ModelLoadError` naming the source.
+        The pipeline this source holds: a trained folder's or repo's weights (at the settings' revision, variant and
+        dtype), or a configuration built fresh from `seed` (to check the plumbing). A trained UNet takes only a new
+        `sample_size` from `unet_overrides` (its weights fix the rest); a trained pipeline's scheduler is rebuilt as a
+        `DDPMHubScheduler` with `scheduler_overrides`. A Hub or file failure is a `ModelLoadError` naming the source.
         """
         if not self.trained:
             return self.build(seed, unet_overrides, scheduler_overrides)
         try:
-            pipeline = pipeline_class(self.model_index).from_pretrained(self.location)
+            pipeline = pipeline_class(self.model_index).from_pretrained(
+                self.location, **self.settings.from_pretrained()
+            )
         except DDPMHubError:
             raise
         except (HfHubHTTPError, OSError, ValueError) as error:  # Hub errors (worded by ddpm_hub.loading), files, JSON
-            raise ModelLoadError(f"cannot load {self.name}: {error}") from error
+            raise ModelLoadError(f"cannot load {self.name}{self.settings.described()}: {error}") from error
         sample_size = (unet_overrides or {}).get("sample_size")
         if sample_size is not None and sample_size != pipeline.unet.config.sample_size:
             pipeline.unet.register_to_config(sample_size=sample_size)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..data.decode import image_size, size_text
 from ..errors import InputNotFoundError, UsageError
+from ..loading.settings import LoadSettings
 from ..options import check_ranges
 from ..pipelines.source import ModelLoadError, Source
 from ..run_folder import CHECKPOINTS_DIR, check_apart_from_sources, check_writable_folder
@@ -16,6 +17,7 @@ from .distillation import check_teacher, distill_options
 from .latents import autoencoder_of, check_autoencoder, pixel_size
 from .model import scheduler_overrides, unet_overrides
 from .options import TrainingOptions
+from .trackers import check_trackers
 
 
 def check_options(o: TrainingOptions) -> tuple[TrainingOptions, Source]:
@@ -25,10 +27,10 @@ def check_options(o: TrainingOptions) -> tuple[TrainingOptions, Source]:
     o.data.check()
     check_streaming_run(o)
     check_environment(o)
-    source = inspect_pipeline(o.model.pipeline)
+    source = inspect_pipeline(o.model.pipeline, o.model.loading())
     check_output_apart_from_sources(o, source)  # before the checkpoints' advice: resuming there would not help
     check_output_dir(o)
-    autoencoder = autoencoder_of(o.model.vae, o.model.vae_subfolder, source)  # latent diffusion: its config only
+    autoencoder = autoencoder_of(o.model, source)  # latent diffusion: its config only
     o = replace(o, data=o.data.resolved(resolution=pixel_size(source.unet_config["sample_size"], autoencoder)))
     if autoencoder is not None:
         check_autoencoder(autoencoder, source, o.data.training_size)
@@ -46,10 +48,10 @@ def check_options(o: TrainingOptions) -> tuple[TrainingOptions, Source]:
     return o, source
 
 
-def inspect_pipeline(name: str) -> Source:
-    """`--pipeline` resolved (`ddpm_hub.pipelines.source`): its configs read, no weights loaded."""
+def inspect_pipeline(name: str, settings: LoadSettings | None = None) -> Source:
+    """`--pipeline` resolved (`ddpm_hub.pipelines.source`) at --revision: its configs read, no weights loaded."""
     try:
-        return Source.of(name)
+        return Source.of(name, settings)
     except ModelLoadError as error:
         raise UsageError(f"--pipeline {name!r}: {error}") from error
 
@@ -128,7 +130,7 @@ def resolve_text_options(o: TrainingOptions, source: Source) -> TrainingOptions:
             )
         from ..loading.text import text_encoder_config
 
-        text_encoder_config(c.text_encoder)  # not a text encoder, or unreadable: a message now
+        text_encoder_config(c.text_encoder, **o.model.loading().download())  # not a text encoder: a message now
     elif "text_encoder" not in source.components or source.components["text_encoder"][0] is None:
         raise UsageError(
             f"{o.model.pipeline} is a text-to-image configuration without a text encoder: give --text_encoder "
@@ -155,8 +157,7 @@ def resolve_low_res_options(o: TrainingOptions, source: Source) -> TrainingOptio
 
 def check_environment(o: TrainingOptions) -> None:
     """Optional packages and the Hub token: things that would otherwise fail after the model is built."""
-    if o.logging.logger == "wandb" and importlib.util.find_spec("wandb") is None:
-        raise UsageError("--logger wandb needs the wandb package (pip install wandb); or use --logger tensorboard.")
+    check_trackers(o.logging.report_to)
     if o.speed.enable_xformers_memory_efficient_attention and importlib.util.find_spec("xformers") is None:
         raise UsageError(
             "--enable_xformers_memory_efficient_attention needs the xformers package (pip install xformers)."
@@ -234,7 +235,7 @@ def check_output_apart_from_sources(o: TrainingOptions, source: Source) -> None:
 def check_model_compatibility(o: TrainingOptions, source: Source) -> None:
     unet = source.unet_config
     downsamplings = len(unet["block_out_channels"]) - 1
-    autoencoder = autoencoder_of(o.model.vae, o.model.vae_subfolder, source)
+    autoencoder = autoencoder_of(o.model, source)
     multiple = 2**downsamplings * (autoencoder.factor if autoencoder else 1)  # in pixels: a latent is factor x factor
     if any(side % multiple for side in image_size(o.data.training_size)):
         option = "--random_crop" if o.data.random_crop else "--resolution"

@@ -1,5 +1,6 @@
 """Exponential moving average of the weights, with a warmup of the decay."""
 
+import contextlib
 import copy
 import os
 from pathlib import Path
@@ -31,11 +32,21 @@ class EMA:
     def update(self, model: torch.nn.Module) -> None:
         weight = 1.0 - self.decay()
         averaged = list(self.model.parameters())
-        current = [p.detach().to(a.dtype) for a, p in zip(averaged, model.parameters(), strict=True)]
+        current = [p.detach().to(a.device, a.dtype) for a, p in zip(averaged, model.parameters(), strict=True)]
         torch._foreach_lerp_(averaged, current, weight)
         for mine, theirs in zip(self.model.buffers(), model.buffers(), strict=True):
             mine.copy_(theirs)
         self.num_updates += 1
+
+    @contextlib.contextmanager
+    def visiting(self, device: str | torch.device):
+        """The averaged model on `device` inside the block, back where it lives after (an EMA kept on the CPU)."""
+        home = next(self.model.parameters()).device
+        self.model.to(device)
+        try:
+            yield self.model
+        finally:
+            self.model.to(home)
 
     def save(self, folder: str | os.PathLike) -> None:
         """The averaged UNet as a diffusers model folder (config + safetensors)."""

@@ -16,6 +16,7 @@ from ..pipelines.sampling import sample_images
 from ..run_folder import GUIDANCE_FILE, SAMPLES_FILE
 from .options import ValidationOptions
 from .run import Run
+from .trackers import log_grid
 
 # The guidance strip of a conditional model: these scales, the images GUIDANCE_FIRST + class.
 GUIDANCE_STRIP_SCALES = (0.0, 1.0, 2.0, 4.0)
@@ -39,6 +40,11 @@ def sample_grid_images(
     uint8 [H x W x C] images first .. first + N - 1 (`ddpm_hub.pipelines.sampling`, from the run's --seed) with the
     conditions given, shared among the ranks and gathered in order on every rank.
     """
+    with run.final_weights_on_device():
+        return _sample_grid_images(run, conditions, guidance_scale, first)
+
+
+def _sample_grid_images(run: Run, conditions: ImageConditions, guidance_scale: float | None, first: int):
     accelerator = run.accelerator
     modules = list(run.final_components().values())
     was_training = [module.training for module in modules]
@@ -72,17 +78,6 @@ def grid_image(images: list[np.ndarray], resolution, columns: int | None = None)
     return upscale(make_grid(tiles, columns=columns), max(1, 64 // max(image_size(resolution))))
 
 
-def log_grid(run: Run, grid: Image.Image, step: int) -> None:
-    pixels = np.asarray(grid.convert("RGB"))
-    for tracker in run.accelerator.trackers:
-        if tracker.name == "tensorboard":
-            tracker.writer.add_image("samples", pixels, step, dataformats="HWC")
-        elif tracker.name == "wandb":
-            import wandb
-
-            tracker.log({"samples": wandb.Image(grid)}, step=step)
-
-
 def write_validation_grid(run: Run, step: int) -> None:
     """A grid under logging_dir/samples/step-N.png, and in the tracker."""
     conditions = grid_conditions(run)
@@ -92,7 +87,7 @@ def write_validation_grid(run: Run, step: int) -> None:
         folder = run.output_dir / run.options.logging.logging_dir / "samples"
         folder.mkdir(parents=True, exist_ok=True)
         grid.save(folder / f"step-{step:07d}.png")
-        log_grid(run, grid, step)
+        log_grid(run.accelerator, grid, step)
     run.accelerator.wait_for_everyone()
 
 
@@ -104,7 +99,7 @@ def write_final_grids(run: Run, step: int) -> None:
     if run.accelerator.is_main_process:
         grid = grid_image(images, run.options.data.training_size, conditions.columns)
         grid.save(run.output_dir / SAMPLES_FILE)
-        log_grid(run, grid, step)
+        log_grid(run.accelerator, grid, step)
         if strip is not None:
             strip.save(run.output_dir / GUIDANCE_FILE)
 

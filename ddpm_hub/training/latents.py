@@ -19,8 +19,10 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..data.decode import image_size
 from ..errors import UsageError
+from ..loading.settings import LoadSettings
 from ..pipelines.source import Source
 from ..shipped.latents_ddpm_hub import encode, encode_posterior, posterior_latents
+from .options import ModelOptions
 from .randomness import HOLDOUT, LATENT, make_generator
 
 AUTOENCODER_CLASSES = ("AutoencoderKL",)
@@ -35,6 +37,7 @@ class Autoencoder:
     subfolder: str | None
     config: dict
     option: str  # how the user named it: "--vae" or "--pipeline"
+    settings: LoadSettings = LoadSettings()  # --revision, --variant and --torch_dtype
 
     @property
     def factor(self) -> int:
@@ -50,22 +53,27 @@ class Autoencoder:
         return int(self.config["in_channels"])
 
     def load(self):
-        """The autoencoder's weights (safetensors), frozen, in float32 and eval mode."""
+        """The autoencoder's weights (safetensors), frozen, in --torch_dtype (default float32) and eval mode."""
         from diffusers import AutoencoderKL
 
+        name = f"{self.option} {self.name}{self.settings.described()}"
         try:
-            vae = AutoencoderKL.from_pretrained(self.name, subfolder=self.subfolder, use_safetensors=True)
+            vae = AutoencoderKL.from_pretrained(
+                self.name, subfolder=self.subfolder, use_safetensors=True, **self.settings.from_pretrained()
+            )
         except (OSError, ValueError) as error:
-            raise UsageError(f"{self.option} {self.name}: cannot load the autoencoder's weights: {error}") from error
-        return vae.float().eval().requires_grad_(False)
+            raise UsageError(f"{name}: cannot load the autoencoder's weights: {error}") from error
+        return vae.to(self.settings.dtype or torch.float32).eval().requires_grad_(False)
 
 
-def autoencoder_of(vae: str | None, subfolder: str | None, source: Source) -> Autoencoder | None:
+def autoencoder_of(model: ModelOptions, source: Source) -> Autoencoder | None:
     """
     The autoencoder of a run: `--vae` (a folder or Hub repo of a diffusers AutoencoderKL, or its `--vae_subfolder`),
     else a trained pipeline's own `vae/`; None for a pixel-space run. A configuration that names a `vae` component
-    (a latent configuration: its vae/ holds the shape, not weights) needs `--vae`.
+    (a latent configuration: its vae/ holds the shape, not weights) needs `--vae`. Read at --revision, loaded as
+    --variant in --torch_dtype.
     """
+    vae, subfolder, settings = model.vae, model.vae_subfolder, model.loading(frozen=True)
     entry = source.components.get("vae") or [None, None]
     if vae is None:
         if entry[0] is None:
@@ -76,17 +84,19 @@ def autoencoder_of(vae: str | None, subfolder: str | None, source: Source) -> Au
                 "Pass the autoencoder with --vae: a folder trained here (runs/ddpm-vae-digits-64), or a diffusers "
                 "AutoencoderKL on the Hub (stabilityai/sd-vae-ft-mse)."
             )
-        return Autoencoder(source.location, "vae", _read_config(source.location, "vae", "--pipeline"), "--pipeline")
-    return Autoencoder(vae, subfolder, _read_config(vae, subfolder, "--vae"), "--vae")
+        config = _read_config(source.location, "vae", "--pipeline", settings.revision)
+        return Autoencoder(source.location, "vae", config, "--pipeline", settings)
+    return Autoencoder(vae, subfolder, _read_config(vae, subfolder, "--vae", settings.revision), "--vae", settings)
 
 
 @functools.lru_cache(maxsize=8)  # the checks, the model and the data each ask: one read (a Hub request) per run
-def _read_config(name: str, subfolder: str | None, option: str) -> dict:
+def _read_config(name: str, subfolder: str | None, option: str, revision: str | None = None) -> dict:
     from diffusers import AutoencoderKL
 
     where = f"{option} {name}" + (f" (subfolder {subfolder})" if subfolder else "")
+    where += f" (revision {revision})" if revision else ""
     try:
-        config = AutoencoderKL.load_config(name, subfolder=subfolder)
+        config = AutoencoderKL.load_config(name, subfolder=subfolder, revision=revision)
     except (OSError, ValueError) as error:
         local = "" if Path(name).exists() else f"there is no folder {name} here, and as a Hub repo: "
         raise UsageError(

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
 def train_and_write(o: TrainingOptions, source: Source, accelerator: Accelerator) -> None:
     conditioning = source.conditioning()
     channels = conditioning.image_channels(source.unet_config["in_channels"])
-    autoencoder = autoencoder_of(o.model.vae, o.model.vae_subfolder, source)
+    autoencoder = autoencoder_of(o.model, source)
     if autoencoder is not None:  # latent diffusion: the data are the autoencoder's images
         channels = autoencoder.image_channels
     dataset = load_training_data(

@@ -27,7 +27,7 @@ def unet_overrides(o: TrainingOptions, source: Source) -> dict:
     The run's resolution as the UNet's `sample_size`; a configuration also gets 2C output channels for
     learned_range (a trained UNet keeps its channels: its weights fix them).
     """
-    size = latent_size(o.data.training_size, autoencoder_of(o.model.vae, o.model.vae_subfolder, source))
+    size = latent_size(o.data.training_size, autoencoder_of(o.model, source))
     sample_size = sample_size_config(size)
     text = text_encoder_overrides(o, source)
     if source.trained:
@@ -50,7 +50,7 @@ def text_encoder_overrides(o: TrainingOptions, source: Source) -> dict:
         return {}
     from ..loading.text import hidden_size, text_encoder_config
 
-    width = hidden_size(text_encoder_config(name))
+    width = hidden_size(text_encoder_config(name, **o.model.loading().download()))
     if width == source.unet_config.get("cross_attention_dim"):
         return {}
     return {"encoder_hid_dim": width, "encoder_hid_dim_type": "text_proj"}
@@ -69,7 +69,7 @@ def training_pipeline(o: TrainingOptions, source: Source):
     pipeline = source.load(
         seed=o.seed, unet_overrides=unet_overrides(o, source), scheduler_overrides=scheduler_overrides(o.model)
     )
-    autoencoder = autoencoder_of(o.model.vae, o.model.vae_subfolder, source)
+    autoencoder = autoencoder_of(o.model, source)
     if autoencoder is not None and autoencoder.option == "--vae":  # else the trained pipeline's own, loaded with it
         pipeline.register_modules(vae=autoencoder.load())
     if o.model.vae_scaling_factor is not None:  # checked: a latent model
@@ -77,15 +77,18 @@ def training_pipeline(o: TrainingOptions, source: Source):
     if o.conditioning.text_encoder is not None:
         from ..loading.text import load_text_encoder
 
-        text_encoder, tokenizer = load_text_encoder(o.conditioning.text_encoder)
+        text_encoder, tokenizer = load_text_encoder(o.conditioning.text_encoder, o.model.revision, o.model.variant)
         pipeline.register_modules(text_encoder=text_encoder, tokenizer=tokenizer)
     if o.distillation.distill_guidance is not None:  # checked: a text model's teacher (check_guided_teacher)
         pipeline.register_modules(unet=guidance_student(pipeline.unet))
         embedded = EmbeddedGuidance(pipeline.unet.config.time_cond_proj_dim, o.distillation.distill_guidance)
         pipeline.register_to_config(**embedded.settings())
     if getattr(pipeline, "text_encoder", None) is not None:
-        pipeline.text_encoder.float().train(o.conditioning.train_text_encoder)
-        pipeline.text_encoder.requires_grad_(o.conditioning.train_text_encoder)
+        trained = o.conditioning.train_text_encoder
+        dtype = torch.float32 if trained else o.model.loading(frozen=True).dtype or torch.float32
+        pipeline.text_encoder.to(dtype).train(trained).requires_grad_(trained)
+    if getattr(pipeline, "vae", None) is not None:  # frozen: --torch_dtype
+        pipeline.vae.to(o.model.loading(frozen=True).dtype or torch.float32)
     return pipeline
 
 
@@ -96,6 +99,8 @@ def apply_speed_settings(unet: UNet2DModel, speed: SpeedOptions, device: torch.d
         torch.backends.cudnn.allow_tf32 = speed.allow_tf32
     if speed.channels_last:
         unet.to(memory_format=torch.channels_last)
+    if speed.gradient_checkpointing:  # activations recomputed in the backward pass: memory for time
+        unet.enable_gradient_checkpointing()
     if speed.enable_xformers_memory_efficient_attention:
         unet.enable_xformers_memory_efficient_attention()
 

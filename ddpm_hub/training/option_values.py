@@ -35,3 +35,24 @@ def parse_guidance_range(value) -> tuple[float, float]:
     if not 0 <= low < high <= 100:  # GUIDANCE_SCALE_RANGE; NaN fails too
         raise argparse.ArgumentTypeError(f"{value!r}: give LOW,HIGH with 0 <= LOW < HIGH <= 100, e.g. 1,5")
     return low, high
+
+
+def parse_trackers(value) -> str:
+    """
+    `"wandb"`, `"tensorboard,wandb"` (or a list in a config file), `"all"` or `"none"` -> the trackers, comma
+    separated: names Accelerate supports (`accelerate.utils.LoggerType`).
+    """
+    from accelerate.utils import LoggerType
+
+    known = [kind.value for kind in LoggerType if kind.value != "all"]
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a list of trackers: give e.g. tensorboard or wandb,mlflow")
+    names = [item.strip() for item in items if item.strip()]
+    unknown = [name for name in names if name not in (*known, "all", "none")]
+    if not names or unknown or (len(names) > 1 and ({"all", "none"} & set(names))):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: give trackers Accelerate supports, comma separated ({', '.join(known)}), or all (every one "
+            "installed) or none"
+        )
+    return ",".join(dict.fromkeys(names))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from ..data import DataOptions
 from ..errors import UsageError
 from ..loading.hub_errors import TOKEN_ADVICE
+from ..loading.settings import TORCH_DTYPES, LoadSettings
 from ..options import (
     HelpFormatter,
     add_arguments,
@@ -21,10 +22,10 @@ from ..options import (
 )
 from ..shipped.conditioning_ddpm_hub import GUIDANCE_SCALE_RANGE
 from ..shipped.scheduling_ddpm_hub import BETA_SCHEDULES, PREDICTION_TYPES, VARIANCE_TYPES
-from .option_values import parse_calls, parse_guidance_range, parse_prompts  # noqa: F401
+from .objective_options import DISTILL_METHODS, AutoencoderOptions, DistillOptions  # noqa: F401 - re-exported
+from .option_values import parse_calls, parse_guidance_range, parse_prompts, parse_trackers  # noqa: F401
 
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
-LOGGERS = ("tensorboard", "wandb", "none")
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 
 
@@ -71,6 +72,25 @@ class ModelOptions:
         "pipeline's own vae/)",
         "model",
     )
+    revision: str | None = option(
+        None,
+        "the branch, tag or commit of every Hub repo the run loads by name (--pipeline, --distill_from, --vae, "
+        "--text_encoder), as diffusers' training scripts take one --revision (default: main; folders have none)",
+        "model",
+    )
+    variant: str | None = option(
+        None,
+        "load weights saved as this variant (e.g. fp16: diffusion_pytorch_model.fp16.safetensors) from the models "
+        "named by --pipeline, --distill_from, --vae and --text_encoder (default: the plain weights)",
+        "model",
+    )
+    torch_dtype: str | None = option(
+        None,
+        "the dtype of the frozen models the run only reads: the autoencoder of a latent run and a frozen text "
+        "encoder (float16/bfloat16 halve their memory); the trained weights stay float32 (default: float32)",
+        "model",
+        choices=TORCH_DTYPES,
+    )
     vae_subfolder: str | None = option(
         None, "the autoencoder's subfolder inside --vae (a pipeline repo's `vae`)", "model"
     )
@@ -82,6 +102,11 @@ class ModelOptions:
         "model",
         above=0,
     )
+
+    def loading(self, frozen: bool = False) -> LoadSettings:
+        """How the run reads a model by name: --revision, --variant, and with `frozen` (a model it only reads)
+        --torch_dtype; a model it trains loads in float32."""
+        return LoadSettings(self.revision, self.variant, self.torch_dtype if frozen else None)
 
 
 @dataclass(frozen=True)
@@ -178,64 +203,6 @@ class OptimizerOptions:
     max_grad_norm: float = option(1.0, "gradient clipping norm (0: no clipping)", "optimizer", at_least=0)
 
 
-DISTILL_METHODS = ("progressive", "consistency")
-
-
-@dataclass(frozen=True)
-class DistillOptions:
-    """Progressive or consistency distillation of a trained model (`ddpm_hub.training.distillation`)."""
-
-    distill_from: str | None = option(
-        None,
-        "distil this trained model (a folder or Hub repo id) into a few-step student that starts from its weights: "
-        "one step where it took two, stage by stage (progressive distillation, Salimans & Ho 2022), or a "
-        "consistency model (--distill_method consistency)",
-        "distillation",
-    )
-    distill_calls: tuple[int, ...] = option(
-        (32, 16, 8, 4),
-        "the student's calls, stage by stage, each half the one before: the first stage's teacher takes twice the "
-        "first (DDIM); the last is what the student samples with",
-        "distillation",
-        parse=parse_calls,
-    )
-    distill_steps_per_stage: int = option(
-        500, "optimizer steps of each stage (the run has stages x this many)", "distillation", at_least=1
-    )
-    distill_method: str = option(
-        "progressive",
-        "progressive: stages of halving calls (--distill_calls); consistency: consistency distillation (Song et al. "
-        "2023, in DDPM time as LCM), a student that samples with diffusers' LCMScheduler in --consistency_calls "
-        "calls, trained for --max_train_steps (default 2000)",
-        "distillation",
-        choices=DISTILL_METHODS,
-    )
-    consistency_skip: int = option(
-        20,
-        "consistency: k, the teacher's DDIM step on its timesteps k - 1, 2k - 1, ..., T - 1 (T / k points; k must "
-        "divide T); the student's LCMScheduler samples on them",
-        "distillation",
-        at_least=1,
-    )
-    consistency_target_decay: float = option(
-        0.95, "consistency: the target network's decay, an EMA of the student", "distillation", at_least=0, below=1
-    )
-    consistency_calls: int = option(
-        4, "consistency: the calls the saved student and the run's grids sample in", "distillation", at_least=1
-    )
-    consistency_huber_c: float | None = option(
-        None, "consistency: the pseudo-Huber loss's c (default: 0.001 sqrt(values per image))", "distillation", above=0
-    )
-    distill_guidance: tuple[float, float] | None = option(
-        None,
-        "consistency: distil classifier-free guidance in (Meng et al. 2023; LCM): the student reads the guidance "
-        "scale w as an input, drawn uniformly in LOW,HIGH for each example, and learns the teacher's guided step, so "
-        "a guided image costs one UNet call per step, not two (e.g. 1,5; a text model's teacher)",
-        "distillation",
-        parse=parse_guidance_range,
-    )
-
-
 @dataclass(frozen=True)
 class EMAOptions:
     """The exponential moving average of the weights (`ddpm_hub.training.ema`)."""
@@ -248,6 +215,12 @@ class EMAOptions:
     )
     ema_inv_gamma: float = option(1.0, "EMA warmup: decay = 1 - (1 + step / inv_gamma) ** -power", "ema", above=0)
     ema_power: float = option(0.75, "EMA warmup power (2/3 suits runs of a few thousand steps)", "ema", above=0)
+    offload_ema: bool = option(
+        False,
+        "keep the EMA weights in CPU memory, not on the accelerator (each update copies the weights across; the "
+        "grids and held-out metrics move them over for a while)",
+        "ema",
+    )
 
 
 @dataclass(frozen=True)
@@ -262,6 +235,12 @@ class SpeedOptions:
     )
     allow_tf32: bool = option(True, "TF32 matmuls and convolutions on Ampere or newer GPUs", "speed")
     compile: bool = option(False, "torch.compile the UNet (inductor)", "speed")
+    gradient_checkpointing: bool = option(
+        False,
+        "recompute the UNet's (and a trained text encoder's) activations in the backward pass instead of keeping "
+        "them: less memory, a slower step (docs/training.md#memory)",
+        "speed",
+    )
     channels_last: bool = option(
         True, "channels_last memory format for the UNet and its input (faster convolutions on GPU and CPU)", "speed"
     )
@@ -335,7 +314,19 @@ class ValidationOptions:
 class LoggingOptions:
     """The tracker and how often losses are exchanged."""
 
-    logger: str = option("tensorboard", "experiment tracker (wandb must be installed)", "logging", LOGGERS)
+    report_to: str = option(
+        "tensorboard",
+        "experiment trackers, comma separated: any Accelerate supports (tensorboard, wandb, mlflow, comet_ml, aim, "
+        "clearml, dvclive, swanlab, trackio; each must be installed), all (every installed one), or none",
+        "logging",
+        aliases=("--logger",),
+        parse=parse_trackers,
+    )
+    tracker_project_name: str | None = option(
+        None,
+        "the trackers' project (wandb's project, tensorboard's run folder; default: output_dir's name)",
+        "logging",
+    )
     logging_dir: str = option("logs", "tracker logs and validation grids, relative to output_dir", "logging")
     logging_steps: int = option(
         10,
@@ -353,45 +344,6 @@ class HubOptions:
     push_to_hub: bool = option(False, "publish output_dir with ddpm_hub.hub.publish at the end", "hub")
     hub_model_id: str | None = option(None, "the repo id (default: the name of output_dir)", "hub")
     hub_private_repo: bool = option(False, "create the repo private", "hub")
-
-
-@dataclass(frozen=True)
-class AutoencoderOptions:
-    """The objective of an autoencoder run (`--pipeline` an `AutoencoderKL` configuration; `training.autoencoder`)."""
-
-    reconstruction_loss: str = option(
-        "l1",
-        "an autoencoder's reconstruction loss per pixel: l1 (|x - x_hat|) or l2 (squared)",
-        "autoencoder",
-        choices=("l1", "l2"),
-    )
-    kl_weight: float = option(
-        1e-6,
-        "an autoencoder: the weight of KL(q(z | x) || N(0, I)) per pixel, beside the reconstruction loss per pixel "
-        "(CompVis' ratio; small, so that the latents keep the detail)",
-        "autoencoder",
-        at_least=0,
-    )
-    ssim_weight: float = option(
-        0.0,
-        "an autoencoder: the weight of 1 - SSIM (Gaussian window 11, sigma 1.5) in the loss (0: off)",
-        "autoencoder",
-        at_least=0,
-    )
-    disc_weight: float = option(
-        0.0,
-        "an autoencoder: the weight of a patch discriminator's hinge loss on the reconstructions (PatchGAN, Isola et "
-        "al. 2017, as CompVis' autoencoders; 0: no discriminator)",
-        "autoencoder",
-        at_least=0,
-    )
-    disc_start: int = option(
-        0,
-        "an autoencoder with --disc_weight: optimizer steps on reconstruction alone before the discriminator trains "
-        "and its loss counts",
-        "autoencoder",
-        at_least=0,
-    )
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from .checkpointing import check_finite_weights, save_checkpoint
 from .grids import samples_record, write_final_grids
 from .options import TrainingOptions, recorded_options
 from .run import Run
+from .trackers import project_name
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -72,7 +73,7 @@ def start_output(run: Run) -> None:
     tracker_config = {
         k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in recorded_options(o).items()
     }
-    accelerator.init_trackers("train", config=tracker_config)
+    accelerator.init_trackers(project_name(o.logging.tracker_project_name, o.output_dir), config=tracker_config)
 
 
 def finish(run: Run, result) -> None:

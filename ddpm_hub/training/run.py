@@ -1,6 +1,7 @@
 """A run and what it holds: the accelerator, the data, the pipeline and its prepared UNet, the conditioning, the
 objective, the optimizer and the EMA: one `Run`, built by `build_run` from the options' groups."""
 
+import contextlib
 import gc
 import logging
 import math
@@ -30,6 +31,7 @@ from .ema import EMA
 from .latents import PosteriorImages, cached_posteriors
 from .model import apply_speed_settings, make_optimizer, training_pipeline
 from .options import TrainingOptions
+from .trackers import log_with
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -91,6 +93,15 @@ class Run:
         """The weights that are saved and sampled: the EMA when on."""
         return self.ema.model if self.ema is not None else self.unet
 
+    @contextlib.contextmanager
+    def final_weights_on_device(self):
+        """The saved weights on the accelerator for a while (grids, held-out metrics): EMA kept on the CPU moves."""
+        with contextlib.ExitStack() as stack:
+            for average in (self.ema, self.text_ema):
+                if average is not None:
+                    stack.enter_context(average.visiting(self.accelerator.device))
+            yield
+
     def final_components(self) -> dict:
         """The components that are saved and sampled: the UNet, and a trained text encoder (EMA when on)."""
         components = {"unet": self.final_unet()}
@@ -145,7 +156,7 @@ def make_accelerator(o: TrainingOptions) -> Accelerator:
     accelerator = Accelerator(
         cpu=distributed_without_accelerator(),
         mixed_precision=o.speed.mixed_precision,
-        log_with=None if o.logging.logger == "none" else o.logging.logger,
+        log_with=log_with(o.logging.report_to),
         project_config=ProjectConfiguration(
             project_dir=str(output_dir), logging_dir=str(output_dir / o.logging.logging_dir)
         ),
@@ -220,6 +231,8 @@ def build_run(
     unet = pipeline.unet.train()
     text_encoder = pipeline.text_encoder if o.conditioning.train_text_encoder else None
     apply_speed_settings(unet, o.speed, accelerator.device)
+    if text_encoder is not None and o.speed.gradient_checkpointing:
+        text_encoder.gradient_checkpointing_enable()
     scheduler = pipeline.scheduler.config
     logger.info(
         "UNet: %s parameters; %s betas, T=%d, %s prediction, %s variance",
@@ -263,8 +276,8 @@ def build_run(
     else:
         model, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
     for average in (ema, text_ema):
-        if average is not None:
-            average.model.to(accelerator.device)
+        if average is not None:  # --offload_ema: the averages stay in CPU memory
+            average.model.to("cpu" if o.ema.offload_ema else accelerator.device)
     objective = DiffusionObjective(
         pipeline.scheduler, snr_gamma=o.model.snr_gamma, channels_last=o.speed.channels_last
     )

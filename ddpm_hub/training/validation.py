@@ -58,7 +58,8 @@ def log_holdout_metrics(run: Run, step: int) -> dict | None:
     """Every rank computes the same (deterministic, small) numbers, so no rank waits; the main process logs them."""
     if run.holdout is None:
         return None
-    metrics = holdout_metrics(run)
+    with run.final_weights_on_device():
+        metrics = holdout_metrics(run)
     if metrics["bits_per_dim"] is None:
         run.accelerator.log({"val/loss": metrics["loss"]}, step=step)
         logger.info("step %d held-out: loss %.4f (latents)", step, metrics["loss"])
