@@ -56,16 +56,22 @@ def check_weights(folder: Path, name: str, source, allow_pickle: bool, download_
 
 
 def check_variant(path: Path, name: str, source, variant: str | None) -> None:
-    """With `variant`, component `name` has weights saved as that variant (`*.<variant>.safetensors`)."""
-    if variant is None or any(path.glob(f"*.{variant}.safetensors")) or any(path.glob(f"*.{variant}.bin")):
+    """
+    Component `name` has the weights asked for: those saved as `variant` (`*.<variant>.safetensors`), or without one
+    the plain weights; a folder that holds only variants says which to pass.
+    """
+    stems = [file.name.removesuffix(".safetensors") for file in path.glob("*.safetensors")]
+    variants = sorted({stem.split(".")[-1].split("-")[0] for stem in stems if "." in stem})
+    plain = any("." not in stem for stem in stems)
+    if (variant is None and (plain or not variants)) or variant in variants:
         return
-    found = sorted(file.name for file in path.glob("*.safetensors"))
-    variants = sorted({file.split(".")[-2] for file in found if file.count(".") >= 2})
-    raise InputNotFoundError(
-        f"{source} has no {variant!r} variant of its {name} weights (files {', '.join(found) or 'none'}): "
-        + (f"its variants are {', '.join(variants)}." if variants else "it has only the default weights; leave out "
-           "variant.")
-    )  # fmt: skip
+    if variant is None:
+        raise InputNotFoundError(
+            f"{source} has its {name} weights only as variants ({', '.join(variants)}): pass variant="
+            f"{variants[0]!r} (--variant {variants[0]}), as saved by save_pretrained(..., variant={variants[0]!r})."
+        )
+    has = [f"the variants {', '.join(variants)}"] * bool(variants) + ["the plain weights (no variant)"] * plain
+    raise InputNotFoundError(f"{source} has no {variant!r} variant of its {name} weights; it has {' and '.join(has)}.")
 
 
 def _remote_files(repo_id: str, download_kwargs: dict) -> list[str]:

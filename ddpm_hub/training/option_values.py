@@ -46,9 +46,8 @@ def parse_trackers(value) -> str:
 
     known = [kind.value for kind in LoggerType if kind.value != "all"]
     items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a list of trackers: give e.g. tensorboard or wandb,mlflow")
-    names = [item.strip() for item in items if item.strip()]
+    typed = isinstance(items, (list, tuple)) and all(isinstance(item, str) for item in items)
+    names = [item.strip() for item in items if item.strip()] if typed else []
     unknown = [name for name in names if name not in (*known, "all", "none")]
     if not names or unknown or (len(names) > 1 and ({"all", "none"} & set(names))):
         raise argparse.ArgumentTypeError(
