@@ -21,8 +21,10 @@ from ddpm_hub.evaluation.metrics import (
     frechet_distance,
     frechet_distance_from_statistics,
     inception_feature_extractor,
+    inception_score,
     kernel_inception_distance,
     polynomial_mmd2_unbiased,
+    precision_recall,
     sample_quality,
 )
 from ddpm_hub.evaluation.sweep import DEFAULT_SWEEP, generate_images, sampler_sweep, write_sweep
@@ -38,6 +40,11 @@ def pixel_features(images: torch.Tensor) -> torch.Tensor:
     x = images.float() / 255
     pooled = torch.nn.functional.adaptive_avg_pool2d(x.mean(dim=1, keepdim=True), 4).flatten(1)
     return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3)), pooled], dim=1)
+
+
+def pixel_logits(images: torch.Tensor) -> torch.Tensor:
+    """A stand-in for Inception's class logits: uint8 [N x 3 x H x W] -> [N x 6]."""
+    return 20 * pixel_features(images)[:, :6]
 
 
 def tiny():
@@ -119,6 +126,93 @@ def test_extract_features_repeats_grey_to_rgb():
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Inception Score and precision/recall (issue 32): hand computations, and torch-fidelity where it is installed
+
+
+def test_inception_score_of_known_predictions():
+    one_hot = 100 * np.eye(10)[np.arange(100) % 10]  # confident, each consecutive 10 images one of each class
+    assert inception_score(np.zeros((20, 10))) == pytest.approx((1.0, 0.0))  # uniform predictions
+    assert inception_score(100 * np.eye(10)[np.full(20, 3)]) == pytest.approx((1.0, 0.0))  # all the same class
+    assert inception_score(one_hot, splits=1) == pytest.approx((10.0, 0.0))
+    assert inception_score(one_hot, splits=10, shuffle_seed=None) == pytest.approx((10.0, 0.0))
+    assert inception_score(100 * np.eye(10)[np.arange(20) % 2], splits=1) == pytest.approx((2.0, 0.0))
+    # two images, p(y|x) = (0.9, 0.1) and (0.1, 0.9): p(y) = (0.5, 0.5), both KLs 0.9 ln 1.8 + 0.1 ln 0.2
+    two = np.log([[0.9, 0.1], [0.1, 0.9]])
+    assert inception_score(two, splits=1)[0] == pytest.approx(math.exp(0.9 * math.log(1.8) + 0.1 * math.log(0.2)))
+    with pytest.raises(UsageError, match="N >= splits = 10"):
+        inception_score(np.zeros((5, 10)))
+
+
+def test_inception_score_is_torch_fidelitys_protocol_written_out():
+    """Rows shuffled by RandomState(2020), part i = rows [i N / 10, (i + 1) N / 10), exp of the mean KL per part."""
+    from scipy.special import softmax
+    from scipy.stats import entropy
+
+    logits = np.random.default_rng(0).normal(scale=3, size=(37, 8))  # 37: parts of 3 and 4 rows
+    p = softmax(logits[np.random.RandomState(2020).permutation(37)], axis=1)
+    bounds = [i * 37 // 10 for i in range(11)]
+    parts = [p[start:end] for start, end in zip(bounds, bounds[1:])]
+    scores = [math.exp(np.mean([entropy(row, part.mean(axis=0)) for row in part])) for part in parts]
+    assert inception_score(logits) == pytest.approx((np.mean(scores), np.std(scores)), rel=1e-12)
+
+
+def test_precision_and_recall_on_hand_made_point_sets():
+    points = gaussian_features(40, 5, seed=0)
+    assert precision_recall(points, points) == (1.0, 1.0)  # identical sets
+    assert precision_recall(points, points + 1000.0) == (0.0, 0.0)  # disjoint, far apart
+    # by hand, k = 1 on a line: real 0, 1, 2, 3 (radius 1 each); generated 0.5 and 2.9 (radius 2.4), 10 and 11 (1)
+    real, generated = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([[0.5], [2.9], [10.0], [11.0]])
+    # precision: 0.5 and 2.9 lie within 1 of a real point, 10 and 11 do not; recall: 0, 1, 2 are within 2.4 of 0.5,
+    # 3 is within 2.4 of 2.9
+    assert precision_recall(real, generated, neighborhood=1) == (0.5, 1.0)
+    # and with k = 3 (the default): real 0..4 have radii 3, 2, 2, 2, 3; generated -2.5 (2.5 from 0) is inside, 7.5
+    # (3.5 from 4), 100 and 101 are not; generated -2.5, 7.5, 100, 101 have radii 103.5, 93.5, 102.5, 103.5: every
+    # real point is covered
+    real = np.arange(5.0)[:, None]
+    assert precision_recall(real, np.array([[-2.5], [7.5], [100.0], [101.0]])) == (0.25, 1.0)
+    with pytest.raises(UsageError, match="more than k = 3 features"):
+        precision_recall(points[:3], points)
+
+
+def test_precision_and_recall_by_batches_equal_the_whole_distance_matrix():
+    from scipy.spatial.distance import cdist
+
+    real, generated = gaussian_features(60, 6, seed=1), gaussian_features(45, 6, shift=0.7, seed=2)
+    radii = [np.sort(cdist(x, x), axis=1)[:, 3] for x in (real, generated)]
+    precision = (cdist(generated, real) <= radii[0]).any(axis=1).mean()
+    recall = (cdist(real, generated) <= radii[1]).any(axis=1).mean()
+    assert 0 < precision < 1 and 0 < recall < 1
+    for batch_size in (7, 1000):
+        assert precision_recall(real, generated, batch_size=batch_size) == pytest.approx((precision, recall))
+
+
+def test_inception_score_and_precision_recall_equal_torch_fidelitys():
+    pytest.importorskip("torch_fidelity")
+    from torch_fidelity.metric_isc import isc_features_to_metric
+    from torch_fidelity.metric_prc import calculate_precision_recall_full
+
+    logits = np.random.default_rng(3).normal(scale=2, size=(53, 1008))
+    theirs = isc_features_to_metric(torch.from_numpy(logits), 10, True, 2020)
+    ours = inception_score(logits)
+    assert ours == pytest.approx((theirs["inception_score_mean"], theirs["inception_score_std"]), rel=1e-9)
+    real, generated = gaussian_features(80, 16, seed=4), gaussian_features(70, 16, shift=0.4, seed=5)
+    theirs = calculate_precision_recall_full(torch.from_numpy(real), torch.from_numpy(generated), 3, 10000)
+    assert precision_recall(real, generated) == pytest.approx(theirs)
+
+
+def test_sample_quality_reports_precision_recall_and_with_logits_the_inception_score():
+    real, generated = gaussian_features(30, 4, seed=0), gaussian_features(12, 4, shift=0.5, seed=1)
+    logits = np.random.default_rng(2).normal(size=(12, 5))
+    quality = sample_quality(generated, real, kid_subset_size=10, generated_logits=logits)
+    assert (quality["precision"], quality["recall"]) == precision_recall(real, generated)
+    assert (quality["inception_score_mean"], quality["inception_score_std"]) == inception_score(logits)
+    assert quality["inception_score_splits"] == 10
+    assert sample_quality(generated[:5], real, 5, generated_logits=logits[:5])["inception_score_splits"] == 5
+    few = sample_quality(generated[:3], real, kid_subset_size=3)  # 3 images: no 3rd neighbour, no IS without logits
+    assert not {"precision", "recall", "inception_score_mean"} & set(few)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # The Inception feature extractor: clear messages instead of tracebacks, no network in tests
 
 
@@ -160,15 +254,16 @@ def test_inception_local_weights_reach_torch_fidelity(monkeypatch, tmp_path):
             super().__init__()
             seen.update(name=name, features=features_list, path=feature_extractor_weights_path)
 
-        def forward(self, images):
-            return (pixel_features(images),)
+        def forward(self, images):  # torch-fidelity's order: the features asked for, as asked
+            return pixel_features(images), pixel_logits(images)
 
     fake_torch_fidelity(monkeypatch, FakeInception)
     weights = tmp_path / "weights.pth"
     torch.save({"conv.weight": torch.zeros(2)}, weights)
     extract = inception_feature_extractor(weights)
-    assert seen == {"name": "inception-v3-compat", "features": ["2048"], "path": str(weights)}
-    assert extract(torch.zeros(2, 3, 8, 8, dtype=torch.uint8)).shape == (2, 22)
+    assert seen == {"name": "inception-v3-compat", "features": ["2048", "logits_unbiased"], "path": str(weights)}
+    features, logits = extract(torch.zeros(2, 3, 8, 8, dtype=torch.uint8))
+    assert features.shape == (2, 22) and logits.shape == (2, 6)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -282,6 +377,40 @@ def test_cli_fid_and_sweep_with_a_passed_in_feature_extractor(tmp_path, monkeypa
     assert set(json.loads((output_dir / "metrics.json").read_text())) == {"bpd", "fid", "kid"}
 
 
+def test_cli_fid_reports_the_inception_score_and_precision_recall_of_the_same_features(tmp_path, monkeypatch, capsys):
+    """issue 32: --fid with an extractor that gives class logits: IS of the samples' logits, precision/recall of
+    their features against the reference half, in the report, fid.json, metrics.json and the model card."""
+    folder = output_dir = tmp_path / "tiny"  # the metrics next to the model, as the card reads them
+    tiny().save_pretrained(folder)
+    seen = []
+
+    def features_and_logits(images):
+        seen.append(images)
+        return pixel_features(images), pixel_logits(images)
+
+    monkeypatch.setattr(metrics, "inception_feature_extractor", lambda weights, device: features_and_logits)
+    argv = ["eval", str(folder), "--fid", "--features", "inception", "--num_images", "5", "--steps", "2"]
+    argv += ["--max_images", "14", "--kid_subset_size", "3", "--output_dir", str(output_dir), "--device", "cpu"]
+    assert cli.main(argv) == 0
+    row = json.loads(capsys.readouterr().out)["fid"]
+    samples = seen[-1]  # the 5 samples, after the 14 dataset images
+    assert len(samples) == 5 and row["num_reference"] == 7
+    expected = inception_score(pixel_logits(samples).double().numpy(), splits=5)
+    assert (row["inception_score_mean"], row["inception_score_std"]) == pytest.approx(expected)
+    assert row["inception_score_splits"] == 5 and 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1
+    assert 0 <= row["precision_floor"] <= 1 and 0 <= row["recall_floor"] <= 1
+    assert json.loads((output_dir / "fid.json").read_text())["recall"] == row["recall"]
+    saved = json.loads((output_dir / METRICS_FILE).read_text())
+    assert set(saved) == {"fid", "kid", "is", "precision", "recall"}
+    assert saved["is"]["value"] == row["inception_score_mean"] and saved["is"]["std"] == row["inception_score_std"]
+    assert saved["precision"] == {**saved["precision"], "value": row["precision"], "floor": row["precision_floor"]}
+    assert saved["recall"]["value"] == row["recall"] and saved["recall"]["num_images"] == 5
+    card = render_model_card(output_dir, "alice/model")
+    assert "| Inception score |" in card.text and "| Precision (Kynkäänniemi et al. 2019" in card.text
+    results = {result.metric_type: result.metric_value for result in card.data.eval_results}
+    assert results["recall"] == round(row["recall"], 6) and results["is"] == round(row["inception_score_mean"], 6)
+
+
 def test_cli_offline_is_a_message_not_a_traceback(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "torch_fidelity", None)
     argv = ["eval", "no/such-model", "--fid", "--features", "inception", "--output_dir", str(tmp_path)]
@@ -316,7 +445,8 @@ def test_offline_sweep_on_digits_uses_the_repos_classifier_and_caches_the_refere
     monkeypatch.setattr(metrics, "extract_features", lambda *args: (_ for _ in ()).throw(AssertionError("recomputed")))
     assert cli.main([*argv[:3], "--fid", *argv[5:], "--steps", "2"]) == 0  # the reference comes from the cache
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert set(saved) == {"fd_digits", "kd_digits"} and "digit classifier" in saved["fd_digits"]["method"]
+    assert set(saved) == {"fd_digits", "kd_digits", "is_digits", "precision_digits", "recall_digits"}
+    assert "digit classifier" in saved["fd_digits"]["method"] and 1 <= saved["is_digits"]["value"] <= 10
 
 
 def test_sample_quality_of_a_text_model_or_of_digit_pairs_with_the_digit_classifier_is_refused(tmp_path, capsys):

@@ -1,19 +1,21 @@
-"""`ddpm-hub eval`: bits/dim (`ddpm_hub.evaluation.likelihood`), FID and KID of one sampler, and the sampler sweep
-(`ddpm_hub.evaluation.sweep`), against a dataset given with training's options; and what a conditional model does
-with its condition (`ddpm_hub.evaluation.accuracy`, `ddpm_hub.evaluation.sr_quality`), which reads no dataset.
+"""`ddpm-hub eval`: bits/dim (`ddpm_hub.evaluation.likelihood`), FID, KID, Inception Score and precision/recall of one
+sampler, and the sampler sweep (`ddpm_hub.evaluation.sweep`), against a dataset given with training's options; and
+what a conditional model does with its condition (`ddpm_hub.evaluation.accuracy`, `ddpm_hub.evaluation.sr_quality`),
+which reads no dataset.
 
     ddpm-hub eval MODEL --bpd                                  # bits/dim, full chain: JSON + bits_per_timestep.png
     ddpm-hub eval MODEL --bpd --bpd_steps 50 --bpd_estimator sampled          # ... estimated with 50 UNet calls
-    ddpm-hub eval MODEL --fid --num_images 10000 --steps 250   # FID / KID of one sampler
+    ddpm-hub eval MODEL --fid --num_images 10000 --steps 250   # FID / KID / IS / precision, recall of one sampler
     ddpm-hub eval MODEL --sweep --num_images 10000             # sweep.md + sweep.json for the model card
     ddpm-hub eval MODEL --class_accuracy --guidance_scales 0,1,2,4 --num_per_class 50          # class_accuracy.md
     ddpm-hub eval MODEL --text_accuracy --guidance_scales 0,1,3,5 --num_per_prompt 10          # text_accuracy.md
     ddpm-hub eval MODEL --sr_quality --noise_levels 0,25 --steps 25,100 --samples_per_input 4  # sr_quality.md
 
-Results go to `--output_dir`, by default the trained MODEL folder itself: `metrics.json` (bpd, fid, kid; merged
-with what is there), `bpd.json` + `bits_per_timestep.png`, `fid.json`, `sweep.md` + `sweep.json`, and
-`class_accuracy`, `text_accuracy`, `sr_quality` `.md` + `.json`. The model card (`ddpm_hub.hub.model_card`) reads
-`metrics.json`, `sweep.md`, `class_accuracy.md` and `text_accuracy.md` from that folder.
+Results go to `--output_dir`, by default the trained MODEL folder itself: `metrics.json` (bpd, fid, kid, is,
+precision, recall; merged with what is there), `bpd.json` + `bits_per_timestep.png`, `fid.json`, `sweep.md` +
+`sweep.json`, and `class_accuracy`, `text_accuracy`, `sr_quality` `.md` + `.json`. The model card
+(`ddpm_hub.hub.model_card`) reads `metrics.json`, `sweep.md`, `class_accuracy.md` and `text_accuracy.md` from that
+folder.
 """
 
 import argparse
@@ -61,8 +63,8 @@ from .eval_tasks import (
 
 SR_DEFAULT = ",".join(map(str, SR_STEPS))
 HELP = (
-    "bits/dim (--bpd), FID/KID (--fid), the sampler sweep (--sweep), what a conditional model does with its "
-    "condition (--class_accuracy, --text_accuracy, --sr_quality)"
+    "bits/dim (--bpd), FID/KID/IS/precision/recall (--fid), the sampler sweep (--sweep), what a conditional model "
+    "does with its condition (--class_accuracy, --text_accuracy, --sr_quality)"
 )
 
 
@@ -71,7 +73,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a trained pipeline folder, a Hub repo id, or a pipelines/<name> configuration")
     tasks = parser.add_argument_group("what to measure (at least one)")
     tasks.add_argument("--bpd", action="store_true", help="the variational bound in bits/dim on the dataset")
-    tasks.add_argument("--fid", action="store_true", help="FID and KID of --num_images samples from --sampler")
+    tasks.add_argument(
+        "--fid",
+        action="store_true",
+        help="FID, KID, Inception Score and precision/recall of --num_images samples from --sampler",
+    )
     tasks.add_argument("--sweep", action="store_true", help="FID, KID and images/s for every sampler in --samplers")
     tasks.add_argument(
         "--class_accuracy",
@@ -241,8 +247,9 @@ def _sample_quality_command(args: argparse.Namespace) -> str:
 
 def _metric_entries(report: dict, data: DataOptions, args: argparse.Namespace, features=None) -> dict:
     """
-    metrics.json entries: `bpd`, and `fid`/`kid` (Inception features) or `fd_digits`/`kd_digits` (the digit
-    classifier's), each with its value, spread, image count, method and dataset.
+    metrics.json entries: `bpd`, and `fid`/`kid`/`is`/`precision`/`recall` (Inception features and logits) or
+    `fd_digits`/`kd_digits`/`is_digits`/`precision_digits`/`recall_digits` (the digit classifier's), each with its
+    value, spread, image count, method and dataset.
     """
     dataset = {"dataset": data.source, "split": data.split}
     entries = {}
@@ -261,6 +268,14 @@ def _metric_entries(report: dict, data: DataOptions, args: argparse.Namespace, f
         floor = {"floor": row["fid_floor"], "ratio_to_floor": row["fid_ratio"]} if "fid_ratio" in row else {}
         entries[frechet] = {"value": row["fid"], **floor, **common}
         entries[kernel] = {"value": row["kid_mean"], "std": row["kid_std"], **common}
+        suffix = "" if features.metric_key == "fid" else "_digits"
+        if "inception_score_mean" in row:
+            score = {"value": row["inception_score_mean"], "std": row["inception_score_std"]}
+            entries[f"is{suffix}"] = {**score, "splits": row["inception_score_splits"], **common}
+        for key in ("precision", "recall"):
+            if key in row:
+                floor = {"floor": row[f"{key}_floor"]} if f"{key}_floor" in row else {}
+                entries[f"{key}{suffix}"] = {"value": row[key], **floor, **common}
     return entries
 
 

@@ -1,7 +1,8 @@
 """Measuring a model: what `ddpm-hub eval` computes and what the model card reports.
 
 - `likelihood`: bits/dim by the variational bound (DDPM eq. 5), full chain, strided or sampled;
-- `metrics`: features (Inception when installed, else the digit features) and FID / KID against a dataset;
+- `metrics`: features (Inception when installed, else the digit features): FID / KID / precision, recall against a
+  dataset, and the Inception Score of the class logits;
 - `sweep`: quality and images/s against the number of model calls, for each sampler;
 - `digit_classifier`: the small independent digit classifier and features, trained here in seconds;
 - `accuracy`: whether a class or text model draws what it is asked for, read by the digit classifier;

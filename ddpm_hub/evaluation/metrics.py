@@ -1,9 +1,11 @@
-"""Sample quality from features: FID (Heusel et al. 2017) and KID (Binkowski et al. 2018), computed here in float64,
-and the feature extractors they are defined on.
+"""Sample quality from features: FID (Heusel et al. 2017), KID (Binkowski et al. 2018), the Inception Score (Salimans
+et al. 2016) and precision/recall (Kynkaanniemi et al. 2019), computed here in float64, and the feature extractors
+they are defined on.
 
 FID goes through the eigenvalues of sqrt(S_a) S_b sqrt(S_a) (the same value as scipy's sqrtm formula, without its
-complex round-off); KID is the unbiased MMD^2 with the cubic polynomial kernel averaged over random subsets
-(torch-fidelity's definition). The default features are torch-fidelity's Inception-v3 (`inception_feature_extractor`):
+complex round-off); KID is the unbiased MMD^2 with the cubic polynomial kernel averaged over random subsets; IS and
+precision/recall follow torch-fidelity's definitions (`metric_isc.py`, `metric_prc.py`), so the numbers are its
+numbers where both run. The default features are torch-fidelity's Inception-v3 (`inception_feature_extractor`):
 the port of the TensorFlow FID network, so the numbers compare with papers. torch-fidelity needs torchvision, hence
 the optional `metrics` extra; without it, or offline without the weights, `FeatureExtractorUnavailable` says what to
 do.
@@ -19,11 +21,15 @@ import torch
 
 from ..errors import DDPMHubError, InputNotFoundError, UsageError
 
-# uint8 images [N x 3 x H x W] -> float features [N x D]
-FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]
+# uint8 images [N x 3 x H x W] -> float features [N x D], or (features [N x D], class logits [N x K]): the logits
+# give the Inception Score
+FeatureExtractor = Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, torch.Tensor]]
 
 INCEPTION_NAME = "inception-v3-compat"
-INCEPTION_FEATURES = "2048"  # the pool3 features FID and KID are defined on
+INCEPTION_FEATURES = "2048"  # the pool3 features FID, KID and precision/recall are defined on
+INCEPTION_LOGITS = "logits_unbiased"  # the 1008 class logits without the bias, which torch-fidelity's IS reads
+IS_SPLITS, IS_SHUFFLE_SEED = 10, 2020  # torch-fidelity's isc_splits and rng_seed (samples shuffled before splitting)
+PRC_NEIGHBORHOOD = 3  # torch-fidelity's prc_neighborhood: the k of the k-th nearest neighbour radii
 
 
 class FeatureExtractorUnavailable(DDPMHubError, RuntimeError):
@@ -40,7 +46,8 @@ def inception_feature_extractor(
     weights_path: str | os.PathLike | None = None, device: str | torch.device = "cpu"
 ) -> FeatureExtractor:
     """
-    torch-fidelity's Inception-v3 (`inception-v3-compat`, pool3, 2048 features), as a function of uint8 images.
+    torch-fidelity's Inception-v3 (`inception-v3-compat`) as a function of uint8 images: pool3 features `[N x 2048]`
+    and the unbiased class logits `[N x 1008]`.
 
     Args:
         weights_path: a local copy of the weights file (`weights-inception-2015-12-05-6726825d.pth`); default:
@@ -63,7 +70,7 @@ def inception_feature_extractor(
     try:
         network = FeatureExtractorInceptionV3(
             INCEPTION_NAME,
-            [INCEPTION_FEATURES],
+            [INCEPTION_FEATURES, INCEPTION_LOGITS],
             feature_extractor_weights_path=None if weights_path is None else str(weights_path),
         )
     except (OSError, RuntimeError) as error:  # URLError, socket and HTTP errors are OSErrors; a bad hash RuntimeError
@@ -75,8 +82,9 @@ def inception_feature_extractor(
     network = network.to(device)
 
     @torch.no_grad()
-    def extract(images: torch.Tensor) -> torch.Tensor:
-        return network(images.to(device))[0]
+    def extract(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features, logits = network(images.to(device))
+        return features, logits
 
     return extract
 
@@ -101,17 +109,31 @@ def extract_features(images: torch.Tensor, feature_extractor: FeatureExtractor, 
     Features of uint8 images `[N x C x H x W]` -> float64 `[N x D]`. One-channel images are repeated to RGB, as the
     Inception network expects (it resizes to 299 x 299 itself).
     """
+    return extract_features_and_logits(images, feature_extractor, batch_size)[0]
+
+
+def extract_features_and_logits(
+    images: torch.Tensor, feature_extractor: FeatureExtractor, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """`extract_features`, and the class logits float64 `[N x K]` when the extractor gives them (else None)."""
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
         raise UsageError(
             f"images must be uint8 [N x C x H x W] with C = 1 or 3, got {images.dtype} {list(images.shape)}."
         )
     if images.shape[1] == 1:
         images = images.repeat(1, 3, 1, 1)
-    chunks = [feature_extractor(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
-    features = torch.cat([c.reshape(c.shape[0], -1) for c in chunks]).detach().cpu().to(torch.float64).numpy()
-    if not np.isfinite(features).all():
-        raise UsageError("the feature extractor returned non-finite features.")
-    return features
+    outputs = [feature_extractor(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    outputs = [output if isinstance(output, tuple) else (output, None) for output in outputs]
+    features = _float64([features for features, _ in outputs], "features")
+    logits = [logits for _, logits in outputs]
+    return features, None if any(part is None for part in logits) else _float64(logits, "class logits")
+
+
+def _float64(chunks: list[torch.Tensor], what: str) -> np.ndarray:
+    values = torch.cat([c.reshape(c.shape[0], -1) for c in chunks]).detach().cpu().to(torch.float64).numpy()
+    if not np.isfinite(values).all():
+        raise UsageError(f"the feature extractor returned non-finite {what}.")
+    return values
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -190,15 +212,92 @@ def kernel_inception_distance(
     return float(np.mean(mmds)), float(np.std(mmds))
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Inception Score and precision/recall
+
+
+def inception_score(
+    logits: np.ndarray, splits: int = IS_SPLITS, shuffle_seed: int | None = IS_SHUFFLE_SEED
+) -> tuple[float, float]:
+    """
+    Inception Score (Salimans et al. 2016): exp(E_x KL(p(y|x) || p(y))), p(y|x) the softmax of class logits `[N x K]`
+    and p(y) its mean over the images, computed on each of `splits` parts of the images; the mean and standard
+    deviation over the parts. torch-fidelity's protocol: the rows shuffled by `np.random.RandomState(shuffle_seed)`
+    (None: not shuffled), part i = rows [i N / splits, (i + 1) N / splits). From 1 (every image the same
+    prediction, or uniform predictions) to K (confident predictions spread evenly over the K classes).
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 2 or not 1 <= splits <= len(logits):
+        raise UsageError(f"the Inception Score needs logits [N x K] with N >= splits = {splits}, got {logits.shape}.")
+    if shuffle_seed is not None:
+        logits = logits[np.random.RandomState(shuffle_seed).permutation(len(logits))]
+    log_p = logits - logits.max(axis=1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))  # log p(y|x), the log-softmax
+    p = np.exp(log_p)
+    scores, n = [], len(logits)
+    for i in range(splits):
+        part = slice(i * n // splits, (i + 1) * n // splits)
+        log_marginal = np.log(p[part].mean(axis=0, keepdims=True))  # log p(y) of the part
+        kl = np.where(p[part] > 0, p[part] * (log_p[part] - log_marginal), 0.0).sum(axis=1)  # KL(p(y|x) || p(y))
+        scores.append(np.exp(kl.mean()))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def precision_recall(
+    real: np.ndarray, generated: np.ndarray, neighborhood: int = PRC_NEIGHBORHOOD, batch_size: int = 512
+) -> tuple[float, float]:
+    """
+    Improved precision and recall (Kynkaanniemi et al. 2019) of `generated` `[N x D]` against `real` `[M x D]`
+    features. Each set stands for the union of balls around its points, a point's radius being the distance to its
+    k-th nearest other point of its set (k = `neighborhood`). Precision: the share of generated points inside the real
+    set's balls (are the samples realistic?); recall: the share of real points inside the generated set's balls (do the
+    samples cover the data?). torch-fidelity's definition (inside: distance <= radius), in float64, `batch_size`
+    rows of distances at a time.
+    """
+    real, generated = np.asarray(real, dtype=np.float64), np.asarray(generated, dtype=np.float64)
+    if min(len(real), len(generated)) <= neighborhood or real.shape[1:] != generated.shape[1:]:
+        raise UsageError(
+            f"precision/recall need more than k = {neighborhood} features of one dimension in each set, got "
+            f"{list(real.shape)} real and {list(generated.shape)} generated."
+        )
+    precision = _share_inside(generated, real, _neighbour_radii(real, neighborhood, batch_size), batch_size)
+    recall = _share_inside(real, generated, _neighbour_radii(generated, neighborhood, batch_size), batch_size)
+    return precision, recall
+
+
+def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances `[n x m]` of rows `[n x D]` and `[m x D]`."""
+    squared = (a * a).sum(axis=1)[:, None] + (b * b).sum(axis=1)[None, :] - 2 * a @ b.T
+    return np.sqrt(np.clip(squared, 0, None))
+
+
+def _neighbour_radii(points: np.ndarray, k: int, batch_size: int) -> np.ndarray:
+    """Each point's distance to its k-th nearest other point: the (k + 1)-th smallest of its row, itself at 0."""
+    rows = range(0, len(points), batch_size)
+    return np.concatenate(
+        [np.partition(_distances(points[i : i + batch_size], points), k, axis=1)[:, k] for i in rows]
+    )
+
+
+def _share_inside(points: np.ndarray, centres: np.ndarray, radii: np.ndarray, batch_size: int) -> float:
+    """The share of `points` within the radius of at least one of the `centres`."""
+    rows = range(0, len(points), batch_size)
+    inside = [(_distances(points[i : i + batch_size], centres) <= radii[None, :]).any(axis=1) for i in rows]
+    return float(np.concatenate(inside).mean())
+
+
 def sample_quality(
     generated_features: np.ndarray,
     reference_features: np.ndarray,
     kid_subset_size: int = 1000,
     seed: int = 0,
     standardize_kernel: bool = False,
+    generated_logits: np.ndarray | None = None,
 ) -> dict:
     """
-    FID and KID of generated against reference features, with the set sizes (small sets bias FID upwards).
+    FID and KID of generated against reference features, with the set sizes (small sets bias FID upwards); precision
+    and recall (`precision_recall`, k = 3) when each set has more than 3 features; with the generated images' class
+    logits, the Inception Score (`inception_score`) over min(10, N) splits (`inception_score_splits`).
     `standardize_kernel`: the kernel distance on both sets standardized by the reference set's mean and standard
     deviation per feature. KID's cubic kernel (x . y / D + 1)^3 expects features of about unit scale, as Inception's
     2048 pool features are; on 64 unscaled ReLU features its estimate is dominated by a few large activations (its
@@ -211,13 +310,18 @@ def sample_quality(
     kid_mean, kid_std = kernel_inception_distance(
         kernel_generated, kernel_reference, subset_size=kid_subset_size, seed=seed
     )
-    return {
+    quality = {
         "fid": frechet_distance(generated_features, reference_features),
         "kid_mean": kid_mean,
         "kid_std": kid_std,
-        "num_generated": len(generated_features),
-        "num_reference": len(reference_features),
     }
+    if min(len(generated_features), len(reference_features)) > PRC_NEIGHBORHOOD:
+        quality["precision"], quality["recall"] = precision_recall(reference_features, generated_features)
+    if generated_logits is not None:
+        splits = min(IS_SPLITS, len(generated_logits))
+        quality["inception_score_mean"], quality["inception_score_std"] = inception_score(generated_logits, splits)
+        quality["inception_score_splits"] = splits
+    return {**quality, "num_generated": len(generated_features), "num_reference": len(reference_features)}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -276,7 +380,7 @@ def features_for(kind: str, dataset_name: str | None, inception_weights=None, de
 
         model, report = load_digit_classifier()
         return Features(
-            extract=digit_feature_extractor(model),
+            extract=with_logits(digit_feature_extractor(model), model.head),
             description=f"the repo's digit classifier, penultimate layer (64; {report['heldout_accuracy']:.1%} "
             "held-out accuracy; `python -m ddpm_hub.evaluation.digit_classifier`)",
             metric_key="fd_digits",
@@ -291,6 +395,17 @@ def features_for(kind: str, dataset_name: str | None, inception_weights=None, de
         metric_key="fid",
         metric_label="FID ↓",
     )
+
+
+def with_logits(extract: FeatureExtractor, head: torch.nn.Module) -> FeatureExtractor:
+    """A feature extractor that also gives the class logits `head(features)`: the classifier's own score."""
+
+    @torch.no_grad()
+    def extract_both(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = extract(images)
+        return features, head(features)
+
+    return extract_both
 
 
 def cached_reference_features(images: torch.Tensor, features: Features, key: dict, batch_size: int = 64) -> np.ndarray:

@@ -23,7 +23,7 @@ from ..run_folder import (
 from .metrics import (
     FeatureExtractor,
     Reference,
-    extract_features,
+    extract_features_and_logits,
     sample_quality,
 )
 
@@ -92,13 +92,16 @@ def sampler_sweep(
     standardize_kernel: bool = False,
 ) -> list[dict]:
     """
-    One row per sampler: the Frechet and kernel distances (`fid`, `kid_mean`: FID/KID with Inception features), NFE
-    and images/s for `num_images` samples against `reference_features`; with `classify` (uint8 images -> class ids)
-    also the class balance of the samples, `class_balance_tv`: the total-variation distance from uniform classes.
+    One row per sampler: the Frechet and kernel distances (`fid`, `kid_mean`: FID/KID with Inception features),
+    `precision` and `recall`, the Inception Score when the extractor gives class logits (`inception_score_mean`), NFE
+    and images/s for `num_images` samples against `reference_features` (`metrics.sample_quality`); with `classify`
+    (uint8 images -> class ids) also the class balance of the samples, `class_balance_tv`: the total-variation
+    distance from uniform classes.
 
     With a `metrics.Reference` (a reference half and a held-out half of the dataset), every row also has the floor:
     the same distances of `num_images` real held-out images to the reference (`fid_floor`, `kid_floor`), and
-    `fid_ratio` = fid / fid_floor (1.0: as close as real images are).
+    `fid_ratio` = fid / fid_floor (1.0: as close as real images are), and the real images' `precision_floor` and
+    `recall_floor`.
     """
     floor = None
     if isinstance(reference_features, Reference):
@@ -109,12 +112,12 @@ def sampler_sweep(
         images, timing = generate_images(
             with_sampler(pipeline, sampler.name), num_images, sampler.steps, seed, batch_size, guidance_scale, progress
         )
-        quality = sample_quality(
-            extract_features(images, feature_extractor), reference_features, kid_subset_size, seed, standardize_kernel
-        )
+        features, logits = extract_features_and_logits(images, feature_extractor)
+        quality = sample_quality(features, reference_features, kid_subset_size, seed, standardize_kernel, logits)
         row = {"sampler": sampler.name, "label": sampler.label, "steps": sampler.steps, **timing, **quality}
         if floor is not None:
             row.update(fid_floor=floor["fid"], kid_floor=floor["kid_mean"], fid_ratio=quality["fid"] / floor["fid"])
+            row.update({f"{key}_floor": floor[key] for key in ("precision", "recall") if key in floor})
         if classify is not None:
             row["class_balance_tv"] = _class_balance(classify(images))
         rows.append(row)

@@ -67,6 +67,11 @@ METRIC_NAMES = {
     "fd_digits": "Fréchet distance in the repo's digit-classifier features",
     "kd_digits": "Kernel distance in the repo's digit-classifier features, standardized by the reference set",
     "is": "Inception score",
+    "precision": "Precision (Kynkäänniemi et al. 2019, k = 3, Inception features)",
+    "recall": "Recall (Kynkäänniemi et al. 2019, k = 3, Inception features)",
+    "is_digits": "Classifier score (the Inception score's formula) of the repo's digit classifier",
+    "precision_digits": "Precision (Kynkäänniemi et al. 2019, k = 3) in the repo's digit-classifier features",
+    "recall_digits": "Recall (Kynkäänniemi et al. 2019, k = 3) in the repo's digit-classifier features",
 }
 
 
