@@ -78,7 +78,7 @@ def add_accuracy_arguments(parser: argparse.ArgumentParser) -> None:
 
 def device_name(device: str) -> str:
     if str(device).startswith("cuda") and torch.cuda.is_available():
-        return torch.cuda.getdevice_name(torch.device(device))
+        return torch.cuda.get_device_name(torch.device(device))
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
