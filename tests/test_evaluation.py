@@ -588,15 +588,68 @@ def test_eval_sr_quality_writes_the_table_and_measures_bicubic_upsampling_like_p
     assert [(row["steps"], row["noise_level"]) for row in saved["rows"]] == [(1, 0), (1, 25), (2, 0), (2, 25)]
     assert saved["settings"]["num_inputs"] == 4 and saved["settings"]["crops"][0] == "a[0:64, 0:64]"
     # bicubic PSNR, independently: each crop, box-averaged by 4 and rounded, PIL-bicubic upsampled, against the crop
-    photos, psnrs = synthetic_photos(), []
+    photos, psnrs, ssims = synthetic_photos(), [], []
     for name, top, left in (("a", 0, 0), ("a", 64, 128), ("b", 0, 0), ("b", 64, 128)):
         crop = (photos[name][top : top + 64, left : left + 64] / np.float32(255)).astype(np.float64)
         low = np.round(crop.reshape(16, 4, 16, 4, 3).mean(axis=(1, 3)) * 255).astype(np.uint8)
         bicubic = np.asarray(Image.fromarray(low).resize((64, 64), Image.BICUBIC)) / 255
         psnrs.append(10 * np.log10(1 / np.mean((bicubic - crop) ** 2)))
+        ssims.append(skimage_ssim(bicubic, crop, data_range=1.0, channel_axis=-1) if skimage_ssim else None)
     assert saved["rows"][0]["psnr_bicubic"] == pytest.approx(np.mean(psnrs))
+    if skimage_ssim is not None:
+        assert saved["rows"][0]["ssim_bicubic"] == pytest.approx(np.mean(ssims), abs=1e-8)
+    assert all(-1 <= row[key] <= 1 for row in saved["rows"] for key in ("ssim_single", "ssim_mean", "ssim_bicubic"))
     table = (tmp_path / "eval" / "sr_quality.md").read_text()
     assert "PSNR, mean of 2" in table and "box-downsampled to 16x16" in table and "--steps 1,2" in table
+    assert "| PSNR, bicubic | SSIM, one sample | SSIM, mean of 2 | SSIM, bicubic |" in table
+
+
+def skimage_ssim_or_none():
+    """scikit-image's SSIM with Wang et al.'s settings (Gaussian window, sigma 1.5, population covariances), or None
+    where scikit-image (the optional `bench` extra) is not installed."""
+    try:
+        from skimage.metrics import structural_similarity
+    except ImportError:
+        return None
+    options = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    return lambda x, y, **kwargs: structural_similarity(x, y, **options, **kwargs)
+
+
+skimage_ssim = skimage_ssim_or_none()
+
+
+def test_ssim_of_identical_images_is_1_and_a_changed_image_less():
+    from ddpm_hub.evaluation.sr_quality import ssim
+
+    images = torch.from_numpy(np.stack([p[:64, :80] for p in synthetic_photos().values()])).permute(0, 3, 1, 2) / 255
+    assert ssim(images, images).tolist() == pytest.approx([1.0, 1.0], abs=1e-12)
+    darker = ssim(images, images * 0.5)
+    assert darker.shape == (2,) and (darker < 0.9).all()
+    with pytest.raises(UsageError, match="window is 11 pixels wide"):
+        ssim(images[..., :10, :], images[..., :10, :])
+
+
+def as_batch(image: np.ndarray) -> torch.Tensor:
+    """[H x W x C] or [H x W] -> [1 x C x H x W]."""
+    return torch.from_numpy(image if image.ndim == 3 else image[..., None]).permute(2, 0, 1)[None]
+
+
+@pytest.mark.skipif(skimage_ssim is None, reason="scikit-image (the bench extra) is not installed")
+def test_ssim_equals_scikit_images_structural_similarity():
+    from ddpm_hub.evaluation.sr_quality import ssim
+
+    rng = np.random.default_rng(0)
+    photos = list(synthetic_photos().values())
+    cases = [  # (x, y, data_range): colour [H x W x 3] and grey [H x W], in [0, 1] and in [0, 255]
+        (photos[0][:64, :64] / 255, np.clip(photos[0][:64, :64] / 255 + rng.normal(0, 0.1, (64, 64, 3)), 0, 1), 1.0),
+        (photos[0][:48, 16:80] / 255, photos[1][:48, 16:80] / 255, 1.0),
+        (photos[1][:, :, 0].astype(np.float64), np.roll(photos[1][:, :, 0], 3, axis=1).astype(np.float64), 255.0),
+        (rng.uniform(0, 1, (23, 31, 3)), rng.uniform(0, 1, (23, 31, 3)), 1.0),  # odd, non-square, uncorrelated
+    ]
+    for x, y, data_range in cases:
+        expected = skimage_ssim(x, y, data_range=data_range, channel_axis=-1 if x.ndim == 3 else None)
+        ours = ssim(as_batch(x), as_batch(y), data_range=data_range)
+        assert ours.item() == pytest.approx(expected, abs=1e-4), (x.shape, data_range)
 
 
 def test_eval_task_options_are_refused_before_any_work(tmp_path, monkeypatch, capsys):

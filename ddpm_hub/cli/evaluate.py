@@ -94,8 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tasks.add_argument(
         "--sr_quality",
         action="store_true",
-        help="a super-resolution model: PSNR against bicubic upsampling, consistency and sharpness on photographs it "
-        "never saw (sr_quality.md + .json; needs scikit-image: pip install 'ddpm-hub[bench]')",
+        help="a super-resolution model: PSNR and SSIM against bicubic upsampling, consistency and sharpness on "
+        "photographs it never saw (sr_quality.md + .json; needs scikit-image: pip install 'ddpm-hub[bench]')",
     )
     add_option_fields(parser, DataOptions, {"data": "dataset (the options of training)"})
 

@@ -9,8 +9,8 @@ The photographs: scikit-image's `astronaut`, `chelsea`, `coffee` and `rocket` an
 (as training makes inputs), rounded to 8 bits, given to the pipeline as a PIL image. For each noise level and number
 of steps, `samples` samples per input (image i from seed + i, `ddpm_hub.pipelines.sampling`):
 
-- PSNR of single samples and of the mean of the samples (the model's posterior mean) against the crop, and of
-  bicubic upsampling of the same input (PIL's);
+- PSNR and SSIM (`ssim`: Wang et al. 2004, computed here) of single samples and of the mean of the samples (the
+  model's posterior mean) against the crop, and of bicubic upsampling of the same input (PIL's);
 - consistency: a sample box-downsampled against its input, in dB;
 - sharpness: the high-frequency energy of samples (x minus its 3x3 box blur, squared, averaged) over the crops'.
 """
@@ -34,6 +34,7 @@ from ..run_folder import SR_QUALITY_FILE, SR_QUALITY_JSON_FILE, check_finite
 
 SCIKIT_IMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 SIZE = 64  # crops of SIZE x SIZE, the model's output; its input is SIZE / scale on a side
+SSIM_SIGMA, SSIM_K1, SSIM_K2 = 1.5, 0.01, 0.03  # Wang et al. 2004: the Gaussian window and the stabilizing constants
 
 
 def photographs() -> dict[str, np.ndarray]:
@@ -69,6 +70,50 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per image of `[N x C x H x W]`, in dB, for values in [0, 1]."""
     mse = ((x.double() - y.double()) ** 2).mean(dim=(1, 2, 3))
     return 10 * torch.log10(1 / mse.clamp(min=1e-12))
+
+
+def ssim(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    data_range: float = 1.0,
+    sigma: float = SSIM_SIGMA,
+    k1: float = SSIM_K1,
+    k2: float = SSIM_K2,
+) -> torch.Tensor:
+    """
+    Structural similarity (Wang et al. 2004, eq. 13) per image of `[N x C x H x W]`, in float64:
+
+        SSIM = (2 mu_x mu_y + C1) (2 sigma_xy + C2) / ((mu_x^2 + mu_y^2 + C1) (sigma_x^2 + sigma_y^2 + C2)),
+
+    C1 = (k1 L)^2, C2 = (k2 L)^2 with L = `data_range`; the means, variances and covariance are weighted by a Gaussian
+    window of `sigma` (11 taps for 1.5: radius int(3.5 sigma + 0.5)), population (co)variances; the map averaged
+    over the positions where the window lies inside the image, and over the channels. The same number as
+    scikit-image's `structural_similarity(x, y, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+    data_range=L, channel_axis=...)`, without needing scikit-image.
+    """
+    if x.shape != y.shape or x.ndim != 4:
+        raise UsageError(
+            f"SSIM compares images of one shape [N x C x H x W], got {list(x.shape)} and {list(y.shape)}."
+        )
+    radius = int(3.5 * sigma + 0.5)
+    if min(x.shape[-2:]) < 2 * radius + 1:
+        raise UsageError(f"SSIM's window is {2 * radius + 1} pixels wide; the images are {list(x.shape[-2:])}.")
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    window = torch.exp(-0.5 * (taps / sigma) ** 2)
+    window = (window / window.sum()).to(x.device)
+    channels = x.shape[1]
+
+    def weighted_mean(z: torch.Tensor) -> torch.Tensor:  # separable Gaussian, valid positions only
+        z = F.conv2d(z, window.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+        return F.conv2d(z, window.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+
+    x, y = x.double(), y.double()
+    mu_x, mu_y = weighted_mean(x), weighted_mean(y)
+    var_x, var_y = weighted_mean(x * x) - mu_x**2, weighted_mean(y * y) - mu_y**2
+    cov_xy = weighted_mean(x * y) - mu_x * mu_y
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    similarity = (2 * mu_x * mu_y + c1) * (2 * cov_xy + c2) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return similarity.mean(dim=(1, 2, 3))
 
 
 def high_frequency_energy(x: torch.Tensor) -> torch.Tensor:
@@ -165,6 +210,9 @@ def _row(drawn: torch.Tensor, inputs: Inputs, bicubic: torch.Tensor, photo_energ
         "psnr_single": float(psnr(flat, repeated).mean()),
         "psnr_mean": float(psnr(drawn.mean(dim=1), inputs.truth).mean()),
         "psnr_bicubic": float(psnr(bicubic, inputs.truth).mean()),
+        "ssim_single": float(ssim(flat, repeated).mean()),
+        "ssim_mean": float(ssim(drawn.mean(dim=1), inputs.truth).mean()),
+        "ssim_bicubic": float(ssim(bicubic, inputs.truth).mean()),
         "consistency_db": float(consistency),
         "sharpness": float(high_frequency_energy(flat).mean() / photo_energy),
         "sharpness_bicubic": float(high_frequency_energy(bicubic).mean() / photo_energy),
@@ -187,23 +235,25 @@ def print_per_crop(names: list[str], samples: torch.Tensor, truth: torch.Tensor,
 def sr_quality_markdown(rows: list[dict], settings: dict) -> str:
     """The table of `sr_quality.md`: a row per noise level and number of steps, and what produced it."""
     lines = [
-        "| noise level | steps | PSNR, one sample | PSNR, mean of "
-        f"{settings['samples']} | PSNR, bicubic | consistency | sharpness (samples / photos) | sharpness, bicubic |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| noise level | steps | PSNR, one sample | PSNR, mean of {settings['samples']} | PSNR, bicubic | SSIM, one "
+        f"sample | SSIM, mean of {settings['samples']} | SSIM, bicubic | consistency | sharpness (samples / photos) | "
+        "sharpness, bicubic |",
+        "| ---: " * 11 + "|",
     ]
     for row in rows:
         lines.append(
             f"| {row['noise_level']} | {row['steps']} | {row['psnr_single']:.2f} dB | **{row['psnr_mean']:.2f} dB** "
-            f"| {row['psnr_bicubic']:.2f} dB | {row['consistency_db']:.1f} dB | {row['sharpness']:.2f} | "
+            f"| {row['psnr_bicubic']:.2f} dB | {row['ssim_single']:.3f} | **{row['ssim_mean']:.3f}** | "
+            f"{row['ssim_bicubic']:.3f} | {row['consistency_db']:.1f} dB | {row['sharpness']:.2f} | "
             f"{row['sharpness_bicubic']:.2f} |"
         )
     low = SIZE // settings.get("scale", 4)
     lines += [
         "",
         f"{settings['num_inputs']} crops of {SIZE}x{SIZE} from photographs the model never saw "
-        f"({', '.join(settings['photos'])}), each box-downsampled to {low}x{low} as its input; PSNR against the crop; "
-        "consistency: a sample box-downsampled against its input; sharpness: high-frequency energy (x minus its "
-        "3x3 box blur) relative to the crops'. "
+        f"({', '.join(settings['photos'])}), each box-downsampled to {low}x{low} as its input; PSNR and SSIM "
+        "(Gaussian window, sigma 1.5) against the crop; consistency: a sample box-downsampled against its input; "
+        "sharpness: high-frequency energy (x minus its 3x3 box blur) relative to the crops'. "
         f"Device: {settings['device']}. Produced by `{settings['command']}`.",
     ]
     return "\n".join(lines) + "\n"
