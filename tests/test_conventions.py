@@ -60,6 +60,7 @@ def test_a_tracker_that_is_not_installed_is_refused_before_any_work():
         check(["--report_to", "tensorboard,mlflow"])
 
 
+@pytest.mark.slow
 def test_grids_and_losses_reach_the_tracker_under_the_project(tmp_path):
     """A real run logging to tensorboard: the losses as scalars, the grid as an image, in <logs>/<output folder>."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
