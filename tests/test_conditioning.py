@@ -250,9 +250,9 @@ def test_one_predicate_for_the_ddpm_family_and_its_shipped_copy():
 def test_a_saved_folder_ships_only_its_family_and_what_it_imports(tmp_path):
     names = [path.name for path in code_files(DDPMHubPipeline)]
     assert sorted(names) == [
-        "condition_batch_ddpm_hub.py", "conditioning_ddpm_hub.py", "image_processing_ddpm_hub.py",
-        "latents_ddpm_hub.py", "pipeline_ddpm_hub.py", "pipeline_ddpm_hub_img2img.py", "pipeline_ddpm_hub_inpaint.py",
-        "samplers_ddpm_hub.py",
+        "call_arguments_ddpm_hub.py", "condition_batch_ddpm_hub.py", "conditioning_ddpm_hub.py",
+        "image_processing_ddpm_hub.py", "latents_ddpm_hub.py", "pipeline_ddpm_hub.py", "pipeline_ddpm_hub_img2img.py",
+        "pipeline_ddpm_hub_inpaint.py", "samplers_ddpm_hub.py",
     ]  # fmt: skip
     Source.of("ddpm-tiny-8").build().save_pretrained(tmp_path)
     assert sorted(p.name for p in tmp_path.glob("*.py")) == sorted(names)

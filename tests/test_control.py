@@ -161,7 +161,7 @@ def test_callback_on_step_end_sees_and_edits_the_trajectory():
     assert seen[0][2] == seen[0][3] == (2, 3, 8, 8)
     np.testing.assert_array_equal(images, np.full_like(images, 0.5))  # x_0 := 0 at the last step -> grey
     with pytest.raises(ValueError, match="not in"):
-        run(pipeline, class_labels=1, callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents"])
+        run(pipeline, class_labels=1, callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["noise_pred"])
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ ALICE, ALICE_READ, BOB = "hf_alice_write", "hf_alice_read", "hf_bob_write"
 # What a published repo holds (besides .gitattributes): the pipeline, its shipped code, the card and the run's files.
 PIPELINE_FILES = {
     "model_index.json",
+    "call_arguments_ddpm_hub.py",
     "condition_batch_ddpm_hub.py",
     "conditioning_ddpm_hub.py",
     "image_processing_ddpm_hub.py",

@@ -23,6 +23,17 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 # Imported here, not only through conditioning_ddpm_hub: diffusers copies a local folder's code files one import deep.
+from .call_arguments_ddpm_hub import (
+    CALLBACK_TENSOR_INPUTS,
+    DEFAULT_CALLBACK_TENSOR_INPUTS,
+    CallState,
+    StepCallback,
+    check_generator,
+    check_noise,
+    number_of_images,
+    repeat_per_prompt,
+    start_latents,
+)
 from .condition_batch_ddpm_hub import Guided
 from .conditioning_ddpm_hub import Conditioning, PromptCondition
 from .image_processing_ddpm_hub import convert_mask, convert_mode, unit_array
@@ -30,7 +41,6 @@ from .latents_ddpm_hub import AutoencoderKL, decode, image_size
 from .samplers_ddpm_hub import ddpm_chain, is_ddpm_family, warn_if_noise  # noqa: F401
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-CALLBACK_TENSOR_INPUTS = ("image", "pred_original_sample")  # what a callback_on_step_end may see and replace
 ClassLabels = int | str | list[int | str] | torch.Tensor | None
 # The largest side of an image a pipeline takes or makes, in pixels: a guard against a mistaken input (an SR input of
 # 4000x4000 asks for 16000x16000 and fails deep inside torch's allocator); a subclass or instance may raise it.
@@ -63,30 +73,6 @@ def prompt_arguments(call_locals: dict) -> dict:
     return {name: call_locals[name] for name in PROMPT_ARGUMENTS}
 
 
-def check_generator(generator) -> None:
-    """`generator` is None, a `torch.Generator`, or a list of them (one per image)."""
-    items = generator if isinstance(generator, list) else [generator]
-    if generator is not None and not all(isinstance(item, torch.Generator) for item in items):
-        raise ValueError(
-            f"generator must be a torch.Generator or a list of them (one per image), e.g. "
-            f"torch.Generator().manual_seed(42), got {generator!r}."
-        )
-
-
-def check_noise(noise, shape: tuple[int, ...]) -> None:
-    """The `noise` a call is given (x_T, or the eps of q(x_t | x_0)): None, or a finite float tensor of `shape`."""
-    if noise is None:
-        return
-    if not (isinstance(noise, torch.Tensor) and noise.is_floating_point() and tuple(noise.shape) == tuple(shape)):
-        given = f"{tuple(noise.shape)} {noise.dtype}" if isinstance(noise, torch.Tensor) else type(noise).__name__
-        raise ValueError(
-            f"noise must have shape {tuple(shape)} (batch, channels, height, width), a float tensor of N(0, I) draws, "
-            f"got {given}."
-        )
-    if not bool(torch.isfinite(noise).all()):
-        raise ValueError("noise holds NaN or infinite values; pass N(0, I) draws (or leave it out).")
-
-
 def check_pixels(batch: torch.Tensor, what: str, mask: bool = False) -> None:
     """
     An image or mask `[n x c x h x w]` as decoded, before any resizing: no empty side, finite values and, for an
@@ -109,7 +95,7 @@ def _is_component(entry) -> bool:
     return isinstance(entry, (list, tuple)) and len(entry) == 2
 
 
-class DDPMHubPipeline(DiffusionPipeline):
+class DDPMHubPipeline(DiffusionPipeline, CallState):
     """
     Pipeline for image generation with a DDPM (Ho et al. 2020): unconditional, class-conditional, or text-to-image.
 
@@ -209,29 +195,33 @@ class DDPMHubPipeline(DiffusionPipeline):
         output_type: Literal["pil", "np", "pt"] = "pil",
         return_dict: bool = True,
         callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None = None,
-        callback_on_step_end_tensor_inputs: list[str] = ("image",),
+        callback_on_step_end_tensor_inputs: list[str] = DEFAULT_CALLBACK_TENSOR_INPUTS,
         prompt: str | list[str] | None = None,
         negative_prompt: str | list[str] | None = None,
         prompt_embeds: torch.Tensor | None = None,
         negative_prompt_embeds: torch.Tensor | None = None,
         prompt_attention_mask: torch.Tensor | None = None,
         negative_prompt_attention_mask: torch.Tensor | None = None,
+        num_images_per_prompt: int = 1,
+        latents: torch.Tensor | None = None,
     ) -> ImagePipelineOutput | tuple:
         """
         Generate images with the reverse process (Algorithm 2).
 
         Args:
             batch_size (`int`, *optional*): number of images (default: one per generator of a list, else one per class
-                label given, else 1).
-            generator (`torch.Generator` or a list of `batch_size` of them): makes sampling deterministic; a list
+                label given, else 1), times `num_images_per_prompt`.
+            num_images_per_prompt (`int`, defaults to 1): images for each prompt or class label, as diffusers'
+                pipelines take it: p0, p0, p1, p1 for two prompts; without either, `batch_size` times it.
+            generator (`torch.Generator` or a list of them, one per image): makes sampling deterministic; a list
                 gives each image its own stream, so image i is the same whatever the batch size.
             num_inference_steps (`int`, *optional*): steps of the (respaced) chain; at most the number of training
                 timesteps. Defaults to the model's `default_num_inference_steps` (a distilled student's calls), else
                 1000.
             timesteps (`list[int]`, *optional*): an explicit descending chain; overrides `num_inference_steps`.
             eta (`float`, defaults to 0.0): DDIM's noise scale; only for schedulers whose `step` takes `eta`.
-            noise (`torch.Tensor` `[batch_size x C x H x W]`, *optional*): x_T to start from instead of fresh noise
-                (a latent model's: `latent_shape`).
+            latents (`torch.Tensor` `[N x C x H x W]`, *optional*): x_T to start from instead of fresh noise (a
+                latent model's: `latent_shape`); `noise` is its older name.
             class_labels (int, label name, list of them, or an integer tensor `[batch_size]`; *optional*): the class
                 of each image, or one for all: ids or names of the classes the model was trained on. A
                 class-conditional model without labels samples its "no label" class.
@@ -249,27 +239,24 @@ class DDPMHubPipeline(DiffusionPipeline):
                 prompt as the null branch of guidance. `prompt_embeds` `[N x L x D]` / `negative_prompt_embeds`
                 (with `prompt_attention_mask` / `negative_prompt_attention_mask` `[N x L]`) instead of text, as
                 diffusers' pipelines take them. With guidance, one UNet call on 2N images per step.
-            callback_on_step_end (`Callable`, *optional*): called after every step as
-                `callback_on_step_end(pipeline, i, t, callback_kwargs)` with the tensors named in
-                `callback_on_step_end_tensor_inputs` ("image": x_{t-1}, "pred_original_sample": the predicted x_0, in
-                [-1, 1]); it returns a dict, and an "image" in it replaces x_{t-1} (diffusers' convention).
+            callback_on_step_end (a function or diffusers' `PipelineCallback` / `MultiPipelineCallbacks`, *optional*):
+                called after every step as `callback_on_step_end(pipeline, i, t, callback_kwargs)` with the tensors
+                named in `callback_on_step_end_tensor_inputs` (default "latents" and "image", both x_{t-1}; a
+                `PipelineCallback` gets its `tensor_inputs`; the names: `_callback_tensor_inputs`). The dict it returns
+                may replace "latents" and "prompt_embeds"; it may set `pipeline._guidance_scale` and
+                `pipeline._interrupt` (`call_arguments_ddpm_hub.StepCallback`, `CallState`).
         """
-        if batch_size is None and isinstance(generator, list):
-            batch_size = len(generator)
-        guided, batch_size = self.prepare_condition(
-            batch_size, guidance_scale, class_labels=class_labels, **prompt_arguments(locals())
-        )
+        callback = self.step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
+        noise, noise_name = start_latents(latents, noise)
+        conditions = {"class_labels": class_labels, **prompt_arguments(locals())}
+        conditions = repeat_per_prompt(conditions, num_images_per_prompt)
+        described = self.conditioning.batch_size(conditions, default=0)
+        batch_size = number_of_images(batch_size, num_images_per_prompt, described, generator)
+        guided, batch_size = self.prepare_condition(batch_size, guidance_scale, **conditions)
         shape = self.latent_shape(batch_size)
         steps = self.default_num_inference_steps if num_inference_steps is None else num_inference_steps
-        step_kwargs = self.check_inputs(
-            batch_size,
-            generator,
-            eta,
-            output_type,
-            callback_on_step_end_tensor_inputs,
-            steps if timesteps is None else None,
-        )
-        check_noise(noise, shape)
+        step_kwargs = self.check_inputs(batch_size, generator, eta, output_type, steps if timesteps is None else None)
+        check_noise(noise, shape, noise_name)
 
         # 1. x_T ~ N(0, I) (Algorithm 2, line 1), scaled for schedulers that parameterise noise by sigma.
         if noise is None:
@@ -284,7 +271,6 @@ class DDPMHubPipeline(DiffusionPipeline):
         warn_if_noise(self.scheduler)
 
         # 3. x_t -> x_{t-1} for t = T..1 (Algorithm 2, lines 2-5), the model output guided when asked.
-        callback = (callback_on_step_end, callback_on_step_end_tensor_inputs)
         image = self.denoise(image, self.scheduler.timesteps, guided, step_kwargs, callback)
         return self.output(image, output_type, return_dict)
 
@@ -305,19 +291,21 @@ class DDPMHubPipeline(DiffusionPipeline):
         dtype, with the null branch guidance needs; and the batch size.
         """
         guided, batch_size = self.conditioning.prepare(inputs, batch_size, guidance_scale, self.device)
+        self._guidance_scale = float(guidance_scale)  # the call's w, as a callback reads it (`CallState`)
         dtype = self.unet.dtype
         guided.condition = guided.condition.to(dtype=dtype)
         guided.null = guided.null.to(dtype=dtype) if guided.null is not None else None
         return guided, batch_size
 
-    def denoise(self, image, timesteps, guided: Guided, step_kwargs, callback=(None, ())) -> torch.Tensor:
-        """Reverse steps over `timesteps` from x_t = `image`; `callback` is (callback_on_step_end, tensor names)."""
+    def denoise(self, image, timesteps, guided: Guided, step_kwargs, callback: StepCallback | None = None):
+        """Reverse steps over `timesteps` from x_t = `image`, `callback` after each; `interrupt` skips the rest."""
+        self.start_chain(guided, len(timesteps))
         for i, t in enumerate(self.progress_bar(timesteps)):
-            model_output = self.model_output(self.scheduler.scale_model_input(image, t), t, guided)
+            if self.interrupt:
+                continue
+            model_output = self.model_output(self.scheduler.scale_model_input(image, t), t, self._guided)
             step = self.scheduler.step(model_output, t, image, **step_kwargs)
-            image = step.prev_sample
-            if callback[0] is not None:
-                image = self.run_callback(callback[0], callback[1], i, t, image, step)
+            image = step.prev_sample if callback is None else callback(self, i, t, step.prev_sample, step)
         return image
 
     def model_output(self, x_t: torch.Tensor, t, guided: Guided) -> torch.Tensor:
@@ -342,9 +330,7 @@ class DDPMHubPipeline(DiffusionPipeline):
         """The channels of the images (the UNet's input, less a low-resolution image it concatenates; a `vae`'s)."""
         return self.sample_shape(1)[1]
 
-    def check_inputs(
-        self, batch_size, generator, eta, output_type, callback_inputs, num_inference_steps=None
-    ) -> dict[str, Any]:
+    def check_inputs(self, batch_size, generator, eta, output_type, num_inference_steps=None) -> dict[str, Any]:
         """
         Validate the call before any model work (every pipeline's one check of the arguments they share); returns
         the keyword arguments for `scheduler.step`.
@@ -358,9 +344,6 @@ class DDPMHubPipeline(DiffusionPipeline):
             raise ValueError(f"Got a list of {len(generator)} generators for batch_size={batch_size}; pass one each.")
         if num_inference_steps is not None:
             self.check_num_inference_steps(num_inference_steps)
-        unknown = [name for name in callback_inputs if name not in self._callback_tensor_inputs]
-        if unknown:
-            raise ValueError(f"callback_on_step_end_tensor_inputs: {unknown} not in {self._callback_tensor_inputs}.")
         step_parameters = inspect.signature(self.scheduler.step).parameters
         step_kwargs = {"generator": generator} if "generator" in step_parameters else {}
         if "eta" in step_parameters:
@@ -383,11 +366,12 @@ class DDPMHubPipeline(DiffusionPipeline):
             )
         return int(num_inference_steps)
 
-    def run_callback(self, callback, names, i: int, t, image: torch.Tensor, step) -> torch.Tensor:
-        """diffusers' `callback_on_step_end`: show the named tensors; an "image" it returns replaces x_{t-1}."""
-        tensors = {"image": image, "pred_original_sample": getattr(step, "pred_original_sample", None)}
-        returned = callback(self, i, t, {name: tensors[name] for name in names}) or {}
-        return returned.get("image", image)
+    def step_callback(self, callback_on_step_end, tensor_inputs) -> StepCallback:
+        """A call's `callback_on_step_end` and the tensors it sees, checked before any model work."""
+        callback = StepCallback(callback_on_step_end, tensor_inputs, self._callback_tensor_inputs)
+        if "prompt_embeds" in callback.names and self.conditioning.get("prompt") is None:
+            raise ValueError(f"callback_on_step_end_tensor_inputs: prompt_embeds, but {self.conditioning.describe()}.")
+        return callback
 
     def _scheduler_view(self, model_output: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
         """A learned-variance UNet outputs 2C channels; schedulers that cannot use the variance get the first C."""

@@ -18,11 +18,12 @@ from diffusers import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 # Imported here too, not only through pipeline_ddpm_hub: diffusers copies a local folder's code files one import deep.
+from .call_arguments_ddpm_hub import DEFAULT_CALLBACK_TENSOR_INPUTS, check_noise, repeat_each, repeat_per_prompt
 from .condition_batch_ddpm_hub import Guided  # noqa: F401
 from .conditioning_ddpm_hub import Conditioning  # noqa: F401
 from .image_processing_ddpm_hub import convert_mode  # noqa: F401
 from .latents_ddpm_hub import decode, encode  # noqa: F401
-from .pipeline_ddpm_hub import ClassLabels, DDPMHubPipeline, check_noise, prompt_arguments
+from .pipeline_ddpm_hub import ClassLabels, DDPMHubPipeline, prompt_arguments
 from .samplers_ddpm_hub import ddpm_chain  # noqa: F401
 
 
@@ -69,13 +70,14 @@ class DDPMHubImg2ImgPipeline(DDPMHubPipeline):
         output_type: Literal["pil", "np", "pt"] = "pil",
         return_dict: bool = True,
         callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None = None,
-        callback_on_step_end_tensor_inputs: list[str] = ("image",),
+        callback_on_step_end_tensor_inputs: list[str] = DEFAULT_CALLBACK_TENSOR_INPUTS,
         prompt: str | list[str] | None = None,
         negative_prompt: str | list[str] | None = None,
         prompt_embeds: torch.Tensor | None = None,
         negative_prompt_embeds: torch.Tensor | None = None,
         prompt_attention_mask: torch.Tensor | None = None,
         negative_prompt_attention_mask: torch.Tensor | None = None,
+        num_images_per_prompt: int = 1,
     ) -> ImagePipelineOutput | tuple:
         """
         Args:
@@ -90,22 +92,27 @@ class DDPMHubImg2ImgPipeline(DDPMHubPipeline):
                 sqrt(alpha-bar_T), e.g. 0.006 for the linear schedule), so it equals plain sampling from `noise`.
             noise (`torch.Tensor` `[N x C x H x W]`, *optional*): the eps of q(x_t | x_0), or x_T at strength 1 (a
                 latent model's: `latent_shape(N)`).
+            num_images_per_prompt (`int`, defaults to 1): edits of each image, prompt or class label (diffusers'
+                order: i0, i0, i1, i1).
             Others: as `DDPMHubPipeline.__call__`; one input image serves every class label or prompt given.
         """
         if not 0 <= strength <= 1:
             raise ValueError(f"strength must be in [0, 1], got {strength}.")
+        callback = self.step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
+        conditions = {"class_labels": class_labels, **prompt_arguments(locals())}
+        conditions = repeat_per_prompt(conditions, num_images_per_prompt)
         x_0 = self.preprocess(image, self.image_channels) * 2 - 1  # [N x C x H x W] in [-1, 1]
         if self.vae is not None:  # z'_0: the scaled posterior mean, [N x c x h x w]
             x_0 = encode(self.vae, x_0).to(device=self.device, dtype=self.unet.dtype)
-        conditions = {"class_labels": class_labels, **prompt_arguments(locals())}
         described = any(conditions[name] is not None for name in ("class_labels", "prompt", "prompt_embeds"))
-        guided, batch_size = self.prepare_condition(None if described else len(x_0), guidance_scale, **conditions)
+        images = self.conditioning.batch_size(conditions, num_images_per_prompt) if described else None
+        x_0 = repeat_each(x_0, num_images_per_prompt)
+        images = images or max(len(x_0), num_images_per_prompt)
+        guided, batch_size = self.prepare_condition(images, guidance_scale, **conditions)
         if len(x_0) not in (1, batch_size):
             raise ValueError(f"Got {len(x_0)} images for {batch_size} class labels; pass one image, or one per label.")
         x_0 = x_0.expand(batch_size, *x_0.shape[1:])
-        step_kwargs = self.check_inputs(
-            batch_size, generator, 0.0, output_type, callback_on_step_end_tensor_inputs, num_inference_steps
-        )
+        step_kwargs = self.check_inputs(batch_size, generator, 0.0, output_type, num_inference_steps)
 
         # 1. The tail of the chain that strength selects: round(strength * K) of its K steps.
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
@@ -127,7 +134,6 @@ class DDPMHubImg2ImgPipeline(DDPMHubPipeline):
             x_t = self.scheduler.add_noise(x_0, noise, timesteps[:1].repeat(batch_size))
 
         # 3. The reverse chain from there (Algorithm 2).
-        callback = (callback_on_step_end, callback_on_step_end_tensor_inputs)
         image = self.denoise(x_t, timesteps, guided, step_kwargs, callback)
         return self.output(image, output_type, return_dict)
 

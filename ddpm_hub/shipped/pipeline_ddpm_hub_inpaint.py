@@ -22,6 +22,7 @@ from diffusers import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 # Imported here too, not only through pipeline_ddpm_hub: diffusers copies a local folder's code files one import deep.
+from .call_arguments_ddpm_hub import DEFAULT_CALLBACK_TENSOR_INPUTS, check_noise, repeat_each, repeat_per_prompt
 from .condition_batch_ddpm_hub import Guided  # noqa: F401
 from .conditioning_ddpm_hub import Conditioning  # noqa: F401
 from .image_processing_ddpm_hub import convert_mode  # noqa: F401
@@ -78,13 +79,15 @@ class DDPMHubInpaintPipeline(DDPMHubPipeline):
         output_type: Literal["pil", "np", "pt"] = "pil",
         return_dict: bool = True,
         callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None = None,
-        callback_on_step_end_tensor_inputs: list[str] = ("image",),
+        callback_on_step_end_tensor_inputs: list[str] = DEFAULT_CALLBACK_TENSOR_INPUTS,
         prompt: str | list[str] | None = None,
         negative_prompt: str | list[str] | None = None,
         prompt_embeds: torch.Tensor | None = None,
         negative_prompt_embeds: torch.Tensor | None = None,
         prompt_attention_mask: torch.Tensor | None = None,
         negative_prompt_attention_mask: torch.Tensor | None = None,
+        num_images_per_prompt: int = 1,
+        latents: torch.Tensor | None = None,
     ) -> ImagePipelineOutput | tuple:
         """
         Args:
@@ -100,6 +103,10 @@ class DDPMHubInpaintPipeline(DDPMHubPipeline):
             num_inference_steps (`int`, defaults to 250): the (respaced) chain, as in RePaint's experiments.
             jump_length (`int`, defaults to 10) and jump_n_sample (`int`, defaults to 10): RePaint's resampling;
                 jump_n_sample = 1 turns it off.
+            num_images_per_prompt (`int`, defaults to 1): completions of each image, prompt or class label
+                (diffusers' order: i0, i0, i1, i1).
+            latents (`torch.Tensor` `[N x C x H x W]`, *optional*): x_T, the chain's start (RePaint draws the noise
+                of its later steps and jumps from `generator`).
             Others: as `DDPMHubPipeline.__call__`; one image and mask serve every class label or prompt given.
         """
         if not (
@@ -119,22 +126,26 @@ class DDPMHubInpaintPipeline(DDPMHubPipeline):
             repaint.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
             arguments = {name: value for name, value in locals().items() if name in PARAMETERS}
             return repaint(**arguments)
+        callback = self.step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
+        conditions = {"class_labels": class_labels, **prompt_arguments(locals())}
+        conditions = repeat_per_prompt(conditions, num_images_per_prompt)
         x_0 = self.preprocess(image, self.image_channels) * 2 - 1  # [N x C x H x W] in [-1, 1]
         keep = self.preprocess_mask(mask_image) == 0  # [N x 1 x H x W], True = known pixel
         if self.vae is not None:  # z'_0 [N x c x h x w], and True = a latent whose pixels are all known
             x_0 = encode(self.vae, x_0).to(device=self.device, dtype=self.unet.dtype)
             keep = latent_mask(keep, tuple(x_0.shape[-2:])) > 0.5
-        conditions = {"class_labels": class_labels, **prompt_arguments(locals())}
         described = any(conditions[name] is not None for name in ("class_labels", "prompt", "prompt_embeds"))
-        guided, batch_size = self.prepare_condition(None if described else len(x_0), guidance_scale, **conditions)
+        images = self.conditioning.batch_size(conditions, num_images_per_prompt) if described else None
+        x_0, keep = repeat_each(x_0, num_images_per_prompt), repeat_each(keep, num_images_per_prompt)
+        images = images or max(len(x_0), len(keep), num_images_per_prompt)
+        guided, batch_size = self.prepare_condition(images, guidance_scale, **conditions)
         if {len(x_0), len(keep)} - {1, batch_size}:
             raise ValueError(
                 f"Got {len(x_0)} images and {len(keep)} masks for {batch_size} samples; pass one or one each."
             )
         x_0, keep = x_0.expand(batch_size, *x_0.shape[1:]), keep.expand(batch_size, *x_0.shape[1:])
-        step_kwargs = self.check_inputs(
-            batch_size, generator, 0.0, output_type, callback_on_step_end_tensor_inputs, num_inference_steps
-        )
+        step_kwargs = self.check_inputs(batch_size, generator, 0.0, output_type, num_inference_steps)
+        check_noise(latents, x_0.shape, "latents")
 
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         chain = self.scheduler.timesteps  # level l >= 1 is timestep chain[K - l]; level 0 is x_0 (alpha-bar 1)
@@ -144,18 +155,21 @@ class DDPMHubInpaintPipeline(DDPMHubPipeline):
         def noise_like():
             return randn_tensor(x_0.shape, generator=generator, device=self.device, dtype=self.unet.dtype)
 
-        x = noise_like() * self.scheduler.init_noise_sigma  # level K: x_T ~ N(0, I)
+        x = noise_like() if latents is None else latents.to(device=self.device, dtype=self.unet.dtype)
+        x = x * self.scheduler.init_noise_sigma  # level K: x_T ~ N(0, I)
         down = 0
+        self.start_chain(guided, len(chain))  # the K reverse steps; the jumps up are not counted
         for level, next_level in self.progress_bar(list(zip(levels, levels[1:]))):
+            if self.interrupt:
+                continue
             if next_level < level:  # reverse step: unknown pixels from p(x_{t-1} | x_t), known from q(x_{t-1} | x_0)
                 t = chain[len(chain) - level]
-                output = self.model_output(self.scheduler.scale_model_input(x, t), t, guided)
+                output = self.model_output(self.scheduler.scale_model_input(x, t), t, self._guided)
                 step = self.scheduler.step(output, t, x, **step_kwargs)
                 alpha_bar = alpha_bars[next_level]
                 known = alpha_bar**0.5 * x_0 + (1 - alpha_bar) ** 0.5 * noise_like() if next_level else x_0
                 x = torch.where(keep, known, step.prev_sample)
-                if callback_on_step_end is not None:
-                    x = self.run_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, down, t, x, step)
+                x = x if callback is None else callback(self, down, t, x, step)
                 down += 1
             else:  # resampling jump: q(x_{t'} | x_t) for the level above
                 ratio = alpha_bars[next_level] / alpha_bars[level]

@@ -20,11 +20,19 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 # Imported here too, not only through pipeline_ddpm_hub: diffusers copies a local folder's code files one import deep.
+from .call_arguments_ddpm_hub import (
+    DEFAULT_CALLBACK_TENSOR_INPUTS,
+    check_noise,
+    number_of_images,
+    repeat_each,
+    repeat_per_prompt,
+    start_latents,
+)
 from .condition_batch_ddpm_hub import LowResCondition
 from .conditioning_ddpm_hub import Conditioning  # noqa: F401
 from .image_processing_ddpm_hub import convert_mode  # noqa: F401
 from .latents_ddpm_hub import decode  # noqa: F401
-from .pipeline_ddpm_hub import MAX_IMAGE_SIDE, ClassLabels, DDPMHubPipeline, check_noise, prompt_arguments
+from .pipeline_ddpm_hub import MAX_IMAGE_SIDE, ClassLabels, DDPMHubPipeline, prompt_arguments
 from .samplers_ddpm_hub import ddpm_chain  # noqa: F401
 
 
@@ -93,7 +101,7 @@ class DDPMHubSuperResolutionPipeline(DDPMHubPipeline):
         output_type: Literal["pil", "np", "pt"] = "pil",
         return_dict: bool = True,
         callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None = None,
-        callback_on_step_end_tensor_inputs: list[str] = ("image",),
+        callback_on_step_end_tensor_inputs: list[str] = DEFAULT_CALLBACK_TENSOR_INPUTS,
         prompt: str | list[str] | None = None,
         negative_prompt: str | list[str] | None = None,
         prompt_embeds: torch.Tensor | None = None,
@@ -102,6 +110,8 @@ class DDPMHubSuperResolutionPipeline(DDPMHubPipeline):
         negative_prompt_attention_mask: torch.Tensor | None = None,
         batch_size: int | None = None,
         consistency: bool = False,
+        num_images_per_prompt: int = 1,
+        latents: torch.Tensor | None = None,
     ) -> ImagePipelineOutput | tuple:
         """
         Args:
@@ -113,7 +123,10 @@ class DDPMHubSuperResolutionPipeline(DDPMHubPipeline):
             generator: per image, it draws x_T, then the augmentation noise, then the steps' noise.
             num_inference_steps (`int`, *optional*): as `DDPMHubPipeline.__call__`, but 250 by default (a distilled
                 student: its calls).
-            batch_size (`int`, *optional*): the number of samples (default: one per image, label or prompt).
+            batch_size (`int`, *optional*): the number of samples (default: one per image, label or prompt), times
+                `num_images_per_prompt` (samples of each image, label or prompt: i0, i0, i1, i1 as diffusers orders).
+            latents (`torch.Tensor` `[N x C x H x W]`, *optional*): x_T at the output's size; `noise` is its older
+                name.
             consistency (`bool`, defaults to `False`): at every step, replace what the box filter of the predicted x_0
                 sees by the input (x_0 - up(down(x_0)) + up(input), nearest-neighbour up: the projection of DDNM,
                 Wang et al. 2023), so that the sample box-downsampled by the scale is the input.
@@ -122,6 +135,8 @@ class DDPMHubSuperResolutionPipeline(DDPMHubPipeline):
         if num_inference_steps is None:
             num_inference_steps = self.config.get("default_num_inference_steps") or 250
         kind = low_res_kind(self)
+        callback = self.step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
+        noise, noise_name = start_latents(latents, noise)
         level = self.check_noise_level(noise_level)
         channels = self.image_channels  # the UNet takes x_t and the low-resolution image, concatenated
         warn_if_converted(image, channels)
@@ -129,18 +144,23 @@ class DDPMHubSuperResolutionPipeline(DDPMHubPipeline):
         size = (low_res.shape[-2] * kind.scale, low_res.shape[-1] * kind.scale)
         self.check_size(size)
         conditions = {"class_labels": class_labels, **prompt_arguments(locals())}
-        described = self.conditioning.batch_size({**conditions, "low_res": low_res})
-        if batch_size is not None and described not in (1, batch_size):
-            raise ValueError(f"batch_size={batch_size}, but the images and conditions describe {described} samples.")
-        batch_size = described if batch_size is None else batch_size
+        conditions = repeat_per_prompt(conditions, num_images_per_prompt)
+        low_res = repeat_each(low_res, num_images_per_prompt)
+        described = self.conditioning.batch_size({**conditions, "low_res": low_res}, default=0)
+        total = number_of_images(batch_size, num_images_per_prompt, described)
+        if described and described != total:
+            raise ValueError(
+                f"batch_size={batch_size} (x num_images_per_prompt={num_images_per_prompt}), but the images and "
+                f"conditions describe {described} samples."
+            )
+        batch_size = total
         if len(low_res) not in (1, batch_size):
             raise ValueError(f"Got {len(low_res)} images for {batch_size} samples; pass one image, or one per sample.")
         step_kwargs = self.check_inputs(
-            batch_size, generator, eta, output_type, callback_on_step_end_tensor_inputs,
-            num_inference_steps if timesteps is None else None,
-        )  # fmt: skip
+            batch_size, generator, eta, output_type, num_inference_steps if timesteps is None else None
+        )
         shape = (batch_size, low_res.shape[1], *size)  # x_t has the image's channels; the UNet takes twice them
-        check_noise(noise, shape)
+        check_noise(noise, shape, noise_name)
 
         # 1. x_T ~ N(0, I), then the augmentation z_s ~ q(z_s | z_0) of the low-resolution image at level s.
         if noise is None:
@@ -160,7 +180,6 @@ class DDPMHubSuperResolutionPipeline(DDPMHubPipeline):
             self.scheduler.set_timesteps(timesteps=timesteps, device=self.device)
         else:
             self.scheduler.set_timesteps(num_inference_steps, device=self.device)
-        callback = (callback_on_step_end, callback_on_step_end_tensor_inputs)
         try:
             x = self.denoise(x, self.scheduler.timesteps, guided, step_kwargs, callback)
         finally:
