@@ -245,7 +245,10 @@ def test_save_and_load_config(tmp_path):
     [
         (dict(beta_schedule="quadratic"), "valid choices are: linear, scaled_linear, cosine, sigmoid"),
         (dict(prediction_type="noise"), "valid choices are: epsilon, sample, v_prediction"),
-        (dict(variance_type="learned"), "valid choices are: fixed_small, fixed_large, learned_range"),
+        (
+            dict(variance_type="learnt"),
+            "valid choices are: fixed_small, fixed_large, learned_range, fixed_small_log, fixed_large_log, learned",
+        ),
         (dict(timestep_spacing="even"), "valid choices are: leading, linspace, trailing"),
         (dict(num_train_timesteps=0), "positive integer"),
         (dict(rescale_betas_zero_snr=True), "v_prediction"),

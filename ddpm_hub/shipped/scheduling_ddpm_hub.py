@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from diffusers import DDPMScheduler
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.schedulers.scheduling_ddpm import betas_for_alpha_bar
 from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
@@ -27,7 +28,13 @@ BETA_SCHEDULES = ("linear", "scaled_linear", "cosine", "sigmoid")
 # `from_config(scheduler.config)` (DDIM, DPM-Solver++, UniPC...) understands it.
 _DIFFUSERS_SCHEDULE_NAMES = {"cosine": "squaredcos_cap_v2"}
 _SCHEDULE_ALIASES = {"squaredcos_cap_v2": "cosine"}
+# Accepted so that every config diffusers' DDPMScheduler saves loads: a schedule only its code knows (not its docs).
+DIFFUSERS_BETA_SCHEDULES = ("laplace",)
 VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
+# diffusers' other three variance types: accepted so that its configs load, stepped as its DDPMScheduler steps them
+# (except fixed_large_log, where its step returns NaN: see `step`). ddpm_hub trains and documents the three above.
+DIFFUSERS_VARIANCE_TYPES = ("fixed_small_log", "fixed_large_log", "learned")
+_LOG_DOMAIN_VARIANCES = ("fixed_small_log", "learned_range")  # the step's std is exp(log-variance / 2)
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 TIMESTEP_SPACINGS = ("leading", "linspace", "trailing")
 
@@ -106,12 +113,16 @@ class DDPMHubScheduler(SchedulerMixin, ConfigMixin):
             Endpoints of the `linear`, `scaled_linear` and `sigmoid` schedules (DDPM paper: 1e-4 .. 0.02).
         beta_schedule (`"linear"`, `"scaled_linear"`, `"cosine"` or `"sigmoid"`, defaults to `"linear"`):
             `cosine` is Improved DDPM's (s=0.008, betas capped at 0.999); diffusers' name `squaredcos_cap_v2` is
-            accepted too and is what the saved config records.
-        trained_betas (`list[float]`, *optional*): explicit betas; overrides `beta_schedule`.
+            accepted too and is what the saved config records. diffusers' `laplace` loads too (its betas exactly).
+        trained_betas (`list[float]`, *optional*): explicit betas, one per training timestep, each in (0, 1];
+            overrides `beta_schedule`.
         variance_type (`"fixed_small"`, `"fixed_large"` or `"learned_range"`, defaults to `"fixed_small"`):
             `fixed_small` is the posterior variance beta-tilde_t (eq. 7), `fixed_large` is beta_t (with beta-tilde_1
             at the last step, as Improved DDPM does), `learned_range` interpolates between the two in the log domain
             with a model output v in [-1, 1] (Improved DDPM eq. 15); the model then outputs 2C channels.
+            diffusers' other three load and step as its `DDPMScheduler` steps them: `fixed_small_log` as
+            `fixed_small`, `fixed_large_log` as `fixed_large` (diffusers' own step returns NaN there), `learned` with
+            the model's second C channels taken as the variance itself (the step's std is their square root).
         clip_sample (`bool`, defaults to `True`): clip the x_0 estimate to `[-clip_sample_range, clip_sample_range]`.
         prediction_type (`"epsilon"`, `"sample"` or `"v_prediction"`, defaults to `"epsilon"`): what the model outputs.
         thresholding (`bool`, defaults to `False`): Imagen's dynamic thresholding of the x_0 estimate, with
@@ -133,9 +144,13 @@ class DDPMHubScheduler(SchedulerMixin, ConfigMixin):
         num_train_timesteps: int = 1000,
         beta_start: float = 0.0001,
         beta_end: float = 0.02,
-        beta_schedule: Literal["linear", "scaled_linear", "cosine", "sigmoid", "squaredcos_cap_v2"] = "linear",
+        beta_schedule: Literal[
+            "linear", "scaled_linear", "cosine", "sigmoid", "squaredcos_cap_v2", "laplace"
+        ] = "linear",
         trained_betas: np.ndarray | list[float] | None = None,
-        variance_type: Literal["fixed_small", "fixed_large", "learned_range"] = "fixed_small",
+        variance_type: Literal[
+            "fixed_small", "fixed_large", "learned_range", "fixed_small_log", "fixed_large_log", "learned"
+        ] = "fixed_small",
         clip_sample: bool = True,
         prediction_type: Literal["epsilon", "sample", "v_prediction"] = "epsilon",
         thresholding: bool = False,
@@ -147,8 +162,8 @@ class DDPMHubScheduler(SchedulerMixin, ConfigMixin):
         rescale_betas_zero_snr: bool = False,
     ):
         schedule = _SCHEDULE_ALIASES.get(beta_schedule, beta_schedule)
-        _check_choice("beta_schedule", schedule, BETA_SCHEDULES + tuple(_SCHEDULE_ALIASES))
-        _check_choice("variance_type", variance_type, VARIANCE_TYPES)
+        _check_choice("beta_schedule", schedule, BETA_SCHEDULES + tuple(_SCHEDULE_ALIASES) + DIFFUSERS_BETA_SCHEDULES)
+        _check_choice("variance_type", variance_type, VARIANCE_TYPES + DIFFUSERS_VARIANCE_TYPES)
         _check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         _check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
         if not isinstance(num_train_timesteps, int) or num_train_timesteps < 1:
@@ -156,7 +171,9 @@ class DDPMHubScheduler(SchedulerMixin, ConfigMixin):
         if rescale_betas_zero_snr and prediction_type == "epsilon":
             raise ValueError(
                 "rescale_betas_zero_snr=True makes alpha-bar_T = 0, where x_0 cannot be recovered from an epsilon "
-                "prediction. Use prediction_type='v_prediction' or 'sample' with zero terminal SNR."
+                "prediction: x_0 = (x_T - eps) / 0 (diffusers' DDPMScheduler clips that to a sign image of +-1, or "
+                "returns NaN without clip_sample). Use prediction_type='v_prediction' or 'sample' with zero "
+                "terminal SNR."
             )
         if schedule in _DIFFUSERS_SCHEDULE_NAMES:
             self.register_to_config(beta_schedule=_DIFFUSERS_SCHEDULE_NAMES[schedule])
@@ -178,10 +195,14 @@ class DDPMHubScheduler(SchedulerMixin, ConfigMixin):
     def _make_betas(schedule, num_train_timesteps, beta_start, beta_end, trained_betas) -> torch.Tensor:
         if trained_betas is not None:
             betas = torch.tensor(trained_betas, dtype=torch.float32)
-            if betas.ndim != 1 or len(betas) != num_train_timesteps:
+            if betas.ndim != 1:
+                raise ValueError(f"trained_betas must be a flat list of betas, got shape {tuple(betas.shape)}.")
+            if len(betas) != num_train_timesteps:
                 raise ValueError(
-                    f"trained_betas must be a flat list of num_train_timesteps={num_train_timesteps} values, "
-                    f"got shape {tuple(betas.shape)}."
+                    f"trained_betas has {len(betas)} values but num_train_timesteps={num_train_timesteps}: the chain "
+                    f"needs one beta per training timestep; pass num_train_timesteps={len(betas)} with these betas. "
+                    "(diffusers' DDPMScheduler does not infer it: with fewer betas its first step fails with an "
+                    "IndexError, with more it never uses the extra ones.)"
                 )
         elif schedule == "linear":
             betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float32)
@@ -189,10 +210,18 @@ class DDPMHubScheduler(SchedulerMixin, ConfigMixin):
             betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float32) ** 2
         elif schedule == "cosine":
             betas = cosine_betas(num_train_timesteps)
+        elif schedule == "laplace":
+            betas = betas_for_alpha_bar(num_train_timesteps, alpha_transform_type="laplace")
         else:  # sigmoid (GeoDiff)
             betas = torch.sigmoid(torch.linspace(-6, 6, num_train_timesteps)) * (beta_end - beta_start) + beta_start
         if not bool(((betas > 0) & (betas <= 1)).all()):
-            raise ValueError(f"every beta must lie in (0, 1]; got min {betas.min():.3g}, max {betas.max():.3g}.")
+            raise ValueError(
+                f"every beta must lie in (0, 1]; got min {betas.min():.3g}, max {betas.max():.3g}. beta_t is the "
+                "variance step t adds (x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) z): above 1 or below 0 one of "
+                "the square roots is of a negative number, and a beta of 0 is a step without noise (at t = 0 the "
+                "last step then divides by 1 - alpha-bar_0 = 0). diffusers' DDPMScheduler accepts such betas; its "
+                "chains return NaN for a beta above 1, below 0, or of 0 at t = 0."
+            )
         return betas
 
     # ----------------------------------------------------------------------------------------------------------------
@@ -349,12 +378,15 @@ class DDPMHubScheduler(SchedulerMixin, ConfigMixin):
     def split_model_output(
         self, model_output: torch.Tensor, sample: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Split a `learned_range` model's 2C-channel output into (prediction, variance value v in [-1, 1])."""
+        """
+        Split a learned-variance model's 2C-channel output into (prediction, variance output): v in [-1, 1] for
+        `learned_range`, the variance itself for diffusers' `learned`. A fixed variance type takes C channels.
+        """
         channels = sample.shape[1]
-        if self.variance_type == "learned_range":
+        if self.variance_type in ("learned", "learned_range"):
             if model_output.shape[1] != 2 * channels:
                 raise ValueError(
-                    f"variance_type='learned_range' needs a model with 2 x {channels} = {2 * channels} output "
+                    f"variance_type={self.variance_type!r} needs a model with 2 x {channels} = {2 * channels} output "
                     f"channels (prediction and variance), got {model_output.shape[1]}. Set the UNet's out_channels to "
                     f"{2 * channels} or use variance_type 'fixed_small' / 'fixed_large'."
                 )
@@ -362,21 +394,27 @@ class DDPMHubScheduler(SchedulerMixin, ConfigMixin):
         if model_output.shape[1] != channels:
             raise ValueError(
                 f"model output has {model_output.shape[1]} channels but the sample has {channels}; a 2C-channel "
-                "output needs variance_type='learned_range'."
+                "output needs variance_type='learned_range' (or diffusers' 'learned')."
             )
         return model_output, None
 
     def model_variance(
         self, timesteps: int | torch.Tensor, predicted_variance: torch.Tensor | None, like: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(variance, log-variance) of the reverse process Sigma_theta(x_t, t) for the configured `variance_type`."""
+        """
+        (variance, log-variance) of the reverse process Sigma_theta(x_t, t) for the configured `variance_type`; the
+        `_log` types are the same variances as `fixed_small` and `fixed_large`, which their steps take in the log
+        domain.
+        """
         log_small = _broadcast(self._log_variance_small(timesteps), like)
         alpha_bar, alpha_bar_prev = self._alpha_bars(timesteps)
         beta = 1 - alpha_bar / alpha_bar_prev
-        if self.variance_type == "fixed_small":
+        if self.variance_type in ("fixed_small", "fixed_small_log"):
             return _broadcast((1 - alpha_bar_prev) / (1 - alpha_bar) * beta, like), log_small
         beta = _broadcast(beta, like)
-        if self.variance_type == "fixed_large":
+        if self.variance_type == "learned":  # diffusers' meaning: the model outputs the variance itself
+            return predicted_variance, predicted_variance.log()
+        if self.variance_type in ("fixed_large", "fixed_large_log"):
             # beta_t, except at the last step where beta-tilde of the step before it is used (iDDPM).
             last = _broadcast(torch.as_tensor(timesteps).cpu() == self.timesteps.cpu()[-1], like).bool()
             variance = torch.where(last, log_small.exp(), beta)
@@ -385,6 +423,49 @@ class DDPMHubScheduler(SchedulerMixin, ConfigMixin):
         frac = (predicted_variance + 1) / 2
         log_variance = frac * beta.log() + (1 - frac) * log_small
         return log_variance.exp(), log_variance
+
+    def _get_variance(
+        self,
+        t: int,
+        predicted_variance: torch.Tensor | None = None,
+        variance_type: Literal[
+            "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"
+        ]
+        | None = None,
+    ) -> torch.Tensor:
+        """
+        diffusers' `DDPMScheduler._get_variance`, value for value, for code written against it. What it returns
+        depends on the type: the variance for `fixed_small` (beta-tilde_t clamped at 1e-20), `fixed_large` (beta_t)
+        and `learned` (`predicted_variance` itself); the standard deviation for `fixed_small_log`; the log-variance
+        for `fixed_large_log` and `learned_range` (eq. 15 with the unclipped log beta-tilde_t). `model_variance` is
+        what this scheduler steps and bounds the likelihood with: the same variances on every step but the last of a
+        chain, where no noise is added and it takes Improved DDPM's clipped values instead.
+
+        Args:
+            t (`int`): a timestep of the current chain.
+            predicted_variance (`torch.Tensor`, *optional*): the model's variance channels (`learned`,
+                `learned_range`).
+            variance_type (`str`, *optional*): defaults to the config's.
+        """
+        variance_type = self.config.variance_type if variance_type is None else variance_type
+        _check_choice("variance_type", variance_type, VARIANCE_TYPES + DIFFUSERS_VARIANCE_TYPES)
+        if variance_type in ("learned", "learned_range") and predicted_variance is None:
+            raise ValueError(f"variance_type={variance_type!r} needs the model's predicted_variance.")
+        alpha_bar, alpha_bar_prev = self._alpha_bars(t)
+        beta = 1 - alpha_bar / alpha_bar_prev
+        variance = torch.clamp((1 - alpha_bar_prev) / (1 - alpha_bar) * beta, min=1e-20)  # beta-tilde_t, eq. 7
+        if variance_type == "fixed_small":
+            return variance
+        if variance_type == "fixed_small_log":
+            return torch.exp(0.5 * torch.log(variance))
+        if variance_type == "fixed_large":
+            return beta
+        if variance_type == "fixed_large_log":
+            return torch.log(beta)
+        if variance_type == "learned":
+            return predicted_variance
+        frac = (predicted_variance + 1) / 2
+        return frac * torch.log(beta) + (1 - frac) * torch.log(variance)
 
     def p_mean_variance(
         self, model_output: torch.Tensor, x_t: torch.Tensor, timesteps: int | torch.Tensor
@@ -428,7 +509,8 @@ class DDPMHubScheduler(SchedulerMixin, ConfigMixin):
         One ancestral step x_t -> x_{t'} (Algorithm 2, line 4, on the respaced chain).
 
         Args:
-            model_output (`torch.Tensor` `[N x C x H x W]`, `[N x 2C x H x W]` for `learned_range`): the UNet output.
+            model_output (`torch.Tensor` `[N x C x H x W]`, `[N x 2C x H x W]` for `learned_range` and `learned`):
+                the UNet output.
             timestep (`int`): t, a member of `self.timesteps`.
             sample (`torch.Tensor` `[N x C x H x W]`): x_t.
             generator (`torch.Generator` or a list of N): the source of the step's noise z.
@@ -440,7 +522,13 @@ class DDPMHubScheduler(SchedulerMixin, ConfigMixin):
         # 5. Add sigma_t z, except on the last step of the chain (Algorithm 2: z = 0 when t = 1).
         if int(self.previous_timestep(t)) >= 0:
             noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
-            std = (0.5 * log_variance).exp() if self.variance_type == "learned_range" else variance.sqrt()
+            # fixed_small_log and learned_range take the std from the log-variance, as diffusers does. fixed_large_log
+            # is fixed_large's variance used in the log domain (GLIDE), so its step is fixed_large's, sqrt(beta_t) =
+            # exp(log beta_t / 2); diffusers' step takes the square root of log beta_t < 0 itself: NaN.
+            if self.variance_type in _LOG_DOMAIN_VARIANCES:
+                std = (0.5 * log_variance).exp()
+            else:
+                std = variance.sqrt()
             prev_sample = mean + std * noise
         if not return_dict:
             return (prev_sample, pred_x0)
