@@ -28,6 +28,7 @@ from ..options import guidance_scale, int_at_least
 from ..pipelines.sampling import with_sampler
 from ..pipelines.source import Source
 from ..run_folder import CLASS_ACCURACY_FILE, TEXT_ACCURACY_FILE
+from .common import model_source
 
 CLASS_SCALES, TEXT_SCALES = [0.0, 1.0, 2.0, 4.0], [0.0, 1.0, 3.0, 5.0]  # --guidance_scales' defaults
 FID_STEPS, ACCURACY_STEPS, SR_STEPS = 1000, 100, [50]  # --steps' defaults
@@ -124,7 +125,7 @@ def check_accuracy_tasks(args: argparse.Namespace) -> AccuracyTasks | None:
         args.steps = _one_count(args.steps, FID_STEPS, "--fid")
     if not (args.class_accuracy or args.text_accuracy or args.sr_quality):
         return None
-    source = Source.of(args.model)  # the configs only, before any weights are read
+    source = model_source(args)  # the configs only, before any weights are read
     conditioning, tasks = source.conditioning(), AccuracyTasks(source)
     if args.class_accuracy:
         classes = conditioning.classes

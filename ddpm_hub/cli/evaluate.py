@@ -49,6 +49,7 @@ from ..run_folder import (
     is_trained_folder,
     update_metrics,
 )
+from .common import add_loading_arguments, model_source
 from .eval_tasks import (
     ACCURACY_STEPS,
     FID_STEPS,
@@ -161,6 +162,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int_at_least(0), default=0, help="noise seed; sample i uses seed + i (default: 0)"
     )
     options.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    add_loading_arguments(options)
     options.add_argument(
         "--output_dir",
         default=None,
@@ -185,16 +187,16 @@ def run(args: argparse.Namespace) -> int:
     if args.bpd:  # a latent model has no bits/dim of its images: refused before the weights and data are read
         from ..evaluation.likelihood import check_pixel_space
 
-        check_pixel_space(Source.of(args.model), args.model)
+        check_pixel_space(model_source(args), args.model)
     if not (args.bpd or args.fid or args.sweep):  # task measurements only: no dataset is read
         return run_accuracy_only(args, accuracy, output_dir)
     features = None
     if args.fid or args.sweep:  # before any slow work: offline without the Inception weights fails here
         features = features_for(args.features, data.resolved().dataset_name, args.inception_weights, args.device)
-        source = Source.of(args.model)  # the configs only, before any weights are read
+        source = model_source(args)  # the configs only, before any weights are read
         check_sample_quality_applies(source, args)
         check_features_apply(source, args, features)
-    pipeline = Source.of(args.model).load(args.seed).to(args.device)
+    pipeline = model_source(args).load(args.seed).to(args.device)
     pipeline.set_progress_bar_config(disable=True)
     data = data.resolved(resolution=list(pipeline.sample_shape(1)[2:]))  # the images (a latent model's decoded)
     captions = pipeline.conditioning.prompts is not None  # a text model is measured on the dataset's captions
