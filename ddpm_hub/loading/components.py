@@ -345,7 +345,7 @@ def upgrade_ddpm_scheduler(scheduler: SchedulerMixin) -> SchedulerMixin:
         return scheduler
     try:
         return DDPMHubScheduler.from_config(scheduler.config)
-    except ValueError:  # a variance type only diffusers has (fixed_small_log, learned): keep its class
+    except ValueError:  # a configuration ours refuses on purpose (docs/from-diffusers.md): keep diffusers' class
         return scheduler
 
 

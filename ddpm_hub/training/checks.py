@@ -254,7 +254,10 @@ def check_model_compatibility(o: TrainingOptions, source: Source) -> None:
         )
     variance_type = scheduler.get("variance_type", "fixed_small")
     if variance_type not in VARIANCE_TYPES:
-        raise UsageError(f"{o.model.pipeline}: variance_type {variance_type!r} is not one of {VARIANCE_TYPES}.")
+        raise UsageError(
+            f"{o.model.pipeline}: variance_type {variance_type!r} samples here but does not train: training takes "
+            f"{', '.join(VARIANCE_TYPES)}; choose one with --variance_type."
+        )
     out_channels = unet_overrides(o, source).get("out_channels", unet["out_channels"])
     wanted = source.conditioning().image_channels(unet["in_channels"]) * (2 if variance_type == "learned_range" else 1)
     if out_channels != wanted:
