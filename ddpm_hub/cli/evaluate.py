@@ -10,6 +10,7 @@ which reads no dataset.
     ddpm-hub eval MODEL --class_accuracy --guidance_scales 0,1,2,4 --num_per_class 50          # class_accuracy.md
     ddpm-hub eval MODEL --text_accuracy --guidance_scales 0,1,3,5 --num_per_prompt 10          # text_accuracy.md
     ddpm-hub eval MODEL --sr_quality --noise_levels 0,25 --steps 25,100 --samples_per_input 4  # sr_quality.md
+    ddpm-hub eval CLIP --clip_accuracy --num_images 1000       # a digit-pairs CLIP: clip_accuracy.md (eval_clip)
 
 Results go to `--output_dir`, by default the trained MODEL folder itself: `metrics.json` (bpd, fid, kid, is,
 precision, recall; merged with what is there), `bpd.json` + `bits_per_timestep.png`, `fid.json`, `sweep.md` +
@@ -50,6 +51,7 @@ from ..run_folder import (
     update_metrics,
 )
 from .common import add_loading_arguments, model_source
+from .eval_clip import run_clip_accuracy
 from .eval_tasks import (
     ACCURACY_STEPS,
     FID_STEPS,
@@ -97,6 +99,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="a super-resolution model: PSNR and SSIM against bicubic upsampling, consistency and sharpness on "
         "photographs it never saw (sr_quality.md + .json; needs scikit-image: pip install 'ddpm-hub[bench]')",
+    )
+    tasks.add_argument(
+        "--clip_accuracy",
+        action="store_true",
+        help="a CLIP trained on builtin:digit-pairs (unCLIP's first stage): the share of --num_images held-out "
+        "canvases of seen pairs, and of a tenth as many per unseen pair, whose most similar caption names their pair "
+        "(clip_accuracy.md + .json)",
     )
     add_option_fields(parser, DataOptions, {"data": "dataset (the options of training)"})
 
@@ -173,6 +182,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """`ddpm-hub eval`: load the model and the dataset once, run the requested measurements, print JSON."""
+    if args.clip_accuracy:  # a CLIP, not a pipeline: its own loading (`eval_clip`)
+        return run_clip_accuracy(args)
     accuracy = check_accuracy_tasks(args)  # the model kind each asks for, from its configs: before any work
     if not (args.bpd or args.fid or args.sweep or accuracy):
         raise UsageError(

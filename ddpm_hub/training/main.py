@@ -29,6 +29,8 @@ from .autoencoder import autoencoder_source
 from .autoencoder_loop import autoencoder_main
 from .checkpointing import resume
 from .checks import check_options
+from .clip import clip_source
+from .clip_loop import clip_main
 from .data import load_training_data
 from .latents import autoencoder_of
 from .loop import train
@@ -40,6 +42,10 @@ from .run import build_run, close_accelerator, make_accelerator
 def main(argv: list[str] | None = None) -> None:
     """Check the options, then train and write the run folder (or, with --dry-run, print the options resolved)."""
     options, dry_run = parse_options(argv, description=__doc__)
+    clip = clip_source(options.model.pipeline)  # a CLIP configuration (unCLIP's first stage): its own trainer
+    if clip is not None:
+        clip_main(options, dry_run, clip)
+        return
     autoencoder = autoencoder_source(options.model.pipeline)  # an AutoencoderKL configuration: its own trainer
     if autoencoder is not None:
         autoencoder_main(options, dry_run, autoencoder)

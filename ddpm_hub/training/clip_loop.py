@@ -1,0 +1,139 @@
+"""A CLIP run's loop and entry (`ddpm_hub.training.clip` says what the run is): optimizer steps over the micro-batches,
+the losses exchanged as a DDPM run's are (`loop.sync_losses`), checkpoints and the held-out retrieval accuracy on
+schedule, then the end (`clip_output`)."""
+
+import contextlib
+import json
+import time
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from .clip import CAPTION, ClipRun, ClipSource, build_clip_run, check_clip_options
+from .clip_loss import MAX_LOGIT_SCALE, contrastive_loss, gather_with_local_grad, same_meaning
+from .clip_output import finish_clip, log_retrieval, resume_clip, save_clip_checkpoint
+from .loop import TrainingResult, sync_losses
+from .options import TrainingOptions, dry_run_report
+from .output import hold_output_dir, start_output
+from .randomness import DROPOUT, derive_seed, make_generator
+from .run import close_accelerator, make_accelerator
+
+# ----------------------------------------------------------------------------------------------------------------
+# The loop
+
+
+def draw_captions(captions: list[list[str]], generator: torch.Generator) -> list[str]:
+    """One caption per image, uniform among its captions."""
+    choices = torch.rand(len(captions), generator=generator).tolist()
+    return [texts[min(int(u * len(texts)), len(texts) - 1)] for u, texts in zip(choices, captions)]
+
+
+def micro_batch_loss(run: ClipRun, m: int, x: torch.Tensor, values: dict) -> torch.Tensor:
+    """
+    The contrastive loss of micro-batch m over the global batch (`clip_loss`): images `x` `[B x C x H x W]` in
+    [-1, 1], one caption each drawn from (seed, CAPTION, m, rank); captions of the same meaning are not negatives.
+    """
+    accelerator, seed, rank = run.accelerator, run.options.seed, run.accelerator.process_index
+    pixel_values = run.preprocessing.pixel_values((x.to(accelerator.device) + 1) / 2)
+    captions = draw_captions(values["captions"], make_generator(seed, CAPTION, m, rank))
+    tokens = run.tokenizer(captions, padding=True, return_tensors="pt").to(accelerator.device)
+    torch.manual_seed(derive_seed(seed, DROPOUT, m, rank))  # dropout, if the configuration has any
+    with accelerator.autocast():
+        text_embeds, image_embeds, logit_scale = run.model(tokens.input_ids, tokens.attention_mask, pixel_values)
+    text_embeds = gather_with_local_grad(accelerator, text_embeds.float())
+    image_embeds = gather_with_local_grad(accelerator, image_embeds.float())
+    meanings = accelerator.gather(values["meaning"].to(accelerator.device))
+    return contrastive_loss(text_embeds, image_embeds, logit_scale.float(), same_meaning(meanings))
+
+
+def optimizer_step(run: ClipRun, micro_batches: list) -> torch.Tensor:
+    """
+    One optimizer step over `gradient_accumulation_steps` micro-batches; returns the loss, on the device. Each rank
+    back-propagates the global loss through its own rows only, times the number of ranks: DDP's mean of the ranks'
+    gradients is then the gradient of the global loss.
+    """
+    accelerator, o, losses = run.accelerator, run.options, []
+    for i, (m, x, values) in enumerate(micro_batches):
+        last = i == len(micro_batches) - 1
+        with contextlib.nullcontext() if last else accelerator.no_sync(run.model):  # all-reduce once per step
+            loss = micro_batch_loss(run, m, x, values)
+            accelerator.backward(loss * accelerator.num_processes / len(micro_batches))
+        losses.append(loss.detach().float())
+    if o.optimizer.max_grad_norm > 0:
+        accelerator.clip_grad_norm_(run.model.parameters(), o.optimizer.max_grad_norm)
+    run.optimizer.step()
+    run.lr_scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():  # CLIP clips the temperature at 100
+        run.clip.logit_scale.clamp_(max=MAX_LOGIT_SCALE)
+    if run.ema is not None:
+        run.ema.update(run.clip)
+    return torch.stack(losses).mean()
+
+
+def train_clip(run: ClipRun, first_step: int) -> TrainingResult:
+    """Optimizer steps until max_train_steps or the time limit; checkpoints and held-out retrieval on schedule."""
+    o, accelerator = run.options, run.accelerator
+    max_steps, accumulation = o.length.max_train_steps, o.batches.gradient_accumulation_steps
+    every_checkpoint, every_check = o.checkpoints.checkpointing_steps, o.validation.validation_steps
+    loader = run.data.loader(
+        first_step * accumulation, max_steps * accumulation, o.batches.dataloader_num_workers,
+        accelerator.device.type == "cuda",
+    )  # fmt: skip
+    micro_batches = iter(loader)
+    progress = tqdm(total=max_steps, initial=first_step, desc="train", disable=not accelerator.is_local_main_process)
+    started = synced_at = time.monotonic()
+    step, stopped_by, last_checkpoint, losses, pending, step_time = first_step, "max_train_steps", None, [], [], 0.0
+    while step < max_steps:
+        pending.append(optimizer_step(run, [next(micro_batches) for _ in range(accumulation)]))
+        step += 1
+        progress.update(1)
+        checkpoint = every_checkpoint and step % every_checkpoint == 0
+        check = every_check and step % every_check == 0 and step < max_steps
+        if step % o.logging.logging_steps == 0 or checkpoint or check or step == max_steps:
+            minutes = o.length.max_train_minutes
+            time_up = minutes is not None and time.monotonic() - started > 60 * minutes
+            seconds = time.monotonic() - synced_at
+            step_time += seconds
+            values, stop = sync_losses(run, pending, step, time_up, seconds, progress)
+            losses, pending = losses + values, []
+            if checkpoint:
+                save_clip_checkpoint(run, step)
+                last_checkpoint = step
+            if check:
+                log_retrieval(run, step)
+            if stop:
+                stopped_by = "max_train_minutes"
+                break
+            synced_at = time.monotonic()
+    progress.close()
+    validation = log_retrieval(run, step)
+    return TrainingResult(
+        first_step, step, stopped_by, time.monotonic() - started, step_time, losses, last_checkpoint, validation
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The entry
+
+
+def clip_main(o: TrainingOptions, dry_run: bool, source: ClipSource) -> None:
+    """`training.main`'s branch for a CLIP configuration: check, then train and write the folder."""
+    o = check_clip_options(o, source)
+    if dry_run:
+        report = json.loads(dry_run_report(o, source))
+        print(json.dumps({**report, "pipeline_source": "CLIP configuration"}, indent=2))
+        return
+    accelerator = make_accelerator(o)
+    with hold_output_dir(o, accelerator):
+        train_and_write_clip(o, source, accelerator)
+    close_accelerator(accelerator)
+
+
+def train_and_write_clip(o: TrainingOptions, source: ClipSource, accelerator: Accelerator) -> None:
+    run = build_clip_run(o, source, accelerator)
+    first_step = resume_clip(run)
+    start_output(run)
+    result = train_clip(run, first_step)
+    finish_clip(run, result)
