@@ -24,6 +24,7 @@ from .pipelines import (
     DDPMHubInpaintPipeline,
     DDPMHubPipeline,
     DDPMHubSuperResolutionPipeline,
+    DDPMHubUnCLIPImageVariationPipeline,
     Source,
 )
 from .shipped.scheduling_ddpm_hub import DDPMHubScheduler, DDPMHubSchedulerOutput
@@ -37,6 +38,7 @@ __all__ = [
     "DDPMHubScheduler",
     "DDPMHubSuperResolutionPipeline",
     "DDPMHubSchedulerOutput",
+    "DDPMHubUnCLIPImageVariationPipeline",
     "Source",
     "__version__",
 ]

@@ -251,8 +251,9 @@ def test_a_saved_folder_ships_only_its_family_and_what_it_imports(tmp_path):
     names = [path.name for path in code_files(DDPMHubPipeline)]
     assert sorted(names) == [
         "call_arguments_ddpm_hub.py", "condition_batch_ddpm_hub.py", "conditioning_ddpm_hub.py",
-        "image_processing_ddpm_hub.py", "latents_ddpm_hub.py", "pipeline_ddpm_hub.py", "pipeline_ddpm_hub_img2img.py",
-        "pipeline_ddpm_hub_inpaint.py", "samplers_ddpm_hub.py",
+        "image_embeds_ddpm_hub.py", "image_processing_ddpm_hub.py", "latents_ddpm_hub.py", "pipeline_ddpm_hub.py",
+        "pipeline_ddpm_hub_img2img.py", "pipeline_ddpm_hub_inpaint.py", "pipeline_ddpm_hub_unclip_variation.py",
+        "samplers_ddpm_hub.py",
     ]  # fmt: skip
     Source.of("ddpm-tiny-8").build().save_pretrained(tmp_path)
     assert sorted(p.name for p in tmp_path.glob("*.py")) == sorted(names)
@@ -263,12 +264,12 @@ def test_a_saved_folder_ships_only_its_family_and_what_it_imports(tmp_path):
 
 
 def test_the_shipped_carrier_stays_self_contained():
-    from ddpm_hub.shipped import condition_batch_ddpm_hub
+    from ddpm_hub.shipped import condition_batch_ddpm_hub, image_embeds_ddpm_hub
 
-    for module in (shipped, condition_batch_ddpm_hub):  # torch, the standard library and the carrier's other file
+    for module in (shipped, condition_batch_ddpm_hub, image_embeds_ddpm_hub):  # torch, stdlib, the carrier's files
         source = inspect.getsource(module)
         imports = [line.split()[1] for line in source.splitlines() if line.startswith(("import ", "from "))]
-        allowed = ("torch", ".condition_batch_ddpm_hub")
+        allowed = ("torch", "torch.nn.functional", ".condition_batch_ddpm_hub", ".image_embeds_ddpm_hub")
         assert "torch" in imports and all(name in allowed or name in sys.stdlib_module_names for name in imports)
     # the shipped image decoding: numpy and PIL only (training's decoder imports it too)
     source = inspect.getsource(image_processing_ddpm_hub)

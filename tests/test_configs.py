@@ -21,6 +21,7 @@ SHIPPED = [
     "ddpm-digits-16-cond",
     "ddpm-tiny-8",
     "ddpm-tiny-8x16",
+    "ddpm-unclip-digit-pairs-decoder",
 ]
 
 

@@ -489,8 +489,8 @@ def test_a_super_resolution_model_round_trips_through_the_hub_both_ways(hub_serv
     pipeline.save_pretrained(tmp_path / "folder")
     assert sorted(p.name for p in (tmp_path / "folder").glob("*.py")) == [
         "call_arguments_ddpm_hub.py", "condition_batch_ddpm_hub.py", "conditioning_ddpm_hub.py",
-        "image_processing_ddpm_hub.py", "latents_ddpm_hub.py", "pipeline_ddpm_hub.py", "pipeline_ddpm_hub_superres.py",
-        "samplers_ddpm_hub.py",
+        "image_embeds_ddpm_hub.py", "image_processing_ddpm_hub.py", "latents_ddpm_hub.py", "pipeline_ddpm_hub.py",
+        "pipeline_ddpm_hub_superres.py", "samplers_ddpm_hub.py",
     ]  # fmt: skip
     repo_id = "alice/tiny-sr-round-trip"
     publish(tmp_path / "folder", repo_id, token="hf_alice_write")

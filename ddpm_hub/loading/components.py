@@ -48,6 +48,7 @@ PIPELINE_SETTINGS = (
 )
 NO_CODE = ["*.py"]  # shipped code is never downloaded: the installed classes are used
 SCHEDULER_CONFIG_NAME = "scheduler_config.json"
+PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"  # an image processor's (a decoder's CLIP feature_extractor)
 # A tokenizer's vocabulary: a fast tokenizer's file, or a slow one's (sentencepiece, BPE, WordPiece).
 TOKENIZER_VOCABULARIES = (
     "tokenizer.json",
@@ -149,6 +150,8 @@ def check_component_folder(path: Path, name: str, entry: list, klass: type, sour
         raise InputNotFoundError(f"{source} has no {named}: the folder is missing. Save the pipeline again.")
     if issubclass(klass, SchedulerMixin) or _has_weights(klass):
         expected = [SCHEDULER_CONFIG_NAME if issubclass(klass, SchedulerMixin) else "config.json"]
+    elif _is_image_processor(klass):  # a decoder's feature_extractor (CLIPImageProcessor)
+        expected = [PREPROCESSOR_CONFIG_NAME]
     else:
         expected = tokenizer_vocabularies(klass)
     if not any(Path(path, file).is_file() for file in expected):
@@ -197,6 +200,12 @@ def quiet_transformers():
 def components_of(index: dict) -> dict[str, list]:
     """The `[library, class]` entries of a model index, by component name (settings and `_` keys left out)."""
     return {name: entry for name, entry in index.items() if not name.startswith("_") and isinstance(entry, list)}
+
+
+def _is_image_processor(klass: type) -> bool:
+    import transformers
+
+    return issubclass(klass, transformers.ImageProcessingMixin)
 
 
 def _has_weights(klass: type) -> bool:
@@ -320,13 +329,17 @@ def component_class(entry: list, where: str | os.PathLike, role: str = "componen
         import transformers
 
         found = getattr(transformers, name, None)
-        allowed = (transformers.PreTrainedModel, transformers.PreTrainedTokenizerBase)
+        allowed = (
+            transformers.PreTrainedModel,
+            transformers.PreTrainedTokenizerBase,
+            transformers.ImageProcessingMixin,
+        )
     if not (isinstance(found, type) and issubclass(found, allowed)):
         raise UsageError(
             f"{where}: the {role} is {library}.{name}, which is neither a diffusers model or scheduler, a "
-            f"transformers model or tokenizer, nor a class installed here ({', '.join(SCHEDULER_CLASSES)}). Install "
-            "ddpm_hub, or load with DiffusionPipeline.from_pretrained(..., trust_remote_code=True) to run the shipped "
-            "code."
+            f"transformers model, tokenizer or image processor, nor a class installed here "
+            f"({', '.join(SCHEDULER_CLASSES)}). Install ddpm_hub, or load with DiffusionPipeline.from_pretrained(..., "
+            "trust_remote_code=True) to run the shipped code."
         )
     return found
 
@@ -379,12 +392,15 @@ def save_with_code(pipeline, folder: str | os.PathLike) -> None:
 def portable_transformers_name(name: str) -> str:
     """
     transformers 5 names its fast tokenizers `TokenizersBackend`, of which `PreTrainedTokenizerFast` is an alias that
-    transformers 4 knows too: the index names the alias, so that either version loads the repo.
+    transformers 4 knows too, and without torchvision its image processors `CLIPImageProcessorPil`, which
+    `CLIPImageProcessor` then names: the index names the alias, so that either version loads the repo.
     """
     import transformers
 
-    alias = "PreTrainedTokenizerFast"
-    return alias if getattr(transformers, alias, None) is getattr(transformers, name, False) else name
+    for alias in ("PreTrainedTokenizerFast", name.removesuffix("Pil")):
+        if alias != name and getattr(transformers, alias, None) is getattr(transformers, name, False):
+            return alias
+    return name
 
 
 def code_files(pipeline_class: type) -> list[Path]:

@@ -1,6 +1,7 @@
 """The pipelines users import, and the one way from a name to a pipeline.
 
-- `library`: `DDPMHubPipeline` and its task pipelines (inpainting, img2img, super-resolution): the sampling code of
+- `library`: `DDPMHubPipeline` and its task pipelines (inpainting, img2img, super-resolution, unCLIP image
+  variations): the sampling code of
   the shipped files (`ddpm_hub.shipped`) plus loading, saving and publishing with the installed package;
 - `conditioning`, `condition_kinds`: the library side of a model's conditioning (`TrainingConditioning`) and of its
   kinds (`TrainingClassCondition`, ...): data, dropout for guidance, grids, the card's words;
@@ -13,7 +14,13 @@ Layer: imports loading, data, `ddpm_hub.shipped` and the root modules. Two calls
 """
 
 from .cascade import DDPMHubCascadePipeline
-from .library import DDPMHubImg2ImgPipeline, DDPMHubInpaintPipeline, DDPMHubPipeline, DDPMHubSuperResolutionPipeline
+from .library import (
+    DDPMHubImg2ImgPipeline,
+    DDPMHubInpaintPipeline,
+    DDPMHubPipeline,
+    DDPMHubSuperResolutionPipeline,
+    DDPMHubUnCLIPImageVariationPipeline,
+)
 from .source import ModelLoadError, Source
 
 __all__ = [
@@ -22,6 +29,7 @@ __all__ = [
     "DDPMHubInpaintPipeline",
     "DDPMHubPipeline",
     "DDPMHubSuperResolutionPipeline",
+    "DDPMHubUnCLIPImageVariationPipeline",
     "ModelLoadError",
     "Source",
 ]

@@ -26,6 +26,7 @@ from .condition_kinds import (
     TrainingPositionCondition,
     TrainingPromptCondition,
 )
+from .image_embeds_kind import TrainingImageEmbedsCondition
 
 __all__ = [
     "ConditionBatch",
@@ -33,6 +34,7 @@ __all__ = [
     "ImageConditions",
     "TrainingClassCondition",
     "TrainingConditioning",
+    "TrainingImageEmbedsCondition",
     "TrainingLowResCondition",
     "TrainingPositionCondition",
     "TrainingPromptCondition",
@@ -40,7 +42,13 @@ __all__ = [
 ]
 
 
-KINDS = (TrainingLowResCondition, TrainingClassCondition, TrainingPromptCondition, TrainingPositionCondition)
+KINDS = (
+    TrainingLowResCondition,
+    TrainingClassCondition,
+    TrainingPromptCondition,
+    TrainingImageEmbedsCondition,
+    TrainingPositionCondition,
+)
 
 
 class TrainingConditioning(shipped.Conditioning):
@@ -75,6 +83,10 @@ class TrainingConditioning(shipped.Conditioning):
     @property
     def low_res(self) -> TrainingLowResCondition | None:
         return self.get("low_res")
+
+    @property
+    def image_embeds(self) -> TrainingImageEmbedsCondition | None:
+        return self.get("image_embeds")
 
     def check_stream(self, stream, source: str, pipeline: str) -> None:
         """A streamed dataset has what each kind reads."""

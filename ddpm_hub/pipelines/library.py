@@ -1,13 +1,13 @@
 """The pipelines that `import ddpm_hub` gives: the sampling code of the shipped files (`pipeline_ddpm_hub.py`,
-`pipeline_ddpm_hub_inpaint.py`, `pipeline_ddpm_hub_img2img.py`) plus what only the installed package does, loading
-with the installed classes (`ddpm_hub.loading.components`), saving the code files next to the weights, publishing
-(`ddpm_hub.hub`), the likelihood (`ddpm_hub.evaluation.likelihood`) and the library side of the conditioning carrier
-(`ddpm_hub.pipelines.conditioning`).
+`pipeline_ddpm_hub_inpaint.py`, `_img2img.py`, `_superres.py`, `_unclip_variation.py`) plus what only the installed
+package does, loading with the installed classes (`ddpm_hub.loading.components`), saving the code files next to the
+weights, publishing (`ddpm_hub.hub`), the likelihood (`ddpm_hub.evaluation.likelihood`) and the library side of the
+conditioning carrier (`ddpm_hub.pipelines.conditioning`).
 
 Each class has the name of its shipped class, so that a saved folder's `model_index.json` names the same class
 whether it is loaded with this package or, through the shipped file, with plain diffusers and `trust_remote_code`.
-The task pipelines are `DDPMHubPipeline`s (subclasses: `isinstance`, the likelihood, loading and publishing), all
-three load from the same folders and repos, and `from_pipe` moves between them without copying weights.
+The task pipelines are `DDPMHubPipeline`s (subclasses: `isinstance`, the likelihood, loading and publishing), they
+load from the same folders and repos, and `from_pipe` moves between them without copying weights.
 """
 
 import os
@@ -19,6 +19,7 @@ from ..shipped import pipeline_ddpm_hub as shipped
 from ..shipped import pipeline_ddpm_hub_img2img as shipped_img2img
 from ..shipped import pipeline_ddpm_hub_inpaint as shipped_inpaint
 from ..shipped import pipeline_ddpm_hub_superres as shipped_superres
+from ..shipped import pipeline_ddpm_hub_unclip_variation as shipped_variation
 from . import conditioning
 
 
@@ -168,7 +169,13 @@ class DDPMHubSuperResolutionPipeline(shipped_superres.DDPMHubSuperResolutionPipe
     task_pipelines: tuple[type, ...] = ()  # inpainting and img2img are for image models, not upscalers
 
 
-DDPMHubPipeline.task_pipelines = (DDPMHubInpaintPipeline, DDPMHubImg2ImgPipeline)
+class DDPMHubUnCLIPImageVariationPipeline(shipped_variation.DDPMHubUnCLIPImageVariationPipeline, DDPMHubPipeline):
+    __doc__ = shipped_variation.DDPMHubUnCLIPImageVariationPipeline.__doc__
+
+
+# Every folder of a DDPMHubPipeline ships these pipelines' files (the variations pipeline serves decoders only, and
+# refuses other models when called).
+DDPMHubPipeline.task_pipelines = (DDPMHubInpaintPipeline, DDPMHubImg2ImgPipeline, DDPMHubUnCLIPImageVariationPipeline)
 
 
 # The installed pipeline classes, by the name a model index gives in `_class_name`.

@@ -140,7 +140,12 @@ class ConditionBatch:
         """`model(x_t (+ concat), t, **kwargs).sample`: the one place a UNet is called with a condition."""
         parts = [x_t] + ([self.concat.to(x_t.dtype)] if self.concat is not None else [])
         parts += [coordinate_channels(x_t)] if self.coordinates else []
-        return model(torch.cat(parts, dim=1) if len(parts) > 1 else x_t, t, **self.kwargs).sample
+        kwargs = dict(self.kwargs)
+        if "image_embeds" in kwargs:  # a CLIP image embedding, in added_cond_kwargs as Kandinsky 2.2's decoder reads
+            embeds = kwargs.pop("image_embeds")  # it (its image_proj replaces the states with the embedding's tokens)
+            kwargs.setdefault("encoder_hidden_states", embeds[:, None])
+            kwargs["added_cond_kwargs"] = {"image_embeds": embeds}
+        return model(torch.cat(parts, dim=1) if len(parts) > 1 else x_t, t, **kwargs).sample
 
     def __len__(self) -> int:
         tensors = [*self.kwargs.values(), *(tensor for tensor in (self.concat, self.base) if tensor is not None)]

@@ -11,10 +11,10 @@ A model's `Conditioning` is the list of its `ConditionKind`s (none for an uncond
 
 Here: the kinds with a null branch (`ClassCondition`, `PromptCondition`) and `Conditioning`. The carrier
 (`ConditionBatch`, `ConditionKind`, the guidance formula) and the kinds guidance keeps (`LowResCondition`,
-`PositionCondition`) are in `condition_batch_ddpm_hub.py`; every name of both is importable from this file. A new
-kind is one class in these files (the sampling side) and one in `ddpm_hub/pipelines/condition_kinds.py` (the data and
-training side). Both files are shipped next to `pipeline_ddpm_hub.py` in every published repo (plain diffusers loads
-them with `trust_remote_code=True`), so they stay self-contained: torch and the standard library only.
+`PositionCondition`) are in `condition_batch_ddpm_hub.py`, importable from here; a CLIP image embedding in
+`image_embeds_ddpm_hub.py`. A new kind is one class in a shipped file (the sampling side, listed in `KINDS`) and one
+in `ddpm_hub/pipelines/` (the data and training side). The files are shipped next to `pipeline_ddpm_hub.py` in every
+published repo (plain diffusers loads them with `trust_remote_code=True`): torch and the standard library only.
 """
 
 import numbers
@@ -38,6 +38,7 @@ from .condition_batch_ddpm_hub import (  # noqa: F401
     guided_output,
     pad_tokens,
 )
+from .image_embeds_ddpm_hub import ImageEmbedsCondition
 
 
 class ClassCondition(ConditionKind):
@@ -215,8 +216,8 @@ class PromptCondition(ConditionKind):
     @classmethod
     def from_model(cls, unet_config, settings: dict, components: dict) -> "PromptCondition | None":
         width = _config_value(unet_config, "cross_attention_dim")
-        if width is None:  # a UNet2DModel has no cross-attention
-            return None
+        if width is None or _config_value(unet_config, "encoder_hid_dim_type") == "image_proj":
+            return None  # a UNet2DModel, or one whose cross-attention reads an image embedding (ImageEmbedsCondition)
         kind = cls(components.get("tokenizer"), components.get("text_encoder"))
         widths = set(width) if isinstance(width, (list, tuple)) else {width}
         kind.cross_attention_dim = int(widths.pop()) if len(widths) == 1 else None  # per block: one if they agree
@@ -405,15 +406,14 @@ class PromptCondition(ConditionKind):
         return tensor
 
 
-KINDS: tuple[type[ConditionKind], ...] = (LowResCondition, ClassCondition, PromptCondition, PositionCondition)
+KINDS = (LowResCondition, ClassCondition, PromptCondition, ImageEmbedsCondition, PositionCondition)
 
 
 class Conditioning:
     """What a model is conditioned on: its kinds, none for an unconditional model."""
 
     def __init__(self, kinds: list[ConditionKind], embedded_guidance: EmbeddedGuidance | None = None):
-        self.kinds = list(kinds)
-        self.embedded_guidance = embedded_guidance  # guidance distilled in: w is a UNet input
+        self.kinds, self.embedded_guidance = list(kinds), embedded_guidance  # the latter: w a UNet input (distilled)
 
     @classmethod
     def of(cls, unet_config, settings: dict | None = None, components: dict | None = None, kinds=KINDS):

@@ -36,6 +36,7 @@ from .call_arguments_ddpm_hub import (
 )
 from .condition_batch_ddpm_hub import Guided
 from .conditioning_ddpm_hub import Conditioning, PromptCondition
+from .image_embeds_ddpm_hub import ImageEmbedsCondition  # noqa: F401
 from .image_processing_ddpm_hub import convert_mask, convert_mode, unit_array
 from .latents_ddpm_hub import AutoencoderKL, decode, image_size
 from .samplers_ddpm_hub import ddpm_chain, is_ddpm_family, warn_if_noise  # noqa: F401
@@ -122,6 +123,9 @@ class DDPMHubPipeline(DiffusionPipeline, CallState):
             after x_t (`conditioning_ddpm_hub.PositionCondition`); its `in_channels` count them.
         vae ([`AutoencoderKL`], *optional*): a latent diffusion model's autoencoder: the chain runs on its scaled
             latents (`latents_ddpm_hub.py`) and the decoder turns x_0 into pixels at the end.
+        image_encoder ([`~transformers.CLIPVisionModelWithProjection`], *optional*), feature_extractor
+            ([`~transformers.CLIPImageProcessor`], *optional*): a decoder's (DALL-E 2's) frozen CLIP image encoder
+            and its normalisation, which embed an image (`image_embeds_ddpm_hub.py`, the variations pipeline).
 
     Examples:
         ```py
@@ -135,8 +139,8 @@ class DDPMHubPipeline(DiffusionPipeline, CallState):
         ```
     """
 
-    model_cpu_offload_seq = "text_encoder->unet->vae"
-    _optional_components = ["text_encoder", "tokenizer", "vae"]
+    model_cpu_offload_seq = "text_encoder->image_encoder->unet->vae"
+    _optional_components = ["text_encoder", "tokenizer", "vae", "image_encoder", "feature_extractor"]
     _callback_tensor_inputs = list(CALLBACK_TENSOR_INPUTS)
     conditioning_class = Conditioning  # the installed package uses its library kinds (ddpm_hub.pipelines.conditioning)
 
@@ -153,9 +157,13 @@ class DDPMHubPipeline(DiffusionPipeline, CallState):
         coordinate_channels: int | None = None,
         vae: AutoencoderKL | None = None,  # annotated: from_pipe carries a diffusers model only to its type
         guidance_range: dict[str, float] | None = None,
+        image_encoder=None,
+        feature_extractor=None,
     ):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer, vae=vae)
+        if "image_encoder" in inspect.signature(type(self).__init__).parameters:  # not a super-resolution pipeline's
+            self.register_modules(image_encoder=image_encoder, feature_extractor=feature_extractor)
         id2label = {int(k): str(v) for k, v in id2label.items()} if id2label else None
         self.register_to_config(id2label=id2label, null_class_label=null_class_label, num_classes=num_classes)
         if default_num_inference_steps is not None:  # a distilled student's own number of calls
@@ -204,6 +212,8 @@ class DDPMHubPipeline(DiffusionPipeline, CallState):
         negative_prompt_attention_mask: torch.Tensor | None = None,
         num_images_per_prompt: int = 1,
         latents: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+        negative_image_embeds: torch.Tensor | None = None,
     ) -> ImagePipelineOutput | tuple:
         """
         Generate images with the reverse process (Algorithm 2).
@@ -239,6 +249,9 @@ class DDPMHubPipeline(DiffusionPipeline, CallState):
                 prompt as the null branch of guidance. `prompt_embeds` `[N x L x D]` / `negative_prompt_embeds`
                 (with `prompt_attention_mask` / `negative_prompt_attention_mask` `[N x L]`) instead of text, as
                 diffusers' pipelines take them. With guidance, one UNet call on 2N images per step.
+            image_embeds (`torch.Tensor` `[N x D]`, *optional*): a decoder's CLIP image embeddings (DALL-E 2), one per
+                image or one for all (`image_embeds_ddpm_hub.py`); guidance's null branch is the zero embedding, or
+                `negative_image_embeds`.
             callback_on_step_end (a function or diffusers' `PipelineCallback` / `MultiPipelineCallbacks`, *optional*):
                 called after every step as `callback_on_step_end(pipeline, i, t, callback_kwargs)` with the tensors
                 named in `callback_on_step_end_tensor_inputs` (default "latents" and "image", both x_{t-1}; a
@@ -248,7 +261,8 @@ class DDPMHubPipeline(DiffusionPipeline, CallState):
         """
         callback = self.step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
         noise, noise_name = start_latents(latents, noise)
-        conditions = {"class_labels": class_labels, **prompt_arguments(locals())}
+        conditions = {"class_labels": class_labels, **prompt_arguments(locals()), "image_embeds": image_embeds}
+        conditions["negative_image_embeds"] = negative_image_embeds
         conditions = repeat_per_prompt(conditions, num_images_per_prompt)
         described = self.conditioning.batch_size(conditions, default=0)
         batch_size = number_of_images(batch_size, num_images_per_prompt, described, generator)

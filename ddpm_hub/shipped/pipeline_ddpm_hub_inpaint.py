@@ -25,6 +25,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from .call_arguments_ddpm_hub import DEFAULT_CALLBACK_TENSOR_INPUTS, check_noise, repeat_each, repeat_per_prompt
 from .condition_batch_ddpm_hub import Guided  # noqa: F401
 from .conditioning_ddpm_hub import Conditioning  # noqa: F401
+from .image_embeds_ddpm_hub import ImageEmbedsCondition  # noqa: F401
 from .image_processing_ddpm_hub import convert_mode  # noqa: F401
 from .latents_ddpm_hub import decode, encode, latent_mask  # noqa: F401
 from .pipeline_ddpm_hub import ClassLabels, DDPMHubPipeline, prompt_arguments

@@ -30,6 +30,7 @@ from .call_arguments_ddpm_hub import (
 )
 from .condition_batch_ddpm_hub import LowResCondition
 from .conditioning_ddpm_hub import Conditioning  # noqa: F401
+from .image_embeds_ddpm_hub import ImageEmbedsCondition  # noqa: F401
 from .image_processing_ddpm_hub import convert_mode  # noqa: F401
 from .latents_ddpm_hub import decode  # noqa: F401
 from .pipeline_ddpm_hub import MAX_IMAGE_SIDE, ClassLabels, DDPMHubPipeline, prompt_arguments

@@ -43,6 +43,7 @@ def check_options(o: TrainingOptions) -> tuple[TrainingOptions, Source]:
     o = resolve_class_dropout(o, source)
     o = resolve_text_options(o, source)
     o = resolve_low_res_options(o, source)
+    o = resolve_image_embeds_options(o, source)
     check_model_compatibility(o, source)
     check_teacher(o, source)
     return o, source
@@ -155,6 +156,37 @@ def resolve_low_res_options(o: TrainingOptions, source: Source) -> TrainingOptio
     return o if share is not None else o.changed("conditioning", clean_low_res_prob=CLEAN_LOW_RES_PROB)
 
 
+def resolve_image_embeds_options(o: TrainingOptions, source: Source) -> TrainingOptions:
+    """
+    The decoder's options (a UNet conditioned on a CLIP image embedding) apply to a decoder only; there embedding
+    dropout defaults to 0.1, and its image encoder is --image_encoder (its config read here) or the pipeline's own.
+    """
+    c = o.conditioning
+    given = [f"--{name} {value}" for name, value in vars(c).items() if name.startswith("image_") and value is not None]
+    if source.conditioning().image_embeds is None:
+        if given:
+            raise UsageError(
+                f"{', '.join(given)}: these apply to decoders (a UNet conditioned on a CLIP image embedding); "
+                f"{o.model.pipeline} is not one. Use e.g. ddpm-unclip-digit-pairs-decoder."
+            )
+        return o
+    if c.image_encoder is not None:
+        if source.trained:
+            raise UsageError(
+                f"--image_encoder {c.image_encoder}: {o.model.pipeline} was trained on its own image encoder's "
+                "embeddings; fine-tune it with that one (leave --image_encoder out)."
+            )
+        from ..loading.image_encoder import image_encoder_config
+
+        image_encoder_config(c.image_encoder, **o.model.loading().download())  # not a CLIP: a message now
+    elif (source.components.get("image_encoder") or [None])[0] is None:
+        raise UsageError(
+            f"{o.model.pipeline} is a decoder configuration without an image encoder: give --image_encoder "
+            "NAME_OR_PATH (a CLIPModel or CLIPVisionModelWithProjection, e.g. runs/ddpm-unclip-digit-pairs-clip)."
+        )
+    return o if c.image_embed_dropout_prob is not None else o.changed("conditioning", image_embed_dropout_prob=0.1)
+
+
 def check_environment(o: TrainingOptions) -> None:
     """Optional packages and the Hub token: things that would otherwise fail after the model is built."""
     check_trackers(o.logging.report_to)
@@ -222,6 +254,9 @@ def run_sources(o: TrainingOptions, source: Source) -> dict[str, tuple[str, str]
     text_encoder = o.conditioning.text_encoder
     if text_encoder is not None and Path(text_encoder).is_dir():
         sources["--text_encoder"] = (text_encoder, "the saved pipeline would be written over the encoder's folder")
+    image_encoder = o.conditioning.image_encoder
+    if image_encoder is not None and Path(image_encoder).is_dir():
+        sources["--image_encoder"] = (image_encoder, "the saved pipeline would be written over the encoder's folder")
     if o.model.vae is not None and Path(o.model.vae).is_dir():
         sources["--vae"] = (o.model.vae, "the saved pipeline would be written over the autoencoder's folder")
     return sources

@@ -37,7 +37,7 @@ def unet_overrides(o: TrainingOptions, source: Source) -> dict:
     variance_type = o.model.variance_type or source.scheduler_config.get("variance_type", "fixed_small")
     image_channels = source.conditioning().image_channels(source.unet_config["in_channels"])
     channels = image_channels * (2 if variance_type == "learned_range" else 1)
-    return {"sample_size": sample_size, "out_channels": channels, **text}
+    return {"sample_size": sample_size, "out_channels": channels, **text, **image_encoder_overrides(o, source)}
 
 
 def text_encoder_overrides(o: TrainingOptions, source: Source) -> dict:
@@ -54,6 +54,16 @@ def text_encoder_overrides(o: TrainingOptions, source: Source) -> dict:
     if width == source.unet_config.get("cross_attention_dim"):
         return {}
     return {"encoder_hid_dim": width, "encoder_hid_dim_type": "text_proj"}
+
+
+def image_encoder_overrides(o: TrainingOptions, source: Source) -> dict:
+    """--image_encoder on a decoder configuration: the UNet reads embeddings of its width (`encoder_hid_dim`)."""
+    name = o.conditioning.image_encoder
+    if name is None or source.trained:
+        return {}
+    from ..loading.image_encoder import image_encoder_config
+
+    return {"encoder_hid_dim": image_encoder_config(name, **o.model.loading().download()).projection_dim}
 
 
 def sample_size_config(resolution: int | tuple[int, int]) -> int | list[int]:
@@ -79,6 +89,13 @@ def training_pipeline(o: TrainingOptions, source: Source):
 
         text_encoder, tokenizer = load_text_encoder(o.conditioning.text_encoder, o.model.revision, o.model.variant)
         pipeline.register_modules(text_encoder=text_encoder, tokenizer=tokenizer)
+    if o.conditioning.image_encoder is not None:  # a decoder's CLIP image encoder, frozen: --torch_dtype
+        from ..loading.image_encoder import load_image_encoder
+
+        image_encoder, feature_extractor = load_image_encoder(o.conditioning.image_encoder, o.model.loading(True))
+        pipeline.register_modules(image_encoder=image_encoder, feature_extractor=feature_extractor)
+    if getattr(pipeline, "image_encoder", None) is not None:
+        pipeline.image_encoder.eval().requires_grad_(False)
     if o.distillation.distill_guidance is not None:  # checked: a text model's teacher (check_guided_teacher)
         pipeline.register_modules(unet=guidance_student(pipeline.unet))
         embedded = EmbeddedGuidance(pipeline.unet.config.time_cond_proj_dim, o.distillation.distill_guidance)

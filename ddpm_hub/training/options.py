@@ -147,6 +147,22 @@ class ConditioningOptions:
     train_text_encoder: bool = option(
         False, "train the text encoder with the UNet (default: frozen, as Imagen keeps T5)", "model"
     )
+    image_encoder: str | None = option(
+        None,
+        "a decoder configuration (a UNet conditioned on a CLIP image embedding, DALL-E 2): the frozen CLIP image "
+        "encoder each training image is embedded with, a CLIPModel (its vision tower and projection are taken) or a "
+        "CLIPVisionModelWithProjection, folder or Hub name (e.g. runs/ddpm-unclip-digit-pairs-clip, "
+        "openai/clip-vit-base-patch32); saved in the run folder (default: the configuration's, or a trained one's)",
+        "model",
+    )
+    image_embed_dropout_prob: float | None = option(
+        None,
+        "a decoder: the share of image embeddings replaced by the zero embedding (the null condition of "
+        "classifier-free guidance), drawn per micro-batch from the seeded stream (default: 0.1)",
+        "model",
+        at_least=0,
+        below=1,
+    )
     validation_prompts: tuple[str, ...] | None = option(
         None,
         "a text-to-image model: the prompts of the grids, one row each, separated by '|' (a list in a config file); "

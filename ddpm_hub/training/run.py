@@ -259,6 +259,14 @@ def build_run(
             f"{count_parameters(pipeline.text_encoder):,}",
             "trained with the UNet" if text_encoder is not None else "frozen",
         )
+    if getattr(pipeline, "image_encoder", None) is not None:  # a decoder's: embeds each micro-batch, frozen
+        pipeline.image_encoder.to(accelerator.device)
+        logger.info(
+            "Image encoder: %s, %s parameters, frozen; embeddings of width %d",
+            type(pipeline.image_encoder).__name__,
+            f"{count_parameters(pipeline.image_encoder):,}",
+            conditioning.image_embeds.embed_dim,
+        )
     parameters = [*unet.parameters(), *(text_encoder.parameters() if text_encoder is not None else [])]
     optimizer = make_optimizer(parameters, o.optimizer, accelerator.device)
     lr_scheduler = get_scheduler(
