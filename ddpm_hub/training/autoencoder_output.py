@@ -34,7 +34,7 @@ from .checkpoint_folders import (
     record_differences,
     temporary_checkpoint_dir,
 )
-from .checkpointing import CheckpointError, check_resumable, find_checkpoint
+from .checkpointing import CheckpointError, check_resumable, check_same_checkpoint, find_checkpoint
 from .loop import TrainingResult
 from .output import run_summary
 
@@ -114,6 +114,7 @@ def resume_autoencoder(run: AutoencoderRun) -> int:
     """Load the checkpoint --resume_from_checkpoint names, if any, after checking it; returns its step (0: none)."""
     o = run.options
     folder = find_checkpoint(o.checkpoints.resume_from_checkpoint, o.output_dir)
+    check_same_checkpoint(run.accelerator, folder, o.output_dir)
     if folder is None:
         return 0
     state = TrainingState.read(folder)

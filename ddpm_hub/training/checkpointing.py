@@ -15,7 +15,9 @@ from .checkpoint_folders import (
     CHECKPOINT_PREFIX,
     EMA_FOLDER,
     TEXT_EMA_FOLDER,
+    TRAINING_STATE,
     TrainingState,
+    checkpoint_step,
     commit_checkpoint,
     latest_checkpoint,
     list_checkpoints,
@@ -180,10 +182,35 @@ def find_checkpoint(resume_from_checkpoint: str | None, output_dir: str | os.Pat
     return Path(resume_from_checkpoint)
 
 
+def check_same_checkpoint(accelerator, folder: Path | None, output_dir: str | os.PathLike) -> None:
+    """
+    Every process resumes from the same checkpoint step, or none does. Processes that disagree (an --output_dir per
+    machine instead of one shared folder: only the main process's machine has the checkpoints) would otherwise start
+    at different steps and wait for each other in collectives until the process group's timeout (30 min on gloo);
+    here every rank stops at once with a message instead.
+    """
+    if folder is None:
+        mine = -1
+    elif not (folder / TRAINING_STATE).is_file():
+        mine = -2
+    else:  # -3: a complete checkpoint given by a path not named checkpoint-<step>
+        mine = checkpoint_step(folder) if checkpoint_step(folder) is not None else -3
+    steps = accelerator.gather(torch.tensor([mine], device=accelerator.device)).tolist()
+    if len(set(steps)) > 1:
+        names = {-1: "no checkpoint", -2: f"no checkpoint at {folder}", -3: f"{folder}"}
+        seen = ", ".join(f"process {rank}: {names.get(step, f'checkpoint-{step}')}" for rank, step in enumerate(steps))
+        raise UsageError(
+            f"The processes of this run do not see the same checkpoints in --output_dir {output_dir} ({seen}). "
+            "Checkpoints are written by the main process: --output_dir must be one folder on a filesystem every "
+            "machine sees, under the same path (see docs/multi-node.md). Nothing was loaded."
+        )
+
+
 def resume(run: Run) -> TrainingState | None:
     """Load the checkpoint named by --resume_from_checkpoint, if any; returns its position."""
     o = run.options
     folder = find_checkpoint(o.checkpoints.resume_from_checkpoint, o.output_dir)
+    check_same_checkpoint(run.accelerator, folder, o.output_dir)
     if folder is None:
         return None
     state = TrainingState.read(folder)

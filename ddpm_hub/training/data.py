@@ -12,6 +12,7 @@ from accelerate.logging import get_logger
 from ..data import DataOptions, ImageDatasetReport, UInt8ImageDataset
 from ..data.cache import Coordinator
 from ..data.streaming import ImageStream, open_stream
+from ..errors import UsageError
 from ..pipelines.conditioning import TrainingConditioning
 from .batches import MicroBatches, StreamedMicroBatches, center_crops, holdout_indices, take_rows
 from .options import BatchOptions
@@ -102,6 +103,23 @@ def load_training_data(
     )
 
 
+def check_same_count_on_every_machine(num_images: int, accelerator: Accelerator) -> None:
+    """
+    Every process decoded as many images: ranks read their batches by index into the same dataset. Each machine
+    decodes its own copy of the data into its own cache; a machine whose copy has other images would count other
+    epochs and steps, and leave the others waiting in a collective until the process group's timeout (30 min on
+    gloo). Every rank stops at once instead. (Copies with as many images but other pixels are not detected.)
+    """
+    counts = accelerator.gather(torch.tensor([num_images], device=accelerator.device)).tolist()
+    if len(set(counts)) > 1:
+        seen = ", ".join(f"process {rank}: {count}" for rank, count in enumerate(counts))
+        raise UsageError(
+            f"The processes of this run decoded different numbers of images ({seen}): every machine must read the "
+            "same data (the same Hub dataset at the same revision, or the same files under the same path; see "
+            "docs/multi-node.md)."
+        )
+
+
 def open_training_stream(
     data: DataOptions, seed: int, conditioning: TrainingConditioning, channels: int, pipeline_name: str, accelerator
 ) -> TrainingStream:
@@ -122,5 +140,6 @@ def make_micro_batches(
         return StreamedMicroBatches(
             dataset.stream, batches.train_batch_size, processes, rank, seed, batches.random_flip, crop
         )
+    check_same_count_on_every_machine(dataset.report.num_images, accelerator)
     images = UInt8ImageDataset(dataset.images, batches.random_flip, indices=dataset.indices, file=dataset.file)
     return MicroBatches(images, batches.train_batch_size, processes, rank, seed, columns=dataset.columns, crop=crop)
