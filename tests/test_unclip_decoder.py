@@ -18,6 +18,7 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPVisionCo
 
 from ddpm_hub import DDPMHubPipeline, DDPMHubScheduler, DDPMHubUnCLIPImageVariationPipeline
 from ddpm_hub.errors import UsageError
+from ddpm_hub.hub.model_card import render_model_card
 from ddpm_hub.loading.components import code_files
 from ddpm_hub.loading.image_encoder import load_image_encoder
 from ddpm_hub.pipelines import Source
@@ -257,6 +258,10 @@ def test_a_tiny_decoder_run_saves_a_folder_that_loads_alone_with_its_image_encod
     images = variations(image=canvas(), num_images_per_prompt=2, decoder_num_inference_steps=3,
                         generator=torch.Generator().manual_seed(0), output_type="np").images  # fmt: skip
     assert images.shape == (2, 8, 16, 1)
+    card = str(render_model_card(out, "alice/tiny-decoder"))
+    assert "from a CLIP image embedding" in card and "transformers `CLIPVisionModelWithProjection` (`clip`)" in card
+    assert "probability 0.1" in card and "DDPMHubUnCLIPImageVariationPipeline.from_pretrained" in card
+    assert 'custom_pipeline="pipeline_ddpm_hub_unclip_variation", trust_remote_code=True' in card
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -326,6 +331,10 @@ def test_the_saved_decoder_ships_the_variation_files_and_loads_back(tmp_path):
     assert type(loaded) is DDPMHubUnCLIPImageVariationPipeline
     loaded.set_progress_bar_config(disable=True)
     np.testing.assert_array_equal(vary(loaded, image=canvas()), vary(variations_of(decoder), image=canvas()))
+    card = render_model_card(tmp_path, "alice/decoder")  # a bare folder: no training record
+    assert card.data.pipeline_tag == "image-to-image" and "unconditional-image-generation" not in card.data.tags
+    card = str(card)
+    assert "embeddings of width 8" in card and "image_embeds=" in card
     base = DDPMHubPipeline.from_pretrained(tmp_path)
     base.set_progress_bar_config(disable=True)
     embeds = unit_rows(1, 9)

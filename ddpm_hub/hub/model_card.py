@@ -42,6 +42,7 @@ from ..run_folder import (
     read_metrics,
 )
 from ..version import __version__
+from .card_decoder import DECODER_PIPELINE_TAG, DECODER_TAGS, decoder_facts
 from .card_training import distillation_facts, training_rows
 
 TEMPLATE_NAME = "model_card.md"
@@ -110,13 +111,15 @@ def render_model_card(
     facts = collect_facts(folder, local_dataset)
     tags = list(TAGS) + (CONDITIONAL_TAGS if facts["conditional"] else []) + (TEXT_TAGS if facts["text"] else [])
     tags += LATENT_TAGS if facts["model"]["latent"] else []
-    if facts["text"]:
+    tags += DECODER_TAGS if facts["model"]["decoder"] else []
+    pipeline_tag = TEXT_PIPELINE_TAG if facts["text"] else DECODER_PIPELINE_TAG if facts["model"]["decoder"] else None
+    if pipeline_tag is not None:
         tags.remove(PIPELINE_TAG)
     card_data = ModelCardData(
         library_name="diffusers",
         license=license,
         tags=list(dict.fromkeys(tags)),
-        pipeline_tag=TEXT_PIPELINE_TAG if facts["text"] else PIPELINE_TAG,
+        pipeline_tag=pipeline_tag or PIPELINE_TAG,
         datasets=[facts["dataset"]["hub_id"]] if facts["dataset"] and facts["dataset"]["hub_id"] else None,
         model_name=repo_id.split("/")[-1] if facts["metrics"] else None,
         eval_results=_eval_results(facts) or None,
@@ -165,7 +168,9 @@ def collect_facts(folder: Path, local_dataset: bool | None = None) -> dict:
         "conditional": (conditional := _conditional_facts(folder, summary)),
         "text": (text := _text_facts(folder, summary, options)),
         "distillation": distillation_facts(folder, options),
-        "usage_call": _usage_call(conditional, summary, text, model["super_resolution"], model["sampler"]),
+        "usage_call": _usage_call(
+            conditional, summary, text, model["super_resolution"], model["sampler"], model["decoder"]
+        ),
         "class_accuracy": _read_text(folder / CLASS_ACCURACY_FILE),
         "text_accuracy": _read_text(folder / TEXT_ACCURACY_FILE),
         "bpd_plot": BPD_PLOT_FILE if (folder / BPD_PLOT_FILE).is_file() else None,
@@ -228,6 +233,7 @@ def _model_facts(folder: Path, options: dict | None = None) -> dict:
         "color": _color(channels),
         "coordinates": conditioning.get("position") is not None,
         "super_resolution": _super_resolution_facts(conditioning, height, width, channels),
+        "decoder": decoder_facts(folder, conditioning, options or {}, count_safetensors_parameters),
         "parameters": f"{count_safetensors_parameters(folder):,}",
         "block_out_channels": ", ".join(map(str, unet.get("block_out_channels", []))),
         "layers_per_block": unet.get("layers_per_block"),
@@ -356,11 +362,16 @@ def _usage_call(
     text: dict | None = None,
     super_resolution: dict | None = None,
     sampler: dict | None = None,
+    decoder: dict | None = None,
 ) -> str:
     """
     The arguments of the sampling call the card shows: the grid's steps (none with a saved fast sampler: its own
-    calls), a class or prompt and guidance; the image to upsample for a super-resolution model.
+    calls), a class or prompt and guidance; the image to upsample or (a decoder's) to vary.
     """
+    if decoder:  # DDPMHubUnCLIPImageVariationPipeline's arguments
+        guidance = (summary.get("samples") or {}).get("guidance_scale") or 3.0
+        arguments = ['image=Image.open("canvas.png")', "num_images_per_prompt=4", f"decoder_guidance_scale={guidance}"]
+        return ", ".join([*arguments, "generator=torch.manual_seed(0)"])
     arguments = ['image=Image.open("small.png")'] if super_resolution else []
     if conditional:
         example = conditional["example"]
