@@ -8,6 +8,7 @@
 - `accuracy`: whether a class or text model draws what it is asked for, read by the digit classifier;
 - `sr_quality`: super-resolution against bicubic upsampling on photographs the model never saw;
 - `reconstruction`: an autoencoder's PSNR, and its reconstructions' distance to the digits ÷ the floor;
+- `clip_accuracy`: whether a digit-pairs CLIP picks the right caption among the 100 ordered pairs, seen and unseen;
 - `export`: samples written one file per image (PNG or `.npz`), resumable, sharded over processes.
 
 Layer: imports the pipelines, the data, loading, `ddpm_hub.shipped` and the root modules; never publishing, training

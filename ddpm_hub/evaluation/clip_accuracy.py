@@ -145,5 +145,5 @@ def clip_accuracy_markdown(result: dict, model_name: str, command: str, device: 
             f"| {label} | {row['num_images']} | {row['accuracy']:.1%} | {row['accuracy_every_form']:.1%} | "
             f"{row['accuracy_among_90']:.1%} |"
         )
-    lines += ["", f"Command: `{command}` (seed {result['seed']}; {device})", ""]
+    lines += ["", f"Command: `{command}` (canvases drawn from seed {result['seed']}; {device})", ""]
     return "\n".join(lines)

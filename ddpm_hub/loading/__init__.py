@@ -6,6 +6,7 @@
 - `settings`: `LoadSettings`, the revision, variant and dtype of a load by name;
 - `configs`: the configurations under `pipelines/`, built into components with fresh weights;
 - `text`: text encoders and tokenizers (transformers) by name, and the word tokenizer built from captions;
+- `clip`: a CLIP (unCLIP's first stage) by name or folder, frozen, with its image preprocessing and tokenizer;
 - `hub_errors`: the Hub's HTTP refusals (401/403/404, revisions, offline) worded with the repo, the cause and the fix.
 
 Layer: imports `ddpm_hub.shipped` and the root modules (errors, run_folder, resources), never the pipelines, the

@@ -20,4 +20,8 @@ autoencoder.py         an AutoencoderKL configuration as --pipeline: its source,
 autoencoder_loss.py    the autoencoder's objective: reconstruction (L1 or L2), KL, SSIM
 autoencoder_loop.py    the autoencoder's loop and entry
 autoencoder_output.py  its checkpoints and its end: the measured scaling factor, the AutoencoderKL folder
+clip.py                a CLIPModel configuration as --pipeline (unCLIP's first stage): source, checks, data, run
+clip_loss.py           CLIP's contrastive loss, same-caption negatives masked, features gathered across ranks
+clip_loop.py           the CLIP's loop and entry
+clip_output.py         its checkpoints and its end: the CLIPModel folder, tokenizer, preprocessing, retrieval picture
 """

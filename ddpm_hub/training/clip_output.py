@@ -241,7 +241,7 @@ def write_clip_summary(run: ClipRun, result: TrainingResult, checksums: list) ->
     record["clip"] = {
         "class": type(run.clip).__name__,
         "projection_dim": run.clip.config.projection_dim,
-        "logit_scale": round(float(run.final_clip().logit_scale.exp()), 3),
+        "logit_scale": round(float(run.final_clip().logit_scale.detach().exp()), 3),
         "tokenizer_size": len(run.tokenizer),
         "negatives": "the global batch (every rank's embeddings gathered); images of the same captions masked out",
         "picture": f"{RETRIEVAL_FILE}: {which} images, each beside the caption it picks among one per meaning",
