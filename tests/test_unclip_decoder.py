@@ -4,6 +4,7 @@ variations pipeline loaded both ways."""
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import UNet2DConditionModel
+from helpers import LAUNCHER, ROOT, assert_bit_identical, check, check_ok, run_script, unet_weights
 from PIL import Image
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPVisionConfig, CLIPVisionModelWithProjection
 
@@ -25,10 +27,11 @@ from ddpm_hub.pipelines import Source
 from ddpm_hub.pipelines.image_embeds_kind import TrainingImageEmbedsCondition
 from ddpm_hub.shipped.conditioning_ddpm_hub import ConditionBatch, Conditioning, guided_output
 from ddpm_hub.shipped.image_embeds_ddpm_hub import encoder_pixels, image_embeddings
+from ddpm_hub.training.options import parse_options
 from ddpm_hub.training.randomness import CONDITION_DROPOUT, make_generator
-from tests.helpers import ROOT, check, check_ok, run_script
 
 EMBED_DIM = 8
+KILL_AFTER_2 = {"FAULT_KILL_AFTER_CHECKPOINT": "2"}  # tests/launch_train.py: killed after the step-2 checkpoint
 VISION = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, patch_size=8)
 
 
@@ -235,20 +238,26 @@ def test_the_decoder_options_are_checked_before_any_work(tmp_path):
     options, _ = check(["--pipeline", "ddpm-unclip-digit-pairs-decoder", "--image_encoder", str(tmp_path / "clip"),
                         *data])  # fmt: skip
     assert options.conditioning.image_embed_dropout_prob == 0.1
+    config = parse_options(["--config", str(ROOT / "training" / "configs" / "ddpm-unclip-digit-pairs-decoder.yaml")])
+    assert config[0].conditioning.image_encoder == "runs/ddpm-unclip-digit-pairs-clip"
 
 
 @pytest.mark.slow
-def test_a_tiny_decoder_run_saves_a_folder_that_loads_alone_with_its_image_encoder(tmp_path):
+def test_a_tiny_decoder_run_resumes_bit_identically_and_saves_a_folder_that_loads_alone(tmp_path):
     save_tiny_clip(tmp_path / "clip", image_size=16)
-    out = tmp_path / "out"
-    result = run_script([
+    common = [
         "--pipeline", str(decoder_config(tmp_path)), "--image_encoder", str(tmp_path / "clip"),
         "--dataset_name", "builtin:digit-pairs", "--resolution", "8x16", "--max_train_samples", "32",
-        "--train_batch_size", "8", "--max_train_steps", "3", "--lr_warmup_steps", "1", "--num_validation_images", "4",
+        "--train_batch_size", "8", "--max_train_steps", "4", "--lr_warmup_steps", "1", "--num_validation_images", "4",
         "--ddpm_num_inference_steps", "3", "--validation_steps", "0", "--validation_holdout", "8", "--logger", "none",
-        "--output_dir", str(out),
-    ])  # fmt: skip
-    check_ok(result)
+        "--checkpointing_steps", "2",
+    ]  # fmt: skip
+    out = tmp_path / "a"
+    check_ok(run_script([*common, "--output_dir", str(out)]))
+    killed = run_script([*common, "--output_dir", str(tmp_path / "b")], script=LAUNCHER, env=KILL_AFTER_2)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    check_ok(run_script([*common, "--output_dir", str(tmp_path / "b"), "--resume_from_checkpoint", "latest"]))
+    assert_bit_identical(unet_weights(out), unet_weights(tmp_path / "b"))  # the same embeddings dropped
     index = json.loads((out / "model_index.json").read_text())
     assert index["image_encoder"] == ["transformers", "CLIPVisionModelWithProjection"]
     assert (out / "image_encoder" / "model.safetensors").is_file() and (out / "samples.png").is_file()
@@ -372,3 +381,18 @@ def test_plain_diffusers_makes_the_same_variations_with_trust_remote_code(tmp_pa
     assert "LOADED DDPMHubUnCLIPImageVariationPipeline CLIPVisionModelWithProjection" in result.stdout
     expected = vary(variations_of(decoder), image=canvas(), num_images_per_prompt=2)
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
+
+
+@pytest.mark.slow
+def test_a_decoder_round_trips_through_the_hub_with_its_image_encoder(hub_server, tmp_path, hub_cache):
+    from ddpm_hub.hub.publishing import publish
+
+    decoder = tiny_decoder(tiny_image_encoder(), CLIPImageProcessor(image_mean=[0.5], image_std=[0.5]))
+    decoder.save_pretrained(tmp_path / "folder")
+    publish(tmp_path / "folder", "alice/tiny-decoder", token="hf_alice_write")
+    loaded = DDPMHubUnCLIPImageVariationPipeline.from_pretrained(
+        "alice/tiny-decoder", cache_dir=hub_cache, token="hf_alice_write"
+    )
+    loaded.set_progress_bar_config(disable=True)
+    assert type(loaded.feature_extractor).__name__.startswith("CLIPImageProcessor")
+    np.testing.assert_array_equal(vary(loaded, image=canvas()), vary(variations_of(decoder), image=canvas()))

@@ -170,6 +170,10 @@ def resolve_image_embeds_options(o: TrainingOptions, source: Source) -> Training
                 f"{o.model.pipeline} is not one. Use e.g. ddpm-unclip-digit-pairs-decoder."
             )
         return o
+    if autoencoder_of(o.model, source) is not None:  # the encoder would embed latents, not the images it was made for
+        raise UsageError(
+            f"{o.model.pipeline} is a decoder: it trains in pixels (each image embedded by CLIP), not --vae."
+        )
     if c.image_encoder is not None:
         if source.trained:
             raise UsageError(
