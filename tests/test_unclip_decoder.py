@@ -216,6 +216,19 @@ def test_a_clip_model_folder_gives_its_vision_tower_and_projection(tmp_path):
         load_image_encoder(str(ROOT / "pipelines" / "ddpm-digit-pairs-text" / "text_encoder"))
 
 
+def test_a_clip_trained_here_embeds_canvases_as_its_own_encode_images_does(tmp_path):
+    """The decoder is conditioned on the embeddings the CLIP stage (and the prior) compute: ddpm_hub.loading.clip."""
+    from ddpm_hub.loading.clip import ImagePreprocessing, encode_images
+
+    clip = save_tiny_clip(tmp_path / "clip")
+    ImagePreprocessing(32, 1, (0.4,), (0.3,), data_size=(16, 32)).save(tmp_path / "clip")
+    encoder, feature_extractor = load_image_encoder(str(tmp_path / "clip"))
+    images = torch.from_numpy(np.stack([canvas(seed, (16, 32)) for seed in range(3)]))[:, None]  # uint8 canvases
+    theirs = encode_images(clip, ImagePreprocessing.read(tmp_path / "clip"), images)
+    ours = image_embeddings(encoder, images.float() / 127.5 - 1, feature_extractor)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
 def decoder_config(tmp_path: Path) -> Path:
     """ddpm-unclip-digit-pairs-decoder at 8 x 16 with two levels: seconds per step on this CPU."""
     config = tmp_path / "tiny-decoder"
