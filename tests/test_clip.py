@@ -5,12 +5,15 @@ two processes."""
 
 import json
 import math
+import uuid
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 import transformers
 from helpers import check_ok, run_script
+from huggingface_hub import HfApi
 from safetensors.torch import load_file
 from transformers.models.clip.modeling_clip import image_text_contrastive_loss
 
@@ -24,6 +27,7 @@ from ddpm_hub.training.clip import meaning_ids
 from ddpm_hub.training.clip_loss import contrastive_loss, gather_with_local_grad, same_meaning
 from ddpm_hub.training.main import main
 
+ROOT = Path(__file__).resolve().parents[1]
 CAPTIONS = [caption for a in range(10) for b in range(10) for caption in digit_pairs.captions_of(a, b)]
 TINY_RUN = [
     "--dataset_name", "builtin:digit-pairs", "--max_images", "120", "--validation_holdout", "16",
@@ -178,9 +182,37 @@ def test_a_clip_loads_from_a_folder_frozen_and_anything_else_is_refused(tmp_path
         load_clip(tmp_path / "t5")
     with pytest.raises(UsageError, match="a configuration without weights: train it first"):
         load_clip(PIPELINES_DIR / "ddpm-unclip-digit-pairs-clip")
+    ImagePreprocessing(32, 3, (0.5,) * 3, (0.5,) * 3).save(folder)
+    with pytest.raises(UsageError, match=r"3-channel images of 32x32, and its vision tower takes 1 channel"):
+        load_clip(folder)
     (folder / "tokenizer.json").unlink()
     with pytest.raises(UsageError, match="no tokenizer"):
         load_clip(folder)
+
+
+def test_a_clip_loads_by_hub_name_with_its_preprocessing(hub_server, tmp_path):
+    """By repo id from the loopback Hub: ours (image_preprocessing.json), and one laid out as OpenAI's CLIPs are (a
+    preprocessor_config.json of CLIPImageProcessor, the legacy eos_token_id 2 and the end token the largest id)."""
+    api = HfApi(token="hf_alice_write")
+    ours, openai_like = f"alice/clip-{uuid.uuid4().hex[:8]}", f"alice/clip-{uuid.uuid4().hex[:8]}"
+    folder = tiny_clip_folder(tmp_path / "ours", weights=True)
+    for repo_id in (ours, openai_like):
+        api.create_repo(repo_id)
+    api.upload_folder(folder_path=folder, repo_id=ours)
+    model, _, preprocessing = load_clip(ours)
+    assert preprocessing.data_size == (16, 32) and not model.training
+    expected = load_file(folder / "model.safetensors")
+    assert all(torch.equal(value, model.state_dict()[name]) for name, value in expected.items())
+    config = json.loads((folder / "config.json").read_text())
+    config["text_config"]["eos_token_id"] = 2
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "image_preprocessing.json").unlink()
+    processor = {"crop_size": {"height": 32, "width": 32}, "image_mean": [0.48], "image_std": [0.27]}
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor))
+    api.upload_folder(folder_path=folder, repo_id=openai_like)
+    _, tokenizer, preprocessing = load_clip(openai_like)
+    assert preprocessing == ImagePreprocessing(32, 1, (0.48,), (0.27,))
+    assert tokenizer.eos_token_id == len(tokenizer) - 1
 
 
 def test_the_shipped_configuration():
@@ -207,6 +239,17 @@ def test_options_of_other_runs_are_refused(tmp_path, capsys):
         main(["--pipeline", str(folder), "--prediction_type", "v_prediction", "--dry-run"])
     with pytest.raises(UsageError, match="--random_flip: a flipped image"):
         main(["--pipeline", str(folder), "--random_flip", "--dry-run", *TINY_RUN])
+    main(
+        [
+            "--config",
+            str(ROOT / "training" / "configs" / "ddpm-unclip-digit-pairs-clip.yaml"),
+            "--dry-run",
+            "--output_dir",
+            str(tmp_path / "run"),
+        ]
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert report["options"]["pipeline"] == "ddpm-unclip-digit-pairs-clip" and report["options"]["cpu_threads"] == 1
 
 
 class Stop(Exception):

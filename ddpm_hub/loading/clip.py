@@ -119,11 +119,12 @@ class ImagePreprocessing:
             ) from None
 
     @classmethod
-    def from_processor_config(cls, config: dict) -> "ImagePreprocessing":
+    def from_processor_config(cls, config: dict, num_channels: int = 3) -> "ImagePreprocessing":
         """From a Hub CLIP's `preprocessor_config.json` (`CLIPImageProcessor`: crop_size, image_mean, image_std)."""
         crop = config.get("crop_size", config.get("size", 224))
         side = crop.get("height", crop.get("shortest_edge")) if isinstance(crop, dict) else crop
-        return cls(int(side), 3, config.get("image_mean", (0.5,) * 3), config.get("image_std", (0.5,) * 3))
+        mean, std = config.get("image_mean", (0.5,) * num_channels), config.get("image_std", (0.5,) * num_channels)
+        return cls(int(side), num_channels, mean, std)
 
 
 class LoadedCLIP(NamedTuple):
@@ -232,6 +233,13 @@ def load_clip(
     preprocessing = ImagePreprocessing.read(name) if local else None
     if preprocessing is None:
         preprocessing = hub_preprocessing(name, revision, model.config.vision_config)
+    vision = model.config.vision_config
+    if (preprocessing.image_size, preprocessing.num_channels) != (vision.image_size, vision.num_channels):
+        raise UsageError(
+            f"{where}: its image preprocessing makes {preprocessing.num_channels}-channel images of "
+            f"{preprocessing.image_size}x{preprocessing.image_size}, and its vision tower takes {vision.num_channels} "
+            f"channel(s) at {vision.image_size}x{vision.image_size}."
+        )
     return LoadedCLIP(model.eval().requires_grad_(False), tokenizer, preprocessing)
 
 
@@ -243,11 +251,9 @@ def hub_preprocessing(name: str, revision: str | None, vision_config) -> ImagePr
         path = cached_file(name, file, revision=revision, _raise_exceptions_for_missing_entries=False)
         if path is not None:
             data = json.loads(Path(path).read_text())
-            return (
-                ImagePreprocessing(**data)
-                if file == PREPROCESSING_FILE
-                else ImagePreprocessing.from_processor_config(data)
-            )
+            if file == PREPROCESSING_FILE:
+                return ImagePreprocessing(**data)
+            return ImagePreprocessing.from_processor_config(data, vision_config.num_channels)
     channels = vision_config.num_channels
     return ImagePreprocessing(vision_config.image_size, channels, (0.5,) * channels, (0.5,) * channels)
 
