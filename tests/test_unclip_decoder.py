@@ -409,3 +409,23 @@ def test_a_decoder_round_trips_through_the_hub_with_its_image_encoder(hub_server
     loaded.set_progress_bar_config(disable=True)
     assert type(loaded.feature_extractor).__name__.startswith("CLIPImageProcessor")
     np.testing.assert_array_equal(vary(loaded, image=canvas()), vary(variations_of(decoder), image=canvas()))
+
+
+def test_the_variations_command_writes_a_row_per_image(tmp_path, capsys):
+    from ddpm_hub import cli
+
+    decoder = tiny_decoder(tiny_image_encoder(), CLIPImageProcessor(image_mean=[0.5], image_std=[0.5]))
+    decoder.save_pretrained(tmp_path / "decoder")
+    for seed in (1, 2):
+        Image.fromarray(canvas(seed)).save(tmp_path / f"canvas-{seed}.png")
+    argv = ["variations", str(tmp_path / "decoder"), str(tmp_path / "canvas-1.png"), str(tmp_path / "canvas-2.png"),
+            "--num_images", "3", "--steps", "2", "--scale", "1", "--output", str(tmp_path / "out.png")]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert json.loads(capsys.readouterr().out) == {"output": str(tmp_path / "out.png"), "num_images": 6,
+                                                   "guidance_scale": 4.0}  # fmt: skip
+    assert Image.open(tmp_path / "out.png").size == (4 * 16 + 5 * 2, 2 * 8 + 3 * 2)  # input + 3 variations, 2 rows
+    Source.of("ddpm-tiny-8").build().save_pretrained(tmp_path / "plain")
+    argv[1] = str(tmp_path / "plain")
+    assert cli.main(argv) == 2
+    error = capsys.readouterr().err
+    assert "ddpm-hub variations: error:" in error and "needs a decoder" in error and "Traceback" not in error

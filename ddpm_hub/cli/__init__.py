@@ -6,6 +6,7 @@
     inpaint   RePaint                                        (inpaint.py)
     img2img   SDEdit                                         (img2img.py)
     upscale   super-resolution                               (upscale.py)
+    variations  unCLIP: an image's CLIP embedding decoded again (variations.py)
     eval      bits/dim, FID/KID, the sampler sweep           (evaluate.py)
     push      publishing to the Hub                          (push.py)
     train     training (training/train.py's options)         (train.py)
@@ -22,7 +23,7 @@ import sys
 
 from ..errors import DDPMHubError
 from ..version import __version__
-from . import env, evaluate, img2img, info, inpaint, noise, push, sample, train, upscale
+from . import env, evaluate, img2img, info, inpaint, noise, push, sample, train, upscale, variations
 
 COMMANDS = {
     "info": info,
@@ -31,6 +32,7 @@ COMMANDS = {
     "inpaint": inpaint,
     "img2img": img2img,
     "upscale": upscale,
+    "variations": variations,
     "eval": evaluate,
     "push": push,
     "train": train,
