@@ -14,6 +14,7 @@ import torch
 import transformers
 from helpers import check_ok, run_script
 from huggingface_hub import HfApi
+from PIL import Image
 from safetensors.torch import load_file
 from transformers.models.clip.modeling_clip import image_text_contrastive_loss
 
@@ -311,6 +312,7 @@ def test_resume_is_bit_identical_and_the_folder_is_a_clip(tmp_path, monkeypatch,
         "{a} left of {b}", "{a} left of {b} (words)", "{b} right of {a}", "{b} right of {a} (words)"
     }  # fmt: skip
     assert "| held-out canvases of seen pairs | 20 |" in (straight / "clip_accuracy.md").read_text()
+    assert Image.open(straight / "clip_accuracy.png").size[1] > 0
     assert cli.main(["eval", str(straight), "--clip_accuracy", "--bpd"]) == 2
 
 

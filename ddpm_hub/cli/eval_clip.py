@@ -1,6 +1,7 @@
 """`ddpm-hub eval MODEL --clip_accuracy`: whether a CLIP trained on builtin:digit-pairs picks the right caption among
 the 100 ordered pairs of digits, for held-out canvases of seen pairs and for the ten pairs never in the data
-(`ddpm_hub.evaluation.clip_accuracy`); writes `clip_accuracy.md` + `.json` and prints the JSON.
+(`ddpm_hub.evaluation.clip_accuracy`); writes `clip_accuracy.md` + `.json` and `clip_accuracy.png` (two canvases of
+each unseen pair and ten of seen pairs, each beside the caption picked), and prints the JSON.
 
     ddpm-hub eval runs/ddpm-unclip-digit-pairs-clip --clip_accuracy                    # 1000 seen, 100 per unseen pair
 """
@@ -19,6 +20,7 @@ from ..run_folder import check_writable_folder
 from .eval_tasks import device_name
 
 CLIP_ACCURACY_FILE = "clip_accuracy.md"
+CLIP_ACCURACY_PICTURE = "clip_accuracy.png"  # canvases of the unseen pairs, then seen ones, with the caption picked
 OTHER_TASKS = ("bpd", "fid", "sweep", "class_accuracy", "text_accuracy", "sr_quality")
 
 
@@ -37,12 +39,14 @@ def run_clip_accuracy(args: argparse.Namespace) -> int:
     model, tokenizer, preprocessing = load_clip(args.model, args.revision, dtype)
     model.to(args.device)
     seed = EVAL_SEED + args.seed  # never the data's seed (0)
-    result = clip_accuracy(model, tokenizer, preprocessing, args.num_images, max(1, args.num_images // 10), seed)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    picture = output_dir / CLIP_ACCURACY_PICTURE
+    per_pair = max(1, args.num_images // 10)
+    result = clip_accuracy(model, tokenizer, preprocessing, args.num_images, per_pair, seed, picture)
     command = (
         f"ddpm-hub eval {shlex.quote(args.model)} --clip_accuracy --num_images {args.num_images} --seed {args.seed}"
     )
     result = {"model": args.model, **result, "command": command, "device": device_name(args.device)}
-    output_dir.mkdir(parents=True, exist_ok=True)
     with writing(output_dir / CLIP_ACCURACY_FILE, "the CLIP accuracy table"):
         (output_dir / CLIP_ACCURACY_FILE).write_text(
             clip_accuracy_markdown(result, args.model, command, result["device"])

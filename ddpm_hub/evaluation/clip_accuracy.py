@@ -17,18 +17,27 @@ of {b}" or "{b} right of {a}", both digits as numerals or both as words) among i
 ordered pairs of two different digits (candidates and images both restricted to a != b).
 """
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
 from ..data import DataOptions
 from ..data import digit_pairs as pairs_data
 from ..loading.clip import ImagePreprocessing, encode_images, encode_text
+from ..pictures import make_grid, to_pil_images, upscale
 
 EVAL_SEED = 1  # the held-out canvases' seed: builtin:digit-pairs draws its canvases from digit_pairs.SEED (0)
 CANONICAL_FORM = ("left", False)  # "{a} left of {b}", numerals
-FORMS = [(form, words) for form in ("left", "right") for words in (False, True)]
+FORM_NAMES = {
+    ("left", False): "{a} left of {b}",
+    ("left", True): "{a} left of {b} (words)",
+    ("right", False): "{b} right of {a}",
+    ("right", True): "{b} right of {a} (words)",
+}
+FORMS = list(FORM_NAMES)
 ALL_PAIRS = [(left, right) for left in range(10) for right in range(10)]
 
 
@@ -79,8 +88,13 @@ def top_captions(text_embeds: torch.Tensor, image_embeds: torch.Tensor) -> torch
     return (image_embeds @ text_embeds.t()).argmax(dim=1)
 
 
-def accuracies(model, tokenizer, preprocessing: ImagePreprocessing, canvases: PairCanvases) -> dict:
-    """The share of canvases whose top caption names their pair: canonical form, every form, the 90 with a != b."""
+def accuracies(
+    model, tokenizer, preprocessing: ImagePreprocessing, canvases: PairCanvases
+) -> tuple[dict, torch.Tensor]:
+    """
+    The share of canvases whose top caption names their pair: canonical form, every form, the 90 with a != b; and
+    the row of `ALL_PAIRS` picked for each canvas with the canonical form.
+    """
     image_embeds = encode_images(model, preprocessing, canvases.images)
     truth = torch.tensor([ALL_PAIRS.index(pair) for pair in canvases.pairs])
     per_form = {}
@@ -88,6 +102,7 @@ def accuracies(model, tokenizer, preprocessing: ImagePreprocessing, canvases: Pa
         text_embeds = encode_text(model, tokenizer, pair_captions(form, words))
         per_form[(form, words)] = (top_captions(text_embeds, image_embeds) == truth).float()
     canonical = per_form[CANONICAL_FORM]
+    picks = top_captions(encode_text(model, tokenizer, pair_captions(*CANONICAL_FORM)), image_embeds)
     distinct = [i for i, (a, b) in enumerate(ALL_PAIRS) if a != b]
     images = [i for i, (a, b) in enumerate(canvases.pairs) if a != b]
     text_embeds = encode_text(model, tokenizer, pair_captions(*CANONICAL_FORM, [ALL_PAIRS[i] for i in distinct]))
@@ -95,31 +110,49 @@ def accuracies(model, tokenizer, preprocessing: ImagePreprocessing, canvases: Pa
     among_90 = (
         (torch.tensor(distinct)[chosen] == truth[images]).float().mean() if images else torch.tensor(float("nan"))
     )
-    return {
+    row = {
         "accuracy": round(float(canonical.mean()), 4),
         "accuracy_every_form": round(float(torch.stack(list(per_form.values())).mean()), 4),
-        "accuracy_per_form": {
-            pairs_data.prompt(1, 2, form, words)
-            .replace("1", "{a}")
-            .replace("2", "{b}")
-            .replace("one", "{a}")
-            .replace("two", "{b}")
-            + (" (words)" if words else ""): round(float(hits.mean()), 4)
-            for (form, words), hits in per_form.items()
-        },  # fmt: skip
+        "accuracy_per_form": {FORM_NAMES[form]: round(float(hits.mean()), 4) for form, hits in per_form.items()},
         "accuracy_among_90": round(float(among_90), 4),
         "num_images": len(canvases.pairs),
     }
+    return row, picks
+
+
+def caption_picture(images: torch.Tensor, captions: list[str], right: list[bool], scale: int = 3) -> Image.Image:
+    """Images uint8 `[N x C x H x W]`, each beside a caption in green (`right`) or red, two a row."""
+    tiles = []
+    for image, caption, correct in zip(to_pil_images(images), captions, right):
+        image = upscale(image.convert("RGB"), scale)
+        tile = Image.new("RGB", (image.width + 150, image.height), "white")
+        tile.paste(image, (0, 0))
+        colour = "darkgreen" if correct else "red"
+        ImageDraw.Draw(tile).text((image.width + 6, image.height // 2 - 6), caption, fill=colour)
+        tiles.append(tile)
+    return make_grid(tiles, columns=2)
 
 
 def clip_accuracy(
     model, tokenizer, preprocessing: ImagePreprocessing, num_seen: int = 1000, per_unseen_pair: int = 100,
-    seed: int = EVAL_SEED,
+    seed: int = EVAL_SEED, picture: str | os.PathLike | None = None,
 ) -> dict:  # fmt: skip
-    """Seen and unseen accuracies of a digit-pairs CLIP (module docstring), with how they were measured."""
+    """
+    Seen and unseen accuracies of a digit-pairs CLIP (module docstring), with how they were measured; with
+    `picture`, a PNG of two canvases of each unseen pair and ten of seen pairs beside the caption picked for each.
+    """
     size = preprocessing.data_size or (16, 32)
-    seen = accuracies(model, tokenizer, preprocessing, seen_canvases(num_seen, size, seed))
-    unseen = accuracies(model, tokenizer, preprocessing, unseen_canvases(per_unseen_pair, size, seed))
+    seen_images, unseen_images = seen_canvases(num_seen, size, seed), unseen_canvases(per_unseen_pair, size, seed)
+    seen, seen_picks = accuracies(model, tokenizer, preprocessing, seen_images)
+    unseen, unseen_picks = accuracies(model, tokenizer, preprocessing, unseen_images)
+    if picture is not None:
+        rows = [i * per_unseen_pair + j for i in range(10) for j in range(min(2, per_unseen_pair))]
+        shown = [(unseen_images, unseen_picks, i) for i in rows]
+        shown += [(seen_images, seen_picks, i) for i in range(min(10, num_seen))]
+        picks = [ALL_PAIRS[int(chosen[i])] for _, chosen, i in shown]
+        right = [pick == canvases.pairs[i] for pick, (canvases, _, i) in zip(picks, shown)]
+        images = torch.stack([canvases.images[i] for canvases, _, i in shown])
+        caption_picture(images, [pair_captions(*CANONICAL_FORM, [pick])[0] for pick in picks], right).save(picture)
     return {
         "seen": seen,
         "unseen": unseen,

@@ -9,13 +9,11 @@ from pathlib import Path
 import torch
 from accelerate.logging import get_logger
 from accelerate.utils import gather_object
-from PIL import Image, ImageDraw
 
 from ..errors import UsageError
-from ..evaluation.clip_accuracy import top_captions
+from ..evaluation.clip_accuracy import caption_picture, top_captions
 from ..loading.clip import encode_images, encode_text
 from ..loading.configs import weights_checksum
-from ..pictures import make_grid, to_pil_images, upscale
 from ..run_folder import CHECKPOINTS_DIR, SUMMARY_FILE, write_json
 from .checkpoint_folders import (
     CHECKPOINT_PREFIX,
@@ -195,20 +193,13 @@ def log_retrieval(run: ClipRun, step: int) -> dict | None:
     return {key: value for key, value in result.items() if key != "chosen"}
 
 
-def write_retrieval_picture(run: ClipRun, clip, path: Path, scale: int = 3) -> None:
+def write_retrieval_picture(run: ClipRun, clip, path: Path) -> None:
     """Check images, each beside the caption the CLIP picks for it (green: one of its own captions; red: not)."""
     images, captions, _, _ = check_images(run)
     count = min(PICTURE_IMAGES, len(images))
     chosen = retrieval(run, clip)["chosen"][:count]
-    tiles = []
-    for image, own, pick in zip(to_pil_images(images[:count]), captions[:count], chosen):
-        image = upscale(image.convert("RGB"), scale)
-        tile = Image.new("RGB", (image.width + 150, image.height), "white")
-        tile.paste(image, (0, 0))
-        right = pick.lower() in {text.lower() for text in own}
-        ImageDraw.Draw(tile).text((image.width + 6, image.height // 2 - 6), pick, fill="darkgreen" if right else "red")
-        tiles.append(tile)
-    make_grid(tiles, columns=2).save(path)
+    right = [pick.lower() in {text.lower() for text in own} for own, pick in zip(captions, chosen)]
+    caption_picture(images[:count], chosen, right).save(path)
 
 
 def finish_clip(run: ClipRun, result: TrainingResult) -> None:
