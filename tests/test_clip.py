@@ -181,6 +181,8 @@ def test_a_clip_loads_from_a_folder_frozen_and_anything_else_is_refused(tmp_path
     transformers.T5EncoderModel(t5).save_pretrained(tmp_path / "t5")
     with pytest.raises(UsageError, match=r"is a t5 model \(T5EncoderModel\), not a CLIP"):
         load_clip(tmp_path / "t5")
+    with pytest.raises(UsageError, match="is a pipeline folder .*, not a CLIP"):
+        load_clip(PIPELINES_DIR / "ddpm-tiny-8")
     with pytest.raises(UsageError, match="a configuration without weights: train it first"):
         load_clip(PIPELINES_DIR / "ddpm-unclip-digit-pairs-clip")
     ImagePreprocessing(32, 3, (0.5,) * 3, (0.5,) * 3).save(folder)

@@ -186,6 +186,11 @@ def clip_config(name_or_path: str | os.PathLike, revision: str | None = None):
     """The config of `name_or_path`, checked to be a CLIP's (`model_type` clip); a clear refusal otherwise."""
     import transformers
 
+    if os.path.isfile(os.path.join(str(name_or_path), "model_index.json")):
+        raise UsageError(
+            f"{str(name_or_path)!r} is a pipeline folder (model_index.json), not a CLIP: give the CLIP's own folder "
+            f"(config.json of model_type clip beside its weights and tokenizer), e.g. {EXAMPLE_CLIPS}."
+        )
     version = {} if revision is None else {"revision": revision}
     try:
         config = transformers.AutoConfig.from_pretrained(str(name_or_path), **version)
