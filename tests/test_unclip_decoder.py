@@ -429,3 +429,26 @@ def test_the_variations_command_writes_a_row_per_image(tmp_path, capsys):
     assert cli.main(argv) == 2
     error = capsys.readouterr().err
     assert "ddpm-hub variations: error:" in error and "needs a decoder" in error and "Traceback" not in error
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Measuring variations (benchmarks/unclip_variations.py)
+
+
+def test_the_spread_of_a_group_is_the_mean_squared_distance_to_its_mean():
+    from ddpm_hub.evaluation.variation_accuracy import spread
+
+    features = torch.tensor([[[0.0, 0.0], [2.0, 0.0]], [[1.0, 1.0], [1.0, 1.0]]])  # two groups of two
+    assert spread(features) == pytest.approx((1 + 1 + 0 + 0) / 4)
+
+
+def test_real_canvases_of_a_pair_are_digit_images_of_its_labels():
+    from ddpm_hub.evaluation.clip_accuracy import digit_images
+    from ddpm_hub.evaluation.variation_accuracy import pair_canvases
+
+    canvases = pair_canvases([(3, 7), (1, 2)], per_pair=2)
+    assert canvases.images.shape == (4, 1, 16, 32) and canvases.pairs == [(3, 7), (3, 7), (1, 2), (1, 2)]
+    digits, labels = digit_images(16, 16)
+    for image, (left, right) in zip(canvases.images, canvases.pairs):
+        assert any(torch.equal(image[..., :16], digit) for digit in digits[torch.from_numpy(labels == left)])
+        assert any(torch.equal(image[..., 16:], digit) for digit in digits[torch.from_numpy(labels == right)])
