@@ -142,6 +142,8 @@ def test_the_text_tower_pools_at_the_end_token():
     tokens = tokenizer(["3 left of seven", "one right of 9", "zero left of 0"], padding=True, return_tensors="pt")
     ends = (tokens.input_ids == tokenizer.eos_token_id).int().argmax(dim=1)
     assert ends.tolist() == [4, 4, 4] and tokens.input_ids.shape[1] == 5
+    cut = tokenizer(["3 left of seven left of 9 right of 2"], truncation=True).input_ids[0]
+    assert len(cut) == 8 and cut[-1] == tokenizer.eos_token_id  # a long caption keeps its end token
     for eos in (tokenizer.eos_token_id, 2):
         torch.manual_seed(0)
         text = transformers.CLIPTextModel(tiny_config(eos, len(tokenizer)).text_config).eval()

@@ -265,10 +265,12 @@ def hub_preprocessing(name: str, revision: str | None, vision_config) -> ImagePr
 
 @torch.no_grad()
 def encode_text(model, tokenizer, captions: list[str], batch_size: int = 256) -> torch.Tensor:
-    """Unit-norm text embeddings `[N x projection_dim]` of the captions (CLIP's `text_embeds`)."""
+    """Unit-norm text embeddings `[N x projection_dim]` of the captions (CLIP's `text_embeds`), each cut to the
+    tokenizer's `model_max_length` with its end token kept."""
     device, rows = model.device, []
     for start in range(0, len(captions), batch_size):
-        tokens = tokenizer(captions[start : start + batch_size], padding=True, return_tensors="pt").to(device)
+        batch = captions[start : start + batch_size]
+        tokens = tokenizer(batch, padding=True, truncation=True, return_tensors="pt").to(device)
         features = model.get_text_features(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask)
         rows.append(F.normalize(features.pooler_output.float(), dim=-1))
     return torch.cat(rows)

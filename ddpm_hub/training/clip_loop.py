@@ -32,12 +32,13 @@ def draw_captions(captions: list[list[str]], generator: torch.Generator) -> list
 def micro_batch_loss(run: ClipRun, m: int, x: torch.Tensor, values: dict) -> torch.Tensor:
     """
     The contrastive loss of micro-batch m over the global batch (`clip_loss`): images `x` `[B x C x H x W]` in
-    [-1, 1], one caption each drawn from (seed, CAPTION, m, rank); captions of the same meaning are not negatives.
+    [-1, 1], one caption each drawn from (seed, CAPTION, m, rank), cut to the text tower's positions with its end
+    token kept (as CLIP's 77); captions of the same meaning are not negatives.
     """
     accelerator, seed, rank = run.accelerator, run.options.seed, run.accelerator.process_index
     pixel_values = run.preprocessing.pixel_values((x.to(accelerator.device) + 1) / 2)
     captions = draw_captions(values["captions"], make_generator(seed, CAPTION, m, rank))
-    tokens = run.tokenizer(captions, padding=True, return_tensors="pt").to(accelerator.device)
+    tokens = run.tokenizer(captions, padding=True, truncation=True, return_tensors="pt").to(accelerator.device)
     torch.manual_seed(derive_seed(seed, DROPOUT, m, rank))  # dropout, if the configuration has any
     with accelerator.autocast():
         text_embeds, image_embeds, logit_scale = run.model(tokens.input_ids, tokens.attention_mask, pixel_values)
