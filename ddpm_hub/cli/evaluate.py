@@ -187,7 +187,8 @@ def run(args: argparse.Namespace) -> int:
     accuracy = check_accuracy_tasks(args)  # the model kind each asks for, from its configs: before any work
     if not (args.bpd or args.fid or args.sweep or accuracy):
         raise UsageError(
-            "nothing to do: pass --bpd, --fid, --sweep, --class_accuracy, --text_accuracy and/or --sr_quality."
+            "nothing to do: pass --bpd, --fid, --sweep, --class_accuracy, --text_accuracy and/or --sr_quality (a "
+            "CLIP: --clip_accuracy)."
         )
     data = from_namespace(DataOptions, args)
     check_ranges(data)
