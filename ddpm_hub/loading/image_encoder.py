@@ -60,7 +60,10 @@ def load_image_encoder(name: str, settings: LoadSettings | None = None):
 
 
 def load_feature_extractor(name: str, download: dict):
-    """The `CLIPImageProcessor` saved with the encoder (`preprocessor_config.json`), or None when it has none."""
+    """
+    The encoder's normalisation as a `CLIPImageProcessor`: its `preprocessor_config.json`, else the mean and std of
+    a CLIP trained here (`image_preprocessing.json`, whose padding must be `encoder_pixels`'), else None.
+    """
     from transformers import CLIPImageProcessor
 
     if Path(name).is_dir():
@@ -69,7 +72,14 @@ def load_feature_extractor(name: str, download: dict):
         trained = read_json(Path(name, TRAINED_PREPROCESSING), "a CLIP's image preprocessing")
         if trained is None:
             return None
-        side = int(trained["image_size"])  # pad, never resize (ddpm_hub.loading.clip): the image is the square's size
+        side, data_size = int(trained["image_size"]), trained.get("data_size")
+        if (data_size is not None and max(data_size) != side) or trained.get("pad_value", 0.0) != 0.0:
+            raise UsageError(  # encoder_pixels pads with black to the canvas's longer side, then resizes
+                f"--image_encoder {name}: its {TRAINED_PREPROCESSING} pads {data_size} canvases to {side}x{side} "
+                f"with {trained.get('pad_value', 0.0)}, and the decoder pads them with black (0) to the longer side, "
+                "then resizes: the embeddings would differ from the CLIP's own. Train the CLIP with image_size equal "
+                "to the canvas's longer side and black padding."
+            )
         return CLIPImageProcessor(
             image_mean=list(trained["image_mean"]),
             image_std=list(trained["image_std"]),
