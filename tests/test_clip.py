@@ -19,12 +19,12 @@ from safetensors.torch import load_file
 from transformers.models.clip.modeling_clip import image_text_contrastive_loss
 
 from ddpm_hub import cli
-from ddpm_hub.data import digit_pairs
+from ddpm_hub.data import DataOptions, digit_pairs
 from ddpm_hub.errors import UsageError
 from ddpm_hub.loading.clip import ImagePreprocessing, check_text_pooling, clip_word_tokenizer, load_clip
 from ddpm_hub.loading.configs import PIPELINES_DIR, count_parameters
 from ddpm_hub.loading.text import word_tokenizer
-from ddpm_hub.training.clip import meaning_ids
+from ddpm_hub.training.clip import CaptionColumns, meaning_ids
 from ddpm_hub.training.clip_loss import contrastive_loss, gather_with_local_grad, same_meaning
 from ddpm_hub.training.main import main
 
@@ -98,6 +98,13 @@ def test_images_of_the_same_pair_are_not_negatives():
     assert meanings[0] == meanings[1] != meanings[2]
     same = same_meaning(meanings)
     assert same.tolist() == [[True, True, False], [True, True, False], [False, False, True]]
+    decoded = DataOptions(dataset_name="builtin:digit-pairs", resolution=(16, 32), max_images=256).load(
+        1, captions=True
+    )
+    batch = CaptionColumns().columns(decoded, "builtin:digit-pairs", "test")
+    pairs = [texts[0] for texts in batch["captions"]]  # "{a} left of {b}": the pair
+    expected = torch.tensor([[a == b for b in pairs] for a in pairs])
+    assert torch.equal(same_meaning(batch["meaning"]), expected) and int(expected.sum()) > 256  # pairs repeat
     embeds = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     logit_scale = torch.tensor(math.log(100.0))
     assert float(contrastive_loss(embeds, embeds, logit_scale)) > 0.6 * math.log(2)  # the duplicates split 50/50
