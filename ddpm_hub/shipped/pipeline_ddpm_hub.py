@@ -1,11 +1,12 @@
 # Copyright 2026 The ddpm_hub authors. Apache License 2.0.
 """DDPMHubPipeline: sampling with a UNet and a DDPM-family scheduler, in pixels or in an autoencoder's latent space;
-unconditional, or class- or text-conditional with classifier-free guidance.
+unconditional, or conditioned on a class, a text or a CLIP image embedding, with classifier-free guidance.
 
 Plain diffusers runs this file for `DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)`: shipped at
 the root of every published repo, it stays self-contained (torch, numpy, PIL, diffusers) and holds sampling only; the
 installed package's `DDPMHubPipeline` (`ddpm_hub.pipelines.library`) adds loading, saving, publishing and the
-likelihood. The task pipelines (`pipeline_ddpm_hub_inpaint.py`, `_img2img.py`, `_superres.py`) build on this class.
+likelihood. The task pipelines (`pipeline_ddpm_hub_inpaint.py`, `_img2img.py`, `_superres.py`, `_unclip_variation.py`)
+build on this class.
 """
 
 import inspect
