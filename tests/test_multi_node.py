@@ -55,16 +55,6 @@ streaming.ImageStream._one_epoch = recorded
 sys.argv = [os.environ["LAUNCHER"], *sys.argv[1:]]
 runpy.run_path(os.environ["LAUNCHER"], run_name="__main__")
 """
-SHORT_GROUP_TIMEOUT = """
-import os, runpy, sys
-from datetime import timedelta
-import torch.distributed.distributed_c10d as c10d
-
-# The process group's timeout when init_process_group is given none (accelerate gives none): 30 min for gloo
-c10d.default_pg_timeout = timedelta(seconds=float(os.environ["GROUP_TIMEOUT_S"]))
-sys.argv = [os.environ["LAUNCHER"], *sys.argv[1:]]
-runpy.run_path(os.environ["LAUNCHER"], run_name="__main__")
-"""
 
 
 @dataclass
@@ -274,18 +264,16 @@ def test_a_stream_splits_over_the_machines_and_an_output_dir_per_machine_is_refu
 def test_a_frozen_machine_stops_the_other_after_the_process_group_timeout(tmp_path):
     """
     Machine 1 freezes (SIGSTOP: its connections stay open, as with a hung machine or a lost network): machine 0 waits
-    in its next collective until the process group's timeout, then stops by itself; it does not hang at exit. The
-    timeout is shortened to 10 s here by a test double; the trainer leaves it at torch's default, 30 min on gloo.
-    Also: a --cache_dir the machines share is built once, by the machine that takes its lock first.
+    in its next collective until the process group's timeout (--ddp_timeout, 10 s here; 30 min by default), then
+    stops by itself; it does not hang at exit. Also: a --cache_dir the machines share is built once, by the machine
+    that takes its lock first.
     """
-    script = tmp_path / "short_group_timeout.py"
-    script.write_text(SHORT_GROUP_TIMEOUT)
     out = tmp_path / "shared" / "run"
     args = [*TINY, "--max_train_steps", "4", "--checkpointing_steps", "2", "--output_dir", str(out)]
-    env = {"GROUP_TIMEOUT_S": "10"}
+    args += ["--ddp_timeout", "10"]
     shared_cache = tmp_path / "shared" / "cache"
     args += ["--cache_dir", str(shared_cache)]
-    with machines(tmp_path, [args, args], script=script, env=[env, env]) as (machine0, machine1):
+    with machines(tmp_path, [args, args]) as (machine0, machine1):
         wait_for(out / "checkpoints" / "checkpoint-2", [machine0, machine1])
         machine1.signal_all(signal.SIGSTOP)
         frozen = time.monotonic()

@@ -382,6 +382,14 @@ class TrainingOptions:
         False, "delete checkpoints an earlier run left in output_dir and start over", "training"
     )
     seed: int = option(0, "seeds the weights and every random draw; same seed, same run", "training", at_least=0)
+    ddp_timeout: int = option(
+        1800,
+        "seconds a process waits for the others in a collective before the run stops (torch.distributed's timeout, "
+        "transformers' --ddp_timeout): how long a machine that freezes holds up the others; longer than any time one "
+        "process works alone (a checkpoint written, the final grids)",
+        "training",
+        at_least=1,
+    )
     length: LengthOptions = field(default_factory=LengthOptions)
     optimizer: OptimizerOptions = field(default_factory=OptimizerOptions)
     ema: EMAOptions = field(default_factory=EMAOptions)

@@ -6,12 +6,13 @@ import gc
 import logging
 import math
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration
+from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration
 from diffusers import UNet2DModel
 from diffusers.optimization import get_scheduler
 
@@ -162,6 +163,7 @@ def make_accelerator(o: TrainingOptions) -> Accelerator:
         ),
         step_scheduler_with_optimizer=False,  # we step the LR schedule once per optimizer step, whatever the world
         dynamo_backend="inductor" if o.speed.compile else None,
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=o.ddp_timeout))],
     )
     if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         raise UsageError("fp16 mixed precision needs a GPU; on a CPU use --mixed_precision bf16 or no.")
