@@ -25,6 +25,7 @@ from .pipelines import (
     DDPMHubPipeline,
     DDPMHubSuperResolutionPipeline,
     DDPMHubUnCLIPImageVariationPipeline,
+    DDPMHubUnCLIPPipeline,
     Source,
 )
 from .shipped.scheduling_ddpm_hub import DDPMHubScheduler, DDPMHubSchedulerOutput
@@ -39,6 +40,7 @@ __all__ = [
     "DDPMHubSuperResolutionPipeline",
     "DDPMHubSchedulerOutput",
     "DDPMHubUnCLIPImageVariationPipeline",
+    "DDPMHubUnCLIPPipeline",
     "Source",
     "__version__",
 ]

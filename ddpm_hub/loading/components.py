@@ -28,6 +28,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from ..errors import DDPMHubError, InputNotFoundError, UsageError
 from ..run_folder import MODEL_INDEX, PICKLE_WEIGHT_SUFFIXES, read_json
 from ..shipped.conditioning_ddpm_hub import KINDS, EmbeddedGuidance
+from ..shipped.prior_ddpm_hub import UNCLIP_SETTINGS
 from ..shipped.scheduling_ddpm_hub import DDPMHubScheduler
 from . import hub_errors
 from .weights import check_finite_weights, check_variant, check_weights  # noqa: F401 - re-exported
@@ -45,6 +46,7 @@ PIPELINE_SETTINGS = (
     *(name for kind in KINDS for name in kind.setting_names),
     *EmbeddedGuidance.setting_names,
     "default_num_inference_steps",
+    *UNCLIP_SETTINGS,  # a text-to-image unCLIP folder's call defaults
 )
 NO_CODE = ["*.py"]  # shipped code is never downloaded: the installed classes are used
 SCHEDULER_CONFIG_NAME = "scheduler_config.json"
@@ -92,6 +94,8 @@ def load_components(
     declared = inspect.signature(pipeline_class.__init__).parameters
     loaded = {}
     for name, entry in components_of(index).items():
+        if name not in declared:  # a component of a larger pipeline (an unCLIP folder's prior, for its decoder)
+            continue
         if name in kwargs:
             loaded[name] = kwargs[name]
             continue

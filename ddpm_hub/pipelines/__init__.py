@@ -20,6 +20,7 @@ from .library import (
     DDPMHubPipeline,
     DDPMHubSuperResolutionPipeline,
     DDPMHubUnCLIPImageVariationPipeline,
+    DDPMHubUnCLIPPipeline,
 )
 from .source import ModelLoadError, Source
 
@@ -30,6 +31,7 @@ __all__ = [
     "DDPMHubPipeline",
     "DDPMHubSuperResolutionPipeline",
     "DDPMHubUnCLIPImageVariationPipeline",
+    "DDPMHubUnCLIPPipeline",
     "ModelLoadError",
     "Source",
 ]

@@ -19,6 +19,7 @@ from ..shipped import pipeline_ddpm_hub as shipped
 from ..shipped import pipeline_ddpm_hub_img2img as shipped_img2img
 from ..shipped import pipeline_ddpm_hub_inpaint as shipped_inpaint
 from ..shipped import pipeline_ddpm_hub_superres as shipped_superres
+from ..shipped import pipeline_ddpm_hub_unclip as shipped_unclip
 from ..shipped import pipeline_ddpm_hub_unclip_variation as shipped_variation
 from . import conditioning
 
@@ -173,6 +174,35 @@ class DDPMHubUnCLIPImageVariationPipeline(shipped_variation.DDPMHubUnCLIPImageVa
     __doc__ = shipped_variation.DDPMHubUnCLIPImageVariationPipeline.__doc__
 
 
+class DDPMHubUnCLIPPipeline(shipped_unclip.DDPMHubUnCLIPPipeline, DDPMHubUnCLIPImageVariationPipeline):
+    __doc__ = shipped_unclip.DDPMHubUnCLIPPipeline.__doc__
+
+    @classmethod
+    def from_stages(cls, prior: str | os.PathLike, decoder: str | os.PathLike, **settings) -> "DDPMHubUnCLIPPipeline":
+        """
+        The text-to-image pipeline of a trained prior's folder (`ddpm_hub.loading.prior`: the prior, its scheduler,
+        the CLIP text encoder and tokenizer) and a decoder (a folder or repo that
+        `DDPMHubUnCLIPImageVariationPipeline` loads). The call defaults are the runs' (the prior's measured guidance
+        scale and steps, the decoder's grids' guidance scale), or `settings` (`prior_guidance_scale`,
+        `decoder_guidance_scale`, `prior_num_inference_steps`, `prior_num_candidates`, `default_num_inference_steps`).
+        """
+        from ..loading.prior import decoder_defaults, load_prior_stage
+
+        stage = load_prior_stage(prior)
+        decoding = DDPMHubUnCLIPImageVariationPipeline.from_pretrained(decoder)
+        if decoding.conditioning.get("image_embeds") is None:
+            raise UsageError(f"--decoder {decoder}: {decoding.conditioning.describe()}; a decoder reads image_embeds.")
+        width, dim = decoding.conditioning.get("image_embeds").embed_dim, stage["prior"].config.clip_embed_dim
+        if dim is not None and int(dim) != width:
+            raise UsageError(f"The prior {prior} makes embeddings of {dim} and the decoder {decoder} reads {width}.")
+        parts = {name: getattr(decoding, name, None) for name in ("unet", "scheduler", "image_encoder")}
+        parts.update(feature_extractor=getattr(decoding, "feature_extractor", None), vae=decoding.vae)
+        kept = ("coordinate_channels", "default_num_inference_steps")
+        parts.update({key: decoding.config[key] for key in kept if decoding.config.get(key) is not None})
+        defaults = {**(decoder_defaults(decoder) if os.path.isdir(decoder) else {}), **stage}
+        return cls(**parts, **{**defaults, **settings})
+
+
 # Every folder of a DDPMHubPipeline ships these pipelines' files (the variations pipeline serves decoders only, and
 # refuses other models when called).
 DDPMHubPipeline.task_pipelines = (DDPMHubInpaintPipeline, DDPMHubImg2ImgPipeline, DDPMHubUnCLIPImageVariationPipeline)
@@ -181,7 +211,12 @@ DDPMHubPipeline.task_pipelines = (DDPMHubInpaintPipeline, DDPMHubImg2ImgPipeline
 # The installed pipeline classes, by the name a model index gives in `_class_name`.
 PIPELINE_CLASSES = {
     klass.__name__: klass
-    for klass in (DDPMHubPipeline, *DDPMHubPipeline.task_pipelines, DDPMHubSuperResolutionPipeline)
+    for klass in (
+        DDPMHubPipeline,
+        *DDPMHubPipeline.task_pipelines,
+        DDPMHubSuperResolutionPipeline,
+        DDPMHubUnCLIPPipeline,
+    )
 }
 
 

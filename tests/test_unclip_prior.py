@@ -1,0 +1,256 @@
+"""unCLIP's diffusion prior (issue 33, item 2) and the text-to-image pipeline through it (item 4): the x_0 target on
+Gaussian embeddings against its closed form, the normalisation saved and undone, guidance of the prior, a tiny run's
+bit-identical resume, and `DDPMHubUnCLIPPipeline` loading both ways and from the loopback Hub."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from diffusers import PriorTransformer
+from test_unclip_decoder import EMBED_DIM, tiny_decoder, tiny_image_encoder
+from transformers import CLIPImageProcessor, CLIPTextConfig, CLIPTextModelWithProjection
+
+from ddpm_hub import DDPMHubPipeline, DDPMHubScheduler, DDPMHubUnCLIPImageVariationPipeline, DDPMHubUnCLIPPipeline
+from ddpm_hub.loading.clip import clip_word_tokenizer
+from ddpm_hub.loading.prior import save_prior_stage
+from ddpm_hub.shipped.prior_ddpm_hub import PriorText, encode_prompts, guided_x0, normalise, predict_x0, sample_prior
+from ddpm_hub.training.prior_loss import prior_loss
+
+TEXT_POSITIONS = 6
+CAPTIONS = [f"{a} left of {b}" for a in range(10) for b in range(10) if a != b]
+
+
+def tiny_text_side(seed: int = 0):
+    """A CLIP text tower with an 8-wide projection and its word tokenizer (the end token the largest id)."""
+    tokenizer = clip_word_tokenizer(CAPTIONS, max_length=TEXT_POSITIONS)
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=EMBED_DIM, intermediate_size=16, num_hidden_layers=1,
+        num_attention_heads=2, max_position_embeddings=TEXT_POSITIONS, projection_dim=EMBED_DIM,
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id, pad_token_id=0,
+    )  # fmt: skip
+    return CLIPTextModelWithProjection(config).eval(), tokenizer
+
+
+def tiny_prior(seed: int = 0) -> PriorTransformer:
+    torch.manual_seed(seed)
+    prior = PriorTransformer(
+        num_attention_heads=2, attention_head_dim=4, num_layers=1, embedding_dim=EMBED_DIM,
+        num_embeddings=TEXT_POSITIONS, additional_embeddings=4, clip_embed_dim=EMBED_DIM,
+    )  # fmt: skip
+    with torch.no_grad():
+        prior.clip_mean.copy_(torch.linspace(-0.3, 0.3, EMBED_DIM)[None])
+        prior.clip_std.copy_(torch.linspace(0.1, 0.4, EMBED_DIM)[None])
+    return prior.eval()
+
+
+def prior_scheduler() -> DDPMHubScheduler:
+    return DDPMHubScheduler(
+        num_train_timesteps=100, beta_schedule="squaredcos_cap_v2", prediction_type="sample", clip_sample=False
+    )
+
+
+def tiny_unclip() -> DDPMHubUnCLIPPipeline:
+    text_encoder, tokenizer = tiny_text_side()
+    decoder = tiny_decoder(tiny_image_encoder(), CLIPImageProcessor(image_mean=[0.5], image_std=[0.5]))
+    pipeline = DDPMHubUnCLIPPipeline(
+        unet=decoder.unet, scheduler=decoder.scheduler, prior=tiny_prior(), prior_scheduler=prior_scheduler(),
+        text_encoder=text_encoder, tokenizer=tokenizer, image_encoder=decoder.image_encoder,
+        feature_extractor=decoder.feature_extractor, prior_guidance_scale=3.0, prior_num_inference_steps=4,
+    )  # fmt: skip
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def draw(pipeline, **kwargs) -> np.ndarray:
+    kwargs = {
+        "prompt": ["3 left of 7", "0 left of 5"], "num_images_per_prompt": 2, "decoder_num_inference_steps": 3,
+        "generator": torch.Generator().manual_seed(0), "output_type": "np", **kwargs,
+    }  # fmt: skip
+    return pipeline(**kwargs).images
+
+
+def texts(prompts: list[str]) -> PriorText:
+    text_encoder, tokenizer = tiny_text_side()
+    return encode_prompts(text_encoder, tokenizer, prompts, TEXT_POSITIONS)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The objective: x_0 on normalised embeddings
+
+
+def gaussian_posterior_mean(x_t, alphas_cumprod, mu: float, s: float):
+    """E[x_0 | x_t] for x_0 ~ N(mu, s^2 I): mu + sqrt(abar) s^2 / (abar s^2 + 1 - abar) (x_t - sqrt(abar) mu)."""
+    abar = alphas_cumprod.view(-1, 1).to(x_t)
+    return mu + abar.sqrt() * s**2 / (abar * s**2 + 1 - abar) * (x_t - abar.sqrt() * mu)
+
+
+def test_the_x0_target_of_gaussian_embeddings_has_its_closed_form_loss():
+    """
+    x_0 ~ N(mu, s^2 I), x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps: the best x_0 prediction is E[x_0 | x_t] = mu +
+    sqrt(abar) s^2 / (abar s^2 + 1 - abar) (x_t - sqrt(abar) mu), whose squared error per dimension has the expected
+    value of the posterior variance s^2 (1 - abar) / (abar s^2 + 1 - abar). The objective's target is x_0 itself, and
+    its loss of that predictor matches the expectation.
+    """
+    scheduler = prior_scheduler()
+    mu, s, n, d = 0.7, 0.5, 20000, EMBED_DIM
+    generator = torch.Generator().manual_seed(0)
+    x_0 = mu + s * torch.randn(n, d, generator=generator)
+    t = torch.randint(0, 100, (n,), generator=generator)
+    noise = torch.randn(n, d, generator=generator)
+    x_t = scheduler.add_noise(x_0, noise, t)
+
+    def model(x, timesteps):
+        return gaussian_posterior_mean(x, scheduler.alphas_cumprod[timesteps], mu, s)
+
+    losses, target = prior_loss(model, scheduler, x_0, t, noise, reduce=False)
+    torch.testing.assert_close(target, x_0)
+    abar = scheduler.alphas_cumprod[t].double()
+    expected = s**2 * (1 - abar) / (abar * s**2 + 1 - abar)
+    assert losses.shape == (n,)
+    assert abs(float(losses.double().mean()) - float(expected.mean())) < 0.01 * float(expected.mean())
+    noisy_guess = torch.nn.functional.mse_loss(x_t, x_0, reduction="none").mean(1)  # a worse predictor costs more
+    assert float(noisy_guess.mean()) > 1.5 * float(losses.mean())
+
+
+def test_the_normalisation_is_saved_in_the_prior_and_undone_after_the_chain(tmp_path):
+    prior = tiny_prior()
+    z = torch.randn(5, EMBED_DIM)
+    normed = normalise(prior, z)
+    torch.testing.assert_close(normed, (z - prior.clip_mean) / prior.clip_std)
+    torch.testing.assert_close(prior.post_process_latents(normed), z)
+    prior.save_pretrained(tmp_path / "prior")
+    loaded = PriorTransformer.from_pretrained(tmp_path / "prior")
+    assert torch.equal(loaded.clip_mean, prior.clip_mean) and torch.equal(loaded.clip_std, prior.clip_std)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Guidance and sampling
+
+
+def test_prior_guidance_mixes_the_null_and_the_text_predictions():
+    prior = tiny_prior()
+    text, null = texts(["3 left of 7", "0 left of 5"]), texts([""])
+    x_t, t = torch.randn(2, EMBED_DIM, generator=torch.Generator().manual_seed(1)), torch.tensor(40)
+    with torch.no_grad():
+        x0_text = predict_x0(prior, x_t, t, text)
+        x0_null = predict_x0(prior, x_t, t, null.repeat_each(2))
+        torch.testing.assert_close(guided_x0(prior, x_t, t, text, null, 0.0), x0_null)
+        torch.testing.assert_close(guided_x0(prior, x_t, t, text, null, 1.0), x0_text)
+        by_hand = x0_null + 3.0 * (x0_text - x0_null)
+        torch.testing.assert_close(guided_x0(prior, x_t, t, text, null, 3.0), by_hand, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(x0_text, x0_null)
+
+
+def test_the_prior_samples_unit_embeddings_and_keeps_the_candidate_closest_to_the_text():
+    prior, scheduler = tiny_prior(), prior_scheduler()
+    text, null = texts(["3 left of 7", "0 left of 5"]), texts([""])
+    latents = torch.randn(4, EMBED_DIM, generator=torch.Generator().manual_seed(2))
+    every = []  # each text's two candidates, drawn alone from its generator
+    for i in range(2):
+        generator = torch.Generator().manual_seed(10 + i)
+        every.append(sample_prior(prior, scheduler, text.rows(torch.tensor([i, i])), null, 2.0, 4,
+                                  [generator, generator], latents=latents[2 * i : 2 * i + 2]))  # fmt: skip
+    every = torch.cat(every)
+    generators = [torch.Generator().manual_seed(10 + i) for i in range(2)]
+    kept = sample_prior(prior, scheduler, text, null, 2.0, 4, generators, num_candidates=2, latents=latents)
+    torch.testing.assert_close(kept.norm(dim=-1), torch.ones(2))
+    similarity = (every * text.repeat_each(2).text_embeds).sum(-1).view(2, 2)
+    torch.testing.assert_close(kept, every[similarity.argmax(1) + torch.tensor([0, 2])])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The pipeline
+
+
+def test_the_pipeline_decodes_the_priors_embeddings_as_the_variations_pipeline_does():
+    pipeline = tiny_unclip()
+    images = draw(pipeline)
+    assert images.shape == (4, 8, 16, 1)
+    embeds = pipeline.prompt_image_embeddings(
+        ["3 left of 7", "0 left of 5"], 2, torch.Generator().manual_seed(0), prior_guidance_scale=3.0,
+        prior_num_inference_steps=4,
+    )  # fmt: skip
+    generator = torch.Generator().manual_seed(0)
+    pipeline.prompt_image_embeddings(["3 left of 7", "0 left of 5"], 2, generator)  # the prior's draws first
+    variations = DDPMHubUnCLIPImageVariationPipeline.from_pipe(pipeline)
+    decoded = variations(image_embeddings=embeds, decoder_num_inference_steps=3, generator=generator, output_type="np")
+    np.testing.assert_array_equal(images, decoded.images)
+    assert not np.array_equal(draw(pipeline, prior_guidance_scale=0.0), images)
+
+
+def test_the_pipeline_is_saved_with_its_code_and_loads_back_as_both_pipelines(tmp_path):
+    pipeline = tiny_unclip()
+    pipeline.save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["_class_name"] == ["pipeline_ddpm_hub_unclip", "DDPMHubUnCLIPPipeline"]
+    assert index["prior"] == ["diffusers", "PriorTransformer"] and index["prior_guidance_scale"] == 3.0
+    for name in ("pipeline_ddpm_hub_unclip.py", "prior_ddpm_hub.py", "pipeline_ddpm_hub_unclip_variation.py"):
+        assert (tmp_path / name).is_file()
+    loaded = DDPMHubUnCLIPPipeline.from_pretrained(tmp_path)
+    assert type(loaded) is DDPMHubUnCLIPPipeline and loaded.config.prior_num_inference_steps == 4
+    loaded.set_progress_bar_config(disable=True)
+    np.testing.assert_array_equal(draw(loaded), draw(pipeline))
+    variations = DDPMHubUnCLIPImageVariationPipeline.from_pretrained(tmp_path)
+    assert type(variations) is DDPMHubUnCLIPImageVariationPipeline and not hasattr(variations, "prior")
+    assert type(DDPMHubPipeline.from_pretrained(tmp_path)) is DDPMHubPipeline
+
+
+def test_from_stages_builds_the_pipeline_of_a_prior_folder_and_a_decoder_folder(tmp_path):
+    pipeline = tiny_unclip()
+    save_prior_stage(tmp_path / "prior", pipeline.prior, pipeline.prior_scheduler, pipeline.text_encoder,
+                     pipeline.tokenizer)  # fmt: skip
+    (tmp_path / "prior" / "training_options.json").write_text(json.dumps({"validation_guidance_scale": 3.0,
+                                                                          "ddpm_num_inference_steps": 4}))  # fmt: skip
+    DDPMHubUnCLIPImageVariationPipeline.from_pipe(pipeline).save_pretrained(tmp_path / "decoder")
+    built = DDPMHubUnCLIPPipeline.from_stages(prior=tmp_path / "prior", decoder=tmp_path / "decoder")
+    built.set_progress_bar_config(disable=True)
+    assert built.config.prior_guidance_scale == 3.0 and built.config.prior_num_inference_steps == 4
+    np.testing.assert_array_equal(draw(built), draw(pipeline))
+
+
+PLAIN_DIFFUSERS_UNCLIP = textwrap.dedent(
+    """
+    import sys
+    sys.modules["ddpm_hub"] = None  # ddpm_hub cannot be imported in this process
+    import numpy as np, torch
+    from diffusers import DiffusionPipeline
+    torch.set_num_threads(1)
+    folder, out = sys.argv[1:3]
+    pipeline = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
+    pipeline.set_progress_bar_config(disable=True)
+    print("LOADED", type(pipeline).__name__, type(pipeline.prior).__name__, type(pipeline.prior_scheduler).__name__)
+    images = pipeline(prompt=["3 left of 7", "0 left of 5"], num_images_per_prompt=2, decoder_num_inference_steps=3,
+                      generator=torch.Generator().manual_seed(0), output_type="np").images
+    np.save(out, images)
+    """
+)
+
+
+@pytest.mark.slow
+def test_plain_diffusers_draws_the_same_images_with_trust_remote_code(tmp_path):
+    pipeline = tiny_unclip()
+    pipeline.save_pretrained(tmp_path / "folder")
+    args = [str(tmp_path / "folder"), str(tmp_path / "out.npy")]
+    result = subprocess.run([sys.executable, "-c", PLAIN_DIFFUSERS_UNCLIP, *args], capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "LOADED DDPMHubUnCLIPPipeline PriorTransformer DDPMHubScheduler" in result.stdout
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), draw(pipeline))
+
+
+@pytest.mark.slow
+def test_the_pipeline_round_trips_through_the_hub(hub_server, tmp_path, hub_cache):
+    from ddpm_hub.hub.publishing import publish
+
+    pipeline = tiny_unclip()
+    pipeline.save_pretrained(tmp_path / "folder")
+    publish(tmp_path / "folder", "alice/tiny-unclip", token="hf_alice_write")
+    loaded = DDPMHubUnCLIPPipeline.from_pretrained("alice/tiny-unclip", cache_dir=hub_cache, token="hf_alice_write")
+    loaded.set_progress_bar_config(disable=True)
+    assert type(loaded.prior).__name__ == "PriorTransformer"
+    np.testing.assert_array_equal(draw(loaded), draw(pipeline))
