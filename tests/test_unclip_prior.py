@@ -3,18 +3,22 @@ Gaussian embeddings against its closed form, the normalisation saved and undone,
 bit-identical resume, and `DDPMHubUnCLIPPipeline` loading both ways and from the loopback Hub."""
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from diffusers import PriorTransformer
+from helpers import ROOT, assert_bit_identical
 from test_unclip_decoder import EMBED_DIM, tiny_decoder, tiny_image_encoder
 from transformers import CLIPImageProcessor, CLIPTextConfig, CLIPTextModelWithProjection
 
 from ddpm_hub import DDPMHubPipeline, DDPMHubScheduler, DDPMHubUnCLIPImageVariationPipeline, DDPMHubUnCLIPPipeline
+from ddpm_hub.errors import UsageError
 from ddpm_hub.loading.clip import clip_word_tokenizer
 from ddpm_hub.loading.prior import save_prior_stage
 from ddpm_hub.shipped.prior_ddpm_hub import PriorText, encode_prompts, guided_x0, normalise, predict_x0, sample_prior
@@ -254,3 +258,113 @@ def test_the_pipeline_round_trips_through_the_hub(hub_server, tmp_path, hub_cach
     loaded.set_progress_bar_config(disable=True)
     assert type(loaded.prior).__name__ == "PriorTransformer"
     np.testing.assert_array_equal(draw(loaded), draw(pipeline))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training
+
+
+TINY_PRIOR_RUN = [
+    "--dataset_name", "builtin:digit-pairs", "--max_images", "120", "--validation_holdout", "16",
+    "--train_batch_size", "8", "--lr_warmup_steps", "2", "--learning_rate", "1e-3", "--logger", "none",
+    "--seed", "3", "--cpu_threads", "1", "--ddpm_num_inference_steps", "3", "--validation_guidance_scale", "2",
+]  # fmt: skip
+
+
+def tiny_clip_run(folder: Path) -> Path:
+    """A CLIP folder as a CLIP run leaves it (weights, word tokenizer, image_preprocessing.json), 8 wide."""
+    from transformers import CLIPConfig, CLIPModel
+
+    from ddpm_hub.loading.clip import ImagePreprocessing
+
+    words = [*map(str, range(10)), "zero one two three four five six seven eight nine left right of".split()]
+    tokenizer = clip_word_tokenizer([" ".join(map(str, words))], max_length=8)
+    torch.manual_seed(0)
+    text = dict(hidden_size=EMBED_DIM, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+                vocab_size=len(tokenizer), max_position_embeddings=8, eos_token_id=tokenizer.eos_token_id,
+                bos_token_id=tokenizer.eos_token_id, pad_token_id=0)  # fmt: skip
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, patch_size=8,
+                  image_size=32, num_channels=1)  # fmt: skip
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=EMBED_DIM)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    ImagePreprocessing(32, 1, (0.5,), (0.5,), data_size=(16, 32)).save(folder)
+    return folder
+
+
+def tiny_prior_config(folder: Path) -> Path:
+    shutil.copytree(ROOT / "pipelines" / "ddpm-unclip-digit-pairs-prior", folder)
+    config = json.loads((folder / "prior" / "config.json").read_text())
+    config.update(num_attention_heads=2, attention_head_dim=4, num_layers=1, embedding_dim=EMBED_DIM,
+                  clip_embed_dim=EMBED_DIM)  # fmt: skip
+    (folder / "prior" / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_the_prior_options_are_checked_before_any_work(tmp_path, capsys):
+    from ddpm_hub.training.main import main
+
+    clip, config = tiny_clip_run(tmp_path / "clip"), tiny_prior_config(tmp_path / "prior-config")
+    common = ["--pipeline", str(config), "--output_dir", str(tmp_path / "out"), *TINY_PRIOR_RUN]
+    with pytest.raises(UsageError, match="give --clip"):
+        main([*common, "--dry-run"])
+    with pytest.raises(UsageError, match="--prediction_type: options of diffusion"):
+        main([*common, "--clip", str(clip), "--prediction_type", "epsilon", "--dry-run"])
+    with pytest.raises(UsageError, match="--random_flip"):
+        main([*common, "--clip", str(clip), "--random_flip", "--dry-run"])
+    wide = json.loads((config / "prior" / "config.json").read_text())
+    (config / "prior" / "config.json").write_text(json.dumps({**wide, "clip_embed_dim": 16}))
+    with pytest.raises(UsageError, match="clip_embed_dim"):
+        main([*common, "--clip", str(clip), "--dry-run"])
+    (config / "prior" / "config.json").write_text(json.dumps(wide))
+    main([*common, "--clip", str(clip), "--dry-run"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["pipeline_source"] == "prior configuration" and report["options"]["resolution"] == [16, 32]
+    main(["--config", str(ROOT / "training" / "configs" / "ddpm-unclip-digit-pairs-prior.yaml"), "--dry-run",
+          "--output_dir", str(tmp_path / "run")])  # fmt: skip
+    options = json.loads(capsys.readouterr().out)["options"]
+    assert options["clip"] == "runs/ddpm-unclip-digit-pairs-clip" and options["text_dropout_prob"] == 0.1
+
+
+class Stop(Exception):
+    """Stands for a kill right after a checkpoint."""
+
+
+@pytest.mark.slow
+def test_a_tiny_prior_run_resumes_bit_identically_and_leaves_a_prior_folder(tmp_path, monkeypatch):
+    """6 steps straight, and 3 + a resume to 6 (EMA on): the same weights; the folder builds the unCLIP pipeline."""
+    from safetensors.torch import load_file
+
+    from ddpm_hub.training import prior_loop
+    from ddpm_hub.training.main import main
+
+    clip, config = tiny_clip_run(tmp_path / "clip"), tiny_prior_config(tmp_path / "prior-config")
+    common = ["--pipeline", str(config), "--clip", str(clip), *TINY_PRIOR_RUN, "--use_ema", "--checkpointing_steps",
+              "3", "--max_train_steps", "6", "--text_dropout_prob", "0.5"]  # fmt: skip
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    main([*common, "--output_dir", str(straight)])
+    save = prior_loop.save_prior_checkpoint
+
+    def save_then_stop(run, step):
+        save(run, step)
+        raise Stop(step)
+
+    monkeypatch.setattr(prior_loop, "save_prior_checkpoint", save_then_stop)
+    with pytest.raises(Stop):
+        main([*common, "--output_dir", str(resumed)])
+    monkeypatch.setattr(prior_loop, "save_prior_checkpoint", save)
+    main([*common, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest"])
+    weights = [load_file(out / "prior" / "diffusion_pytorch_model.safetensors") for out in (straight, resumed)]
+    assert_bit_identical(*weights)
+    prior = PriorTransformer.from_pretrained(straight / "prior")
+    assert not torch.equal(prior.clip_std, torch.zeros_like(prior.clip_std))  # the data's std, saved
+    summary = json.loads((straight / "training_summary.json").read_text())
+    assert summary["steps"] == 6 and 0 <= summary["prior"]["held_out"]["caption_accuracy"] <= 1
+    assert json.loads((resumed / "training_summary.json").read_text())["resumed_from_step"] == 3
+    with pytest.raises(UsageError, match="not a checkpoint of this prior"):
+        main([*common, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest", "--text_dropout_prob",
+              "0.2", "--max_train_steps", "9"])  # fmt: skip
+    DDPMHubUnCLIPImageVariationPipeline.from_pipe(tiny_unclip()).save_pretrained(tmp_path / "decoder")
+    pipeline = DDPMHubUnCLIPPipeline.from_stages(prior=straight, decoder=tmp_path / "decoder")
+    pipeline.set_progress_bar_config(disable=True)
+    assert pipeline.config.prior_guidance_scale == 2.0 and pipeline.config.prior_num_inference_steps == 3
+    assert draw(pipeline).shape == (4, 8, 16, 1)

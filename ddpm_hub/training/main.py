@@ -36,6 +36,8 @@ from .latents import autoencoder_of
 from .loop import train
 from .options import TrainingOptions, dry_run_report, parse_options
 from .output import finish, hold_output_dir, publish_output, start_output
+from .prior import prior_source
+from .prior_loop import prior_main
 from .run import build_run, close_accelerator, make_accelerator
 
 
@@ -45,6 +47,10 @@ def main(argv: list[str] | None = None) -> None:
     clip = clip_source(options.model.pipeline)  # a CLIP configuration (unCLIP's first stage): its own trainer
     if clip is not None:
         clip_main(options, dry_run, clip)
+        return
+    prior = prior_source(options.model.pipeline)  # a PriorTransformer configuration (unCLIP's second stage)
+    if prior is not None:
+        prior_main(options, dry_run, prior)
         return
     autoencoder = autoencoder_source(options.model.pipeline)  # an AutoencoderKL configuration: its own trainer
     if autoencoder is not None:

@@ -24,6 +24,7 @@ from ..shipped.conditioning_ddpm_hub import GUIDANCE_SCALE_RANGE
 from ..shipped.scheduling_ddpm_hub import BETA_SCHEDULES, PREDICTION_TYPES, VARIANCE_TYPES
 from .objective_options import DISTILL_METHODS, AutoencoderOptions, DistillOptions  # noqa: F401 - re-exported
 from .option_values import parse_calls, parse_guidance_range, parse_prompts, parse_trackers  # noqa: F401
+from .prior_options import PriorOptions
 
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
@@ -400,6 +401,7 @@ class TrainingOptions:
     logging: LoggingOptions = field(default_factory=LoggingOptions)
     hub: HubOptions = field(default_factory=HubOptions)
     autoencoder: AutoencoderOptions = field(default_factory=AutoencoderOptions)
+    prior: PriorOptions = field(default_factory=PriorOptions)
 
     def changed(self, group: str, **changes) -> "TrainingOptions":
         """A copy with fields of one group (`"data"`, `"length"`, ...) replaced."""
@@ -419,6 +421,7 @@ GROUP_TITLES = {
     "logging": "logging",
     "hub": "publishing (ddpm_hub.hub)",
     "autoencoder": "autoencoder (--pipeline an AutoencoderKL configuration)",
+    "prior": "diffusion prior (--pipeline a PriorTransformer configuration, unCLIP)",
 }
 
 
