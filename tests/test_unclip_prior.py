@@ -215,6 +215,19 @@ def test_from_stages_builds_the_pipeline_of_a_prior_folder_and_a_decoder_folder(
     built.set_progress_bar_config(disable=True)
     assert built.config.prior_guidance_scale == 3.0 and built.config.prior_num_inference_steps == 4
     np.testing.assert_array_equal(draw(built), draw(pipeline))
+    from ddpm_hub import cli
+
+    arguments = ["--prior", str(tmp_path / "prior"), "--decoder", str(tmp_path / "decoder")]
+    assert (
+        cli.main(["unclip", *arguments, "--output_dir", str(tmp_path / "unclip"), "--prior_num_candidates", "1"]) == 0
+    )
+    folder = DDPMHubUnCLIPPipeline.from_pretrained(tmp_path / "unclip")
+    folder.set_progress_bar_config(disable=True)
+    assert folder.config.prior_num_candidates == 1 and folder.config.prior_guidance_scale == 3.0
+    np.testing.assert_array_equal(draw(folder), draw(pipeline, prior_num_candidates=1))
+    assert type(DDPMHubUnCLIPImageVariationPipeline.from_pretrained(tmp_path / "unclip").image_encoder).__name__ == (
+        "CLIPVisionModelWithProjection"
+    )
 
 
 PLAIN_DIFFUSERS_UNCLIP = textwrap.dedent(

@@ -7,6 +7,7 @@
     img2img   SDEdit                                         (img2img.py)
     upscale   super-resolution                               (upscale.py)
     variations  unCLIP: an image's CLIP embedding decoded again (variations.py)
+    unclip    unCLIP: a prior and a decoder as one pipeline  (unclip.py)
     eval      bits/dim, FID/KID, the sampler sweep           (evaluate.py)
     push      publishing to the Hub                          (push.py)
     train     training (training/train.py's options)         (train.py)
@@ -23,7 +24,7 @@ import sys
 
 from ..errors import DDPMHubError
 from ..version import __version__
-from . import env, evaluate, img2img, info, inpaint, noise, push, sample, train, upscale, variations
+from . import env, evaluate, img2img, info, inpaint, noise, push, sample, train, unclip, upscale, variations
 
 COMMANDS = {
     "info": info,
@@ -33,6 +34,7 @@ COMMANDS = {
     "img2img": img2img,
     "upscale": upscale,
     "variations": variations,
+    "unclip": unclip,
     "eval": evaluate,
     "push": push,
     "train": train,
