@@ -381,3 +381,27 @@ def test_a_tiny_prior_run_resumes_bit_identically_and_leaves_a_prior_folder(tmp_
     pipeline.set_progress_bar_config(disable=True)
     assert pipeline.config.prior_guidance_scale == 2.0 and pipeline.config.prior_num_inference_steps == 3
     assert draw(pipeline).shape == (4, 8, 16, 1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Measuring
+
+
+@pytest.mark.slow
+def test_the_text_accuracy_and_the_spread_of_a_prompt_measure_the_unclip_pipeline():
+    from ddpm_hub.evaluation.unclip_accuracy import PriorGuided, prompt_spread, unclip_text_accuracy
+
+    pipeline = tiny_unclip()
+    call = PriorGuided(pipeline, decoder_guidance_scale=2.0, prior_num_inference_steps=2)
+    images = call(2, [torch.Generator().manual_seed(i) for i in range(2)], "np", "3 left of 7", 3.0, 3).images
+    generators = [torch.Generator().manual_seed(i) for i in range(2)]
+    expected = pipeline(
+        ["3 left of 7"] * 2, generator=generators, output_type="np", prior_guidance_scale=3.0,
+        decoder_num_inference_steps=3, decoder_guidance_scale=2.0, prior_num_inference_steps=2,
+    )  # fmt: skip
+    np.testing.assert_array_equal(images, expected.images)
+    rows = unclip_text_accuracy(pipeline, [1.0], 2.0, num_per_prompt=1, decoder_steps=2, prior_steps=2)
+    assert rows[0]["guidance_scale"] == 1.0 and rows[0]["decoder_guidance_scale"] == 2.0
+    assert 0 <= rows[0]["seen"] <= 1 and 0 <= rows[0]["unseen"] <= 1
+    spread = prompt_spread(call, {"guidance_scale": 1.0, "num_inference_steps": 2}, [(3, 7), (1, 4)], per_prompt=3)
+    assert spread["spread"] >= 0 and spread["real_spread"] > 0 and 0 <= spread["accuracy"] <= 1

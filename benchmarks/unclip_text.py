@@ -1,0 +1,102 @@
+"""
+Text to image through unCLIP's prior and decoder, measured against issue 33's criteria
+(`ddpm_hub.evaluation.unclip_accuracy`): the share of samples whose two halves the digit classifier reads as the
+prompt asks (>= 95% of seen, >= 75% of unseen pairs), for each prior guidance scale; and the spread of one prompt's
+samples in the classifier's features against real canvases of its pair, beside the cross-attention text model's.
+
+    python benchmarks/unclip_text.py runs/ddpm-unclip-digit-pairs [--text_model runs/ddpm-digit-pairs-text]
+
+Writes `unclip_text_accuracy.md` and `.json` into the unCLIP folder and prints the JSON.
+"""
+
+import argparse
+import importlib.util
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ddpm_hub.evaluation.unclip_accuracy import PriorGuided, prompt_spread, unclip_text_accuracy
+from ddpm_hub.pipelines.library import DDPMHubPipeline, DDPMHubUnCLIPPipeline
+
+
+def floats(text: str) -> list[float]:
+    return [float(value) for value in text.split(",")]
+
+
+def markdown(report: dict, command: str) -> str:
+    lines = ["| prior w | decoder w | seen pairs | unseen pairs | left half | right half | images/s |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for row in report["accuracy"]:
+        lines.append(
+            f"| {row['guidance_scale']:g} | {row['decoder_guidance_scale']} | **{row['seen']:.1%}** | "
+            f"**{row['unseen']:.1%}** | {row['left_half']:.1%} | {row['right_half']:.1%} | "
+            f"{row['images_per_second']:.1f} |"
+        )
+    lines += ["", "| model | w | accuracy ('a left of b', seen pairs) | spread | real spread | ratio |",
+              "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for row in report["spread"]:
+        lines.append(
+            f"| {row['model']} | {row['guidance_scale']:g} | {row['accuracy']:.1%} | {row['spread']:.2f} | "
+            f"{row['real_spread']:.2f} | {row['spread_ratio']:.2f} |"
+        )
+    settings = report["settings"]
+    lines += ["", f"Settings: {json.dumps(settings)}. Command: `{command}`"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="an unCLIP folder (ddpm-hub unclip)")
+    parser.add_argument("--text_model", default=None, help="a cross-attention text model to compare the spread with")
+    parser.add_argument("--prior_guidance_scales", default="1,2,4", help="the prior's w (default: 1,2,4)")
+    parser.add_argument("--decoder_guidance_scale", type=float, default=None, help="default: the folder's")
+    parser.add_argument("--text_guidance_scale", type=float, default=3.0, help="the text model's w (default: 3)")
+    parser.add_argument("--num_per_prompt", type=int, default=4, help="per pair and sentence form (default: 4)")
+    parser.add_argument("--per_prompt", type=int, default=16, help="samples of a prompt for the spread (default: 16)")
+    parser.add_argument("--steps", type=int, default=50, help="the decoder's (and text model's) steps (default: 50)")
+    parser.add_argument("--prior_steps", type=int, default=None, help="the prior's steps (default: the folder's)")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    pipeline = DDPMHubUnCLIPPipeline.from_pretrained(args.model)
+    pipeline.set_progress_bar_config(disable=True)
+    scales = floats(args.prior_guidance_scales)
+    accuracy = unclip_text_accuracy(
+        pipeline, scales, args.decoder_guidance_scale, args.num_per_prompt, args.steps, args.prior_steps
+    )
+    call = PriorGuided(pipeline, args.decoder_guidance_scale, args.prior_steps)
+    spreads = []
+    for scale in scales:
+        kwargs = {"guidance_scale": scale, "num_inference_steps": args.steps}
+        spreads.append(
+            {"model": args.model, "guidance_scale": scale, **prompt_spread(call, kwargs, per_prompt=args.per_prompt)}
+        )
+    if args.text_model:
+        text = DDPMHubPipeline.from_pretrained(args.text_model)
+        text.set_progress_bar_config(disable=True)
+        kwargs = {"guidance_scale": args.text_guidance_scale, "num_inference_steps": args.steps}
+        row = prompt_spread(text, kwargs, per_prompt=args.per_prompt)
+        spreads.append({"model": args.text_model, "guidance_scale": args.text_guidance_scale, **row})
+    settings = {
+        "num_per_prompt": args.num_per_prompt,
+        "per_prompt": args.per_prompt,
+        "steps": args.steps,
+        "prior_steps": args.prior_steps or pipeline.setting("prior_num_inference_steps", None),
+        "prior_num_candidates": pipeline.setting("prior_num_candidates", 2),
+        "device": f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}",
+    }
+    report = {"model": args.model, "settings": settings, "accuracy": accuracy, "spread": spreads}
+    Path(args.model, "unclip_text_accuracy.json").write_text(json.dumps(report, indent=2) + "\n")
+    command = "python benchmarks/unclip_text.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    Path(args.model, "unclip_text_accuracy.md").write_text(markdown(report, command))
+    print(json.dumps(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()
