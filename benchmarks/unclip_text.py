@@ -21,7 +21,12 @@ import torch
 if importlib.util.find_spec("ddpm_hub") is None:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ddpm_hub.evaluation.unclip_accuracy import PriorGuided, prompt_spread, unclip_text_accuracy
+from ddpm_hub.evaluation.unclip_accuracy import (
+    PriorGuided,
+    prior_caption_accuracy,
+    prompt_spread,
+    unclip_text_accuracy,
+)
 from ddpm_hub.pipelines.library import DDPMHubPipeline, DDPMHubUnCLIPPipeline
 
 
@@ -30,7 +35,13 @@ def floats(text: str) -> list[float]:
 
 
 def markdown(report: dict, command: str) -> str:
-    lines = ["| prior w | decoder w | seen pairs | unseen pairs | left half | right half | images/s |",
+    lines = ["| prior w | the prior alone, read by the CLIP: seen pairs | unseen pairs | cosine to the text |",
+             "| ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for row in report["prior"]:
+        lines.append(
+            f"| {row['guidance_scale']:g} | {row['seen']:.1%} | {row['unseen']:.1%} | {row['cosine_to_text']:.3f} |"
+        )
+    lines += ["", "| prior w | decoder w | seen pairs | unseen pairs | left half | right half | images/s |",
              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for row in report["accuracy"]:
         lines.append(
@@ -59,6 +70,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--text_guidance_scale", type=float, default=3.0, help="the text model's w (default: 3)")
     parser.add_argument("--num_per_prompt", type=int, default=4, help="per pair and sentence form (default: 4)")
     parser.add_argument("--per_prompt", type=int, default=16, help="samples of a prompt for the spread (default: 16)")
+    parser.add_argument("--per_pair_prior", type=int, default=16, help="the prior alone: per pair (default: 16)")
     parser.add_argument("--steps", type=int, default=50, help="the decoder's (and text model's) steps (default: 50)")
     parser.add_argument("--prior_steps", type=int, default=None, help="the prior's steps (default: the folder's)")
     args = parser.parse_args(argv)
@@ -66,6 +78,7 @@ def main(argv=None) -> dict:
     pipeline = DDPMHubUnCLIPPipeline.from_pretrained(args.model)
     pipeline.set_progress_bar_config(disable=True)
     scales = floats(args.prior_guidance_scales)
+    prior = prior_caption_accuracy(pipeline, scales, args.per_pair_prior, args.prior_steps)
     accuracy = unclip_text_accuracy(
         pipeline, scales, args.decoder_guidance_scale, args.num_per_prompt, args.steps, args.prior_steps
     )
@@ -90,7 +103,7 @@ def main(argv=None) -> dict:
         "prior_num_candidates": pipeline.setting("prior_num_candidates", 2),
         "device": f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}",
     }
-    report = {"model": args.model, "settings": settings, "accuracy": accuracy, "spread": spreads}
+    report = {"model": args.model, "settings": settings, "prior": prior, "accuracy": accuracy, "spread": spreads}
     Path(args.model, "unclip_text_accuracy.json").write_text(json.dumps(report, indent=2) + "\n")
     command = "python benchmarks/unclip_text.py " + " ".join(argv if argv is not None else sys.argv[1:])
     Path(args.model, "unclip_text_accuracy.md").write_text(markdown(report, command))

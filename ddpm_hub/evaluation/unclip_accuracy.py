@@ -6,6 +6,8 @@ of a prompt's samples in the classifier's features, `variation_accuracy.spread`,
 - `PriorGuided`: a `DDPMHubUnCLIPPipeline` called as `text_accuracy` and `sample_images` call a text model:
   `guidance_scale` is the prior's w, `num_inference_steps` the decoder's steps; the decoder's w and the prior's steps
   fixed.
+- `prior_caption_accuracy`: the prior alone: the share of its embeddings of "{a} left of {b}" that the CLIP reads
+  back as that caption among the 100 ordered pairs, for the data's 90 pairs and the 10 it never had.
 - `prompt_spread`: `per_prompt` samples of "{a} left of {b}" for each pair, their accuracy and spread, and the spread
   of as many real canvases of each pair; the same call for either model.
 """
@@ -15,9 +17,10 @@ from collections.abc import Sequence
 
 import torch
 
-from ..data.digit_pairs import prompt
+from ..data.digit_pairs import is_unseen, prompt
 from ..pipelines.sampling import sample_images
 from .accuracy import SEEN_PAIRS, read_halves, text_accuracy
+from .clip_accuracy import ALL_PAIRS, pair_captions, top_captions
 from .digit_classifier import DigitClassifier, digit_feature_extractor, load_digit_classifier
 from .variation_accuracy import pair_canvases, spread
 
@@ -100,3 +103,37 @@ def prompt_spread(
         "spread_ratio": sampled_spread / real_spread,
         "images_per_second": len(prompts) / seconds,
     }
+
+
+@torch.no_grad()
+def prior_caption_accuracy(
+    pipeline, prior_guidance_scales: Sequence[float], per_pair: int = 8, steps: int | None = None, seed: int = 0
+) -> list[dict]:
+    """
+    One row per prior guidance scale: for each of the 100 ordered pairs, `per_pair` embeddings of "{a} left of {b}"
+    from the prior (its defaults otherwise), each read back by the CLIP as the most similar of the 100 captions
+    ("{a} left of {b}", `clip_accuracy.pair_captions`): the share read as asked for the `seen` pairs (the data's 90)
+    and the `unseen` ones (the 10 it never had), and the mean cosine to the caption's text embedding.
+    """
+    from ..shipped.prior_ddpm_hub import encode_prompts, text_positions
+
+    captions = pair_captions("left", False)
+    texts = encode_prompts(pipeline.text_encoder, pipeline.tokenizer, captions, text_positions(pipeline.prior))
+    prompts = [caption for caption in captions for _ in range(per_pair)]
+    wanted = torch.arange(len(captions)).repeat_interleave(per_pair)
+    unseen = torch.tensor([is_unseen(*pair) for pair in ALL_PAIRS]).repeat_interleave(per_pair)
+    rows = []
+    for scale in prior_guidance_scales:
+        generator = torch.Generator(pipeline.device).manual_seed(seed)
+        embeds = pipeline.prompt_image_embeddings(prompts, 1, generator, None, scale, steps)
+        right = (top_captions(texts.text_embeds.to(embeds), embeds).cpu() == wanted).float()
+        cosine = (embeds.cpu() * texts.text_embeds.cpu()[wanted]).sum(-1)
+        rows.append(
+            {
+                "guidance_scale": scale,
+                "seen": float(right[~unseen].mean()),
+                "unseen": float(right[unseen].mean()),
+                "cosine_to_text": float(cosine.mean()),
+            }
+        )
+    return rows
