@@ -204,7 +204,7 @@ def test_the_pipeline_is_saved_with_its_code_and_loads_back_as_both_pipelines(tm
     assert type(DDPMHubPipeline.from_pretrained(tmp_path)) is DDPMHubPipeline
 
 
-def test_from_stages_builds_the_pipeline_of_a_prior_folder_and_a_decoder_folder(tmp_path):
+def test_from_stages_builds_the_pipeline_of_a_prior_folder_and_a_decoder_folder(tmp_path, capsys):
     pipeline = tiny_unclip()
     save_prior_stage(tmp_path / "prior", pipeline.prior, pipeline.prior_scheduler, pipeline.text_encoder,
                      pipeline.tokenizer)  # fmt: skip
@@ -228,6 +228,12 @@ def test_from_stages_builds_the_pipeline_of_a_prior_folder_and_a_decoder_folder(
     assert type(DDPMHubUnCLIPImageVariationPipeline.from_pretrained(tmp_path / "unclip").image_encoder).__name__ == (
         "CLIPVisionModelWithProjection"
     )
+    output = tmp_path / "grid.png"
+    sample = ["sample", str(tmp_path / "unclip"), "--prompt", "3 left of 7", "--num_images", "2", "--steps", "2"]
+    assert cli.main([*sample, "--guidance_scale", "2", "--output", str(output)]) == 0
+    assert output.is_file()
+    assert cli.main(["sample", str(tmp_path / "unclip"), "--num_images", "2", "--output", str(output)]) != 0
+    assert "give --prompt or --prompts_file" in capsys.readouterr().err
 
 
 PLAIN_DIFFUSERS_UNCLIP = textwrap.dedent(

@@ -26,7 +26,16 @@ from ..pipelines.sampling import SAMPLERS, sample_images, with_sampler
 from ..pipelines.source import Source
 from ..run_folder import check_writable_folder
 from ..shipped.samplers_ddpm_hub import ddpm_chain
-from .common import add_model_arguments, check_output, generators, image_conditions, load_model, save
+from .common import (
+    add_model_arguments,
+    check_output,
+    generators,
+    image_conditions,
+    load_model,
+    model_source,
+    save,
+)
+from .unclip import is_unclip, sample_unclip
 
 HELP = "sample a grid, with class labels and guidance, or the reverse trajectory"
 
@@ -87,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         check_output(args)
     else:
         check_writable_folder(Path(args.output_dir), "--output_dir")
+    if is_unclip(model_source(args)):  # text to image through a prior and a decoder (cli/unclip.py)
+        return sample_unclip(args)
     pipeline = load_model(args)
     sampler = args.sampler
     chain = ddpm_chain(pipeline.scheduler)

@@ -51,3 +51,46 @@ def run(args: argparse.Namespace) -> int:
     defaults = {key: pipeline.config.get(key) for key in (*names, "default_num_inference_steps")}
     print(json.dumps({"output_dir": str(output), **defaults}))
     return 0
+
+
+def is_unclip(source) -> bool:
+    """A text-to-image unCLIP folder or repo (its model index names `DDPMHubUnCLIPPipeline`)."""
+    name = source.model_index.get("_class_name")
+    return (name[1] if isinstance(name, list) else name) == DDPMHubUnCLIPPipeline.__name__
+
+
+def sample_unclip(args: argparse.Namespace) -> int:
+    """
+    `ddpm-hub sample` on an unCLIP folder: a grid of --num_images for --prompt (or --prompts_file's prompts in turn,
+    a column each), each through the prior and the decoder. --guidance_scale is the prior's w when given (not 1),
+    --steps the decoder's; the folder's defaults otherwise. Image i uses seed + i, as every grid.
+    """
+    import numpy as np
+
+    from ..evaluation.unclip_accuracy import PriorGuided
+    from ..loading.settings import LoadSettings
+    from ..pictures import strip, to_pil_images
+    from ..pipelines.sampling import sample_images
+    from .common import read_prompts, save
+
+    given = {"--trajectory": args.trajectory, "--upscale": args.upscale, "--output_dir": args.output_dir,
+             "--class_labels": args.class_labels, "--sampler": args.sampler}  # fmt: skip
+    for flag in (flag for flag, value in given.items() if value):
+        raise UsageError(f"{flag}: an unCLIP model samples grids of prompts only (--prompt or --prompts_file).")
+    prompts = read_prompts(args)
+    if not prompts:
+        raise UsageError(f"{args.model} is a text-to-image unCLIP model: give --prompt or --prompts_file.")
+    settings = LoadSettings(args.revision, args.variant, args.torch_dtype)
+    pipeline = DDPMHubUnCLIPPipeline.from_pretrained(args.model, **settings.from_pretrained())
+    pipeline = pipeline.to(args.device)
+    pipeline.set_progress_bar_config(disable=True)
+    prior_w = None if args.guidance_scale == 1.0 else args.guidance_scale
+    images = sample_images(
+        PriorGuided(pipeline), range(args.num_images), args.seed, args.batch_size,
+        inputs=lambda batch: {"prompt": [prompts[i % len(prompts)] for i in batch]},
+        call_kwargs={"num_inference_steps": args.steps, "guidance_scale": prior_w},
+    )  # fmt: skip
+    tiles = to_pil_images(images)
+    columns = len(prompts) if len(prompts) > 1 else int(np.ceil(np.sqrt(len(tiles))))
+    grid = strip([tiles[i : i + columns] for i in range(0, len(tiles), columns)], args.scale)
+    return save(grid, args, num_images=args.num_images, prompt=prompts, prior_guidance_scale=prior_w)

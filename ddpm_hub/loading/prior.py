@@ -81,7 +81,11 @@ def load_prior_stage(folder: str | os.PathLike, dtype: torch.dtype | None = None
 
 
 def decoder_defaults(folder: str | os.PathLike) -> dict:
-    """A decoder run's call defaults from its options: `decoder_guidance_scale` (its grids' guidance scale)."""
+    """A decoder run's call defaults from its options: `decoder_guidance_scale` and `default_num_inference_steps`
+    (its grids' guidance scale and steps)."""
     options = read_json(Path(folder, OPTIONS_FILE), "the decoder run's options") or {}
-    scale = options.get("validation_guidance_scale")
-    return {} if scale is None else {"decoder_guidance_scale": scale}
+    found = {
+        "decoder_guidance_scale": options.get("validation_guidance_scale"),
+        "default_num_inference_steps": options.get("ddpm_num_inference_steps"),
+    }
+    return {key: value for key, value in found.items() if value is not None}
