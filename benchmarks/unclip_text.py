@@ -5,6 +5,7 @@ prompt asks (>= 95% of seen, >= 75% of unseen pairs), for each prior guidance sc
 samples in the classifier's features against real canvases of its pair, beside the cross-attention text model's.
 
     python benchmarks/unclip_text.py runs/ddpm-unclip-digit-pairs [--text_model runs/ddpm-digit-pairs-text]
+    python benchmarks/unclip_text.py runs/ddpm-unclip-digit-pairs-prior --prior_only  # before the decoder exists
 
 Writes `unclip_text_accuracy.md` and `.json` into the unCLIP folder and prints the JSON.
 """
@@ -27,7 +28,9 @@ from ddpm_hub.evaluation.unclip_accuracy import (
     prompt_spread,
     unclip_text_accuracy,
 )
+from ddpm_hub.loading.prior import load_prior_stage
 from ddpm_hub.pipelines.library import DDPMHubPipeline, DDPMHubUnCLIPPipeline
+from ddpm_hub.pipelines.source import Source
 
 
 def floats(text: str) -> list[float]:
@@ -64,6 +67,11 @@ def markdown(report: dict, command: str) -> str:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="an unCLIP folder (ddpm-hub unclip)")
+    parser.add_argument(
+        "--prior_only",
+        action="store_true",
+        help="MODEL is a prior run's folder: measure the prior alone (its first table)",
+    )
     parser.add_argument("--text_model", default=None, help="a cross-attention text model to compare the spread with")
     parser.add_argument("--prior_guidance_scales", default="1,2,4", help="the prior's w (default: 1,2,4)")
     parser.add_argument("--decoder_guidance_scale", type=float, default=None, help="default: the folder's")
@@ -75,10 +83,23 @@ def main(argv=None) -> dict:
     parser.add_argument("--prior_steps", type=int, default=None, help="the prior's steps (default: the folder's)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    pipeline = DDPMHubUnCLIPPipeline.from_pretrained(args.model)
+    if args.prior_only:  # the decoder configuration's fresh weights stand in: only the prior is called
+        decoder = Source.of("ddpm-unclip-digit-pairs-decoder").build()
+        stage = load_prior_stage(args.model)
+        pipeline = DDPMHubUnCLIPPipeline(unet=decoder.unet, scheduler=decoder.scheduler, **stage)
+    else:
+        pipeline = DDPMHubUnCLIPPipeline.from_pretrained(args.model)
     pipeline.set_progress_bar_config(disable=True)
     scales = floats(args.prior_guidance_scales)
     prior = prior_caption_accuracy(pipeline, scales, args.per_pair_prior, args.prior_steps)
+    if args.prior_only:
+        report = {
+            "model": args.model,
+            "prior_steps": pipeline.setting("prior_num_inference_steps", None),
+            "prior": prior,
+        }
+        print(json.dumps(report))
+        return report
     accuracy = unclip_text_accuracy(
         pipeline, scales, args.decoder_guidance_scale, args.num_per_prompt, args.steps, args.prior_steps
     )
