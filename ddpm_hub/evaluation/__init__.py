@@ -9,6 +9,8 @@
 - `sr_quality`: super-resolution against bicubic upsampling on photographs the model never saw;
 - `reconstruction`: an autoencoder's PSNR, and its reconstructions' distance to the digits ÷ the floor;
 - `clip_accuracy`: whether a digit-pairs CLIP picks the right caption among the 100 ordered pairs, seen and unseen;
+- `unclip_accuracy`: text to image through unCLIP's prior and decoder: the prior alone, both halves read as asked, the
+  spread of one prompt's samples against real canvases;
 - `export`: samples written one file per image (PNG or `.npz`), resumable, sharded over processes.
 
 Layer: imports the pipelines, the data, loading, `ddpm_hub.shipped` and the root modules; never publishing, training

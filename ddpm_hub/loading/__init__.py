@@ -7,6 +7,7 @@
 - `configs`: the configurations under `pipelines/`, built into components with fresh weights;
 - `text`: text encoders and tokenizers (transformers) by name, and the word tokenizer built from captions;
 - `clip`: a CLIP (unCLIP's first stage) by name or folder, frozen, with its image preprocessing and tokenizer;
+- `prior`: a trained diffusion prior's folder (unCLIP's second stage) and the CLIP text side it reads;
 - `hub_errors`: the Hub's HTTP refusals (401/403/404, revisions, offline) worded with the repo, the cause and the fix.
 
 Layer: imports `ddpm_hub.shipped` and the root modules (errors, run_folder, resources), never the pipelines, the

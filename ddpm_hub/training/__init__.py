@@ -24,4 +24,9 @@ clip.py                a CLIPModel configuration as --pipeline (unCLIP's first s
 clip_loss.py           CLIP's contrastive loss, same-caption negatives masked, features gathered across ranks
 clip_loop.py           the CLIP's loop and entry
 clip_output.py         its checkpoints and its end: the CLIPModel folder, tokenizer, preprocessing, retrieval picture
+prior.py               a PriorTransformer configuration as --pipeline (unCLIP's prior): source, checks, data, run
+prior_options.py       its options: --clip, --text_dropout_prob
+prior_loss.py          its objective: x_0 of the normalised CLIP image embedding, MSE
+prior_loop.py          the prior's loop and entry
+prior_output.py        its checkpoints and its end: the prior folder, the held-out loss and caption accuracy
 """
