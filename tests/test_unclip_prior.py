@@ -202,6 +202,14 @@ def test_the_pipeline_is_saved_with_its_code_and_loads_back_as_both_pipelines(tm
     variations = DDPMHubUnCLIPImageVariationPipeline.from_pretrained(tmp_path)
     assert type(variations) is DDPMHubUnCLIPImageVariationPipeline and not hasattr(variations, "prior")
     assert type(DDPMHubPipeline.from_pretrained(tmp_path)) is DDPMHubPipeline
+    from ddpm_hub.hub.model_card import render_model_card
+
+    card = render_model_card(tmp_path, "alice/tiny-unclip")
+    assert card.data.pipeline_tag == "text-to-image" and "unclip" in card.data.tags
+    card = str(card)
+    assert "diffusers `PriorTransformer` (DALL-E 2's diffusion prior)" in card and "image encoder" in card
+    assert "DDPMHubUnCLIPPipeline.from_pretrained" in card and "prior_guidance_scale=3.0" in card
+    assert "custom_pipeline" not in card  # plain diffusers loads the index's own pipeline: the unCLIP one
 
 
 def test_from_stages_builds_the_pipeline_of_a_prior_folder_and_a_decoder_folder(tmp_path, capsys):

@@ -43,6 +43,7 @@ from ..run_folder import (
 )
 from ..version import __version__
 from .card_decoder import DECODER_PIPELINE_TAG, DECODER_TAGS, decoder_facts
+from .card_prior import prior_facts, prior_usage_call
 from .card_training import distillation_facts, training_rows
 
 TEMPLATE_NAME = "model_card.md"
@@ -168,9 +169,9 @@ def collect_facts(folder: Path, local_dataset: bool | None = None) -> dict:
         "conditional": (conditional := _conditional_facts(folder, summary)),
         "text": (text := _text_facts(folder, summary, options)),
         "distillation": distillation_facts(folder, options),
-        "usage_call": _usage_call(
-            conditional, summary, text, model["super_resolution"], model["sampler"], model["decoder"]
-        ),
+        "usage_call": prior_usage_call(model["prior"])
+        if model["prior"]
+        else _usage_call(conditional, summary, text, model["super_resolution"], model["sampler"], model["decoder"]),
         "class_accuracy": _read_text(folder / CLASS_ACCURACY_FILE),
         "text_accuracy": _read_text(folder / TEXT_ACCURACY_FILE),
         "bpd_plot": BPD_PLOT_FILE if (folder / BPD_PLOT_FILE).is_file() else None,
@@ -234,6 +235,7 @@ def _model_facts(folder: Path, options: dict | None = None) -> dict:
         "coordinates": conditioning.get("position") is not None,
         "super_resolution": _super_resolution_facts(conditioning, height, width, channels),
         "decoder": decoder_facts(folder, conditioning, options or {}, count_safetensors_parameters),
+        "prior": prior_facts(folder, count_safetensors_parameters),  # a text-to-image unCLIP folder's
         "parameters": f"{count_safetensors_parameters(folder):,}",
         "block_out_channels": ", ".join(map(str, unet.get("block_out_channels", []))),
         "layers_per_block": unet.get("layers_per_block"),
