@@ -219,9 +219,20 @@ def test_from_stages_builds_the_pipeline_of_a_prior_folder_and_a_decoder_folder(
     (tmp_path / "prior" / "training_options.json").write_text(json.dumps({"validation_guidance_scale": 3.0,
                                                                           "ddpm_num_inference_steps": 4}))  # fmt: skip
     DDPMHubUnCLIPImageVariationPipeline.from_pipe(pipeline).save_pretrained(tmp_path / "decoder")
+    options = {"validation_guidance_scale": 2.5, "ddpm_num_inference_steps": 7}  # the decoder run's grids
+    (tmp_path / "decoder" / "training_options.json").write_text(json.dumps(options))
     built = DDPMHubUnCLIPPipeline.from_stages(prior=tmp_path / "prior", decoder=tmp_path / "decoder")
     built.set_progress_bar_config(disable=True)
     assert built.config.prior_guidance_scale == 3.0 and built.config.prior_num_inference_steps == 4
+    assert built.config.decoder_guidance_scale == 2.5 and built.config.default_num_inference_steps == 7
+    index = json.loads((tmp_path / "decoder" / "model_index.json").read_text())
+    (tmp_path / "decoder" / "model_index.json").write_text(json.dumps({**index, "default_num_inference_steps": 5}))
+    own = DDPMHubUnCLIPPipeline.from_stages(prior=tmp_path / "prior", decoder=tmp_path / "decoder")
+    assert own.config.default_num_inference_steps == 5  # the decoder folder's own (a fast sampler's calls) win
+    (tmp_path / "decoder" / "training_options.json").unlink()
+    (tmp_path / "decoder" / "model_index.json").write_text(json.dumps(index))
+    built = DDPMHubUnCLIPPipeline.from_stages(prior=tmp_path / "prior", decoder=tmp_path / "decoder")
+    built.set_progress_bar_config(disable=True)
     np.testing.assert_array_equal(draw(built), draw(pipeline))
     from ddpm_hub import cli
 
