@@ -169,9 +169,7 @@ def collect_facts(folder: Path, local_dataset: bool | None = None) -> dict:
         "conditional": (conditional := _conditional_facts(folder, summary)),
         "text": (text := _text_facts(folder, summary, options)),
         "distillation": distillation_facts(folder, options),
-        "usage_call": prior_usage_call(model["prior"])
-        if model["prior"]
-        else _usage_call(conditional, summary, text, model["super_resolution"], model["sampler"], model["decoder"]),
+        "usage_call": _usage_call(conditional, summary, text, model),
         "class_accuracy": _read_text(folder / CLASS_ACCURACY_FILE),
         "text_accuracy": _read_text(folder / TEXT_ACCURACY_FILE),
         "bpd_plot": BPD_PLOT_FILE if (folder / BPD_PLOT_FILE).is_file() else None,
@@ -358,18 +356,14 @@ def _text_facts(folder: Path, summary: dict, options: dict) -> dict | None:
     }
 
 
-def _usage_call(
-    conditional: dict | None,
-    summary: dict,
-    text: dict | None = None,
-    super_resolution: dict | None = None,
-    sampler: dict | None = None,
-    decoder: dict | None = None,
-) -> str:
+def _usage_call(conditional: dict | None, summary: dict, text: dict | None, model: dict) -> str:
     """
     The arguments of the sampling call the card shows: the grid's steps (none with a saved fast sampler: its own
-    calls), a class or prompt and guidance; the image to upsample or (a decoder's) to vary.
+    calls), a class or prompt and guidance; the image to upsample or (a decoder's) to vary; an unCLIP folder's prompt.
     """
+    super_resolution, sampler, decoder = model["super_resolution"], model["sampler"], model["decoder"]
+    if model["prior"]:
+        return prior_usage_call(model["prior"])
     if decoder:  # DDPMHubUnCLIPImageVariationPipeline's arguments
         guidance = (summary.get("samples") or {}).get("guidance_scale") or 3.0
         arguments = ['image=Image.open("canvas.png")', "num_images_per_prompt=4", f"decoder_guidance_scale={guidance}"]
