@@ -2,7 +2,6 @@
 (the EMA when on) with its scheduler and the CLIP's text side as a prior folder (`ddpm_hub.loading.prior`), its
 held-out loss and caption accuracy, and `training_summary.json`."""
 
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -10,21 +9,11 @@ import torch
 from accelerate.logging import get_logger
 from accelerate.utils import gather_object
 
-from ..errors import UsageError
 from ..loading.configs import weights_checksum
 from ..loading.prior import save_prior_stage
-from ..run_folder import CHECKPOINTS_DIR, SUMMARY_FILE, write_json
+from ..run_folder import SUMMARY_FILE, write_json
 from ..shipped.prior_ddpm_hub import DEFAULT_PRIOR_NUM_CANDIDATES, normalise, predict_x0, sample_prior
-from .checkpoint_folders import (
-    CHECKPOINT_PREFIX,
-    TrainingState,
-    commit_checkpoint,
-    latest_checkpoint,
-    prune_checkpoints,
-    record_differences,
-    temporary_checkpoint_dir,
-)
-from .checkpointing import CheckpointError, check_resumable, check_same_checkpoint, find_checkpoint
+from .component_checkpoints import check_component_weights, resume_component, save_component_checkpoint
 from .loop import TrainingResult
 from .output import run_summary
 from .prior import PriorRun
@@ -57,79 +46,17 @@ def prior_record(run: PriorRun) -> dict:
 
 def check_finite_weights(run: PriorRun, step: int) -> None:
     """The weights (and the EMA) are finite; otherwise stop before anything is saved over good state."""
-    models = {"": run.prior, "EMA ": run.ema.model if run.ema is not None else None}
-    bad = [
-        f"{prefix}{name}"
-        for prefix, model in models.items()
-        if model is not None
-        for name, p in model.named_parameters()
-        if not bool(torch.isfinite(p).all())
-    ]
-    if bad:
-        last = latest_checkpoint(run.output_dir / CHECKPOINTS_DIR)
-        raise CheckpointError(
-            f"the weights are not finite after step {step} (e.g. {', '.join(bad[:3])}); nothing was saved, and the "
-            f"last good checkpoint is {last or 'none'}. Lower --learning_rate, then resume from it."
-        )
+    check_component_weights(run, run.prior, step)
 
 
 def save_prior_checkpoint(run: PriorRun, step: int) -> Path:
     """Accelerate's state + the EMA + `training_state.json`, written under a temporary name and renamed complete."""
-    check_finite_weights(run, step)
-    accelerator, checkpoints_dir = run.accelerator, run.output_dir / CHECKPOINTS_DIR
-    temporary = temporary_checkpoint_dir(checkpoints_dir, step)
-    if accelerator.is_main_process:
-        shutil.rmtree(temporary, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(temporary))
-    if accelerator.is_main_process:
-        if run.ema is not None:
-            run.ema.save(temporary / EMA_FOLDER)
-        micro_batch = step * run.options.batches.gradient_accumulation_steps
-        epoch, batch_in_epoch = run.data.position(micro_batch)
-        TrainingState(
-            global_step=step,
-            micro_batch=micro_batch,
-            epoch=epoch,
-            batch_in_epoch=batch_in_epoch,
-            seed=run.options.seed,
-            global_batch_size=run.data.global_batch_size,
-            gradient_accumulation_steps=run.options.batches.gradient_accumulation_steps,
-            num_images=run.data.num_images,
-            ema_updates=run.ema.num_updates if run.ema is not None else None,
-            model=prior_record(run),
-        ).write(temporary)
-    accelerator.wait_for_everyone()
-    final = temporary.with_name(f"{CHECKPOINT_PREFIX}{step}")
-    if accelerator.is_main_process:
-        final = commit_checkpoint(temporary, checkpoints_dir, step)
-        prune_checkpoints(checkpoints_dir, run.options.checkpoints.checkpoints_total_limit)
-        logger.info("Saved %s", final)
-    accelerator.wait_for_everyone()
-    return final
+    return save_component_checkpoint(run, run.prior, prior_record(run), step, EMA_FOLDER)
 
 
 def resume_prior(run: PriorRun) -> int:
     """Load the checkpoint --resume_from_checkpoint names, if any, after checking it; returns its step (0: none)."""
-    o = run.options
-    folder = find_checkpoint(o.checkpoints.resume_from_checkpoint, o.output_dir)
-    check_same_checkpoint(run.accelerator, folder, o.output_dir)
-    if folder is None:
-        return 0
-    state = TrainingState.read(folder)
-    differences = record_differences(state.model or {}, prior_record(run))
-    if state.model is None or "prior" not in state.model or differences:
-        raise UsageError(
-            f"Cannot resume from {folder}: it is not a checkpoint of this prior "
-            f"({'; '.join(differences[:6]) or 'it records another kind of model'}). Resume it with the options of "
-            "its own run (its training_options.json), or start this run in another --output_dir."
-        )
-    check_resumable(run, state, folder)
-    run.accelerator.load_state(str(folder))
-    if run.ema is not None:
-        run.ema.load(folder / EMA_FOLDER, state.ema_updates)
-    logger.info("Resumed from %s: step %d", folder, state.global_step)
-    return state.global_step
+    return resume_component(run, prior_record(run), "prior", "prior", EMA_FOLDER)
 
 
 # ----------------------------------------------------------------------------------------------------------------
