@@ -3,12 +3,9 @@ micro-batches, the losses exchanged as a DDPM run's are (`loop.sync_losses`), ch
 schedule, then the end (`autoencoder_output`)."""
 
 import contextlib
-import json
-import time
 
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
 
 from .autoencoder import AutoencoderRun, AutoencoderSource, build_autoencoder_run, check_autoencoder_options
 from .autoencoder_loss import autoencoder_loss, hinge_discriminator_loss, hinge_generator_loss
@@ -18,11 +15,10 @@ from .autoencoder_output import (
     resume_autoencoder,
     save_autoencoder_checkpoint,
 )
-from .loop import TrainingResult, sync_losses
-from .options import TrainingOptions, dry_run_report
-from .output import hold_output_dir, start_output
+from .component_loop import build_and_train, component_main, train_component
+from .loop import TrainingResult
+from .options import TrainingOptions
 from .randomness import NOISE, make_generator
-from .run import close_accelerator, make_accelerator
 
 # ----------------------------------------------------------------------------------------------------------------
 # The loop
@@ -89,44 +85,7 @@ def optimizer_step(run: AutoencoderRun, micro_batches: list) -> torch.Tensor:
 
 def train_autoencoder(run: AutoencoderRun, first_step: int) -> TrainingResult:
     """Optimizer steps until max_train_steps or the time limit; checkpoints and held-out PSNR on schedule."""
-    o, accelerator = run.options, run.accelerator
-    max_steps, accumulation = o.length.max_train_steps, o.batches.gradient_accumulation_steps
-    every_checkpoint, every_check = o.checkpoints.checkpointing_steps, o.validation.validation_steps
-    loader = run.data.loader(
-        first_step * accumulation, max_steps * accumulation, o.batches.dataloader_num_workers,
-        accelerator.device.type == "cuda",
-    )  # fmt: skip
-    micro_batches = iter(loader)
-    progress = tqdm(total=max_steps, initial=first_step, desc="train", disable=not accelerator.is_local_main_process)
-    started = synced_at = time.monotonic()
-    step, stopped_by, last_checkpoint, losses, pending, step_time = first_step, "max_train_steps", None, [], [], 0.0
-    while step < max_steps:
-        pending.append(optimizer_step(run, [next(micro_batches) for _ in range(accumulation)]))
-        step += 1
-        progress.update(1)
-        checkpoint = every_checkpoint and step % every_checkpoint == 0
-        check = every_check and step % every_check == 0 and step < max_steps
-        if step % o.logging.logging_steps == 0 or checkpoint or check or step == max_steps:
-            minutes = o.length.max_train_minutes
-            time_up = minutes is not None and time.monotonic() - started > 60 * minutes
-            seconds = time.monotonic() - synced_at
-            step_time += seconds
-            values, stop = sync_losses(run, pending, step, time_up, seconds, progress)
-            losses, pending = losses + values, []
-            if checkpoint:
-                save_autoencoder_checkpoint(run, step)
-                last_checkpoint = step
-            if check:
-                log_holdout_psnr(run, step)
-            if stop:
-                stopped_by = "max_train_minutes"
-                break
-            synced_at = time.monotonic()
-    progress.close()
-    validation = log_holdout_psnr(run, step)
-    return TrainingResult(
-        first_step, step, stopped_by, time.monotonic() - started, step_time, losses, last_checkpoint, validation
-    )
+    return train_component(run, first_step, optimizer_step, save_autoencoder_checkpoint, log_holdout_psnr)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -134,21 +93,13 @@ def train_autoencoder(run: AutoencoderRun, first_step: int) -> TrainingResult:
 
 
 def autoencoder_main(o: TrainingOptions, dry_run: bool, source: AutoencoderSource) -> None:
-    """`training.main`'s branch for an autoencoder configuration: check, then train and write the folder."""
-    o = check_autoencoder_options(o, source)
-    if dry_run:
-        report = json.loads(dry_run_report(o, source))
-        print(json.dumps({**report, "pipeline_source": "autoencoder configuration"}, indent=2))
-        return
-    accelerator = make_accelerator(o)
-    with hold_output_dir(o, accelerator):
-        train_and_write_autoencoder(o, source, accelerator)
-    close_accelerator(accelerator)
+    """`training.main`'s branch for a autoencoder configuration: check, then train and write the folder."""
+    component_main(
+        o, dry_run, source, "autoencoder configuration", check_autoencoder_options, train_and_write_autoencoder
+    )
 
 
 def train_and_write_autoencoder(o: TrainingOptions, source: AutoencoderSource, accelerator: Accelerator) -> None:
-    run = build_autoencoder_run(o, source, accelerator)
-    first_step = resume_autoencoder(run)
-    start_output(run)
-    result = train_autoencoder(run, first_step)
-    finish_autoencoder(run, result)
+    build_and_train(
+        build_autoencoder_run(o, source, accelerator), resume_autoencoder, train_autoencoder, finish_autoencoder
+    )

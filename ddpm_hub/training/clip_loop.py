@@ -3,21 +3,17 @@ the losses exchanged as a DDPM run's are (`loop.sync_losses`), checkpoints and t
 schedule, then the end (`clip_output`)."""
 
 import contextlib
-import json
-import time
 
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
 
 from .clip import CAPTION, ClipRun, ClipSource, build_clip_run, check_clip_options
 from .clip_loss import MAX_LOGIT_SCALE, contrastive_loss, gather_with_local_grad, same_meaning
 from .clip_output import finish_clip, log_retrieval, resume_clip, save_clip_checkpoint
-from .loop import TrainingResult, sync_losses
-from .options import TrainingOptions, dry_run_report
-from .output import hold_output_dir, start_output
+from .component_loop import build_and_train, component_main, train_component
+from .loop import TrainingResult
+from .options import TrainingOptions
 from .randomness import DROPOUT, derive_seed, make_generator
-from .run import close_accelerator, make_accelerator
 
 # ----------------------------------------------------------------------------------------------------------------
 # The loop
@@ -75,44 +71,7 @@ def optimizer_step(run: ClipRun, micro_batches: list) -> torch.Tensor:
 
 def train_clip(run: ClipRun, first_step: int) -> TrainingResult:
     """Optimizer steps until max_train_steps or the time limit; checkpoints and held-out retrieval on schedule."""
-    o, accelerator = run.options, run.accelerator
-    max_steps, accumulation = o.length.max_train_steps, o.batches.gradient_accumulation_steps
-    every_checkpoint, every_check = o.checkpoints.checkpointing_steps, o.validation.validation_steps
-    loader = run.data.loader(
-        first_step * accumulation, max_steps * accumulation, o.batches.dataloader_num_workers,
-        accelerator.device.type == "cuda",
-    )  # fmt: skip
-    micro_batches = iter(loader)
-    progress = tqdm(total=max_steps, initial=first_step, desc="train", disable=not accelerator.is_local_main_process)
-    started = synced_at = time.monotonic()
-    step, stopped_by, last_checkpoint, losses, pending, step_time = first_step, "max_train_steps", None, [], [], 0.0
-    while step < max_steps:
-        pending.append(optimizer_step(run, [next(micro_batches) for _ in range(accumulation)]))
-        step += 1
-        progress.update(1)
-        checkpoint = every_checkpoint and step % every_checkpoint == 0
-        check = every_check and step % every_check == 0 and step < max_steps
-        if step % o.logging.logging_steps == 0 or checkpoint or check or step == max_steps:
-            minutes = o.length.max_train_minutes
-            time_up = minutes is not None and time.monotonic() - started > 60 * minutes
-            seconds = time.monotonic() - synced_at
-            step_time += seconds
-            values, stop = sync_losses(run, pending, step, time_up, seconds, progress)
-            losses, pending = losses + values, []
-            if checkpoint:
-                save_clip_checkpoint(run, step)
-                last_checkpoint = step
-            if check:
-                log_retrieval(run, step)
-            if stop:
-                stopped_by = "max_train_minutes"
-                break
-            synced_at = time.monotonic()
-    progress.close()
-    validation = log_retrieval(run, step)
-    return TrainingResult(
-        first_step, step, stopped_by, time.monotonic() - started, step_time, losses, last_checkpoint, validation
-    )
+    return train_component(run, first_step, optimizer_step, save_clip_checkpoint, log_retrieval)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -121,20 +80,8 @@ def train_clip(run: ClipRun, first_step: int) -> TrainingResult:
 
 def clip_main(o: TrainingOptions, dry_run: bool, source: ClipSource) -> None:
     """`training.main`'s branch for a CLIP configuration: check, then train and write the folder."""
-    o = check_clip_options(o, source)
-    if dry_run:
-        report = json.loads(dry_run_report(o, source))
-        print(json.dumps({**report, "pipeline_source": "CLIP configuration"}, indent=2))
-        return
-    accelerator = make_accelerator(o)
-    with hold_output_dir(o, accelerator):
-        train_and_write_clip(o, source, accelerator)
-    close_accelerator(accelerator)
+    component_main(o, dry_run, source, "CLIP configuration", check_clip_options, train_and_write_clip)
 
 
 def train_and_write_clip(o: TrainingOptions, source: ClipSource, accelerator: Accelerator) -> None:
-    run = build_clip_run(o, source, accelerator)
-    first_step = resume_clip(run)
-    start_output(run)
-    result = train_clip(run, first_step)
-    finish_clip(run, result)
+    build_and_train(build_clip_run(o, source, accelerator), resume_clip, train_clip, finish_clip)

@@ -3,23 +3,19 @@ micro-batches, the losses exchanged as a DDPM run's are (`loop.sync_losses`), ch
 (`prior_output`)."""
 
 import contextlib
-import json
-import time
 
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
 
 from ..shipped.prior_ddpm_hub import PriorText, normalise, predict_x0
 from .clip import CAPTION
-from .loop import TrainingResult, sync_losses
-from .options import TrainingOptions, dry_run_report
-from .output import hold_output_dir, start_output
+from .component_loop import build_and_train, component_main, train_component
+from .loop import TrainingResult
+from .options import TrainingOptions
 from .prior import PriorRun, PriorSource, build_prior_run, check_prior_options
 from .prior_loss import prior_loss
 from .prior_output import finish_prior, held_out_loss, resume_prior, save_prior_checkpoint
 from .randomness import CONDITION_DROPOUT, NOISE, make_generator
-from .run import close_accelerator, make_accelerator
 
 # ----------------------------------------------------------------------------------------------------------------
 # The loop
@@ -86,44 +82,7 @@ def optimizer_step(run: PriorRun, micro_batches: list) -> torch.Tensor:
 
 def train_prior(run: PriorRun, first_step: int) -> TrainingResult:
     """Optimizer steps until max_train_steps or the time limit; checkpoints and the held-out loss on schedule."""
-    o, accelerator = run.options, run.accelerator
-    max_steps, accumulation = o.length.max_train_steps, o.batches.gradient_accumulation_steps
-    every_checkpoint, every_check = o.checkpoints.checkpointing_steps, o.validation.validation_steps
-    loader = run.data.loader(
-        first_step * accumulation, max_steps * accumulation, o.batches.dataloader_num_workers,
-        accelerator.device.type == "cuda",
-    )  # fmt: skip
-    micro_batches = iter(loader)
-    progress = tqdm(total=max_steps, initial=first_step, desc="train", disable=not accelerator.is_local_main_process)
-    started = synced_at = time.monotonic()
-    step, stopped_by, last_checkpoint, losses, pending, step_time = first_step, "max_train_steps", None, [], [], 0.0
-    while step < max_steps:
-        pending.append(optimizer_step(run, [next(micro_batches) for _ in range(accumulation)]))
-        step += 1
-        progress.update(1)
-        checkpoint = every_checkpoint and step % every_checkpoint == 0
-        check = every_check and step % every_check == 0 and step < max_steps
-        if step % o.logging.logging_steps == 0 or checkpoint or check or step == max_steps:
-            minutes = o.length.max_train_minutes
-            time_up = minutes is not None and time.monotonic() - started > 60 * minutes
-            seconds = time.monotonic() - synced_at
-            step_time += seconds
-            values, stop = sync_losses(run, pending, step, time_up, seconds, progress)
-            losses, pending = losses + values, []
-            if checkpoint:
-                save_prior_checkpoint(run, step)
-                last_checkpoint = step
-            if check:
-                held_out_loss(run, step)
-            if stop:
-                stopped_by = "max_train_minutes"
-                break
-            synced_at = time.monotonic()
-    progress.close()
-    validation = held_out_loss(run, step)
-    return TrainingResult(
-        first_step, step, stopped_by, time.monotonic() - started, step_time, losses, last_checkpoint, validation
-    )
+    return train_component(run, first_step, optimizer_step, save_prior_checkpoint, held_out_loss)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -132,20 +91,8 @@ def train_prior(run: PriorRun, first_step: int) -> TrainingResult:
 
 def prior_main(o: TrainingOptions, dry_run: bool, source: PriorSource) -> None:
     """`training.main`'s branch for a prior configuration: check, then train and write the folder."""
-    o = check_prior_options(o, source)
-    if dry_run:
-        report = json.loads(dry_run_report(o, source))
-        print(json.dumps({**report, "pipeline_source": PriorSource.kind}, indent=2))
-        return
-    accelerator = make_accelerator(o)
-    with hold_output_dir(o, accelerator):
-        train_and_write_prior(o, source, accelerator)
-    close_accelerator(accelerator)
+    component_main(o, dry_run, source, PriorSource.kind, check_prior_options, train_and_write_prior)
 
 
 def train_and_write_prior(o: TrainingOptions, source: PriorSource, accelerator: Accelerator) -> None:
-    run = build_prior_run(o, source, accelerator)
-    first_step = resume_prior(run)
-    start_output(run)
-    result = train_prior(run, first_step)
-    finish_prior(run, result)
+    build_and_train(build_prior_run(o, source, accelerator), resume_prior, train_prior, finish_prior)
