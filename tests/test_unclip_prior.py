@@ -430,3 +430,15 @@ def test_the_text_accuracy_and_the_spread_of_a_prompt_measure_the_unclip_pipelin
     assert 0 <= rows[0]["seen"] <= 1 and 0 <= rows[0]["unseen"] <= 1
     spread = prompt_spread(call, {"guidance_scale": 1.0, "num_inference_steps": 2}, [(3, 7), (1, 4)], per_prompt=3)
     assert spread["spread"] >= 0 and spread["real_spread"] > 0 and 0 <= spread["accuracy"] <= 1
+
+
+def test_prior_options_are_refused_by_the_other_runs(tmp_path):
+    """--clip given to a DDPM, a CLIP or an autoencoder run would be ignored: each refuses it by name."""
+    from helpers import check
+
+    with pytest.raises(UsageError, match="--clip: options of a prior"):
+        check(["--clip", "runs/ddpm-unclip-digit-pairs-clip"])
+    from ddpm_hub.training.options import options_given
+
+    options, _ = parse_options(["--clip", "c", "--text_dropout_prob", "0.2", "--distill_from", "t", "--use_ema"])
+    assert options_given(options, ("prior",)) == ["--clip", "--text_dropout_prob", "--distill_from"]

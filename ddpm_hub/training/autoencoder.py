@@ -16,7 +16,7 @@ This module holds what the run is (its source, its checks, the model and the `Au
 training_summary.json).
 """
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -42,7 +42,7 @@ from .batches import MicroBatches
 from .data import load_training_data, make_micro_batches
 from .ema import EMA
 from .model import apply_speed_settings, make_optimizer, sample_size_config
-from .options import ConditioningOptions, DistillOptions, ModelOptions, TrainingOptions
+from .options import TrainingOptions, options_given
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -138,14 +138,8 @@ def check_autoencoder_options(o: TrainingOptions, source: AutoencoderSource) -> 
 
 
 def refuse_diffusion_options(o: TrainingOptions) -> None:
-    """The options of a DDPM's model, conditioning and distillation mean nothing to an autoencoder: name any given."""
-    given = []
-    for group, defaults in (("model", ModelOptions()), ("conditioning", ConditioningOptions())):
-        for f in fields(defaults):
-            if f.name != "pipeline" and getattr(getattr(o, group), f.name) != getattr(defaults, f.name):
-                given.append(f"--{f.name}")
-    if o.distillation.distill_from != DistillOptions().distill_from:
-        given.append("--distill_from")
+    """The options of a DDPM's model, conditioning, distillation and prior mean nothing to an autoencoder."""
+    given = options_given(o, ("model", "conditioning", "prior"))
     if given:
         raise UsageError(
             f"{', '.join(given)}: diffusion options; --pipeline {o.model.pipeline} is an autoencoder configuration, "

@@ -1,7 +1,7 @@
 """Checks that need no model: everything a user can get wrong fails here, in seconds, before any work is done."""
 
 import importlib.util
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 from ..data.decode import image_size, size_text
@@ -17,12 +17,21 @@ from .distillation import check_teacher, distill_options
 from .latents import autoencoder_of, check_autoencoder, pixel_size
 from .model import scheduler_overrides, unet_overrides
 from .options import TrainingOptions
+from .prior_options import PriorOptions
 from .trackers import check_trackers
 
 
 def check_options(o: TrainingOptions) -> tuple[TrainingOptions, Source]:
     """All the checks, in order of cost; returns the options with the pipeline's defaults filled in."""
     check_ranges(o)
+    if o.prior != PriorOptions():
+        given = [
+            f"--{f.name}" for f in fields(PriorOptions) if getattr(o.prior, f.name) != getattr(PriorOptions(), f.name)
+        ]
+        raise UsageError(
+            f"{', '.join(given)}: options of a prior (--pipeline a configuration with prior/config.json, such as "
+            f"ddpm-unclip-digit-pairs-prior); --pipeline {o.model.pipeline} is not one."
+        )
     o = distill_options(o)  # --distill_from: the teacher is the pipeline, the student predicts v
     o.data.check()
     check_streaming_run(o)

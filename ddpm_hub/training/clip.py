@@ -21,7 +21,7 @@ run is; the loop and the entry are in `clip_loop`, the checkpoints and the end i
 """
 
 import hashlib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -39,8 +39,7 @@ from .batches import MicroBatches
 from .data import load_training_data, make_micro_batches
 from .ema import EMA
 from .model import make_optimizer
-from .objective_options import AutoencoderOptions
-from .options import ConditioningOptions, DistillOptions, ModelOptions, TrainingOptions
+from .options import TrainingOptions, options_given
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -122,21 +121,8 @@ def check_clip_options(o: TrainingOptions, source: ClipSource) -> TrainingOption
 
 
 def refuse_other_options(o: TrainingOptions) -> None:
-    """The options of a DDPM's model, conditioning, distillation and autoencoder mean nothing to a CLIP."""
-    given = []
-    groups = (
-        ("model", ModelOptions()),
-        ("conditioning", ConditioningOptions()),
-        ("autoencoder", AutoencoderOptions()),
-    )
-    for group, defaults in groups:
-        for f in fields(defaults):
-            if f.name not in ("pipeline", "revision") and getattr(getattr(o, group), f.name) != getattr(
-                defaults, f.name
-            ):
-                given.append(f"--{f.name}")
-    if o.distillation.distill_from != DistillOptions().distill_from:
-        given.append("--distill_from")
+    """The options of a DDPM's model, conditioning, distillation, autoencoder and prior mean nothing to a CLIP."""
+    given = options_given(o, ("model", "conditioning", "autoencoder", "prior"), kept=("pipeline", "revision"))
     if given:
         raise UsageError(
             f"{', '.join(given)}: options of diffusion or autoencoder runs; --pipeline {o.model.pipeline} is a CLIP "

@@ -5,7 +5,7 @@ fields (`ddpm_hub.options`), flat. The data options are `ddpm_hub.data.DataOptio
 
 import argparse
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 from ..data import DataOptions
 from ..errors import UsageError
@@ -465,3 +465,18 @@ def recorded_options(o: TrainingOptions) -> dict:
 def dry_run_report(o: TrainingOptions, source) -> str:
     """What `--dry-run` prints: the resolved options and where the weights come from, as JSON."""
     return json.dumps({"options": recorded_options(o), "pipeline_source": source.kind}, indent=2)
+
+
+def options_given(o: TrainingOptions, groups: tuple[str, ...], kept: tuple[str, ...] = ("pipeline",)) -> list[str]:
+    """
+    The flags of the option `groups` (and --distill_from) given a value other than their default, but `kept`: what a
+    run of one component refuses, since the options of other runs mean nothing to it.
+    """
+    defaults = TrainingOptions()
+    given = [
+        f"--{f.name}"
+        for group in groups
+        for f in fields(getattr(defaults, group))
+        if f.name not in kept and getattr(getattr(o, group), f.name) != getattr(getattr(defaults, group), f.name)
+    ]
+    return given + ["--distill_from"] * (o.distillation.distill_from is not None)

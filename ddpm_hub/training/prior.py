@@ -19,7 +19,7 @@ holds what the run is; the loop and the entry are in `prior_loop`, the checkpoin
 """
 
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -37,8 +37,7 @@ from .batches import MicroBatches
 from .data import load_training_data, make_micro_batches
 from .ema import EMA
 from .model import make_optimizer
-from .objective_options import AutoencoderOptions
-from .options import ConditioningOptions, DistillOptions, ModelOptions, TrainingOptions
+from .options import TrainingOptions, options_given
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -132,17 +131,7 @@ def check_widths(source: PriorSource, clip_config) -> None:
 
 def refuse_other_options(o: TrainingOptions) -> None:
     """The options of a DDPM's UNet, conditioning, distillation and autoencoder mean nothing to a prior."""
-    given = []
-    for group, defaults in (("model", ModelOptions()), ("conditioning", ConditioningOptions())):
-        for f in fields(defaults):
-            if f.name not in ("pipeline", "revision") and getattr(getattr(o, group), f.name) != getattr(
-                defaults, f.name
-            ):
-                given.append(f"--{f.name}")
-    if o.autoencoder != AutoencoderOptions():
-        given.append("the autoencoder's options")
-    if o.distillation.distill_from != DistillOptions().distill_from:
-        given.append("--distill_from")
+    given = options_given(o, ("model", "conditioning", "autoencoder"), kept=("pipeline", "revision"))
     if given:
         raise UsageError(
             f"{', '.join(given)}: options of diffusion or autoencoder runs; --pipeline {o.model.pipeline} is a prior "
