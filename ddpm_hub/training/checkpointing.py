@@ -118,7 +118,8 @@ def check_finite_weights(run: Run, step: int) -> None:
     )
 
 
-def training_state(run: Run, step: int) -> TrainingState:
+def training_state(run: Run, step: int, record: dict | None = None) -> TrainingState:
+    """The position of step `step` and what the weights are a model of (`record`, default: the DDPM run's)."""
     micro_batch = step * run.options.batches.gradient_accumulation_steps
     epoch, batch_in_epoch = run.data.position(micro_batch)
     return TrainingState(
@@ -131,7 +132,7 @@ def training_state(run: Run, step: int) -> TrainingState:
         gradient_accumulation_steps=run.options.batches.gradient_accumulation_steps,
         num_images=run.data.num_images,
         ema_updates=run.ema.num_updates if run.ema is not None else None,
-        model=model_record(run),
+        model=model_record(run) if record is None else record,
     )
 
 

@@ -21,7 +21,13 @@ from .checkpoint_folders import (
     record_differences,
     temporary_checkpoint_dir,
 )
-from .checkpointing import CheckpointError, check_resumable, check_same_checkpoint, find_checkpoint
+from .checkpointing import (
+    CheckpointError,
+    check_resumable,
+    check_same_checkpoint,
+    find_checkpoint,
+    training_state,
+)
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -56,20 +62,7 @@ def save_component_checkpoint(run, model: torch.nn.Module, record: dict, step: i
     if accelerator.is_main_process:
         if run.ema is not None:
             run.ema.save(temporary / ema_folder)
-        micro_batch = step * run.options.batches.gradient_accumulation_steps
-        epoch, batch_in_epoch = run.data.position(micro_batch)
-        TrainingState(
-            global_step=step,
-            micro_batch=micro_batch,
-            epoch=epoch,
-            batch_in_epoch=batch_in_epoch,
-            seed=run.options.seed,
-            global_batch_size=run.data.global_batch_size,
-            gradient_accumulation_steps=run.options.batches.gradient_accumulation_steps,
-            num_images=run.data.num_images,
-            ema_updates=run.ema.num_updates if run.ema is not None else None,
-            model=record,
-        ).write(temporary)
+        training_state(run, step, record).write(temporary)
     accelerator.wait_for_everyone()
     final = temporary.with_name(f"{CHECKPOINT_PREFIX}{step}")
     if accelerator.is_main_process:
