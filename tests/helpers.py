@@ -14,6 +14,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DModel
 from processes import run_process_group
 from safetensors.torch import load_file
+from warm_start import run_warm, warm_startable
 
 from ddpm_hub import DDPMHubPipeline, DDPMHubScheduler
 from ddpm_hub.pipelines import Source
@@ -41,6 +42,8 @@ def run_script(
 ) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
     if processes == 1:
+        if warm_startable(env):  # as `python script *args`, without its imports (tests/warm_start.py)
+            return run_warm(script, args, env, ROOT, timeout)
         command = [sys.executable, str(script), *args]
     else:
         launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1"]

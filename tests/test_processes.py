@@ -2,6 +2,7 @@
 one rank of a 2-process run that torch's launcher had started in a session of its own)."""
 
 import json
+import os
 import sys
 import time
 
@@ -33,3 +34,43 @@ def test_a_timeout_kills_children_in_other_sessions_and_reports_the_output():
 def test_a_command_that_ends_returns_its_output_and_exit_status():
     result = run_process_group([sys.executable, "-c", "import sys; print('out'); sys.exit(3)"], 60)
     assert (result.returncode, result.stdout) == (3, "out\n")
+
+
+# What `python SCRIPT ARGS` shows, and what tests/warm_start.py must show the same: argv, the working directory, the
+# script's folder first on sys.path, __name__, an environment variable, stdout and stderr, and the exit status.
+SCRIPT = """
+import os, sys
+print(sys.argv[1:], os.getcwd(), sys.path[0] == os.path.dirname(os.path.abspath(__file__)), __name__)
+print(os.environ.get("FAULT_PROBE"), file=sys.stderr)
+how = sys.argv[1]
+if how == "raise":
+    raise KeyError("probe")
+if how == "kill":
+    import signal; os.kill(os.getpid(), signal.SIGKILL)
+if how == "message":
+    sys.exit("stopped: probe")
+sys.exit(int(how))
+"""
+
+
+@pytest.mark.parametrize("how", ["0", "3", "raise", "kill", "message"])
+def test_a_warm_started_script_behaves_as_a_fresh_interpreter(tmp_path, how):
+    from warm_start import run_warm, warm_startable
+
+    script = tmp_path / "probe.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "FAULT_PROBE": "on"}
+    assert warm_startable(env)
+    warm = run_warm(script, [how, "x y"], env, tmp_path, 60)
+    cold = run_process_group([sys.executable, str(script), how, "x y"], 60, cwd=tmp_path, env=env)
+    assert (warm.returncode, warm.stdout) == (cold.returncode, cold.stdout), (warm, cold)
+    assert warm.stderr.splitlines()[0] == cold.stderr.splitlines()[0] == "on"
+    assert ("KeyError: 'probe'" in warm.stderr) == ("KeyError: 'probe'" in cold.stderr) == (how == "raise")
+    assert ("stopped: probe" in warm.stderr) == (how == "message")
+
+
+def test_an_environment_a_library_reads_at_import_is_not_warm_started():
+    from warm_start import warm_startable
+
+    assert not warm_startable({**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert not warm_startable({key: value for key, value in os.environ.items() if key != "HF_HOME"})
