@@ -263,7 +263,7 @@ def test_a_tiny_decoder_run_resumes_bit_identically_and_saves_a_folder_that_load
         "--dataset_name", "builtin:digit-pairs", "--resolution", "8x16", "--max_train_samples", "32",
         "--train_batch_size", "8", "--max_train_steps", "4", "--lr_warmup_steps", "1", "--num_validation_images", "4",
         "--ddpm_num_inference_steps", "3", "--validation_steps", "0", "--validation_holdout", "8", "--logger", "none",
-        "--checkpointing_steps", "2",
+        "--checkpointing_steps", "2", "--validation_guidance_scale", "3",
     ]  # fmt: skip
     out = tmp_path / "a"
     check_ok(run_script([*common, "--output_dir", str(out)]))
@@ -280,6 +280,12 @@ def test_a_tiny_decoder_run_resumes_bit_identically_and_saves_a_folder_that_load
     images = variations(image=canvas(), num_images_per_prompt=2, decoder_num_inference_steps=3,
                         generator=torch.Generator().manual_seed(0), output_type="np").images  # fmt: skip
     assert images.shape == (2, 8, 16, 1)
+    # a call that names no w takes the run's (--validation_guidance_scale, 3 here), not the class's 4
+    assert index["decoder_guidance_scale"] == 3.0 and variations.config.decoder_guidance_scale == 3.0
+    embeds = variations.embed_images(canvas())
+    default, named = (vary(variations, image_embeddings=embeds, **w) for w in ({}, {"decoder_guidance_scale": 3.0}))
+    np.testing.assert_array_equal(default, named)
+    assert not np.array_equal(default, vary(variations, image_embeddings=embeds, decoder_guidance_scale=4.0))
     card = str(render_model_card(out, "alice/tiny-decoder"))
     assert "from a CLIP image embedding" in card and "transformers `CLIPVisionModelWithProjection` (`clip`)" in card
     assert "probability 0.1" in card and "DDPMHubUnCLIPImageVariationPipeline.from_pretrained" in card
@@ -424,6 +430,10 @@ def test_the_variations_command_writes_a_row_per_image(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out) == {"output": str(tmp_path / "out.png"), "num_images": 6,
                                                    "guidance_scale": 4.0}  # fmt: skip
     assert Image.open(tmp_path / "out.png").size == (4 * 16 + 5 * 2, 2 * 8 + 3 * 2)  # input + 3 variations, 2 rows
+    # a decoder saved with its run's w: that is the command's default
+    DDPMHubUnCLIPImageVariationPipeline.from_pipe(decoder, decoder_guidance_scale=2.5).save_pretrained(tmp_path / "w")
+    assert cli.main([argv[0], str(tmp_path / "w"), *argv[2:]]) == 0
+    assert json.loads(capsys.readouterr().out)["guidance_scale"] == 2.5
     Source.of("ddpm-tiny-8").build().save_pretrained(tmp_path / "plain")
     argv[1] = str(tmp_path / "plain")
     assert cli.main(argv) == 2

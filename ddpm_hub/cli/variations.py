@@ -10,7 +10,16 @@ from ..pictures import strip, to_pil
 from ..pipelines.library import DDPMHubUnCLIPImageVariationPipeline
 from ..pipelines.sampling import image_generator
 from ..shipped.pipeline_ddpm_hub_unclip_variation import DEFAULT_DECODER_GUIDANCE_SCALE
-from .common import DEVICE, add_loading_arguments, check_output, load_model, read_image, refused_inputs, save
+from .common import (
+    DEVICE,
+    add_loading_arguments,
+    check_output,
+    load_model,
+    model_source,
+    read_image,
+    refused_inputs,
+    save,
+)
 
 HELP = "variations of images: their CLIP image embeddings decoded again (unCLIP)"
 
@@ -25,9 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--guidance_scale",
         type=guidance_scale,
-        default=DEFAULT_DECODER_GUIDANCE_SCALE,
-        help="the decoder's classifier-free guidance w (1: none; 0: the zero embedding; "
-        f"default: {DEFAULT_DECODER_GUIDANCE_SCALE:g})",
+        default=None,
+        help="the decoder's classifier-free guidance w (1: none; 0: the zero embedding; default: the model's "
+        f"decoder_guidance_scale, its run's --validation_guidance_scale, else {DEFAULT_DECODER_GUIDANCE_SCALE:g})",
     )
     parser.add_argument("--scale", type=int_at_least(1), default=4, help="nearest-neighbour enlargement (default: 4)")
     parser.add_argument("--device", default=DEVICE, help=f"torch device (default: {DEVICE})")
@@ -39,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
     """A row per image: the image (at the model's size), then its --num_images variations."""
     check_output(args)
     pipeline = DDPMHubUnCLIPImageVariationPipeline.from_pipe(load_model(args))
+    if args.guidance_scale is None:  # the folder's default (a DDPMHubPipeline, loaded first, does not keep it)
+        saved = model_source(args).model_index.get("decoder_guidance_scale")
+        args.guidance_scale = DEFAULT_DECODER_GUIDANCE_SCALE if saved is None else float(saved)
     pipeline.set_progress_bar_config(disable=True)
     images = [read_image(path, "IMAGE") for path in args.images]
     count = len(images) * args.num_images

@@ -197,7 +197,7 @@ class DDPMHubUnCLIPPipeline(shipped_unclip.DDPMHubUnCLIPPipeline, DDPMHubUnCLIPI
             raise UsageError(f"The prior {prior} makes embeddings of {dim} and the decoder {decoder} reads {width}.")
         parts = {name: getattr(decoding, name, None) for name in ("unet", "scheduler", "image_encoder")}
         parts.update(feature_extractor=getattr(decoding, "feature_extractor", None), vae=decoding.vae)
-        names = ("coordinate_channels", "default_num_inference_steps")  # the decoder folder's own win over its run's
+        names = ("coordinate_channels", "default_num_inference_steps", "decoder_guidance_scale")  # win over its run's
         kept = {key: decoding.config[key] for key in names if decoding.config.get(key) is not None}
         run = decoder_defaults(decoder) if os.path.isdir(decoder) else {}
         return cls(**parts, **{**run, **kept, **stage, **settings})

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
-from diffusers import ImagePipelineOutput
+from diffusers import ImagePipelineOutput, UNet2DConditionModel, UNet2DModel
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 # Imported here too, not only through pipeline_ddpm_hub: diffusers copies a local folder's code files one import deep.
 from .call_arguments_ddpm_hub import DEFAULT_CALLBACK_TENSOR_INPUTS, check_num_images_per_prompt
@@ -24,7 +25,7 @@ from .condition_batch_ddpm_hub import Guided  # noqa: F401
 from .conditioning_ddpm_hub import Conditioning  # noqa: F401
 from .image_embeds_ddpm_hub import image_embeddings as clip_image_embeddings
 from .image_processing_ddpm_hub import convert_mode  # noqa: F401
-from .latents_ddpm_hub import decode  # noqa: F401
+from .latents_ddpm_hub import AutoencoderKL, decode  # noqa: F401
 from .pipeline_ddpm_hub import DDPMHubPipeline
 from .samplers_ddpm_hub import ddpm_chain  # noqa: F401
 
@@ -46,6 +47,43 @@ class DDPMHubUnCLIPImageVariationPipeline(DDPMHubPipeline):
         ```
     """
 
+    def __init__(
+        self,
+        unet: UNet2DModel | UNet2DConditionModel,  # any: a call refuses a UNet that reads no embedding
+        scheduler: SchedulerMixin,
+        text_encoder=None,
+        tokenizer=None,
+        id2label: dict[int, str] | dict[str, str] | None = None,
+        null_class_label: int | None = None,
+        num_classes: int | None = None,
+        default_num_inference_steps: int | None = None,
+        coordinate_channels: int | None = None,
+        vae: AutoencoderKL | None = None,
+        guidance_range: dict[str, float] | None = None,
+        image_encoder=None,
+        feature_extractor=None,
+        decoder_guidance_scale: float | None = None,
+    ):
+        """`DDPMHubPipeline`'s, and `decoder_guidance_scale`: the w a call takes when it names none (a decoder run
+        saves its grids' `--validation_guidance_scale`), else DEFAULT_DECODER_GUIDANCE_SCALE."""
+        super().__init__(
+            unet=unet,
+            scheduler=scheduler,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            id2label=id2label,
+            null_class_label=null_class_label,
+            num_classes=num_classes,
+            default_num_inference_steps=default_num_inference_steps,
+            coordinate_channels=coordinate_channels,
+            vae=vae,
+            guidance_range=guidance_range,
+            image_encoder=image_encoder,
+            feature_extractor=feature_extractor,
+        )
+        if decoder_guidance_scale is not None:
+            self.register_to_config(decoder_guidance_scale=float(decoder_guidance_scale))
+
     @torch.no_grad()
     def __call__(
         self,
@@ -55,7 +93,7 @@ class DDPMHubUnCLIPImageVariationPipeline(DDPMHubPipeline):
         generator: torch.Generator | list[torch.Generator] | None = None,
         decoder_latents: torch.Tensor | None = None,
         image_embeddings: torch.Tensor | None = None,
-        decoder_guidance_scale: float = DEFAULT_DECODER_GUIDANCE_SCALE,
+        decoder_guidance_scale: float | None = None,
         output_type: Literal["pil", "np", "pt"] = "pil",
         return_dict: bool = True,
         callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None = None,
@@ -72,8 +110,9 @@ class DDPMHubUnCLIPImageVariationPipeline(DDPMHubPipeline):
             generator (`torch.Generator` or a list, one per output image): makes the variations deterministic.
             decoder_latents (`torch.Tensor` `[N x C x H x W]`, *optional*): x_T of each output image.
             image_embeddings (`torch.Tensor` `[n x D]`, *optional*): embeddings to decode instead of the image's.
-            decoder_guidance_scale (`float`, defaults to 4.0): classifier-free guidance w of the decoder: w = 1 the
-                conditional model, w = 0 the null (zero) embedding alone.
+            decoder_guidance_scale (`float`, *optional*): classifier-free guidance w of the decoder: w = 1 the
+                conditional model, w = 0 the null (zero) embedding alone (default: the pipeline's
+                `decoder_guidance_scale`, the w of its run's grids, else 4.0).
             output_type, return_dict, callback_on_step_end, callback_on_step_end_tensor_inputs: as
                 `DDPMHubPipeline.__call__`.
         """
@@ -81,6 +120,8 @@ class DDPMHubUnCLIPImageVariationPipeline(DDPMHubPipeline):
             raise ValueError("Give image (the image(s) to vary) or image_embeddings, one of the two.")
         check_num_images_per_prompt(num_images_per_prompt)
         embeds = self.embed_images(image) if image is not None else image_embeddings
+        if decoder_guidance_scale is None:
+            decoder_guidance_scale = self.config.get("decoder_guidance_scale") or DEFAULT_DECODER_GUIDANCE_SCALE
         return super().__call__(
             image_embeds=embeds,
             num_images_per_prompt=num_images_per_prompt,

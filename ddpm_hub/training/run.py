@@ -138,11 +138,14 @@ class Run:
         """
         pipeline = self.sampling_pipeline()
         sampler = default_sampler(pipeline) if self.distillation is None else None
-        if sampler is None:
-            return pipeline
-        fast = type(pipeline).from_pipe(pipeline, scheduler=sampler)
-        fast.register_to_config(default_num_inference_steps=DEFAULT_SAMPLER_STEPS)
-        return fast
+        if sampler is not None:
+            pipeline = type(pipeline).from_pipe(pipeline, scheduler=sampler)
+            pipeline.register_to_config(default_num_inference_steps=DEFAULT_SAMPLER_STEPS)
+        w = self.options.validation.validation_guidance_scale
+        if self.conditioning.get("image_embeds") is not None and self.conditioning.has_null and w != 1.0:
+            # a decoder: DDPMHubUnCLIPImageVariationPipeline's default w is its grids' (DDPMHubPipeline ignores it)
+            pipeline.register_to_config(decoder_guidance_scale=w)
+        return pipeline
 
     @property
     def sampling_steps(self) -> int:
