@@ -178,7 +178,7 @@ def test_training_on_latents_resumes_bit_identically_and_saves_the_autoencoder(t
     common = ["--pipeline", str(config), "--vae", str(tmp_path / "vae"), "--dataset_name", "builtin:digits"]
     common += ["--resolution", "16", "--train_batch_size", "8", "--max_train_steps", "4", "--logger", "none"]
     common += ["--validation_steps", "0", "--num_validation_images", "2", "--ddpm_num_inference_steps", "2"]
-    common += ["--checkpointing_steps", "2", "--validation_holdout", "8"]
+    common += ["--checkpointing_steps", "2", "--validation_holdout", "8", "--max_train_samples", "64"]
     check_ok(run_script([*common, "--output_dir", str(tmp_path / "a")]))
     killed = run_script([*common, "--output_dir", str(tmp_path / "b")], script=LAUNCHER, env=KILL_AFTER_2)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
@@ -224,7 +224,7 @@ def test_two_processes_train_on_latents_encoded_once(tmp_path):
     args += ["--resolution", "16", "--train_batch_size", "4", "--max_train_steps", "2", "--logger", "none"]
     args += ["--validation_steps", "0", "--num_validation_images", "2", "--ddpm_num_inference_steps", "2"]
     args += ["--checkpointing_steps", "0", "--validation_holdout", "8", "--output_dir", str(tmp_path / "out")]
-    result = run_script(args, processes=2)
+    result = run_script([*args, "--max_train_samples", "64"], processes=2)
     check_ok(result)
     assert result.stderr.count("into their posteriors, cached in") == 1  # the machine's main process, once
     assert summary(tmp_path / "out")["steps"] == 2

@@ -5,7 +5,6 @@ stand-in is needed. All `slow`: the fast tier (`pytest -m "not slow"`) leaves th
 
 import json
 import math
-import shutil
 import signal
 import uuid
 from pathlib import Path
@@ -15,7 +14,6 @@ import pytest
 import torch
 from helpers import (
     LAUNCHER,
-    ROOT,
     TINY,
     assert_bit_identical,
     check,
@@ -86,22 +84,22 @@ def test_two_processes_equal_weights_lr_per_optimizer_step_and_one_publish(tmp_p
     assert not any("token" in key for key in options)  # no option holds a secret
 
 
-def test_sigkill_and_resume_is_bit_identical_with_ema(tmp_path):
+def test_sigkill_and_resume_is_bit_identical_with_ema_and_label_dropout(tmp_path):
     """
-    Killed right after checkpoint 4 and resumed with `latest`: weights (EMA and raw) as if never interrupted. The
-    images come from the decoded cache, which the resumed run reuses.
+    Killed right after checkpoint 4 and resumed with `latest`: weights (EMA and raw) as if never interrupted, with
+    what draws random numbers on the way: the UNet's dropout (the global RNG), the class labels dropped for guidance,
+    random flips, gradient accumulation, a data worker in the second run (batches are a function of their position,
+    not of who makes them). The images come from the decoded cache, which the resumed run reuses.
     """
-    config = tmp_path / "tiny-dropout"  # dropout draws from the global RNG: resume must reproduce it too
-    shutil.copytree(ROOT / "pipelines" / "ddpm-tiny-8", config)
+    config = conditional_config(tmp_path)
     unet_config = json.loads((config / "unet" / "config.json").read_text())
     (config / "unet" / "config.json").write_text(json.dumps({**unet_config, "dropout": 0.1}))
     common = [*TINY, "--pipeline", str(config), "--max_train_steps", "6", "--gradient_accumulation_steps", "2"]
     common += ["--checkpointing_steps", "2", "--use_ema", "--ema_power", "0.5", "--random_flip"]
-    common += ["--learning_rate", "1e-3"]
+    common += ["--class_dropout_prob", "0.3", "--learning_rate", "1e-3", "--num_validation_images", "10"]
     a, b = tmp_path / "a", tmp_path / "b"
     check_ok(run_script([*common, "--output_dir", str(a)]))
 
-    # B loads data in a worker process: the batches are a function of their position, not of who makes them.
     common += ["--dataloader_num_workers", "1"]
     killed = run_script([*common, "--output_dir", str(b)], script=LAUNCHER, env={"FAULT_KILL_AFTER_CHECKPOINT": "4"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
@@ -121,6 +119,12 @@ def test_sigkill_and_resume_is_bit_identical_with_ema(tmp_path):
         unet_weights(a)["conv_in.weight"],
         load_file(a / "checkpoints/checkpoint-6/model.safetensors")["conv_in.weight"],
     )
+    index = json.loads((a / "model_index.json").read_text())
+    assert index["null_class_label"] == 10 and index["id2label"]["3"] == "3"
+    options = json.loads((a / "training_options.json").read_text())
+    assert options["class_dropout_prob"] == 0.3
+    grid = Image.open(a / "samples.png")
+    assert grid.size == (((8 + 2) * 1 + 2) * 8, ((8 + 2) * 10 + 2) * 8)  # one row per class, upscaled 8x
 
 
 def make_messy_folder(folder: Path) -> None:
@@ -276,29 +280,6 @@ def test_held_out_loss_and_bits_per_dim_are_logged_and_summarised(tmp_path):
     images = sample_images(pipeline, range(4), seed=0, call_kwargs={"num_inference_steps": 5})
     expected = grid_image(list(images.permute(0, 2, 3, 1).numpy()), 8)
     np.testing.assert_array_equal(np.asarray(Image.open(out / "samples.png")), np.asarray(expected))
-
-
-def test_conditional_sigkill_and_resume_is_bit_identical_with_label_dropout(tmp_path):
-    common = [*TINY, "--pipeline", str(conditional_config(tmp_path)), "--max_train_steps", "6"]
-    common += ["--checkpointing_steps", "2", "--gradient_accumulation_steps", "2", "--use_ema"]
-    common += ["--class_dropout_prob", "0.3", "--learning_rate", "1e-3", "--num_validation_images", "10"]
-    a, b = tmp_path / "a", tmp_path / "b"
-    check_ok(run_script([*common, "--output_dir", str(a)]))
-    killed = run_script([*common, "--output_dir", str(b)], script=LAUNCHER, env={"FAULT_KILL_AFTER_CHECKPOINT": "4"})
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    check_ok(run_script([*common, "--output_dir", str(b), "--resume_from_checkpoint", "latest"]))
-    assert summary(b)["resumed_from_step"] == 4
-    assert_bit_identical(unet_weights(a), unet_weights(b))
-    assert_bit_identical(
-        load_file(a / "checkpoints/checkpoint-6/model.safetensors"),
-        load_file(b / "checkpoints/checkpoint-6/model.safetensors"),
-    )
-    index = json.loads((a / "model_index.json").read_text())
-    assert index["null_class_label"] == 10 and index["id2label"]["3"] == "3"
-    options = json.loads((a / "training_options.json").read_text())
-    assert options["class_dropout_prob"] == 0.3
-    grid = Image.open(a / "samples.png")
-    assert grid.size == (((8 + 2) * 1 + 2) * 8, ((8 + 2) * 10 + 2) * 8)  # one row per class, upscaled 8x
 
 
 def test_conditional_training_on_two_processes(tmp_path):
