@@ -1,9 +1,9 @@
 # Copyright 2026 The ddpm_hub authors. Apache License 2.0.
 """A CLIP image embedding as a DDPM's condition: DALL-E 2's decoder (Ramesh et al. 2022), laid out as Kandinsky 2.2's.
 
-The UNet is a diffusers `UNet2DConditionModel` with `addition_embed_type="image"` (the embedding projected into the
-timestep embedding: diffusers' `ImageTimeEmbedding`) and `encoder_hid_dim_type="image_proj"` (the embedding projected
-into a few context tokens its cross-attention reads: `ImageProjection`), `encoder_hid_dim` the embedding's width D.
+The UNet is a diffusers `UNet2DConditionModel` with `encoder_hid_dim_type="image_proj"` (the embedding projected into
+a few context tokens its cross-attention reads: `ImageProjection`), `addition_embed_type="image"` (the embedding
+projected into the timestep embedding: `ImageTimeEmbedding`), or both; `encoder_hid_dim` is the embedding's width D.
 `ConditionBatch.__call__` passes the embedding in `added_cond_kwargs={"image_embeds": ...}`, as Kandinsky's decoder
 pipeline does. Classifier-free guidance drops the embedding: the zero embedding is the null branch (what training
 drops a share of embeddings to).
