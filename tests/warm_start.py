@@ -10,8 +10,8 @@ atexit handlers, and death by a signal reported as the negative signal number. d
 every run (never by the server), so the test doubles tests/launch_train.py installs still take.
 
 A library reads some of the environment when it is imported (HF_HOME, HF_HUB_OFFLINE, ...): a run whose environment
-differs from the suite's in anything but the variables `RUNTIME_VARIABLES` names is not warm-started
-(`warm_startable`); the caller then starts a fresh interpreter as before.
+differs from the suite's in such a variable (`IMPORT_TIME_VARIABLES`) is not warm-started (`warm_startable`); the
+caller then starts a fresh interpreter as before.
 """
 
 import json
@@ -25,9 +25,12 @@ from pathlib import Path
 
 from processes import kill_tree
 
-# Read by the scripts and tests/launch_train.py when they run, never at import, or (KMP_) set by scikit-learn when
-# imported, in the server too: safe to differ from the server's environment.
-RUNTIME_VARIABLES = ("FAULT_", "FAKE_HUB_RECORD", "CLOSE_RECORD", "PYTHONPATH", "OMP_NUM_THREADS", "PYTEST_", "KMP_")
+# Variables some library reads when it is imported (or the interpreter when it starts): a run whose environment
+# differs from the server's in one of these starts a fresh interpreter. Others (what tests/launch_train.py reads, what
+# a library sets in the suite's own process, as scikit-learn's KMP_ or torch's TORCHINDUCTOR_CACHE_DIR) are read when
+# used.
+IMPORT_TIME_VARIABLES = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "DIFFUSERS_", "DATASETS_", "TOKENIZERS_", "TORCH_",
+                         "PYTORCH_", "CUDA_", "XDG_", "HOME", "PYTHON", "LD_", "OMP_", "MKL_")  # fmt: skip
 SERVER = Path(__file__).resolve().parent / "warm_start_server.py"
 SUITE_ENVIRONMENT = dict(os.environ)  # as tests/conftest.py left it: this module is imported while collecting
 _server = None
@@ -35,16 +38,22 @@ _server = None
 
 def warm_startable(env: dict) -> bool:
     """Whether a run with this full environment may be forked by the server (see the module's docstring)."""
-    keys = set(env) | set(SUITE_ENVIRONMENT)
-    differing = [key for key in keys if env.get(key) != SUITE_ENVIRONMENT.get(key)]
-    return all(key.startswith(RUNTIME_VARIABLES) for key in differing)
+    return not import_time_differences(env)
+
+
+def import_time_differences(env: dict) -> list[str]:
+    """The variables read at import in which `env` differs from the environment the server started with."""
+    server = {**SUITE_ENVIRONMENT, "OMP_NUM_THREADS": "1"}
+    keys = sorted(set(env) | set(server))
+    differing = [key for key in keys if env.get(key) != server.get(key) and key != "PYTHONPATH"]
+    return [key for key in differing if key.startswith(IMPORT_TIME_VARIABLES)]
 
 
 def server() -> subprocess.Popen:
     """The server, started on first use with the suite's environment; it ends when the suite closes its stdin."""
     global _server
     if _server is None or _server.poll() is not None:
-        env = {**SUITE_ENVIRONMENT, "OMP_NUM_THREADS": "1"}
+        env = {**SUITE_ENVIRONMENT, "OMP_NUM_THREADS": "1"}  # as run_script's runs have it
         _server = subprocess.Popen(
             [sys.executable, str(SERVER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             env=env, text=True,
