@@ -81,10 +81,11 @@ def model_source(args: argparse.Namespace, name: str | None = None) -> Source:
     return Source.of(args.model if name is None else name, settings)
 
 
-def load_model(args: argparse.Namespace):
-    """MODEL of a command that draws images from noise (sample, inpaint, img2img): never a super-resolution model."""
+def load_model(args: argparse.Namespace, source: Source | None = None):
+    """MODEL (or its `source`, already made) of a command that draws images from noise (sample, inpaint, img2img):
+    never a super-resolution model."""
     command = f"ddpm-hub {getattr(args, 'command', None) or 'sample'}"
-    source = model_source(args)
+    source = model_source(args) if source is None else source
     source.refuse_super_resolution(command)  # from the configs, before any weights are read
     return source.load(seed=args.seed).to(args.device)  # a configuration: fresh weights, to check the plumbing
 

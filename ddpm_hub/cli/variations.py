@@ -47,9 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """A row per image: the image (at the model's size), then its --num_images variations."""
     check_output(args)
-    pipeline = DDPMHubUnCLIPImageVariationPipeline.from_pipe(load_model(args))
+    source = model_source(args)
+    pipeline = DDPMHubUnCLIPImageVariationPipeline.from_pipe(load_model(args, source))
     if args.guidance_scale is None:  # the folder's default (a DDPMHubPipeline, loaded first, does not keep it)
-        saved = model_source(args).model_index.get("decoder_guidance_scale")
+        saved = source.model_index.get("decoder_guidance_scale")
         args.guidance_scale = DEFAULT_DECODER_GUIDANCE_SCALE if saved is None else float(saved)
     pipeline.set_progress_bar_config(disable=True)
     images = [read_image(path, "IMAGE") for path in args.images]
