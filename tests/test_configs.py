@@ -22,6 +22,7 @@ SHIPPED = [
     "ddpm-tiny-8",
     "ddpm-tiny-8x16",
     "ddpm-unclip-digit-pairs-decoder",
+    "ddpm-unclip-decoder-64",
 ]
 
 

@@ -15,7 +15,7 @@ import torch
 from diffusers import PriorTransformer
 from helpers import ROOT, assert_bit_identical
 from test_unclip_decoder import EMBED_DIM, tiny_decoder, tiny_image_encoder
-from transformers import CLIPImageProcessor, CLIPTextConfig, CLIPTextModelWithProjection
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPTextConfig, CLIPTextModelWithProjection
 
 from ddpm_hub import DDPMHubPipeline, DDPMHubScheduler, DDPMHubUnCLIPImageVariationPipeline, DDPMHubUnCLIPPipeline
 from ddpm_hub.errors import UsageError
@@ -361,6 +361,39 @@ def test_the_prior_options_are_checked_before_any_work(tmp_path, capsys):
     # The shipped YAML parses (its CLIP, runs/ddpm-unclip-digit-pairs-clip, exists only after the first stage's run)
     options, _ = parse_options(["--config", str(ROOT / "training" / "configs" / "ddpm-unclip-digit-pairs-prior.yaml")])
     assert options.prior.clip == "runs/ddpm-unclip-digit-pairs-clip" and options.prior.text_dropout_prob == 0.1
+
+
+def test_the_gpu_configurations_fit_a_clip_of_vit_b32_widths(tmp_path, capsys):
+    """ddpm-unclip-prior-vit-b32 and ddpm-unclip-decoder-64 pass a run's checks on a CLIP laid out as
+    openai/clip-vit-base-patch32 (transformers' default CLIPConfig is ViT-B/32: text width 512, 77 positions,
+    projection 512; only its config.json is read), and the digit CLIP of width 64 is refused by the prior."""
+    from ddpm_hub.training.main import main
+
+    vit_b32 = tmp_path / "vit-b32"
+    config = CLIPConfig()
+    config.text_config.eos_token_id = config.text_config.vocab_size - 1  # OpenAI's <|endoftext|>, the largest id
+    config.save_pretrained(vit_b32)
+    assert (config.projection_dim, config.text_config.hidden_size, config.vision_config.patch_size) == (512, 512, 32)
+    data = ["--dataset_name", "builtin:digit-pairs", "--dry-run"]
+    prior = ["--pipeline", "ddpm-unclip-prior-vit-b32", "--clip", str(vit_b32)]
+    main([*prior, "--output_dir", str(tmp_path / "p"), *data])
+    assert json.loads(capsys.readouterr().out)["pipeline_source"] == "prior configuration"
+    decoder = ["--pipeline", "ddpm-unclip-decoder-64", "--image_encoder", str(vit_b32), "--resolution", "64"]
+    main([*decoder, "--output_dir", str(tmp_path / "d"), *data])
+    assert json.loads(capsys.readouterr().out)["options"]["image_embed_dropout_prob"] == 0.1
+    digit_clip = ROOT / "pipelines" / "ddpm-unclip-digit-pairs-clip"
+    with pytest.raises(UsageError, match=r"embedding_dim \(the token states' width\) 512 != 64"):
+        main([*prior[:3], str(digit_clip), *data])
+
+
+@pytest.mark.parametrize("name", ["ddpm-unclip-digit-pairs-prior", "ddpm-unclip-prior-vit-b32"])
+def test_the_prior_readmes_state_the_real_parameter_count(name):
+    folder = ROOT / "pipelines" / name
+    prior = PriorTransformer.from_config(PriorTransformer.load_config(folder / "prior"))
+    trained = sum(p.numel() for n, p in prior.named_parameters() if n not in ("clip_mean", "clip_std"))
+    assert f"Parameters: {trained:,} trained, plus `clip_mean` and `clip_std` ({prior.clip_mean.numel()} each)" in (
+        folder / "README.md"
+    ).read_text().replace("\n", " ")
 
 
 class Stop(Exception):
