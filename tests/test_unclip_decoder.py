@@ -229,11 +229,18 @@ def test_a_clip_trained_here_embeds_canvases_as_its_own_encode_images_does(tmp_p
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
-def decoder_config(tmp_path: Path) -> Path:
-    """ddpm-unclip-digit-pairs-decoder at 8 x 16 with two levels: seconds per step on this CPU."""
+def decoder_config(tmp_path: Path, text: bool = False) -> Path:
+    """ddpm-unclip-digit-pairs-decoder at 8 x 16 with two levels: seconds per step on this CPU; reading the embedding
+    alone (`image_proj`) unless `text` (the shipped layout, `text_image_proj`: the caption too)."""
     config = tmp_path / "tiny-decoder"
     shutil.copytree(ROOT / "pipelines" / "ddpm-unclip-digit-pairs-decoder", config)
     unet = json.loads((config / "unet" / "config.json").read_text())
+    assert unet["encoder_hid_dim_type"] == "text_image_proj"
+    if not text:
+        unet["encoder_hid_dim_type"] = "image_proj"
+        index = json.loads((config / "model_index.json").read_text())
+        index = {key: value for key, value in index.items() if key not in ("text_encoder", "tokenizer")}
+        (config / "model_index.json").write_text(json.dumps(index))
     unet.update(sample_size=[8, 16], block_out_channels=[16, 32], cross_attention_dim=16, attention_head_dim=4)
     unet.update(down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"])
     unet.update(up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"])
@@ -245,14 +252,18 @@ def test_the_decoder_options_are_checked_before_any_work(tmp_path):
     save_tiny_clip(tmp_path / "clip")
     data = ["--dataset_name", "builtin:digit-pairs", "--output_dir", str(tmp_path / "out")]
     with pytest.raises(UsageError, match="without an image encoder: give --image_encoder"):
-        check(["--pipeline", "ddpm-unclip-digit-pairs-decoder", *data])
+        check(["--pipeline", str(decoder_config(tmp_path)), *data])
     with pytest.raises(UsageError, match="apply to decoders"):
         check(["--pipeline", "ddpm-digits-16", "--image_encoder", str(tmp_path / "clip"), *data])
-    options, _ = check(["--pipeline", "ddpm-unclip-digit-pairs-decoder", "--image_encoder", str(tmp_path / "clip"),
+    options, _ = check(["--pipeline", str(tmp_path / "tiny-decoder"), "--image_encoder", str(tmp_path / "clip"),
                         *data])  # fmt: skip
     assert options.conditioning.image_embed_dropout_prob == 0.1
+    with pytest.raises(UsageError, match="reading captions too without a text encoder: give --text_encoder"):
+        check(["--pipeline", "ddpm-unclip-digit-pairs-decoder", "--image_encoder", str(tmp_path / "clip"), *data])
     config = parse_options(["--config", str(ROOT / "training" / "configs" / "ddpm-unclip-digit-pairs-decoder.yaml")])
-    assert config[0].conditioning.image_encoder == "runs/ddpm-unclip-digit-pairs-clip"
+    clip = "runs/ddpm-unclip-digit-pairs-clip"
+    assert config[0].conditioning.image_encoder == config[0].conditioning.text_encoder == clip
+    assert config[0].conditioning.caption_dropout_prob == 0.5
 
 
 @pytest.mark.slow

@@ -364,23 +364,27 @@ def test_the_prior_options_are_checked_before_any_work(tmp_path, capsys):
 
 
 def test_the_gpu_configurations_fit_a_clip_of_vit_b32_widths(tmp_path, capsys):
-    """ddpm-unclip-prior-vit-b32 and ddpm-unclip-decoder-64 pass a run's checks on a CLIP laid out as
-    openai/clip-vit-base-patch32 (transformers' default CLIPConfig is ViT-B/32: text width 512, 77 positions,
-    projection 512; only its config.json is read), and the digit CLIP of width 64 is refused by the prior."""
+    """ddpm-unclip-prior-vit-b32 and ddpm-unclip-decoder-64 (given the CLIP's text tower too) pass a run's checks on a
+    CLIP laid out as openai/clip-vit-base-patch32 (transformers' default CLIPConfig is ViT-B/32: text width 512, 77
+    positions, projection 512; only its config.json and a tokenizer are read), and the digit CLIP of width 64 is
+    refused by the prior."""
     from ddpm_hub.training.main import main
 
     vit_b32 = tmp_path / "vit-b32"
     config = CLIPConfig()
     config.text_config.eos_token_id = config.text_config.vocab_size - 1  # OpenAI's <|endoftext|>, the largest id
     config.save_pretrained(vit_b32)
+    clip_word_tokenizer(CAPTIONS, max_length=77).save_pretrained(vit_b32)  # a text encoder's folder has its tokenizer
     assert (config.projection_dim, config.text_config.hidden_size, config.vision_config.patch_size) == (512, 512, 32)
     data = ["--dataset_name", "builtin:digit-pairs", "--dry-run"]
     prior = ["--pipeline", "ddpm-unclip-prior-vit-b32", "--clip", str(vit_b32)]
     main([*prior, "--output_dir", str(tmp_path / "p"), *data])
     assert json.loads(capsys.readouterr().out)["pipeline_source"] == "prior configuration"
     decoder = ["--pipeline", "ddpm-unclip-decoder-64", "--image_encoder", str(vit_b32), "--resolution", "64"]
-    main([*decoder, "--output_dir", str(tmp_path / "d"), *data])
+    main([*decoder, "--text_encoder", str(vit_b32), "--output_dir", str(tmp_path / "d"), *data])
     assert json.loads(capsys.readouterr().out)["options"]["image_embed_dropout_prob"] == 0.1
+    with pytest.raises(UsageError, match="reading captions too without a text encoder: give --text_encoder"):
+        main([*decoder, "--output_dir", str(tmp_path / "d"), *data])  # DALL-E 2's decoder reads the caption too
     digit_clip = ROOT / "pipelines" / "ddpm-unclip-digit-pairs-clip"
     with pytest.raises(UsageError, match=r"embedding_dim \(the token states' width\) 512 != 64"):
         main([*prior[:3], str(digit_clip), *data])

@@ -19,6 +19,7 @@ def decoder_facts(folder: Path, conditioning, options: dict, count_parameters) -
     encoder = (index.get("image_encoder") or [None, None])[1]
     source = options.get("image_encoder")
     return {
+        "layout": layout(read_json(folder / "unet" / "config.json", "the UNet's config") or {}, kind.embed_dim),
         "encoder": code_span(encoder, in_table=True) if encoder else None,
         "encoder_parameters": f"{count_parameters(folder, 'image_encoder'):,}" if encoder else None,
         "source": code_span(Path(source).name if Path(source).is_dir() else source, in_table=True) if source else None,
@@ -26,3 +27,19 @@ def decoder_facts(folder: Path, conditioning, options: dict, count_parameters) -
         "embed_dim": kind.embed_dim,
         "dropout_prob": options.get("image_embed_dropout_prob"),
     }
+
+
+def layout(unet: dict, width: int) -> str:
+    """How the UNet reads the embedding, in the card's words (`encoder_hid_dim_type`, `addition_embed_type`)."""
+    paths = []
+    if unet.get("addition_embed_type") == "image":
+        paths.append("into the timestep embedding")
+    if unet.get("encoder_hid_dim_type") == "text_image_proj":
+        return (
+            f"as DALL-E 2's decoder keeps GLIDE's text pathway: the {width}-wide embedding is projected "
+            f"{paths[0] + ' and ' if paths else ''}into context tokens that the cross-attention reads before the "
+            "caption's token states (Kandinsky 2.1's `TextImageProjection`; variations use the empty caption)"
+        )
+    if unet.get("encoder_hid_dim_type") == "image_proj":
+        paths.append("into context tokens of the cross-attention")
+    return f"laid out as Kandinsky 2.2's: the {width}-wide embedding is projected {' and '.join(paths)}"

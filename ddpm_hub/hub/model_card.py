@@ -113,7 +113,8 @@ def render_model_card(
     tags = list(TAGS) + (CONDITIONAL_TAGS if facts["conditional"] else []) + (TEXT_TAGS if facts["text"] else [])
     tags += LATENT_TAGS if facts["model"]["latent"] else []
     tags += DECODER_TAGS if facts["model"]["decoder"] else []
-    pipeline_tag = TEXT_PIPELINE_TAG if facts["text"] else DECODER_PIPELINE_TAG if facts["model"]["decoder"] else None
+    decoder = facts["model"]["decoder"] and not facts["model"]["prior"]  # variations (its caption, if any, optional)
+    pipeline_tag = DECODER_PIPELINE_TAG if decoder else TEXT_PIPELINE_TAG if facts["text"] else None
     if pipeline_tag is not None:
         tags.remove(PIPELINE_TAG)
     card_data = ModelCardData(

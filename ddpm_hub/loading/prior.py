@@ -89,3 +89,26 @@ def decoder_defaults(folder: str | os.PathLike) -> dict:
         "default_num_inference_steps": options.get("ddpm_num_inference_steps"),
     }
     return {key: value for key, value in found.items() if value is not None}
+
+
+def check_same_text_tower(decoder_encoder, decoder_tokenizer, stage: dict, names: str) -> None:
+    """
+    A decoder that reads the caption too (`text_image_proj`) shares the unCLIP pipeline's one text encoder with the
+    prior: its text tower (`text_model.*`) and tokenizer must be the prior's CLIP's, else a UsageError naming `names`.
+    """
+    from ..errors import UsageError
+
+    if decoder_encoder is None or decoder_tokenizer is None:
+        raise UsageError(f"{names}: the decoder reads captions but its folder has no text_encoder and tokenizer.")
+
+    def tower(encoder) -> dict:  # transformers 5 keeps CLIPTextModel's keys without the "text_model." prefix
+        state = encoder.state_dict().items()
+        return {k.removeprefix("text_model."): v for k, v in state if not k.startswith("text_projection.")}
+
+    mine, theirs = tower(decoder_encoder), tower(stage["text_encoder"])
+    same = bool(mine) and all(k in theirs and torch.equal(v.float(), theirs[k].float()) for k, v in mine.items())
+    if not same or decoder_tokenizer.get_vocab() != stage["tokenizer"].get_vocab():
+        raise UsageError(
+            f"{names}: the decoder reads captions through another text encoder or tokenizer than the prior's CLIP; "
+            "train both stages on one CLIP (the decoder with --text_encoder and --image_encoder naming it)."
+        )

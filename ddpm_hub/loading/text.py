@@ -23,6 +23,7 @@ ENCODER_CLASSES = {
     "mt5": "MT5EncoderModel",
     "umt5": "UMT5EncoderModel",
     "clip": "CLIPTextModel",
+    "clip_text_model": "CLIPTextModel",  # also a whole CLIP's text_config: AutoModel would load the CLIPModel
 }
 
 

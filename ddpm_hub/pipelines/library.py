@@ -186,7 +186,7 @@ class DDPMHubUnCLIPPipeline(shipped_unclip.DDPMHubUnCLIPPipeline, DDPMHubUnCLIPI
         scale and steps, the decoder's grids' guidance scale), or `settings` (`prior_guidance_scale`,
         `decoder_guidance_scale`, `prior_num_inference_steps`, `prior_num_candidates`, `default_num_inference_steps`).
         """
-        from ..loading.prior import decoder_defaults, load_prior_stage
+        from ..loading.prior import check_same_text_tower, decoder_defaults, load_prior_stage
 
         stage = load_prior_stage(prior)
         decoding = DDPMHubUnCLIPImageVariationPipeline.from_pretrained(decoder)
@@ -195,6 +195,9 @@ class DDPMHubUnCLIPPipeline(shipped_unclip.DDPMHubUnCLIPPipeline, DDPMHubUnCLIPI
         width, dim = decoding.conditioning.get("image_embeds").embed_dim, stage["prior"].config.clip_embed_dim
         if dim is not None and int(dim) != width:
             raise UsageError(f"The prior {prior} makes embeddings of {dim} and the decoder {decoder} reads {width}.")
+        if decoding.conditioning.get("prompt") is not None:  # DALL-E 2's decoder, its text pathway kept
+            names = f"--prior {prior} and --decoder {decoder}"
+            check_same_text_tower(decoding.text_encoder, decoding.tokenizer, stage, names)
         parts = {name: getattr(decoding, name, None) for name in ("unet", "scheduler", "image_encoder")}
         parts.update(feature_extractor=getattr(decoding, "feature_extractor", None), vae=decoding.vae)
         names = ("coordinate_channels", "default_num_inference_steps", "decoder_guidance_scale")  # win over its run's

@@ -106,6 +106,17 @@ class EmbeddedGuidance:
         return ConditionBatch({"timestep_cond": guidance_embedding(scales, self.dim)})
 
 
+def image_tokens_before_text(model) -> int:
+    """The context tokens a UNet with `encoder_hid_dim_type="text_image_proj"` (Kandinsky 2.1's `TextImageProjection`,
+    DALL-E 2's decoder: the CLIP embedding's tokens, then the text's) puts before the text's states; 0 for another."""
+    inner = getattr(model, "module", model)  # DDP
+    inner = getattr(inner, "_orig_mod", inner)  # torch.compile
+    projection = getattr(inner, "encoder_hid_proj", None)
+    if _config_value(getattr(inner, "config", {}), "encoder_hid_dim_type") != "text_image_proj" or projection is None:
+        return 0
+    return int(projection.num_image_text_embeds)
+
+
 @dataclass
 class ConditionBatch:
     """
@@ -145,6 +156,10 @@ class ConditionBatch:
             embeds = kwargs.pop("image_embeds")  # it (its image_proj replaces the states with the embedding's tokens)
             kwargs.setdefault("encoder_hidden_states", embeds[:, None])
             kwargs["added_cond_kwargs"] = {"image_embeds": embeds}
+            mask = kwargs.get("encoder_attention_mask")
+            tokens = image_tokens_before_text(model)
+            if mask is not None and tokens:  # text_image_proj puts the embedding's tokens before the text's: unmasked
+                kwargs["encoder_attention_mask"] = torch.cat([mask.new_ones(len(mask), tokens), mask], dim=1)
         return model(torch.cat(parts, dim=1) if len(parts) > 1 else x_t, t, **kwargs).sample
 
     def __len__(self) -> int:

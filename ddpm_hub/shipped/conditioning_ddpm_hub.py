@@ -215,10 +215,12 @@ class PromptCondition(ConditionKind):
 
     @classmethod
     def from_model(cls, unet_config, settings: dict, components: dict) -> "PromptCondition | None":
-        width = _config_value(unet_config, "cross_attention_dim")
-        if width is None or _config_value(unet_config, "encoder_hid_dim_type") == "image_proj":
+        width, projection = (_config_value(unet_config, k) for k in ("cross_attention_dim", "encoder_hid_dim_type"))
+        if width is None or projection == "image_proj":
             return None  # a UNet2DModel, or one whose cross-attention reads an image embedding (ImageEmbedsCondition)
         kind = cls(components.get("tokenizer"), components.get("text_encoder"))
+        if projection in ("text_proj", "text_image_proj"):  # states of encoder_hid_dim, projected to the UNet's width
+            width = _config_value(unet_config, "encoder_hid_dim") or width
         widths = set(width) if isinstance(width, (list, tuple)) else {width}
         kind.cross_attention_dim = int(widths.pop()) if len(widths) == 1 else None  # per block: one if they agree
         return kind
@@ -400,9 +402,7 @@ class PromptCondition(ConditionKind):
         if len(tensor) == 1:
             tensor = tensor.expand(batch_size, *tensor.shape[1:])
         if len(tensor) != batch_size:
-            raise ValueError(
-                f"Got {len(tensor)} rows of {name} for batch_size={batch_size}; pass one per image, or one."
-            )
+            raise ValueError(f"Got {len(tensor)} rows of {name} for batch_size={batch_size}: one per image, or one.")
         return tensor
 
 

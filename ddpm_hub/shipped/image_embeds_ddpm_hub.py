@@ -4,6 +4,9 @@
 The UNet is a diffusers `UNet2DConditionModel` with `encoder_hid_dim_type="image_proj"` (the embedding projected into
 a few context tokens its cross-attention reads: `ImageProjection`), `addition_embed_type="image"` (the embedding
 projected into the timestep embedding: `ImageTimeEmbedding`), or both; `encoder_hid_dim` is the embedding's width D.
+With `encoder_hid_dim_type="text_image_proj"` (Kandinsky 2.1's `TextImageProjection`) the embedding's tokens (width D
+= `cross_attention_dim`) come before a prompt's states, which a `PromptCondition` gives: DALL-E 2's decoder, which
+keeps GLIDE's text pathway beside the embedding.
 `ConditionBatch.__call__` passes the embedding in `added_cond_kwargs={"image_embeds": ...}`, as Kandinsky's decoder
 pipeline does. Classifier-free guidance drops the embedding: the zero embedding is the null branch (what training
 drops a share of embeddings to).
@@ -91,10 +94,17 @@ class ImageEmbedsCondition(ConditionKind):
 
     @classmethod
     def from_model(cls, unet_config, settings: dict, components: dict) -> "ImageEmbedsCondition | None":
-        image_proj = _config_value(unet_config, "encoder_hid_dim_type") == "image_proj"
-        if not image_proj and _config_value(unet_config, "addition_embed_type") != "image":
+        projection = _config_value(unet_config, "encoder_hid_dim_type")
+        if (
+            projection not in ("image_proj", "text_image_proj")
+            and _config_value(unet_config, "addition_embed_type") != "image"
+        ):
             return None
-        width = _config_value(unet_config, "encoder_hid_dim")
+        # text_image_proj (DALL-E 2's decoder with its text kept): the embedding has the cross-attention's width and
+        # encoder_hid_dim is the text states'
+        width = _config_value(
+            unet_config, "cross_attention_dim" if projection == "text_image_proj" else "encoder_hid_dim"
+        )
         if width is None:
             raise ValueError("This UNet reads an image embedding but has no encoder_hid_dim (its width).")
         return cls(width, components.get("image_encoder"), components.get("feature_extractor"))

@@ -5,7 +5,8 @@ text embedding and token states, a diffusion prior that samples a CLIP image emb
 variations pipeline (`pipeline_ddpm_hub_unclip_variation.py`), of which this pipeline is a subclass: a folder of it
 holds every component of both, and `DDPMHubUnCLIPImageVariationPipeline` loads it too.
 
-Components: the decoder (`unet`, a `UNet2DConditionModel` reading `image_embeds`, and its `scheduler`), its
+Components: the decoder (`unet`, a `UNet2DConditionModel` reading `image_embeds`, and the prompt's token states
+too when its `encoder_hid_dim_type` is "text_image_proj", as DALL-E 2's decoder; and its `scheduler`), its
 `image_encoder` and `feature_extractor` (for variations), the `prior` (a `PriorTransformer`) and its
 `prior_scheduler` (`DDPMHubScheduler`, x_0 prediction), and the CLIP text side: `text_encoder`
 (`CLIPTextModelWithProjection`) and `tokenizer`. Shipped in every unCLIP repo; plain diffusers loads it with
@@ -162,25 +163,31 @@ class DDPMHubUnCLIPPipeline(DDPMHubUnCLIPImageVariationPipeline):
         )
         if (prompt is None) == (image is None and image_embeddings is None):
             raise ValueError("Give prompt (text to image), or image or image_embeddings (variations): one of them.")
-        if prompt is not None:
-            image_embeddings = self.prompt_image_embeddings(
-                prompt, num_images_per_prompt, generator, prior_latents, prior_guidance_scale,
-                prior_num_inference_steps, prior_num_candidates,
-            )  # fmt: skip
-            num_images_per_prompt = 1  # the prior drew one embedding per output image
-        return super().__call__(
-            image=image,
-            num_images_per_prompt=num_images_per_prompt,
-            decoder_num_inference_steps=decoder_num_inference_steps,
-            generator=generator,
-            decoder_latents=decoder_latents,
-            image_embeddings=image_embeddings,
-            decoder_guidance_scale=decoder_guidance_scale,
-            output_type=output_type,
-            return_dict=return_dict,
-            callback_on_step_end=callback_on_step_end,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-        )
+        if prompt is None:
+            return super().__call__(
+                image=image,
+                num_images_per_prompt=num_images_per_prompt,
+                decoder_num_inference_steps=decoder_num_inference_steps,
+                generator=generator,
+                decoder_latents=decoder_latents,
+                image_embeddings=image_embeddings,
+                decoder_guidance_scale=decoder_guidance_scale,
+                output_type=output_type,
+                return_dict=return_dict,
+                callback_on_step_end=callback_on_step_end,
+                callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            )
+        embeds = self.prompt_image_embeddings(
+            prompt, num_images_per_prompt, generator, prior_latents, prior_guidance_scale, prior_num_inference_steps,
+            prior_num_candidates,
+        )  # fmt: skip
+        prompts = [
+            text for text in ([prompt] if isinstance(prompt, str) else prompt) for _ in range(num_images_per_prompt)
+        ]
+        return self.decode_embeddings(  # one embedding per output image, drawn by the prior
+            embeds, prompts, 1, decoder_num_inference_steps, generator, decoder_latents, decoder_guidance_scale,
+            output_type, return_dict, callback_on_step_end, callback_on_step_end_tensor_inputs,
+        )  # fmt: skip
 
     def prompt_image_embeddings(
         self,

@@ -5,8 +5,10 @@ image's own CLIP embedding, decoded again by a decoder DDPM conditioned on it.
 The image is read as the other task pipelines read images (`image_processing_ddpm_hub.py`), embedded by the
 pipeline's frozen `image_encoder` (`image_embeds_ddpm_hub.image_embeddings`: the same preprocessing and L2
 normalisation training used), and each embedding is decoded `num_images_per_prompt` times with classifier-free
-guidance at `decoder_guidance_scale` (its null branch the zero embedding). What the embedding keeps (for digit pairs:
-which digits, on which side) the variations share; what it drops (the handwriting, the exact position) they vary.
+guidance at `decoder_guidance_scale` (its null branch the zero embedding). A decoder that reads the caption too
+(DALL-E 2's, `encoder_hid_dim_type="text_image_proj"`) decodes variations with the empty caption. What the embedding
+keeps (for digit pairs: which digits, on which side) the variations share; what it drops (the handwriting, the exact
+position) they vary.
 Shipped next to `pipeline_ddpm_hub.py` in every published repo; plain diffusers loads it with
 `DiffusionPipeline.from_pretrained(repo_id, custom_pipeline="pipeline_ddpm_hub_unclip_variation",
 trust_remote_code=True)`.
@@ -120,9 +122,26 @@ class DDPMHubUnCLIPImageVariationPipeline(DDPMHubPipeline):
             raise ValueError("Give image (the image(s) to vary) or image_embeddings, one of the two.")
         check_num_images_per_prompt(num_images_per_prompt)
         embeds = self.embed_images(image) if image is not None else image_embeddings
+        return self.decode_embeddings(
+            embeds, None, num_images_per_prompt, decoder_num_inference_steps, generator, decoder_latents,
+            decoder_guidance_scale, output_type, return_dict, callback_on_step_end, callback_on_step_end_tensor_inputs,
+        )  # fmt: skip
+
+    def decode_embeddings(
+        self, embeds, prompt, num_images_per_prompt, decoder_num_inference_steps, generator, decoder_latents,
+        decoder_guidance_scale, output_type, return_dict, callback_on_step_end, callback_on_step_end_tensor_inputs,
+    ):  # fmt: skip
+        """
+        The decoder's chains for CLIP image embeddings `[n x D]`. A decoder that also reads the caption (DALL-E 2's
+        keeps GLIDE's text pathway: `encoder_hid_dim_type="text_image_proj"`) gets `prompt` (one per embedding, from
+        the unCLIP pipeline), or the empty caption for variations; its null branch is then the empty caption and the
+        zero embedding together.
+        """
         if decoder_guidance_scale is None:
             decoder_guidance_scale = self.config.get("decoder_guidance_scale") or DEFAULT_DECODER_GUIDANCE_SCALE
+        text = {"prompt": "" if prompt is None else prompt} if self.conditioning.get("prompt") is not None else {}
         return super().__call__(
+            **text,
             image_embeds=embeds,
             num_images_per_prompt=num_images_per_prompt,
             num_inference_steps=decoder_num_inference_steps,

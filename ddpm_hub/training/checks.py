@@ -142,9 +142,14 @@ def resolve_text_options(o: TrainingOptions, source: Source) -> TrainingOptions:
 
         text_encoder_config(c.text_encoder, **o.model.loading().download())  # not a text encoder: a message now
     elif "text_encoder" not in source.components or source.components["text_encoder"][0] is None:
+        decoder = source.conditioning().image_embeds is not None  # DALL-E 2's: the caption beside the embedding
+        kind = "decoder reading captions too" if decoder else "text-to-image configuration"
+        example = (
+            "the CLIP of --image_encoder, runs/ddpm-unclip-digit-pairs-clip" if decoder else "google/t5-v1_1-base"
+        )
         raise UsageError(
-            f"{o.model.pipeline} is a text-to-image configuration without a text encoder: give --text_encoder "
-            "NAME_OR_PATH (a transformers text encoder and its tokenizer, e.g. google/t5-v1_1-base)."
+            f"{o.model.pipeline} is a {kind} without a text encoder: give --text_encoder NAME_OR_PATH (a transformers "
+            f"text encoder and its tokenizer, e.g. {example})."
         )
     return o if c.caption_dropout_prob is not None else o.changed("conditioning", caption_dropout_prob=0.1)
 

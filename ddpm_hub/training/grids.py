@@ -116,7 +116,7 @@ def guidance_strip(run: Run) -> Image.Image | None:
 
 def samples_record(run: Run, validation: ValidationOptions) -> dict:
     """What the summary says of the grid: its size, steps and guidance."""
-    prompts = run.conditioning.prompts
+    prompts = run.conditioning.prompts if run.conditioning.get("image_embeds") is None else None  # decoder: variations
     return {
         "num_images": grid_conditions(run).num_images,
         "steps": run.sampling_steps,

@@ -51,19 +51,24 @@ def text_encoder_overrides(o: TrainingOptions, source: Source) -> dict:
     from ..loading.text import hidden_size, text_encoder_config
 
     width = hidden_size(text_encoder_config(name, **o.model.loading().download()))
+    if source.unet_config.get("encoder_hid_dim_type") == "text_image_proj":  # a decoder's caption beside its embedding
+        return {"encoder_hid_dim": width}
     if width == source.unet_config.get("cross_attention_dim"):
         return {}
     return {"encoder_hid_dim": width, "encoder_hid_dim_type": "text_proj"}
 
 
 def image_encoder_overrides(o: TrainingOptions, source: Source) -> dict:
-    """--image_encoder on a decoder configuration: the UNet reads embeddings of its width (`encoder_hid_dim`)."""
+    """--image_encoder on a decoder configuration: the UNet reads embeddings of its width (`encoder_hid_dim`; with
+    `text_image_proj`, whose encoder_hid_dim is the caption's width, the embedding's is `cross_attention_dim`)."""
     name = o.conditioning.image_encoder
     if name is None or source.trained:
         return {}
     from ..loading.image_encoder import image_encoder_config
 
-    return {"encoder_hid_dim": image_encoder_config(name, **o.model.loading().download()).projection_dim}
+    width = image_encoder_config(name, **o.model.loading().download()).projection_dim
+    text_image = source.unet_config.get("encoder_hid_dim_type") == "text_image_proj"
+    return {"cross_attention_dim" if text_image else "encoder_hid_dim": width}
 
 
 def sample_size_config(resolution: int | tuple[int, int]) -> int | list[int]:
