@@ -192,3 +192,34 @@ def test_a_tiny_run_of_the_shipped_layout_leaves_a_decoder_that_reads_captions_a
     card = render_model_card(out, "alice/tiny-text-decoder")
     assert card.data.pipeline_tag == "image-to-image" and "GLIDE's text pathway" in str(card)
     assert "probability 0.5" in str(card)  # the captions' dropout
+
+
+def test_a_cascade_upsamples_the_unclip_pipelines_images(tmp_path):
+    """DALL-E 2's cascade: the unCLIP pipeline (prior, decoder) as the base, a super-resolution stage after it; the
+    base's images are the unCLIP pipeline's own for the same generators, and the folder loads as that base."""
+    from test_superres import tiny_sr
+
+    from ddpm_hub import DDPMHubCascadePipeline
+
+    text_encoder, tokenizer = tiny_text_side()
+    pipeline = unclip_of(text_decoder(text_encoder, tokenizer))
+    pipeline.save_pretrained(tmp_path / "unclip")
+    stage = tiny_sr(tmp_path, channels=1)
+    stage.save_pretrained(tmp_path / "sr")
+    cascade = DDPMHubCascadePipeline.from_pretrained(str(tmp_path / "unclip"), [str(tmp_path / "sr")])
+    assert type(cascade.base) is DDPMHubUnCLIPPipeline
+    cascade.set_progress_bar_config(disable=True)
+
+    def generators():
+        return [torch.Generator().manual_seed(seed) for seed in (0, 1)]
+
+    output = cascade(prompt=PROMPTS, generator=generators(), num_inference_steps=[3, 2], output_type="pt",
+                     prior_guidance_scale=2.0)  # fmt: skip
+    alone = pipeline(PROMPTS, generator=generators(), decoder_num_inference_steps=3, prior_guidance_scale=2.0,
+                     output_type="pt").images  # fmt: skip
+    torch.testing.assert_close(output.stages[0], alone, rtol=0, atol=1e-6)
+    assert output.images.shape == (2, 1, 32, 64)  # 8 x 16, upsampled 4x
+    with pytest.raises(UsageError, match="give prompt"):
+        cascade(batch_size=2, num_inference_steps=[3, 2])
+    with pytest.raises(UsageError, match="guidance_scale=2.0: no stage"):
+        cascade(prompt=PROMPTS, num_inference_steps=[3, 2], guidance_scale=2.0)  # the base has its own scales

@@ -4,6 +4,10 @@ stage's samples (Imagen's and DALL-E 2's cascades; Ho et al. 2021, Cascaded Diff
     cascade = DDPMHubCascadePipeline.from_pretrained("runs/ddpm-digits-16", ["runs/ddpm-sr-16-to-64"])
     images = cascade(batch_size=4, num_inference_steps=[250, 100], noise_level=[None, 50]).images
 
+The base may be an unCLIP folder (DALL-E 2: the prior and the decoder, then the super-resolution stages): it takes the
+`prompt` and its own `prior_guidance_scale`, `decoder_guidance_scale`, `prior_num_inference_steps` and
+`prior_num_candidates`, and `num_inference_steps[0]` is its decoder's.
+
 Each stage is a folder or a Hub repo id. The condition arguments (class labels, prompts) go to every stage that takes
 them; each stage has its own steps and (for the super-resolution stages) noise level. Image i uses the generator of
 image i (`ddpm_hub.pipelines.sampling.image_generator`) in every stage, so a cascade's images are reproducible and the
@@ -17,11 +21,15 @@ import torch
 
 from ..errors import UsageError, refused_as_usage
 from ..shipped.pipeline_ddpm_hub import OUTPUT_TYPES
-from .library import DDPMHubPipeline, DDPMHubSuperResolutionPipeline
+from .library import DDPMHubPipeline, DDPMHubSuperResolutionPipeline, DDPMHubUnCLIPPipeline
 from .source import Source
 
 # The arguments of a cascade call besides the condition arguments of its stages' models.
 CALL_ARGUMENTS = ("batch_size", "generator", "num_inference_steps", "noise_level", "output_type", "guidance_scale")
+# What an unCLIP base takes (`DDPMHubUnCLIPPipeline.__call__`'s names), its guidance scales its own.
+UNCLIP_ARGUMENTS = (
+    "prompt", "prior_guidance_scale", "decoder_guidance_scale", "prior_num_inference_steps", "prior_num_candidates",
+)  # fmt: skip
 
 
 @dataclass
@@ -49,7 +57,10 @@ class DDPMHubCascadePipeline:
     @classmethod
     def from_pretrained(cls, base: str, stages: list[str], device: str | None = None) -> "DDPMHubCascadePipeline":
         """The base and the stages from folders or Hub repo ids (`ddpm_hub.pipelines.Source`)."""
-        pipelines = [Source.of(name).load() for name in (base, *stages)]
+        source = Source.of(base)
+        unclip = (source.model_index.get("_class_name") or [None, None])[-1] == DDPMHubUnCLIPPipeline.__name__
+        pipelines = [DDPMHubUnCLIPPipeline.from_pretrained(source.folder) if unclip else source.load()]
+        pipelines += [Source.of(name).load() for name in stages]
         for name, pipeline in zip(stages, pipelines[1:]):
             if not isinstance(pipeline, DDPMHubSuperResolutionPipeline):
                 raise UsageError(f"{name} is not a super-resolution model (its model_index.json names none).")
@@ -130,10 +141,18 @@ class DDPMHubCascadePipeline:
         self.check_call(steps, levels, output_type, conditions)
         batch_size = self.batch_size(batch_size, generator, conditions)
         stages = []
-        images = self.base(
-            batch_size=batch_size, generator=generator, num_inference_steps=steps[0], output_type="pt",
-            **self._taken(self.base, conditions),
-        ).images  # fmt: skip
+        if isinstance(self.base, DDPMHubUnCLIPPipeline):  # one image per prompt
+            taken = self._taken(self.base, conditions)
+            prompt = taken.pop("prompt")
+            prompts = [prompt] * (batch_size or 1) if isinstance(prompt, str) else list(prompt)
+            images = self.base(
+                prompt=prompts, generator=generator, decoder_num_inference_steps=steps[0], output_type="pt", **taken
+            ).images
+        else:
+            images = self.base(
+                batch_size=batch_size, generator=generator, num_inference_steps=steps[0], output_type="pt",
+                **self._taken(self.base, conditions),
+            ).images  # fmt: skip
         stages.append(images)
         for stage, stage_steps, level in zip(self.stages, steps[1:], levels[1:]):
             images = stage(
@@ -182,17 +201,26 @@ class DDPMHubCascadePipeline:
         if output_type not in OUTPUT_TYPES:
             raise UsageError(f"Unknown output_type {output_type!r}; valid choices are: {', '.join(OUTPUT_TYPES)}.")
         scale = conditions.get("guidance_scale", 1.0)
-        guided = any(kind.guided for pipeline in self.pipelines for kind in pipeline.conditioning.kinds)
+        unclip = isinstance(self.base, DDPMHubUnCLIPPipeline)
+        guided = any(kind.guided for pipeline in self.pipelines[unclip:] for kind in pipeline.conditioning.kinds)
         if scale != 1.0 and not guided:
             raise UsageError(
                 f"guidance_scale={scale!r}: no stage of this cascade takes a condition to guide (class_labels or a "
-                "prompt)."
+                "prompt)"
+                + (
+                    "; the unCLIP base's scales are prior_guidance_scale and decoder_guidance_scale."
+                    if unclip
+                    else "."
+                )
             )
         sizes = self.sizes()
         for i, pipeline in enumerate(self.pipelines):
             with stage_errors(i), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the stage itself warns when it runs
                 pipeline.check_num_inference_steps(steps[i])
+                if isinstance(pipeline, DDPMHubUnCLIPPipeline):
+                    check_prompt(conditions.get("prompt"))
+                    continue
                 inputs = {name: conditions.get(name) for name in self.condition_arguments(pipeline)}
                 if i > 0:
                     pipeline.check_noise_level(levels[i])
@@ -221,6 +249,8 @@ class DDPMHubCascadePipeline:
     @staticmethod
     def condition_arguments(pipeline) -> list[str]:
         """The condition arguments a user gives a stage (the low-resolution image is the cascade's to give)."""
+        if isinstance(pipeline, DDPMHubUnCLIPPipeline):
+            return list(UNCLIP_ARGUMENTS)
         return [name for kind in pipeline.conditioning.kinds if kind.name != "low_res" for name in kind.call_arguments]
 
     @classmethod
@@ -228,7 +258,8 @@ class DDPMHubCascadePipeline:
         """The condition arguments a stage's model takes (guidance only where it has a guided kind)."""
         arguments = set(cls.condition_arguments(pipeline))
         taken = {name: value for name, value in conditions.items() if name in arguments}
-        if "guidance_scale" in conditions and any(kind.guided for kind in pipeline.conditioning.kinds):
+        unclip = isinstance(pipeline, DDPMHubUnCLIPPipeline)  # its own prior_ and decoder_guidance_scale
+        if "guidance_scale" in conditions and not unclip and any(kind.guided for kind in pipeline.conditioning.kinds):
             taken["guidance_scale"] = conditions["guidance_scale"]
         return taken
 
@@ -236,3 +267,12 @@ class DDPMHubCascadePipeline:
 def stage_errors(index: int):
     """A stage's refusal (a ValueError of its pipeline) as a `UsageError` that names the stage."""
     return refused_as_usage(f"Stage {index} of the cascade ({'the base' if index == 0 else 'super-resolution'})")
+
+
+def check_prompt(prompt) -> None:
+    """An unCLIP base draws from a prompt: a string, or a non-empty list of strings."""
+    texts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(texts, (list, tuple)) or not texts or not all(isinstance(text, str) for text in texts):
+        raise UsageError(
+            f"The base of this cascade is an unCLIP pipeline: give prompt (a string or one per image), got {prompt!r}."
+        )
