@@ -163,30 +163,22 @@ class DDPMHubUnCLIPPipeline(DDPMHubUnCLIPImageVariationPipeline):
         )
         if (prompt is None) == (image is None and image_embeddings is None):
             raise ValueError("Give prompt (text to image), or image or image_embeddings (variations): one of them.")
-        if prompt is None:
-            return super().__call__(
-                image=image,
-                num_images_per_prompt=num_images_per_prompt,
-                decoder_num_inference_steps=decoder_num_inference_steps,
-                generator=generator,
-                decoder_latents=decoder_latents,
-                image_embeddings=image_embeddings,
-                decoder_guidance_scale=decoder_guidance_scale,
-                output_type=output_type,
-                return_dict=return_dict,
-                callback_on_step_end=callback_on_step_end,
-                callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-            )
-        embeds = self.prompt_image_embeddings(
-            prompt, num_images_per_prompt, generator, prior_latents, prior_guidance_scale, prior_num_inference_steps,
-            prior_num_candidates,
-        )  # fmt: skip
-        prompts = [
-            text for text in ([prompt] if isinstance(prompt, str) else prompt) for _ in range(num_images_per_prompt)
-        ]
-        return self.decode_embeddings(  # one embedding per output image, drawn by the prior
-            embeds, prompts, 1, decoder_num_inference_steps, generator, decoder_latents, decoder_guidance_scale,
-            output_type, return_dict, callback_on_step_end, callback_on_step_end_tensor_inputs,
+        if image is not None and image_embeddings is not None:
+            raise ValueError("Give image (the image(s) to vary) or image_embeddings, one of the two.")
+        if prompt is None:  # variations: the image's own embedding, or the embeddings given
+            check_num_images_per_prompt(num_images_per_prompt)
+            embeds, prompts = self.embed_images(image) if image is not None else image_embeddings, None
+        else:
+            embeds = self.prompt_image_embeddings(
+                prompt, num_images_per_prompt, generator, prior_latents, prior_guidance_scale,
+                prior_num_inference_steps, prior_num_candidates,
+            )  # fmt: skip
+            prompts = [text for text in ([prompt] if isinstance(prompt, str) else prompt) for _ in
+                       range(num_images_per_prompt)]  # fmt: skip
+            num_images_per_prompt = 1  # one embedding per output image, drawn by the prior
+        return self.decode_embeddings(
+            embeds, prompts, num_images_per_prompt, decoder_num_inference_steps, generator, decoder_latents,
+            decoder_guidance_scale, output_type, return_dict, callback_on_step_end, callback_on_step_end_tensor_inputs,
         )  # fmt: skip
 
     def prompt_image_embeddings(
