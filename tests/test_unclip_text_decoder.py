@@ -223,3 +223,34 @@ def test_a_cascade_upsamples_the_unclip_pipelines_images(tmp_path):
         cascade(batch_size=2, num_inference_steps=[3, 2])
     with pytest.raises(UsageError, match="guidance_scale=2.0: no stage"):
         cascade(prompt=PROMPTS, num_inference_steps=[3, 2], guidance_scale=2.0)  # the base has its own scales
+
+
+@pytest.mark.slow
+def test_a_text_reading_unclip_folder_loads_from_the_hub_and_in_plain_diffusers(hub_server, tmp_path, hub_cache):
+    import subprocess
+    import sys
+
+    from test_unclip_prior import PLAIN_DIFFUSERS_UNCLIP
+
+    from ddpm_hub.hub.publishing import publish
+
+    pipeline = unclip_of(text_decoder(*tiny_text_side()))
+    pipeline.save_pretrained(tmp_path / "folder")
+
+    def draw(loaded) -> np.ndarray:  # the call of PLAIN_DIFFUSERS_UNCLIP
+        return loaded(prompt=PROMPTS, num_images_per_prompt=2, decoder_num_inference_steps=3,
+                      generator=torch.Generator().manual_seed(0), output_type="np").images  # fmt: skip
+
+    expected = draw(pipeline)
+    publish(tmp_path / "folder", "alice/tiny-text-unclip", token="hf_alice_write")
+    loaded = DDPMHubUnCLIPPipeline.from_pretrained(
+        "alice/tiny-text-unclip", cache_dir=hub_cache, token="hf_alice_write"
+    )
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.conditioning.get("prompt") is not None
+    np.testing.assert_array_equal(draw(loaded), expected)
+    args = [str(tmp_path / "folder"), str(tmp_path / "out.npy")]
+    result = subprocess.run([sys.executable, "-c", PLAIN_DIFFUSERS_UNCLIP, *args], capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
