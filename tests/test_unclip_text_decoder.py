@@ -223,6 +223,16 @@ def test_a_cascade_upsamples_the_unclip_pipelines_images(tmp_path):
         cascade(batch_size=2, num_inference_steps=[3, 2])
     with pytest.raises(UsageError, match="guidance_scale=2.0: no stage"):
         cascade(prompt=PROMPTS, num_inference_steps=[3, 2], guidance_scale=2.0)  # the base has its own scales
+    from PIL import Image
+
+    from ddpm_hub import cli
+
+    picture = tmp_path / "cascade.png"
+    arguments = ["sample", str(tmp_path / "unclip"), "--prompt", PROMPTS[0], "--num_images", "2", "--steps", "3",
+                 "--upscale", str(tmp_path / "sr"), "--upscale_steps", "2", "--guidance_scale", "2"]  # fmt: skip
+    assert cli.main([*arguments, "--output", str(picture), "--scale", "1"]) == 0
+    # a row per stage (the decoder's, the upsampled), two images each at the last stage's 32 x 64, 2-pixel padding
+    assert Image.open(picture).size == (2 * (64 + 2) + 2, 2 * (32 + 2) + 2)
 
 
 @pytest.mark.slow

@@ -145,7 +145,7 @@ def sample_cascade(pipeline, args: argparse.Namespace, conditions: ImageConditio
     output = cascade(
         generator=generators(args), batch_size=args.num_images, num_inference_steps=steps,
         noise_level=args.noise_level, output_type="pt", **conditions.inputs,
-        **({"guidance_scale": call_kwargs["guidance_scale"]} if "guidance_scale" in call_kwargs else {}),
+        **{key: call_kwargs[key] for key in ("guidance_scale", "prior_guidance_scale") if key in call_kwargs},
     )  # fmt: skip
     size = output.images.shape[-2:]
     rows = []

@@ -62,8 +62,9 @@ def is_unclip(source) -> bool:
 def sample_unclip(args: argparse.Namespace) -> int:
     """
     `ddpm-hub sample` on an unCLIP folder: a grid of --num_images for --prompt (or --prompts_file's prompts in turn,
-    a column each), each through the prior and the decoder. --guidance_scale is the prior's w when given (not 1),
-    --steps the decoder's; the folder's defaults otherwise. Image i uses seed + i, as every grid.
+    a column each), each through the prior and the decoder (and with --upscale each super-resolution stage: a row per
+    stage). --guidance_scale is the prior's w when given (not 1), --steps the decoder's; the folder's defaults
+    otherwise. Image i uses seed + i, as every grid.
     """
     import numpy as np
 
@@ -73,10 +74,12 @@ def sample_unclip(args: argparse.Namespace) -> int:
     from ..pipelines.sampling import sample_images
     from .common import read_prompts, save
 
-    given = {"--trajectory": args.trajectory, "--upscale": args.upscale, "--output_dir": args.output_dir,
-             "--class_labels": args.class_labels, "--sampler": args.sampler}  # fmt: skip
+    given = {"--trajectory": args.trajectory, "--output_dir": args.output_dir, "--class_labels": args.class_labels,
+             "--sampler": args.sampler}  # fmt: skip
     for flag in (flag for flag, value in given.items() if value):
-        raise UsageError(f"{flag}: an unCLIP model samples grids of prompts only (--prompt or --prompts_file).")
+        raise UsageError(
+            f"{flag}: an unCLIP model samples grids of prompts (--prompt or --prompts_file), upsampled with --upscale."
+        )
     prompts = read_prompts(args)
     if not prompts:
         raise UsageError(f"{args.model} is a text-to-image unCLIP model: give --prompt or --prompts_file.")
@@ -85,6 +88,15 @@ def sample_unclip(args: argparse.Namespace) -> int:
     pipeline = pipeline.to(args.device)
     pipeline.set_progress_bar_config(disable=True)
     prior_w = None if args.guidance_scale == 1.0 else args.guidance_scale
+    if args.upscale:  # DALL-E 2's cascade: the prior, the decoder, then each super-resolution stage; a row per stage
+        from ..pipelines.condition_kinds import ImageConditions
+        from .sample import sample_cascade
+
+        conditions = ImageConditions(
+            args.num_images, {"prompt": [prompts[i % len(prompts)] for i in range(args.num_images)]}
+        )
+        call_kwargs = {} if prior_w is None else {"prior_guidance_scale": prior_w}
+        return sample_cascade(pipeline, args, conditions, call_kwargs)
     images = sample_images(
         PriorGuided(pipeline), range(args.num_images), args.seed, args.batch_size,
         inputs=lambda batch: {"prompt": [prompts[i % len(prompts)] for i in batch]},
