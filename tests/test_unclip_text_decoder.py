@@ -4,14 +4,15 @@ attention mask, guidance with the empty caption and the zero embedding as the nu
 each image's prompt to the decoder and variations the empty caption, and `from_stages` sharing one CLIP text tower."""
 
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from diffusers import UNet2DConditionModel
-from helpers import check_ok, run_script
-from test_unclip_decoder import EMBED_DIM, VISION, decoder_config, tiny_image_encoder, unit_rows
+from helpers import LAUNCHER, assert_bit_identical, check_ok, run_script, unet_weights
+from test_unclip_decoder import EMBED_DIM, KILL_AFTER_2, VISION, decoder_config, tiny_image_encoder, unit_rows
 from test_unclip_prior import prior_scheduler, tiny_prior, tiny_text_side
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextModel
 
@@ -165,17 +166,24 @@ def save_tiny_text_clip(folder: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_tiny_run_of_the_shipped_layout_leaves_a_decoder_that_reads_captions_and_makes_variations(tmp_path):
+def test_a_tiny_run_of_the_shipped_layout_resumes_bit_identically_and_reads_captions(tmp_path):
+    """4 steps straight, and killed after the step-2 checkpoint then resumed: the same weights (the same embeddings and
+    captions dropped); the folder reads captions and makes variations."""
     save_tiny_text_clip(tmp_path / "clip")
-    out = tmp_path / "out"
-    check_ok(run_script([
+    common = [
         "--pipeline", str(decoder_config(tmp_path, text=True)), "--image_encoder", str(tmp_path / "clip"),
         "--text_encoder", str(tmp_path / "clip"), "--caption_dropout_prob", "0.5", "--dataset_name",
         "builtin:digit-pairs", "--resolution", "8x16", "--max_train_samples", "32", "--train_batch_size", "8",
-        "--max_train_steps", "2", "--lr_warmup_steps", "1", "--num_validation_images", "4",
+        "--max_train_steps", "4", "--lr_warmup_steps", "1", "--num_validation_images", "4",
         "--ddpm_num_inference_steps", "2", "--validation_steps", "0", "--validation_holdout", "8", "--logger", "none",
-        "--output_dir", str(out),
-    ]))  # fmt: skip
+        "--checkpointing_steps", "2",
+    ]  # fmt: skip
+    out = tmp_path / "out"
+    check_ok(run_script([*common, "--output_dir", str(out)]))
+    killed = run_script([*common, "--output_dir", str(tmp_path / "b")], script=LAUNCHER, env=KILL_AFTER_2)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    check_ok(run_script([*common, "--output_dir", str(tmp_path / "b"), "--resume_from_checkpoint", "latest"]))
+    assert_bit_identical(unet_weights(out), unet_weights(tmp_path / "b"))
     index = json.loads((out / "model_index.json").read_text())
     assert index["text_encoder"] == ["transformers", "CLIPTextModel"] and index["image_encoder"][1].startswith("CLIP")
     unet = json.loads((out / "unet" / "config.json").read_text())
