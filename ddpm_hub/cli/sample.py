@@ -13,19 +13,16 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..errors import UsageError
 from ..evaluation.export import export_samples
-from ..loading.settings import LoadSettings
 from ..options import int_at_least
-from ..pictures import reverse_trajectory, strip, to_pil, to_pil_images
+from ..pictures import reverse_trajectory, strip, to_pil_images
 from ..pipelines.conditioning import ImageConditions
-from ..pipelines.library import DDPMHubSuperResolutionPipeline
 from ..pipelines.sampling import SAMPLERS, sample_images, with_sampler
-from ..pipelines.source import Source
 from ..run_folder import check_writable_folder
 from ..shipped.samplers_ddpm_hub import ddpm_chain
+from .cascade import sample_cascade
 from .common import (
     add_model_arguments,
     check_output,
@@ -129,32 +126,6 @@ def run(args: argparse.Namespace) -> int:
     grid = strip([tiles[i : i + columns] for i in range(0, len(tiles), columns)], args.scale)
     facts = {key: conditions.inputs[key] for key in ("class_labels", "prompt") if key in conditions.inputs}
     return save(grid, args, num_images=args.num_images, steps=args.steps, **facts)
-
-
-def sample_cascade(pipeline, args: argparse.Namespace, conditions: ImageConditions, call_kwargs: dict) -> int:
-    """`ddpm-hub sample BASE --upscale SR [--upscale SR2]`: a row per stage, the same images upsampled."""
-    from ..pipelines.cascade import DDPMHubCascadePipeline
-
-    in_dtype = LoadSettings(torch_dtype=args.torch_dtype)  # --revision and --variant are MODEL's; the dtype is all's
-    stages = [Source.of(name, in_dtype).load(seed=args.seed).to(args.device) for name in args.upscale]
-    for name, stage in zip(args.upscale, stages):
-        if not isinstance(stage, DDPMHubSuperResolutionPipeline):
-            raise UsageError(f"--upscale {name}: it is not a super-resolution model.")
-    cascade = DDPMHubCascadePipeline(pipeline, stages)
-    steps = [args.steps] + [args.upscale_steps] * len(stages)
-    output = cascade(
-        generator=generators(args), batch_size=args.num_images, num_inference_steps=steps,
-        noise_level=args.noise_level, output_type="pt", **conditions.inputs,
-        **{key: call_kwargs[key] for key in ("guidance_scale", "prior_guidance_scale") if key in call_kwargs},
-    )  # fmt: skip
-    size = output.images.shape[-2:]
-    rows = []
-    for images in output.stages:  # enlarged (nearest) to the last stage's size, in its channels
-        enlarged = torch.nn.functional.interpolate(images, size=size, mode="nearest")
-        if enlarged.shape[1] != output.images.shape[1]:
-            enlarged = enlarged.expand(-1, output.images.shape[1], -1, -1)
-        rows.append(to_pil(enlarged * 2 - 1))
-    return save(strip(rows, args.scale), args, num_images=args.num_images, stages=[args.model, *args.upscale])
 
 
 def export(pipeline, args: argparse.Namespace, conditions: ImageConditions, call_kwargs: dict) -> int:

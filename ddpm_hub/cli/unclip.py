@@ -90,7 +90,7 @@ def sample_unclip(args: argparse.Namespace) -> int:
     prior_w = None if args.guidance_scale == 1.0 else args.guidance_scale
     if args.upscale:  # DALL-E 2's cascade: the prior, the decoder, then each super-resolution stage; a row per stage
         from ..pipelines.condition_kinds import ImageConditions
-        from .sample import sample_cascade
+        from .cascade import sample_cascade
 
         conditions = ImageConditions(
             args.num_images, {"prompt": [prompts[i % len(prompts)] for i in range(args.num_images)]}
