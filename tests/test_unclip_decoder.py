@@ -266,6 +266,18 @@ def test_the_decoder_options_are_checked_before_any_work(tmp_path):
     assert config[0].conditioning.caption_dropout_prob == 0.5
 
 
+def straight_and_resumed(common: list[str], tmp_path: Path) -> Path:
+    """A run straight to its end in tmp_path/a, and one killed after its step-2 checkpoint in tmp_path/b and resumed:
+    their UNets bit-identical; returns the straight run's folder."""
+    out = tmp_path / "a"
+    check_ok(run_script([*common, "--output_dir", str(out)]))
+    killed = run_script([*common, "--output_dir", str(tmp_path / "b")], script=LAUNCHER, env=KILL_AFTER_2)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    check_ok(run_script([*common, "--output_dir", str(tmp_path / "b"), "--resume_from_checkpoint", "latest"]))
+    assert_bit_identical(unet_weights(out), unet_weights(tmp_path / "b"))
+    return out
+
+
 @pytest.mark.slow
 def test_a_tiny_decoder_run_resumes_bit_identically_and_saves_a_folder_that_loads_alone(tmp_path):
     save_tiny_clip(tmp_path / "clip", image_size=16)
@@ -276,12 +288,7 @@ def test_a_tiny_decoder_run_resumes_bit_identically_and_saves_a_folder_that_load
         "--ddpm_num_inference_steps", "3", "--validation_steps", "0", "--validation_holdout", "8", "--logger", "none",
         "--checkpointing_steps", "2", "--validation_guidance_scale", "3",
     ]  # fmt: skip
-    out = tmp_path / "a"
-    check_ok(run_script([*common, "--output_dir", str(out)]))
-    killed = run_script([*common, "--output_dir", str(tmp_path / "b")], script=LAUNCHER, env=KILL_AFTER_2)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    check_ok(run_script([*common, "--output_dir", str(tmp_path / "b"), "--resume_from_checkpoint", "latest"]))
-    assert_bit_identical(unet_weights(out), unet_weights(tmp_path / "b"))  # the same embeddings dropped
+    out = straight_and_resumed(common, tmp_path)  # the same embeddings dropped
     index = json.loads((out / "model_index.json").read_text())
     assert index["image_encoder"] == ["transformers", "CLIPVisionModelWithProjection"]
     assert (out / "image_encoder" / "model.safetensors").is_file() and (out / "samples.png").is_file()

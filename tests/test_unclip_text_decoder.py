@@ -4,15 +4,13 @@ attention mask, guidance with the empty caption and the zero embedding as the nu
 each image's prompt to the decoder and variations the empty caption, and `from_stages` sharing one CLIP text tower."""
 
 import json
-import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from diffusers import UNet2DConditionModel
-from helpers import LAUNCHER, assert_bit_identical, check_ok, run_script, unet_weights
-from test_unclip_decoder import EMBED_DIM, KILL_AFTER_2, VISION, decoder_config, tiny_image_encoder, unit_rows
+from test_unclip_decoder import EMBED_DIM, VISION, decoder_config, straight_and_resumed, tiny_image_encoder, unit_rows
 from test_unclip_prior import prior_scheduler, tiny_prior, tiny_text_side
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextModel
 
@@ -178,12 +176,7 @@ def test_a_tiny_run_of_the_shipped_layout_resumes_bit_identically_and_reads_capt
         "--ddpm_num_inference_steps", "2", "--validation_steps", "0", "--validation_holdout", "8", "--logger", "none",
         "--checkpointing_steps", "2",
     ]  # fmt: skip
-    out = tmp_path / "out"
-    check_ok(run_script([*common, "--output_dir", str(out)]))
-    killed = run_script([*common, "--output_dir", str(tmp_path / "b")], script=LAUNCHER, env=KILL_AFTER_2)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    check_ok(run_script([*common, "--output_dir", str(tmp_path / "b"), "--resume_from_checkpoint", "latest"]))
-    assert_bit_identical(unet_weights(out), unet_weights(tmp_path / "b"))
+    out = straight_and_resumed(common, tmp_path)  # the same embeddings and captions dropped
     index = json.loads((out / "model_index.json").read_text())
     assert index["text_encoder"] == ["transformers", "CLIPTextModel"] and index["image_encoder"][1].startswith("CLIP")
     unet = json.loads((out / "unet" / "config.json").read_text())
