@@ -19,6 +19,7 @@ from ..evaluation.export import export_samples
 from ..options import int_at_least
 from ..pictures import reverse_trajectory, strip, to_pil_images
 from ..pipelines.conditioning import ImageConditions
+from ..pipelines.library import is_unclip
 from ..pipelines.sampling import SAMPLERS, sample_images, with_sampler
 from ..run_folder import check_writable_folder
 from ..shipped.samplers_ddpm_hub import ddpm_chain
@@ -32,7 +33,7 @@ from .common import (
     model_source,
     save,
 )
-from .unclip import is_unclip, sample_unclip
+from .unclip import sample_unclip
 
 HELP = "sample a grid, with class labels and guidance, or the reverse trajectory"
 
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         check_output(args)
     else:
         check_writable_folder(Path(args.output_dir), "--output_dir")
-    if is_unclip(model_source(args)):  # text to image through a prior and a decoder (cli/unclip.py)
+    if is_unclip(model_source(args).model_index):  # text to image through a prior and a decoder (cli/unclip.py)
         return sample_unclip(args)
     pipeline = load_model(args)
     sampler = args.sampler

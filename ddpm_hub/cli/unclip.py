@@ -53,12 +53,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def is_unclip(source) -> bool:
-    """A text-to-image unCLIP folder or repo (its model index names `DDPMHubUnCLIPPipeline`)."""
-    name = source.model_index.get("_class_name")
-    return (name[1] if isinstance(name, list) else name) == DDPMHubUnCLIPPipeline.__name__
-
-
 def sample_unclip(args: argparse.Namespace) -> int:
     """
     `ddpm-hub sample` on an unCLIP folder: a grid of --num_images for --prompt (or --prompts_file's prompts in turn,
@@ -88,18 +82,17 @@ def sample_unclip(args: argparse.Namespace) -> int:
     pipeline = pipeline.to(args.device)
     pipeline.set_progress_bar_config(disable=True)
     prior_w = None if args.guidance_scale == 1.0 else args.guidance_scale
+    per_image = [prompts[i % len(prompts)] for i in range(args.num_images)]
     if args.upscale:  # DALL-E 2's cascade: the prior, the decoder, then each super-resolution stage; a row per stage
         from ..pipelines.condition_kinds import ImageConditions
         from .cascade import sample_cascade
 
-        conditions = ImageConditions(
-            args.num_images, {"prompt": [prompts[i % len(prompts)] for i in range(args.num_images)]}
-        )
+        conditions = ImageConditions(args.num_images, {"prompt": per_image})
         call_kwargs = {} if prior_w is None else {"prior_guidance_scale": prior_w}
         return sample_cascade(pipeline, args, conditions, call_kwargs)
     images = sample_images(
         PriorGuided(pipeline), range(args.num_images), args.seed, args.batch_size,
-        inputs=lambda batch: {"prompt": [prompts[i % len(prompts)] for i in batch]},
+        inputs=lambda batch: {"prompt": [per_image[i] for i in batch]},
         call_kwargs={"num_inference_steps": args.steps, "guidance_scale": prior_w},
     )  # fmt: skip
     tiles = to_pil_images(images)

@@ -65,7 +65,6 @@ def variation_accuracy(
     decoder = DDPMHubPipeline.from_pipe(pipeline)  # called with the embeddings: sample_images' one call shape
     decoder.set_progress_bar_config(disable=True)
     embeds = pipeline.embed_images(inputs.images).cpu()  # [N x D], the inputs' own embeddings
-    text = {"prompt": ""} if decoder.conditioning.get("prompt") is not None else {}  # a decoder reading captions too
     count = len(inputs.pairs) * per_input
     wanted = torch.tensor(inputs.pairs).repeat_interleave(per_input, dim=0)  # [count x 2]
     real = pair_canvases(inputs.pairs, per_input, tuple(inputs.images.shape[-2:]), seed + 2)
@@ -78,7 +77,7 @@ def variation_accuracy(
             range(count),
             seed,
             batch_size,
-            inputs=lambda indices: {"image_embeds": embeds[[i // per_input for i in indices]], **text},
+            inputs=lambda indices: {"image_embeds": embeds[[i // per_input for i in indices]]},
             call_kwargs={"guidance_scale": scale, "num_inference_steps": steps},
         )
         seconds = time.perf_counter() - started

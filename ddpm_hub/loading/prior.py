@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import InputNotFoundError
+from ..errors import InputNotFoundError, UsageError
 from ..run_folder import read_json
 
 PRIOR_PARTS = ("prior", "prior_scheduler", "text_encoder", "tokenizer")
@@ -96,8 +96,6 @@ def check_same_text_tower(decoder_encoder, decoder_tokenizer, stage: dict, names
     A decoder that reads the caption too (`text_image_proj`) shares the unCLIP pipeline's one text encoder with the
     prior: its text tower (`text_model.*`) and tokenizer must be the prior's CLIP's, else a UsageError naming `names`.
     """
-    from ..errors import UsageError
-
     if decoder_encoder is None or decoder_tokenizer is None:
         raise UsageError(f"{names}: the decoder reads captions but its folder has no text_encoder and tokenizer.")
 

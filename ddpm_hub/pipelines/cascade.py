@@ -21,7 +21,7 @@ import torch
 
 from ..errors import UsageError, refused_as_usage
 from ..shipped.pipeline_ddpm_hub import OUTPUT_TYPES
-from .library import DDPMHubPipeline, DDPMHubSuperResolutionPipeline, DDPMHubUnCLIPPipeline
+from .library import DDPMHubPipeline, DDPMHubSuperResolutionPipeline, DDPMHubUnCLIPPipeline, is_unclip
 from .source import Source
 
 # The arguments of a cascade call besides the condition arguments of its stages' models.
@@ -58,7 +58,7 @@ class DDPMHubCascadePipeline:
     def from_pretrained(cls, base: str, stages: list[str], device: str | None = None) -> "DDPMHubCascadePipeline":
         """The base and the stages from folders or Hub repo ids (`ddpm_hub.pipelines.Source`)."""
         source = Source.of(base)
-        unclip = (source.model_index.get("_class_name") or [None, None])[-1] == DDPMHubUnCLIPPipeline.__name__
+        unclip = is_unclip(source.model_index)  # the prior and the decoder: every component, not the decoder's alone
         pipelines = [DDPMHubUnCLIPPipeline.from_pretrained(source.folder) if unclip else source.load()]
         pipelines += [Source.of(name).load() for name in stages]
         for name, pipeline in zip(stages, pipelines[1:]):

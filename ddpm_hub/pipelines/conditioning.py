@@ -162,30 +162,19 @@ class TrainingConditioning(shipped.Conditioning):
 
     def grid(self, num_images: int) -> ImageConditions:
         """The sample grid of a run: the first guided kind lays it out (a row per class or prompt); else plain. A
-        decoder's grid is variations of held-out images, with the empty caption when it reads captions too."""
-        if self.get("image_embeds") is not None:
-            return self.with_empty_caption(self.get("image_embeds").grid(num_images))
-        for kind in self.kinds:
-            return kind.grid(num_images)
-        return ImageConditions(num_images, {})
+        decoder's grid is variations of held-out images (the empty caption when it reads captions too)."""
+        kinds = [self.get("image_embeds")] if self.get("image_embeds") is not None else self.kinds
+        return kinds[0].grid(num_images) if kinds else ImageConditions(num_images, {})
 
     def strip(self) -> ImageConditions | None:
         """The rows of the guidance strip (one per class or prompt, a decoder's per held-out image's embedding), None
         without a kind guidance can use."""
         if self.get("image_embeds") is not None:
-            rows = self.get("image_embeds").strip()
-            return None if rows is None else self.with_empty_caption(rows)
+            return self.get("image_embeds").strip()
         for kind in self.kinds:
             if kind.guided and kind.has_null:
                 return kind.strip()
         return None
-
-    def with_empty_caption(self, conditions: ImageConditions) -> ImageConditions:
-        """A decoder's images as the variations pipeline draws them: with the empty caption if it reads captions."""
-        if self.get("prompt") is None or not conditions.inputs:
-            return conditions
-        inputs = {**conditions.inputs, "prompt": [""] * conditions.num_images}
-        return ImageConditions(conditions.num_images, inputs, conditions.columns)
 
 
 def padded_prompts(batch: ConditionBatch, length: int) -> ConditionBatch:

@@ -223,6 +223,12 @@ PIPELINE_CLASSES = {
 }
 
 
+def is_unclip(model_index: dict) -> bool:
+    """A text-to-image unCLIP folder or repo: its model index names `DDPMHubUnCLIPPipeline`."""
+    name = model_index.get("_class_name")
+    return (name[1] if isinstance(name, list) else name) == DDPMHubUnCLIPPipeline.__name__
+
+
 def pipeline_class(model_index: dict) -> type:
     """
     The installed class a model index names (`_class_name`), `DDPMHubPipeline` for other DDPM layouts; a folder saved

@@ -199,16 +199,11 @@ class PromptCondition(ConditionKind):
     """
 
     name = "prompt"
-    call_arguments = (
-        "prompt",
-        "negative_prompt",
-        "prompt_embeds",
-        "negative_prompt_embeds",
-        "prompt_attention_mask",
-        "negative_prompt_attention_mask",
-    )
+    call_arguments = ("prompt", "negative_prompt", "prompt_embeds", "negative_prompt_embeds", "prompt_attention_mask",
+                      "negative_prompt_attention_mask")  # fmt: skip
     guided = True
     cross_attention_dim: int | None = None  # the width D of the states the UNet attends to (None: not known)
+    optional = False  # beside a CLIP image embedding (DALL-E 2's decoder): no prompt is the empty one, unwarned
 
     def __init__(self, tokenizer=None, text_encoder=None):
         self.tokenizer, self.text_encoder = tokenizer, text_encoder
@@ -219,6 +214,7 @@ class PromptCondition(ConditionKind):
         if width is None or projection == "image_proj":
             return None  # a UNet2DModel, or one whose cross-attention reads an image embedding (ImageEmbedsCondition)
         kind = cls(components.get("tokenizer"), components.get("text_encoder"))
+        kind.optional = projection == "text_image_proj"
         if projection in ("text_proj", "text_image_proj"):  # states of encoder_hid_dim, projected to the UNet's width
             width = _config_value(unet_config, "encoder_hid_dim") or width
         widths = set(width) if isinstance(width, (list, tuple)) else {width}
@@ -262,7 +258,7 @@ class PromptCondition(ConditionKind):
                 self.check_embeds(embeds, f"{prefix}prompt_embeds")
             if mask is not None:
                 self.check_attention_mask(mask, embeds, prefix)
-        if inputs.get("prompt") is None and inputs.get("prompt_embeds") is None:
+        if inputs.get("prompt") is None and inputs.get("prompt_embeds") is None and not self.optional:
             warnings.warn(
                 "This is a text-to-image model and no prompt was given: it samples the null condition (the empty "
                 "prompt, as caption dropout trained it).",

@@ -29,7 +29,7 @@ from .image_embeds_ddpm_hub import encoder_pixels  # noqa: F401
 from .image_processing_ddpm_hub import convert_mode  # noqa: F401
 from .latents_ddpm_hub import decode  # noqa: F401
 from .pipeline_ddpm_hub import DDPMHubPipeline  # noqa: F401
-from .pipeline_ddpm_hub_unclip_variation import DEFAULT_DECODER_GUIDANCE_SCALE, DDPMHubUnCLIPImageVariationPipeline
+from .pipeline_ddpm_hub_unclip_variation import DDPMHubUnCLIPImageVariationPipeline
 from .prior_ddpm_hub import (
     DEFAULT_PRIOR_GUIDANCE_SCALE,
     DEFAULT_PRIOR_NUM_CANDIDATES,
@@ -110,11 +110,6 @@ class DDPMHubUnCLIPPipeline(DDPMHubUnCLIPImageVariationPipeline):
         }
         self.register_to_config(**{key: value for key, value in settings.items() if value is not None})
 
-    def setting(self, name: str, default):
-        """A call default saved with the pipeline (`model_index.json`), else `default`."""
-        value = self.config.get(name)
-        return default if value is None else value
-
     @torch.no_grad()
     def __call__(
         self,
@@ -156,18 +151,10 @@ class DDPMHubUnCLIPPipeline(DDPMHubUnCLIPImageVariationPipeline):
             output_type, return_dict, callback_on_step_end, callback_on_step_end_tensor_inputs: as
                 `DDPMHubPipeline.__call__`; the callback runs after each of the decoder's steps.
         """
-        decoder_guidance_scale = (
-            self.setting("decoder_guidance_scale", DEFAULT_DECODER_GUIDANCE_SCALE)
-            if (decoder_guidance_scale is None)
-            else decoder_guidance_scale
-        )
         if (prompt is None) == (image is None and image_embeddings is None):
             raise ValueError("Give prompt (text to image), or image or image_embeddings (variations): one of them.")
-        if image is not None and image_embeddings is not None:
-            raise ValueError("Give image (the image(s) to vary) or image_embeddings, one of the two.")
         if prompt is None:  # variations: the image's own embedding, or the embeddings given
-            check_num_images_per_prompt(num_images_per_prompt)
-            embeds, prompts = self.embed_images(image) if image is not None else image_embeddings, None
+            embeds, prompts = self.variation_embeddings(image, image_embeddings, num_images_per_prompt), None
         else:
             embeds = self.prompt_image_embeddings(
                 prompt, num_images_per_prompt, generator, prior_latents, prior_guidance_scale,

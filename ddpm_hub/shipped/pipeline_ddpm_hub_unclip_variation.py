@@ -118,14 +118,25 @@ class DDPMHubUnCLIPImageVariationPipeline(DDPMHubPipeline):
             output_type, return_dict, callback_on_step_end, callback_on_step_end_tensor_inputs: as
                 `DDPMHubPipeline.__call__`.
         """
-        if (image is None) == (image_embeddings is None):
+        if image is None and image_embeddings is None:
             raise ValueError("Give image (the image(s) to vary) or image_embeddings, one of the two.")
-        check_num_images_per_prompt(num_images_per_prompt)
-        embeds = self.embed_images(image) if image is not None else image_embeddings
+        embeds = self.variation_embeddings(image, image_embeddings, num_images_per_prompt)
         return self.decode_embeddings(
             embeds, None, num_images_per_prompt, decoder_num_inference_steps, generator, decoder_latents,
             decoder_guidance_scale, output_type, return_dict, callback_on_step_end, callback_on_step_end_tensor_inputs,
         )  # fmt: skip
+
+    def setting(self, name: str, default):
+        """A call default saved with the pipeline (`model_index.json`), else `default`."""
+        value = self.config.get(name)
+        return default if value is None else value
+
+    def variation_embeddings(self, image, image_embeddings, num_images_per_prompt: int) -> torch.Tensor:
+        """The embeddings variations decode: the image's own, or those given (not both)."""
+        if image is not None and image_embeddings is not None:
+            raise ValueError("Give image (the image(s) to vary) or image_embeddings, one of the two.")
+        check_num_images_per_prompt(num_images_per_prompt)
+        return self.embed_images(image) if image is not None else image_embeddings
 
     def decode_embeddings(
         self, embeds, prompt, num_images_per_prompt, decoder_num_inference_steps, generator, decoder_latents,
@@ -134,12 +145,12 @@ class DDPMHubUnCLIPImageVariationPipeline(DDPMHubPipeline):
         """
         The decoder's chains for CLIP image embeddings `[n x D]`. A decoder that also reads the caption (DALL-E 2's
         keeps GLIDE's text pathway: `encoder_hid_dim_type="text_image_proj"`) gets `prompt` (one per embedding, from
-        the unCLIP pipeline), or the empty caption for variations; its null branch is then the empty caption and the
-        zero embedding together.
+        the unCLIP pipeline), or none for variations (the empty caption); its null branch is then the empty caption
+        and the zero embedding together.
         """
         if decoder_guidance_scale is None:
-            decoder_guidance_scale = self.config.get("decoder_guidance_scale") or DEFAULT_DECODER_GUIDANCE_SCALE
-        text = {"prompt": "" if prompt is None else prompt} if self.conditioning.get("prompt") is not None else {}
+            decoder_guidance_scale = self.setting("decoder_guidance_scale", DEFAULT_DECODER_GUIDANCE_SCALE)
+        text = {"prompt": prompt} if prompt is not None and self.conditioning.get("prompt") is not None else {}
         return super().__call__(
             **text,
             image_embeds=embeds,
